@@ -1,0 +1,847 @@
+//! The validated, hot-reloaded snapshot store.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use serde::de::DeserializeOwned;
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{Format, Rejection, Source, Violations};
+
+/// Domain rules for a document type, implemented by the owner of the type.
+///
+/// The store calls [`validate`](Validate::validate) on every parsed candidate and installs it only
+/// when it returns `Ok`. Put every hard limit here (counts, ranges, uniqueness): a document that
+/// passes must be safe to use on the data plane without further checks.
+pub trait Validate: DeserializeOwned + Send + Sync + 'static {
+    /// Checks the document; every broken rule is a [`Violation`](crate::Violation) naming its field path.
+    fn validate(&self) -> Result<(), Violations>;
+
+    /// The document's generation, when its format carries one. Versions are monotonic: a candidate
+    /// older than the active snapshot is rejected as [`Rejection::Stale`].
+    fn version(&self) -> Option<u64> {
+        None
+    }
+
+    /// Precomputes derived state (indexes, compiled matchers) once the document has passed
+    /// validation, so that readers never do it per request. Infallible by design: anything that can
+    /// fail belongs in [`validate`](Validate::validate).
+    fn prepare(&mut self) {}
+}
+
+/// A SHA-256 digest of a document's bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Digest([u8; 32]);
+
+impl Digest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Digest(Sha256::digest(bytes).into())
+    }
+
+    /// The raw 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The first 12 hex digits, enough to tell documents apart in a log line.
+    pub fn short(&self) -> String {
+        let full = self.to_string();
+        full.get(..12).unwrap_or(&full).to_owned()
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({})", self.short())
+    }
+}
+
+/// What is known about an installed document.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    /// The document's own version, when its format carries one.
+    pub version: Option<u64>,
+    /// SHA-256 of the bytes it was parsed from (of the empty string for a compiled-in default).
+    pub digest: Digest,
+    /// Where it came from.
+    pub source: Source,
+    /// Wall-clock time of installation, for reports.
+    pub loaded_at: SystemTime,
+    /// Monotonic time of installation, for [`Meta::age`].
+    pub installed_at: Instant,
+    /// How many documents this store has installed before this one (0 for the first).
+    pub generation: u64,
+}
+
+impl Meta {
+    /// How long this document has been active.
+    pub fn age(&self) -> Duration {
+        self.installed_at.elapsed()
+    }
+
+    /// Whether this is the compiled-in default rather than a loaded document.
+    pub fn is_default(&self) -> bool {
+        self.source == Source::Default
+    }
+}
+
+/// An installed document with its metadata. Readers hold an `Arc<Snapshot<T>>`: a reload swaps
+/// the pointer, so a reader sees the whole old document or the whole new one, never a mix.
+#[derive(Debug)]
+pub struct Snapshot<T> {
+    value: T,
+    meta: Meta,
+}
+
+impl<T> Snapshot<T> {
+    /// The document.
+    pub fn value(&self) -> &T {
+        &self.value
+    }
+
+    /// What is known about it.
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+}
+
+impl<T> std::ops::Deref for Snapshot<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+/// What a successful reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The candidate passed and is now active.
+    Installed {
+        /// Its version, when it carries one.
+        version: Option<u64>,
+        /// Its digest.
+        digest: Digest,
+    },
+    /// The candidate is byte-for-byte the active document; nothing changed.
+    Unchanged,
+    /// The file changed while it was being read; nothing was installed and the next poll or reload
+    /// will read it again. Writers should write a temporary file and rename it into place.
+    Deferred,
+}
+
+impl Outcome {
+    /// A short stable name, for metric labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Installed { .. } => "installed",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Deferred => "deferred",
+        }
+    }
+}
+
+/// A rejection as remembered by the store.
+#[derive(Debug, Clone)]
+pub struct RejectionRecord {
+    /// Why.
+    pub rejection: Rejection,
+    /// Digest of the rejected bytes, when they were read.
+    pub digest: Option<Digest>,
+    /// When.
+    pub at: SystemTime,
+}
+
+/// A point-in-time report on a store, for status pages and alerts.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// The store's name.
+    pub name: String,
+    /// The active document's metadata.
+    pub active: Meta,
+    /// Rejections since the last successful install or unchanged reload: alert when this grows.
+    pub consecutive_rejections: u64,
+    /// Rejections since the store was built.
+    pub total_rejections: u64,
+    /// The most recent rejection, if any.
+    pub last_rejection: Option<RejectionRecord>,
+}
+
+/// How a store starts when its first document is missing or invalid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Startup {
+    /// Building the store fails with the rejection: for a proxy's main config, where running on a
+    /// guess would be worse than not starting.
+    FailFast,
+    /// The store starts from the compiled-in default and reports the rejection: for feature files,
+    /// where a degraded module beats no proxy.
+    UseDefault,
+}
+
+/// Builds a [`Store`]. See the [crate docs](crate) for a complete example.
+#[derive(Debug)]
+pub struct StoreBuilder<T> {
+    name: String,
+    format: Format,
+    max_bytes: u64,
+    path: Option<PathBuf>,
+    initial: Option<(Vec<u8>, Source)>,
+    default: Option<T>,
+}
+
+impl<T: Validate> StoreBuilder<T> {
+    /// The default size cap: 1 MiB.
+    pub const DEFAULT_MAX_BYTES: u64 = 1024 * 1024;
+
+    /// A builder for a store called `name` (used in messages, logs and metric labels).
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            format: Format::Toml,
+            max_bytes: Self::DEFAULT_MAX_BYTES,
+            path: None,
+            initial: None,
+            default: None,
+        }
+    }
+
+    /// The format to parse (default TOML).
+    pub fn format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// The size cap, checked before parsing (default 1 MiB).
+    pub fn max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Reads the first document from `path`; [`Store::reload`] and [`Store::watch`] re-read it.
+    pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.path = Some(path.into());
+        self
+    }
+
+    /// Uses `bytes` as the first document (when no file is set, or as well as one: the file wins).
+    pub fn initial_bytes(mut self, bytes: impl Into<Vec<u8>>, label: impl Into<String>) -> Self {
+        self.initial = Some((bytes.into(), Source::Api(label.into())));
+        self
+    }
+
+    /// A compiled-in default. With a default the store starts even when the first document is
+    /// missing or invalid ([`Startup::UseDefault`]); without one building fails
+    /// ([`Startup::FailFast`]).
+    pub fn default_value(mut self, value: T) -> Self {
+        self.default = Some(value);
+        self
+    }
+
+    /// The startup policy this builder will apply.
+    pub fn startup(&self) -> Startup {
+        if self.default.is_some() {
+            Startup::UseDefault
+        } else {
+            Startup::FailFast
+        }
+    }
+
+    /// Loads the first document and returns the store.
+    ///
+    /// # Errors
+    /// With [`Startup::FailFast`], the rejection of the first document (or [`Rejection::Empty`]
+    /// when no source was given at all).
+    pub fn build(self) -> Result<Store<T>, Rejection> {
+        let StoreBuilder {
+            name,
+            format,
+            max_bytes,
+            path,
+            initial,
+            default,
+        } = self;
+        let first: Candidate<T> = match (&path, initial) {
+            (Some(path), _) => match read_file(&name, path, max_bytes) {
+                Ok(FileRead::Complete(bytes)) => parse_candidate::<T>(
+                    &name,
+                    format,
+                    max_bytes,
+                    &bytes,
+                    Source::File(path.clone()),
+                ),
+                Ok(FileRead::Changing) => Err(Box::new((
+                    Rejection::Io {
+                        name: name.clone(),
+                        origin: Source::File(path.clone()),
+                        reason: "file changed while being read at startup".into(),
+                    },
+                    None,
+                ))),
+                Err(rejection) => Err(Box::new((rejection, None))),
+            },
+            (None, Some((bytes, source))) => {
+                parse_candidate::<T>(&name, format, max_bytes, &bytes, source)
+            }
+            (None, None) => Err(Box::new((
+                Rejection::Empty {
+                    name: name.clone(),
+                    origin: Source::Default,
+                },
+                None,
+            ))),
+        };
+        let (value, digest, source, first_rejection) = match (first, default) {
+            (Ok((mut value, digest, source)), _) => {
+                value.prepare();
+                (value, digest, source, None)
+            }
+            (Err(failed), None) => return Err(failed.0),
+            (Err(failed), Some(mut value)) => {
+                let (rejection, digest) = *failed;
+                tracing::warn!(
+                    store = %name,
+                    reason = %rejection,
+                    "starting from the compiled-in default: the first document was rejected"
+                );
+                value.prepare();
+                (
+                    value,
+                    Digest::of(b""),
+                    Source::Default,
+                    Some((rejection, digest)),
+                )
+            }
+        };
+        let meta = Meta {
+            version: value.version(),
+            digest,
+            source,
+            loaded_at: SystemTime::now(),
+            installed_at: Instant::now(),
+            generation: 0,
+        };
+        let (tx, _rx) = tokio::sync::watch::channel(0);
+        let store = Store {
+            inner: Arc::new(Inner {
+                name,
+                format,
+                max_bytes,
+                path,
+                active: ArcSwap::from_pointee(Snapshot { value, meta }),
+                state: Mutex::new(ReloadState::default()),
+                installs: tx,
+            }),
+        };
+        store.publish_gauges();
+        if let Some((rejection, digest)) = first_rejection {
+            let mut state = store.lock_state();
+            store.record_rejection(&mut state, rejection, digest);
+        }
+        Ok(store)
+    }
+}
+
+/// A validated, hot-reloadable document of type `T` with last-known-good semantics.
+///
+/// Reads ([`load`](Store::load), [`current`](Store::current)) are lock-free. Reloads are
+/// serialised by a mutex on the control plane only. A candidate that fails any stage (size, parse,
+/// validation, version) never replaces the active snapshot.
+pub struct Store<T> {
+    inner: Arc<Inner<T>>,
+}
+
+impl<T> Clone for Store<T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<T> fmt::Debug for Store<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("name", &self.inner.name)
+            .field("format", &self.inner.format)
+            .field("max_bytes", &self.inner.max_bytes)
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner<T> {
+    name: String,
+    format: Format,
+    max_bytes: u64,
+    path: Option<PathBuf>,
+    active: ArcSwap<Snapshot<T>>,
+    state: Mutex<ReloadState>,
+    installs: tokio::sync::watch::Sender<u64>,
+}
+
+/// How many distinct rejected digests are remembered for log de-duplication.
+const LOGGED_DIGESTS: usize = 16;
+
+#[derive(Default)]
+struct ReloadState {
+    consecutive_rejections: u64,
+    total_rejections: u64,
+    last_rejection: Option<RejectionRecord>,
+    /// Digests already logged as rejected: a generator flapping between a good and a bad file
+    /// produces one log line per distinct bad document, not one per attempt.
+    logged: VecDeque<Digest>,
+    /// Rejections of unreadable sources are logged once per kind until something succeeds.
+    logged_unreadable: bool,
+    /// The last bytes the watcher saw, so an unchanged file is not parsed again every poll.
+    last_seen: Option<Digest>,
+}
+
+impl<T: Validate> Store<T> {
+    /// Starts building a store called `name`.
+    pub fn builder(name: impl Into<String>) -> StoreBuilder<T> {
+        StoreBuilder::new(name)
+    }
+
+    /// The store's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The file this store reads, if any.
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.path.as_deref()
+    }
+
+    /// The active snapshot as an owned `Arc` (one atomic increment; lock-free).
+    pub fn load(&self) -> Arc<Snapshot<T>> {
+        self.inner.active.load_full()
+    }
+
+    /// The active snapshot through a short-lived guard: the cheapest read, for the request path.
+    /// Do not hold the guard across an `.await`; use [`load`](Store::load) for that.
+    pub fn current(&self) -> arc_swap::Guard<Arc<Snapshot<T>>> {
+        self.inner.active.load()
+    }
+
+    /// A receiver that changes whenever a new document is installed (its value is the generation),
+    /// for owners that rebuild derived state on reload.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.installs.subscribe()
+    }
+
+    /// Offers `bytes` as the next document, e.g. from an admin endpoint.
+    ///
+    /// # Errors
+    /// The [`Rejection`]; the active snapshot is unchanged.
+    pub fn submit(&self, bytes: &[u8], label: impl Into<String>) -> Result<Outcome, Rejection> {
+        let mut state = self.lock_state();
+        self.offer(&mut state, bytes, Source::Api(label.into()))
+    }
+
+    /// Re-reads the store's file and installs it if it passes. Binaries wire SIGHUP and admin
+    /// endpoints to this. It reads the file synchronously (the file is capped in size); from async
+    /// code prefer [`reload_async`](Store::reload_async).
+    ///
+    /// # Errors
+    /// The [`Rejection`]; the active snapshot is unchanged.
+    pub fn reload(&self) -> Result<Outcome, Rejection> {
+        let Some(path) = self.inner.path.clone() else {
+            return Err(Rejection::Io {
+                name: self.inner.name.clone(),
+                origin: Source::Default,
+                reason: "this store has no file to reload".into(),
+            });
+        };
+        let read = read_file(&self.inner.name, &path, self.inner.max_bytes);
+        let mut state = self.lock_state();
+        match read {
+            Ok(FileRead::Complete(bytes)) => {
+                state.last_seen = Some(Digest::of(&bytes));
+                self.offer(&mut state, &bytes, Source::File(path))
+            }
+            Ok(FileRead::Changing) => {
+                metrics::counter!("ravelin_config_reloads_total", "name" => self.inner.name.clone(), "outcome" => "deferred").increment(1);
+                Ok(Outcome::Deferred)
+            }
+            Err(rejection) => {
+                self.record_rejection(&mut state, rejection.clone(), None);
+                Err(rejection)
+            }
+        }
+    }
+
+    /// [`reload`](Store::reload) on tokio's blocking pool.
+    ///
+    /// # Errors
+    /// The [`Rejection`]; the active snapshot is unchanged.
+    pub async fn reload_async(&self) -> Result<Outcome, Rejection> {
+        let store = self.clone();
+        match tokio::task::spawn_blocking(move || store.reload()).await {
+            Ok(result) => result,
+            Err(join) => Err(Rejection::Io {
+                name: self.inner.name.clone(),
+                origin: self
+                    .inner
+                    .path
+                    .clone()
+                    .map_or(Source::Default, Source::File),
+                reason: format!("reload task failed: {join}"),
+            }),
+        }
+    }
+
+    /// Polls the store's file every `interval` and reloads it when its bytes change. The task
+    /// stops when the returned handle is dropped. Must be called inside a tokio runtime.
+    pub fn watch(&self, interval: Duration) -> WatchHandle {
+        let store = self.clone();
+        let task = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let polled = store.clone();
+                // A panic here would be a bug in this crate; the JoinError keeps it from killing
+                // the watcher loop, and the next tick tries again.
+                let _ = tokio::task::spawn_blocking(move || polled.poll_file()).await;
+            }
+        });
+        WatchHandle { task }
+    }
+
+    /// One watcher step: read the file and offer it only if its bytes differ from the last look.
+    fn poll_file(&self) {
+        let Some(path) = self.inner.path.clone() else {
+            return;
+        };
+        let read = read_file(&self.inner.name, &path, self.inner.max_bytes);
+        let mut state = self.lock_state();
+        match read {
+            Ok(FileRead::Complete(bytes)) => {
+                let digest = Digest::of(&bytes);
+                if state.last_seen == Some(digest) {
+                    return;
+                }
+                state.last_seen = Some(digest);
+                let _ = self.offer(&mut state, &bytes, Source::File(path));
+            }
+            Ok(FileRead::Changing) => {}
+            Err(rejection) => {
+                // Unreadable (e.g. missing mid-rename): count it once per change of state.
+                if state.last_seen.is_some() || state.last_rejection.is_none() {
+                    state.last_seen = None;
+                    self.record_rejection(&mut state, rejection, None);
+                }
+            }
+        }
+    }
+
+    /// A report for status pages.
+    pub fn status(&self) -> Status {
+        let active = self.load().meta.clone();
+        let state = self.lock_state();
+        Status {
+            name: self.inner.name.clone(),
+            active,
+            consecutive_rejections: state.consecutive_rejections,
+            total_rejections: state.total_rejections,
+            last_rejection: state.last_rejection.clone(),
+        }
+    }
+
+    /// The most recent rejection, if any.
+    pub fn last_rejection(&self) -> Option<RejectionRecord> {
+        self.lock_state().last_rejection.clone()
+    }
+
+    /// Rejections since the last good or unchanged document.
+    pub fn consecutive_rejections(&self) -> u64 {
+        self.lock_state().consecutive_rejections
+    }
+
+    fn lock_state(&self) -> MutexGuard<'_, ReloadState> {
+        // The state is plain counters and records: a panic while holding the lock cannot leave it
+        // inconsistent in a way that matters, so a poisoned lock is still used.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn offer(
+        &self,
+        state: &mut ReloadState,
+        bytes: &[u8],
+        source: Source,
+    ) -> Result<Outcome, Rejection> {
+        let inner = &*self.inner;
+        let active = self.load();
+        let digest = Digest::of(bytes);
+        if bytes.len() as u64 <= inner.max_bytes
+            && digest == active.meta.digest
+            && !active.meta.is_default()
+        {
+            state.consecutive_rejections = 0;
+            state.logged_unreadable = false;
+            metrics::counter!("ravelin_config_reloads_total", "name" => inner.name.clone(), "outcome" => "unchanged").increment(1);
+            self.publish_gauges_with(state);
+            return Ok(Outcome::Unchanged);
+        }
+        let (mut value, digest, source) =
+            match parse_candidate::<T>(&inner.name, inner.format, inner.max_bytes, bytes, source) {
+                Ok(parsed) => parsed,
+                Err(failed) => {
+                    let (rejection, digest) = *failed;
+                    self.record_rejection(state, rejection.clone(), digest);
+                    return Err(rejection);
+                }
+            };
+        // A compiled-in default is a placeholder, not a generation: any valid document replaces it.
+        if let (Some(candidate), Some(current), false) = (
+            value.version(),
+            active.meta.version,
+            active.meta.is_default(),
+        ) {
+            // Equal bytes returned `Unchanged` above, so an equal version here has other content.
+            if candidate <= current {
+                let rejection = Rejection::Stale {
+                    name: inner.name.clone(),
+                    origin: source,
+                    candidate,
+                    active: current,
+                };
+                self.record_rejection(state, rejection.clone(), Some(digest));
+                return Err(rejection);
+            }
+        }
+        value.prepare();
+        let version = value.version();
+        let generation = active.meta.generation.saturating_add(1);
+        tracing::info!(
+            store = %inner.name,
+            source = %source,
+            version = ?version,
+            digest = %digest.short(),
+            "installed new document"
+        );
+        inner.active.store(Arc::new(Snapshot {
+            value,
+            meta: Meta {
+                version,
+                digest,
+                source,
+                loaded_at: SystemTime::now(),
+                installed_at: Instant::now(),
+                generation,
+            },
+        }));
+        state.consecutive_rejections = 0;
+        state.logged_unreadable = false;
+        inner.installs.send_replace(generation);
+        metrics::counter!("ravelin_config_reloads_total", "name" => inner.name.clone(), "outcome" => "installed").increment(1);
+        self.publish_gauges_with(state);
+        Ok(Outcome::Installed { version, digest })
+    }
+
+    fn record_rejection(
+        &self,
+        state: &mut ReloadState,
+        rejection: Rejection,
+        digest: Option<Digest>,
+    ) {
+        let inner = &*self.inner;
+        state.consecutive_rejections = state.consecutive_rejections.saturating_add(1);
+        state.total_rejections = state.total_rejections.saturating_add(1);
+        let first_sighting = match digest {
+            Some(digest) if state.logged.contains(&digest) => false,
+            Some(digest) => {
+                if state.logged.len() >= LOGGED_DIGESTS {
+                    state.logged.pop_front();
+                }
+                state.logged.push_back(digest);
+                true
+            }
+            None => !std::mem::replace(&mut state.logged_unreadable, true),
+        };
+        if first_sighting {
+            tracing::warn!(
+                store = %inner.name,
+                kind = rejection.kind(),
+                digest = %digest.map(|d| d.short()).unwrap_or_default(),
+                consecutive = state.consecutive_rejections,
+                "rejected document, keeping the last known good: {rejection}"
+            );
+        }
+        metrics::counter!("ravelin_config_reloads_total", "name" => inner.name.clone(), "outcome" => "rejected").increment(1);
+        metrics::counter!("ravelin_config_rejections_total", "name" => inner.name.clone(), "reason" => rejection.kind()).increment(1);
+        state.last_rejection = Some(RejectionRecord {
+            rejection,
+            digest,
+            at: SystemTime::now(),
+        });
+        self.publish_gauges_with(state);
+    }
+
+    fn publish_gauges(&self) {
+        let state = self.lock_state();
+        self.publish_gauges_with(&state);
+    }
+
+    fn publish_gauges_with(&self, state: &ReloadState) {
+        let name = self.inner.name.clone();
+        let active = self.load();
+        metrics::gauge!("ravelin_config_consecutive_rejections", "name" => name.clone())
+            .set(state.consecutive_rejections as f64);
+        metrics::gauge!("ravelin_config_active_version", "name" => name.clone())
+            .set(active.meta.version.unwrap_or(0) as f64);
+        let loaded = active
+            .meta
+            .loaded_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        metrics::gauge!("ravelin_config_active_loaded_timestamp_seconds", "name" => name.clone())
+            .set(loaded);
+        metrics::gauge!("ravelin_config_active_is_default", "name" => name)
+            .set(if active.meta.is_default() { 1.0 } else { 0.0 });
+    }
+}
+
+/// Stops a [`Store::watch`] task when dropped.
+#[derive(Debug)]
+pub struct WatchHandle {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for WatchHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+enum FileRead {
+    Complete(Vec<u8>),
+    /// Size or modification time moved during the read: a writer is at work.
+    Changing,
+}
+
+/// Reads at most `max_bytes + 1` bytes, so a huge or growing file is rejected without reading it
+/// all, and checks that the file did not change underneath the read.
+fn read_file(name: &str, path: &Path, max_bytes: u64) -> Result<FileRead, Rejection> {
+    let source = || Source::File(path.to_path_buf());
+    let io = |e: std::io::Error| Rejection::Io {
+        name: name.to_owned(),
+        origin: source(),
+        reason: e.to_string(),
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let before = file.metadata().map_err(io)?;
+    if before.len() > max_bytes {
+        return Err(Rejection::TooLarge {
+            name: name.to_owned(),
+            origin: source(),
+            size: before.len(),
+            limit: max_bytes,
+        });
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(before.len()).unwrap_or(0));
+    (&mut file)
+        .take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(Rejection::TooLarge {
+            name: name.to_owned(),
+            origin: source(),
+            size: bytes.len() as u64,
+            limit: max_bytes,
+        });
+    }
+    // The same path may now name a new file (atomic rename): that is fine, we read one whole file.
+    // A change of the file we read (in-place write) means the bytes may be half old, half new.
+    let after = file.metadata().map_err(io)?;
+    if after.len() != before.len()
+        || after.len() != bytes.len() as u64
+        || after.modified().ok() != before.modified().ok()
+    {
+        return Ok(FileRead::Changing);
+    }
+    Ok(FileRead::Complete(bytes))
+}
+
+/// Size cap, emptiness, parse and validation: everything about a candidate except its relation to
+/// the active snapshot.
+fn parse_candidate<T: Validate>(
+    name: &str,
+    format: Format,
+    max_bytes: u64,
+    bytes: &[u8],
+    source: Source,
+) -> Candidate<T> {
+    if bytes.len() as u64 > max_bytes {
+        return Err(Box::new((
+            Rejection::TooLarge {
+                name: name.to_owned(),
+                origin: source,
+                size: bytes.len() as u64,
+                limit: max_bytes,
+            },
+            None,
+        )));
+    }
+    let digest = Digest::of(bytes);
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Box::new((
+            Rejection::Empty {
+                name: name.to_owned(),
+                origin: source,
+            },
+            Some(digest),
+        )));
+    }
+    let parse_error = |reason: String, source: Source| {
+        (
+            Rejection::Parse {
+                name: name.to_owned(),
+                origin: source,
+                format,
+                reason,
+            },
+            Some(digest),
+        )
+    };
+    let parsed: Result<T, String> = match format {
+        Format::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+        Format::Toml => match std::str::from_utf8(bytes) {
+            Ok(text) => toml::from_str(text).map_err(|e| e.to_string()),
+            Err(e) => Err(format!("not UTF-8: {e}")),
+        },
+    };
+    let value = match parsed {
+        Ok(value) => value,
+        Err(reason) => return Err(Box::new(parse_error(reason.trim_end().to_owned(), source))),
+    };
+    if let Err(violations) = value.validate() {
+        return Err(Box::new((
+            Rejection::Invalid {
+                name: name.to_owned(),
+                origin: source,
+                violations,
+            },
+            Some(digest),
+        )));
+    }
+    Ok((value, digest, source))
+}
+
+/// A parsed and validated candidate, or why not (boxed: rejections are rare and large).
+type Candidate<T> = Result<(T, Digest, Source), Box<(Rejection, Option<Digest>)>>;

@@ -1,0 +1,331 @@
+//! The guard abstraction: a module that looks at a request head and allows it or answers it.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use http::{Extensions, HeaderMap, Method, Request, Response, Uri, Version};
+
+/// The client's socket address, set as a request extension by the server that accepted the
+/// connection (`ravelin-proxy` does; in axum, copy `ConnectInfo<SocketAddr>` into it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// What a guard may look at: the request head, never the body.
+///
+/// Because a guard cannot consume the body or call the inner service, skipping it (failing open) is
+/// always safe: the request continues exactly as if the guard were absent.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    /// The request method.
+    pub method: &'a Method,
+    /// The request target.
+    pub uri: &'a Uri,
+    /// The HTTP version the client spoke.
+    pub version: Version,
+    /// The request's header fields.
+    pub headers: &'a HeaderMap,
+    /// The request's extensions (e.g. a TLS fingerprint set by the terminator).
+    pub extensions: &'a Extensions,
+    /// The client's address, from the [`PeerAddr`] extension when present.
+    pub peer: Option<SocketAddr>,
+}
+
+impl<'a> RequestHead<'a> {
+    /// Borrows the head of `request`.
+    pub fn from_request<B>(request: &'a Request<B>) -> Self {
+        Self {
+            method: request.method(),
+            uri: request.uri(),
+            version: request.version(),
+            headers: request.headers(),
+            extensions: request.extensions(),
+            peer: request.extensions().get::<PeerAddr>().map(|p| p.0),
+        }
+    }
+
+    /// Borrows the head from already split parts.
+    pub fn from_parts(parts: &'a http::request::Parts) -> Self {
+        Self {
+            method: &parts.method,
+            uri: &parts.uri,
+            version: parts.version,
+            headers: &parts.headers,
+            extensions: &parts.extensions,
+            peer: parts.extensions.get::<PeerAddr>().map(|p| p.0),
+        }
+    }
+}
+
+/// A guard's answer for one request.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Let the request through, with optional annotations.
+    Allow(Allow),
+    /// Answer the request here (e.g. 429, 403); the inner service is not called.
+    Respond(Response<Bytes>),
+}
+
+impl Verdict {
+    /// Allow with no annotations.
+    pub fn allow() -> Self {
+        Verdict::Allow(Allow::new())
+    }
+
+    /// A short stable name, for logs and metric labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Verdict::Allow(_) => "allowed",
+            Verdict::Respond(_) => "responded",
+        }
+    }
+}
+
+/// Annotations of an allowed request: headers for the forwarded request, headers for the response,
+/// and request extensions. Empty annotations allocate nothing.
+#[derive(Debug, Default)]
+pub struct Allow {
+    request_headers: HeaderMap,
+    response_headers: HeaderMap,
+    extensions: Extensions,
+}
+
+impl Allow {
+    /// No annotations.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a header to the request forwarded to the inner service (replacing one of that name).
+    pub fn request_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.request_headers.insert(name, value);
+        self
+    }
+
+    /// Adds a header to the response returned to the client (appended to the inner service's).
+    pub fn response_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.response_headers.append(name, value);
+        self
+    }
+
+    /// Sets a request extension, e.g. a score that later layers read.
+    pub fn extension<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.extensions.insert(value);
+        self
+    }
+
+    /// Headers for the forwarded request.
+    pub fn request_headers_mut(&mut self) -> &mut HeaderMap {
+        &mut self.request_headers
+    }
+
+    /// Headers for the response.
+    pub fn response_headers_mut(&mut self) -> &mut HeaderMap {
+        &mut self.response_headers
+    }
+
+    /// Extensions for the forwarded request.
+    pub fn extensions_mut(&mut self) -> &mut Extensions {
+        &mut self.extensions
+    }
+
+    /// Splits into (request headers, response headers, extensions).
+    pub fn into_parts(self) -> (HeaderMap, HeaderMap, Extensions) {
+        (self.request_headers, self.response_headers, self.extensions)
+    }
+
+    /// Applies the request-side annotations to `request` and returns the response headers to add
+    /// later.
+    pub fn apply_to_request<B>(self, request: &mut Request<B>) -> HeaderMap {
+        let (request_headers, response_headers, extensions) = self.into_parts();
+        if !request_headers.is_empty() {
+            let headers = request.headers_mut();
+            for (name, value) in request_headers {
+                if let Some(name) = name {
+                    headers.insert(name, value);
+                }
+            }
+        }
+        request.extensions_mut().extend(extensions);
+        response_headers
+    }
+}
+
+/// Where a guard failure came from, after pingora's `ErrorSource`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GuardErrorKind {
+    /// A dependency (Redis, a remote scorer) failed or answered garbage.
+    Dependency,
+    /// The guard's configuration or model is unusable.
+    Config,
+    /// A bug or broken invariant inside the guard.
+    Internal,
+}
+
+impl GuardErrorKind {
+    /// A short stable name, for logs and metric labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            GuardErrorKind::Dependency => "dependency",
+            GuardErrorKind::Config => "config",
+            GuardErrorKind::Internal => "internal",
+        }
+    }
+}
+
+/// A guard could not reach a verdict. The failure policy decides what happens to the request; a
+/// failed guard never contributes a verdict or annotations of its own.
+#[derive(Debug, thiserror::Error)]
+#[error("{kind} failure: {message}", kind = .kind.as_str())]
+pub struct GuardError {
+    kind: GuardErrorKind,
+    message: Cow<'static, str>,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl GuardError {
+    /// A failure of `kind` described by `message`.
+    pub fn new(kind: GuardErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A dependency failure caused by `source`.
+    pub fn dependency(
+        message: impl Into<Cow<'static, str>>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            kind: GuardErrorKind::Dependency,
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// Where the failure came from.
+    pub fn kind(&self) -> GuardErrorKind {
+        self.kind
+    }
+
+    /// The description.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+/// A request-inspecting module: rate limiting, bot scoring, WAF-like checks.
+///
+/// `check` sees the request head and returns a future of the [`Verdict`]. Synchronous guards return
+/// [`std::future::Ready`]; guards that await a store (Redis) return their own future. The future
+/// must own what it needs (`'static`), so the request can be moved on while it runs.
+///
+/// Wrap a guard in [`GuardLayer`](crate::GuardLayer) to give it a failure policy, a timeout, panic
+/// containment, a circuit breaker and a kill switch.
+pub trait Guard: Send + Sync + 'static {
+    /// The future of the verdict.
+    type Future: Future<Output = Result<Verdict, GuardError>> + Send + 'static;
+
+    /// Inspects `head` and decides.
+    fn check(&self, head: &RequestHead<'_>) -> Self::Future;
+}
+
+impl<G: Guard + ?Sized> Guard for std::sync::Arc<G> {
+    type Future = G::Future;
+
+    fn check(&self, head: &RequestHead<'_>) -> Self::Future {
+        (**self).check(head)
+    }
+}
+
+/// A guard built from a synchronous closure, for small checks and tests.
+pub fn guard_fn<F>(f: F) -> GuardFn<F>
+where
+    F: Fn(&RequestHead<'_>) -> Result<Verdict, GuardError> + Send + Sync + 'static,
+{
+    GuardFn { f }
+}
+
+/// See [`guard_fn`].
+#[derive(Clone)]
+pub struct GuardFn<F> {
+    f: F,
+}
+
+impl<F> std::fmt::Debug for GuardFn<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardFn").finish_non_exhaustive()
+    }
+}
+
+impl<F> Guard for GuardFn<F>
+where
+    F: Fn(&RequestHead<'_>) -> Result<Verdict, GuardError> + Send + Sync + 'static,
+{
+    type Future = std::future::Ready<Result<Verdict, GuardError>>;
+
+    fn check(&self, head: &RequestHead<'_>) -> Self::Future {
+        std::future::ready((self.f)(head))
+    }
+}
+
+/// Which guards were skipped for this request, and why: set as a request extension by
+/// [`GuardLayer`](crate::GuardLayer) when a guard fails open or is killed. Downstream code checks
+/// it instead of guessing from a missing value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Skipped {
+    entries: Vec<(Cow<'static, str>, SkipReason)>,
+}
+
+impl Skipped {
+    /// Records that `guard` was skipped for `reason`.
+    pub fn push(&mut self, guard: Cow<'static, str>, reason: SkipReason) {
+        self.entries.push((guard, reason));
+    }
+
+    /// Whether `guard` was skipped, and why.
+    pub fn reason(&self, guard: &str) -> Option<SkipReason> {
+        self.entries
+            .iter()
+            .find(|(name, _)| name == guard)
+            .map(|(_, reason)| *reason)
+    }
+
+    /// Every skipped guard and its reason.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, SkipReason)> {
+        self.entries.iter().map(|(n, r)| (n.as_ref(), *r))
+    }
+}
+
+/// Why a guard was skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SkipReason {
+    /// The guard returned an error and its policy is fail-open.
+    Failed,
+    /// The guard panicked and its policy is fail-open.
+    Panicked,
+    /// The guard exceeded its timeout and its policy is fail-open.
+    TimedOut,
+    /// The guard's circuit breaker is open and its policy is fail-open.
+    CircuitOpen,
+    /// The guard's kill switch is engaged: the module is off.
+    Killed,
+}
+
+impl SkipReason {
+    /// A short stable name, for headers, logs and metric labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Failed => "failed",
+            SkipReason::Panicked => "panicked",
+            SkipReason::TimedOut => "timed_out",
+            SkipReason::CircuitOpen => "circuit_open",
+            SkipReason::Killed => "killed",
+        }
+    }
+}
