@@ -1,1 +1,547 @@
-//! Unit tests for the store.
+//! Unit tests for the store: every rejection, last-known-good, flapping, concurrency, staleness.
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::{Format, Outcome, Rejection, Source, Store, Validate, Violations};
+
+/// A miniature feature file, shaped like the one behind the 2025-11-18 outage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Features {
+    schema_version: u32,
+    version: u64,
+    features: Vec<Feature>,
+    #[serde(skip)]
+    total_weight: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Feature {
+    name: String,
+    weight: f64,
+}
+
+const MAX_FEATURES: usize = 4;
+
+impl Validate for Features {
+    fn validate(&self) -> Result<(), Violations> {
+        let mut v = Violations::new();
+        v.check_range("schema_version", self.schema_version, 1..=2);
+        if v.check_count("features", "entries", self.features.len(), MAX_FEATURES) {
+            let mut seen = std::collections::HashSet::new();
+            for (i, f) in self.features.iter().enumerate() {
+                if !seen.insert(f.name.as_str()) {
+                    v.push(
+                        format!("features[{i}].name"),
+                        format!("duplicate feature name {:?}", f.name),
+                    );
+                }
+                v.check_finite(&format!("features[{i}].weight"), f.weight);
+            }
+        }
+        v.into_result()
+    }
+
+    fn version(&self) -> Option<u64> {
+        Some(self.version)
+    }
+
+    fn prepare(&mut self) {
+        self.total_weight = self.features.iter().map(|f| f.weight).sum();
+    }
+}
+
+fn doc(version: u64, names: &[&str]) -> String {
+    let features: Vec<String> = names
+        .iter()
+        .map(|n| format!(r#"{{"name":"{n}","weight":0.5}}"#))
+        .collect();
+    format!(
+        r#"{{"schema_version":1,"version":{version},"features":[{}]}}"#,
+        features.join(",")
+    )
+}
+
+fn store_with(bytes: &str) -> Store<Features> {
+    Store::builder("bot features")
+        .format(Format::Json)
+        .max_bytes(4096)
+        .initial_bytes(bytes.as_bytes().to_vec(), "test")
+        .build()
+        .unwrap()
+}
+
+fn active_version(store: &Store<Features>) -> u64 {
+    store.current().version
+}
+
+#[test]
+fn valid_document_is_installed_and_prepared() {
+    let store = store_with(&doc(1, &["ua_len", "has_accept"]));
+    let snap = store.load();
+    assert_eq!(snap.version, 1);
+    assert_eq!(snap.total_weight, 1.0);
+    assert_eq!(snap.meta().version, Some(1));
+    assert_eq!(snap.meta().generation, 0);
+    assert_eq!(snap.meta().source, Source::Api("test".into()));
+}
+
+#[test]
+fn duplicated_rows_past_the_limit_are_rejected_and_last_good_stays() {
+    // The 2025-11-18 shape: the same rows twice, past the preallocated limit.
+    let store = store_with(&doc(1, &["a", "b", "c"]));
+    let doubled = doc(2, &["a", "b", "c", "a", "b", "c"]);
+    let err = store.submit(doubled.as_bytes(), "generator").unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("6 entries exceeds limit 4"), "{text}");
+    assert!(text.contains("bot features"), "{text}");
+    assert_eq!(active_version(&store), 1);
+    assert_eq!(store.consecutive_rejections(), 1);
+    assert_eq!(store.last_rejection().unwrap().rejection, err);
+}
+
+#[test]
+fn duplicate_names_under_the_limit_name_the_index() {
+    let store = store_with(&doc(1, &["a"]));
+    let err = store
+        .submit(doc(2, &["a", "b", "a"]).as_bytes(), "t")
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(r#"features[2].name: duplicate feature name "a""#),
+        "{err}"
+    );
+}
+
+#[test]
+fn non_finite_weight_names_the_field() {
+    let store = store_with(&doc(1, &["a"]));
+    // JSON has no NaN literal; a huge exponent overflows to infinity in serde_json's f64 parse.
+    let bad = r#"{"schema_version":1,"version":2,"features":[{"name":"a","weight":1e999}]}"#;
+    let err = store.submit(bad.as_bytes(), "t").unwrap_err();
+    assert!(matches!(
+        err,
+        Rejection::Parse { .. } | Rejection::Invalid { .. }
+    ));
+    assert_eq!(active_version(&store), 1);
+}
+
+#[test]
+fn unsupported_schema_version_is_rejected() {
+    let store = store_with(&doc(1, &["a"]));
+    let bad = r#"{"schema_version":3,"version":2,"features":[]}"#;
+    let err = store.submit(bad.as_bytes(), "t").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("schema_version: value 3 is outside 1..=2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn oversized_document_is_rejected_before_parsing() {
+    let store = store_with(&doc(1, &["a"]));
+    let huge = vec![b'{'; 5000];
+    let err = store.submit(&huge, "t").unwrap_err();
+    assert_eq!(err.kind(), "too_large");
+    assert!(
+        err.to_string()
+            .contains("5000 bytes exceeds the size limit of 4096 bytes"),
+        "{err}"
+    );
+}
+
+#[test]
+fn empty_and_whitespace_documents_are_rejected() {
+    let store = store_with(&doc(1, &["a"]));
+    for bytes in [&b""[..], b"  \n\t "] {
+        let err = store.submit(bytes, "t").unwrap_err();
+        assert_eq!(err.kind(), "empty");
+    }
+    assert_eq!(active_version(&store), 1);
+}
+
+#[test]
+fn truncated_and_wrong_type_documents_are_parse_errors() {
+    let store = store_with(&doc(1, &["a"]));
+    let full = doc(2, &["a", "b"]);
+    let truncated = &full[..full.len() / 2];
+    assert_eq!(
+        store.submit(truncated.as_bytes(), "t").unwrap_err().kind(),
+        "parse"
+    );
+    let wrong_type = r#"{"schema_version":"one","version":2,"features":[]}"#;
+    let err = store.submit(wrong_type.as_bytes(), "t").unwrap_err();
+    assert_eq!(err.kind(), "parse");
+    assert!(err.to_string().contains("json parse error"), "{err}");
+    let unknown_field = r#"{"schema_version":1,"version":2,"features":[],"extra":1}"#;
+    let err = store.submit(unknown_field.as_bytes(), "t").unwrap_err();
+    assert!(err.to_string().contains("extra"), "{err}");
+}
+
+#[test]
+fn older_or_equal_version_with_other_content_is_stale() {
+    let store = store_with(&doc(5, &["a"]));
+    let err = store.submit(doc(4, &["a"]).as_bytes(), "t").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Rejection::Stale {
+                candidate: 4,
+                active: 5,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("publish a version greater than 5"));
+    let err = store.submit(doc(5, &["b"]).as_bytes(), "t").unwrap_err();
+    assert_eq!(err.kind(), "stale");
+    assert_eq!(
+        store.submit(doc(6, &["b"]).as_bytes(), "t").unwrap(),
+        Outcome::Installed {
+            version: Some(6),
+            digest: crate::Digest::of(doc(6, &["b"]).as_bytes())
+        }
+    );
+}
+
+#[test]
+fn identical_bytes_are_unchanged_and_reset_consecutive_rejections() {
+    let good = doc(1, &["a"]);
+    let store = store_with(&good);
+    store.submit(b"nope", "t").unwrap_err();
+    assert_eq!(store.consecutive_rejections(), 1);
+    assert_eq!(
+        store.submit(good.as_bytes(), "t").unwrap(),
+        Outcome::Unchanged
+    );
+    assert_eq!(store.consecutive_rejections(), 0);
+    assert_eq!(store.status().total_rejections, 1);
+}
+
+#[test]
+fn fail_fast_startup_returns_the_rejection() {
+    let err = Store::<Features>::builder("main config")
+        .format(Format::Json)
+        .initial_bytes(b"{".to_vec(), "boot")
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), "parse");
+    let err = Store::<Features>::builder("main config")
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), "empty");
+}
+
+#[test]
+fn default_startup_serves_the_default_and_reports_why() {
+    let default = Features {
+        schema_version: 1,
+        version: 0,
+        features: vec![],
+        total_weight: 0.0,
+    };
+    let store = Store::builder("bot features")
+        .format(Format::Json)
+        .initial_bytes(doc(9, &["a", "a"]).into_bytes(), "boot")
+        .default_value(default)
+        .build()
+        .unwrap();
+    assert!(store.load().meta().is_default());
+    assert_eq!(store.status().consecutive_rejections, 1);
+    assert_eq!(store.last_rejection().unwrap().rejection.kind(), "invalid");
+    // Any valid document replaces the default, whatever its version.
+    store.submit(doc(1, &["a"]).as_bytes(), "t").unwrap();
+    assert_eq!(active_version(&store), 1);
+    assert!(!store.load().meta().is_default());
+}
+
+#[test]
+fn file_source_reload_and_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("features.json");
+    std::fs::write(&path, doc(1, &["a"])).unwrap();
+    let store: Store<Features> = Store::builder("bot features")
+        .format(Format::Json)
+        .file(&path)
+        .build()
+        .unwrap();
+    assert_eq!(store.load().meta().source, Source::File(path.clone()));
+    assert_eq!(store.reload().unwrap(), Outcome::Unchanged);
+
+    // Replace atomically, the way generators should publish.
+    let tmp = dir.path().join("features.json.tmp");
+    std::fs::write(&tmp, doc(2, &["a", "b"])).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    assert!(matches!(
+        store.reload().unwrap(),
+        Outcome::Installed {
+            version: Some(2),
+            ..
+        }
+    ));
+
+    std::fs::remove_file(&path).unwrap();
+    let err = store.reload().unwrap_err();
+    assert_eq!(err.kind(), "io");
+    assert!(err.to_string().contains("features.json"), "{err}");
+    assert_eq!(active_version(&store), 2);
+}
+
+#[test]
+fn oversized_file_is_rejected_without_reading_it_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.json");
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(&vec![b' '; 10 * 1024 * 1024]).unwrap();
+    let err = Store::<Features>::builder("bot features")
+        .format(Format::Json)
+        .max_bytes(4096)
+        .file(&path)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Rejection::TooLarge {
+                size: 10485760,
+                limit: 4096,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn toml_documents_parse_and_report_their_field() {
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Proxy {
+        listen: String,
+        workers: u32,
+    }
+    impl Validate for Proxy {
+        fn validate(&self) -> Result<(), Violations> {
+            let mut v = Violations::new();
+            v.check_range("workers", self.workers, 1..=64);
+            if self.listen.is_empty() {
+                v.push("listen", "must not be blank");
+            }
+            v.into_result()
+        }
+    }
+    let store: Store<Proxy> = Store::builder("proxy config")
+        .initial_bytes(&b"listen = \"127.0.0.1:8080\"\nworkers = 2\n"[..], "boot")
+        .build()
+        .unwrap();
+    assert_eq!(store.current().workers, 2);
+    let err = store
+        .submit(b"listen = \"\"\nworkers = 0\n", "admin")
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("workers: value 0 is outside 1..=64"),
+        "{text}"
+    );
+    assert!(text.contains("listen: must not be blank"), "{text}");
+    let err = store
+        .submit(b"listen = \"x\"\nworkers = 2\nwokers = 3\n", "admin")
+        .unwrap_err();
+    assert!(err.to_string().contains("wokers"), "{err}");
+}
+
+#[test]
+fn violations_are_capped_but_counted() {
+    let mut v = Violations::new();
+    for i in 0..1000 {
+        v.push(format!("rows[{i}]"), "bad");
+    }
+    assert_eq!(v.total(), 1000);
+    assert_eq!(v.iter().count(), Violations::MAX_KEPT);
+    assert!(v.to_string().ends_with("and 968 more"));
+}
+
+/// Counts log events so the flapping test can bound them.
+#[derive(Clone, Default)]
+struct CountingLayer(Arc<AtomicUsize>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountingLayer {
+    fn on_event(
+        &self,
+        _event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn flapping_generator_keeps_last_good_with_bounded_logs() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let lines = CountingLayer::default();
+    let subscriber = tracing_subscriber::registry().with(lines.clone());
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    tracing::subscriber::with_default(subscriber, || {
+        metrics::with_local_recorder(&recorder, || {
+            let good = doc(7, &["a", "b", "c"]);
+            let bad = doc(8, &["a", "b", "c", "a", "b", "c"]);
+            let store = store_with(&good);
+            let before = lines.0.load(Ordering::Relaxed);
+            for i in 0..1000 {
+                let candidate = if i % 2 == 0 { &bad } else { &good };
+                let _ = store.submit(candidate.as_bytes(), "generator");
+                assert_eq!(active_version(&store), 7, "iteration {i}");
+            }
+            let logged = lines.0.load(Ordering::Relaxed) - before;
+            assert!(logged <= 2, "{logged} log lines for one bad digest");
+            assert_eq!(store.status().total_rejections, 500);
+        });
+    });
+    let rejected = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .find_map(|(key, _, _, value)| {
+            let labels: Vec<_> = key.key().labels().map(|l| l.value().to_owned()).collect();
+            (key.key().name() == "ravelin_config_reloads_total"
+                && labels.contains(&"rejected".to_owned()))
+            .then_some(value)
+        });
+    assert_eq!(
+        rejected,
+        Some(metrics_util::debugging::DebugValue::Counter(500))
+    );
+}
+
+#[test]
+fn readers_during_reloads_see_whole_documents() {
+    // Every valid document here has `version` features, so a torn read would show a mismatch.
+    let store = store_with(&doc(1, &["f0"]));
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            let store = store.clone();
+            s.spawn(move || {
+                for _ in 0..20_000 {
+                    let snap = store.current();
+                    assert_eq!(snap.features.len() as u64, snap.version);
+                    assert_eq!(snap.meta().version, Some(snap.version));
+                }
+            });
+        }
+        let writer = store.clone();
+        s.spawn(move || {
+            for version in 2..=4u64 {
+                let names: Vec<String> = (0..version).map(|i| format!("f{i}")).collect();
+                let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+                writer.submit(doc(version, &refs).as_bytes(), "t").unwrap();
+                let _ = writer.submit(b"garbage", "t");
+            }
+        });
+    });
+    assert_eq!(active_version(&store), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn watcher_installs_changes_and_ignores_unchanged_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.json");
+    std::fs::write(&path, doc(1, &["a"])).unwrap();
+    let store: Store<Features> = Store::builder("bot features")
+        .format(Format::Json)
+        .file(&path)
+        .build()
+        .unwrap();
+    let mut installs = store.subscribe();
+    let _watch = store.watch(Duration::from_millis(50));
+    std::fs::write(&path, doc(2, &["a", "b"])).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), installs.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(active_version(&store), 2);
+    std::fs::write(&path, "{ truncated").unwrap();
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if store.status().total_rejections > 0 {
+            break;
+        }
+    }
+    assert_eq!(store.status().total_rejections, 1);
+    assert_eq!(active_version(&store), 2);
+}
+
+#[tokio::test]
+async fn reload_async_runs_off_the_runtime_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.json");
+    std::fs::write(&path, doc(1, &["a"])).unwrap();
+    let store: Store<Features> = Store::builder("bot features")
+        .format(Format::Json)
+        .file(&path)
+        .build()
+        .unwrap();
+    std::fs::write(&path, doc(3, &["a"])).unwrap();
+    assert!(matches!(
+        store.reload_async().await.unwrap(),
+        Outcome::Installed {
+            version: Some(3),
+            ..
+        }
+    ));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_never_install(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let store = store_with(&doc(1, &["a"]));
+        let before = store.load();
+        match store.submit(&bytes, "fuzz") {
+            Ok(Outcome::Installed { .. }) => {
+                // Only a document that really is valid may be installed.
+                let parsed: Features = serde_json::from_slice(&bytes).unwrap();
+                prop_assert!(parsed.validate().is_ok());
+            }
+            Ok(_) => prop_assert!(Arc::ptr_eq(&before, &store.load())),
+            Err(_) => prop_assert!(Arc::ptr_eq(&before, &store.load())),
+        }
+    }
+
+    #[test]
+    fn arbitrary_toml_text_never_panics(text in "\\PC{0,300}") {
+        #[derive(Debug, Deserialize)]
+        struct Any { #[allow(dead_code)] a: Option<u32> }
+        impl Validate for Any { fn validate(&self) -> Result<(), Violations> { Ok(()) } }
+        let _ = Store::<Any>::builder("t").initial_bytes(text.into_bytes(), "p").build();
+    }
+
+    #[test]
+    fn valid_documents_round_trip(
+        version in 2u64..1_000_000,
+        names in proptest::collection::btree_set("[a-z_]{1,12}", 0..=MAX_FEATURES),
+        weights in proptest::collection::vec(-1e6f64..1e6, MAX_FEATURES),
+    ) {
+        let features: Vec<Feature> = names.into_iter().zip(weights).map(|(name, weight)| Feature { name, weight }).collect();
+        let original = Features { schema_version: 2, version, features, total_weight: 0.0 };
+        let bytes = serde_json::to_vec(&original).unwrap();
+        let store = store_with(&doc(1, &["a"]));
+        let outcome = store.submit(&bytes, "roundtrip").unwrap();
+        prop_assert!(matches!(outcome, Outcome::Installed { .. }), "{:?}", outcome);
+        let snap = store.load();
+        prop_assert_eq!(&snap.features, &original.features);
+        prop_assert_eq!(snap.version, version);
+        let again = serde_json::to_vec(snap.value()).unwrap();
+        prop_assert_eq!(store.submit(&again, "roundtrip").unwrap(), Outcome::Unchanged);
+    }
+}
