@@ -115,7 +115,11 @@ impl Quota {
         Self::with_limit_window_burst(self.limit, self.window(), burst)
     }
 
-    fn with_limit_window_burst(limit: u32, window: Duration, burst: u32) -> Result<Self, QuotaError> {
+    fn with_limit_window_burst(
+        limit: u32,
+        window: Duration,
+        burst: u32,
+    ) -> Result<Self, QuotaError> {
         if limit == 0 {
             return Err(QuotaError::ZeroLimit);
         }
