@@ -212,7 +212,8 @@ impl Quota {
                     reset_after: Duration::from_nanos(new_tat - now),
                     retry_after: Duration::ZERO,
                 },
-                new_tat: Some(new_tat),
+                // A zero cost reads: there is nothing to store.
+                new_tat: (cost > 0).then_some(new_tat),
             }
         } else {
             Evaluation {
@@ -240,7 +241,8 @@ fn units(span: u64, emission: u64) -> u32 {
 pub struct Evaluation {
     /// What was decided.
     pub decision: Decision,
-    /// The key's new TAT when allowed (`None` when denied: the state does not change).
+    /// The TAT to store: `Some` when allowed with a cost above zero, `None` when denied or when
+    /// the cost was zero (the state does not change).
     pub new_tat: Option<u64>,
 }
 
