@@ -1,1 +1,29 @@
 #![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod actions;
+mod features;
+mod guard;
+mod model;
+mod request;
+mod score;
+mod ua;
+mod verified;
+
+pub use actions::{Action, MAX_BODY_BYTES, MAX_ROUTES, Mode, ResponseTemplate, Route};
+pub use features::{FeatureKind, MAX_PARAM_LEN};
+pub use guard::{
+    BotDecision, BotGuard, BotGuardBuilder, BuildError, DEFAULT_REASONS_HEADER,
+    DEFAULT_SCORE_HEADER, DEFAULT_VERIFIED_HEADER, ForwardHeaders, GUARD_NAME,
+};
+pub use model::{
+    BUILTIN_MODEL_JSON, DEFAULT_MAX_FEATURES, DEFAULT_MAX_FILE_BYTES, FeatureRow, Limits,
+    MAX_ABS_WEIGHT, MAX_NAME_LEN, Model, ModelError, SCHEMA_VERSION, Thresholds,
+};
+pub use request::{RequestView, TlsFingerprint};
+pub use score::{
+    BotScore, Class, MAX_REASONS, Reason, Reasons, Score, ScoreError, ScoreStatus, Scorer,
+    Unscored,
+};
+pub use ua::{BrowserFamily, Os};
+pub use verified::{MAX_RANGES_PER_BOT, MAX_VERIFIED_BOTS, VerifiedBot, VerifiedBots};

@@ -1,0 +1,711 @@
+//! Feature kinds: what each kind of feature-file row measures, how its parameters are checked, and
+//! how it is evaluated against a request.
+//!
+//! Every feature is an indicator: it fires (value 1) or not (value 0), so a contribution is simply
+//! the row's weight and an explanation reads "this fired, and it moved the score by this much".
+
+use std::fmt;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::Version;
+use ravelin_config::Violations;
+use serde_json::{Map, Value};
+
+use crate::request::RequestView;
+use crate::ua::{BrowserFamily, UaInfo, contains_ci, find};
+
+/// Longest string parameter (a token, a header value, a fingerprint prefix).
+pub const MAX_PARAM_LEN: usize = 128;
+
+/// The kinds of feature a feature file may use. A row with any other `kind` is rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FeatureKind {
+    /// No User-Agent header, or an empty one.
+    UaMissing,
+    /// The User-Agent has control characters, non-ASCII bytes, unbalanced parentheses, surrounding
+    /// whitespace, or is longer than 1024 bytes.
+    UaMalformed,
+    /// The User-Agent's length in bytes is in `[min, max)`. Params: `min`, `max` (either may be
+    /// omitted).
+    UaLength,
+    /// The User-Agent contains a URL (`http://`, `https://` or `www.`), as crawlers' contact
+    /// links do.
+    UaUrl,
+    /// No product in the User-Agent carries a version (no `/` at all).
+    UaNoVersion,
+    /// The User-Agent contains `token`, ASCII case-insensitively. Params: `token`.
+    UaToken,
+    /// The User-Agent starts with `Mozilla/`.
+    UaMozilla,
+    /// The number of `product/version` tokens outside comments is in `[min, max)`. Params: `min`,
+    /// `max`.
+    UaProducts,
+    /// The User-Agent has a parenthesised comment.
+    UaComment,
+    /// The User-Agent claims browser `family` (`chrome`, `edge`, `opera`, `samsung`, `firefox`,
+    /// `safari`). Params: `family`.
+    UaBrowser,
+    /// The User-Agent claims browser `family` with a major version below `major`. Params:
+    /// `family`, `major`.
+    UaBrowserVersionBelow,
+    /// The User-Agent's Chrome version is one Chrome never shipped (non-zero minor, a four-digit
+    /// patch, a build number far from the major's).
+    UaVersionImplausible,
+    /// The User-Agent pairs an engine with an OS it cannot run on (Blink on iOS, `CriOS` off iOS).
+    UaOsEngineMismatch,
+    /// Only the User-Agent of this record is known (a UA-only record); acts as that mode's bias.
+    HeadersUnknown,
+    /// Header `header` is present. Params: `header`.
+    HeaderPresent,
+    /// The first value of `header` contains `value`, ASCII case-insensitively. Params: `header`,
+    /// `value`.
+    HeaderContains,
+    /// The first value of `header` equals `value`, ASCII case-insensitively. Params: `header`,
+    /// `value`.
+    HeaderEquals,
+    /// Headers `first` and `second` are both present and `first` arrived before `second`.
+    /// Params: `first`, `second`.
+    HeaderBefore,
+    /// The number of distinct header names is in `[min, max)`. Params: `min`, `max`.
+    HeaderCount,
+    /// The User-Agent claims a Chromium browser that sends client hints (version 89 or later, not
+    /// on iOS) but `sec-ch-ua` is absent.
+    ChromiumWithoutClientHints,
+    /// The User-Agent claims a browser that sends fetch metadata (Chromium 80+, Firefox 90+,
+    /// Safari 17+, iOS 17+) but `sec-fetch-mode` is absent.
+    BrowserWithoutFetchMetadata,
+    /// Client hints contradict the User-Agent: `sec-ch-ua` from a non-Chromium UA, a Chromium brand
+    /// version other than the UA's, or `sec-ch-ua-mobile` / `sec-ch-ua-platform` that disagree
+    /// with it.
+    ClientHintsMismatch,
+    /// The request used HTTP version `version` (`HTTP/1.0`, `HTTP/1.1`, `HTTP/2`, `HTTP/3`).
+    /// Params: `version`.
+    HttpVersion,
+    /// A JA4 TLS fingerprint was supplied by the TLS terminator.
+    Ja4Present,
+    /// The JA4 fingerprint starts with `prefix` (e.g. `t13d`). Params: `prefix`.
+    Ja4Prefix,
+    /// The JA4 fingerprint's ALPN part (characters 9–10, e.g. `h2`, `h1`, `00`) equals `alpn`.
+    /// Params: `alpn`.
+    Ja4Alpn,
+}
+
+impl FeatureKind {
+    /// Every kind, in documentation order.
+    pub const ALL: [FeatureKind; 26] = [
+        FeatureKind::UaMissing,
+        FeatureKind::UaMalformed,
+        FeatureKind::UaLength,
+        FeatureKind::UaUrl,
+        FeatureKind::UaNoVersion,
+        FeatureKind::UaToken,
+        FeatureKind::UaMozilla,
+        FeatureKind::UaProducts,
+        FeatureKind::UaComment,
+        FeatureKind::UaBrowser,
+        FeatureKind::UaBrowserVersionBelow,
+        FeatureKind::UaVersionImplausible,
+        FeatureKind::UaOsEngineMismatch,
+        FeatureKind::HeadersUnknown,
+        FeatureKind::HeaderPresent,
+        FeatureKind::HeaderContains,
+        FeatureKind::HeaderEquals,
+        FeatureKind::HeaderBefore,
+        FeatureKind::HeaderCount,
+        FeatureKind::ChromiumWithoutClientHints,
+        FeatureKind::BrowserWithoutFetchMetadata,
+        FeatureKind::ClientHintsMismatch,
+        FeatureKind::HttpVersion,
+        FeatureKind::Ja4Present,
+        FeatureKind::Ja4Prefix,
+        FeatureKind::Ja4Alpn,
+    ];
+
+    /// The name used in feature files.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            FeatureKind::UaMissing => "ua_missing",
+            FeatureKind::UaMalformed => "ua_malformed",
+            FeatureKind::UaLength => "ua_length",
+            FeatureKind::UaUrl => "ua_url",
+            FeatureKind::UaNoVersion => "ua_no_version",
+            FeatureKind::UaToken => "ua_token",
+            FeatureKind::UaMozilla => "ua_mozilla",
+            FeatureKind::UaProducts => "ua_products",
+            FeatureKind::UaComment => "ua_comment",
+            FeatureKind::UaBrowser => "ua_browser",
+            FeatureKind::UaBrowserVersionBelow => "ua_browser_version_below",
+            FeatureKind::UaVersionImplausible => "ua_version_implausible",
+            FeatureKind::UaOsEngineMismatch => "ua_os_engine_mismatch",
+            FeatureKind::HeadersUnknown => "headers_unknown",
+            FeatureKind::HeaderPresent => "header_present",
+            FeatureKind::HeaderContains => "header_contains",
+            FeatureKind::HeaderEquals => "header_equals",
+            FeatureKind::HeaderBefore => "header_before",
+            FeatureKind::HeaderCount => "header_count",
+            FeatureKind::ChromiumWithoutClientHints => "chromium_without_client_hints",
+            FeatureKind::BrowserWithoutFetchMetadata => "browser_without_fetch_metadata",
+            FeatureKind::ClientHintsMismatch => "client_hints_mismatch",
+            FeatureKind::HttpVersion => "http_version",
+            FeatureKind::Ja4Present => "ja4_present",
+            FeatureKind::Ja4Prefix => "ja4_prefix",
+            FeatureKind::Ja4Alpn => "ja4_alpn",
+        }
+    }
+
+    /// Parses a feature file's `kind`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// The parameters this kind accepts (required and optional).
+    pub const fn params(self) -> &'static [&'static str] {
+        match self {
+            FeatureKind::UaLength | FeatureKind::UaProducts | FeatureKind::HeaderCount => {
+                &["min", "max"]
+            }
+            FeatureKind::UaToken => &["token"],
+            FeatureKind::UaBrowser => &["family"],
+            FeatureKind::UaBrowserVersionBelow => &["family", "major"],
+            FeatureKind::HeaderPresent => &["header"],
+            FeatureKind::HeaderContains | FeatureKind::HeaderEquals => &["header", "value"],
+            FeatureKind::HeaderBefore => &["first", "second"],
+            FeatureKind::HttpVersion => &["version"],
+            FeatureKind::Ja4Prefix => &["prefix"],
+            FeatureKind::Ja4Alpn => &["alpn"],
+            _ => &[],
+        }
+    }
+
+    /// Whether the kind reads only the User-Agent (and so fires in UA-only records).
+    pub const fn is_user_agent_kind(self) -> bool {
+        matches!(
+            self,
+            FeatureKind::UaMissing
+                | FeatureKind::UaMalformed
+                | FeatureKind::UaLength
+                | FeatureKind::UaUrl
+                | FeatureKind::UaNoVersion
+                | FeatureKind::UaToken
+                | FeatureKind::UaMozilla
+                | FeatureKind::UaProducts
+                | FeatureKind::UaComment
+                | FeatureKind::UaBrowser
+                | FeatureKind::UaBrowserVersionBelow
+                | FeatureKind::UaVersionImplausible
+                | FeatureKind::UaOsEngineMismatch
+                | FeatureKind::HeadersUnknown
+        )
+    }
+
+    /// `ua_missing, ua_malformed, ...`: for "unknown kind" messages.
+    pub(crate) fn known_list() -> String {
+        let mut out = String::new();
+        for (i, kind) in Self::ALL.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(kind.as_str());
+        }
+        out
+    }
+}
+
+impl fmt::Display for FeatureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A compiled test: parameters parsed, strings lowercased, header names interned.
+#[derive(Debug, Clone)]
+pub(crate) enum Test {
+    UaMissing,
+    UaMalformed,
+    UaLength { min: u64, max: u64 },
+    UaUrl,
+    UaNoVersion,
+    UaToken(Box<[u8]>),
+    UaMozilla,
+    UaProducts { min: u64, max: u64 },
+    UaComment,
+    UaBrowser(BrowserFamily),
+    UaBrowserVersionBelow(BrowserFamily, u32),
+    UaVersionImplausible,
+    UaOsEngineMismatch,
+    HeadersUnknown,
+    HeaderPresent(HeaderName),
+    HeaderContains(HeaderName, Box<[u8]>),
+    HeaderEquals(HeaderName, Box<[u8]>),
+    HeaderBefore(HeaderName, HeaderName),
+    HeaderCount { min: u64, max: u64 },
+    ChromiumWithoutClientHints,
+    BrowserWithoutFetchMetadata,
+    ClientHintsMismatch,
+    HttpVersion(Version),
+    Ja4Present,
+    Ja4Prefix(Box<str>),
+    Ja4Alpn(Box<str>),
+}
+
+impl Test {
+    /// Parses `params` for `kind`, recording every problem under `path` (`features[3]`).
+    pub(crate) fn compile(
+        kind: FeatureKind,
+        params: &Map<String, Value>,
+        path: &str,
+        violations: &mut Violations,
+    ) -> Option<Test> {
+        let before = violations.total();
+        for key in params.keys() {
+            if !kind.params().contains(&key.as_str()) {
+                let accepted = kind.params().join(", ");
+                violations.push(
+                    format!("{path}.params.{key}"),
+                    if accepted.is_empty() {
+                        format!("kind {kind} takes no parameters")
+                    } else {
+                        format!("unknown parameter for kind {kind}; it accepts: {accepted}")
+                    },
+                );
+            }
+        }
+        let p = Params {
+            params,
+            path,
+            kind,
+        };
+        let test = match kind {
+            FeatureKind::UaMissing => Some(Test::UaMissing),
+            FeatureKind::UaMalformed => Some(Test::UaMalformed),
+            FeatureKind::UaLength => p.range(violations).map(|(min, max)| Test::UaLength { min, max }),
+            FeatureKind::UaUrl => Some(Test::UaUrl),
+            FeatureKind::UaNoVersion => Some(Test::UaNoVersion),
+            FeatureKind::UaToken => p.lower_bytes("token", violations).map(Test::UaToken),
+            FeatureKind::UaMozilla => Some(Test::UaMozilla),
+            FeatureKind::UaProducts => {
+                p.range(violations).map(|(min, max)| Test::UaProducts { min, max })
+            }
+            FeatureKind::UaComment => Some(Test::UaComment),
+            FeatureKind::UaBrowser => p.family(violations).map(Test::UaBrowser),
+            FeatureKind::UaBrowserVersionBelow => {
+                let family = p.family(violations);
+                let major = p.u64("major", violations).and_then(|m| {
+                    let major = u32::try_from(m).ok().filter(|m| *m <= 10_000);
+                    if major.is_none() {
+                        violations.push(format!("{path}.params.major"), format!("{m} is not a browser major version (0..=10000)"));
+                    }
+                    major
+                });
+                family.zip(major).map(|(f, m)| Test::UaBrowserVersionBelow(f, m))
+            }
+            FeatureKind::UaVersionImplausible => Some(Test::UaVersionImplausible),
+            FeatureKind::UaOsEngineMismatch => Some(Test::UaOsEngineMismatch),
+            FeatureKind::HeadersUnknown => Some(Test::HeadersUnknown),
+            FeatureKind::HeaderPresent => p.header("header", violations).map(Test::HeaderPresent),
+            FeatureKind::HeaderContains => {
+                let header = p.header("header", violations);
+                let value = p.lower_bytes("value", violations);
+                header.zip(value).map(|(h, v)| Test::HeaderContains(h, v))
+            }
+            FeatureKind::HeaderEquals => {
+                let header = p.header("header", violations);
+                let value = p.lower_bytes("value", violations);
+                header.zip(value).map(|(h, v)| Test::HeaderEquals(h, v))
+            }
+            FeatureKind::HeaderBefore => {
+                let first = p.header("first", violations);
+                let second = p.header("second", violations);
+                match (first, second) {
+                    (Some(a), Some(b)) if a == b => {
+                        violations.push(
+                            format!("{path}.params"),
+                            format!("first and second are the same header {a:?}"),
+                        );
+                        None
+                    }
+                    (a, b) => a.zip(b).map(|(a, b)| Test::HeaderBefore(a, b)),
+                }
+            }
+            FeatureKind::HeaderCount => {
+                p.range(violations).map(|(min, max)| Test::HeaderCount { min, max })
+            }
+            FeatureKind::ChromiumWithoutClientHints => Some(Test::ChromiumWithoutClientHints),
+            FeatureKind::BrowserWithoutFetchMetadata => Some(Test::BrowserWithoutFetchMetadata),
+            FeatureKind::ClientHintsMismatch => Some(Test::ClientHintsMismatch),
+            FeatureKind::HttpVersion => {
+                let version = p.string("version", violations);
+                version.and_then(|v| {
+                    let parsed = match v {
+                        "HTTP/0.9" => Some(Version::HTTP_09),
+                        "HTTP/1.0" => Some(Version::HTTP_10),
+                        "HTTP/1.1" => Some(Version::HTTP_11),
+                        "HTTP/2" | "HTTP/2.0" => Some(Version::HTTP_2),
+                        "HTTP/3" | "HTTP/3.0" => Some(Version::HTTP_3),
+                        _ => None,
+                    };
+                    if parsed.is_none() {
+                        violations.push(
+                            format!("{path}.params.version"),
+                            format!("{v:?} is not one of HTTP/0.9, HTTP/1.0, HTTP/1.1, HTTP/2, HTTP/3"),
+                        );
+                    }
+                    parsed.map(Test::HttpVersion)
+                })
+            }
+            FeatureKind::Ja4Present => Some(Test::Ja4Present),
+            FeatureKind::Ja4Prefix => p
+                .string("prefix", violations)
+                .map(|s| Test::Ja4Prefix(s.into())),
+            FeatureKind::Ja4Alpn => p.string("alpn", violations).and_then(|s| {
+                if s.len() == 2 && s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    Some(Test::Ja4Alpn(s.into()))
+                } else {
+                    violations.push(
+                        format!("{path}.params.alpn"),
+                        format!("{s:?} is not a two-character JA4 ALPN code such as \"h2\""),
+                    );
+                    None
+                }
+            }),
+        };
+        if violations.total() > before {
+            None
+        } else {
+            test
+        }
+    }
+
+    /// Whether this test needs the request's headers (and so never fires in UA-only records).
+    pub(crate) fn needs_headers(&self) -> bool {
+        !matches!(
+            self,
+            Test::UaMissing
+                | Test::UaMalformed
+                | Test::UaLength { .. }
+                | Test::UaUrl
+                | Test::UaNoVersion
+                | Test::UaToken(_)
+                | Test::UaMozilla
+                | Test::UaProducts { .. }
+                | Test::UaComment
+                | Test::UaBrowser(_)
+                | Test::UaBrowserVersionBelow(..)
+                | Test::UaVersionImplausible
+                | Test::UaOsEngineMismatch
+                | Test::HeadersUnknown
+        )
+    }
+
+    /// Evaluates the test. Never allocates.
+    pub(crate) fn fires(&self, cx: &Context<'_>) -> bool {
+        let ua = &cx.ua;
+        let has_ua = cx.has_ua;
+        match self {
+            Test::UaMissing => !has_ua,
+            Test::UaMalformed => has_ua && (ua.malformed || cx.ua_repeated),
+            Test::UaLength { min, max } => has_ua && in_range(ua.len as u64, *min, *max),
+            Test::UaUrl => ua.url,
+            Test::UaNoVersion => has_ua && ua.no_version,
+            Test::UaToken(token) => has_ua && contains_ci(ua.bytes, token),
+            Test::UaMozilla => ua.mozilla,
+            Test::UaProducts { min, max } => has_ua && in_range(u64::from(ua.products), *min, *max),
+            Test::UaComment => ua.comment,
+            Test::UaBrowser(family) => ua.family == Some(*family),
+            Test::UaBrowserVersionBelow(family, major) => {
+                ua.family == Some(*family) && ua.major.is_some_and(|m| m < *major)
+            }
+            Test::UaVersionImplausible => ua.version_implausible,
+            Test::UaOsEngineMismatch => ua.os_engine_mismatch,
+            Test::HeadersUnknown => cx.headers.is_none(),
+            Test::HeaderPresent(name) => cx.headers.is_some_and(|h| h.contains_key(name)),
+            Test::HeaderContains(name, value) => first_value(cx.headers, name)
+                .is_some_and(|v| contains_ci(v.as_bytes(), value)),
+            Test::HeaderEquals(name, value) => first_value(cx.headers, name)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(value)),
+            Test::HeaderBefore(first, second) => cx.headers.is_some_and(|h| before(h, first, second)),
+            Test::HeaderCount { min, max } => {
+                cx.headers.is_some_and(|h| in_range(h.keys_len() as u64, *min, *max))
+            }
+            Test::ChromiumWithoutClientHints => {
+                cx.headers.is_some()
+                    && ua.chromium
+                    && ua.chrome_major.is_some_and(|m| m >= 89)
+                    && !cx.hints.present
+            }
+            Test::BrowserWithoutFetchMetadata => {
+                cx.headers.is_some_and(|h| !h.contains_key(SEC_FETCH_MODE)) && sends_fetch_metadata(ua)
+            }
+            Test::ClientHintsMismatch => cx.headers.is_some() && cx.hints.contradict(ua),
+            Test::HttpVersion(version) => cx.headers.is_some() && cx.version == *version,
+            Test::Ja4Present => cx.ja4.is_some(),
+            Test::Ja4Prefix(prefix) => cx.ja4.is_some_and(|j| j.starts_with(&**prefix)),
+            Test::Ja4Alpn(alpn) => cx
+                .ja4
+                .and_then(|j| j.get(8..10))
+                .is_some_and(|a| a == &**alpn),
+        }
+    }
+}
+
+const SEC_FETCH_MODE: &str = "sec-fetch-mode";
+const SEC_CH_UA: &str = "sec-ch-ua";
+const SEC_CH_UA_MOBILE: &str = "sec-ch-ua-mobile";
+const SEC_CH_UA_PLATFORM: &str = "sec-ch-ua-platform";
+
+/// Everything the tests read, computed once per request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Context<'a> {
+    pub(crate) ua: UaInfo<'a>,
+    pub(crate) has_ua: bool,
+    /// More than one User-Agent field: no browser sends that.
+    pub(crate) ua_repeated: bool,
+    pub(crate) headers: Option<&'a HeaderMap>,
+    pub(crate) version: Version,
+    pub(crate) ja4: Option<&'a str>,
+    pub(crate) hints: ClientHints<'a>,
+}
+
+impl<'a> Context<'a> {
+    pub(crate) fn new(view: &RequestView<'a>) -> Self {
+        let raw = view.user_agent.unwrap_or_default();
+        Context {
+            ua: UaInfo::parse(raw),
+            has_ua: !raw.is_empty(),
+            ua_repeated: view.user_agent_count > 1,
+            headers: view.headers,
+            version: view.version,
+            ja4: view.ja4,
+            hints: view.headers.map(ClientHints::read).unwrap_or_default(),
+        }
+    }
+}
+
+/// The low-entropy client hints Chromium sends on every secure request.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ClientHints<'a> {
+    pub(crate) present: bool,
+    /// The version of the `"Chromium"` brand in `sec-ch-ua`, if listed.
+    pub(crate) chromium_major: Option<u32>,
+    pub(crate) mobile: Option<bool>,
+    /// `sec-ch-ua-platform` without its quotes.
+    pub(crate) platform: Option<&'a [u8]>,
+}
+
+impl<'a> ClientHints<'a> {
+    fn read(headers: &'a HeaderMap) -> Self {
+        let Some(ua) = headers.get(SEC_CH_UA) else {
+            return ClientHints::default();
+        };
+        let bytes = ua.as_bytes();
+        let chromium_major = find(bytes, b"\"Chromium\";v=\"").and_then(|at| {
+            let rest = bytes.get(at.saturating_add(14)..)?;
+            let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+            std::str::from_utf8(rest.get(..digits)?).ok()?.parse().ok()
+        });
+        let mobile = headers.get(SEC_CH_UA_MOBILE).and_then(|v| match v.as_bytes() {
+            b"?1" => Some(true),
+            b"?0" => Some(false),
+            _ => None,
+        });
+        let platform = headers.get(SEC_CH_UA_PLATFORM).map(|v| {
+            let b = v.as_bytes();
+            b.strip_prefix(b"\"")
+                .and_then(|b| b.strip_suffix(b"\""))
+                .unwrap_or(b)
+        });
+        ClientHints {
+            present: true,
+            chromium_major,
+            mobile,
+            platform,
+        }
+    }
+
+    fn contradict(&self, ua: &UaInfo<'_>) -> bool {
+        if !self.present {
+            return false;
+        }
+        if !ua.chromium {
+            return true;
+        }
+        if self.chromium_major != ua.chrome_major {
+            return true;
+        }
+        if let (Some(mobile), Some(os)) = (self.mobile, ua.os) {
+            // Chromium reports ?1 for phones; Android tablets (no "Mobile" token) report ?0.
+            let expected = ua.mobile && matches!(os, crate::ua::Os::Android);
+            if mobile != expected {
+                return true;
+            }
+        }
+        if let (Some(platform), Some(os)) = (self.platform, ua.os)
+            && platform != os.client_hint_platform().as_bytes()
+        {
+            return true;
+        }
+        false
+    }
+}
+
+fn sends_fetch_metadata(ua: &UaInfo<'_>) -> bool {
+    if let Some(ios) = ua.ios_major {
+        return ua.family.is_some() && ios >= 17;
+    }
+    match ua.family {
+        Some(BrowserFamily::Chrome | BrowserFamily::Edge | BrowserFamily::Opera | BrowserFamily::Samsung) => {
+            ua.chromium && ua.chrome_major.is_some_and(|m| m >= 80)
+        }
+        Some(BrowserFamily::Firefox) => ua.major.is_some_and(|m| m >= 90),
+        Some(BrowserFamily::Safari) => ua.major.is_some_and(|m| m >= 17),
+        None => false,
+    }
+}
+
+fn in_range(value: u64, min: u64, max: u64) -> bool {
+    value >= min && value < max
+}
+
+fn first_value<'h>(headers: Option<&'h HeaderMap>, name: &HeaderName) -> Option<&'h HeaderValue> {
+    headers?.get(name)
+}
+
+/// How far into the header list order features look: a request with hundreds of fields costs no
+/// more than one with this many.
+const ORDER_SCAN_LIMIT: usize = 128;
+
+fn before(headers: &HeaderMap, first: &HeaderName, second: &HeaderName) -> bool {
+    for key in headers.keys().take(ORDER_SCAN_LIMIT) {
+        if key == first {
+            return headers.contains_key(second);
+        }
+        if key == second {
+            return false;
+        }
+    }
+    false
+}
+
+struct Params<'p> {
+    params: &'p Map<String, Value>,
+    path: &'p str,
+    kind: FeatureKind,
+}
+
+impl<'p> Params<'p> {
+    fn string(&self, key: &str, violations: &mut Violations) -> Option<&'p str> {
+        let field = format!("{}.params.{key}", self.path);
+        match self.params.get(key) {
+            None => {
+                violations.push(field, format!("kind {} requires parameter {key:?}", self.kind));
+                None
+            }
+            Some(Value::String(s)) => {
+                if s.is_empty() || s.len() > MAX_PARAM_LEN || !s.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+                    violations.push(
+                        field,
+                        format!("must be 1..={MAX_PARAM_LEN} bytes of printable ASCII, got {} bytes", s.len()),
+                    );
+                    None
+                } else {
+                    Some(s)
+                }
+            }
+            Some(other) => {
+                violations.push(field, format!("must be a string, got {}", type_name(other)));
+                None
+            }
+        }
+    }
+
+    fn lower_bytes(&self, key: &str, violations: &mut Violations) -> Option<Box<[u8]>> {
+        self.string(key, violations)
+            .map(|s| s.to_ascii_lowercase().into_bytes().into_boxed_slice())
+    }
+
+    fn header(&self, key: &str, violations: &mut Violations) -> Option<HeaderName> {
+        let s = self.string(key, violations)?;
+        match HeaderName::from_bytes(s.to_ascii_lowercase().as_bytes()) {
+            Ok(name) => Some(name),
+            Err(_) => {
+                violations.push(
+                    format!("{}.params.{key}", self.path),
+                    format!("{s:?} is not a valid header name"),
+                );
+                None
+            }
+        }
+    }
+
+    fn family(&self, violations: &mut Violations) -> Option<BrowserFamily> {
+        let s = self.string("family", violations)?;
+        let family = BrowserFamily::from_name(s);
+        if family.is_none() {
+            let known: Vec<&str> = BrowserFamily::ALL.iter().map(|f| f.as_str()).collect();
+            violations.push(
+                format!("{}.params.family", self.path),
+                format!("unknown browser family {s:?}; known: {}", known.join(", ")),
+            );
+        }
+        family
+    }
+
+    fn u64(&self, key: &str, violations: &mut Violations) -> Option<u64> {
+        let field = format!("{}.params.{key}", self.path);
+        match self.params.get(key) {
+            None => {
+                violations.push(field, format!("kind {} requires parameter {key:?}", self.kind));
+                None
+            }
+            Some(v) => {
+                let n = v.as_u64();
+                if n.is_none() {
+                    violations.push(field, format!("must be a non-negative integer, got {v}"));
+                }
+                n
+            }
+        }
+    }
+
+    fn optional_u64(&self, key: &str, violations: &mut Violations) -> Option<Option<u64>> {
+        if self.params.contains_key(key) {
+            self.u64(key, violations).map(Some)
+        } else {
+            Some(None)
+        }
+    }
+
+    /// `min` (default 0) and `max` (default unbounded), at least one given, `min < max`.
+    fn range(&self, violations: &mut Violations) -> Option<(u64, u64)> {
+        let min = self.optional_u64("min", violations)?;
+        let max = self.optional_u64("max", violations)?;
+        let field = format!("{}.params", self.path);
+        match (min, max) {
+            (None, None) => {
+                violations.push(field, format!("kind {} requires \"min\", \"max\" or both", self.kind));
+                None
+            }
+            (min, max) => {
+                let (min, max) = (min.unwrap_or(0), max.unwrap_or(u64::MAX));
+                if min >= max {
+                    violations.push(field, format!("min {min} must be less than max {max}"));
+                    None
+                } else {
+                    Some((min, max))
+                }
+            }
+        }
+    }
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

@@ -1,0 +1,142 @@
+//! What the scorer looks at: a borrowed view of a request head.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::header::{HeaderMap, HeaderName, USER_AGENT};
+use http::{Extensions, Version};
+use ravelin_failsafe::RequestHead;
+
+/// A TLS fingerprint computed by the TLS terminator, set as a request extension.
+///
+/// Ravelin does not compute fingerprints: the component that terminates TLS sees the ClientHello
+/// and inserts this extension (or a trusted header, see
+/// [`BotGuardBuilder::fingerprint_header`](crate::BotGuardBuilder::fingerprint_header)). Feature kinds
+/// `ja4_*` read it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TlsFingerprint {
+    ja4: Arc<str>,
+}
+
+impl TlsFingerprint {
+    /// A fingerprint from its JA4 string (e.g. `t13d1516h2_8daaf6152771_02713d6af862`).
+    pub fn ja4(ja4: impl Into<Arc<str>>) -> Self {
+        Self { ja4: ja4.into() }
+    }
+
+    /// The JA4 string.
+    pub fn as_ja4(&self) -> &str {
+        &self.ja4
+    }
+}
+
+/// The parts of a request the scorer reads. Borrowed, so building one allocates nothing.
+///
+/// A view is either a **full request** (method, version, headers in arrival order) or a
+/// **UA-only record** ([`RequestView::user_agent_only`]) where nothing but the User-Agent is
+/// known. In a UA-only record header features do not fire and the `headers_unknown` feature does,
+/// so a missing `accept` header is not mistaken for a library that sent none.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    pub(crate) user_agent: Option<&'a [u8]>,
+    pub(crate) user_agent_count: usize,
+    pub(crate) headers: Option<&'a HeaderMap>,
+    pub(crate) version: Version,
+    pub(crate) ja4: Option<&'a str>,
+    pub(crate) peer: Option<IpAddr>,
+}
+
+impl<'a> RequestView<'a> {
+    /// A full request: its version and headers (header order matters, so pass the map the server
+    /// parsed, in arrival order).
+    pub fn new(version: Version, headers: &'a HeaderMap) -> Self {
+        let mut values = headers.get_all(USER_AGENT).iter();
+        let user_agent = values.next().map(|v| v.as_bytes());
+        let user_agent_count = usize::from(user_agent.is_some()).saturating_add(values.count());
+        Self {
+            user_agent,
+            user_agent_count,
+            headers: Some(headers),
+            version,
+            ja4: None,
+            peer: None,
+        }
+    }
+
+    /// A record of which only the User-Agent is known (`None`: known to have none).
+    pub fn user_agent_only(user_agent: Option<&'a str>) -> Self {
+        Self {
+            user_agent: user_agent.map(str::as_bytes),
+            user_agent_count: usize::from(user_agent.is_some()),
+            headers: None,
+            version: Version::HTTP_11,
+            ja4: None,
+            peer: None,
+        }
+    }
+
+    /// The head of a request as a guard sees it: version, headers, the [`TlsFingerprint`]
+    /// extension (or, when `fingerprint_header` is set and the extension is absent, that header)
+    /// and the peer address.
+    pub fn from_head(head: &RequestHead<'a>, fingerprint_header: Option<&HeaderName>) -> Self {
+        let mut view = Self::new(head.version, head.headers);
+        view.ja4 = fingerprint_of(head.extensions, head.headers, fingerprint_header);
+        view.peer = head.peer.map(|addr| canonical_ip(addr.ip()));
+        view
+    }
+
+    /// The head of `request`, for scoring outside a guard.
+    pub fn from_request<B>(request: &'a http::Request<B>) -> Self {
+        Self::from_head(&RequestHead::from_request(request), None)
+    }
+
+    /// Sets the JA4 fingerprint.
+    pub fn with_ja4(mut self, ja4: Option<&'a str>) -> Self {
+        self.ja4 = ja4;
+        self
+    }
+
+    /// Sets the client's address (used to check verified-bot IP ranges).
+    pub fn with_peer(mut self, peer: Option<IpAddr>) -> Self {
+        self.peer = peer.map(canonical_ip);
+        self
+    }
+
+    /// The first User-Agent value's bytes.
+    pub fn user_agent(&self) -> Option<&'a [u8]> {
+        self.user_agent
+    }
+
+    /// Whether header features can be evaluated (false for UA-only records).
+    pub fn headers_known(&self) -> bool {
+        self.headers.is_some()
+    }
+
+    /// The client's address, if known.
+    pub fn peer(&self) -> Option<IpAddr> {
+        self.peer
+    }
+}
+
+fn fingerprint_of<'a>(
+    extensions: &'a Extensions,
+    headers: &'a HeaderMap,
+    header: Option<&HeaderName>,
+) -> Option<&'a str> {
+    if let Some(fp) = extensions.get::<TlsFingerprint>() {
+        return Some(fp.as_ja4());
+    }
+    let value = headers.get(header?)?;
+    value.to_str().ok()
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`, what a dual-stack listener reports for IPv4
+/// clients) are compared as IPv4, so an operator's IPv4 ranges match them.
+pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
