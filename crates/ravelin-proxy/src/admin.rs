@@ -1,0 +1,711 @@
+//! The admin API: health, readiness, metrics, status, kill switches, reload and purge.
+//!
+//! The router knows nothing about particular modules: the binary hands it closures (render the
+//! metrics, report module states, reload the config, purge the cache) and the
+//! [`Switchboard`]. That keeps this crate free of the module crates and lets an embedding
+//! expose only what it has.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::{BodyExt, Full, Limited};
+use ravelin_config::{Status, Switchboard};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tower_service::Service;
+
+use crate::forward::BoxError;
+
+/// A boxed, sendable future, as the admin hooks return.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// The largest admin request body read (a purge request): 64 KiB.
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+/// One module's state for `/status`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ModuleStatus {
+    /// The module's name (also its kill switch's name).
+    pub name: String,
+    /// `open` or `closed`: what happens to a request when the module fails.
+    pub failure_mode: String,
+    /// The module's time budget per request, in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// The circuit breaker's state (`closed`, `open`, `half_open`), when the module has one.
+    pub circuit: Option<String>,
+    /// Whether the kill switch is engaged (module off).
+    pub killed: bool,
+    /// Module-specific facts (model version, store kind, …).
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub detail: Value,
+}
+
+/// What `POST /cache/purge` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purge {
+    /// Purge the entries for one URL (every variant).
+    Url(String),
+    /// Purge every entry tagged `Surrogate-Key`/`Cache-Tag` with this tag.
+    Tag(String),
+}
+
+type MetricsFn = Arc<dyn Fn() -> String + Send + Sync>;
+type ReadyFn = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+type ConfigFn = Arc<dyn Fn() -> Status + Send + Sync>;
+type ModulesFn = Arc<dyn Fn() -> Vec<ModuleStatus> + Send + Sync>;
+type ExtraFn = Arc<dyn Fn() -> Value + Send + Sync>;
+type ReloadFn = Arc<dyn Fn() -> BoxFuture<Result<Value, String>> + Send + Sync>;
+type PurgeFn = Arc<dyn Fn(Purge) -> BoxFuture<Result<u64, String>> + Send + Sync>;
+
+/// Builds an [`Admin`] service.
+#[derive(Default)]
+pub struct AdminBuilder {
+    token: Option<String>,
+    metrics: Option<MetricsFn>,
+    ready: Option<ReadyFn>,
+    configs: Vec<ConfigFn>,
+    modules: Option<ModulesFn>,
+    extras: Vec<(String, ExtraFn)>,
+    switchboard: Option<Switchboard>,
+    reload: Option<ReloadFn>,
+    purge: Option<PurgeFn>,
+}
+
+impl fmt::Debug for AdminBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminBuilder")
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("configs", &self.configs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminBuilder {
+    /// The bearer token mutating endpoints require. Without one, they answer 403: a proxy never
+    /// accepts unauthenticated control. An empty string counts as no token.
+    pub fn token(mut self, token: Option<String>) -> Self {
+        self.token = token.filter(|t| !t.is_empty());
+        self
+    }
+
+    /// Renders `/metrics` (Prometheus text format).
+    pub fn metrics(mut self, render: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        self.metrics = Some(Arc::new(render));
+        self
+    }
+
+    /// Renders `/metrics` from an installed Prometheus recorder.
+    pub fn prometheus(self, handle: metrics_exporter_prometheus::PrometheusHandle) -> Self {
+        self.metrics(move || handle.render())
+    }
+
+    /// Decides `/readyz`: `Err(reason)` answers 503 with the reason.
+    pub fn ready(mut self, ready: impl Fn() -> Result<(), String> + Send + Sync + 'static) -> Self {
+        self.ready = Some(Arc::new(ready));
+        self
+    }
+
+    /// Adds a config store to `/status` (call once per store: main config, feature files, …).
+    pub fn config_status(mut self, status: impl Fn() -> Status + Send + Sync + 'static) -> Self {
+        self.configs.push(Arc::new(status));
+        self
+    }
+
+    /// Reports module states in `/status`.
+    pub fn modules(
+        mut self,
+        modules: impl Fn() -> Vec<ModuleStatus> + Send + Sync + 'static,
+    ) -> Self {
+        self.modules = Some(Arc::new(modules));
+        self
+    }
+
+    /// Adds a member `key` to the `/status` document.
+    pub fn status_extra(
+        mut self,
+        key: impl Into<String>,
+        value: impl Fn() -> Value + Send + Sync + 'static,
+    ) -> Self {
+        self.extras.push((key.into(), Arc::new(value)));
+        self
+    }
+
+    /// The kill switches `POST /modules/{name}/kill` and `/revive` flip.
+    pub fn switchboard(mut self, switchboard: Switchboard) -> Self {
+        self.switchboard = Some(switchboard);
+        self
+    }
+
+    /// Runs `POST /config/reload`: `Ok(report)` answers 200 with the report, `Err(reason)` 422.
+    pub fn on_reload<F>(mut self, reload: F) -> Self
+    where
+        F: Fn() -> BoxFuture<Result<Value, String>> + Send + Sync + 'static,
+    {
+        self.reload = Some(Arc::new(reload));
+        self
+    }
+
+    /// Runs `POST /cache/purge`: `Ok(n)` entries removed.
+    pub fn on_purge<F>(mut self, purge: F) -> Self
+    where
+        F: Fn(Purge) -> BoxFuture<Result<u64, String>> + Send + Sync + 'static,
+    {
+        self.purge = Some(Arc::new(purge));
+        self
+    }
+
+    /// The service.
+    pub fn build(self) -> Admin {
+        Admin {
+            inner: Arc::new(AdminInner {
+                builder: self,
+                started: Instant::now(),
+            }),
+        }
+    }
+}
+
+/// The admin API as a tower service; serve it with [`Server`](crate::Server) on its own
+/// (loopback) listener.
+///
+/// | Endpoint | Answer |
+/// |---|---|
+/// | `GET /healthz` | 200 while the process serves |
+/// | `GET /readyz` | 200, or 503 with the reason |
+/// | `GET /metrics` | Prometheus text |
+/// | `GET /status` | JSON: configs (version, digest, age, last rejection), modules, switches |
+/// | `POST /modules/{name}/kill`, `/revive` | flips the module's kill switch |
+/// | `POST /config/reload` | reloads the config files |
+/// | `POST /cache/purge?url=…` or `?tag=…` (or a JSON body `{"url":…}` / `{"tag":…}`) | purges |
+///
+/// `POST` endpoints need `Authorization: Bearer <token>`.
+#[derive(Clone)]
+pub struct Admin {
+    inner: Arc<AdminInner>,
+}
+
+struct AdminInner {
+    builder: AdminBuilder,
+    started: Instant,
+}
+
+impl fmt::Debug for Admin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Admin")
+            .field("builder", &self.inner.builder)
+            .finish()
+    }
+}
+
+impl Admin {
+    /// Starts building the admin service.
+    pub fn builder() -> AdminBuilder {
+        AdminBuilder::default()
+    }
+
+    /// The `/status` document as JSON.
+    pub fn status(&self) -> Value {
+        self.inner.status()
+    }
+}
+
+impl<B> Service<Request<B>> for Admin
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Response<Full<Bytes>>, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move { Ok(inner.handle(request).await) })
+    }
+}
+
+impl AdminInner {
+    async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let path = request.uri().path().to_owned();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let method = request.method().clone();
+        let get = method == Method::GET || method == Method::HEAD;
+        let post = method == Method::POST;
+        match segments.as_slice() {
+            ["healthz"] if get => text(StatusCode::OK, "ok\n"),
+            ["readyz"] if get => match self.builder.ready.as_ref().map_or(Ok(()), |f| f()) {
+                Ok(()) => text(StatusCode::OK, "ready\n"),
+                Err(reason) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {reason}\n"),
+                ),
+            },
+            ["metrics"] if get => match &self.builder.metrics {
+                Some(render) => {
+                    let mut response = text(StatusCode::OK, render());
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                    );
+                    response
+                }
+                None => text(StatusCode::NOT_FOUND, "no metrics recorder installed\n"),
+            },
+            ["status"] if get => json_response(StatusCode::OK, &self.status()),
+            [""] if get => json_response(
+                StatusCode::OK,
+                &json!({"endpoints": [
+                    "GET /healthz", "GET /readyz", "GET /metrics", "GET /status",
+                    "POST /modules/{name}/kill", "POST /modules/{name}/revive",
+                    "POST /config/reload", "POST /cache/purge?url=URL | ?tag=TAG"
+                ]}),
+            ),
+            ["modules", name, action @ ("kill" | "revive")] if post => {
+                if let Some(denied) = self.denied(&request) {
+                    return denied;
+                }
+                self.flip(name, *action == "kill")
+            }
+            ["config", "reload"] if post => {
+                if let Some(denied) = self.denied(&request) {
+                    return denied;
+                }
+                let Some(reload) = &self.builder.reload else {
+                    return text(
+                        StatusCode::NOT_IMPLEMENTED,
+                        "reload is not wired in this binary\n",
+                    );
+                };
+                match reload().await {
+                    Ok(report) => json_response(StatusCode::OK, &report),
+                    Err(reason) => json_response(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        &json!({"error": reason, "active": "unchanged"}),
+                    ),
+                }
+            }
+            ["cache", "purge"] if post => {
+                if let Some(denied) = self.denied(&request) {
+                    return denied;
+                }
+                let Some(purge_fn) = self.builder.purge.clone() else {
+                    return text(StatusCode::NOT_IMPLEMENTED, "no cache in this binary\n");
+                };
+                let purge = match parse_purge(request).await {
+                    Ok(purge) => purge,
+                    Err(reason) => return text(StatusCode::BAD_REQUEST, format!("{reason}\n")),
+                };
+                tracing::info!(?purge, "admin: cache purge");
+                match purge_fn(purge.clone()).await {
+                    Ok(purged) => {
+                        let (by, value) = match &purge {
+                            Purge::Url(url) => ("url", url),
+                            Purge::Tag(tag) => ("tag", tag),
+                        };
+                        json_response(StatusCode::OK, &json!({ by: value, "purged": purged }))
+                    }
+                    Err(reason) => {
+                        json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": reason}))
+                    }
+                }
+            }
+            ["healthz" | "readyz" | "metrics" | "status"] => method_not_allowed("GET, HEAD"),
+            ["modules", _, "kill" | "revive"] | ["config", "reload"] | ["cache", "purge"] => {
+                method_not_allowed("POST")
+            }
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "not found; GET / lists the endpoints\n",
+            ),
+        }
+    }
+
+    /// `Some(answer)` when the request may not mutate: no token configured, or a wrong one.
+    fn denied<B>(&self, request: &Request<B>) -> Option<Response<Full<Bytes>>> {
+        let Some(expected) = &self.builder.token else {
+            return Some(text(
+                StatusCode::FORBIDDEN,
+                "mutating admin endpoints are disabled: configure an admin token \
+                 (admin.token or the variable named by admin.token_env)\n",
+            ));
+        };
+        let offered = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            });
+        match offered {
+            Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => None,
+            _ => {
+                metrics::counter!("ravelin_admin_unauthorized_total").increment(1);
+                let mut response =
+                    text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                Some(response)
+            }
+        }
+    }
+
+    fn flip(&self, name: &str, engage: bool) -> Response<Full<Bytes>> {
+        let Some(board) = &self.builder.switchboard else {
+            return text(
+                StatusCode::NOT_IMPLEMENTED,
+                "no kill switches in this binary\n",
+            );
+        };
+        match board.set(name, engage, "admin api") {
+            Ok(previous) => json_response(
+                StatusCode::OK,
+                &json!({"module": name, "killed": engage, "was_killed": previous}),
+            ),
+            Err(unknown) => json_response(
+                StatusCode::NOT_FOUND,
+                &json!({"error": unknown.to_string()}),
+            ),
+        }
+    }
+
+    fn status(&self) -> Value {
+        let b = &self.builder;
+        let configs: Vec<Value> = b.configs.iter().map(|f| config_status_json(&f())).collect();
+        let modules = b.modules.as_ref().map(|f| f()).unwrap_or_default();
+        let switches: serde_json::Map<String, Value> = b
+            .switchboard
+            .as_ref()
+            .map(|s| s.states())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, engaged)| (name, Value::Bool(engaged)))
+            .collect();
+        let mut doc = json!({
+            "uptime_seconds": self.started.elapsed().as_secs(),
+            "configs": configs,
+            "modules": modules,
+            "kill_switches": switches,
+        });
+        if let Some(map) = doc.as_object_mut() {
+            for (key, f) in &b.extras {
+                map.insert(key.clone(), f());
+            }
+        }
+        doc
+    }
+}
+
+/// A config store's [`Status`] as the JSON `/status` shows: active version, digest, source, age
+/// and the last rejection with its reason.
+pub fn config_status_json(status: &Status) -> Value {
+    let active = &status.active;
+    let last = status.last_rejection.as_ref().map(|r| {
+        json!({
+            "kind": r.rejection.kind(),
+            "source": r.rejection.origin().to_string(),
+            "reason": r.rejection.to_string(),
+            "digest": r.digest.map(|d| d.short()),
+            "at_unix": unix(r.at),
+        })
+    });
+    json!({
+        "name": status.name,
+        "version": active.version,
+        "digest": active.digest.short(),
+        "source": active.source.to_string(),
+        "is_default": active.is_default(),
+        "generation": active.generation,
+        "loaded_at_unix": unix(active.loaded_at),
+        "age_seconds": active.age().as_secs(),
+        "consecutive_rejections": status.consecutive_rejections,
+        "total_rejections": status.total_rejections,
+        "last_rejection": last,
+    })
+}
+
+fn unix(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    // Length is not secret; content comparison does not stop at the first difference.
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn parse_purge<B>(request: Request<B>) -> Result<Purge, String>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    if let Some(query) = request.uri().query() {
+        for pair in query.split('&') {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value =
+                percent_decode(value).ok_or("query value is not valid percent-encoded UTF-8")?;
+            match key {
+                "url" if !value.is_empty() => return Ok(Purge::Url(value)),
+                "tag" if !value.is_empty() => return Ok(Purge::Tag(value)),
+                _ => {}
+            }
+        }
+    }
+    let body = Limited::new(request.into_body(), MAX_ADMIN_BODY)
+        .collect()
+        .await
+        .map_err(|e| format!("cannot read the request body (limit {MAX_ADMIN_BODY} bytes): {e}"))?
+        .to_bytes();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(
+            "say what to purge: ?url=URL or ?tag=TAG, or a JSON body {\"url\":…} / {\"tag\":…}"
+                .into(),
+        );
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct PurgeBody {
+        url: Option<String>,
+        tag: Option<String>,
+    }
+    let parsed: PurgeBody =
+        serde_json::from_slice(&body).map_err(|e| format!("purge body is not valid JSON: {e}"))?;
+    match (parsed.url, parsed.tag) {
+        (Some(url), None) if !url.is_empty() => Ok(Purge::Url(url)),
+        (None, Some(tag)) if !tag.is_empty() => Ok(Purge::Tag(tag)),
+        _ => Err("give exactly one non-empty member: url or tag".into()),
+    }
+}
+
+fn percent_decode(input: &str) -> Option<String> {
+    let bytes = input.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {
+    let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    body.push(b'\n');
+    let mut response = text(status, body);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    async fn call(admin: &Admin, request: Request<Full<Bytes>>) -> (StatusCode, String) {
+        let response = admin.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    fn post(uri: &str, token: Option<&str>) -> Request<Full<Bytes>> {
+        let mut builder = Request::post(uri);
+        if let Some(token) = token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        builder.body(Full::default()).unwrap()
+    }
+
+    fn get(uri: &str) -> Request<Full<Bytes>> {
+        Request::get(uri).body(Full::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn health_ready_metrics() {
+        let admin = Admin::builder()
+            .metrics(|| "ravelin_up 1\n".into())
+            .ready(|| Err("config not loaded".into()))
+            .build();
+        assert_eq!(
+            call(&admin, get("/healthz")).await,
+            (StatusCode::OK, "ok\n".into())
+        );
+        let (status, body) = call(&admin, get("/readyz")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("config not loaded"));
+        assert_eq!(call(&admin, get("/metrics")).await.1, "ravelin_up 1\n");
+        assert_eq!(
+            call(&admin, post("/metrics", None)).await.0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(call(&admin, get("/nope")).await.0, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn kill_switches_need_the_token() {
+        let board = Switchboard::new();
+        let switch = board.switch("botscore");
+        let admin = Admin::builder()
+            .token(Some("s3cret".into()))
+            .switchboard(board.clone())
+            .build();
+        assert_eq!(
+            call(&admin, post("/modules/botscore/kill", None)).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            call(&admin, post("/modules/botscore/kill", Some("wrong")))
+                .await
+                .0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert!(!switch.is_engaged());
+        let (status, body) = call(&admin, post("/modules/botscore/kill", Some("s3cret"))).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(switch.is_engaged());
+        call(&admin, post("/modules/botscore/revive", Some("s3cret"))).await;
+        assert!(!switch.is_engaged());
+        let (status, body) = call(&admin, post("/modules/botscroe/kill", Some("s3cret"))).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(
+            body.contains("botscore"),
+            "names the known switches: {body}"
+        );
+        let status = admin.status();
+        assert_eq!(status["kill_switches"]["botscore"], Value::Bool(false));
+    }
+
+    #[tokio::test]
+    async fn without_a_token_mutations_are_refused() {
+        let board = Switchboard::new();
+        board.switch("cache");
+        let admin = Admin::builder()
+            .token(Some(String::new()))
+            .switchboard(board)
+            .build();
+        let (status, body) = call(&admin, post("/modules/cache/kill", Some(""))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(body.contains("admin token"));
+    }
+
+    #[tokio::test]
+    async fn purge_by_query_and_body() {
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        let admin = Admin::builder()
+            .token(Some("t".into()))
+            .on_purge(move |p| {
+                record.lock().unwrap().push(p);
+                Box::pin(async { Ok(3) })
+            })
+            .build();
+        let (status, body) = call(
+            &admin,
+            post(
+                "/cache/purge?url=http%3A%2F%2Fa.test%2Fx%3Fy%3D1",
+                Some("t"),
+            ),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains("\"purged\": 3"));
+        let request = Request::post("/cache/purge")
+            .header("authorization", "Bearer t")
+            .body(Full::new(Bytes::from_static(br#"{"tag":"css"}"#)))
+            .unwrap();
+        assert_eq!(call(&admin, request).await.0, StatusCode::OK);
+        let request = Request::post("/cache/purge")
+            .header("authorization", "Bearer t")
+            .body(Full::new(Bytes::from_static(br#"{"tag":"css","url":"x"}"#)))
+            .unwrap();
+        assert_eq!(call(&admin, request).await.0, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            call(&admin, post("/cache/purge", Some("t"))).await.0,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                Purge::Url("http://a.test/x?y=1".into()),
+                Purge::Tag("css".into())
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn reload_reports_rejection_as_422() {
+        let admin = Admin::builder()
+            .token(Some("t".into()))
+            .on_reload(|| {
+                Box::pin(async { Err("routes[0].upstream: unknown upstream \"x\"".to_owned()) })
+            })
+            .build();
+        let (status, body) = call(&admin, post("/config/reload", Some("t"))).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(body.contains("routes[0].upstream"), "{body}");
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b+c").as_deref(), Some("a b c"));
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%4"), None);
+    }
+}

@@ -1,0 +1,46 @@
+//! Errors an operator can act on.
+
+/// An upstream could not be built from its configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    /// The URL is not `http://host[:port][/base]`.
+    #[error("upstream {name:?}: invalid url {url:?}: {reason}")]
+    InvalidUrl {
+        /// The upstream's name.
+        name: String,
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A timeout was set to zero, which would fail every request.
+    #[error("upstream {name:?}: {field} must be greater than zero")]
+    ZeroTimeout {
+        /// The upstream's name.
+        name: String,
+        /// The timeout field.
+        field: &'static str,
+    },
+}
+
+/// The server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Binding the listening socket failed (address in use, permission).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A limit in the server configuration is unusable.
+    #[error("server config: {field} {reason}")]
+    Config {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
