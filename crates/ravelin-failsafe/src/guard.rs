@@ -227,6 +227,35 @@ impl GuardError {
 ///
 /// Wrap a guard in [`GuardLayer`](crate::GuardLayer) to give it a failure policy, a timeout, panic
 /// containment, a circuit breaker and a kill switch.
+///
+/// # Failing
+///
+/// Return `Err(GuardError)` when the guard cannot decide (a store is down, the model is not
+/// loaded): never a made-up verdict. A bot scorer without a model must not answer "score 0";
+/// the layer's [`FailurePolicy`](crate::FailurePolicy) decides what happens, and a request that
+/// goes on without the guard is marked [`Skipped`], so downstream code sees "unscored", not a
+/// score. Only a successful `Allow` can annotate the request.
+///
+/// # Panic tolerance
+///
+/// A panic in `check` or in a poll of the future is caught and contained to that request: the
+/// future is dropped and never polled again, and the failure policy applies. The guard value
+/// itself (`&self`) lives on and serves other requests, so any state it shares across requests
+/// must stay usable after a panic at any point:
+///
+/// - use atomics, or locks whose poisoning you handle (`lock().unwrap_or_else(PoisonError::into_inner)`,
+///   or `parking_lot`, which does not poison), and keep each update's invariants intact at every
+///   point where code might panic;
+/// - do not hold a guard-wide "in progress" flag across a point that might panic.
+///
+/// This is what makes the layer's `AssertUnwindSafe` sound. Containment needs the default
+/// `panic = "unwind"`; with `panic = "abort"` any panic ends the process.
+///
+/// # Timeouts
+///
+/// The layer's timeout can interrupt the future only where it returns `Pending`: do the
+/// expensive part of an asynchronous guard behind an await point, and keep synchronous guards
+/// cheap.
 pub trait Guard: Send + Sync + 'static {
     /// The future of the verdict.
     type Future: Future<Output = Result<Verdict, GuardError>> + Send + 'static;
@@ -299,6 +328,16 @@ impl Skipped {
     /// Every skipped guard and its reason.
     pub fn iter(&self) -> impl Iterator<Item = (&str, SkipReason)> {
         self.entries.iter().map(|(n, r)| (n.as_ref(), *r))
+    }
+
+    /// Whether no guard was skipped.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// How many guards were skipped.
+    pub fn len(&self) -> usize {
+        self.entries.len()
     }
 }
 

@@ -1,9 +1,33 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod body;
+mod circuit;
+mod clock;
+mod error;
+pub mod future;
 mod guard;
+mod handle;
+mod layer;
+mod log;
+mod metrics;
+mod panic;
+mod policy;
+mod service;
+mod shared;
 
+pub use body::GuardBody;
+pub use circuit::{CircuitBreakerConfig, CircuitState, MAX_HALF_OPEN_COUNT, MAX_WINDOW};
+pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
+pub use error::ConfigError;
 pub use guard::{
     Allow, Guard, GuardError, GuardErrorKind, GuardFn, PeerAddr, RequestHead, SkipReason, Skipped,
     Verdict, guard_fn,
 };
+pub use handle::GuardHandle;
+pub use layer::{DEFAULT_LOG_LINES_PER_SECOND, DEFAULT_TIMEOUT, GuardLayer};
+pub use log::{LogLimiter, LogPermit};
+pub use metrics::{CIRCUIT_STATE, DECISIONS_TOTAL, DURATION_SECONDS, Outcome};
+pub use panic::install_panic_hook;
+pub use policy::{FailureMode, FailurePolicy, X_RAVELIN_SKIPPED};
+pub use service::GuardService;
