@@ -3,6 +3,13 @@
 //! from each reply), batches write all or nothing, garbage in a key never grants more than an
 //! absent key would, and keys expire once their bucket is full again.
 #![cfg(feature = "redis")]
+// Helpers outside `#[test]` functions may fail loudly too (clippy.toml only exempts the tests).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod support;
 

@@ -7,8 +7,19 @@
 //! - Without a `redis-server` binary both print `skipped: redis-server not found` and return
 //!   `None`, unless the environment has `CI=true`: then a skip fails the run.
 //!
-//! The process is killed (and its scratch directory removed) on drop.
-#![allow(dead_code, unreachable_pub)]
+//! The binary is `$RAVELIN_REDIS_SERVER` when set, else `redis-server` from `PATH`. The server
+//! runs with `--save '' --appendonly no` in a scratch directory, and is killed (and the directory
+//! removed) on drop.
+// Test-harness code, shared by integration tests and a bench: a setup failure must stop the run
+// loudly (clippy.toml's test exemptions only cover `#[test]` functions themselves).
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::unwrap_used,
+    clippy::indexing_slicing
+)]
 
 use std::io::Read as _;
 use std::net::{Ipv4Addr, TcpListener};
@@ -44,10 +55,10 @@ impl RedisServer {
     /// A server to talk to: `RAVELIN_REDIS_URL` when set, else a freshly spawned local one.
     /// `None` (after printing why) when neither is available and `CI` is not `true`.
     pub fn start() -> Option<Self> {
-        if let Ok(url) = std::env::var(URL_ENV) {
-            if !url.is_empty() {
-                return Some(Self { url, local: None });
-            }
+        if let Ok(url) = std::env::var(URL_ENV)
+            && !url.is_empty()
+        {
+            return Some(Self { url, local: None });
         }
         Self::spawn()
     }
@@ -190,11 +201,11 @@ impl Local {
                     self.port
                 ));
             }
-            if let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200)) {
-                if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
-                    self.child = Some(child);
-                    return Ok(());
-                }
+            if let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200))
+                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+            {
+                self.child = Some(child);
+                return Ok(());
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
@@ -216,7 +227,8 @@ impl Local {
     }
 }
 
-fn find_binary() -> Option<PathBuf> {
+/// The `redis-server` binary: `$RAVELIN_REDIS_SERVER`, else the first on `PATH` (or in `sbin`).
+pub fn find_binary() -> Option<PathBuf> {
     if let Ok(path) = std::env::var(BINARY_ENV) {
         return Some(PathBuf::from(path));
     }
