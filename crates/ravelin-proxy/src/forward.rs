@@ -191,11 +191,15 @@ impl UpstreamBuilder {
         self
     }
 
-    /// Validates the URL and builds the pooled client.
+    /// Checks the settings without building a client: for config validation.
     ///
     /// # Errors
-    /// [`UpstreamError`] when the URL is not `http://host[:port][/base]`, or a timeout is zero.
-    pub fn build(self) -> Result<Upstream, UpstreamError> {
+    /// As [`build`](Self::build).
+    pub fn check(&self) -> Result<(), UpstreamError> {
+        self.parse().map(|_| ())
+    }
+
+    fn parse(&self) -> Result<(Scheme, Authority, String), UpstreamError> {
         let invalid = |reason: String| UpstreamError::InvalidUrl {
             name: self.name.clone(),
             url: self.url.clone(),
@@ -232,6 +236,15 @@ impl UpstreamBuilder {
                 });
             }
         }
+        Ok((scheme, authority, base_path))
+    }
+
+    /// Validates the URL and builds the pooled client.
+    ///
+    /// # Errors
+    /// [`UpstreamError`] when the URL is not `http://host[:port][/base]`, or a timeout is zero.
+    pub fn build(self) -> Result<Upstream, UpstreamError> {
+        let (scheme, authority, base_path) = self.parse()?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(self.connect_timeout));
         connector.set_nodelay(true);

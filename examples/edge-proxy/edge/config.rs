@@ -1,0 +1,934 @@
+//! The edge-proxy configuration file (TOML), validated through `ravelin_config::Validate`.
+//!
+//! Every table denies unknown keys, so a typo is an error that names the key, not a setting
+//! silently ignored. See `docs/configuration.md` for the reference.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ravelin_config::{Validate, Violations};
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EdgeConfig {
+    /// Optional generation number; when present, an older one is refused on reload.
+    #[serde(default)]
+    pub(crate) version: Option<u64>,
+    /// The proxy listener.
+    #[serde(default)]
+    pub(crate) server: ServerSection,
+    /// The admin listener.
+    #[serde(default)]
+    pub(crate) admin: AdminSection,
+    /// Upstream origins; none means: start the embedded demo origin.
+    #[serde(default)]
+    pub(crate) upstreams: Vec<UpstreamSection>,
+    /// Host/path routes to upstreams; none means: everything to the first upstream.
+    #[serde(default)]
+    pub(crate) routes: Vec<RouteSection>,
+    /// The rate limiter.
+    #[serde(default)]
+    pub(crate) ratelimit: RateLimitSection,
+    /// The bot scorer.
+    #[serde(default)]
+    pub(crate) botscore: BotScoreSection,
+    /// The HTTP cache.
+    #[serde(default)]
+    pub(crate) cache: CacheSection,
+    /// How config files are watched.
+    #[serde(default)]
+    pub(crate) reload: ReloadSection,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ServerSection {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub(crate) listen: SocketAddr,
+    /// Open connections at once.
+    #[serde(default = "default_max_connections")]
+    pub(crate) max_connections: usize,
+    /// Open connections per client IP (0 = no limit).
+    #[serde(default = "default_max_connections_per_ip")]
+    pub(crate) max_connections_per_ip: usize,
+    /// Header fields per request.
+    #[serde(default = "default_max_headers")]
+    pub(crate) max_headers: usize,
+    /// Bytes of request head.
+    #[serde(default = "default_max_header_bytes")]
+    pub(crate) max_header_bytes: usize,
+    /// Time for a client to send its request head.
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub(crate) header_read_timeout: Duration,
+    /// Concurrent HTTP/2 streams per connection.
+    #[serde(default = "default_max_concurrent_streams")]
+    pub(crate) max_concurrent_streams: u32,
+    /// How long shutdown drains in-flight requests.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub(crate) shutdown_timeout: Duration,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AdminSection {
+    /// Address of the admin listener (keep it on loopback unless a firewall guards it).
+    #[serde(default = "default_admin_listen")]
+    pub(crate) listen: SocketAddr,
+    /// Allows a non-loopback admin address; off by default so a typo cannot expose it.
+    #[serde(default)]
+    pub(crate) allow_remote: bool,
+    /// The bearer token for mutating endpoints (prefer `token_env`).
+    #[serde(default)]
+    pub(crate) token: Option<String>,
+    /// Environment variable holding the token.
+    #[serde(default = "default_token_env")]
+    pub(crate) token_env: String,
+}
+
+/// `[[upstreams]]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpstreamSection {
+    /// Name routes refer to.
+    pub(crate) name: String,
+    /// `http://host:port[/base]`.
+    pub(crate) url: String,
+    /// Speak HTTP/2 with prior knowledge.
+    #[serde(default)]
+    pub(crate) http2: bool,
+    /// Send the client's Host instead of the upstream's authority.
+    #[serde(default)]
+    pub(crate) preserve_host: bool,
+    /// Connect timeout.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub(crate) connect_timeout: Duration,
+    /// Request sent → response head.
+    #[serde(default = "default_response_timeout", with = "humantime_serde")]
+    pub(crate) response_timeout: Duration,
+    /// Idle pooled connections kept.
+    #[serde(default = "default_max_idle")]
+    pub(crate) max_idle_connections: usize,
+}
+
+/// `[[routes]]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouteSection {
+    /// Name for logs (default: the path prefix).
+    #[serde(default)]
+    pub(crate) name: Option<String>,
+    /// Only requests for this host (without port).
+    #[serde(default)]
+    pub(crate) host: Option<String>,
+    /// Path prefix, segment-aligned (default `/`).
+    #[serde(default = "default_prefix")]
+    pub(crate) path_prefix: String,
+    /// Upstream name.
+    pub(crate) upstream: String,
+    /// Overrides the upstream's response timeout.
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) response_timeout: Option<Duration>,
+}
+
+/// `failure_mode = "open" | "closed"`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum FailureModeSetting {
+    /// Skip the module on failure.
+    Open,
+    /// Answer with the failure response.
+    Closed,
+}
+
+impl FailureModeSetting {
+    /// `open` / `closed`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            FailureModeSetting::Open => "open",
+            FailureModeSetting::Closed => "closed",
+        }
+    }
+}
+
+/// The failure policy every guard module declares (inline in its table).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct GuardPolicy {
+    /// Open or closed.
+    pub(crate) failure_mode: FailureModeSetting,
+    /// Time budget per request.
+    pub(crate) timeout: Duration,
+    /// Status of the fail-closed answer.
+    pub(crate) failure_status: u16,
+    /// Body of the fail-closed answer.
+    pub(crate) failure_body: Option<String>,
+    /// Circuit breaker overrides.
+    pub(crate) circuit: CircuitSection,
+}
+
+/// `[<module>.circuit]`: overrides of the failsafe circuit-breaker defaults.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CircuitSection {
+    /// Opens when this share of the window failed (0..=1).
+    #[serde(default)]
+    pub(crate) failure_rate: Option<f64>,
+    /// Calls in the sliding window.
+    #[serde(default)]
+    pub(crate) window: Option<u32>,
+    /// Calls needed before the rate counts.
+    #[serde(default)]
+    pub(crate) minimum_calls: Option<u32>,
+    /// Opens after this many failures in a row.
+    #[serde(default)]
+    pub(crate) consecutive_failures: Option<u32>,
+    /// How long it stays open before probing.
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) open_for: Option<Duration>,
+    /// Never open by itself.
+    #[serde(default)]
+    pub(crate) disabled: bool,
+}
+
+/// The rate-limit store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StoreSetting {
+    /// In-process, bounded.
+    Memory,
+    /// A shared Redis (`redis://host:port/db`).
+    Redis(String),
+}
+
+impl<'de> Deserialize<'de> for StoreSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "memory" {
+            Ok(StoreSetting::Memory)
+        } else if text.starts_with("redis://") || text.starts_with("rediss://") {
+            Ok(StoreSetting::Redis(text))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "store must be \"memory\" or a redis:// URL, not {text:?}"
+            )))
+        }
+    }
+}
+
+/// `[ratelimit]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RateLimitSection {
+    /// Put the module in the stack at all.
+    #[serde(default = "yes")]
+    pub(crate) enabled: bool,
+    /// Open (default) or closed.
+    #[serde(default = "open")]
+    pub(crate) failure_mode: FailureModeSetting,
+    /// Time budget per request.
+    #[serde(default = "default_ratelimit_timeout", with = "humantime_serde")]
+    pub(crate) timeout: Duration,
+    /// Kill switch state set by this file.
+    #[serde(default)]
+    pub(crate) killed: bool,
+    /// Fail-closed status.
+    #[serde(default = "default_failure_status")]
+    pub(crate) failure_status: u16,
+    /// Fail-closed body.
+    #[serde(default)]
+    pub(crate) failure_body: Option<String>,
+    /// Circuit breaker overrides.
+    #[serde(default)]
+    pub(crate) circuit: CircuitSection,
+    /// `"memory"` or a Redis URL.
+    #[serde(default = "memory")]
+    pub(crate) store: StoreSetting,
+    /// Keys held in memory (the memory store's bound).
+    #[serde(default = "default_capacity")]
+    pub(crate) capacity: usize,
+    /// Peers whose `X-Forwarded-For` is believed.
+    #[serde(default)]
+    pub(crate) trusted_proxies: Vec<String>,
+    /// IPv6 clients are grouped by this prefix length.
+    #[serde(default = "default_ipv6_prefix")]
+    pub(crate) ipv6_prefix: u8,
+    /// Send `RateLimit`/`RateLimit-Policy` on allowed responses too.
+    #[serde(default = "yes")]
+    pub(crate) headers_on_allowed: bool,
+    /// The rules.
+    #[serde(default = "default_rules")]
+    pub(crate) rules: Vec<RuleSection>,
+}
+
+/// `[[ratelimit.rules]]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RuleSection {
+    /// Rule name (header policy name, metric label).
+    pub(crate) name: String,
+    /// `ip`, `global`, `path`, `method`, or `header:<name>`.
+    #[serde(default = "default_key")]
+    pub(crate) key: String,
+    /// Requests allowed per `per`.
+    pub(crate) rate: u64,
+    /// The period.
+    #[serde(default = "one_second", with = "humantime_serde")]
+    pub(crate) per: Duration,
+    /// Extra requests allowed at once.
+    #[serde(default)]
+    pub(crate) burst: u64,
+    /// Cost of one request.
+    #[serde(default = "one")]
+    pub(crate) cost: u64,
+    /// Only requests whose path starts with this.
+    #[serde(default)]
+    pub(crate) path_prefix: Option<String>,
+    /// `enforce` or `shadow`.
+    #[serde(default = "enforce")]
+    pub(crate) action: String,
+}
+
+/// `[botscore]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BotScoreSection {
+    /// Put the module in the stack at all.
+    #[serde(default = "yes")]
+    pub(crate) enabled: bool,
+    /// Open (default) or closed.
+    #[serde(default = "open")]
+    pub(crate) failure_mode: FailureModeSetting,
+    /// Time budget per request.
+    #[serde(default = "default_botscore_timeout", with = "humantime_serde")]
+    pub(crate) timeout: Duration,
+    /// Kill switch state set by this file.
+    #[serde(default)]
+    pub(crate) killed: bool,
+    /// Fail-closed status.
+    #[serde(default = "default_failure_status")]
+    pub(crate) failure_status: u16,
+    /// Fail-closed body.
+    #[serde(default)]
+    pub(crate) failure_body: Option<String>,
+    /// Circuit breaker overrides.
+    #[serde(default)]
+    pub(crate) circuit: CircuitSection,
+    /// The feature file (model); the compiled-in model serves until a valid one loads.
+    #[serde(default)]
+    pub(crate) feature_file: Option<PathBuf>,
+    /// How often the feature file is checked for changes.
+    #[serde(default = "default_watch", with = "humantime_serde")]
+    pub(crate) watch_interval: Duration,
+    /// Header carrying the score to the origin.
+    #[serde(default = "default_score_header")]
+    pub(crate) score_header: String,
+    /// Also forward the explanation (`x-bot-score-reasons`).
+    #[serde(default)]
+    pub(crate) forward_reasons: bool,
+    /// Per path-prefix actions (`[[botscore.routes]]`, see ravelin-botscore's `Route`).
+    #[serde(default)]
+    pub(crate) routes: Vec<ravelin_botscore::Route>,
+}
+
+/// `[cache]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CacheSection {
+    /// Put the module in the stack at all.
+    #[serde(default = "yes")]
+    pub(crate) enabled: bool,
+    /// The cache always fails open (an internal error bypasses it); only `open` is accepted.
+    #[serde(default = "open")]
+    pub(crate) failure_mode: FailureModeSetting,
+    /// Kill switch state set by this file (engaged: every request bypasses the cache).
+    #[serde(default)]
+    pub(crate) killed: bool,
+    /// Bytes of stored responses.
+    #[serde(default = "default_cache_bytes")]
+    pub(crate) max_bytes: u64,
+    /// Largest object stored.
+    #[serde(default = "default_object_bytes")]
+    pub(crate) max_object_bytes: u64,
+    /// How long coalesced waiters wait for the first request before going to the origin.
+    #[serde(default = "default_coalesce", with = "humantime_serde")]
+    pub(crate) coalesce_timeout: Duration,
+    /// `stale-if-error` applied when the origin sends none (0 = off).
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) default_stale_if_error: Option<Duration>,
+    /// `stale-while-revalidate` applied when the origin sends none (0 = off).
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) default_stale_while_revalidate: Option<Duration>,
+}
+
+/// `[reload]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReloadSection {
+    /// How often the config file is checked for changes (`0s` = only SIGHUP and the admin API).
+    #[serde(default = "default_watch", with = "humantime_serde")]
+    pub(crate) watch_interval: Duration,
+}
+
+// === defaults ===
+
+fn yes() -> bool {
+    true
+}
+fn one() -> u64 {
+    1
+}
+fn open() -> FailureModeSetting {
+    FailureModeSetting::Open
+}
+fn memory() -> StoreSetting {
+    StoreSetting::Memory
+}
+fn enforce() -> String {
+    "enforce".into()
+}
+fn default_key() -> String {
+    "ip".into()
+}
+fn one_second() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_prefix() -> String {
+    "/".into()
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9901))
+}
+fn default_token_env() -> String {
+    "RAVELIN_ADMIN_TOKEN".into()
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_max_connections_per_ip() -> usize {
+    256
+}
+fn default_max_headers() -> usize {
+    100
+}
+fn default_max_header_bytes() -> usize {
+    64 * 1024
+}
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_concurrent_streams() -> u32 {
+    100
+}
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_response_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_idle() -> usize {
+    64
+}
+fn default_failure_status() -> u16 {
+    503
+}
+fn default_ratelimit_timeout() -> Duration {
+    Duration::from_millis(20)
+}
+fn default_botscore_timeout() -> Duration {
+    Duration::from_millis(10)
+}
+fn default_capacity() -> usize {
+    100_000
+}
+fn default_ipv6_prefix() -> u8 {
+    64
+}
+fn default_rules() -> Vec<RuleSection> {
+    vec![RuleSection {
+        name: "per-ip".into(),
+        key: default_key(),
+        rate: 100,
+        per: one_second(),
+        burst: 100,
+        cost: 1,
+        path_prefix: None,
+        action: enforce(),
+    }]
+}
+fn default_watch() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_score_header() -> String {
+    "x-bot-score".into()
+}
+fn default_cache_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_object_bytes() -> u64 {
+    8 * 1024 * 1024
+}
+fn default_coalesce() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            version: None,
+            server: ServerSection::default(),
+            admin: AdminSection::default(),
+            upstreams: Vec::new(),
+            routes: Vec::new(),
+            ratelimit: RateLimitSection::default(),
+            botscore: BotScoreSection::default(),
+            cache: CacheSection::default(),
+            reload: ReloadSection::default(),
+        }
+    }
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+            max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
+            max_headers: default_max_headers(),
+            max_header_bytes: default_max_header_bytes(),
+            header_read_timeout: default_header_read_timeout(),
+            max_concurrent_streams: default_max_concurrent_streams(),
+            shutdown_timeout: default_shutdown_timeout(),
+        }
+    }
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+            allow_remote: false,
+            token: None,
+            token_env: default_token_env(),
+        }
+    }
+}
+
+impl Default for RateLimitSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            failure_mode: open(),
+            timeout: default_ratelimit_timeout(),
+            killed: false,
+            failure_status: default_failure_status(),
+            failure_body: None,
+            circuit: CircuitSection::default(),
+            store: memory(),
+            capacity: default_capacity(),
+            trusted_proxies: Vec::new(),
+            ipv6_prefix: default_ipv6_prefix(),
+            headers_on_allowed: true,
+            rules: default_rules(),
+        }
+    }
+}
+
+impl Default for BotScoreSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            failure_mode: open(),
+            timeout: default_botscore_timeout(),
+            killed: false,
+            failure_status: default_failure_status(),
+            failure_body: None,
+            circuit: CircuitSection::default(),
+            feature_file: None,
+            watch_interval: default_watch(),
+            score_header: default_score_header(),
+            forward_reasons: false,
+            routes: Vec::new(),
+        }
+    }
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            failure_mode: open(),
+            killed: false,
+            max_bytes: default_cache_bytes(),
+            max_object_bytes: default_object_bytes(),
+            coalesce_timeout: default_coalesce(),
+            default_stale_if_error: None,
+            default_stale_while_revalidate: None,
+        }
+    }
+}
+
+impl Default for ReloadSection {
+    fn default() -> Self {
+        Self {
+            watch_interval: default_watch(),
+        }
+    }
+}
+
+// === impl EdgeConfig ===
+
+impl EdgeConfig {
+    /// The modules' guard policies, by module name.
+    pub(crate) fn ratelimit_policy(&self) -> GuardPolicy {
+        let s = &self.ratelimit;
+        GuardPolicy {
+            failure_mode: s.failure_mode,
+            timeout: s.timeout,
+            failure_status: s.failure_status,
+            failure_body: s.failure_body.clone(),
+            circuit: s.circuit.clone(),
+        }
+    }
+
+    /// The bot scorer's guard policy.
+    pub(crate) fn botscore_policy(&self) -> GuardPolicy {
+        let s = &self.botscore;
+        GuardPolicy {
+            failure_mode: s.failure_mode,
+            timeout: s.timeout,
+            failure_status: s.failure_status,
+            failure_body: s.failure_body.clone(),
+            circuit: s.circuit.clone(),
+        }
+    }
+}
+
+fn check_policy(v: &mut Violations, module: &str, policy: &GuardPolicy) {
+    if policy.timeout.is_zero() {
+        v.push(format!("{module}.timeout"), "must be greater than zero");
+    }
+    if policy.timeout > Duration::from_secs(60) {
+        v.push(format!("{module}.timeout"), "must be at most 60s: a guard's budget is per request");
+    }
+    if !(400..=599).contains(&policy.failure_status) {
+        v.push(
+            format!("{module}.failure_status"),
+            format!("{} is not a 4xx or 5xx status", policy.failure_status),
+        );
+    }
+    if let Some(body) = &policy.failure_body {
+        v.check_count(&format!("{module}.failure_body"), "bytes", body.len(), 4096);
+    }
+    let c = &policy.circuit;
+    if let Some(rate) = c.failure_rate {
+        v.check_finite(&format!("{module}.circuit.failure_rate"), rate);
+        if !(rate > 0.0 && rate <= 1.0) {
+            v.push(format!("{module}.circuit.failure_rate"), format!("{rate} is outside (0, 1]"));
+        }
+    }
+    for (field, value) in [("window", c.window), ("minimum_calls", c.minimum_calls), ("consecutive_failures", c.consecutive_failures)] {
+        if value == Some(0) {
+            v.push(format!("{module}.circuit.{field}"), "must be at least 1");
+        }
+    }
+}
+
+fn check_header_name(v: &mut Violations, path: &str, name: &str) {
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        v.push(path, format!("{name:?} is not a valid header name"));
+    }
+}
+
+/// Limits on list lengths, so a generated config cannot grow the proxy without bound.
+pub(crate) const MAX_UPSTREAMS: usize = 64;
+/// See [`MAX_UPSTREAMS`].
+pub(crate) const MAX_ROUTES: usize = 1024;
+/// See [`MAX_UPSTREAMS`].
+pub(crate) const MAX_RULES: usize = 64;
+
+impl Validate for EdgeConfig {
+    fn validate(&self) -> Result<(), Violations> {
+        let mut v = Violations::new();
+        let s = &self.server;
+        if s.max_connections == 0 {
+            v.push("server.max_connections", "must be at least 1");
+        }
+        if s.max_headers == 0 {
+            v.push("server.max_headers", "must be at least 1");
+        }
+        if s.max_header_bytes < 8192 || s.max_header_bytes > 1024 * 1024 {
+            v.push("server.max_header_bytes", format!("{} is outside 8192..=1048576", s.max_header_bytes));
+        }
+        if s.max_concurrent_streams == 0 {
+            v.push("server.max_concurrent_streams", "must be at least 1");
+        }
+        if s.header_read_timeout.is_zero() {
+            v.push("server.header_read_timeout", "must be greater than zero");
+        }
+        if !self.admin.listen.ip().is_loopback() && !self.admin.allow_remote {
+            v.push(
+                "admin.listen",
+                format!("{} is not a loopback address; set admin.allow_remote = true if a firewall guards it", self.admin.listen),
+            );
+        }
+        if self.admin.listen == s.listen {
+            v.push("admin.listen", "must differ from server.listen");
+        }
+
+        let mut names = HashSet::new();
+        if v.check_count("upstreams", "upstreams", self.upstreams.len(), MAX_UPSTREAMS) {
+            for (i, u) in self.upstreams.iter().enumerate() {
+                let path = format!("upstreams[{i}]");
+                if u.name.is_empty() {
+                    v.push(format!("{path}.name"), "must not be empty");
+                }
+                if !names.insert(u.name.as_str()) {
+                    v.push(format!("{path}.name"), format!("duplicate upstream name {:?}", u.name));
+                }
+                if let Err(e) = ravelin_proxy::Upstream::builder(&u.name, &u.url)
+                    .connect_timeout(u.connect_timeout)
+                    .response_timeout(u.response_timeout)
+                    .check()
+                {
+                    v.push(format!("{path}.url"), e.to_string());
+                }
+            }
+        }
+        if v.check_count("routes", "routes", self.routes.len(), MAX_ROUTES) {
+            for (i, r) in self.routes.iter().enumerate() {
+                let path = format!("routes[{i}]");
+                if !names.contains(r.upstream.as_str()) {
+                    v.push(
+                        format!("{path}.upstream"),
+                        format!("unknown upstream {:?}; define it under [[upstreams]]", r.upstream),
+                    );
+                }
+                if !r.path_prefix.starts_with('/') {
+                    v.push(format!("{path}.path_prefix"), "must start with /");
+                }
+                if r.response_timeout.is_some_and(|t| t.is_zero()) {
+                    v.push(format!("{path}.response_timeout"), "must be greater than zero");
+                }
+                if let Some(host) = &r.host
+                    && (host.is_empty() || host.contains('/') || host.contains(' '))
+                {
+                    v.push(format!("{path}.host"), format!("{host:?} is not a host name"));
+                }
+            }
+        }
+
+        let rl = &self.ratelimit;
+        check_policy(&mut v, "ratelimit", &self.ratelimit_policy());
+        if rl.capacity == 0 || rl.capacity > 100_000_000 {
+            v.push("ratelimit.capacity", format!("{} is outside 1..=100000000", rl.capacity));
+        }
+        if rl.ipv6_prefix > 128 {
+            v.push("ratelimit.ipv6_prefix", format!("{} is greater than 128", rl.ipv6_prefix));
+        }
+        for (i, p) in rl.trusted_proxies.iter().enumerate() {
+            if p.parse::<ipnet_like::Net>().is_err() {
+                v.push(format!("ratelimit.trusted_proxies[{i}]"), format!("{p:?} is not an IP address or CIDR range"));
+            }
+        }
+        let mut rule_names = HashSet::new();
+        if v.check_count("ratelimit.rules", "rules", rl.rules.len(), MAX_RULES) {
+            for (i, r) in rl.rules.iter().enumerate() {
+                let path = format!("ratelimit.rules[{i}]");
+                if r.name.is_empty() || !r.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                    v.push(format!("{path}.name"), "must be non-empty ASCII letters, digits, - or _");
+                }
+                if !rule_names.insert(r.name.as_str()) {
+                    v.push(format!("{path}.name"), format!("duplicate rule name {:?}", r.name));
+                }
+                if r.rate == 0 {
+                    v.push(format!("{path}.rate"), "must be at least 1");
+                }
+                if r.per.is_zero() {
+                    v.push(format!("{path}.per"), "must be greater than zero");
+                }
+                if r.cost == 0 {
+                    v.push(format!("{path}.cost"), "must be at least 1");
+                }
+                match r.key.as_str() {
+                    "ip" | "global" | "path" | "method" => {}
+                    other => match other.strip_prefix("header:") {
+                        Some(name) => check_header_name(&mut v, &format!("{path}.key"), name),
+                        None => v.push(
+                            format!("{path}.key"),
+                            format!("{other:?} is not one of ip, global, path, method, header:<name>"),
+                        ),
+                    },
+                }
+                if r.action != "enforce" && r.action != "shadow" {
+                    v.push(format!("{path}.action"), format!("{:?} is not enforce or shadow", r.action));
+                }
+            }
+        }
+
+        check_policy(&mut v, "botscore", &self.botscore_policy());
+        check_header_name(&mut v, "botscore.score_header", &self.botscore.score_header);
+        if self.botscore.watch_interval < Duration::from_millis(10) && !self.botscore.watch_interval.is_zero() {
+            v.push("botscore.watch_interval", "must be 0s (off) or at least 10ms");
+        }
+
+        let c = &self.cache;
+        if c.failure_mode != FailureModeSetting::Open {
+            v.push("cache.failure_mode", "the cache always fails open (an internal error bypasses it); only \"open\" is accepted");
+        }
+        if c.max_bytes == 0 {
+            v.push("cache.max_bytes", "must be greater than zero (set cache.enabled = false to turn the cache off)");
+        }
+        if c.max_object_bytes == 0 || c.max_object_bytes > c.max_bytes {
+            v.push("cache.max_object_bytes", format!("{} is outside 1..=cache.max_bytes", c.max_object_bytes));
+        }
+        if self.reload.watch_interval < Duration::from_millis(10) && !self.reload.watch_interval.is_zero() {
+            v.push("reload.watch_interval", "must be 0s (off) or at least 10ms");
+        }
+        v.into_result()
+    }
+
+    fn version(&self) -> Option<u64> {
+        self.version
+    }
+}
+
+/// A tiny CIDR syntax check, so validation does not need the module crates.
+mod ipnet_like {
+    use std::net::IpAddr;
+    use std::str::FromStr;
+
+    pub(crate) struct Net;
+
+    impl FromStr for Net {
+        type Err = ();
+        fn from_str(s: &str) -> Result<Self, ()> {
+            let (ip, len) = match s.split_once('/') {
+                Some((ip, len)) => (ip, Some(len)),
+                None => (s, None),
+            };
+            let ip: IpAddr = ip.parse().map_err(|_| ())?;
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            match len.map(str::parse::<u8>) {
+                None => Ok(Net),
+                Some(Ok(n)) if n <= max => Ok(Net),
+                _ => Err(()),
+            }
+        }
+    }
+}
+
+/// Command-line settings that override the file.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Overrides {
+    /// `--listen`.
+    pub(crate) listen: Option<SocketAddr>,
+    /// `--admin`.
+    pub(crate) admin: Option<SocketAddr>,
+    /// `--upstream`: replaces the upstream list with this one URL and drops the routes.
+    pub(crate) upstream: Option<String>,
+}
+
+impl Overrides {
+    /// The configuration in force: the file's, with the flags applied.
+    pub(crate) fn apply(&self, file: &EdgeConfig) -> EdgeConfig {
+        let mut config = file.clone();
+        if let Some(listen) = self.listen {
+            config.server.listen = listen;
+        }
+        if let Some(admin) = self.admin {
+            config.admin.listen = admin;
+            // An explicit flag is the operator's decision.
+            config.admin.allow_remote = true;
+        }
+        if let Some(url) = &self.upstream {
+            let template = file.upstreams.first().cloned();
+            config.upstreams = vec![UpstreamSection {
+                name: "origin".into(),
+                url: url.clone(),
+                ..template.unwrap_or_else(|| UpstreamSection {
+                    name: String::new(),
+                    url: String::new(),
+                    http2: false,
+                    preserve_host: false,
+                    connect_timeout: default_connect_timeout(),
+                    response_timeout: default_response_timeout(),
+                    max_idle_connections: default_max_idle(),
+                })
+            }];
+            config.routes.clear();
+        }
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<EdgeConfig, String> {
+        let config: EdgeConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate().map_err(|v| v.to_string())?;
+        Ok(config)
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        parse(include_str!("../../edge-proxy.toml")).unwrap();
+    }
+
+    #[test]
+    fn empty_is_default() {
+        assert_eq!(parse("").unwrap(), EdgeConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = parse("[server]\nlisten = \"127.0.0.1:1\"\nmax_conections = 5\n").unwrap_err();
+        assert!(err.contains("max_conections"), "{err}");
+        let err = parse("[botscore]\nfeature_fil = \"x\"\n").unwrap_err();
+        assert!(err.contains("feature_fil"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let err = parse("[[upstreams]]\nname = \"a\"\nurl = \"https://x\"\n[[routes]]\nupstream = \"b\"\n").unwrap_err();
+        assert!(err.contains("upstreams[0].url"), "{err}");
+        assert!(err.contains("routes[0].upstream"), "{err}");
+        let err = parse("[ratelimit]\ntimeout = \"0s\"\n[[ratelimit.rules]]\nname = \"x\"\nrate = 0\nkey = \"cookie\"\n").unwrap_err();
+        assert!(err.contains("ratelimit.timeout") && err.contains("ratelimit.rules[0].rate") && err.contains("ratelimit.rules[0].key"), "{err}");
+        let err = parse("[admin]\nlisten = \"0.0.0.0:9901\"\n").unwrap_err();
+        assert!(err.contains("admin.listen"), "{err}");
+        let err = parse("[ratelimit]\nstore = \"mongodb://x\"\n").unwrap_err();
+        assert!(err.contains("store"), "{err}");
+        let err = parse("[botscore]\nfailure_mode = \"sideways\"\n").unwrap_err();
+        assert!(err.contains("sideways"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let file = parse("[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nconnect_timeout = \"2s\"\n[[routes]]\nupstream = \"a\"\n").unwrap();
+        let flags = Overrides {
+            listen: Some("127.0.0.1:18080".parse().unwrap()),
+            admin: None,
+            upstream: Some("http://127.0.0.1:2".into()),
+        };
+        let config = flags.apply(&file);
+        assert_eq!(config.server.listen.port(), 18080);
+        assert_eq!(config.upstreams.len(), 1);
+        assert_eq!(config.upstreams[0].url, "http://127.0.0.1:2");
+        assert_eq!(config.upstreams[0].connect_timeout, Duration::from_secs(2));
+        assert!(config.routes.is_empty());
+        config.validate().unwrap();
+    }
+}

@@ -1,0 +1,168 @@
+//! Module slots: each module turns its config section into a layer of the stack, keeps its state
+//! across reloads, and reports itself to `/status`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use hyper::body::Incoming;
+use ravelin_config::{KillSwitch, Switchboard};
+use ravelin_failsafe::{
+    CircuitBreakerConfig, FailurePolicy, Guard, GuardHandle, GuardLayer, X_RAVELIN_SKIPPED,
+};
+use ravelin_proxy::ModuleStatus;
+use serde_json::Value;
+
+use super::config::{CircuitSection, EdgeConfig, FailureModeSetting, GuardPolicy};
+use super::stack::{BoxGuard, EdgeService, Slot, layered};
+
+/// The failsafe policy a config section declares.
+pub(crate) fn failure_policy(policy: &GuardPolicy) -> FailurePolicy {
+    match policy.failure_mode {
+        FailureModeSetting::Open => FailurePolicy::open().skip_header(X_RAVELIN_SKIPPED),
+        FailureModeSetting::Closed => {
+            let mut closed = FailurePolicy::closed();
+            if let Ok(status) = StatusCode::from_u16(policy.failure_status) {
+                closed = closed.status(status);
+            }
+            if let Some(body) = &policy.failure_body {
+                closed = closed.body(Bytes::from(body.clone()));
+            }
+            closed
+        }
+    }
+}
+
+/// The circuit breaker a config section declares (failsafe defaults where unset).
+pub(crate) fn circuit(section: &CircuitSection) -> CircuitBreakerConfig {
+    let mut config = if section.disabled {
+        CircuitBreakerConfig::disabled()
+    } else {
+        CircuitBreakerConfig::new()
+    };
+    if let Some(rate) = section.failure_rate {
+        config = config.failure_rate(rate);
+    }
+    if let Some(window) = section.window {
+        config = config.window(window);
+    }
+    if let Some(minimum) = section.minimum_calls {
+        config = config.minimum_calls(minimum);
+    }
+    if let Some(consecutive) = section.consecutive_failures {
+        config = config.consecutive_failures(consecutive);
+    }
+    if let Some(open_for) = section.open_for {
+        config = config.open_for(open_for);
+    }
+    config
+}
+
+/// Wraps `guard` as module `name` with the policy, timeout, breaker and kill switch of its
+/// config section.
+pub(crate) fn guard_layer<G: Guard>(
+    guard: G,
+    name: &'static str,
+    policy: &GuardPolicy,
+    switch: KillSwitch,
+) -> GuardLayer<G> {
+    GuardLayer::new(guard)
+        .name(name)
+        .policy(failure_policy(policy))
+        .timeout(policy.timeout)
+        .circuit_breaker(circuit(&policy.circuit))
+        .kill_switch(switch)
+}
+
+/// A guard module's `/status` entry from its handle.
+pub(crate) fn guard_status(handle: &GuardHandle, detail: Value) -> ModuleStatus {
+    ModuleStatus {
+        name: handle.name().to_owned(),
+        failure_mode: handle.failure_mode().as_str().to_owned(),
+        timeout_ms: Some(u64::try_from(handle.timeout().as_millis()).unwrap_or(u64::MAX)),
+        circuit: Some(handle.circuit_state().as_str().to_owned()),
+        killed: handle.is_killed(),
+        detail,
+    }
+}
+
+/// Sets a kill switch from the config when the config's value changed (or at startup), so an
+/// operator's `POST /modules/{name}/kill` is not undone by an unrelated reload.
+pub(crate) fn apply_killed(switch: &KillSwitch, old: Option<bool>, new: bool) {
+    if old != Some(new) {
+        switch.set(new, "config");
+    }
+}
+
+// === extra guard ===
+
+/// An additional guard placed after bot scoring: how tests put a misbehaving module (one that
+/// panics on every request) into the real stack.
+#[derive(Clone, Debug)]
+pub(crate) struct ExtraGuard {
+    /// Module name (kill switch, metrics label).
+    pub(crate) name: &'static str,
+    /// The guard.
+    pub(crate) guard: BoxGuard,
+    /// Its policy.
+    pub(crate) policy: GuardPolicy,
+}
+
+/// The extra guard's slot.
+#[derive(Clone)]
+pub(crate) struct ExtraModule {
+    layer: GuardLayer<BoxGuard>,
+}
+
+impl ExtraModule {
+    /// Builds the layer once: its circuit breaker lives as long as the process.
+    pub(crate) fn new(extra: &ExtraGuard, switchboard: &Switchboard) -> Self {
+        let switch = switchboard.switch(extra.name);
+        Self {
+            layer: guard_layer(extra.guard.clone(), extra.name, &extra.policy, switch),
+        }
+    }
+
+    /// The slot.
+    pub(crate) fn slot(&self) -> Slot<Incoming> {
+        let layer = self.layer.clone();
+        Box::new(move |inner: EdgeService<Incoming>| layered(layer, inner))
+    }
+
+    /// `/status` entry.
+    pub(crate) fn status(&self) -> ModuleStatus {
+        guard_status(&self.layer.handle(), Value::Null)
+    }
+
+    /// The control handle.
+    pub(crate) fn handle(&self) -> GuardHandle {
+        self.layer.handle()
+    }
+}
+
+/// The policy fields two configs differ in, to decide whether a guard layer (and its breaker)
+/// must be rebuilt on reload.
+pub(crate) fn policy_changed(old: &GuardPolicy, new: &GuardPolicy) -> bool {
+    old != new
+}
+
+/// Convenience for sections that have no config of their own in tests.
+pub(crate) fn default_policy(mode: FailureModeSetting, timeout: Duration) -> GuardPolicy {
+    GuardPolicy {
+        failure_mode: mode,
+        timeout,
+        failure_status: 503,
+        failure_body: None,
+        circuit: CircuitSection::default(),
+    }
+}
+
+/// Unused-config helper so every module has the same signature.
+pub(crate) fn section_enabled(config: &EdgeConfig, module: &str) -> bool {
+    match module {
+        "ratelimit" => config.ratelimit.enabled,
+        "botscore" => config.botscore.enabled,
+        "cache" => config.cache.enabled,
+        _ => true,
+    }
+}

@@ -1,0 +1,572 @@
+//! Startup, hot reload and shutdown of the assembled proxy. The binary and the end-to-end
+//! tests both start the proxy through [`start`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::body::Incoming;
+use ravelin_config::{Format, Store, Switchboard, Validate};
+use ravelin_proxy::{
+    Admin, ModuleStatus, Purge, Route, Routes, ServeSummary, Server, ServerConfig, SharedRoutes,
+    Target, Upstream, demo,
+};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::config::{EdgeConfig, Overrides, UpstreamSection};
+use super::modules::{ExtraGuard, ExtraModule};
+use super::stack::{EdgeHandler, EdgeService, Slot, assemble};
+use super::{botscore, cache, ratelimit};
+
+/// The largest config file read: 1 MiB.
+pub(crate) const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// How the proxy starts.
+#[derive(Default)]
+pub(crate) struct EdgeOptions {
+    /// The config file (watched and reloaded); without one, `config_text` is used.
+    pub(crate) config_path: Option<PathBuf>,
+    /// Config text used when there is no file (the binary passes the built-in example).
+    pub(crate) config_text: Option<String>,
+    /// Command-line overrides.
+    pub(crate) overrides: Overrides,
+    /// Renders `/metrics` (the binary installs the Prometheus recorder).
+    pub(crate) metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// A test-only guard placed after bot scoring.
+    pub(crate) extra_guard: Option<ExtraGuard>,
+}
+
+impl std::fmt::Debug for EdgeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeOptions")
+            .field("config_path", &self.config_path)
+            .field("overrides", &self.overrides)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The modules, rebuilt or updated on reload; control plane only.
+struct Control {
+    applied: Option<EdgeConfig>,
+    generation: Option<u64>,
+    upstreams: HashMap<String, (UpstreamSection, Upstream)>,
+    demo: Option<demo::DemoHandle>,
+    ratelimit: Option<ratelimit::RateLimitModule>,
+    botscore: Option<botscore::BotModule>,
+    cache: Option<cache::CacheModule>,
+    extra: Option<ExtraModule>,
+}
+
+/// The running proxy's shared state.
+pub(crate) struct Edge {
+    store: Store<EdgeConfig>,
+    overrides: Overrides,
+    switchboard: Switchboard,
+    routes: SharedRoutes,
+    stack: Arc<ArcSwap<EdgeService<Incoming>>>,
+    control: tokio::sync::Mutex<Control>,
+    /// Module `/status` reporters, replaced on every apply (read by the admin API).
+    statuses: Mutex<Vec<Arc<dyn Fn() -> ModuleStatus + Send + Sync>>>,
+    /// Config stores besides the main one (bot feature file), for `/status`.
+    extra_stores: Mutex<Vec<Arc<dyn Fn() -> ravelin_config::Status + Send + Sync>>>,
+    /// The cache's purge entry point, when the cache is on.
+    purger: Mutex<Option<Arc<dyn Fn(Purge) -> Result<u64, String> + Send + Sync>>>,
+    apply_error: Mutex<Option<String>>,
+    draining: AtomicBool,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge").field("store", &self.store).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Edge {
+    /// The main config store.
+    pub(crate) fn store(&self) -> &Store<EdgeConfig> {
+        &self.store
+    }
+
+    /// The kill switches.
+    pub(crate) fn switchboard(&self) -> &Switchboard {
+        &self.switchboard
+    }
+
+    /// The configuration in force (file + flags), as last applied.
+    pub(crate) async fn applied(&self) -> Option<EdgeConfig> {
+        self.control.lock().await.applied.clone()
+    }
+
+    /// The bot module's feature-file store, when bot scoring is on.
+    pub(crate) async fn bot_store(&self) -> Option<Store<ravelin_botscore::Model>> {
+        self.control.lock().await.botscore.as_ref().map(|b| b.store().clone())
+    }
+
+    /// The extra guard's handle (tests).
+    pub(crate) async fn extra_handle(&self) -> Option<ravelin_failsafe::GuardHandle> {
+        self.control.lock().await.extra.as_ref().map(ExtraModule::handle)
+    }
+
+    /// The demo origin, when one was started.
+    pub(crate) async fn demo_url(&self) -> Option<String> {
+        self.control.lock().await.demo.as_ref().map(demo::DemoHandle::url)
+    }
+
+    /// Re-reads the config file and the bot feature file, and applies what changed. Wired to
+    /// SIGHUP and `POST /config/reload`.
+    ///
+    /// # Errors
+    /// The rejection of the config file, which leaves the running config in force.
+    pub(crate) async fn reload(&self) -> Result<Value, String> {
+        let mut report = serde_json::Map::new();
+        let config_result = if self.store.path().is_some() {
+            match self.store.reload_async().await {
+                Ok(outcome) => {
+                    report.insert("config".into(), json!(outcome.as_str()));
+                    Ok(())
+                }
+                Err(rejection) => Err(rejection.to_string()),
+            }
+        } else {
+            report.insert("config".into(), json!("no file: started from built-in config"));
+            Ok(())
+        };
+        let bot = self.control.lock().await.botscore.as_ref().map(|b| b.store().clone());
+        if let Some(bot) = bot
+            && bot.path().is_some()
+        {
+            let outcome = match bot.reload_async().await {
+                Ok(outcome) => json!(outcome.as_str()),
+                Err(rejection) => json!({"rejected": rejection.to_string()}),
+            };
+            report.insert("bot_feature_file".into(), outcome);
+        }
+        config_result?;
+        self.apply_latest().await?;
+        Ok(Value::Object(report))
+    }
+
+    /// Applies the store's current document if it has not been applied yet.
+    async fn apply_latest(&self) -> Result<(), String> {
+        let mut control = self.control.lock().await;
+        let snapshot = self.store.load();
+        let generation = snapshot.meta().generation;
+        if control.generation == Some(generation) {
+            return Ok(());
+        }
+        let effective = self.overrides.apply(snapshot.value());
+        let result = self.apply(&mut control, effective).await;
+        match &result {
+            Ok(()) => {
+                control.generation = Some(generation);
+                *lock(&self.apply_error) = None;
+            }
+            Err(reason) => {
+                metrics::counter!("ravelin_edge_apply_failures_total").increment(1);
+                tracing::error!(%reason, "config accepted by validation but could not be applied; the previous one stays in force");
+                *lock(&self.apply_error) = Some(reason.clone());
+            }
+        }
+        result
+    }
+
+    async fn apply(&self, control: &mut Control, config: EdgeConfig) -> Result<(), String> {
+        config.validate().map_err(|v| format!("with command-line overrides: {v}"))?;
+        let old = control.applied.clone();
+        if let Some(old) = &old {
+            if old.server != config.server {
+                tracing::warn!("[server] changed: takes effect at the next restart");
+            }
+            if old.admin.listen != config.admin.listen {
+                tracing::warn!("admin.listen changed: takes effect at the next restart");
+            }
+        }
+
+        // Upstreams: keep the pool of every upstream whose settings did not change.
+        let mut sections = config.upstreams.clone();
+        if sections.is_empty() {
+            if control.demo.is_none() {
+                let handle = demo::spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
+                    .await
+                    .map_err(|e| format!("cannot start the demo origin: {e}"))?;
+                tracing::info!(url = %handle.url(), "no upstream configured: serving the embedded demo origin");
+                control.demo = Some(handle);
+            }
+            if let Some(demo) = &control.demo {
+                sections.push(UpstreamSection {
+                    name: "demo".into(),
+                    url: demo.url(),
+                    http2: false,
+                    preserve_host: false,
+                    connect_timeout: Duration::from_secs(1),
+                    response_timeout: Duration::from_secs(35),
+                    max_idle_connections: 64,
+                });
+            }
+        } else if let Some(demo) = control.demo.take() {
+            demo.shutdown().await;
+        }
+        let mut upstreams = HashMap::new();
+        for section in &sections {
+            let reuse = control
+                .upstreams
+                .get(&section.name)
+                .filter(|(old, _)| old == section)
+                .map(|(_, upstream)| upstream.clone());
+            let upstream = match reuse {
+                Some(upstream) => upstream,
+                None => Upstream::builder(&section.name, &section.url)
+                    .http2(section.http2)
+                    .preserve_host(section.preserve_host)
+                    .connect_timeout(section.connect_timeout)
+                    .response_timeout(section.response_timeout)
+                    .max_idle_per_host(section.max_idle_connections)
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            };
+            upstreams.insert(section.name.clone(), (section.clone(), upstream));
+        }
+        let mut routes = Vec::new();
+        if config.routes.is_empty() {
+            if let Some(first) = sections.first().and_then(|s| upstreams.get(&s.name)) {
+                routes.push(Route::new("default", "/", Target::from(first.1.clone())));
+            }
+        }
+        for route in &config.routes {
+            let Some((_, upstream)) = upstreams.get(&route.upstream) else {
+                return Err(format!("route to unknown upstream {:?}", route.upstream));
+            };
+            let mut built = Route::new(
+                route.name.clone().unwrap_or_else(|| route.path_prefix.clone()),
+                route.path_prefix.clone(),
+                Target {
+                    upstream: upstream.clone(),
+                    response_timeout: route.response_timeout,
+                },
+            );
+            if let Some(host) = &route.host {
+                built = built.host(host.clone());
+            }
+            routes.push(built);
+        }
+
+        // Modules: each keeps its state (limiter buckets, cache entries, bot model) and rebuilds
+        // its layer only when its policy changed.
+        let ratelimit = ratelimit::RateLimitModule::update(
+            control.ratelimit.take(),
+            old.as_ref(),
+            &config,
+            &self.switchboard,
+        )
+        .await?;
+        let botscore =
+            botscore::BotModule::update(control.botscore.take(), old.as_ref(), &config, &self.switchboard)?;
+        let cache = cache::CacheModule::update(control.cache.take(), old.as_ref(), &config, &self.switchboard)?;
+
+        // Everything is built: nothing below can fail, so the switch to the new config is whole.
+        self.routes.store(Routes::new(routes));
+        control.upstreams = upstreams;
+        control.ratelimit = ratelimit;
+        control.botscore = botscore;
+        control.cache = cache;
+        self.install_stack(control);
+        control.applied = Some(config);
+        Ok(())
+    }
+
+    fn install_stack(&self, control: &Control) {
+        // Innermost first: cache, extra guard, bot score, rate limit.
+        let mut slots: Vec<Slot<Incoming>> = Vec::new();
+        let mut statuses: Vec<Arc<dyn Fn() -> ModuleStatus + Send + Sync>> = Vec::new();
+        let mut stores: Vec<Arc<dyn Fn() -> ravelin_config::Status + Send + Sync>> = Vec::new();
+        let mut purger = None;
+        if let Some(cache) = &control.cache {
+            slots.push(cache.slot());
+            let c = cache.clone();
+            statuses.push(Arc::new(move || c.status()));
+            purger = Some(cache.purger());
+        }
+        if let Some(extra) = &control.extra {
+            slots.push(extra.slot());
+            let e = extra.clone();
+            statuses.push(Arc::new(move || e.status()));
+        }
+        if let Some(bot) = &control.botscore {
+            slots.push(bot.slot());
+            let b = bot.clone();
+            statuses.push(Arc::new(move || b.status()));
+            let store = bot.store().clone();
+            stores.push(Arc::new(move || store.status()));
+        }
+        if let Some(limit) = &control.ratelimit {
+            slots.push(limit.slot());
+            let l = limit.clone();
+            statuses.push(Arc::new(move || l.status()));
+        }
+        self.stack.store(Arc::new(assemble(self.routes.clone(), slots)));
+        *lock(&self.statuses) = statuses;
+        *lock(&self.extra_stores) = stores;
+        *lock(&self.purger) = purger;
+    }
+
+    fn admin(self: &Arc<Self>, config: &EdgeConfig, metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>) -> Admin {
+        let token = config
+            .admin
+            .token
+            .clone()
+            .or_else(|| std::env::var(&config.admin.token_env).ok());
+        if token.as_deref().is_none_or(str::is_empty) {
+            tracing::warn!(
+                variable = %config.admin.token_env,
+                "no admin token: mutating admin endpoints are disabled"
+            );
+        }
+        let mut builder = Admin::builder().token(token).switchboard(self.switchboard.clone());
+        if let Some(render) = metrics {
+            builder = builder.metrics(move || render());
+        }
+        let edge = Arc::clone(self);
+        builder = builder.ready(move || {
+            if edge.draining.load(Ordering::Relaxed) {
+                Err("shutting down".into())
+            } else {
+                Ok(())
+            }
+        });
+        let store = self.store.clone();
+        builder = builder.config_status(move || store.status());
+        let edge = Arc::clone(self);
+        builder = builder.status_extra("feature_files", move || {
+            let stores = lock(&edge.extra_stores).clone();
+            Value::Array(stores.iter().map(|f| ravelin_proxy::admin::config_status_json(&f())).collect())
+        });
+        let edge = Arc::clone(self);
+        builder = builder.status_extra("apply_error", move || json!(*lock(&edge.apply_error)));
+        let edge = Arc::clone(self);
+        builder = builder.modules(move || {
+            let statuses = lock(&edge.statuses).clone();
+            statuses.iter().map(|f| f()).collect()
+        });
+        let edge = Arc::clone(self);
+        builder = builder.on_reload(move || {
+            let edge = Arc::clone(&edge);
+            Box::pin(async move { edge.reload().await })
+        });
+        let edge = Arc::clone(self);
+        builder = builder.on_purge(move |purge| {
+            let purger = lock(&edge.purger).clone();
+            Box::pin(async move {
+                match purger {
+                    Some(purge_fn) => purge_fn(purge),
+                    None => Err("the cache is not enabled".into()),
+                }
+            })
+        });
+        builder.build()
+    }
+}
+
+/// Why the proxy did not start.
+#[derive(Debug)]
+pub(crate) enum StartError {
+    /// The config file was rejected.
+    Config(String),
+    /// A listener could not be bound.
+    Bind(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Config(reason) => write!(f, "invalid configuration: {reason}"),
+            StartError::Bind(reason) => write!(f, "cannot listen: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A started proxy: its addresses, its shared state, and how to stop it.
+pub(crate) struct Running {
+    /// Where the proxy listens.
+    pub(crate) proxy_addr: SocketAddr,
+    /// Where the admin API listens.
+    pub(crate) admin_addr: SocketAddr,
+    /// The shared state.
+    pub(crate) edge: Arc<Edge>,
+    stop: watch::Sender<bool>,
+    proxy: JoinHandle<ServeSummary>,
+    admin: JoinHandle<ServeSummary>,
+    background: Vec<JoinHandle<()>>,
+    _watch: Option<ravelin_config::WatchHandle>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("proxy_addr", &self.proxy_addr)
+            .field("admin_addr", &self.admin_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// Waits for `signal`, then shuts down (drain, then stop).
+    pub(crate) async fn run_until(self, signal: impl Future<Output = ()>) -> ServeSummary {
+        signal.await;
+        self.shutdown().await
+    }
+
+    /// Stops accepting, drains in-flight requests up to the configured deadline, and stops
+    /// every background task.
+    pub(crate) async fn shutdown(self) -> ServeSummary {
+        self.edge.draining.store(true, Ordering::Relaxed);
+        let _ = self.stop.send(true);
+        let summary = self.proxy.await.unwrap_or(ServeSummary {
+            connections: 0,
+            forced_closed: 0,
+        });
+        let _ = self.admin.await;
+        for task in &self.background {
+            task.abort();
+        }
+        let mut control = self.edge.control.lock().await;
+        if let Some(demo) = control.demo.take() {
+            demo.shutdown().await;
+        }
+        if let Some(bot) = control.botscore.as_mut() {
+            bot.stop_watching();
+        }
+        summary
+    }
+}
+
+fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send {
+    async move {
+        while !*rx.borrow() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Loads the config, builds the stack, binds both listeners and starts serving.
+///
+/// # Errors
+/// [`StartError`] with the reason: an invalid config (FailFast: the proxy never runs on a
+/// guess), or a listener that cannot be bound.
+pub(crate) async fn start(options: EdgeOptions) -> Result<Running, StartError> {
+    let mut builder = Store::<EdgeConfig>::builder("edge-proxy")
+        .format(Format::Toml)
+        .max_bytes(MAX_CONFIG_BYTES);
+    builder = match (&options.config_path, &options.config_text) {
+        (Some(path), _) => builder.file(path.clone()),
+        (None, Some(text)) => builder.initial_bytes(text.clone().into_bytes(), "built-in"),
+        (None, None) => builder.initial_bytes(Vec::<u8>::from(&b"# defaults\n"[..]), "built-in"),
+    };
+    let store = builder.build().map_err(|r| StartError::Config(r.to_string()))?;
+    let effective = options.overrides.apply(store.current().value());
+    effective
+        .validate()
+        .map_err(|v| StartError::Config(format!("with command-line overrides: {v}")))?;
+
+    let switchboard = Switchboard::new();
+    let extra = options
+        .extra_guard
+        .as_ref()
+        .map(|extra| ExtraModule::new(extra, &switchboard));
+    let placeholder = assemble::<Incoming>(SharedRoutes::new(Routes::default()), Vec::new());
+    let edge = Arc::new(Edge {
+        store: store.clone(),
+        overrides: options.overrides.clone(),
+        switchboard,
+        routes: SharedRoutes::new(Routes::default()),
+        stack: Arc::new(ArcSwap::from_pointee(placeholder)),
+        control: tokio::sync::Mutex::new(Control {
+            applied: None,
+            generation: None,
+            upstreams: HashMap::new(),
+            demo: None,
+            ratelimit: None,
+            botscore: None,
+            cache: None,
+            extra,
+        }),
+        statuses: Mutex::new(Vec::new()),
+        extra_stores: Mutex::new(Vec::new()),
+        purger: Mutex::new(None),
+        apply_error: Mutex::new(None),
+        draining: AtomicBool::new(false),
+    });
+    edge.apply_latest().await.map_err(StartError::Config)?;
+
+    let server_config = server_config(&effective);
+    let proxy = Server::bind(effective.server.listen, server_config)
+        .await
+        .map_err(|e| StartError::Bind(e.to_string()))?;
+    let admin_server = Server::bind(
+        effective.admin.listen,
+        ServerConfig::default()
+            .max_connections(64)
+            .max_connections_per_ip(16)
+            .shutdown_timeout(Duration::from_secs(2)),
+    )
+    .await
+    .map_err(|e| StartError::Bind(e.to_string()))?;
+    let proxy_addr = proxy.local_addr().map_err(|e| StartError::Bind(e.to_string()))?;
+    let admin_addr = admin_server.local_addr().map_err(|e| StartError::Bind(e.to_string()))?;
+
+    let (stop, stop_rx) = watch::channel(false);
+    let handler = EdgeHandler::new(Arc::clone(&edge.stack));
+    let proxy_task = tokio::spawn(proxy.serve(handler, stopped(stop_rx.clone())));
+    let admin = edge.admin(&effective, options.metrics.clone());
+    let admin_task = tokio::spawn(admin_server.serve(admin, stopped(stop_rx)));
+
+    // Reload: the file watcher installs new documents; this task applies them. SIGHUP and the
+    // admin API call `Edge::reload`, which applies directly; applying twice is a no-op.
+    let interval = effective.reload.watch_interval;
+    let watch = (options.config_path.is_some() && !interval.is_zero()).then(|| store.watch(interval));
+    let mut installs = store.subscribe();
+    let applier = Arc::clone(&edge);
+    let apply_task = tokio::spawn(async move {
+        while installs.changed().await.is_ok() {
+            let _ = applier.apply_latest().await;
+        }
+    });
+    tracing::info!(proxy = %proxy_addr, admin = %admin_addr, "edge-proxy started");
+    Ok(Running {
+        proxy_addr,
+        admin_addr,
+        edge,
+        stop,
+        proxy: proxy_task,
+        admin: admin_task,
+        background: vec![apply_task],
+        _watch: watch,
+    })
+}
+
+/// The server limits of a config.
+pub(crate) fn server_config(config: &EdgeConfig) -> ServerConfig {
+    let s = &config.server;
+    ServerConfig::default()
+        .max_connections(s.max_connections)
+        .max_connections_per_ip(s.max_connections_per_ip)
+        .max_headers(s.max_headers)
+        .max_header_bytes(s.max_header_bytes)
+        .header_read_timeout(s.header_read_timeout)
+        .max_concurrent_streams(s.max_concurrent_streams)
+        .shutdown_timeout(s.shutdown_timeout)
+}

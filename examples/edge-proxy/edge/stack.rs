@@ -1,0 +1,264 @@
+//! The request path: request id → panic catching → rate limit → bot score → (extra guard) →
+//! cache → forward, each guard in its failure policy.
+
+use std::any::Any;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Body;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use ravelin_failsafe::{Guard, GuardError, RequestHead, Verdict, X_RAVELIN_SKIPPED};
+use ravelin_proxy::{BoxError, Forward, SharedRoutes};
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceBuilder, ServiceExt};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+
+/// The body every response of the assembled stack has.
+pub(crate) type EdgeBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// One assembled stack (or a slot of it), type-erased so slots compose whichever modules are on.
+pub(crate) type EdgeService<B> = BoxCloneSyncService<Request<B>, Response<EdgeBody>, Infallible>;
+
+/// A boxed guard future.
+pub(crate) type GuardFuture = Pin<Box<dyn Future<Output = Result<Verdict, GuardError>> + Send>>;
+
+/// The request id header.
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Erases a service's body and future types.
+pub(crate) fn boxed<S, B, ResB>(service: S) -> EdgeService<B>
+where
+    S: Service<Request<B>, Response = Response<ResB>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send + 'static,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+    B: 'static,
+{
+    BoxCloneSyncService::new(service.map_response(|response: Response<ResB>| {
+        response.map(|body| body.map_err(Into::into).boxed_unsync())
+    }))
+}
+
+// === impl BoxGuard ===
+
+/// Object-safe view of a [`Guard`], so a slot can hold any guard (a test's panicking guard).
+pub(crate) trait DynGuard: Send + Sync + 'static {
+    /// [`Guard::check`], boxed.
+    fn check_boxed(&self, head: &RequestHead<'_>) -> GuardFuture;
+}
+
+impl<G: Guard> DynGuard for G {
+    fn check_boxed(&self, head: &RequestHead<'_>) -> GuardFuture {
+        Box::pin(self.check(head))
+    }
+}
+
+/// A type-erased guard.
+#[derive(Clone)]
+pub(crate) struct BoxGuard(pub Arc<dyn DynGuard>);
+
+impl BoxGuard {
+    /// Erases `guard`.
+    pub(crate) fn new(guard: impl Guard) -> Self {
+        Self(Arc::new(guard))
+    }
+}
+
+impl std::fmt::Debug for BoxGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BoxGuard")
+    }
+}
+
+impl Guard for BoxGuard {
+    type Future = GuardFuture;
+
+    fn check(&self, head: &RequestHead<'_>) -> GuardFuture {
+        self.0.check_boxed(head)
+    }
+}
+
+// === request ids ===
+
+/// Request ids `<boot>-<counter>`: unique per process run, cheap, and sortable in logs. A
+/// client-sent `x-request-id` is kept (SetRequestId does not overwrite).
+#[derive(Clone, Debug)]
+pub(crate) struct CounterIds {
+    boot: u32,
+    next: Arc<AtomicU64>,
+}
+
+impl Default for CounterIds {
+    fn default() -> Self {
+        let boot = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() ^ (d.as_secs() as u32));
+        Self {
+            boot,
+            next: Arc::new(AtomicU64::new(1)),
+        }
+    }
+}
+
+impl MakeRequestId for CounterIds {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{:08x}-{n}", self.boot))
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+// === panic answer ===
+
+/// What a panic anywhere outside a guard turns into: a 500 for that request alone.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PanicAnswer;
+
+impl tower_http::catch_panic::ResponseForPanic for PanicAnswer {
+    type ResponseBody = Full<Bytes>;
+
+    fn response_for_panic(&mut self, err: Box<dyn Any + Send + 'static>) -> Response<Full<Bytes>> {
+        let message = err
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| err.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "non-text panic payload".to_owned());
+        metrics::counter!("ravelin_edge_panics_total").increment(1);
+        if let Some(permit) = PANIC_LOG.check() {
+            let suppressed = permit.suppressed();
+            tracing::error!(panic = %message, suppressed, "request handler panicked; answered 500");
+        }
+        let mut response = Response::new(Full::new(Bytes::from_static(b"500 internal error\n")));
+        *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}
+
+static PANIC_LOG: std::sync::LazyLock<ravelin_failsafe::LogLimiter> =
+    std::sync::LazyLock::new(|| ravelin_failsafe::LogLimiter::per_second(5));
+
+// === ingress ===
+
+/// Headers only the proxy may set towards the origin; client-sent copies are removed at
+/// ingress so the origin can trust them.
+const PROXY_OWNED: [HeaderName; 1] = [X_RAVELIN_SKIPPED];
+
+/// Normalises a request as it enters: hop-by-hop fields go first, so that a client cannot use
+/// `Connection: x-bot-score` to strip a header a guard adds further in.
+pub(crate) fn ingress<B>(mut request: Request<B>) -> Request<B> {
+    let headers = request.headers_mut();
+    ravelin_proxy::headers::remove_hop_by_hop(headers);
+    for name in PROXY_OWNED {
+        headers.remove(name);
+    }
+    request
+}
+
+// === the stack ===
+
+/// One module slot: given the inner stack, return the stack with the module on top.
+pub(crate) type Slot<B> = Box<dyn FnOnce(EdgeService<B>) -> EdgeService<B> + Send>;
+
+/// Assembles the stack around `Forward` from inner to outer: `slots` are applied in order (so
+/// the first slot is the innermost: cache, then extra guard, bot score, rate limit), then
+/// ingress normalisation, panic catching and request ids.
+pub(crate) fn assemble<B>(routes: SharedRoutes, slots: Vec<Slot<B>>) -> EdgeService<B>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let mut service = boxed(Forward::new(routes));
+    for slot in slots {
+        service = slot(service);
+    }
+    let ids = CounterIds::default();
+    let outer = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID, ids))
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
+        .layer(CatchPanicLayer::custom(PanicAnswer))
+        .map_request(ingress::<B>)
+        .service(service);
+    boxed(outer)
+}
+
+/// Applies `layer` to the inner stack and erases the result: the usual slot body.
+pub(crate) fn layered<L, B, ResB>(layer: L, inner: EdgeService<B>) -> EdgeService<B>
+where
+    L: Layer<EdgeService<B>>,
+    L::Service: Service<Request<B>, Response = Response<ResB>, Error = Infallible> + Clone + Send + Sync + 'static,
+    <L::Service as Service<Request<B>>>::Future: Send + 'static,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+    B: 'static,
+{
+    boxed(layer.layer(inner))
+}
+
+// === impl EdgeHandler ===
+
+/// The service the server runs: takes the stack in force (swapped on reload) for each request,
+/// and counts answers by class.
+pub(crate) struct EdgeHandler<B> {
+    current: Arc<arc_swap::ArcSwap<EdgeService<B>>>,
+}
+
+impl<B> Clone for EdgeHandler<B> {
+    fn clone(&self) -> Self {
+        Self {
+            current: Arc::clone(&self.current),
+        }
+    }
+}
+
+impl<B> EdgeHandler<B> {
+    /// Serves whatever stack `current` holds.
+    pub(crate) fn new(current: Arc<arc_swap::ArcSwap<EdgeService<B>>>) -> Self {
+        Self { current }
+    }
+}
+
+impl<B: Send + 'static> Service<Request<B>> for EdgeHandler<B> {
+    type Response = Response<EdgeBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<EdgeBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        // A request holds the stack it started with; a reload swaps the pointer for the next
+        // request, so no request ever sees half of two configurations.
+        let service = EdgeService::clone(&self.current.load());
+        Box::pin(async move {
+            let response = service.oneshot(request).await?;
+            let class = match response.status().as_u16() {
+                100..=199 => "1xx",
+                200..=299 => "2xx",
+                300..=399 => "3xx",
+                400..=499 => "4xx",
+                _ => "5xx",
+            };
+            metrics::counter!("ravelin_edge_responses_total", "class" => class).increment(1);
+            Ok(response)
+        })
+    }
+}

@@ -1,0 +1,138 @@
+//! `edge-proxy`: Ravelin's layers assembled into a reverse proxy.
+//!
+//! ```text
+//! cargo run --release --example edge-proxy -- [--config FILE] [--listen ADDR] [--admin ADDR] [--upstream URL]
+//! ```
+//!
+//! Without `--config` the built-in configuration (the commented `examples/edge-proxy.toml`)
+//! is used; without an upstream, an embedded demo origin serves on loopback. See
+//! `docs/operations.md`.
+
+mod edge;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use edge::config::Overrides;
+use edge::runtime::{EdgeOptions, start};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tracing_subscriber::EnvFilter;
+
+/// The example configuration, used when no `--config` is given.
+const BUILT_IN_CONFIG: &str = include_str!("../edge-proxy.toml");
+
+/// Ravelin edge proxy: rate limiting, bot scoring and caching in front of an origin.
+#[derive(Debug, Parser)]
+#[command(name = "edge-proxy", version, about)]
+struct Args {
+    /// The TOML configuration file (watched and hot-reloaded). Default: the built-in example.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to serve on (overrides server.listen).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Address of the admin API (overrides admin.listen).
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// Send all traffic to this origin (replaces the configured upstreams and routes).
+    #[arg(long, value_name = "URL")]
+    upstream: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("edge-proxy: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> ExitCode {
+    // Only the binary picks the exporter; the libraries record through the `metrics` facade.
+    let metrics = match PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => {
+            let upkeep = handle.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    upkeep.run_upkeep();
+                }
+            });
+            Some(Arc::new(move || handle.render()) as Arc<dyn Fn() -> String + Send + Sync>)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot install the Prometheus recorder; /metrics is off");
+            None
+        }
+    };
+    // The panic hook of ravelin-failsafe keeps contained guard panics to one short log line.
+    ravelin_failsafe::install_panic_hook();
+
+    let options = EdgeOptions {
+        config_text: args.config.is_none().then(|| BUILT_IN_CONFIG.to_owned()),
+        config_path: args.config,
+        overrides: Overrides {
+            listen: args.listen,
+            admin: args.admin,
+            upstream: args.upstream,
+        },
+        metrics,
+        extra_guard: None,
+    };
+    let running = match start(options).await {
+        Ok(running) => running,
+        Err(error) => {
+            tracing::error!("{error}");
+            eprintln!("edge-proxy: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let upstream = running.edge.demo_url().await;
+    println!(
+        "edge-proxy listening on http://{} (admin http://{}){}",
+        running.proxy_addr,
+        running.admin_addr,
+        upstream.map(|u| format!("; demo origin at {u}")).unwrap_or_default()
+    );
+
+    // SIGHUP reloads the config file and the bot feature file.
+    let edge = Arc::clone(&running.edge);
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                tracing::warn!("cannot install the SIGHUP handler; reload with POST /config/reload");
+                return;
+            };
+            while hup.recv().await.is_some() {
+                match edge.reload().await {
+                    Ok(report) => tracing::info!(%report, "SIGHUP: reloaded"),
+                    Err(reason) => tracing::warn!(%reason, "SIGHUP: config rejected; the running one stays in force"),
+                }
+            }
+        }
+    });
+
+    let summary = running.run_until(ravelin_proxy::shutdown_signal()).await;
+    tracing::info!(
+        connections = summary.connections,
+        forced_closed = summary.forced_closed,
+        "edge-proxy stopped"
+    );
+    ExitCode::SUCCESS
+}
