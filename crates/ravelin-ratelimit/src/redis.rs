@@ -24,7 +24,9 @@
 //!   cost may have been spent without the request being counted as limited.
 //! - **Connection**: one multiplexed connection per store ([`ConnectionManager`]), established in
 //!   the background and re-established with jittered exponential backoff after it drops. A store
-//!   can be built while Redis is down and starts working when Redis comes up; nothing blocks.
+//!   can be built while Redis is down and starts working when Redis comes up; nothing blocks. A
+//!   connection that stops answering without being closed (a vanished host, a moved address) is
+//!   replaced after three timeouts in a row, at most once per reconnect backoff maximum.
 //! - **Untrusted replies**: a reply of the wrong shape or out of range is
 //!   [`StoreError::InvalidReply`]; each decision is recomputed locally with
 //!   [`Quota::decide`](crate::Quota::decide) and
@@ -43,6 +45,7 @@
 //!
 //! [`ConnectionManager`]: ::redis::aio::ConnectionManager
 
+mod connection;
 mod fallback;
 mod script;
 
@@ -55,12 +58,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::aio::ConnectionManagerConfig;
 use ::redis::{Client, Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 
 use crate::gcra::Decision;
 use crate::store::{Check, RateLimitStore, StoreError};
 
+use connection::Connection;
 use script::{STORE, Spec};
 
 /// The default per-call timeout: Envoy's rate-limit RPC default.
@@ -147,7 +151,7 @@ pub struct RedisStore {
 }
 
 struct Inner {
-    connection: ConnectionManager,
+    connection: Connection,
     prefix: Box<[u8]>,
     timeout: Duration,
     sha: String,
@@ -200,7 +204,7 @@ impl RedisStore {
     /// # Errors
     /// [`StoreError::Timeout`] or [`StoreError::Unavailable`] when Redis cannot answer in time.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut connection = self.inner.connection.clone();
+        let mut connection = self.inner.connection.get();
         let call = async move {
             ::redis::cmd("PING")
                 .query_async::<Value>(&mut connection)
@@ -209,7 +213,10 @@ impl RedisStore {
         match tokio::time::timeout(self.inner.timeout, call).await {
             Err(_) => Err(self.inner.timed_out()),
             Ok(Err(e)) => Err(map_error(e)),
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(_)) => {
+                self.inner.connection.succeeded();
+                Ok(())
+            }
         }
     }
 }
@@ -246,7 +253,10 @@ impl RateLimitStore for RedisStore {
             let result = match tokio::time::timeout(inner.timeout, inner.run(command)).await {
                 Err(_) => Err(inner.timed_out()),
                 Ok(Err(e)) => Err(map_error(e)),
-                Ok(Ok(reply)) => script::parse_reply(&reply, &specs),
+                Ok(Ok(reply)) => {
+                    inner.connection.succeeded();
+                    script::parse_reply(&reply, &specs)
+                }
             };
             if let Err(e) = &result {
                 metrics::counter!("ravelin_ratelimit_redis_errors_total", "kind" => e.as_str())
@@ -285,7 +295,7 @@ impl Inner {
     /// Runs the script by its SHA; on `NOSCRIPT` (a restarted or flushed server) sends the source
     /// with `EVAL`, which also caches it for the next `EVALSHA`.
     async fn run(&self, command: Cmd) -> Result<Value, RedisError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection.get();
         match command.query_async::<Value>(&mut connection).await {
             Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
                 metrics::counter!("ravelin_ratelimit_redis_script_loads_total").increment(1);
@@ -303,6 +313,7 @@ impl Inner {
     }
 
     fn timed_out(&self) -> StoreError {
+        self.connection.timed_out();
         StoreError::Timeout {
             store: STORE,
             timeout: self.timeout,
@@ -412,14 +423,9 @@ impl RedisStoreBuilder {
             .set_min_delay(self.reconnect_min)
             .set_max_delay(self.reconnect_max)
             .set_number_of_retries(RECONNECT_ATTEMPTS);
-        let connection = ConnectionManager::new_lazy_with_config(client, config)
+        let _enter = runtime.enter();
+        let connection = Connection::new(client, config, self.reconnect_max)
             .map_err(|source| RedisConfigError::Client { source })?;
-        // Connect now rather than on the first request, so the first checks find it ready. The
-        // attempt is bounded (RECONNECT_ATTEMPTS), so the task ends even if Redis never comes.
-        let mut warm = connection.clone();
-        runtime.spawn(async move {
-            let _ = ::redis::cmd("PING").query_async::<Value>(&mut warm).await;
-        });
         let sha = ::redis::Script::new(script::SOURCE).get_hash().to_owned();
         Ok(RedisStore {
             inner: Arc::new(Inner {

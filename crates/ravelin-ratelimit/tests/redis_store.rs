@@ -433,3 +433,107 @@ async fn fallback_enforces_per_proxy_while_redis_is_down() {
     assert!(d.allowed);
     assert_eq!(d.remaining, 1);
 }
+
+/// A TCP relay in front of Redis whose existing connections can be frozen: bytes stop flowing
+/// both ways but the sockets stay open, as when a host vanishes without a reset. Connections
+/// opened after the freeze flow normally (the "failover" target).
+struct Relay {
+    addr: std::net::SocketAddr,
+    frozen_below: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Relay {
+    async fn start(target: String) -> Self {
+        use std::sync::atomic::AtomicU64;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let frozen_below = Arc::new(AtomicU64::new(0));
+        let frozen = Arc::clone(&frozen_below);
+        tokio::spawn(async move {
+            let mut next_id = 0u64;
+            while let Ok((client, _)) = listener.accept().await {
+                let id = next_id;
+                next_id += 1;
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(pipe(cr, sw, id, Arc::clone(&frozen)));
+                tokio::spawn(pipe(sr, cw, id, Arc::clone(&frozen)));
+            }
+        });
+        Self { addr, frozen_below }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}/", self.addr)
+    }
+
+    /// Freezes every connection opened so far.
+    fn freeze(&self) {
+        self.frozen_below.store(u64::MAX, Ordering::SeqCst);
+    }
+
+    /// Lets connections opened from now on flow.
+    fn thaw_new(&self, below: u64) {
+        self.frozen_below.store(below, Ordering::SeqCst);
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    id: u64,
+    frozen_below: Arc<std::sync::atomic::AtomicU64>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let Ok(n) = from.read(&mut buf).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        if id < frozen_below.load(Ordering::SeqCst) {
+            // Silent from now on, sockets held open.
+            std::future::pending::<()>().await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_replaced() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let target = server
+        .url()
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let relay = Relay::start(target).await;
+    let store = RedisStore::builder(relay.url())
+        .key_prefix(unique_prefix("silent"))
+        .timeout(SHORT)
+        .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let c = check("r", b"k", Quota::per_hour(100).unwrap(), 1);
+    until_ok(&store, c).await;
+
+    // The connection goes silent: calls time out rather than hang…
+    relay.freeze();
+    for _ in 0..3 {
+        let err = fails_promptly(&store, c).await;
+        assert!(matches!(err, StoreError::Timeout { .. }), "{err}");
+    }
+    // …and once new connections can get through, the store opens one by itself instead of
+    // waiting many minutes for the kernel to give up on the old socket.
+    relay.thaw_new(1);
+    assert!(until_ok(&store, c).await.allowed);
+}
