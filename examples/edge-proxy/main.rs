@@ -50,7 +50,10 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("edge-proxy: cannot start the async runtime: {error}");
@@ -106,7 +109,9 @@ async fn run(args: Args) -> ExitCode {
         "edge-proxy listening on http://{} (admin http://{}){}",
         running.proxy_addr,
         running.admin_addr,
-        upstream.map(|u| format!("; demo origin at {u}")).unwrap_or_default()
+        upstream
+            .map(|u| format!("; demo origin at {u}"))
+            .unwrap_or_default()
     );
 
     // SIGHUP reloads the config file and the bot feature file.
@@ -116,13 +121,17 @@ async fn run(args: Args) -> ExitCode {
         {
             use tokio::signal::unix::{SignalKind, signal};
             let Ok(mut hup) = signal(SignalKind::hangup()) else {
-                tracing::warn!("cannot install the SIGHUP handler; reload with POST /config/reload");
+                tracing::warn!(
+                    "cannot install the SIGHUP handler; reload with POST /config/reload"
+                );
                 return;
             };
             while hup.recv().await.is_some() {
                 match edge.reload().await {
                     Ok(report) => tracing::info!(%report, "SIGHUP: reloaded"),
-                    Err(reason) => tracing::warn!(%reason, "SIGHUP: config rejected; the running one stays in force"),
+                    Err(reason) => {
+                        tracing::warn!(%reason, "SIGHUP: config rejected; the running one stays in force")
+                    }
                 }
             }
         }

@@ -49,7 +49,12 @@ impl BotModule {
     ) -> Result<Option<Self>, String> {
         let section = &config.botscore;
         let switch = switchboard.switch(NAME);
-        apply_killed(&switch, old.filter(|o| o.botscore.enabled).map(|o| o.botscore.killed), section.killed);
+        apply_killed(
+            &switch,
+            old.filter(|o| o.botscore.enabled)
+                .map(|o| o.botscore.killed),
+            section.killed,
+        );
         if !section.enabled {
             return Ok(None);
         }
@@ -58,7 +63,10 @@ impl BotModule {
         {
             return Ok(Some(previous.clone()));
         }
-        let same_file = old.is_some_and(|o| o.botscore.feature_file == section.feature_file && o.botscore.watch_interval == section.watch_interval);
+        let same_file = old.is_some_and(|o| {
+            o.botscore.feature_file == section.feature_file
+                && o.botscore.watch_interval == section.watch_interval
+        });
         let (store, watch) = match previous {
             Some(previous) if same_file => (previous.store, previous.watch),
             _ => {
@@ -105,12 +113,15 @@ impl BotModule {
         let strip = self.forward.clone();
         Box::new(move |inner: EdgeService<Incoming>| {
             let guarded = layered(layer, inner);
-            let stripped = tower::ServiceExt::map_request(guarded, move |mut request: http::Request<Incoming>| {
-                for name in strip.names.iter() {
-                    request.headers_mut().remove(name);
-                }
-                request
-            });
+            let stripped = tower::ServiceExt::map_request(
+                guarded,
+                move |mut request: http::Request<Incoming>| {
+                    for name in strip.names.iter() {
+                        request.headers_mut().remove(name);
+                    }
+                    request
+                },
+            );
             super::stack::boxed(stripped)
         })
     }
@@ -134,14 +145,18 @@ impl BotModule {
 /// The feature-file store: JSON, size-capped, last-known-good; the compiled-in model serves
 /// until a valid file loads (a degraded module beats no proxy).
 fn feature_store(path: Option<&std::path::Path>) -> Result<Store<Model>, String> {
-    let builtin = Model::builtin().map_err(|e| format!("the compiled-in bot model is invalid: {e}"))?;
+    let builtin =
+        Model::builtin().map_err(|e| format!("the compiled-in bot model is invalid: {e}"))?;
     let builder = Store::<Model>::builder("bot-features")
         .format(Format::Json)
         .max_bytes(DEFAULT_MAX_FILE_BYTES)
         .default_value(builtin);
     let builder = match path {
         Some(path) => builder.file(path),
-        None => builder.initial_bytes(ravelin_botscore::BUILTIN_MODEL_JSON.as_bytes().to_vec(), "builtin"),
+        None => builder.initial_bytes(
+            ravelin_botscore::BUILTIN_MODEL_JSON.as_bytes().to_vec(),
+            "builtin",
+        ),
     };
     builder.build().map_err(|e| e.to_string())
 }

@@ -32,7 +32,11 @@ impl CacheModule {
         switchboard: &Switchboard,
     ) -> Result<Option<Self>, String> {
         let switch = switchboard.switch(NAME);
-        apply_killed(&switch, old.filter(|o| o.cache.enabled).map(|o| o.cache.killed), config.cache.killed);
+        apply_killed(
+            &switch,
+            old.filter(|o| o.cache.enabled).map(|o| o.cache.killed),
+            config.cache.killed,
+        );
         if !config.cache.enabled {
             return Ok(None);
         }

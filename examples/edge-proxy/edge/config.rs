@@ -619,7 +619,10 @@ fn check_policy(v: &mut Violations, module: &str, policy: &GuardPolicy) {
         v.push(format!("{module}.timeout"), "must be greater than zero");
     }
     if policy.timeout > Duration::from_secs(60) {
-        v.push(format!("{module}.timeout"), "must be at most 60s: a guard's budget is per request");
+        v.push(
+            format!("{module}.timeout"),
+            "must be at most 60s: a guard's budget is per request",
+        );
     }
     if !(400..=599).contains(&policy.failure_status) {
         v.push(
@@ -634,10 +637,17 @@ fn check_policy(v: &mut Violations, module: &str, policy: &GuardPolicy) {
     if let Some(rate) = c.failure_rate {
         v.check_finite(&format!("{module}.circuit.failure_rate"), rate);
         if !(rate > 0.0 && rate <= 1.0) {
-            v.push(format!("{module}.circuit.failure_rate"), format!("{rate} is outside (0, 1]"));
+            v.push(
+                format!("{module}.circuit.failure_rate"),
+                format!("{rate} is outside (0, 1]"),
+            );
         }
     }
-    for (field, value) in [("window", c.window), ("minimum_calls", c.minimum_calls), ("consecutive_failures", c.consecutive_failures)] {
+    for (field, value) in [
+        ("window", c.window),
+        ("minimum_calls", c.minimum_calls),
+        ("consecutive_failures", c.consecutive_failures),
+    ] {
         if value == Some(0) {
             v.push(format!("{module}.circuit.{field}"), "must be at least 1");
         }
@@ -668,7 +678,10 @@ impl Validate for EdgeConfig {
             v.push("server.max_headers", "must be at least 1");
         }
         if s.max_header_bytes < 8192 || s.max_header_bytes > 1024 * 1024 {
-            v.push("server.max_header_bytes", format!("{} is outside 8192..=1048576", s.max_header_bytes));
+            v.push(
+                "server.max_header_bytes",
+                format!("{} is outside 8192..=1048576", s.max_header_bytes),
+            );
         }
         if s.max_concurrent_streams == 0 {
             v.push("server.max_concurrent_streams", "must be at least 1");
@@ -682,19 +695,27 @@ impl Validate for EdgeConfig {
                 format!("{} is not a loopback address; set admin.allow_remote = true if a firewall guards it", self.admin.listen),
             );
         }
-        if self.admin.listen == s.listen {
+        if self.admin.listen == s.listen && s.listen.port() != 0 {
             v.push("admin.listen", "must differ from server.listen");
         }
 
         let mut names = HashSet::new();
-        if v.check_count("upstreams", "upstreams", self.upstreams.len(), MAX_UPSTREAMS) {
+        if v.check_count(
+            "upstreams",
+            "upstreams",
+            self.upstreams.len(),
+            MAX_UPSTREAMS,
+        ) {
             for (i, u) in self.upstreams.iter().enumerate() {
                 let path = format!("upstreams[{i}]");
                 if u.name.is_empty() {
                     v.push(format!("{path}.name"), "must not be empty");
                 }
                 if !names.insert(u.name.as_str()) {
-                    v.push(format!("{path}.name"), format!("duplicate upstream name {:?}", u.name));
+                    v.push(
+                        format!("{path}.name"),
+                        format!("duplicate upstream name {:?}", u.name),
+                    );
                 }
                 if let Err(e) = ravelin_proxy::Upstream::builder(&u.name, &u.url)
                     .connect_timeout(u.connect_timeout)
@@ -711,19 +732,28 @@ impl Validate for EdgeConfig {
                 if !names.contains(r.upstream.as_str()) {
                     v.push(
                         format!("{path}.upstream"),
-                        format!("unknown upstream {:?}; define it under [[upstreams]]", r.upstream),
+                        format!(
+                            "unknown upstream {:?}; define it under [[upstreams]]",
+                            r.upstream
+                        ),
                     );
                 }
                 if !r.path_prefix.starts_with('/') {
                     v.push(format!("{path}.path_prefix"), "must start with /");
                 }
                 if r.response_timeout.is_some_and(|t| t.is_zero()) {
-                    v.push(format!("{path}.response_timeout"), "must be greater than zero");
+                    v.push(
+                        format!("{path}.response_timeout"),
+                        "must be greater than zero",
+                    );
                 }
                 if let Some(host) = &r.host
                     && (host.is_empty() || host.contains('/') || host.contains(' '))
                 {
-                    v.push(format!("{path}.host"), format!("{host:?} is not a host name"));
+                    v.push(
+                        format!("{path}.host"),
+                        format!("{host:?} is not a host name"),
+                    );
                 }
             }
         }
@@ -731,25 +761,45 @@ impl Validate for EdgeConfig {
         let rl = &self.ratelimit;
         check_policy(&mut v, "ratelimit", &self.ratelimit_policy());
         if rl.capacity == 0 || rl.capacity > 100_000_000 {
-            v.push("ratelimit.capacity", format!("{} is outside 1..=100000000", rl.capacity));
+            v.push(
+                "ratelimit.capacity",
+                format!("{} is outside 1..=100000000", rl.capacity),
+            );
         }
         if rl.ipv6_prefix > 128 {
-            v.push("ratelimit.ipv6_prefix", format!("{} is greater than 128", rl.ipv6_prefix));
+            v.push(
+                "ratelimit.ipv6_prefix",
+                format!("{} is greater than 128", rl.ipv6_prefix),
+            );
         }
         for (i, p) in rl.trusted_proxies.iter().enumerate() {
             if p.parse::<ipnet_like::Net>().is_err() {
-                v.push(format!("ratelimit.trusted_proxies[{i}]"), format!("{p:?} is not an IP address or CIDR range"));
+                v.push(
+                    format!("ratelimit.trusted_proxies[{i}]"),
+                    format!("{p:?} is not an IP address or CIDR range"),
+                );
             }
         }
         let mut rule_names = HashSet::new();
         if v.check_count("ratelimit.rules", "rules", rl.rules.len(), MAX_RULES) {
             for (i, r) in rl.rules.iter().enumerate() {
                 let path = format!("ratelimit.rules[{i}]");
-                if r.name.is_empty() || !r.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                    v.push(format!("{path}.name"), "must be non-empty ASCII letters, digits, - or _");
+                if r.name.is_empty()
+                    || !r
+                        .name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                {
+                    v.push(
+                        format!("{path}.name"),
+                        "must be non-empty ASCII letters, digits, - or _",
+                    );
                 }
                 if !rule_names.insert(r.name.as_str()) {
-                    v.push(format!("{path}.name"), format!("duplicate rule name {:?}", r.name));
+                    v.push(
+                        format!("{path}.name"),
+                        format!("duplicate rule name {:?}", r.name),
+                    );
                 }
                 if r.rate == 0 {
                     v.push(format!("{path}.rate"), "must be at least 1");
@@ -766,20 +816,30 @@ impl Validate for EdgeConfig {
                         Some(name) => check_header_name(&mut v, &format!("{path}.key"), name),
                         None => v.push(
                             format!("{path}.key"),
-                            format!("{other:?} is not one of ip, global, path, method, header:<name>"),
+                            format!(
+                                "{other:?} is not one of ip, global, path, method, header:<name>"
+                            ),
                         ),
                     },
                 }
                 if r.action != "enforce" && r.action != "shadow" {
-                    v.push(format!("{path}.action"), format!("{:?} is not enforce or shadow", r.action));
+                    v.push(
+                        format!("{path}.action"),
+                        format!("{:?} is not enforce or shadow", r.action),
+                    );
                 }
             }
         }
 
         check_policy(&mut v, "botscore", &self.botscore_policy());
         check_header_name(&mut v, "botscore.score_header", &self.botscore.score_header);
-        if self.botscore.watch_interval < Duration::from_millis(10) && !self.botscore.watch_interval.is_zero() {
-            v.push("botscore.watch_interval", "must be 0s (off) or at least 10ms");
+        if self.botscore.watch_interval < Duration::from_millis(10)
+            && !self.botscore.watch_interval.is_zero()
+        {
+            v.push(
+                "botscore.watch_interval",
+                "must be 0s (off) or at least 10ms",
+            );
         }
 
         let c = &self.cache;
@@ -787,12 +847,20 @@ impl Validate for EdgeConfig {
             v.push("cache.failure_mode", "the cache always fails open (an internal error bypasses it); only \"open\" is accepted");
         }
         if c.max_bytes == 0 {
-            v.push("cache.max_bytes", "must be greater than zero (set cache.enabled = false to turn the cache off)");
+            v.push(
+                "cache.max_bytes",
+                "must be greater than zero (set cache.enabled = false to turn the cache off)",
+            );
         }
         if c.max_object_bytes == 0 || c.max_object_bytes > c.max_bytes {
-            v.push("cache.max_object_bytes", format!("{} is outside 1..=cache.max_bytes", c.max_object_bytes));
+            v.push(
+                "cache.max_object_bytes",
+                format!("{} is outside 1..=cache.max_bytes", c.max_object_bytes),
+            );
         }
-        if self.reload.watch_interval < Duration::from_millis(10) && !self.reload.watch_interval.is_zero() {
+        if self.reload.watch_interval < Duration::from_millis(10)
+            && !self.reload.watch_interval.is_zero()
+        {
             v.push("reload.watch_interval", "must be 0s (off) or at least 10ms");
         }
         v.into_result()
@@ -902,11 +970,19 @@ mod tests {
 
     #[test]
     fn invalid_values_are_named() {
-        let err = parse("[[upstreams]]\nname = \"a\"\nurl = \"https://x\"\n[[routes]]\nupstream = \"b\"\n").unwrap_err();
+        let err = parse(
+            "[[upstreams]]\nname = \"a\"\nurl = \"https://x\"\n[[routes]]\nupstream = \"b\"\n",
+        )
+        .unwrap_err();
         assert!(err.contains("upstreams[0].url"), "{err}");
         assert!(err.contains("routes[0].upstream"), "{err}");
         let err = parse("[ratelimit]\ntimeout = \"0s\"\n[[ratelimit.rules]]\nname = \"x\"\nrate = 0\nkey = \"cookie\"\n").unwrap_err();
-        assert!(err.contains("ratelimit.timeout") && err.contains("ratelimit.rules[0].rate") && err.contains("ratelimit.rules[0].key"), "{err}");
+        assert!(
+            err.contains("ratelimit.timeout")
+                && err.contains("ratelimit.rules[0].rate")
+                && err.contains("ratelimit.rules[0].key"),
+            "{err}"
+        );
         let err = parse("[admin]\nlisten = \"0.0.0.0:9901\"\n").unwrap_err();
         assert!(err.contains("admin.listen"), "{err}");
         let err = parse("[ratelimit]\nstore = \"mongodb://x\"\n").unwrap_err();

@@ -31,11 +31,19 @@ impl RateLimitModule {
         switchboard: &Switchboard,
     ) -> Result<Option<Self>, String> {
         let switch = switchboard.switch(NAME);
-        apply_killed(&switch, old.filter(|o| o.ratelimit.enabled).map(|o| o.ratelimit.killed), config.ratelimit.killed);
+        apply_killed(
+            &switch,
+            old.filter(|o| o.ratelimit.enabled)
+                .map(|o| o.ratelimit.killed),
+            config.ratelimit.killed,
+        );
         if !config.ratelimit.enabled {
             return Ok(None);
         }
-        Ok(Some(Self { config: config.clone(), killed: switch }))
+        Ok(Some(Self {
+            config: config.clone(),
+            killed: switch,
+        }))
     }
 
     /// The slot.

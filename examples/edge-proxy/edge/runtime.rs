@@ -84,7 +84,9 @@ pub(crate) struct Edge {
 
 impl std::fmt::Debug for Edge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Edge").field("store", &self.store).finish_non_exhaustive()
+        f.debug_struct("Edge")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
     }
 }
 
@@ -110,17 +112,32 @@ impl Edge {
 
     /// The bot module's feature-file store, when bot scoring is on.
     pub(crate) async fn bot_store(&self) -> Option<Store<ravelin_botscore::Model>> {
-        self.control.lock().await.botscore.as_ref().map(|b| b.store().clone())
+        self.control
+            .lock()
+            .await
+            .botscore
+            .as_ref()
+            .map(|b| b.store().clone())
     }
 
     /// The extra guard's handle (tests).
     pub(crate) async fn extra_handle(&self) -> Option<ravelin_failsafe::GuardHandle> {
-        self.control.lock().await.extra.as_ref().map(ExtraModule::handle)
+        self.control
+            .lock()
+            .await
+            .extra
+            .as_ref()
+            .map(ExtraModule::handle)
     }
 
     /// The demo origin, when one was started.
     pub(crate) async fn demo_url(&self) -> Option<String> {
-        self.control.lock().await.demo.as_ref().map(demo::DemoHandle::url)
+        self.control
+            .lock()
+            .await
+            .demo
+            .as_ref()
+            .map(demo::DemoHandle::url)
     }
 
     /// Re-reads the config file and the bot feature file, and applies what changed. Wired to
@@ -139,10 +156,19 @@ impl Edge {
                 Err(rejection) => Err(rejection.to_string()),
             }
         } else {
-            report.insert("config".into(), json!("no file: started from built-in config"));
+            report.insert(
+                "config".into(),
+                json!("no file: started from built-in config"),
+            );
             Ok(())
         };
-        let bot = self.control.lock().await.botscore.as_ref().map(|b| b.store().clone());
+        let bot = self
+            .control
+            .lock()
+            .await
+            .botscore
+            .as_ref()
+            .map(|b| b.store().clone());
         if let Some(bot) = bot
             && bot.path().is_some()
         {
@@ -182,7 +208,9 @@ impl Edge {
     }
 
     async fn apply(&self, control: &mut Control, config: EdgeConfig) -> Result<(), String> {
-        config.validate().map_err(|v| format!("with command-line overrides: {v}"))?;
+        config
+            .validate()
+            .map_err(|v| format!("with command-line overrides: {v}"))?;
         let old = control.applied.clone();
         if let Some(old) = &old {
             if old.server != config.server {
@@ -248,7 +276,10 @@ impl Edge {
                 return Err(format!("route to unknown upstream {:?}", route.upstream));
             };
             let mut built = Route::new(
-                route.name.clone().unwrap_or_else(|| route.path_prefix.clone()),
+                route
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| route.path_prefix.clone()),
                 route.path_prefix.clone(),
                 Target {
                     upstream: upstream.clone(),
@@ -270,9 +301,18 @@ impl Edge {
             &self.switchboard,
         )
         .await?;
-        let botscore =
-            botscore::BotModule::update(control.botscore.take(), old.as_ref(), &config, &self.switchboard)?;
-        let cache = cache::CacheModule::update(control.cache.take(), old.as_ref(), &config, &self.switchboard)?;
+        let botscore = botscore::BotModule::update(
+            control.botscore.take(),
+            old.as_ref(),
+            &config,
+            &self.switchboard,
+        )?;
+        let cache = cache::CacheModule::update(
+            control.cache.take(),
+            old.as_ref(),
+            &config,
+            &self.switchboard,
+        )?;
 
         // Everything is built: nothing below can fail, so the switch to the new config is whole.
         self.routes.store(Routes::new(routes));
@@ -314,13 +354,18 @@ impl Edge {
             let l = limit.clone();
             statuses.push(Arc::new(move || l.status()));
         }
-        self.stack.store(Arc::new(assemble(self.routes.clone(), slots)));
+        self.stack
+            .store(Arc::new(assemble(self.routes.clone(), slots)));
         *lock(&self.statuses) = statuses;
         *lock(&self.extra_stores) = stores;
         *lock(&self.purger) = purger;
     }
 
-    fn admin(self: &Arc<Self>, config: &EdgeConfig, metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>) -> Admin {
+    fn admin(
+        self: &Arc<Self>,
+        config: &EdgeConfig,
+        metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    ) -> Admin {
         let token = config
             .admin
             .token
@@ -332,7 +377,9 @@ impl Edge {
                 "no admin token: mutating admin endpoints are disabled"
             );
         }
-        let mut builder = Admin::builder().token(token).switchboard(self.switchboard.clone());
+        let mut builder = Admin::builder()
+            .token(token)
+            .switchboard(self.switchboard.clone());
         if let Some(render) = metrics {
             builder = builder.metrics(move || render());
         }
@@ -349,7 +396,12 @@ impl Edge {
         let edge = Arc::clone(self);
         builder = builder.status_extra("feature_files", move || {
             let stores = lock(&edge.extra_stores).clone();
-            Value::Array(stores.iter().map(|f| ravelin_proxy::admin::config_status_json(&f())).collect())
+            Value::Array(
+                stores
+                    .iter()
+                    .map(|f| ravelin_proxy::admin::config_status_json(&f()))
+                    .collect(),
+            )
         });
         let edge = Arc::clone(self);
         builder = builder.status_extra("apply_error", move || json!(*lock(&edge.apply_error)));
@@ -476,7 +528,9 @@ pub(crate) async fn start(options: EdgeOptions) -> Result<Running, StartError> {
         (None, Some(text)) => builder.initial_bytes(text.clone().into_bytes(), "built-in"),
         (None, None) => builder.initial_bytes(Vec::<u8>::from(&b"# defaults\n"[..]), "built-in"),
     };
-    let store = builder.build().map_err(|r| StartError::Config(r.to_string()))?;
+    let store = builder
+        .build()
+        .map_err(|r| StartError::Config(r.to_string()))?;
     let effective = options.overrides.apply(store.current().value());
     effective
         .validate()
@@ -525,8 +579,12 @@ pub(crate) async fn start(options: EdgeOptions) -> Result<Running, StartError> {
     )
     .await
     .map_err(|e| StartError::Bind(e.to_string()))?;
-    let proxy_addr = proxy.local_addr().map_err(|e| StartError::Bind(e.to_string()))?;
-    let admin_addr = admin_server.local_addr().map_err(|e| StartError::Bind(e.to_string()))?;
+    let proxy_addr = proxy
+        .local_addr()
+        .map_err(|e| StartError::Bind(e.to_string()))?;
+    let admin_addr = admin_server
+        .local_addr()
+        .map_err(|e| StartError::Bind(e.to_string()))?;
 
     let (stop, stop_rx) = watch::channel(false);
     let handler = EdgeHandler::new(Arc::clone(&edge.stack));
@@ -537,7 +595,8 @@ pub(crate) async fn start(options: EdgeOptions) -> Result<Running, StartError> {
     // Reload: the file watcher installs new documents; this task applies them. SIGHUP and the
     // admin API call `Edge::reload`, which applies directly; applying twice is a no-op.
     let interval = effective.reload.watch_interval;
-    let watch = (options.config_path.is_some() && !interval.is_zero()).then(|| store.watch(interval));
+    let watch =
+        (options.config_path.is_some() && !interval.is_zero()).then(|| store.watch(interval));
     let mut installs = store.subscribe();
     let applier = Arc::clone(&edge);
     let apply_task = tokio::spawn(async move {

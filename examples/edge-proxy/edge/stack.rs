@@ -12,9 +12,9 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
-use hyper::body::Body;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Body;
 use ravelin_failsafe::{Guard, GuardError, RequestHead, Verdict, X_RAVELIN_SKIPPED};
 use ravelin_proxy::{BoxError, Forward, SharedRoutes};
 use tower::util::BoxCloneSyncService;
@@ -39,7 +39,11 @@ pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-i
 /// Erases a service's body and future types.
 pub(crate) fn boxed<S, B, ResB>(service: S) -> EdgeService<B>
 where
-    S: Service<Request<B>, Response = Response<ResB>, Error = Infallible> + Clone + Send + Sync + 'static,
+    S: Service<Request<B>, Response = Response<ResB>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     S::Future: Send + 'static,
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
@@ -142,9 +146,10 @@ impl tower_http::catch_panic::ResponseForPanic for PanicAnswer {
         }
         let mut response = Response::new(Full::new(Bytes::from_static(b"500 internal error\n")));
         *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         response
             .headers_mut()
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -203,7 +208,11 @@ where
 pub(crate) fn layered<L, B, ResB>(layer: L, inner: EdgeService<B>) -> EdgeService<B>
 where
     L: Layer<EdgeService<B>>,
-    L::Service: Service<Request<B>, Response = Response<ResB>, Error = Infallible> + Clone + Send + Sync + 'static,
+    L::Service: Service<Request<B>, Response = Response<ResB>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
     <L::Service as Service<Request<B>>>::Future: Send + 'static,
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,

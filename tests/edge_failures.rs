@@ -1,0 +1,288 @@
+//! Module and dependency failures against the assembled proxy.
+
+#[path = "../examples/edge-proxy/edge/mod.rs"]
+mod edge;
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use edge::config::{CircuitSection, FailureModeSetting, GuardPolicy};
+use edge::modules::ExtraGuard;
+use edge::stack::BoxGuard;
+use ravelin_failsafe::{GuardError, RequestHead, Verdict, guard_fn};
+use support::{GENEROUS_RATELIMIT, Harness, Reply, config, metric};
+
+/// A module with a bug: it panics on every request.
+fn panicking(mode: FailureModeSetting) -> ExtraGuard {
+    ExtraGuard {
+        name: "panicky",
+        guard: BoxGuard::new(guard_fn(
+            |_: &RequestHead<'_>| -> Result<Verdict, GuardError> {
+                panic!("index out of bounds: the len is 200 but the index is 200")
+            },
+        )),
+        policy: GuardPolicy {
+            failure_mode: mode,
+            timeout: Duration::from_millis(100),
+            failure_status: 503,
+            failure_body: Some("checks unavailable (e2e)\n".into()),
+            circuit: CircuitSection::default(),
+        },
+    }
+}
+
+fn module<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or_else(|| panic!("module {name} in {status:#}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panicking_module_fails_open_without_5xx_and_its_circuit_opens() {
+    let harness = Harness::start(
+        &config(GENEROUS_RATELIMIT),
+        Some(panicking(FailureModeSetting::Open)),
+    )
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let report = support::load(
+        &harness,
+        "/echo",
+        4,
+        400,
+        Duration::from_secs(60),
+        stop,
+        |reply: &Reply| {
+            if reply.status != 200 {
+                return Err(format!("status {}", reply.status));
+            }
+            let skipped = reply.echoed("x-ravelin-skipped");
+            if !skipped.iter().any(|v| v.contains("panicky")) {
+                return Err(format!(
+                    "origin was not told the module was skipped: {skipped:?}"
+                ));
+            }
+            Ok(())
+        },
+    )
+    .await;
+    assert!(report.first_errors.is_empty(), "{:?}", report.first_errors);
+    assert_eq!(report.count_5xx(), 0, "{report:?}");
+    assert_eq!(report.total(), 400);
+
+    let status = harness.status().await;
+    let circuit = module(&status, "panicky")["circuit"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        circuit.contains("open"),
+        "the breaker opened after repeated panics: {circuit}"
+    );
+    // The process is up and still serving.
+    assert_eq!(harness.get("/api/time").await.status, 200);
+    let metrics = harness.metrics().await;
+    if !metrics.is_empty() {
+        assert!(
+            metric(
+                &metrics,
+                "ravelin_guard_decisions_total",
+                &["panicky", "panicked"]
+            ) >= 1.0,
+            "{metrics}"
+        );
+        assert!(
+            metric(
+                &metrics,
+                "ravelin_guard_decisions_total",
+                &["panicky", "circuit_open"]
+            ) >= 1.0,
+            "{metrics}"
+        );
+    }
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panicking_module_fails_closed_with_the_configured_response() {
+    let harness = Harness::start(
+        &config(GENEROUS_RATELIMIT),
+        Some(panicking(FailureModeSetting::Closed)),
+    )
+    .await;
+    for _ in 0..50 {
+        let reply = harness.get("/echo").await;
+        assert_eq!(reply.status, 503);
+        assert_eq!(reply.text(), "checks unavailable (e2e)\n");
+    }
+    let health = harness
+        .send(
+            http::Request::get(harness.admin_url("/healthz"))
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(health.status, 200, "the process stays up");
+    // Killing the broken module restores service: the kill path is a tested code path too.
+    assert_eq!(
+        harness.admin_post("/modules/panicky/kill").await.status,
+        200
+    );
+    assert_eq!(harness.get("/echo").await.status, 200);
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_switch_flipped_100_times_under_load() {
+    let harness = Arc::new(Harness::start(&config(GENEROUS_RATELIMIT), None).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (harness, stop) = (Arc::clone(&harness), Arc::clone(&stop));
+        tokio::spawn(async move {
+            support::load(
+                &harness,
+                "/echo",
+                4,
+                1_000_000,
+                Duration::from_secs(60),
+                stop,
+                |reply: &Reply| {
+                    if reply.status != 200 {
+                        return Err(format!("status {}: {}", reply.status, reply.text()));
+                    }
+                    // Whole state, never torn: scored, or skipped because killed; not both, not neither.
+                    let scored = reply.echoed("x-bot-score").len() == 1;
+                    let skipped = reply
+                        .echoed("x-ravelin-skipped")
+                        .iter()
+                        .any(|v| v.contains("botscore"));
+                    if scored == skipped {
+                        return Err(format!("scored={scored} skipped={skipped}"));
+                    }
+                    Ok(())
+                },
+            )
+            .await
+        })
+    };
+    for i in 0..100 {
+        let action = if i % 2 == 0 { "kill" } else { "revive" };
+        let reply = harness
+            .admin_post(&format!("/modules/botscore/{action}"))
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let report = load.await.unwrap();
+    assert!(report.first_errors.is_empty(), "{:?}", report.first_errors);
+    assert_eq!(report.non_2xx(), 0, "{report:?}");
+    assert!(report.total() > 0);
+    let status = harness.status().await;
+    assert_eq!(status["kill_switches"]["botscore"], false, "ended revived");
+    Arc::try_unwrap(harness).ok().unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_down_answers_502() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let text = config(&format!(
+        "{GENEROUS_RATELIMIT}\n[[upstreams]]\nname = \"down\"\nurl = \"http://{dead}\"\nconnect_timeout = \"500ms\"\n"
+    ));
+    let harness = Harness::start(&text, None).await;
+    // BOUND turns a hang into a failure; a refused loopback connect answers at once.
+    let reply = harness.get("/api/time").await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert!(reply.text().contains("could not be reached"));
+    let metrics = harness.metrics().await;
+    if !metrics.is_empty() {
+        assert!(
+            metric(
+                &metrics,
+                "ravelin_proxy_upstream_errors_total",
+                &["down", "kind=\"connect\""]
+            ) >= 1.0,
+            "{metrics}"
+        );
+    }
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_reload_under_load_fails_no_request() {
+    let harness = Arc::new(Harness::start(&config(GENEROUS_RATELIMIT), None).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (harness, stop) = (Arc::clone(&harness), Arc::clone(&stop));
+        tokio::spawn(async move {
+            support::load(
+                &harness,
+                "/echo",
+                4,
+                1_000_000,
+                Duration::from_secs(60),
+                stop,
+                |reply: &Reply| {
+                    if reply.status == 200 {
+                        Ok(())
+                    } else {
+                        Err(format!("status {}: {}", reply.status, reply.text()))
+                    }
+                },
+            )
+            .await
+        })
+    };
+    for i in 0..20u32 {
+        // Each generation changes the modules' policies and limits; even ones are also reloaded
+        // through the admin API, odd ones only by the file watcher.
+        let text = config(&format!(
+            "{GENEROUS_RATELIMIT}\n[botscore]\ntimeout = \"{}ms\"\nforward_reasons = {}\n[cache]\nmax_bytes = {}\n",
+            10 + i,
+            i % 2 == 0,
+            64 * 1024 * 1024 + u64::from(i)
+        ));
+        support::write_atomically(&harness.config_path, text.as_bytes());
+        if i % 2 == 0 {
+            let reply = harness.admin_post("/config/reload").await;
+            assert_eq!(reply.status, 200, "{}", reply.text());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // An invalid file in the middle of it all is refused and changes nothing.
+    support::write_atomically(&harness.config_path, b"[server]\nmax_conections = 1\n");
+    let reply = harness.admin_post("/config/reload").await;
+    assert_eq!(reply.status, 422, "{}", reply.text());
+    assert!(reply.text().contains("max_conections"), "{}", reply.text());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let report = load.await.unwrap();
+    assert!(report.first_errors.is_empty(), "{:?}", report.first_errors);
+    assert_eq!(report.non_2xx(), 0, "{report:?}");
+
+    let status = harness.status().await;
+    let main = &status["configs"][0];
+    assert!(main["generation"].as_u64().unwrap() >= 10, "{main:#}");
+    assert_eq!(main["last_rejection"]["kind"], "parse", "{main:#}");
+    assert_eq!(
+        module(&status, "botscore")["timeout_ms"],
+        29,
+        "the last good config is in force"
+    );
+    Arc::try_unwrap(harness).ok().unwrap().stop().await;
+}
