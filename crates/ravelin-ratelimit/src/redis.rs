@@ -177,7 +177,7 @@ impl RedisStore {
         RedisStoreBuilder::new(Client::open(url.as_ref()))
     }
 
-    /// A builder for a store using an already configured [`redis::Client`](Client).
+    /// A builder for a store using an already configured [`redis::Client`].
     pub fn builder_from_client(client: Client) -> RedisStoreBuilder {
         RedisStoreBuilder::new(Ok(client))
     }
