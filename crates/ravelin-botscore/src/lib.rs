@@ -4,11 +4,22 @@
 mod actions;
 mod features;
 mod guard;
+mod layer;
 mod model;
 mod request;
 mod score;
 mod ua;
 mod verified;
+
+#[cfg(feature = "train")]
+#[cfg_attr(docsrs, doc(cfg(feature = "train")))]
+pub mod dataset;
+#[cfg(feature = "train")]
+#[cfg_attr(docsrs, doc(cfg(feature = "train")))]
+pub mod synth;
+#[cfg(feature = "train")]
+#[cfg_attr(docsrs, doc(cfg(feature = "train")))]
+pub mod train;
 
 pub use actions::{Action, MAX_BODY_BYTES, MAX_ROUTES, Mode, ResponseTemplate, Route};
 pub use features::{FeatureKind, MAX_PARAM_LEN};
@@ -16,14 +27,15 @@ pub use guard::{
     BotDecision, BotGuard, BotGuardBuilder, BuildError, DEFAULT_REASONS_HEADER,
     DEFAULT_SCORE_HEADER, DEFAULT_VERIFIED_HEADER, ForwardHeaders, GUARD_NAME,
 };
+pub use layer::{BotScoreLayer, BotScoring};
 pub use model::{
     BUILTIN_MODEL_JSON, DEFAULT_MAX_FEATURES, DEFAULT_MAX_FILE_BYTES, FeatureRow, Limits,
     MAX_ABS_WEIGHT, MAX_NAME_LEN, Model, ModelError, SCHEMA_VERSION, Thresholds,
 };
 pub use request::{RequestView, TlsFingerprint};
 pub use score::{
-    BotScore, Class, MAX_REASONS, Reason, Reasons, Score, ScoreError, ScoreStatus, Scorer,
-    Unscored,
+    BotScore, Class, MAX_REASONS, Reason, Reasons, STORE_NAME, Score, ScoreError, ScoreStatus,
+    Scorer, Unscored, model_store,
 };
 pub use ua::{BrowserFamily, Os};
 pub use verified::{MAX_RANGES_PER_BOT, MAX_VERIFIED_BOTS, VerifiedBot, VerifiedBots};

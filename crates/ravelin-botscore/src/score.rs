@@ -329,6 +329,33 @@ pub enum ScoreError {
     NonFinite,
 }
 
+/// The name of the model store: in log lines, metric labels and rejection messages.
+pub const STORE_NAME: &str = "botscore";
+
+/// A store for the feature file at `path`: JSON, capped at
+/// [`DEFAULT_MAX_FILE_BYTES`](crate::DEFAULT_MAX_FILE_BYTES), validated as [`Model`], with the
+/// compiled-in model ([`Model::builtin`]) as the default that serves until a valid file arrives.
+/// A missing or invalid file at startup is logged and counted, not fatal. Call
+/// [`Store::watch`] on the result to follow the file.
+///
+/// # Errors
+/// Only if the compiled-in model were unusable (a unit test rules that out) *and* the file is
+/// missing or invalid: then there is nothing to score with, and the caller decides.
+pub fn model_store(path: impl Into<std::path::PathBuf>) -> Result<Store<Model>, ravelin_config::Rejection> {
+    let builder = Store::builder(STORE_NAME)
+        .format(ravelin_config::Format::Json)
+        .max_bytes(crate::DEFAULT_MAX_FILE_BYTES)
+        .file(path);
+    let builder = match Model::builtin() {
+        Ok(model) => builder.default_value(model),
+        Err(error) => {
+            tracing::error!(%error, "the compiled-in bot-score model is unusable; starting without a default");
+            builder
+        }
+    };
+    builder.build()
+}
+
 /// Scores requests with the active model of a hot-reloaded [`Store`] (or a fixed model).
 ///
 /// Reading the model is lock-free ([`Store::current`]); a reload swaps it between two requests.
@@ -351,6 +378,16 @@ impl Scorer {
         Self {
             source: Source::Store(store),
         }
+    }
+
+    /// Scores with the feature file at `path`, through [`model_store`]: hot-reloadable (call
+    /// `scorer.store()` → [`Store::watch`]), last good model kept on a bad file, the compiled-in
+    /// model before any good one.
+    ///
+    /// # Errors
+    /// Only if the compiled-in model were unusable *and* the file is missing or invalid.
+    pub fn from_file(path: impl Into<std::path::PathBuf>) -> Result<Self, ravelin_config::Rejection> {
+        model_store(path).map(Self::from_store)
     }
 
     /// Scores with a fixed model (tests, the CLI).

@@ -207,7 +207,10 @@ impl<'a> UaInfo<'a> {
                         | BrowserFamily::Samsung
                 )
             );
-        info.version_implausible = chrome.or(crios).is_some_and(|v| !chrome_version_plausible(v));
+        // A `Chrome/` token without a number (`Chrome/W.X.Y.Z`) is a template, not a version.
+        info.version_implausible = chrome.or(crios).is_some_and(|v| !chrome_version_plausible(v))
+            || (chrome.is_none() && crios.is_none()
+                && (find(bytes, b"Chrome/").is_some() || find(bytes, b"CriOS/").is_some()));
         info.os_engine_mismatch = (ios
             && (chrome.is_some() || find(bytes, b"AppleWebKit/537.36").is_some()))
             || (!ios && (crios.is_some() || find(bytes, b"FxiOS/").is_some()));
@@ -430,6 +433,8 @@ mod tests {
         assert!(fabricated.version_implausible);
         let blink_on_ios = UaInfo::parse(b"Mozilla/5.0 (iPhone; CPU iPhone OS 11_0 like Mac OS X) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/40.0.7022.1296 Mobile Safari/537.36");
         assert!(blink_on_ios.os_engine_mismatch);
+        let template = UaInfo::parse(b"Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/W.X.Y.Z Mobile Safari/537.36");
+        assert!(template.version_implausible);
         assert!(
             chrome_version_plausible(version_after(b"Chrome/120.0.6099.109", b"Chrome/").unwrap())
         );
