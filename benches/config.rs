@@ -1,6 +1,10 @@
 //! Reading the active snapshot: `ravelin_config::Store::current` beside an `RwLock<Arc<T>>` and a
 //! plain `Arc` clone (the floor: what any shared read costs).
 
+// A benchmark harness, not the data plane: a failed setup must stop the run loudly, and criterion's
+// macros generate undocumented items.
+#![allow(clippy::expect_used, missing_docs)]
+
 use std::sync::{Arc, RwLock};
 
 use criterion::{Criterion, criterion_group, criterion_main};
