@@ -101,8 +101,12 @@ impl ResponseTemplate {
             .ok()
             .filter(|s| s.is_client_error() || s.is_server_error())
             .ok_or_else(|| format!("{what}.status: {} is not a 4xx or 5xx status", self.status))?;
-        let content_type = HeaderValue::from_str(&self.content_type)
-            .map_err(|_| format!("{what}.content_type: {:?} is not a valid header value", self.content_type))?;
+        let content_type = HeaderValue::from_str(&self.content_type).map_err(|_| {
+            format!(
+                "{what}.content_type: {:?} is not a valid header value",
+                self.content_type
+            )
+        })?;
         if self.body.len() > MAX_BODY_BYTES {
             return Err(format!(
                 "{what}.body: {} bytes exceeds the limit of {MAX_BODY_BYTES}",
@@ -268,7 +272,9 @@ impl Route {
             if let Some(v) = value
                 && !(1..=99).contains(&v)
             {
-                return Err(format!("{what}.{field}: {v} is outside the score range 1..=99"));
+                return Err(format!(
+                    "{what}.{field}: {v} is outside the score range 1..=99"
+                ));
             }
         }
         Ok(())
@@ -309,7 +315,10 @@ pub(crate) struct CompiledRoute {
 impl Routes {
     pub(crate) fn compile(mut routes: Vec<Route>, default: Route) -> Result<Routes, String> {
         if routes.len() > MAX_ROUTES {
-            return Err(format!("{} routes exceeds the limit of {MAX_ROUTES}", routes.len()));
+            return Err(format!(
+                "{} routes exceeds the limit of {MAX_ROUTES}",
+                routes.len()
+            ));
         }
         // Stable: among equal prefixes the first configured wins.
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.trim_end_matches('/').len()));
@@ -344,14 +353,21 @@ mod tests {
     use crate::score::{Class, Reasons, Score};
 
     fn scored(n: u8, verified: bool) -> BotScore {
-        let mut s = BotScore::new(Score::new(n).unwrap(), Class::LikelyHuman, 1, Reasons::new());
+        let mut s = BotScore::new(
+            Score::new(n).unwrap(),
+            Class::LikelyHuman,
+            1,
+            Reasons::new(),
+        );
         s.set_verified_bot(verified);
         s
     }
 
     #[test]
     fn thresholds_and_verified_bots() {
-        let route = Route::annotate("/login").challenge_at_or_below(29).block_at_or_below(1);
+        let route = Route::annotate("/login")
+            .challenge_at_or_below(29)
+            .block_at_or_below(1);
         assert_eq!(route.decide(&scored(1, false)), Action::Block);
         assert_eq!(route.decide(&scored(2, false)), Action::Challenge);
         assert_eq!(route.decide(&scored(29, false)), Action::Challenge);
@@ -359,13 +375,19 @@ mod tests {
         assert_eq!(route.decide(&scored(1, true)), Action::Annotate);
         let strict = route.clone().allow_verified_bots(false);
         assert_eq!(strict.decide(&scored(1, true)), Action::Block);
-        assert_eq!(Route::allow("/health").decide(&scored(1, false)), Action::Allow);
+        assert_eq!(
+            Route::allow("/health").decide(&scored(1, false)),
+            Action::Allow
+        );
     }
 
     #[test]
     fn longest_prefix_on_segment_boundaries() {
         let routes = Routes::compile(
-            vec![Route::allow("/api"), Route::annotate("/api/login/").block_at_or_below(5)],
+            vec![
+                Route::allow("/api"),
+                Route::annotate("/api/login/").block_at_or_below(5),
+            ],
             Route::annotate("/"),
         )
         .unwrap();
@@ -379,11 +401,17 @@ mod tests {
 
     #[test]
     fn bad_routes_are_rejected_with_the_field() {
-        let err = Routes::compile(vec![Route::annotate("/x").challenge_at_or_below(0)], Route::default())
-            .unwrap_err();
+        let err = Routes::compile(
+            vec![Route::annotate("/x").challenge_at_or_below(0)],
+            Route::default(),
+        )
+        .unwrap_err();
         assert!(err.contains("challenge_at_or_below"), "{err}");
         let err = Routes::compile(
-            vec![Route::annotate("/x").challenge_response(ResponseTemplate::new(StatusCode::OK, "hi"))],
+            vec![
+                Route::annotate("/x")
+                    .challenge_response(ResponseTemplate::new(StatusCode::OK, "hi")),
+            ],
             Route::default(),
         )
         .unwrap_err();

@@ -6,8 +6,8 @@
 
 use std::fmt;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Version;
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use ravelin_config::Violations;
 use serde_json::{Map, Value};
 
@@ -271,22 +271,20 @@ impl Test {
                 );
             }
         }
-        let p = Params {
-            params,
-            path,
-            kind,
-        };
+        let p = Params { params, path, kind };
         let test = match kind {
             FeatureKind::UaMissing => Some(Test::UaMissing),
             FeatureKind::UaMalformed => Some(Test::UaMalformed),
-            FeatureKind::UaLength => p.range(violations).map(|(min, max)| Test::UaLength { min, max }),
+            FeatureKind::UaLength => p
+                .range(violations)
+                .map(|(min, max)| Test::UaLength { min, max }),
             FeatureKind::UaUrl => Some(Test::UaUrl),
             FeatureKind::UaNoVersion => Some(Test::UaNoVersion),
             FeatureKind::UaToken => p.lower_bytes("token", violations).map(Test::UaToken),
             FeatureKind::UaMozilla => Some(Test::UaMozilla),
-            FeatureKind::UaProducts => {
-                p.range(violations).map(|(min, max)| Test::UaProducts { min, max })
-            }
+            FeatureKind::UaProducts => p
+                .range(violations)
+                .map(|(min, max)| Test::UaProducts { min, max }),
             FeatureKind::UaComment => Some(Test::UaComment),
             FeatureKind::UaBrowser => p.family(violations).map(Test::UaBrowser),
             FeatureKind::UaBrowserVersionBelow => {
@@ -294,11 +292,16 @@ impl Test {
                 let major = p.u64("major", violations).and_then(|m| {
                     let major = u32::try_from(m).ok().filter(|m| *m <= 10_000);
                     if major.is_none() {
-                        violations.push(format!("{path}.params.major"), format!("{m} is not a browser major version (0..=10000)"));
+                        violations.push(
+                            format!("{path}.params.major"),
+                            format!("{m} is not a browser major version (0..=10000)"),
+                        );
                     }
                     major
                 });
-                family.zip(major).map(|(f, m)| Test::UaBrowserVersionBelow(f, m))
+                family
+                    .zip(major)
+                    .map(|(f, m)| Test::UaBrowserVersionBelow(f, m))
             }
             FeatureKind::UaVersionImplausible => Some(Test::UaVersionImplausible),
             FeatureKind::UaOsEngineMismatch => Some(Test::UaOsEngineMismatch),
@@ -328,9 +331,9 @@ impl Test {
                     (a, b) => a.zip(b).map(|(a, b)| Test::HeaderBefore(a, b)),
                 }
             }
-            FeatureKind::HeaderCount => {
-                p.range(violations).map(|(min, max)| Test::HeaderCount { min, max })
-            }
+            FeatureKind::HeaderCount => p
+                .range(violations)
+                .map(|(min, max)| Test::HeaderCount { min, max }),
             FeatureKind::ChromiumWithoutClientHints => Some(Test::ChromiumWithoutClientHints),
             FeatureKind::BrowserWithoutFetchMetadata => Some(Test::BrowserWithoutFetchMetadata),
             FeatureKind::ClientHintsMismatch => Some(Test::ClientHintsMismatch),
@@ -348,7 +351,9 @@ impl Test {
                     if parsed.is_none() {
                         violations.push(
                             format!("{path}.params.version"),
-                            format!("{v:?} is not one of HTTP/0.9, HTTP/1.0, HTTP/1.1, HTTP/2, HTTP/3"),
+                            format!(
+                                "{v:?} is not one of HTTP/0.9, HTTP/1.0, HTTP/1.1, HTTP/2, HTTP/3"
+                            ),
                         );
                     }
                     parsed.map(Test::HttpVersion)
@@ -420,14 +425,17 @@ impl Test {
             Test::UaOsEngineMismatch => ua.os_engine_mismatch,
             Test::HeadersUnknown => cx.headers.is_none(),
             Test::HeaderPresent(name) => cx.headers.is_some_and(|h| h.contains_key(name)),
-            Test::HeaderContains(name, value) => first_value(cx.headers, name)
-                .is_some_and(|v| contains_ci(v.as_bytes(), value)),
+            Test::HeaderContains(name, value) => {
+                first_value(cx.headers, name).is_some_and(|v| contains_ci(v.as_bytes(), value))
+            }
             Test::HeaderEquals(name, value) => first_value(cx.headers, name)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(value)),
-            Test::HeaderBefore(first, second) => cx.headers.is_some_and(|h| before(h, first, second)),
-            Test::HeaderCount { min, max } => {
-                cx.headers.is_some_and(|h| in_range(h.keys_len() as u64, *min, *max))
+            Test::HeaderBefore(first, second) => {
+                cx.headers.is_some_and(|h| before(h, first, second))
             }
+            Test::HeaderCount { min, max } => cx
+                .headers
+                .is_some_and(|h| in_range(h.keys_len() as u64, *min, *max)),
             Test::ChromiumWithoutClientHints => {
                 cx.headers.is_some()
                     && ua.chromium
@@ -435,7 +443,8 @@ impl Test {
                     && !cx.hints.present
             }
             Test::BrowserWithoutFetchMetadata => {
-                cx.headers.is_some_and(|h| !h.contains_key(SEC_FETCH_MODE)) && sends_fetch_metadata(ua)
+                cx.headers.is_some_and(|h| !h.contains_key(SEC_FETCH_MODE))
+                    && sends_fetch_metadata(ua)
             }
             Test::ClientHintsMismatch => cx.headers.is_some() && cx.hints.contradict(ua),
             Test::HttpVersion(version) => cx.headers.is_some() && cx.version == *version,
@@ -504,11 +513,13 @@ impl<'a> ClientHints<'a> {
             let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
             std::str::from_utf8(rest.get(..digits)?).ok()?.parse().ok()
         });
-        let mobile = headers.get(SEC_CH_UA_MOBILE).and_then(|v| match v.as_bytes() {
-            b"?1" => Some(true),
-            b"?0" => Some(false),
-            _ => None,
-        });
+        let mobile = headers
+            .get(SEC_CH_UA_MOBILE)
+            .and_then(|v| match v.as_bytes() {
+                b"?1" => Some(true),
+                b"?0" => Some(false),
+                _ => None,
+            });
         let platform = headers.get(SEC_CH_UA_PLATFORM).map(|v| {
             let b = v.as_bytes();
             b.strip_prefix(b"\"")
@@ -554,9 +565,12 @@ fn sends_fetch_metadata(ua: &UaInfo<'_>) -> bool {
         return ua.family.is_some() && ios >= 17;
     }
     match ua.family {
-        Some(BrowserFamily::Chrome | BrowserFamily::Edge | BrowserFamily::Opera | BrowserFamily::Samsung) => {
-            ua.chromium && ua.chrome_major.is_some_and(|m| m >= 80)
-        }
+        Some(
+            BrowserFamily::Chrome
+            | BrowserFamily::Edge
+            | BrowserFamily::Opera
+            | BrowserFamily::Samsung,
+        ) => ua.chromium && ua.chrome_major.is_some_and(|m| m >= 80),
         Some(BrowserFamily::Firefox) => ua.major.is_some_and(|m| m >= 90),
         Some(BrowserFamily::Safari) => ua.major.is_some_and(|m| m >= 17),
         None => false,
@@ -598,14 +612,23 @@ impl<'p> Params<'p> {
         let field = format!("{}.params.{key}", self.path);
         match self.params.get(key) {
             None => {
-                violations.push(field, format!("kind {} requires parameter {key:?}", self.kind));
+                violations.push(
+                    field,
+                    format!("kind {} requires parameter {key:?}", self.kind),
+                );
                 None
             }
             Some(Value::String(s)) => {
-                if s.is_empty() || s.len() > MAX_PARAM_LEN || !s.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+                if s.is_empty()
+                    || s.len() > MAX_PARAM_LEN
+                    || !s.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+                {
                     violations.push(
                         field,
-                        format!("must be 1..={MAX_PARAM_LEN} bytes of printable ASCII, got {} bytes", s.len()),
+                        format!(
+                            "must be 1..={MAX_PARAM_LEN} bytes of printable ASCII, got {} bytes",
+                            s.len()
+                        ),
                     );
                     None
                 } else {
@@ -655,7 +678,10 @@ impl<'p> Params<'p> {
         let field = format!("{}.params.{key}", self.path);
         match self.params.get(key) {
             None => {
-                violations.push(field, format!("kind {} requires parameter {key:?}", self.kind));
+                violations.push(
+                    field,
+                    format!("kind {} requires parameter {key:?}", self.kind),
+                );
                 None
             }
             Some(v) => {
@@ -683,7 +709,10 @@ impl<'p> Params<'p> {
         let field = format!("{}.params", self.path);
         match (min, max) {
             (None, None) => {
-                violations.push(field, format!("kind {} requires \"min\", \"max\" or both", self.kind));
+                violations.push(
+                    field,
+                    format!("kind {} requires \"min\", \"max\" or both", self.kind),
+                );
                 None
             }
             (min, max) => {
@@ -707,5 +736,315 @@ fn type_name(value: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{FeatureRow, Model, Thresholds};
+    use proptest::prelude::*;
+
+    fn compile(kind: FeatureKind, params: serde_json::Value) -> Test {
+        let mut v = Violations::new();
+        let map = params.as_object().cloned().unwrap_or_default();
+        let test = Test::compile(kind, &map, "features[0]", &mut v);
+        assert!(v.is_empty(), "{v}");
+        test.unwrap()
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (n, v) in pairs {
+            map.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        map
+    }
+
+    fn fires(test: &Test, version: Version, pairs: &[(&str, &str)]) -> bool {
+        let map = headers(pairs);
+        test.fires(&Context::new(&RequestView::new(version, &map)))
+    }
+
+    const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36";
+
+    #[test]
+    fn every_kind_name_round_trips() {
+        for kind in FeatureKind::ALL {
+            assert_eq!(FeatureKind::from_name(kind.as_str()), Some(kind));
+        }
+        assert_eq!(FeatureKind::from_name("nope"), None);
+    }
+
+    #[test]
+    fn header_kinds() {
+        let present = compile(
+            FeatureKind::HeaderPresent,
+            serde_json::json!({"header": "Accept"}),
+        );
+        assert!(fires(&present, Version::HTTP_11, &[("accept", "*/*")]));
+        assert!(!fires(&present, Version::HTTP_11, &[]));
+        let equals = compile(
+            FeatureKind::HeaderEquals,
+            serde_json::json!({"header": "accept", "value": "*/*"}),
+        );
+        assert!(fires(&equals, Version::HTTP_11, &[("accept", "*/*")]));
+        assert!(!fires(
+            &equals,
+            Version::HTTP_11,
+            &[("accept", "text/html, */*")]
+        ));
+        let contains = compile(
+            FeatureKind::HeaderContains,
+            serde_json::json!({"header": "accept-encoding", "value": "BR"}),
+        );
+        assert!(fires(
+            &contains,
+            Version::HTTP_2,
+            &[("accept-encoding", "gzip, br")]
+        ));
+        let before = compile(
+            FeatureKind::HeaderBefore,
+            serde_json::json!({"first": "user-agent", "second": "accept"}),
+        );
+        assert!(fires(
+            &before,
+            Version::HTTP_11,
+            &[("user-agent", "x"), ("accept", "*/*")]
+        ));
+        assert!(!fires(
+            &before,
+            Version::HTTP_11,
+            &[("accept", "*/*"), ("user-agent", "x")]
+        ));
+        assert!(!fires(&before, Version::HTTP_11, &[("user-agent", "x")]));
+        let count = compile(FeatureKind::HeaderCount, serde_json::json!({"max": 2}));
+        assert!(
+            fires(&count, Version::HTTP_11, &[("a", "1"), ("a", "2")]),
+            "counts names, not fields"
+        );
+        let version = compile(
+            FeatureKind::HttpVersion,
+            serde_json::json!({"version": "HTTP/2"}),
+        );
+        assert!(fires(&version, Version::HTTP_2, &[]));
+        assert!(!fires(&version, Version::HTTP_11, &[]));
+    }
+
+    #[test]
+    fn consistency_kinds() {
+        let no_hints = Test::ChromiumWithoutClientHints;
+        assert!(fires(&no_hints, Version::HTTP_2, &[("user-agent", CHROME)]));
+        let hinted = [
+            (
+                "sec-ch-ua",
+                "\"Chromium\";v=\"130\", \"Google Chrome\";v=\"130\", \"Not?A_Brand\";v=\"99\"",
+            ),
+            ("sec-ch-ua-mobile", "?0"),
+            ("sec-ch-ua-platform", "\"Windows\""),
+            ("user-agent", CHROME),
+            ("sec-fetch-mode", "navigate"),
+        ];
+        assert!(!fires(&no_hints, Version::HTTP_2, &hinted));
+        assert!(!fires(&Test::ClientHintsMismatch, Version::HTTP_2, &hinted));
+        assert!(!fires(
+            &Test::BrowserWithoutFetchMetadata,
+            Version::HTTP_2,
+            &hinted
+        ));
+
+        let mut wrong_platform = hinted;
+        wrong_platform[2] = ("sec-ch-ua-platform", "\"Linux\"");
+        assert!(fires(
+            &Test::ClientHintsMismatch,
+            Version::HTTP_2,
+            &wrong_platform
+        ));
+        let mut wrong_version = hinted;
+        wrong_version[0] = (
+            "sec-ch-ua",
+            "\"Chromium\";v=\"120\", \"HeadlessChrome\";v=\"120\"",
+        );
+        assert!(fires(
+            &Test::ClientHintsMismatch,
+            Version::HTTP_2,
+            &wrong_version
+        ));
+        let mut mobile = hinted;
+        mobile[1] = ("sec-ch-ua-mobile", "?1");
+        assert!(fires(&Test::ClientHintsMismatch, Version::HTTP_2, &mobile));
+        let firefox_with_hints = [
+            (
+                "user-agent",
+                "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+            ),
+            ("sec-ch-ua", "\"Chromium\";v=\"128\""),
+        ];
+        assert!(fires(
+            &Test::ClientHintsMismatch,
+            Version::HTTP_2,
+            &firefox_with_hints
+        ));
+        assert!(fires(
+            &Test::BrowserWithoutFetchMetadata,
+            Version::HTTP_2,
+            &[("user-agent", CHROME)]
+        ));
+        // Old iOS Safari has no fetch metadata: not a mismatch.
+        let old_ios = "Mozilla/5.0 (iPhone; CPU iPhone OS 15_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/15.0 Mobile/15E148 Safari/604.1";
+        assert!(!fires(
+            &Test::BrowserWithoutFetchMetadata,
+            Version::HTTP_2,
+            &[("user-agent", old_ios)]
+        ));
+    }
+
+    #[test]
+    fn ua_only_records_skip_header_kinds_and_fire_headers_unknown() {
+        let model = Model::new(
+            1,
+            0.0,
+            Thresholds::default(),
+            vec![
+                FeatureRow::new("unknown", FeatureKind::HeadersUnknown).weight(1.0),
+                FeatureRow::new("no_accept", FeatureKind::HeaderCount)
+                    .param("max", 1)
+                    .weight(-5.0),
+                FeatureRow::new("no_hints", FeatureKind::ChromiumWithoutClientHints).weight(-5.0),
+            ],
+        )
+        .prepared()
+        .unwrap();
+        let s = model
+            .score(&RequestView::user_agent_only(Some(CHROME)))
+            .unwrap();
+        assert_eq!(
+            s.reasons().iter().map(|r| r.feature()).collect::<Vec<_>>(),
+            vec!["unknown"]
+        );
+        let empty = HeaderMap::new();
+        let s = model
+            .score(&RequestView::new(Version::HTTP_11, &empty))
+            .unwrap();
+        assert_eq!(s.reasons().len(), 1, "no UA: only the count fires");
+    }
+
+    #[test]
+    fn ja4_kinds() {
+        let mut ext = http::Extensions::new();
+        ext.insert(crate::TlsFingerprint::ja4(
+            "t13d1516h2_8daaf6152771_02713d6af862",
+        ));
+        let map = HeaderMap::new();
+        let method = http::Method::GET;
+        let uri = http::Uri::from_static("/");
+        let head = ravelin_failsafe::RequestHead {
+            method: &method,
+            uri: &uri,
+            version: Version::HTTP_2,
+            headers: &map,
+            extensions: &ext,
+            peer: None,
+        };
+        let cx = Context::new(&RequestView::from_head(&head, None));
+        assert!(Test::Ja4Present.fires(&cx));
+        assert!(compile(FeatureKind::Ja4Alpn, serde_json::json!({"alpn": "h2"})).fires(&cx));
+        assert!(
+            compile(
+                FeatureKind::Ja4Prefix,
+                serde_json::json!({"prefix": "t13d"})
+            )
+            .fires(&cx)
+        );
+        assert!(!compile(FeatureKind::Ja4Alpn, serde_json::json!({"alpn": "h1"})).fires(&cx));
+    }
+
+    /// A model with every kind, padded to the default limit: the bench's `max_features` model.
+    pub(crate) fn every_kind_model() -> Model {
+        crate::model::max_features_model()
+    }
+
+    fn arb_headers() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
+        let names = prop::sample::select(vec![
+            "user-agent",
+            "accept",
+            "accept-language",
+            "accept-encoding",
+            "sec-ch-ua",
+            "sec-ch-ua-mobile",
+            "sec-ch-ua-platform",
+            "sec-fetch-mode",
+            "sec-fetch-site",
+            "host",
+            "connection",
+            "x-random",
+        ])
+        .prop_map(str::to_owned);
+        let name = prop_oneof![names, "[a-z][a-z0-9-]{0,20}"];
+        let value = prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..300),
+            Just(CHROME.as_bytes().to_vec()),
+            Just(b"\"Chromium\";v=\"130\", \"Google Chrome\";v=\"1".to_vec()),
+        ];
+        proptest::collection::vec((name, value), 0..24)
+    }
+
+    fn to_map(pairs: &[(String, Vec<u8>)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (n, v) in pairs {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(n.as_bytes()),
+                HeaderValue::from_bytes(v),
+            ) {
+                map.append(n, v);
+            }
+        }
+        map
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_headers_never_panic_and_score_in_range(pairs in arb_headers(), v in 0u8..5) {
+            let version = [Version::HTTP_09, Version::HTTP_10, Version::HTTP_11, Version::HTTP_2, Version::HTTP_3][usize::from(v)];
+            let map = to_map(&pairs);
+            for model in [Model::builtin().unwrap(), every_kind_model()] {
+                let view = RequestView::new(version, &map).with_ja4(Some("t13d1516h2_x"));
+                let a = model.score(&view).unwrap();
+                let b = model.score(&view).unwrap();
+                prop_assert!((1..=99).contains(&a.score().get()));
+                prop_assert_eq!(&a, &b, "deterministic");
+                prop_assert!(a.reasons().len() <= crate::MAX_REASONS);
+            }
+        }
+
+        #[test]
+        fn arbitrary_user_agents_score_in_range(ua in proptest::collection::vec(any::<u8>(), 0..1500)) {
+            let ua = String::from_utf8_lossy(&ua).into_owned();
+            let model = Model::builtin().unwrap();
+            let s = model.score(&RequestView::user_agent_only(Some(&ua))).unwrap();
+            prop_assert!((1..=99).contains(&s.score().get()));
+        }
+
+        #[test]
+        fn header_before_matches_reference(order in proptest::collection::vec(0usize..5, 0..8)) {
+            let names = ["a", "b", "c", "d", "e"];
+            let pairs: Vec<(String, Vec<u8>)> = order.iter().map(|i| (names[*i].to_owned(), b"v".to_vec())).collect();
+            let map = to_map(&pairs);
+            let keys: Vec<&str> = map.keys().map(|k| k.as_str()).collect();
+            for first in names {
+                for second in names {
+                    if first == second { continue; }
+                    let reference = match (keys.iter().position(|k| *k == first), keys.iter().position(|k| *k == second)) {
+                        (Some(a), Some(b)) => a < b,
+                        _ => false,
+                    };
+                    let got = before(&map, &HeaderName::from_static(first), &HeaderName::from_static(second));
+                    prop_assert_eq!(got, reference);
+                }
+            }
+        }
     }
 }

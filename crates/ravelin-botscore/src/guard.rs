@@ -148,7 +148,8 @@ impl BotGuard {
         &self,
         head: &RequestHead<'_>,
     ) -> Result<(BotScore, BotDecision), crate::ScoreError> {
-        self.decide(head).map(|(score, decision, _)| (score, decision))
+        self.decide(head)
+            .map(|(score, decision, _)| (score, decision))
     }
 
     fn decide(
@@ -181,8 +182,12 @@ impl BotGuard {
         }
         if !decision.shadow {
             match (decision.action, route) {
-                (Action::Challenge, Some(route)) => return Ok(Verdict::Respond(route.challenge.to_response())),
-                (Action::Block, Some(route)) => return Ok(Verdict::Respond(route.block.to_response())),
+                (Action::Challenge, Some(route)) => {
+                    return Ok(Verdict::Respond(route.challenge.to_response()));
+                }
+                (Action::Block, Some(route)) => {
+                    return Ok(Verdict::Respond(route.block.to_response()));
+                }
                 _ => {}
             }
         } else if matches!(decision.action, Action::Challenge | Action::Block)

@@ -31,6 +31,7 @@ pub use layer::{BotScoreLayer, BotScoring};
 pub use model::{
     BUILTIN_MODEL_JSON, DEFAULT_MAX_FEATURES, DEFAULT_MAX_FILE_BYTES, FeatureRow, Limits,
     MAX_ABS_WEIGHT, MAX_NAME_LEN, Model, ModelError, SCHEMA_VERSION, Thresholds,
+    max_features_model,
 };
 pub use request::{RequestView, TlsFingerprint};
 pub use score::{

@@ -160,7 +160,12 @@ pub enum ModelError {
 impl Model {
     /// A model from its parts, not yet validated; call [`prepared`](Model::prepared) before
     /// scoring.
-    pub fn new(model_version: u64, bias: f64, thresholds: Thresholds, features: Vec<FeatureRow>) -> Self {
+    pub fn new(
+        model_version: u64,
+        bias: f64,
+        thresholds: Thresholds,
+        features: Vec<FeatureRow>,
+    ) -> Self {
         Self {
             schema_version: SCHEMA_VERSION,
             model_version,
@@ -249,7 +254,12 @@ impl Model {
                 "the model has no features: it would give every request the same score",
             );
         }
-        if !v.check_count("features", "features", self.features.len(), limits.max_features) {
+        if !v.check_count(
+            "features",
+            "features",
+            self.features.len(),
+            limits.max_features,
+        ) {
             return v.into_result();
         }
         let mut seen: HashMap<&str, usize> = HashMap::with_capacity(self.features.len());
@@ -292,7 +302,8 @@ impl Model {
             let Some(kind) = FeatureKind::from_name(&row.kind) else {
                 continue;
             };
-            let Some(test) = Test::compile(kind, &row.params, &format!("features[{i}]"), &mut scratch)
+            let Some(test) =
+                Test::compile(kind, &row.params, &format!("features[{i}]"), &mut scratch)
             else {
                 continue;
             };
@@ -386,7 +397,11 @@ impl Model {
     ///
     /// # Errors
     /// [`ScoreError::NotPrepared`] for an unprepared model.
-    pub fn feature_values(&self, view: &RequestView<'_>, out: &mut Vec<f64>) -> Result<(), ScoreError> {
+    pub fn feature_values(
+        &self,
+        view: &RequestView<'_>,
+        out: &mut Vec<f64>,
+    ) -> Result<(), ScoreError> {
         let compiled = self.compiled.as_deref().ok_or(ScoreError::NotPrepared)?;
         let cx = Context::new(view);
         out.clear();
@@ -475,4 +490,413 @@ fn truncate(s: &str) -> &str {
         end = end.saturating_sub(1);
     }
     s.get(..end).unwrap_or_default()
+}
+
+/// A valid model using every feature kind, padded with `ua_token` rows to exactly
+/// [`DEFAULT_MAX_FEATURES`]: the worst case the limit allows (benches, tests).
+#[doc(hidden)]
+pub fn max_features_model() -> Model {
+    use FeatureKind as K;
+    let mut rows = vec![
+        FeatureRow::new("k_ua_missing", K::UaMissing),
+        FeatureRow::new("k_ua_malformed", K::UaMalformed),
+        FeatureRow::new("k_ua_length", K::UaLength)
+            .param("min", 10)
+            .param("max", 100),
+        FeatureRow::new("k_ua_url", K::UaUrl),
+        FeatureRow::new("k_ua_no_version", K::UaNoVersion),
+        FeatureRow::new("k_ua_token", K::UaToken).param("token", "bot"),
+        FeatureRow::new("k_ua_mozilla", K::UaMozilla),
+        FeatureRow::new("k_ua_products", K::UaProducts).param("min", 2),
+        FeatureRow::new("k_ua_comment", K::UaComment),
+        FeatureRow::new("k_ua_browser", K::UaBrowser).param("family", "chrome"),
+        FeatureRow::new("k_ua_below", K::UaBrowserVersionBelow)
+            .param("family", "chrome")
+            .param("major", 100),
+        FeatureRow::new("k_ua_implausible", K::UaVersionImplausible),
+        FeatureRow::new("k_ua_engine", K::UaOsEngineMismatch),
+        FeatureRow::new("k_headers_unknown", K::HeadersUnknown),
+        FeatureRow::new("k_present", K::HeaderPresent).param("header", "accept"),
+        FeatureRow::new("k_contains", K::HeaderContains)
+            .param("header", "accept")
+            .param("value", "html"),
+        FeatureRow::new("k_equals", K::HeaderEquals)
+            .param("header", "accept")
+            .param("value", "*/*"),
+        FeatureRow::new("k_before", K::HeaderBefore)
+            .param("first", "user-agent")
+            .param("second", "accept"),
+        FeatureRow::new("k_count", K::HeaderCount).param("min", 8),
+        FeatureRow::new("k_no_hints", K::ChromiumWithoutClientHints),
+        FeatureRow::new("k_no_fetch", K::BrowserWithoutFetchMetadata),
+        FeatureRow::new("k_mismatch", K::ClientHintsMismatch),
+        FeatureRow::new("k_version", K::HttpVersion).param("version", "HTTP/1.1"),
+        FeatureRow::new("k_ja4", K::Ja4Present),
+        FeatureRow::new("k_ja4_prefix", K::Ja4Prefix).param("prefix", "t13d"),
+        FeatureRow::new("k_ja4_alpn", K::Ja4Alpn).param("alpn", "h2"),
+    ];
+    let mut i = 0usize;
+    while rows.len() < DEFAULT_MAX_FEATURES {
+        // Alternate cheap and costly kinds so the padding is not all one code path.
+        let row = match i % 4 {
+            0 => FeatureRow::new(format!("pad_token_{i}"), K::UaToken)
+                .param("token", format!("token{i}")),
+            1 => FeatureRow::new(format!("pad_header_{i}"), K::HeaderPresent)
+                .param("header", format!("x-pad-{i}")),
+            2 => FeatureRow::new(format!("pad_before_{i}"), K::HeaderBefore)
+                .param("first", format!("x-pad-{i}"))
+                .param("second", "accept"),
+            _ => FeatureRow::new(format!("pad_contains_{i}"), K::HeaderContains)
+                .param("header", "accept")
+                .param("value", format!("type/{i}")),
+        };
+        rows.push(row.weight(0.01));
+        i = i.saturating_add(1);
+    }
+    Model {
+        schema_version: SCHEMA_VERSION,
+        model_version: 1,
+        description: Some("every kind, padded to the feature limit".into()),
+        bias: 0.0,
+        thresholds: Thresholds::default(),
+        features: rows,
+        compiled: None,
+    }
+    .prepared()
+    .unwrap_or_else(|_| Model::new(0, 0.0, Thresholds::default(), Vec::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ravelin_config::{Format, Rejection, Store};
+    use serde_json::json;
+
+    fn row(i: usize) -> Value {
+        json!({ "name": format!("token_{i}"), "kind": "ua_token", "params": { "token": format!("tok{i}") }, "weight": -0.5 })
+    }
+
+    /// A valid file with `n` features and `model_version`.
+    fn file(n: usize, model_version: u64) -> Value {
+        json!({
+            "schema_version": 1,
+            "model_version": model_version,
+            "bias": 1.0,
+            "thresholds": { "automated": 1, "likely_automated": 29 },
+            "features": (0..n).map(row).collect::<Vec<_>>(),
+        })
+    }
+
+    fn bytes(v: &Value) -> Vec<u8> {
+        serde_json::to_vec_pretty(v).unwrap()
+    }
+
+    fn store_with(first: &Value) -> Store<Model> {
+        Store::builder("botscore")
+            .format(Format::Json)
+            .max_bytes(DEFAULT_MAX_FILE_BYTES)
+            .initial_bytes(bytes(first), "test")
+            .default_value(Model::builtin().unwrap())
+            .build()
+            .unwrap()
+    }
+
+    fn invalid(v: &Value) -> String {
+        let model: Model = serde_json::from_value(v.clone()).unwrap();
+        model.check(&Limits::default()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn builtin_model_is_valid_and_small() {
+        let model = Model::builtin().unwrap();
+        assert!(model.is_prepared());
+        assert!(model.features().len() <= DEFAULT_MAX_FEATURES / 2);
+        assert!(BUILTIN_MODEL_JSON.len() as u64 <= DEFAULT_MAX_FILE_BYTES);
+    }
+
+    #[test]
+    fn incident_2025_11_18_duplicated_feature_rows_are_rejected() {
+        // A valid generated file with 150 features, then the same file with every row emitted
+        // twice, as the query that lost its database filter produced: 300 rows, past the limit.
+        let good = file(150, 1);
+        let store = store_with(&good);
+        assert_eq!(store.current().model_version(), 1);
+        let mut doubled = file(150, 2);
+        let rows = doubled["features"].as_array().unwrap().clone();
+        doubled["features"].as_array_mut().unwrap().extend(rows);
+
+        let rejection = store.submit(&bytes(&doubled), "generator").unwrap_err();
+        let message = rejection.to_string();
+        assert!(
+            matches!(rejection, Rejection::Invalid { .. }),
+            "{rejection:?}"
+        );
+        assert!(message.contains("300"), "names the count: {message}");
+        assert!(message.contains("256"), "names the limit: {message}");
+        // The previous model keeps serving, and scoring still works.
+        let active = store.current();
+        assert_eq!(active.model_version(), 1);
+        assert_eq!(active.features().len(), 150);
+        assert!(
+            active
+                .score(&RequestView::user_agent_only(Some("tok3/1.0")))
+                .is_ok()
+        );
+        // The next good generation installs.
+        store.submit(&bytes(&file(150, 3)), "generator").unwrap();
+        assert_eq!(store.current().model_version(), 3);
+    }
+
+    #[test]
+    fn duplicates_under_the_limit_are_rejected_naming_name_and_index() {
+        // The shipped model doubled stays under 256 rows: the duplicate names catch it.
+        let mut doubled: Value = serde_json::from_str(BUILTIN_MODEL_JSON).unwrap();
+        let rows = doubled["features"].as_array().unwrap().clone();
+        let n = rows.len();
+        doubled["features"].as_array_mut().unwrap().extend(rows);
+        let message = invalid(&doubled);
+        let first = doubled["features"][0]["name"].as_str().unwrap().to_owned();
+        assert!(
+            message.contains(&format!("features[{n}].name: duplicate feature name \"{first}\" (first defined at features[0])")),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn count_limit_is_configurable_and_exact() {
+        let model: Model = serde_json::from_value(file(256, 1)).unwrap();
+        assert!(model.check(&Limits::default()).is_ok());
+        let model: Model = serde_json::from_value(file(257, 1)).unwrap();
+        let err = model.check(&Limits::default()).unwrap_err().to_string();
+        assert_eq!(err, "features: 257 features exceeds limit 256");
+        let model: Model = serde_json::from_value(file(10, 1)).unwrap();
+        assert!(model.check(&Limits { max_features: 9 }).is_err());
+    }
+
+    #[test]
+    fn non_finite_and_out_of_range_weights_are_rejected() {
+        let mut model: Model = serde_json::from_value(file(3, 1)).unwrap();
+        model.features[1].weight = f64::NAN;
+        model.features[2].weight = f64::INFINITY;
+        model.bias = f64::NEG_INFINITY;
+        let err = model.check(&Limits::default()).unwrap_err().to_string();
+        assert!(
+            err.contains("features[1].weight: value NaN is not finite"),
+            "{err}"
+        );
+        assert!(
+            err.contains("features[2].weight: value inf is not finite"),
+            "{err}"
+        );
+        assert!(err.contains("bias: value -inf is not finite"), "{err}");
+        let mut model: Model = serde_json::from_value(file(3, 1)).unwrap();
+        model.features[0].weight = 1e6;
+        assert!(
+            model
+                .check(&Limits::default())
+                .unwrap_err()
+                .to_string()
+                .contains("features[0].weight")
+        );
+        // JSON cannot spell NaN; an out-of-range literal is a parse error, also rejected.
+        let store = store_with(&file(3, 1));
+        let text = String::from_utf8(bytes(&file(3, 2)))
+            .unwrap()
+            .replacen("-0.5", "1e999", 1);
+        assert!(matches!(
+            store.submit(text.as_bytes(), "t"),
+            Err(Rejection::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn unknown_kind_lists_the_known_ones() {
+        let mut v = file(2, 1);
+        v["features"][1]["kind"] = json!("ua_regex");
+        let err = invalid(&v);
+        assert!(
+            err.contains(
+                "features[1].kind: unknown feature kind \"ua_regex\"; known kinds: ua_missing"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_params_are_rejected_per_field() {
+        let mut v = file(5, 1);
+        v["features"][0]["params"] = json!({});
+        v["features"][1]["params"] = json!({ "token": "x", "extra": 1 });
+        v["features"][2] = json!({ "name": "h", "kind": "header_present", "params": { "header": "bad header" }, "weight": 1.0 });
+        v["features"][3] = json!({ "name": "len", "kind": "ua_length", "params": { "min": 9, "max": 3 }, "weight": 1.0 });
+        v["features"][4] = json!({ "name": "v", "kind": "http_version", "params": { "version": "HTTP/4" }, "weight": 1.0 });
+        let err = invalid(&v);
+        for needle in [
+            "features[0].params.token: kind ua_token requires parameter \"token\"",
+            "features[1].params.extra: unknown parameter",
+            "features[2].params.header: \"bad header\" is not a valid header name",
+            "features[3].params: min 9 must be less than max 3",
+            "features[4].params.version",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in {err}");
+        }
+    }
+
+    #[test]
+    fn schema_version_thresholds_names_and_empty_features() {
+        let mut v = file(1, 1);
+        v["schema_version"] = json!(2);
+        assert!(
+            invalid(&v).contains("unsupported schema version 2; this build reads schema version 1")
+        );
+        let mut v = file(1, 1);
+        v["thresholds"] = json!({ "automated": 40, "likely_automated": 29 });
+        assert!(invalid(&v).contains("thresholds"));
+        let mut v = file(1, 1);
+        v["features"][0]["name"] = json!("has space");
+        assert!(invalid(&v).contains("features[0].name"));
+        let v = file(0, 1);
+        assert!(invalid(&v).contains("no features"));
+    }
+
+    #[test]
+    fn unknown_fields_are_parse_errors() {
+        let mut v = file(1, 1);
+        v["featurez"] = json!([]);
+        assert!(serde_json::from_value::<Model>(v).is_err());
+    }
+
+    #[test]
+    fn store_rejections_keep_the_last_good_model() {
+        let store = store_with(&file(5, 10));
+        let good = bytes(&file(5, 11));
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("empty", Vec::new()),
+            ("whitespace", b"  \n".to_vec()),
+            ("truncated", good[..good.len() / 2].to_vec()),
+            ("oversize", vec![b' '; DEFAULT_MAX_FILE_BYTES as usize + 1]),
+            ("stale", bytes(&file(5, 9))),
+            ("same version other content", bytes(&file(6, 10))),
+            ("not json", b"\x00\xff garbage".to_vec()),
+        ];
+        for (what, candidate) in cases {
+            let rejection = store.submit(&candidate, what).unwrap_err();
+            let expected = match what {
+                "empty" | "whitespace" => "empty",
+                "truncated" | "not json" => "parse",
+                "oversize" => "too_large",
+                _ => "stale",
+            };
+            assert_eq!(rejection.kind(), expected, "{what}: {rejection}");
+            assert_eq!(
+                store.current().model_version(),
+                10,
+                "{what} replaced the model"
+            );
+        }
+        store.submit(&good, "good").unwrap();
+        assert_eq!(store.current().model_version(), 11);
+    }
+
+    #[test]
+    fn before_any_valid_file_the_builtin_model_serves() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing.json");
+        let store = crate::model_store(&path).unwrap();
+        assert!(store.current().meta().is_default());
+        assert_eq!(
+            store.current().model_version(),
+            Model::builtin().unwrap().model_version()
+        );
+        assert!(store.current().is_prepared());
+        std::fs::write(&path, b"{ truncated").unwrap();
+        assert!(store.reload().is_err());
+        assert!(store.current().meta().is_default());
+        // Any valid file replaces the default, whatever its version.
+        std::fs::write(&path, bytes(&file(4, 0))).unwrap();
+        store.reload().unwrap();
+        assert_eq!(store.current().features().len(), 4);
+    }
+
+    #[test]
+    fn unprepared_models_refuse_to_score() {
+        let model: Model = serde_json::from_value(file(3, 1)).unwrap();
+        assert_eq!(
+            model.score(&RequestView::user_agent_only(Some("x"))),
+            Err(ScoreError::NotPrepared)
+        );
+        let model = model.prepared().unwrap();
+        assert!(
+            model
+                .score(&RequestView::user_agent_only(Some("x")))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn max_features_model_is_at_the_limit_and_covers_every_kind() {
+        let model = max_features_model();
+        assert!(model.is_prepared());
+        assert_eq!(model.features().len(), DEFAULT_MAX_FEATURES);
+        for kind in FeatureKind::ALL {
+            assert!(
+                model.features().iter().any(|r| r.kind == kind.as_str()),
+                "{kind} missing"
+            );
+        }
+    }
+
+    #[test]
+    fn serialisation_round_trips() {
+        let model = Model::builtin().unwrap();
+        let again = Model::from_json(model.to_json().unwrap().as_bytes()).unwrap();
+        assert_eq!(again.features(), model.features());
+        assert_eq!(again.bias(), model.bias());
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn arbitrary_bytes_never_panic_or_install(data in proptest::collection::vec(any::<u8>(), 0..2048)) {
+                let store = store_with(&file(3, 5));
+                let _ = store.submit(&data, "fuzz");
+                prop_assert_eq!(store.current().model_version(), 5);
+                prop_assert_eq!(store.current().features().len(), 3);
+            }
+
+            #[test]
+            fn truncations_of_a_valid_file_never_install(cut in 0usize..1000) {
+                let store = store_with(&file(3, 5));
+                let full = bytes(&file(8, 6));
+                let cut = cut % full.len();
+                prop_assert!(store.submit(&full[..cut], "cut").is_err());
+                prop_assert_eq!(store.current().model_version(), 5);
+            }
+
+            #[test]
+            fn arbitrary_json_shapes_never_panic(
+                n in 0usize..300,
+                weight in proptest::num::f64::ANY,
+                kind in "[a-z_]{0,24}",
+                version in any::<u64>(),
+            ) {
+                let mut v = file(n.min(300), version);
+                if let Some(first) = v["features"].get_mut(0) {
+                    first["kind"] = json!(kind);
+                    first["weight"] = json!(weight);
+                }
+                let store = store_with(&file(1, 0));
+                let _ = store.submit(&bytes(&v), "shape");
+                // Whatever is active scores into range.
+                let scored = store.current().score(&RequestView::user_agent_only(Some("tok0 bot")));
+                let score = scored.unwrap().score().get();
+                prop_assert!((1..=99).contains(&score));
+            }
+        }
+    }
 }

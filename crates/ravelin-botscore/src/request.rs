@@ -134,9 +134,7 @@ fn fingerprint_of<'a>(
 /// clients) are compared as IPv4, so an operator's IPv4 ranges match them.
 pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(IpAddr::V6(v6), IpAddr::V4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     }
 }

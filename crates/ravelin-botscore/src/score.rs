@@ -51,7 +51,12 @@ impl Score {
 
     /// The score as a static header value: no allocation per request.
     pub fn header_value(self) -> http::HeaderValue {
-        http::HeaderValue::from_static(SCORE_STRINGS.get(usize::from(self.0)).copied().unwrap_or("1"))
+        http::HeaderValue::from_static(
+            SCORE_STRINGS
+                .get(usize::from(self.0))
+                .copied()
+                .unwrap_or("1"),
+        )
     }
 }
 
@@ -322,7 +327,9 @@ impl<'a> ScoreStatus<'a> {
 #[non_exhaustive]
 pub enum ScoreError {
     /// The model was not validated and compiled (build it through a store or `Model::prepared`).
-    #[error("the bot-score model was not validated and compiled; load it through a Store or Model::prepared")]
+    #[error(
+        "the bot-score model was not validated and compiled; load it through a Store or Model::prepared"
+    )]
     NotPrepared,
     /// The model's sum was not a number (impossible for a validated model; kept as a guard).
     #[error("the bot-score model produced a non-finite logit")]
@@ -341,7 +348,9 @@ pub const STORE_NAME: &str = "botscore";
 /// # Errors
 /// Only if the compiled-in model were unusable (a unit test rules that out) *and* the file is
 /// missing or invalid: then there is nothing to score with, and the caller decides.
-pub fn model_store(path: impl Into<std::path::PathBuf>) -> Result<Store<Model>, ravelin_config::Rejection> {
+pub fn model_store(
+    path: impl Into<std::path::PathBuf>,
+) -> Result<Store<Model>, ravelin_config::Rejection> {
     let builder = Store::builder(STORE_NAME)
         .format(ravelin_config::Format::Json)
         .max_bytes(crate::DEFAULT_MAX_FILE_BYTES)
@@ -386,7 +395,9 @@ impl Scorer {
     ///
     /// # Errors
     /// Only if the compiled-in model were unusable *and* the file is missing or invalid.
-    pub fn from_file(path: impl Into<std::path::PathBuf>) -> Result<Self, ravelin_config::Rejection> {
+    pub fn from_file(
+        path: impl Into<std::path::PathBuf>,
+    ) -> Result<Self, ravelin_config::Rejection> {
         model_store(path).map(Self::from_store)
     }
 
@@ -468,7 +479,9 @@ mod tests {
     #[test]
     fn reasons_keep_the_largest_in_order() {
         let mut r = Reasons::new();
-        let names: Vec<Arc<str>> = (0..8).map(|i| Arc::from(format!("f{i}").as_str())).collect();
+        let names: Vec<Arc<str>> = (0..8)
+            .map(|i| Arc::from(format!("f{i}").as_str()))
+            .collect();
         let weights = [0.5, -3.0, 1.0, 0.0, 2.0, -0.1, 4.0, -2.0];
         for (n, w) in names.iter().zip(weights) {
             r.offer(n, w);
@@ -476,9 +489,18 @@ mod tests {
         let got: Vec<(&str, f64)> = r.iter().map(|r| (r.feature(), r.contribution())).collect();
         assert_eq!(
             got,
-            vec![("f6", 4.0), ("f1", -3.0), ("f4", 2.0), ("f7", -2.0), ("f2", 1.0)]
+            vec![
+                ("f6", 4.0),
+                ("f1", -3.0),
+                ("f4", 2.0),
+                ("f7", -2.0),
+                ("f2", 1.0)
+            ]
         );
-        assert_eq!(r.to_string(), "f6=+4.00, f1=-3.00, f4=+2.00, f7=-2.00, f2=+1.00");
+        assert_eq!(
+            r.to_string(),
+            "f6=+4.00, f1=-3.00, f4=+2.00, f7=-2.00, f2=+1.00"
+        );
     }
 
     #[test]
@@ -492,9 +514,15 @@ mod tests {
         skipped.push(crate::GUARD_NAME.into(), SkipReason::Panicked);
         ext.insert(skipped);
         let status = ScoreStatus::of(&ext);
-        assert_eq!(status, ScoreStatus::Unscored(Unscored::Skipped(SkipReason::Panicked)));
+        assert_eq!(
+            status,
+            ScoreStatus::Unscored(Unscored::Skipped(SkipReason::Panicked))
+        );
         assert_eq!(status.score(), None);
-        assert!(!status.is_at_or_below(99), "an unscored request is never below a threshold");
+        assert!(
+            !status.is_at_or_below(99),
+            "an unscored request is never below a threshold"
+        );
     }
 
     proptest! {

@@ -149,7 +149,10 @@ impl ClientKind {
     pub const fn needs_user_agent(self) -> bool {
         matches!(
             self,
-            ClientKind::Browser | ClientKind::Crawler | ClientKind::Scraper | ClientKind::SpoofingBrowser
+            ClientKind::Browser
+                | ClientKind::Crawler
+                | ClientKind::Scraper
+                | ClientKind::SpoofingBrowser
         )
     }
 }
@@ -295,7 +298,9 @@ enum Purpose {
 impl Generator {
     /// A generator whose output is a function of `seed` alone.
     pub fn new(seed: u64) -> Self {
-        Self { rng: Rng::new(seed) }
+        Self {
+            rng: Rng::new(seed),
+        }
     }
 
     /// The generator's PRNG, for callers that sample alongside it.
@@ -319,7 +324,9 @@ impl Generator {
             ClientKind::HeadlessChrome => self.headless(false),
             ClientKind::StealthHeadless => self.headless(true),
             ClientKind::Crawler => {
-                let ua = user_agent.unwrap_or("Mozilla/5.0 (compatible; ExampleBot/1.0; +https://example.com/bot)");
+                let ua = user_agent.unwrap_or(
+                    "Mozilla/5.0 (compatible; ExampleBot/1.0; +https://example.com/bot)",
+                );
                 self.crawler(ua)
             }
             ClientKind::Scraper => {
@@ -356,7 +363,11 @@ impl Generator {
                 let ff = self.rng.range(115, 150);
                 let os = *self
                     .rng
-                    .pick(&["Windows NT 10.0; Win64; x64", "X11; Linux x86_64", "Macintosh; Intel Mac OS X 10.15"])
+                    .pick(&[
+                        "Windows NT 10.0; Win64; x64",
+                        "X11; Linux x86_64",
+                        "Macintosh; Intel Mac OS X 10.15",
+                    ])
                     .unwrap_or(&"X11; Linux x86_64");
                 format!("Mozilla/5.0 ({os}; rv:{ff}.0) Gecko/20100101 Firefox/{ff}.0")
             }
@@ -462,7 +473,10 @@ impl Generator {
                 h.push("upgrade-insecure-requests", "1");
                 h.push("user-agent", ua);
                 h.push("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7");
-                let site = *self.rng.pick(&["none", "same-origin", "cross-site"]).unwrap_or(&"none");
+                let site = *self
+                    .rng
+                    .pick(&["none", "same-origin", "cross-site"])
+                    .unwrap_or(&"none");
                 h.push("sec-fetch-site", site);
                 h.push("sec-fetch-mode", "navigate");
                 h.push("sec-fetch-user", "?1");
@@ -474,7 +488,17 @@ impl Generator {
             Purpose::Fetch => {
                 hint_headers(h, &mut self.rng);
                 h.push("user-agent", ua);
-                h.push("accept", *self.rng.pick(&["*/*", "application/json, text/plain, */*", "application/json"]).unwrap_or(&"*/*"));
+                h.push(
+                    "accept",
+                    *self
+                        .rng
+                        .pick(&[
+                            "*/*",
+                            "application/json, text/plain, */*",
+                            "application/json",
+                        ])
+                        .unwrap_or(&"*/*"),
+                );
                 h.push("sec-fetch-site", "same-origin");
                 h.push("sec-fetch-mode", "cors");
                 h.push("sec-fetch-dest", "empty");
@@ -483,7 +507,10 @@ impl Generator {
             Purpose::Image => {
                 hint_headers(h, &mut self.rng);
                 h.push("user-agent", ua);
-                h.push("accept", "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8");
+                h.push(
+                    "accept",
+                    "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8",
+                );
                 h.push("sec-fetch-site", "same-origin");
                 h.push("sec-fetch-mode", "no-cors");
                 h.push("sec-fetch-dest", "image");
@@ -492,7 +519,11 @@ impl Generator {
         }
         h.push(
             "accept-encoding",
-            if major >= 123 { "gzip, deflate, br, zstd" } else { "gzip, deflate, br" },
+            if major >= 123 {
+                "gzip, deflate, br, zstd"
+            } else {
+                "gzip, deflate, br"
+            },
         );
         if accept_language {
             let lang = *self.rng.pick(LANGUAGES).unwrap_or(&"en-US,en;q=0.9");
@@ -519,16 +550,27 @@ impl Generator {
         h.push(
             "accept",
             match purpose {
-                Purpose::Navigate => "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+                Purpose::Navigate => {
+                    "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+                }
                 Purpose::Fetch => "*/*",
-                Purpose::Image => "image/avif,image/webp,image/png,image/svg+xml,image/*;q=0.8,*/*;q=0.5",
+                Purpose::Image => {
+                    "image/avif,image/webp,image/png,image/svg+xml,image/*;q=0.8,*/*;q=0.5"
+                }
             },
         );
-        let lang = *self.rng.pick(FIREFOX_LANGUAGES).unwrap_or(&"en-US,en;q=0.5");
+        let lang = *self
+            .rng
+            .pick(FIREFOX_LANGUAGES)
+            .unwrap_or(&"en-US,en;q=0.5");
         h.push("accept-language", lang);
         h.push(
             "accept-encoding",
-            if major >= 126 { "gzip, deflate, br, zstd" } else { "gzip, deflate, br" },
+            if major >= 126 {
+                "gzip, deflate, br, zstd"
+            } else {
+                "gzip, deflate, br"
+            },
         );
         if purpose != Purpose::Navigate || self.rng.chance(0.5) {
             h.push("referer", "https://www.example.com/");
@@ -551,13 +593,27 @@ impl Generator {
             };
             h.push("sec-fetch-dest", dest);
             h.push("sec-fetch-mode", mode);
-            h.push("sec-fetch-site", if purpose == Purpose::Navigate { "none" } else { "same-origin" });
+            h.push(
+                "sec-fetch-site",
+                if purpose == Purpose::Navigate {
+                    "none"
+                } else {
+                    "same-origin"
+                },
+            );
             if purpose == Purpose::Navigate {
                 h.push("sec-fetch-user", "?1");
             }
         }
         if h.version != Version::HTTP_11 {
-            h.push("priority", if purpose == Purpose::Navigate { "u=0, i" } else { "u=4" });
+            h.push(
+                "priority",
+                if purpose == Purpose::Navigate {
+                    "u=0, i"
+                } else {
+                    "u=4"
+                },
+            );
             h.push("te", "trailers");
         }
     }
@@ -573,7 +629,14 @@ impl Generator {
             },
         );
         if fetch_metadata {
-            h.push("sec-fetch-site", if purpose == Purpose::Navigate { "none" } else { "same-origin" });
+            h.push(
+                "sec-fetch-site",
+                if purpose == Purpose::Navigate {
+                    "none"
+                } else {
+                    "same-origin"
+                },
+            );
         }
         if self.rng.chance(0.6) {
             let cookie = self.cookie();
@@ -607,7 +670,14 @@ impl Generator {
         }
         h.push("accept-encoding", "gzip, deflate, br");
         if webkit_major >= 18 && h.version != Version::HTTP_11 {
-            h.push("priority", if purpose == Purpose::Navigate { "u=0, i" } else { "u=3, i" });
+            h.push(
+                "priority",
+                if purpose == Purpose::Navigate {
+                    "u=0, i"
+                } else {
+                    "u=3, i"
+                },
+            );
         }
         if h.version == Version::HTTP_11 {
             h.push("connection", "keep-alive");
@@ -615,9 +685,18 @@ impl Generator {
     }
 
     fn curl(&mut self) -> SyntheticRequest {
-        let version = if self.rng.chance(0.4) { Version::HTTP_2 } else { Version::HTTP_11 };
+        let version = if self.rng.chance(0.4) {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
         let mut h = Headers::new(version);
-        let ua = format!("curl/{}.{}.{}", self.rng.range(7, 8), self.rng.range(0, 12), self.rng.range(0, 3));
+        let ua = format!(
+            "curl/{}.{}.{}",
+            self.rng.range(7, 8),
+            self.rng.range(0, 12),
+            self.rng.range(0, 3)
+        );
         // `curl -A ''` sends no User-Agent at all.
         if self.rng.chance(0.95) {
             h.push("user-agent", ua);
@@ -646,11 +725,22 @@ impl Generator {
             }
             0 => {
                 // requests: User-Agent, Accept-Encoding, Accept, Connection.
-                let own = format!("python-requests/2.{}.{}", self.rng.range(20, 32), self.rng.range(0, 3));
+                let own = format!(
+                    "python-requests/2.{}.{}",
+                    self.rng.range(20, 32),
+                    self.rng.range(0, 3)
+                );
                 h.push("user-agent", ua.map_or(own, str::to_owned));
                 h.push(
                     "accept-encoding",
-                    *self.rng.pick(&["gzip, deflate", "gzip, deflate, br", "gzip, deflate, br, zstd"]).unwrap_or(&"gzip, deflate"),
+                    *self
+                        .rng
+                        .pick(&[
+                            "gzip, deflate",
+                            "gzip, deflate, br",
+                            "gzip, deflate, br, zstd",
+                        ])
+                        .unwrap_or(&"gzip, deflate"),
                 );
                 h.push("accept", "*/*");
                 h.push("connection", "keep-alive");
@@ -674,7 +764,11 @@ impl Generator {
             _ => {
                 h.push("accept", "*/*");
                 h.push("accept-encoding", "gzip, deflate");
-                let own = format!("Python/3.{} aiohttp/3.{}.1", self.rng.range(9, 13), self.rng.range(8, 11));
+                let own = format!(
+                    "Python/3.{} aiohttp/3.{}.1",
+                    self.rng.range(9, 13),
+                    self.rng.range(8, 11)
+                );
                 h.push("user-agent", ua.map_or(own, str::to_owned));
             }
         }
@@ -682,9 +776,17 @@ impl Generator {
     }
 
     fn go(&mut self, ua: Option<&str>) -> SyntheticRequest {
-        let version = if self.rng.chance(0.5) { Version::HTTP_2 } else { Version::HTTP_11 };
+        let version = if self.rng.chance(0.5) {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
         let mut h = Headers::new(version);
-        let own = if version == Version::HTTP_2 { "Go-http-client/2.0" } else { "Go-http-client/1.1" };
+        let own = if version == Version::HTTP_2 {
+            "Go-http-client/2.0"
+        } else {
+            "Go-http-client/1.1"
+        };
         // Setting the User-Agent to "" makes net/http omit it.
         if ua.is_some() || self.rng.chance(0.95) {
             h.push("user-agent", ua.unwrap_or(own));
@@ -698,7 +800,11 @@ impl Generator {
             0 => {
                 let version = Version::HTTP_2;
                 let mut h = Headers::new(version);
-                let own = format!("Java-http-client/{}.0.{}", self.rng.range(11, 23), self.rng.range(1, 9));
+                let own = format!(
+                    "Java-http-client/{}.0.{}",
+                    self.rng.range(11, 23),
+                    self.rng.range(1, 9)
+                );
                 h.push("user-agent", ua.map_or(own, str::to_owned));
                 self.finish(ClientKind::Java, version, h)
             }
@@ -717,7 +823,11 @@ impl Generator {
                 self.finish(ClientKind::Java, version, h)
             }
             _ => {
-                let version = if self.rng.chance(0.5) { Version::HTTP_2 } else { Version::HTTP_11 };
+                let version = if self.rng.chance(0.5) {
+                    Version::HTTP_2
+                } else {
+                    Version::HTTP_11
+                };
                 let mut h = Headers::new(version);
                 if version == Version::HTTP_11 {
                     h.push("connection", "Keep-Alive");
@@ -764,7 +874,11 @@ impl Generator {
             let ua = format!(
                 "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{major}.0.0.0 Safari/537.36"
             );
-            let brand = if self.rng.chance(0.5) { "HeadlessChrome" } else { "Google Chrome" };
+            let brand = if self.rng.chance(0.5) {
+                "HeadlessChrome"
+            } else {
+                "Google Chrome"
+            };
             (ua, brand, true)
         } else {
             let ua = format!(
@@ -774,8 +888,19 @@ impl Generator {
         };
         let info = UaInfo::parse(ua.as_bytes());
         let purpose = self.purpose();
-        self.chromium_headers(&mut h, &ua, &info, Some((major, brand.to_owned())), purpose, accept_language);
-        let kind = if stealth { ClientKind::StealthHeadless } else { ClientKind::HeadlessChrome };
+        self.chromium_headers(
+            &mut h,
+            &ua,
+            &info,
+            Some((major, brand.to_owned())),
+            purpose,
+            accept_language,
+        );
+        let kind = if stealth {
+            ClientKind::StealthHeadless
+        } else {
+            ClientKind::HeadlessChrome
+        };
         self.finish(kind, version, h)
     }
 
@@ -786,8 +911,15 @@ impl Generator {
             let major = self.rng.range(110, 153);
             let mut h = Headers::new(Version::HTTP_2);
             let info = UaInfo::parse(ua.as_bytes());
-            let brand = *self.rng.pick(&["HeadlessChrome", "Chromium", "Google Chrome"]).unwrap_or(&"Chromium");
-            let hints = if self.rng.chance(0.7) { Some((major, brand.to_owned())) } else { None };
+            let brand = *self
+                .rng
+                .pick(&["HeadlessChrome", "Chromium", "Google Chrome"])
+                .unwrap_or(&"Chromium");
+            let hints = if self.rng.chance(0.7) {
+                Some((major, brand.to_owned()))
+            } else {
+                None
+            };
             let accept_language = self.rng.chance(0.5);
             self.chromium_headers(&mut h, ua, &info, hints, Purpose::Navigate, accept_language);
             return self.finish(ClientKind::Crawler, Version::HTTP_2, h);
@@ -810,17 +942,50 @@ impl Generator {
         };
         let mut h = Headers::new(version);
         if version != Version::HTTP_2 && self.rng.chance(0.5) {
-            h.push("connection", if self.rng.chance(0.5) { "close" } else { "keep-alive" });
+            h.push(
+                "connection",
+                if self.rng.chance(0.5) {
+                    "close"
+                } else {
+                    "keep-alive"
+                },
+            );
         }
         h.push("user-agent", ua);
         if roll < 60 {
-            h.push("accept", *self.rng.pick(&["*/*", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "text/html", "application/rss+xml, application/xml;q=0.9, */*;q=0.8"]).unwrap_or(&"*/*"));
+            h.push(
+                "accept",
+                *self
+                    .rng
+                    .pick(&[
+                        "*/*",
+                        "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+                        "text/html",
+                        "application/rss+xml, application/xml;q=0.9, */*;q=0.8",
+                    ])
+                    .unwrap_or(&"*/*"),
+            );
             if self.rng.chance(0.7) {
-                h.push("accept-encoding", *self.rng.pick(&["gzip", "gzip, deflate", "gzip, deflate, br", "br, gzip"]).unwrap_or(&"gzip"));
+                h.push(
+                    "accept-encoding",
+                    *self
+                        .rng
+                        .pick(&["gzip", "gzip, deflate", "gzip, deflate, br", "br, gzip"])
+                        .unwrap_or(&"gzip"),
+                );
             }
         } else {
-            h.push("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8");
-            h.push("accept-language", *self.rng.pick(&["en-US,en;q=0.5", "en", "en-US,en;q=0.9", "*"]).unwrap_or(&"en"));
+            h.push(
+                "accept",
+                "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+            );
+            h.push(
+                "accept-language",
+                *self
+                    .rng
+                    .pick(&["en-US,en;q=0.5", "en", "en-US,en;q=0.9", "*"])
+                    .unwrap_or(&"en"),
+            );
             h.push("accept-encoding", "gzip, deflate, br");
             if self.rng.chance(0.1) {
                 h.push("from", "crawler@example.com");
@@ -841,7 +1006,10 @@ impl Generator {
             4 => {
                 // Scrapy-like defaults.
                 let mut h = Headers::new(Version::HTTP_11);
-                h.push("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8");
+                h.push(
+                    "accept",
+                    "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+                );
                 h.push("accept-language", "en");
                 h.push("user-agent", ua);
                 h.push("accept-encoding", "gzip, deflate, br");
@@ -850,11 +1018,18 @@ impl Generator {
             _ => {
                 // Headers copied from a browser session, minus what the copier did not know
                 // to copy (client hints, fetch metadata).
-                let version = if self.rng.chance(0.5) { Version::HTTP_2 } else { Version::HTTP_11 };
+                let version = if self.rng.chance(0.5) {
+                    Version::HTTP_2
+                } else {
+                    Version::HTTP_11
+                };
                 let mut h = Headers::new(version);
                 h.push("user-agent", ua);
                 h.push("accept", "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8");
-                h.push("accept-language", *self.rng.pick(LANGUAGES).unwrap_or(&"en-US,en;q=0.9"));
+                h.push(
+                    "accept-language",
+                    *self.rng.pick(LANGUAGES).unwrap_or(&"en-US,en;q=0.9"),
+                );
                 h.push("accept-encoding", "gzip, deflate, br");
                 if self.rng.chance(0.5) {
                     h.push("upgrade-insecure-requests", "1");
@@ -879,8 +1054,15 @@ impl Generator {
         let engine = UaInfo::parse(engine_ua.as_bytes());
         let version = Version::HTTP_2;
         let mut h = Headers::new(version);
-        let brand = *self.rng.pick(&["HeadlessChrome", "Google Chrome", "Chromium"]).unwrap_or(&"Chromium");
-        let hints = if self.rng.chance(0.7) { Some((engine_major, brand.to_owned())) } else { None };
+        let brand = *self
+            .rng
+            .pick(&["HeadlessChrome", "Google Chrome", "Chromium"])
+            .unwrap_or(&"Chromium");
+        let hints = if self.rng.chance(0.7) {
+            Some((engine_major, brand.to_owned()))
+        } else {
+            None
+        };
         let purpose = self.purpose();
         let accept_language = self.rng.chance(0.7);
         self.chromium_headers(&mut h, ua, &engine, hints, purpose, accept_language);
@@ -959,7 +1141,9 @@ mod tests {
             assert_eq!(a.request(kind, None), b.request(kind, None));
         }
         let mut c = Generator::new(8);
-        let differs = ClientKind::ALL.iter().any(|k| a.request(*k, None) != c.request(*k, None));
+        let differs = ClientKind::ALL
+            .iter()
+            .any(|k| a.request(*k, None) != c.request(*k, None));
         assert!(differs);
     }
 
@@ -978,9 +1162,18 @@ mod tests {
             let req = g.request(ClientKind::Browser, None);
             let map = req.header_map();
             let cx = Context::new(&RequestView::new(req.version, &map));
-            assert!(!crate::features::Test::ClientHintsMismatch.fires(&cx), "{req:?}");
-            assert!(!crate::features::Test::ChromiumWithoutClientHints.fires(&cx), "{req:?}");
-            assert!(!crate::features::Test::BrowserWithoutFetchMetadata.fires(&cx), "{req:?}");
+            assert!(
+                !crate::features::Test::ClientHintsMismatch.fires(&cx),
+                "{req:?}"
+            );
+            assert!(
+                !crate::features::Test::ChromiumWithoutClientHints.fires(&cx),
+                "{req:?}"
+            );
+            assert!(
+                !crate::features::Test::BrowserWithoutFetchMetadata.fires(&cx),
+                "{req:?}"
+            );
             assert!(map.contains_key("accept-language"), "{req:?}");
         }
     }

@@ -35,25 +35,43 @@ pub fn default_template() -> Vec<FeatureRow> {
         FeatureRow::new("ua_mozilla", K::UaMozilla),
         FeatureRow::new("ua_comment", K::UaComment),
         FeatureRow::new("ua_length_lt_30", K::UaLength).param("max", 30),
-        FeatureRow::new("ua_length_30_80", K::UaLength).param("min", 30).param("max", 80),
+        FeatureRow::new("ua_length_30_80", K::UaLength)
+            .param("min", 30)
+            .param("max", 80),
         FeatureRow::new("ua_length_ge_200", K::UaLength).param("min", 200),
-        FeatureRow::new("ua_products_1", K::UaProducts).param("min", 1).param("max", 2),
-        FeatureRow::new("ua_products_2", K::UaProducts).param("min", 2).param("max", 3),
-        FeatureRow::new("ua_products_3_5", K::UaProducts).param("min", 3).param("max", 6),
+        FeatureRow::new("ua_products_1", K::UaProducts)
+            .param("min", 1)
+            .param("max", 2),
+        FeatureRow::new("ua_products_2", K::UaProducts)
+            .param("min", 2)
+            .param("max", 3),
+        FeatureRow::new("ua_products_3_5", K::UaProducts)
+            .param("min", 3)
+            .param("max", 6),
         FeatureRow::new("ua_products_ge_6", K::UaProducts).param("min", 6),
         FeatureRow::new("ua_version_implausible", K::UaVersionImplausible),
         FeatureRow::new("ua_os_engine_mismatch", K::UaOsEngineMismatch),
     ];
     // Generic crawler tokens and automation-library tokens (issue #6); no list of bot names.
     for token in [
-        "bot", "spider", "crawl", "curl", "python", "go-http-client", "java", "httpclient",
-        "okhttp", "headless",
+        "bot",
+        "spider",
+        "crawl",
+        "curl",
+        "python",
+        "go-http-client",
+        "java",
+        "httpclient",
+        "okhttp",
+        "headless",
     ] {
         let name = format!("ua_token_{}", token.replace('-', "_"));
         rows.push(FeatureRow::new(name, K::UaToken).param("token", token));
     }
     for family in ["chrome", "edge", "firefox", "safari", "opera", "samsung"] {
-        rows.push(FeatureRow::new(format!("ua_browser_{family}"), K::UaBrowser).param("family", family));
+        rows.push(
+            FeatureRow::new(format!("ua_browser_{family}"), K::UaBrowser).param("family", family),
+        );
     }
     rows.push(
         // 109 is the last Chrome for Windows 7/8.1 and still has human users.
@@ -82,28 +100,62 @@ pub fn default_template() -> Vec<FeatureRow> {
         "priority",
     ] {
         rows.push(
-            FeatureRow::new(format!("header_{}", header.replace('-', "_")), K::HeaderPresent)
-                .param("header", header),
+            FeatureRow::new(
+                format!("header_{}", header.replace('-', "_")),
+                K::HeaderPresent,
+            )
+            .param("header", header),
         );
     }
     rows.extend([
-        FeatureRow::new("accept_is_wildcard", K::HeaderEquals).param("header", "accept").param("value", "*/*"),
-        FeatureRow::new("accept_has_html", K::HeaderContains).param("header", "accept").param("value", "text/html"),
-        FeatureRow::new("accept_encoding_has_br", K::HeaderContains).param("header", "accept-encoding").param("value", "br"),
-        FeatureRow::new("accept_encoding_has_zstd", K::HeaderContains).param("header", "accept-encoding").param("value", "zstd"),
-        FeatureRow::new("accept_language_has_q", K::HeaderContains).param("header", "accept-language").param("value", ";q="),
-        FeatureRow::new("sec_ch_ua_headless", K::HeaderContains).param("header", "sec-ch-ua").param("value", "headless"),
-        FeatureRow::new("order_ua_before_accept", K::HeaderBefore).param("first", "user-agent").param("second", "accept"),
-        FeatureRow::new("order_accept_encoding_before_accept", K::HeaderBefore).param("first", "accept-encoding").param("second", "accept"),
-        FeatureRow::new("order_accept_encoding_before_accept_language", K::HeaderBefore).param("first", "accept-encoding").param("second", "accept-language"),
-        FeatureRow::new("order_user_agent_before_host", K::HeaderBefore).param("first", "user-agent").param("second", "host"),
-        FeatureRow::new("order_sec_ch_ua_before_user_agent", K::HeaderBefore).param("first", "sec-ch-ua").param("second", "user-agent"),
+        FeatureRow::new("accept_is_wildcard", K::HeaderEquals)
+            .param("header", "accept")
+            .param("value", "*/*"),
+        FeatureRow::new("accept_has_html", K::HeaderContains)
+            .param("header", "accept")
+            .param("value", "text/html"),
+        FeatureRow::new("accept_encoding_has_br", K::HeaderContains)
+            .param("header", "accept-encoding")
+            .param("value", "br"),
+        FeatureRow::new("accept_encoding_has_zstd", K::HeaderContains)
+            .param("header", "accept-encoding")
+            .param("value", "zstd"),
+        FeatureRow::new("accept_language_has_q", K::HeaderContains)
+            .param("header", "accept-language")
+            .param("value", ";q="),
+        FeatureRow::new("sec_ch_ua_headless", K::HeaderContains)
+            .param("header", "sec-ch-ua")
+            .param("value", "headless"),
+        FeatureRow::new("order_ua_before_accept", K::HeaderBefore)
+            .param("first", "user-agent")
+            .param("second", "accept"),
+        FeatureRow::new("order_accept_encoding_before_accept", K::HeaderBefore)
+            .param("first", "accept-encoding")
+            .param("second", "accept"),
+        FeatureRow::new(
+            "order_accept_encoding_before_accept_language",
+            K::HeaderBefore,
+        )
+        .param("first", "accept-encoding")
+        .param("second", "accept-language"),
+        FeatureRow::new("order_user_agent_before_host", K::HeaderBefore)
+            .param("first", "user-agent")
+            .param("second", "host"),
+        FeatureRow::new("order_sec_ch_ua_before_user_agent", K::HeaderBefore)
+            .param("first", "sec-ch-ua")
+            .param("second", "user-agent"),
         // One-hot groups leave one level out (4-7 headers, HTTP/2) so that their weights are
         // identifiable against the bias and read as "compared with the usual".
         FeatureRow::new("header_count_lt_4", K::HeaderCount).param("max", 4),
         FeatureRow::new("header_count_ge_8", K::HeaderCount).param("min", 8),
-        FeatureRow::new("chromium_without_client_hints", K::ChromiumWithoutClientHints),
-        FeatureRow::new("browser_without_fetch_metadata", K::BrowserWithoutFetchMetadata),
+        FeatureRow::new(
+            "chromium_without_client_hints",
+            K::ChromiumWithoutClientHints,
+        ),
+        FeatureRow::new(
+            "browser_without_fetch_metadata",
+            K::BrowserWithoutFetchMetadata,
+        ),
         FeatureRow::new("client_hints_mismatch", K::ClientHintsMismatch),
         FeatureRow::new("http_1_0", K::HttpVersion).param("version", "HTTP/1.0"),
         FeatureRow::new("http_1_1", K::HttpVersion).param("version", "HTTP/1.1"),
@@ -188,7 +240,10 @@ impl Example {
                 let headers = req.header_map();
                 model.feature_values(&RequestView::new(req.version, &headers), out)
             }
-            None => model.feature_values(&RequestView::user_agent_only(self.user_agent.as_deref()), out),
+            None => model.feature_values(
+                &RequestView::user_agent_only(self.user_agent.as_deref()),
+                out,
+            ),
         }
     }
 }
@@ -196,7 +251,11 @@ impl Example {
 /// Builds the examples of one split. `held_out` selects the split; the generator's seed differs
 /// between splits so evaluation requests are new draws, not copies of training ones.
 pub fn examples(data: &Dataset, config: &TrainConfig, held_out: bool) -> Vec<Example> {
-    let salt = if held_out { 0x0005_EED0_E7A1_u64 } else { 0x007E_A117_u64 };
+    let salt = if held_out {
+        0x0005_EED0_E7A1_u64
+    } else {
+        0x007E_A117_u64
+    };
     let mut generator = Generator::new(config.seed ^ salt);
     let mut out = Vec::new();
     let per_browser = config.requests_per_browser;
@@ -358,10 +417,15 @@ pub fn train(
         config.epochs,
         rows.len()
     );
-    let model = Model::new(config.model_version, round3(*bias), Thresholds::default(), features)
-        .with_description(description)
-        .prepared()
-        .map_err(TrainError::Model)?;
+    let model = Model::new(
+        config.model_version,
+        round3(*bias),
+        Thresholds::default(),
+        features,
+    )
+    .with_description(description)
+    .prepared()
+    .map_err(TrainError::Model)?;
     let report = evaluate(&model, data, config)?;
     Ok(Trained {
         model,
@@ -387,7 +451,8 @@ fn select_l2(
         samples: data.train().cloned().collect(),
     };
     for sample in &mut inner.samples {
-        sample.held_out = crate::dataset::split_unit(config.seed ^ 0x0000_0000_000A_11DA, &sample.group) < 0.2;
+        sample.held_out =
+            crate::dataset::split_unit(config.seed ^ 0x0000_0000_000A_11DA, &sample.group) < 0.2;
     }
     let fit_rows = design(template, &examples(&inner, config, false), progress)?;
     let val_rows = design(template, &examples(&inner, config, true), progress)?;
@@ -452,7 +517,11 @@ fn data_loss(rows: &[Row], theta: &[f64]) -> f64 {
     let (bias, weights) = theta.split_first().unwrap_or((&0.0, &[]));
     rows.iter()
         .map(|(active, y, w)| {
-            let z = bias + active.iter().filter_map(|&j| weights.get(usize::from(j))).sum::<f64>();
+            let z = bias
+                + active
+                    .iter()
+                    .filter_map(|&j| weights.get(usize::from(j)))
+                    .sum::<f64>();
             w * log_loss(z, *y)
         })
         .sum()
@@ -481,7 +550,11 @@ fn fit(
         let mut loss = 0.0;
         let (bias, weights) = theta.split_first().unwrap_or((&0.0, &[]));
         for (active, y, w) in rows {
-            let z = bias + active.iter().filter_map(|&j| weights.get(usize::from(j))).sum::<f64>();
+            let z = bias
+                + active
+                    .iter()
+                    .filter_map(|&j| weights.get(usize::from(j)))
+                    .sum::<f64>();
             let p = 1.0 / (1.0 + (-z).exp());
             loss += w * log_loss(z, *y);
             let err = w * (p - y);
@@ -500,7 +573,11 @@ fn fit(
         }
         let bc1 = 1.0 - beta1.powi(i32::try_from(epoch).unwrap_or(i32::MAX));
         let bc2 = 1.0 - beta2.powi(i32::try_from(epoch).unwrap_or(i32::MAX));
-        for ((t, g), (mi, vi)) in theta.iter_mut().zip(&grad).zip(m.iter_mut().zip(v.iter_mut())) {
+        for ((t, g), (mi, vi)) in theta
+            .iter_mut()
+            .zip(&grad)
+            .zip(m.iter_mut().zip(v.iter_mut()))
+        {
             *mi = beta1 * *mi + (1.0 - beta1) * g;
             *vi = beta2 * *vi + (1.0 - beta2) * g * g;
             let step = config.learning_rate * (*mi / bc1) / ((*vi / bc2).sqrt() + eps);
@@ -553,7 +630,11 @@ pub fn metrics(scored: &[(u8, bool, f64)], threshold: u8) -> Metrics {
     let mut human_hist = [0.0f64; 100];
     let (mut bots, mut humans) = (0usize, 0usize);
     for &(score, human, w) in scored {
-        let hist = if human { &mut human_hist } else { &mut bot_hist };
+        let hist = if human {
+            &mut human_hist
+        } else {
+            &mut bot_hist
+        };
         if let Some(slot) = hist.get_mut(usize::from(score)) {
             *slot += w;
         }
@@ -590,7 +671,11 @@ pub fn metrics(scored: &[(u8, bool, f64)], threshold: u8) -> Metrics {
         recall: ratio(flagged_bots, total_bot),
         false_positive_rate: ratio(flagged_humans, total_human),
         roc_auc: ratio(auc, total_bot * total_human),
-        recall_at_1pct_fpr: if best == 0 { 0.0 } else { ratio(at_or_below(&bot_hist, best), total_bot) },
+        recall_at_1pct_fpr: if best == 0 {
+            0.0
+        } else {
+            ratio(at_or_below(&bot_hist, best), total_bot)
+        },
         threshold_at_1pct_fpr: best,
     }
 }
@@ -636,14 +721,22 @@ pub struct Report {
 ///
 /// # Errors
 /// As [`Model::score`].
-pub fn evaluate(model: &Model, data: &Dataset, config: &TrainConfig) -> Result<Report, crate::ScoreError> {
+pub fn evaluate(
+    model: &Model,
+    data: &Dataset,
+    config: &TrainConfig,
+) -> Result<Report, crate::ScoreError> {
     let held = examples(data, config, true);
     let threshold = model.thresholds().likely_automated;
     let mut ua_only = Vec::new();
     let mut full = Vec::new();
     for ex in &held {
         let score = ex.score(model)?.score().get();
-        let target = if ex.request.is_none() { &mut ua_only } else { &mut full };
+        let target = if ex.request.is_none() {
+            &mut ua_only
+        } else {
+            &mut full
+        };
         target.push((ex.kind, ex.human, ex.traffic_weight, score));
     }
     // The UA-only headline compares the data's UAs only (crawlers and spoofed against
@@ -669,10 +762,14 @@ pub fn evaluate(model: &Model, data: &Dataset, config: &TrainConfig) -> Result<R
     let mut generator = Generator::new(config.seed ^ 0x0000_0000_0057_7E55);
     for sample in data.held_out().filter(|s| s.source == UaSource::Browser) {
         let mut req = generator.request(ClientKind::Browser, Some(&sample.user_agent));
-        req.headers
-            .retain(|(name, _)| !name.starts_with("sec-ch-") && !name.starts_with("sec-fetch-") && name != "priority");
+        req.headers.retain(|(name, _)| {
+            !name.starts_with("sec-ch-") && !name.starts_with("sec-fetch-") && name != "priority"
+        });
         let headers = req.header_map();
-        let score = model.score(&RequestView::new(req.version, &headers))?.score().get();
+        let score = model
+            .score(&RequestView::new(req.version, &headers))?
+            .score()
+            .get();
         stress.push(("browser_plain_http", true, sample.weight, score));
     }
     Ok(Report {
@@ -735,18 +832,32 @@ impl fmt::Display for Metrics {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "UA-only (held-out UAs): {}", self.ua_only)?;
-        writeln!(f, "  browser FPR weighted by traffic: {:.4}", self.ua_only_traffic_weighted_fpr)?;
+        writeln!(
+            f,
+            "  browser FPR weighted by traffic: {:.4}",
+            self.ua_only_traffic_weighted_fpr
+        )?;
         write_kinds(f, &self.ua_only_kinds, self.threshold)?;
         writeln!(f, "Full synthetic requests (held-out UAs): {}", self.full)?;
-        writeln!(f, "  browser FPR weighted by traffic: {:.4}", self.full_traffic_weighted_fpr)?;
+        writeln!(
+            f,
+            "  browser FPR weighted by traffic: {:.4}",
+            self.full_traffic_weighted_fpr
+        )?;
         write_kinds(f, &self.full_kinds, self.threshold)?;
-        writeln!(f, "Outside the model's assumptions (not in the numbers above):")?;
+        writeln!(
+            f,
+            "Outside the model's assumptions (not in the numbers above):"
+        )?;
         write_kinds(f, &self.stress_kinds, self.threshold)
     }
 }
 
 fn write_kinds(f: &mut fmt::Formatter<'_>, rows: &[KindRow], threshold: u8) -> fmt::Result {
-    writeln!(f, "  | kind | label | n | flagged (score <= {threshold}) | mean score |")?;
+    writeln!(
+        f,
+        "  | kind | label | n | flagged (score <= {threshold}) | mean score |"
+    )?;
     writeln!(f, "  |---|---|---:|---:|---:|")?;
     for r in rows {
         writeln!(

@@ -208,8 +208,11 @@ impl<'a> UaInfo<'a> {
                 )
             );
         // A `Chrome/` token without a number (`Chrome/W.X.Y.Z`) is a template, not a version.
-        info.version_implausible = chrome.or(crios).is_some_and(|v| !chrome_version_plausible(v))
-            || (chrome.is_none() && crios.is_none()
+        info.version_implausible = chrome
+            .or(crios)
+            .is_some_and(|v| !chrome_version_plausible(v))
+            || (chrome.is_none()
+                && crios.is_none()
                 && (find(bytes, b"Chrome/").is_some() || find(bytes, b"CriOS/").is_some()));
         info.os_engine_mismatch = (ios
             && (chrome.is_some() || find(bytes, b"AppleWebKit/537.36").is_some()))
@@ -370,9 +373,9 @@ pub(crate) fn contains_ci(haystack: &[u8], needle: &[u8]) -> bool {
     let Some((&first, _)) = needle.split_first() else {
         return true;
     };
-    haystack
-        .windows(needle.len())
-        .any(|w| w.first().is_some_and(|b| b.to_ascii_lowercase() == first) && w.eq_ignore_ascii_case(needle))
+    haystack.windows(needle.len()).any(|w| {
+        w.first().is_some_and(|b| b.to_ascii_lowercase() == first) && w.eq_ignore_ascii_case(needle)
+    })
 }
 
 #[cfg(test)]
@@ -410,7 +413,10 @@ mod tests {
         let crios = UaInfo::parse(b"Mozilla/5.0 (iPhone; CPU iPhone OS 26_6_2 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/143.0.7499.38 Mobile/15E148 Safari/604.1");
         assert_eq!(crios.family, Some(BrowserFamily::Chrome));
         assert_eq!(crios.os, Some(Os::Ios));
-        assert!(!crios.chromium, "Chrome on iOS is WebKit and sends no client hints");
+        assert!(
+            !crios.chromium,
+            "Chrome on iOS is WebKit and sends no client hints"
+        );
         assert!(!crios.version_implausible);
         assert!(!crios.os_engine_mismatch);
 
@@ -435,12 +441,12 @@ mod tests {
         assert!(blink_on_ios.os_engine_mismatch);
         let template = UaInfo::parse(b"Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/W.X.Y.Z Mobile Safari/537.36");
         assert!(template.version_implausible);
-        assert!(
-            chrome_version_plausible(version_after(b"Chrome/120.0.6099.109", b"Chrome/").unwrap())
-        );
-        assert!(
-            chrome_version_plausible(version_after(b"Chrome/53.0.2785.143", b"Chrome/").unwrap())
-        );
+        assert!(chrome_version_plausible(
+            version_after(b"Chrome/120.0.6099.109", b"Chrome/").unwrap()
+        ));
+        assert!(chrome_version_plausible(
+            version_after(b"Chrome/53.0.2785.143", b"Chrome/").unwrap()
+        ));
         assert!(!chrome_version_plausible(
             version_after(b"Chrome/120.1.6099.109", b"Chrome/").unwrap()
         ));
@@ -451,7 +457,9 @@ mod tests {
         let curl = UaInfo::parse(b"curl/8.5.0");
         assert_eq!(curl.products, 1);
         assert!(!curl.mozilla && !curl.comment && curl.family.is_none());
-        let bot = UaInfo::parse(b"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)");
+        let bot = UaInfo::parse(
+            b"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        );
         assert!(bot.url && bot.comment);
         assert_eq!(bot.products, 1);
         assert!(UaInfo::parse(b"noorobot").no_version);

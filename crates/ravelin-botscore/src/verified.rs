@@ -91,7 +91,10 @@ impl Validate for VerifiedBots {
         }
         for (i, bot) in self.bots.iter().enumerate() {
             let token = &bot.user_agent_token;
-            if token.len() < 3 || token.len() > 64 || !token.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+            if token.len() < 3
+                || token.len() > 64
+                || !token.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+            {
                 v.push(
                     format!("bots[{i}].user_agent_token"),
                     "must be 3..=64 bytes of printable ASCII (a short token would match many UAs)",
@@ -117,7 +120,12 @@ impl Validate for VerifiedBots {
         self.lowered = self
             .bots
             .iter()
-            .map(|b| b.user_agent_token.to_ascii_lowercase().into_bytes().into_boxed_slice())
+            .map(|b| {
+                b.user_agent_token
+                    .to_ascii_lowercase()
+                    .into_bytes()
+                    .into_boxed_slice()
+            })
             .collect();
     }
 }
@@ -130,7 +138,10 @@ mod tests {
         VerifiedBots::new().bot(
             "examplebot",
             "ExampleBot",
-            ["192.0.2.0/24".parse().unwrap(), "2001:db8::/32".parse().unwrap()],
+            [
+                "192.0.2.0/24".parse().unwrap(),
+                "2001:db8::/32".parse().unwrap(),
+            ],
         )
     }
 
@@ -138,12 +149,28 @@ mod tests {
     fn token_and_range_both_required() {
         let bots = list();
         let ua = Some(&b"Mozilla/5.0 (compatible; examplebot/2.1)"[..]);
-        assert_eq!(bots.matches(ua, Some("192.0.2.7".parse().unwrap())), Some("examplebot"));
-        assert_eq!(bots.matches(ua, Some("2001:db8::1".parse().unwrap())), Some("examplebot"));
-        assert_eq!(bots.matches(ua, Some("::ffff:192.0.2.7".parse().unwrap())), Some("examplebot"));
-        assert_eq!(bots.matches(ua, Some("198.51.100.1".parse().unwrap())), None, "forged UA from elsewhere");
+        assert_eq!(
+            bots.matches(ua, Some("192.0.2.7".parse().unwrap())),
+            Some("examplebot")
+        );
+        assert_eq!(
+            bots.matches(ua, Some("2001:db8::1".parse().unwrap())),
+            Some("examplebot")
+        );
+        assert_eq!(
+            bots.matches(ua, Some("::ffff:192.0.2.7".parse().unwrap())),
+            Some("examplebot")
+        );
+        assert_eq!(
+            bots.matches(ua, Some("198.51.100.1".parse().unwrap())),
+            None,
+            "forged UA from elsewhere"
+        );
         assert_eq!(bots.matches(ua, None), None);
-        assert_eq!(bots.matches(Some(b"curl/8"), Some("192.0.2.7".parse().unwrap())), None);
+        assert_eq!(
+            bots.matches(Some(b"curl/8"), Some("192.0.2.7".parse().unwrap())),
+            None
+        );
     }
 
     #[test]

@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Version;
-use ravelin_botscore::train::{self, Progress, TrainConfig};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use ravelin_botscore::dataset::Dataset;
+use ravelin_botscore::train::{self, Progress, TrainConfig};
 use ravelin_botscore::{
     DEFAULT_MAX_FILE_BYTES, FeatureKind, Limits, Model, RequestView, Scorer, VerifiedBots,
 };
@@ -27,7 +27,11 @@ use serde_json::json;
 const MAX_LINE_BYTES: usize = 1024 * 1024;
 
 #[derive(Parser, Debug)]
-#[command(name = "botscore", version, about = "Bot-score feature files: check, score, train")]
+#[command(
+    name = "botscore",
+    version,
+    about = "Bot-score feature files: check, score, train"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -126,7 +130,13 @@ fn main() -> ExitCode {
                 l2,
                 ..TrainConfig::default()
             };
-            train_cmd(&data, &output, &config, holdout_out.as_deref(), report_json.as_deref())
+            train_cmd(
+                &data,
+                &output,
+                &config,
+                holdout_out.as_deref(),
+                report_json.as_deref(),
+            )
         }
     }
 }
@@ -207,7 +217,10 @@ fn check(path: &Path, max_features: usize, previous: Option<&Path>, max_bytes: u
     println!("OK {}", path.display());
     println!("  schema_version: {}", model.schema_version());
     println!("  model_version:  {}", model.model_version());
-    println!("  features:       {} (limit {max_features})", model.features().len());
+    println!(
+        "  features:       {} (limit {max_features})",
+        model.features().len()
+    );
     println!("  bias:           {}", model.bias());
     let t = model.thresholds();
     println!(
@@ -220,7 +233,10 @@ fn check(path: &Path, max_features: usize, previous: Option<&Path>, max_bytes: u
         .iter()
         .filter(|r| FeatureKind::from_name(&r.kind).is_some_and(FeatureKind::is_user_agent_kind))
         .count();
-    println!("  user-agent features: {ua_only}, request features: {}", model.features().len() - ua_only);
+    println!(
+        "  user-agent features: {ua_only}, request features: {}",
+        model.features().len() - ua_only
+    );
     for (kind, n) in kinds {
         println!("    {kind}: {n}");
     }
@@ -366,11 +382,16 @@ fn score_line(line: &[u8], scorer: &Scorer, verified: &VerifiedBots) -> Result<S
     let peer = record
         .peer
         .as_deref()
-        .map(|p| p.parse::<IpAddr>().map_err(|_| format!("peer {p:?} is not an IP address")))
+        .map(|p| {
+            p.parse::<IpAddr>()
+                .map_err(|_| format!("peer {p:?} is not an IP address"))
+        })
         .transpose()?;
     let headers;
     let view = match (&record.headers, &record.user_agent) {
-        (Some(_), Some(_)) => return Err("give either \"headers\" or \"user_agent\", not both".into()),
+        (Some(_), Some(_)) => {
+            return Err("give either \"headers\" or \"user_agent\", not both".into());
+        }
         (None, Some(ua)) => {
             if record.method.is_some() || record.uri.is_some() || record.version.is_some() {
                 return Err("a \"user_agent\" record takes no method, uri or version".into());
@@ -379,10 +400,12 @@ fn score_line(line: &[u8], scorer: &Scorer, verified: &VerifiedBots) -> Result<S
         }
         (Some(list), None) => {
             if let Some(method) = &record.method {
-                http::Method::from_bytes(method.as_bytes()).map_err(|_| format!("invalid method {method:?}"))?;
+                http::Method::from_bytes(method.as_bytes())
+                    .map_err(|_| format!("invalid method {method:?}"))?;
             }
             if let Some(uri) = &record.uri {
-                uri.parse::<http::Uri>().map_err(|_| format!("invalid uri {uri:?}"))?;
+                uri.parse::<http::Uri>()
+                    .map_err(|_| format!("invalid uri {uri:?}"))?;
             }
             let version = match record.version.as_deref() {
                 None | Some("HTTP/1.1") => Version::HTTP_11,
@@ -403,7 +426,9 @@ fn score_line(line: &[u8], scorer: &Scorer, verified: &VerifiedBots) -> Result<S
             headers = map;
             RequestView::new(version, &headers)
         }
-        (None, None) => return Err("a record needs \"headers\" (a full request) or \"user_agent\"".into()),
+        (None, None) => {
+            return Err("a record needs \"headers\" (a full request) or \"user_agent\"".into());
+        }
     };
     let view = view.with_peer(peer).with_ja4(record.ja4.as_deref());
     let scored = scorer.score(&view).map_err(|e| e.to_string())?;
@@ -475,7 +500,11 @@ fn train_cmd(
             bar.set_length(total as u64);
             bar.set_position(done as u64);
         }
-        Progress::Fit { epoch, epochs, loss } => {
+        Progress::Fit {
+            epoch,
+            epochs,
+            loss,
+        } => {
             bar.set_message(format!("fit {loss:.4}"));
             bar.set_length(u64::from(epochs));
             bar.set_position(u64::from(epoch));

@@ -1,0 +1,360 @@
+//! The `botscore` binary end to end: check, score, train.
+#![cfg(feature = "cli")]
+// Helpers outside `#[test]` functions: a failed setup must stop the run loudly (clippy.toml's
+// test exemptions only cover `#[test]` functions themselves).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{Value, json};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_botscore"))
+}
+
+fn run(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = bin()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn model_file(dir: &Path, name: &str, value: &Value) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, serde_json::to_vec_pretty(value).unwrap()).unwrap();
+    path
+}
+
+fn rows(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({"name": format!("t{i}"), "kind": "ua_token", "params": {"token": format!("tok{i}")}, "weight": -1.0}))
+        .collect()
+}
+
+fn model(version: u64, features: Vec<Value>) -> Value {
+    json!({"schema_version": 1, "model_version": version, "bias": 0.5, "features": features})
+}
+
+#[test]
+fn check_accepts_the_shipped_model_with_a_summary() {
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/model/default.json");
+    let out = run(&["check", shipped], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("OK "), "{stdout}");
+    assert!(stdout.contains("(limit 256)"), "{stdout}");
+    assert!(stdout.contains("sha256:"), "{stdout}");
+}
+
+#[test]
+fn check_rejects_with_every_reason_and_nonzero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut features = rows(3);
+    features.push(json!({"name": "t0", "kind": "ua_regex", "weight": 1.0}));
+    features.push(json!({"name": "w", "kind": "ua_url", "weight": 5000.0}));
+    let mut bad = model(1, features);
+    bad["schema_version"] = json!(9);
+    let path = model_file(dir.path(), "bad.json", &bad);
+    let out = run(&["check", path.to_str().unwrap()], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    for needle in [
+        "REJECTED (invalid)",
+        "schema_version: unsupported schema version 9",
+        "features[3].name: duplicate feature name \"t0\" (first defined at features[0])",
+        "features[3].kind: unknown feature kind \"ua_regex\"",
+        "features[4].weight: value 5000 is outside",
+    ] {
+        assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
+    }
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn check_names_count_and_limit_for_the_incident_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut features = rows(150);
+    features.extend(rows(150));
+    let path = model_file(dir.path(), "doubled.json", &model(2, features));
+    let out = run(&["check", path.to_str().unwrap()], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("features: 300 features exceeds limit 256"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_rejects_empty_truncated_oversize_missing_and_stale_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = serde_json::to_vec(&model(5, rows(2))).unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("empty.json", Vec::new(), "REJECTED (empty)"),
+        (
+            "truncated.json",
+            good[..good.len() - 7].to_vec(),
+            "REJECTED (parse)",
+        ),
+        ("big.json", vec![b' '; 300 * 1024], "REJECTED (too_large)"),
+    ];
+    for (name, bytes, expected) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let out = run(&["check", path.to_str().unwrap()], b"");
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        assert!(
+            text(&out.stderr).contains(expected),
+            "{name}: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = run(
+        &["check", dir.path().join("nope.json").to_str().unwrap()],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("REJECTED (io)"));
+
+    let previous = model_file(dir.path(), "published.json", &model(5, rows(2)));
+    let older = model_file(dir.path(), "older.json", &model(4, rows(3)));
+    let newer = model_file(dir.path(), "newer.json", &model(6, rows(3)));
+    let out = run(
+        &[
+            "check",
+            older.to_str().unwrap(),
+            "--previous",
+            previous.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("version 4 is stale: active version is 5"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(
+        &[
+            "check",
+            newer.to_str().unwrap(),
+            "--previous",
+            previous.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(
+        &["check", newer.to_str().unwrap(), "--max-features", "2"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("3 features exceeds limit 2"));
+}
+
+#[test]
+fn score_writes_one_line_per_input_line_in_order() {
+    let browser = json!({"method": "GET", "uri": "/", "version": "HTTP/2", "headers": [
+        ["sec-ch-ua", "\"Chromium\";v=\"130\", \"Google Chrome\";v=\"130\", \"Not?A_Brand\";v=\"99\""],
+        ["sec-ch-ua-mobile", "?0"], ["sec-ch-ua-platform", "\"Windows\""],
+        ["user-agent", "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36"],
+        ["accept", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"],
+        ["sec-fetch-site", "none"], ["sec-fetch-mode", "navigate"], ["sec-fetch-dest", "document"],
+        ["accept-encoding", "gzip, deflate, br, zstd"], ["accept-language", "en-US,en;q=0.9"]]});
+    let curl = json!({"method": "GET", "uri": "/", "version": "HTTP/1.1", "headers": [["host", "x"], ["user-agent", "curl/8.5.0"], ["accept", "*/*"]]});
+    let input = format!(
+        "{browser}\n{curl}\n{{\"user_agent\": \"Googlebot/2.1 (+http://www.google.com/bot.html)\"}}\nnot json\n\n{{\"user_agent\": null}}\n{{\"headers\": [[\"bad name\", \"x\"]]}}\n{{\"useragent\": \"typo\"}}\n{}\n{{\"user_agent\": \"x\", \"headers\": []}}\n{{\"user_agent\": \"Mozilla/5.0\"}}",
+        "x".repeat(1_100_000)
+    );
+    let out = run(&["score"], input.as_bytes());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 11, "{lines:#?}");
+    let score = |v: &Value| v["score"].as_u64().unwrap();
+    assert!(score(&lines[0]) >= 70, "{}", lines[0]);
+    assert!(score(&lines[1]) <= 5, "{}", lines[1]);
+    assert!(score(&lines[2]) <= 29, "{}", lines[2]);
+    assert_eq!(lines[0]["verified_bot"], json!(false));
+    let reasons = lines[1]["reasons"].as_array().unwrap();
+    assert!(!reasons.is_empty() && reasons.len() <= 5);
+    assert!(reasons[0]["feature"].is_string() && reasons[0]["contribution"].is_number());
+    for (i, needle) in [
+        (3, "line 4: not a record"),
+        (4, "line 5: empty line"),
+        (6, "line 7: invalid header name"),
+        (7, "line 8: not a record"),
+        (8, "line 9: line exceeds"),
+        (9, "line 10: give either"),
+    ] {
+        let error = lines[i]["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("line {i}: {}", lines[i]));
+        assert!(error.contains(needle), "{error}");
+    }
+    assert!(score(&lines[5]) <= 29, "no user agent at all: {}", lines[5]);
+    assert!(lines[10]["score"].is_u64());
+    // Keys come out in the documented order.
+    let first = text(&out.stdout).lines().next().unwrap().to_owned();
+    assert!(first.starts_with("{\"score\":"), "{first}");
+}
+
+#[test]
+fn score_uses_a_model_file_and_verified_bots() {
+    let dir = tempfile::tempdir().unwrap();
+    let harsh = model_file(
+        dir.path(),
+        "m.json",
+        &json!({"schema_version": 1, "model_version": 1, "bias": 10.0,
+        "features": [{"name": "ua_token_bot", "kind": "ua_token", "params": {"token": "bot"}, "weight": -20.0}]}),
+    );
+    let verified = dir.path().join("verified.json");
+    std::fs::write(
+        &verified,
+        r#"{"bots":[{"name":"ex","user_agent_token":"ExampleBot","ranges":["192.0.2.0/24"]}]}"#,
+    )
+    .unwrap();
+    let input = concat!(
+        r#"{"user_agent":"ExampleBot/1.0","peer":"192.0.2.1"}"#,
+        "\n",
+        r#"{"user_agent":"ExampleBot/1.0","peer":"203.0.113.9"}"#,
+        "\n",
+        r#"{"user_agent":"Mozilla/5.0"}"#,
+        "\n",
+        r#"{"user_agent":"x","peer":"not-an-ip"}"#,
+        "\n",
+    );
+    let out = run(
+        &[
+            "score",
+            "--model",
+            harsh.to_str().unwrap(),
+            "--verified",
+            verified.to_str().unwrap(),
+        ],
+        input.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines[0],
+        json!({"score": 1, "verified_bot": true, "reasons": [{"feature": "ua_token_bot", "contribution": -20.0}]})
+    );
+    assert_eq!(lines[1]["verified_bot"], json!(false));
+    assert_eq!(lines[2]["score"], json!(99));
+    assert!(lines[3]["error"].as_str().unwrap().contains("peer"));
+
+    // An invalid model file is refused up front with the reasons.
+    let bad = model_file(dir.path(), "bad.json", &model(1, vec![]));
+    let out = run(
+        &["score", "--model", bad.to_str().unwrap()],
+        b"{\"user_agent\":\"x\"}\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no features"));
+}
+
+#[test]
+fn train_writes_a_model_that_check_accepts_and_is_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/data");
+    let out_a = dir.path().join("a.json");
+    let out_b = dir.path().join("b.json");
+    let holdout = dir.path().join("holdout.jsonl");
+    let report = dir.path().join("report.json");
+    let args = |out: &Path| {
+        vec![
+            "train".to_owned(),
+            "--data".into(),
+            data.into(),
+            "-o".into(),
+            out.to_str().unwrap().into(),
+            "--epochs".into(),
+            "60".into(),
+            "--l2".into(),
+            "0.001".into(),
+            "--model-version".into(),
+            "42".into(),
+        ]
+    };
+    let mut first = args(&out_a);
+    first.extend([
+        "--holdout-out".into(),
+        holdout.to_str().unwrap().into(),
+        "--report-json".into(),
+        report.to_str().unwrap().into(),
+    ]);
+    let out = run(&first.iter().map(String::as_str).collect::<Vec<_>>(), b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for needle in [
+        "precision",
+        "recall",
+        "ROC AUC",
+        "recall at 1% FPR",
+        "UA-only",
+        "Full synthetic requests",
+    ] {
+        assert!(stdout.contains(needle), "missing {needle:?} in {stdout}");
+    }
+    let out = run(&["check", out_a.to_str().unwrap()], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("model_version:  42"));
+    let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert!(report["ua_only"]["roc_auc"].as_f64().unwrap() > 0.5);
+    let held: Vec<Value> = std::fs::read_to_string(&holdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(held.len() > 300);
+    assert!(
+        held.iter()
+            .all(|h| h["score"].is_u64() && h["source"].is_string())
+    );
+
+    let second = args(&out_b);
+    let out = run(&second.iter().map(String::as_str).collect::<Vec<_>>(), b"");
+    assert!(out.status.success());
+    assert_eq!(
+        std::fs::read(&out_a).unwrap(),
+        std::fs::read(&out_b).unwrap(),
+        "same seed, same model"
+    );
+
+    let out = run(
+        &[
+            "train",
+            "--data",
+            dir.path().to_str().unwrap(),
+            "-o",
+            out_b.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("crawlers.train.json"));
+}
