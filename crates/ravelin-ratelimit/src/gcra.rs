@@ -71,6 +71,8 @@ pub struct Quota {
     window_nanos: u64,
     burst: u32,
     emission_nanos: u64,
+    /// `⌊2^64 / T⌋ + 1` (0 when `T = 1`): turns the division in `remaining` into a multiply.
+    reciprocal: u64,
 }
 
 impl Quota {
@@ -143,11 +145,13 @@ impl Quota {
             Some(t) if t <= MAX_TOLERANCE_NANOS && window_nanos <= MAX_TOLERANCE_NANOS => {}
             _ => return Err(too_long),
         }
+        let reciprocal = u64::try_from((1u128 << 64) / u128::from(emission_nanos) + 1).unwrap_or(0);
         Ok(Self {
             limit,
             window_nanos,
             burst,
             emission_nanos,
+            reciprocal,
         })
     }
 
@@ -182,6 +186,28 @@ impl Quota {
         self.emission_nanos.saturating_mul(self.burst as u64)
     }
 
+    /// Whole units in `span` nanoseconds: `⌊span / T⌋`, clamped to `u32` (a span never exceeds
+    /// `τ = T × burst`, so the clamp never bites for a consistent state).
+    ///
+    /// A 64-bit division costs tens of cycles on the hot path; multiplying by the precomputed
+    /// reciprocal gives the quotient or one more, and one multiply checks which.
+    #[inline]
+    fn units(&self, span: u64) -> u32 {
+        let t = self.emission_nanos;
+        let quotient = if self.reciprocal == 0 {
+            // T = 1 ns.
+            span
+        } else {
+            let q = ((u128::from(span) * u128::from(self.reciprocal)) >> 64) as u64;
+            if u128::from(q) * u128::from(t) > u128::from(span) {
+                q - 1
+            } else {
+                q
+            }
+        };
+        u32::try_from(quotient).unwrap_or(u32::MAX)
+    }
+
     /// The pure GCRA step: given a key's stored TAT (`0` for an absent key), the current instant
     /// and a cost, what is decided and what the TAT becomes.
     ///
@@ -208,7 +234,7 @@ impl Quota {
                 decision: Decision {
                     allowed: true,
                     limit: self.burst,
-                    remaining: units(horizon - new_tat, t),
+                    remaining: self.units(horizon - new_tat),
                     reset_after: Duration::from_nanos(new_tat - now),
                     retry_after: Duration::ZERO,
                 },
@@ -220,7 +246,7 @@ impl Quota {
                 decision: Decision {
                     allowed: false,
                     limit: self.burst,
-                    remaining: units(horizon.saturating_sub(tat), t),
+                    remaining: self.units(horizon.saturating_sub(tat)),
                     reset_after: Duration::from_nanos(tat - now),
                     retry_after: Duration::from_nanos(new_tat - horizon),
                 },
@@ -228,12 +254,6 @@ impl Quota {
             }
         }
     }
-}
-
-/// Whole units in `span` nanoseconds, clamped to `u32` (a span never exceeds `τ = T × burst`,
-/// so the clamp never bites for a consistent state).
-fn units(span: u64, emission: u64) -> u32 {
-    u32::try_from(span.checked_div(emission).unwrap_or(0)).unwrap_or(u32::MAX)
 }
 
 /// The result of one GCRA step: the decision, and the TAT to store when it allowed.
@@ -268,13 +288,43 @@ impl Decision {
     }
 }
 
-/// Whole seconds, rounded up: header fields carry integers, and telling a client to come back
-/// before its quota returns only earns it another 429.
-pub(crate) fn ceil_secs(d: Duration) -> u64 {
-    let secs = d.as_secs();
-    if d.subsec_nanos() > 0 {
-        secs.saturating_add(1)
-    } else {
-        secs
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn units_is_floor_division(
+            limit in 1u32..=u32::MAX,
+            window_ns in 1u64..(1 << 62),
+            span in any::<u64>(),
+        ) {
+            if let Ok(q) = Quota::new(limit, Duration::from_nanos(window_ns)) {
+                let want = u32::try_from(span / q.emission_interval_nanos()).unwrap_or(u32::MAX);
+                prop_assert_eq!(q.units(span), want);
+            }
+        }
+    }
+
+    #[test]
+    fn units_edges() {
+        for t in [1u64, 2, 3, 7, 1_000, 999_999_937, 1 << 40, (1 << 62) - 1] {
+            let q = Quota::new(1, Duration::from_nanos(t)).unwrap();
+            for span in [
+                0,
+                1,
+                t - 1,
+                t,
+                t + 1,
+                2 * t - 1,
+                2 * t,
+                u64::MAX / 2,
+                u64::MAX,
+            ] {
+                let want = u32::try_from(span / t).unwrap_or(u32::MAX);
+                assert_eq!(q.units(span), want, "span {span} / {t}");
+            }
+        }
     }
 }

@@ -112,7 +112,10 @@ impl<C: Clock> MemoryStore<C> {
         for check in checks {
             let hash = self.hash(check);
             hashes.push(hash);
-            let decision = check.quota.decide(table.read(hash), now, check.cost).decision;
+            let decision = check
+                .quota
+                .decide(table.read(hash), now, check.cost)
+                .decision;
             blocked |= check.enforce && !decision.allowed;
             decisions.push(decision);
         }

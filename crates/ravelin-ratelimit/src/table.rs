@@ -1,16 +1,23 @@
-//! The keyed state: a fixed-size, sharded open-addressing table of 16-byte entries.
+//! The keyed state: a fixed-size, sharded table of 16-byte entries in 128-byte buckets.
 //!
 //! Each entry is two atomic words: the key's 64-bit hash (its *tag*; `0` means never used) and its
 //! TAT. The table is allocated once, at its capacity, and never grows.
 //!
-//! - **Lookups and updates are lock-free**: find the tag in the key's probe window (16 slots
-//!   from a position derived from the hash), then CAS the TAT.
+//! Placement is two-choice ("d-left") hashing: each key has one candidate bucket of 8 entries in
+//! the left half of its shard and one in the right half, and is inserted into the one holding
+//! fewer live entries (the left on ties). Against one bucket or a linear-probing window this keeps
+//! buckets even: with the table 80% full of live keys, about 3 insertions in 100 000 find both
+//! buckets full, where linear probing over 16 slots evicts 2%.
+//!
+//! - **Lookups and updates are lock-free**: find the tag in the left bucket, then the right, and
+//!   CAS the TAT.
 //! - **Insertions take the shard's mutex**, so a key is never stored twice and two inserters never
-//!   pick the same slot. An insertion takes the first never-used slot of the window, else the first
-//!   *expired* one (TAT ≤ now: identical to an absent key, so reclaiming it loses nothing), else —
-//!   the window is full of live state, the table is over capacity here — it evicts the entry with
-//!   the smallest TAT: the least recently charged key, whose forgotten debt is the smallest in the
-//!   window. Keys being limited carry the largest TATs and are evicted last.
+//!   pick the same slot. An insertion takes a never-used slot, preferring the less-loaded bucket;
+//!   else it reuses the entry with the smallest TAT of the 16. When that TAT is in the past the
+//!   entry is *expired*, identical to an absent key, and reclaiming it loses nothing. When all 16
+//!   are live — the table is over capacity there — it is an eviction: the least recently charged
+//!   key, whose forgotten debt is the smallest, loses its state. Keys being limited carry the
+//!   largest TATs and are evicted last.
 //! - Only an allowed request with a cost above zero inserts: denied requests and reads of absent
 //!   keys never take a slot, so a flood of unique keys that are all denied costs nothing.
 //!
@@ -27,8 +34,8 @@ use std::sync::{Mutex, PoisonError};
 
 use crate::gcra::Evaluation;
 
-/// Slots scanned per key. 16 entries of 16 bytes: four cache lines, read sequentially.
-pub(crate) const WINDOW: usize = 16;
+/// Entries per bucket: 8 × 16 bytes, two cache lines.
+pub(crate) const BUCKET: usize = 8;
 
 /// At most this many shards (insert locks); more buys nothing on machines we target.
 const MAX_SHARDS: usize = 64;
@@ -51,26 +58,36 @@ struct Slot {
     tat: AtomicU64,
 }
 
-/// One insert lock and its slots; aligned so that shard headers do not share cache lines.
+/// Slots fill from the front and are never emptied, so a lookup stops at the first unused one.
+#[derive(Default)]
+#[repr(C, align(64))]
+struct Bucket {
+    slots: [Slot; BUCKET],
+}
+
+/// One insert lock and its buckets (left half, then right half); aligned so that shard headers
+/// do not share cache lines.
 #[repr(align(64))]
 struct Shard {
-    slots: Box<[Slot]>,
-    /// Serialises insertions and replacements in this shard. Held for a window scan and three
-    /// stores; never on the lookup/update path.
+    buckets: Box<[Bucket]>,
+    /// Buckets per half.
+    half: u64,
+    /// Serialises insertions and replacements in this shard. Held for a scan of two buckets and
+    /// three stores; never on the lookup/update path.
     insert: Mutex<()>,
 }
 
-/// Counters of a table's degradation, also exported as metrics.
+/// Counters of a table's memory and degradation, also exported as metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TableStats {
-    /// Slots allocated (fixed at construction).
+    /// Entries allocated (fixed at construction).
     pub slots: usize,
-    /// Bytes allocated for the slots and shard headers (fixed at construction).
+    /// Bytes allocated for the entries and shard headers (fixed at construction).
     pub bytes: usize,
     /// Live entries evicted to make room (`ravelin_ratelimit_evictions_total`): each one is a key
     /// whose recorded use was forgotten.
     pub evictions: u64,
-    /// Allowed requests whose new state could not be stored because their window kept changing
+    /// Allowed requests whose new state could not be stored because their buckets kept changing
     /// under the inserter (`ravelin_ratelimit_overflow_total`).
     pub overflows: u64,
 }
@@ -96,22 +113,34 @@ impl std::fmt::Debug for Table {
 
 enum Step {
     Done(Evaluation),
-    /// The slot changed owner or is being replaced: look the key up again.
+    /// The slot changed owner: look the key up again.
     Retry,
     /// The slot is mid-replacement: wait for the inserter by taking the shard lock.
     Wait,
+}
+
+/// Where a key lives: its shard, its two candidate buckets and its tag.
+struct Place<'t> {
+    shard: &'t Shard,
+    left: &'t Bucket,
+    right: &'t Bucket,
+    tag: u64,
 }
 
 impl Table {
     /// A table holding at least `capacity` entries (clamped to `1..=MAX_CAPACITY`).
     pub(crate) fn new(capacity: usize, label: &'static str) -> Self {
         let capacity = capacity.clamp(1, MAX_CAPACITY);
-        // About a thousand slots per shard, so inserts rarely meet on one lock.
-        let shards = (capacity / 1024).clamp(1, MAX_SHARDS).next_power_of_two().min(MAX_SHARDS);
-        let per_shard = capacity.div_ceil(shards);
+        // About two thousand entries per shard, so inserts rarely meet on one lock.
+        let shards = (capacity / 2048)
+            .clamp(1, MAX_SHARDS)
+            .next_power_of_two()
+            .min(MAX_SHARDS);
+        let half = capacity.div_ceil(shards).div_ceil(2 * BUCKET).max(1);
         let shards: Box<[Shard]> = (0..shards)
             .map(|_| Shard {
-                slots: (0..per_shard).map(|_| Slot::default()).collect(),
+                buckets: (0..2 * half).map(|_| Bucket::default()).collect(),
+                half: half as u64,
                 insert: Mutex::new(()),
             })
             .collect();
@@ -126,97 +155,117 @@ impl Table {
     }
 
     pub(crate) fn stats(&self) -> TableStats {
-        let slots: usize = self.shards.iter().map(|s| s.slots.len()).sum();
+        let buckets: usize = self.shards.iter().map(|s| s.buckets.len()).sum();
         TableStats {
-            slots,
-            bytes: slots
-                .saturating_mul(size_of::<Slot>())
+            slots: buckets.saturating_mul(BUCKET),
+            bytes: buckets
+                .saturating_mul(size_of::<Bucket>())
                 .saturating_add(self.shards.len().saturating_mul(size_of::<Shard>())),
             evictions: self.evictions.load(Ordering::Relaxed),
             overflows: self.overflows.load(Ordering::Relaxed),
         }
     }
 
-    /// The shard, window start and tag of a key hash.
+    /// The shard, candidate buckets and tag of a key hash. Bits: the top ones pick the shard, the
+    /// low 32 the left bucket and bits 26..58 the right one (Lemire's multiply-shift maps each
+    /// onto `0..half` without a division); the whole hash is the tag.
     #[inline]
-    fn locate(&self, hash: u64) -> Option<(&Shard, usize, u64)> {
+    fn locate(&self, hash: u64) -> Option<Place<'_>> {
         let shard_index = if self.shard_bits == 0 {
             0
         } else {
             usize::try_from(hash >> (64 - self.shard_bits)).unwrap_or(0)
         };
         let shard = self.shards.get(shard_index)?;
-        let n = shard.slots.len() as u64;
-        // Lemire's multiply-shift maps the low 32 bits onto 0..n without a division.
-        let start = usize::try_from(((hash & 0xffff_ffff) * n) >> 32).unwrap_or(0);
+        let left = ((hash & 0xffff_ffff) * shard.half) >> 32;
+        let right = (((hash >> 26) & 0xffff_ffff) * shard.half) >> 32;
+        let left = shard.buckets.get(usize::try_from(left).ok()?)?;
+        let right = shard
+            .buckets
+            .get(usize::try_from(shard.half.saturating_add(right)).ok()?)?;
         let tag = if hash == EMPTY { 1 } else { hash };
-        Some((shard, start, tag))
+        Some(Place {
+            shard,
+            left,
+            right,
+            tag,
+        })
     }
 
-    /// The slot holding `tag` in its window, if any.
+    /// The slot holding `tag` in `slots`, if any.
     #[inline]
-    fn find<'s>(shard: &'s Shard, start: usize, tag: u64) -> Option<&'s Slot> {
-        let n = shard.slots.len();
-        let mut index = start;
-        for _ in 0..WINDOW.min(n) {
-            let slot = shard.slots.get(index)?;
+    fn find_in(slots: &[Slot], tag: u64) -> Option<&Slot> {
+        for slot in slots {
             let t = slot.tag.load(Ordering::Acquire);
             if t == tag {
                 return Some(slot);
             }
-            // Slots are never emptied once used and inserts take the first empty slot, so an
-            // empty slot ends the search.
             if t == EMPTY {
                 return None;
-            }
-            index += 1;
-            if index == n {
-                index = 0;
             }
         }
         None
     }
 
+    #[inline]
+    fn find<'t>(place: &Place<'t>) -> Option<&'t Slot> {
+        // Read the right bucket's first tag before scanning the left one, so that the two cache
+        // misses overlap instead of queueing. A stale value is harmless: a match is re-validated
+        // by `update`, and a key inserted meanwhile is found again under the insert lock.
+        let (right_first, right_rest) = place.right.slots.split_first()?;
+        let first_tag = right_first.tag.load(Ordering::Acquire);
+        if let Some(slot) = Self::find_in(&place.left.slots, place.tag) {
+            return Some(slot);
+        }
+        if first_tag == place.tag {
+            return Some(right_first);
+        }
+        if first_tag == EMPTY {
+            return None;
+        }
+        Self::find_in(right_rest, place.tag)
+    }
+
     /// The key's stored TAT (`0` when absent), without writing.
     pub(crate) fn read(&self, hash: u64) -> u64 {
-        let Some((shard, start, tag)) = self.locate(hash) else {
+        let Some(place) = self.locate(hash) else {
             return 0;
         };
         loop {
-            let Some(slot) = Self::find(shard, start, tag) else {
+            let Some(slot) = Self::find(&place) else {
                 return 0;
             };
             let tat = slot.tat.load(Ordering::Acquire);
-            if tat != LOCKED && slot.tag.load(Ordering::Acquire) == tag {
-                return tat;
-            }
             if tat == LOCKED {
                 // Being replaced; the replacer holds the lock for a few stores.
-                drop(lock(shard));
+                drop(lock(place.shard));
+            } else if slot.tag.load(Ordering::Acquire) == place.tag {
+                return tat;
             }
         }
     }
 
     /// Runs one GCRA step for the key: `decide` maps the stored TAT (`0` when absent) to an
     /// evaluation, and its `new_tat`, if any, is stored atomically with respect to the read.
+    #[inline]
     pub(crate) fn apply(
         &self,
         hash: u64,
         now: u64,
         mut decide: impl FnMut(u64) -> Evaluation,
     ) -> Evaluation {
-        let Some((shard, start, tag)) = self.locate(hash) else {
-            // Unreachable for a constructed table (it has at least one shard); deciding without
-            // state is the lenient answer and never panics.
+        let Some(place) = self.locate(hash) else {
+            // Not reachable for a constructed table (it has at least one shard of two buckets);
+            // deciding without state is the lenient answer and never panics.
             return decide(0);
         };
         loop {
-            if let Some(slot) = Self::find(shard, start, tag) {
-                match Self::update(slot, tag, &mut decide) {
+            if let Some(slot) = Self::find(&place) {
+                match Self::update(slot, place.tag, &mut decide) {
                     Step::Done(evaluation) => return evaluation,
                     Step::Retry => continue,
                     Step::Wait => {
-                        drop(lock(shard));
+                        drop(lock(place.shard));
                         continue;
                     }
                 }
@@ -226,13 +275,13 @@ impl Table {
                 // Denied, or a read: an absent key takes no slot.
                 return evaluation;
             };
-            let guard = lock(shard);
-            if Self::find(shard, start, tag).is_some() {
+            let guard = lock(place.shard);
+            if Self::find(&place).is_some() {
                 // Inserted by another request meanwhile: update it lock-free instead.
                 drop(guard);
                 continue;
             }
-            self.insert(shard, start, tag, now, new_tat);
+            self.insert(&place, now, new_tat);
             drop(guard);
             return evaluation;
         }
@@ -255,10 +304,12 @@ impl Table {
                 }
                 return Step::Retry;
             };
-            match slot
-                .tat
-                .compare_exchange_weak(stored, new_tat, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match slot.tat.compare_exchange_weak(
+                stored,
+                new_tat,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => {
                     if slot.tag.load(Ordering::Acquire) == tag {
                         return Step::Done(evaluation);
@@ -282,41 +333,37 @@ impl Table {
         }
     }
 
-    /// Stores `new_tat` for `tag`, which is absent from its window. Called with the shard lock.
-    fn insert(&self, shard: &Shard, start: usize, tag: u64, now: u64, new_tat: u64) {
-        let n = shard.slots.len();
+    /// Stores `new_tat` for a key absent from both its buckets. Called with the shard lock.
+    ///
+    /// Preference: an unused slot of the bucket with fewer live entries, an unused slot of the
+    /// other, then the entry with the smallest TAT of the 16. That entry is the one that expired
+    /// longest ago when any has expired (reclaiming it loses nothing, even if the clock later
+    /// steps back by less than its age), else the live one with the smallest debt (an eviction).
+    fn insert(&self, place: &Place<'_>, now: u64, new_tat: u64) {
         for _ in 0..INSERT_ATTEMPTS {
-            let mut victim: Option<(&Slot, u64)> = None;
-            let mut index = start;
-            for _ in 0..WINDOW.min(n) {
-                let Some(slot) = shard.slots.get(index) else {
-                    break;
-                };
-                if slot.tag.load(Ordering::Acquire) == EMPTY {
-                    // No updater can address an unused slot, and other inserters wait on the
-                    // lock: plain stores suffice; the release on the tag publishes the TAT.
-                    slot.tat.store(new_tat, Ordering::Relaxed);
-                    slot.tag.store(tag, Ordering::Release);
-                    return;
-                }
-                let tat = slot.tat.load(Ordering::Acquire);
-                if tat <= now {
-                    // Expired: identical to absent. Take the first one.
-                    victim = Some((slot, tat));
-                    break;
-                }
-                if tat != LOCKED && victim.is_none_or(|(_, best)| tat < best) {
-                    victim = Some((slot, tat));
-                }
-                index += 1;
-                if index == n {
-                    index = 0;
-                }
+            let left = Self::survey(place.left, now);
+            let right = Self::survey(place.right, now);
+            let (first, second) = if right.live < left.live {
+                (&right, &left)
+            } else {
+                (&left, &right)
+            };
+            if let Some(slot) = first.unused.or(second.unused) {
+                // No updater can address an unused slot, and other inserters wait on the lock:
+                // plain stores suffice; the release on the tag publishes the TAT.
+                slot.tat.store(new_tat, Ordering::Relaxed);
+                slot.tag.store(place.tag, Ordering::Release);
+                return;
             }
+            let victim = match (left.oldest, right.oldest) {
+                (Some(l), Some(r)) => Some(if r.1 < l.1 { r } else { l }),
+                (one, other) => one.or(other),
+            };
             let Some((slot, expected)) = victim else {
+                // Every entry is mid-replacement: impossible under the lock; give up safely.
                 break;
             };
-            // Claim the victim; fails if an updater charged it since the scan.
+            // Claim the victim; fails if an updater charged it since the survey.
             if slot
                 .tat
                 .compare_exchange(expected, LOCKED, Ordering::AcqRel, Ordering::Relaxed)
@@ -324,7 +371,7 @@ impl Table {
             {
                 continue;
             }
-            slot.tag.store(tag, Ordering::Release);
+            slot.tag.store(place.tag, Ordering::Release);
             slot.tat.store(new_tat, Ordering::Release);
             if expected > now {
                 self.evictions.fetch_add(1, Ordering::Relaxed);
@@ -336,43 +383,64 @@ impl Table {
         self.overflow_metric.increment(1);
     }
 
+    /// Counts a bucket's live entries and finds its first unused slot and its used entry with the
+    /// smallest TAT.
+    fn survey(bucket: &Bucket, now: u64) -> Survey<'_> {
+        let mut survey = Survey {
+            live: 0,
+            unused: None,
+            oldest: None,
+        };
+        for slot in &bucket.slots {
+            if slot.tag.load(Ordering::Acquire) == EMPTY {
+                survey.unused = Some(slot);
+                break;
+            }
+            let tat = slot.tat.load(Ordering::Acquire);
+            if tat == LOCKED {
+                continue;
+            }
+            if tat > now {
+                survey.live += 1;
+            }
+            if survey.oldest.is_none_or(|(_, oldest)| tat < oldest) {
+                survey.oldest = Some((slot, tat));
+            }
+        }
+        survey
+    }
+
     /// Gives back `amount` nanoseconds of a key's TAT (undoing a charge), if the key is still
     /// stored. Never moves a TAT below zero.
     pub(crate) fn refund(&self, hash: u64, amount: u64) {
-        self.apply_refund(hash, amount);
-    }
-
-    fn apply_refund(&self, hash: u64, amount: u64) {
-        let Some((shard, start, tag)) = self.locate(hash) else {
+        let Some(place) = self.locate(hash) else {
             return;
         };
         loop {
-            let Some(slot) = Self::find(shard, start, tag) else {
+            let Some(slot) = Self::find(&place) else {
                 // Evicted since: its debt was forgiven already.
                 return;
             };
             let stored = slot.tat.load(Ordering::Acquire);
             if stored == LOCKED {
-                drop(lock(shard));
+                drop(lock(place.shard));
                 continue;
             }
             let refunded = stored.saturating_sub(amount);
-            match slot
+            if slot
                 .tat
                 .compare_exchange(stored, refunded, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
             {
-                Ok(_) => {
-                    if slot.tag.load(Ordering::Acquire) != tag {
-                        let _ = slot.tat.compare_exchange(
-                            refunded,
-                            stored,
-                            Ordering::AcqRel,
-                            Ordering::Relaxed,
-                        );
-                    }
-                    return;
+                if slot.tag.load(Ordering::Acquire) != place.tag {
+                    let _ = slot.tat.compare_exchange(
+                        refunded,
+                        stored,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    );
                 }
-                Err(_) => continue,
+                return;
             }
         }
     }
@@ -381,7 +449,8 @@ impl Table {
     pub(crate) fn live_entries(&self, now: u64) -> usize {
         self.shards
             .iter()
-            .flat_map(|s| s.slots.iter())
+            .flat_map(|s| s.buckets.iter())
+            .flat_map(|b| b.slots.iter())
             .filter(|s| {
                 s.tag.load(Ordering::Relaxed) != EMPTY && {
                     let t = s.tat.load(Ordering::Relaxed);
@@ -390,6 +459,12 @@ impl Table {
             })
             .count()
     }
+}
+
+struct Survey<'b> {
+    live: usize,
+    unused: Option<&'b Slot>,
+    oldest: Option<(&'b Slot, u64)>,
 }
 
 fn lock(shard: &Shard) -> std::sync::MutexGuard<'_, ()> {

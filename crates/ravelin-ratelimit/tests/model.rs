@@ -9,9 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use ravelin_ratelimit::{
-    Check, Decision, DirectLimiter, FakeClock, Limiter, MemoryStore, Quota,
-};
+use ravelin_ratelimit::{Check, Decision, DirectLimiter, FakeClock, Limiter, MemoryStore, Quota};
 
 /// The leaky bucket: `level` ns of outstanding work as of `last`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -29,12 +27,13 @@ impl Bucket {
         // Drain since the last conforming arrival (a clock stepping back fills the bucket).
         let drained = (self.level - (now - self.last)).max(0);
         let needed = drained + t * i128::from(cost);
-        let secs = |ns: i128| Duration::from_nanos(u64::try_from(ns).unwrap());
+        // Every span here lies in 0..=τ < 2^62, so the conversions are exact.
+        let secs = |ns: i128| Duration::from_nanos(ns as u64);
         if needed <= tau {
             let decision = Decision {
                 allowed: true,
                 limit: quota.burst(),
-                remaining: u32::try_from((tau - needed) / t).unwrap(),
+                remaining: ((tau - needed) / t) as u32,
                 reset_after: secs(needed),
                 retry_after: Duration::ZERO,
             };
@@ -51,7 +50,7 @@ impl Bucket {
             let decision = Decision {
                 allowed: false,
                 limit: quota.burst(),
-                remaining: u32::try_from(((tau - drained).max(0)) / t).unwrap(),
+                remaining: ((tau - drained).max(0) / t) as u32,
                 reset_after: secs(drained),
                 retry_after: secs(needed - tau),
             };
@@ -61,11 +60,10 @@ impl Bucket {
 }
 
 fn quota() -> impl Strategy<Value = Quota> {
-    (1u32..50, 1u64..5_000, 1u32..60).prop_map(|(limit, window_ms, burst)| {
+    (1u32..50, 1u64..5_000, 1u32..60).prop_filter_map("valid quota", |(limit, window_ms, burst)| {
         Quota::new(limit, Duration::from_millis(window_ms))
-            .unwrap()
-            .with_burst(burst)
-            .unwrap()
+            .and_then(|q| q.with_burst(burst))
+            .ok()
     })
 }
 
