@@ -1,0 +1,428 @@
+//! [`CacheBody`]: the response body of the cache layer.
+//!
+//! A body is one of: bytes from the store; the origin's body passed through; the origin's body
+//! recorded into the store while it streams to the client ("tee"); or another request's fetch,
+//! followed as it arrives (request coalescing).
+//!
+//! Recording is bounded: at most the object limit is buffered, and a body that grows past it (or
+//! past its declared `Content-Length`) stops being recorded and keeps streaming uncached.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use pin_project::pin_project;
+
+use crate::error::BodyError;
+use crate::fill::{Fill, Leader};
+
+/// The body of every response that went through the cache layer.
+#[pin_project]
+pub struct CacheBody<B> {
+    #[pin]
+    kind: Kind<B>,
+}
+
+#[pin_project(project = KindProj)]
+enum Kind<B> {
+    Full(Option<Bytes>),
+    Pass(#[pin] B),
+    Record(Recording<B>),
+    Follow(Follower),
+}
+
+impl<B> CacheBody<B> {
+    /// A body of stored bytes (empty bytes give an empty body).
+    pub fn full(bytes: Bytes) -> Self {
+        Self {
+            kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
+        }
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        Self {
+            kind: Kind::Full(None),
+        }
+    }
+
+    /// The origin's body, passed through untouched.
+    pub fn pass(body: B) -> Self {
+        Self {
+            kind: Kind::Pass(body),
+        }
+    }
+
+    pub(crate) fn record(body: B, recorder: Recorder, on_abandon: Option<Resume<B>>) -> Self {
+        Self {
+            kind: Kind::Record(Recording {
+                body: Some(Box::pin(body)),
+                recorder,
+                on_abandon,
+            }),
+        }
+    }
+
+    pub(crate) fn follow(fill: Arc<Fill>, len: Option<u64>) -> Self {
+        Self {
+            kind: Kind::Follow(Follower { fill, next: 0, len }),
+        }
+    }
+
+    /// Whether this body is being recorded into the store (it must be read to the end to be
+    /// stored).
+    pub(crate) fn is_recording(&self) -> bool {
+        matches!(&self.kind, Kind::Record(r) if !r.recorder.finished)
+    }
+}
+
+impl<B> Body for CacheBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = BodyError<B::Error>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Pass(body) => body.poll_frame(cx).map_err(BodyError::Origin),
+            KindProj::Record(rec) => rec.poll_frame(cx),
+            KindProj::Follow(f) => match f.fill.poll_chunk(f.next, cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    f.next += 1;
+                    Poll::Ready(Some(Ok(Frame::data(chunk))))
+                }
+                Poll::Ready(Some(Err(()))) => Poll::Ready(Some(Err(BodyError::SharedFetchFailed))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(d) => d.is_none(),
+            Kind::Pass(b) => b.is_end_stream(),
+            // A recording must see the end of the stream to store the body, so it never claims
+            // to be finished before it has been polled to the end.
+            Kind::Record(r) => r.body.is_none(),
+            Kind::Follow(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
+            Kind::Pass(b) => b.size_hint(),
+            Kind::Record(r) => r
+                .body
+                .as_ref()
+                .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint()),
+            Kind::Follow(f) => f.len.map_or_else(SizeHint::default, SizeHint::with_exact),
+        }
+    }
+}
+
+impl<B> fmt::Debug for CacheBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            Kind::Full(_) => "full",
+            Kind::Pass(_) => "pass",
+            Kind::Record(_) => "record",
+            Kind::Follow(_) => "follow",
+        };
+        f.debug_struct("CacheBody").field("kind", &kind).finish()
+    }
+}
+
+impl<B> Default for CacheBody<B> {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+// === Follower ===
+
+struct Follower {
+    fill: Arc<Fill>,
+    next: usize,
+    len: Option<u64>,
+}
+
+// === Recording ===
+
+/// Finishes a recording whose client went away while others still follow it: called with the
+/// rest of the origin body, it drives it to the end in the background.
+pub(crate) type Resume<B> = Box<dyn FnOnce(Pin<Box<B>>, Recorder) + Send>;
+
+struct Recording<B> {
+    body: Option<Pin<Box<B>>>,
+    recorder: Recorder,
+    on_abandon: Option<Resume<B>>,
+}
+
+type PollFrame<E> = Poll<Option<Result<Frame<Bytes>, BodyError<E>>>>;
+
+impl<B: Body<Data = Bytes>> Recording<B> {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> PollFrame<B::Error> {
+        let Some(body) = self.body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match body.as_mut().poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.recorder.on_data(data);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.recorder.abandon();
+                self.body = None;
+                Poll::Ready(Some(Err(BodyError::Origin(e))))
+            }
+            Poll::Ready(None) => {
+                self.recorder.on_end();
+                self.body = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<B> Drop for Recording<B> {
+    fn drop(&mut self) {
+        if self.recorder.finished {
+            return;
+        }
+        match (self.body.take(), self.on_abandon.take()) {
+            (Some(body), Some(resume)) if self.recorder.worth_resuming() => {
+                let recorder = std::mem::replace(&mut self.recorder, Recorder::finished());
+                resume(body, recorder);
+            }
+            _ => self.recorder.abandon(),
+        }
+    }
+}
+
+/// Drives the rest of a recording to its end, bounded by `limit`.
+pub(crate) async fn drain<B: Body<Data = Bytes>>(
+    body: Pin<Box<B>>,
+    recorder: Recorder,
+    limit: Duration,
+) {
+    let mut rec = Recording {
+        body: Some(body),
+        recorder,
+        on_abandon: None,
+    };
+    let drive = std::future::poll_fn(|cx| {
+        loop {
+            match rec.poll_frame(cx) {
+                Poll::Ready(Some(Ok(_))) => continue,
+                Poll::Ready(Some(Err(_))) | Poll::Ready(None) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    });
+    // On timeout the recording is dropped unfinished, which fails the fill.
+    let _ = tokio::time::timeout(limit, drive).await;
+}
+
+/// Collects a body into the store while it streams, mirroring chunks into a shared fill.
+pub(crate) struct Recorder {
+    buf: Vec<Bytes>,
+    len: u64,
+    limit: u64,
+    expected: Option<u64>,
+    leader: Option<Leader>,
+    streaming: bool,
+    commit: Option<Box<dyn FnOnce(Bytes) + Send>>,
+    finished: bool,
+}
+
+impl Recorder {
+    /// `commit` receives the complete body; `leader`, when streaming, receives each chunk.
+    pub(crate) fn new(
+        limit: u64,
+        expected: Option<u64>,
+        leader: Option<Leader>,
+        streaming: bool,
+        commit: Box<dyn FnOnce(Bytes) + Send>,
+    ) -> Self {
+        Self {
+            buf: Vec::new(),
+            len: 0,
+            limit,
+            expected,
+            leader,
+            streaming,
+            commit: Some(commit),
+            finished: false,
+        }
+    }
+
+    fn finished() -> Self {
+        Self {
+            buf: Vec::new(),
+            len: 0,
+            limit: 0,
+            expected: None,
+            leader: None,
+            streaming: false,
+            commit: None,
+            finished: true,
+        }
+    }
+
+    /// A client left mid-body: finish the fetch only if others are streaming it (a known,
+    /// bounded length).
+    fn worth_resuming(&self) -> bool {
+        self.streaming
+            && self.expected.is_some()
+            && self.leader.as_ref().is_some_and(Leader::has_followers)
+    }
+
+    fn on_data(&mut self, data: &Bytes) {
+        if self.finished || data.is_empty() {
+            return;
+        }
+        self.len = self.len.saturating_add(data.len() as u64);
+        if self.len > self.limit || self.expected.is_some_and(|e| self.len > e) {
+            self.abandon();
+            return;
+        }
+        self.buf.push(data.clone());
+        if self.streaming
+            && let Some(leader) = &self.leader
+        {
+            leader.push(data.clone());
+        }
+    }
+
+    fn on_end(&mut self) {
+        if self.finished {
+            return;
+        }
+        if self.expected.is_some_and(|e| e != self.len) {
+            self.abandon();
+            return;
+        }
+        self.finished = true;
+        let body = match self.buf.len() {
+            0 => Bytes::new(),
+            1 => self.buf.pop().unwrap_or_default(),
+            _ => {
+                let mut all = BytesMut::with_capacity(usize::try_from(self.len).unwrap_or(0));
+                for chunk in self.buf.drain(..) {
+                    all.extend_from_slice(&chunk);
+                }
+                all.freeze()
+            }
+        };
+        if let Some(commit) = self.commit.take() {
+            commit(body);
+        }
+        if let Some(leader) = self.leader.take() {
+            leader.complete();
+        }
+    }
+
+    /// Stops recording; the body keeps streaming to its client.
+    fn abandon(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        self.buf = Vec::new();
+        self.commit = None;
+        if let Some(leader) = self.leader.take() {
+            leader.fail();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::Mutex;
+
+    type Slot = Arc<Mutex<Option<Bytes>>>;
+    type Commit = Box<dyn FnOnce(Bytes) + Send>;
+    type Frames = futures_util::stream::Iter<
+        std::vec::IntoIter<Result<Frame<Bytes>, std::convert::Infallible>>,
+    >;
+
+    fn collecting() -> (Slot, Commit) {
+        let slot = Arc::new(Mutex::new(None));
+        let s = slot.clone();
+        (slot, Box::new(move |b| *s.lock().unwrap() = Some(b)))
+    }
+
+    fn chunks(parts: &[&'static str]) -> http_body_util::StreamBody<Frames> {
+        let frames: Vec<_> = parts
+            .iter()
+            .map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes()))))
+            .collect();
+        http_body_util::StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn a_recorded_body_streams_and_is_committed_whole() {
+        let (slot, commit) = collecting();
+        let body = CacheBody::record(
+            chunks(&["hel", "lo"]),
+            Recorder::new(100, Some(5), None, false, commit),
+            None,
+        );
+        let out = body.collect().await.unwrap().to_bytes();
+        assert_eq!(out, "hello");
+        assert_eq!(slot.lock().unwrap().as_deref(), Some(&b"hello"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_streams_through_unrecorded() {
+        let (slot, commit) = collecting();
+        let body = CacheBody::record(
+            chunks(&["abc", "def", "ghi"]),
+            Recorder::new(5, None, None, false, commit),
+            None,
+        );
+        let out = body.collect().await.unwrap().to_bytes();
+        assert_eq!(out, "abcdefghi");
+        assert!(slot.lock().unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_body_shorter_than_its_content_length_is_not_stored() {
+        let (slot, commit) = collecting();
+        let body = CacheBody::record(
+            chunks(&["abc"]),
+            Recorder::new(100, Some(10), None, false, commit),
+            None,
+        );
+        let _ = body.collect().await.unwrap();
+        assert!(slot.lock().unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_recording_is_not_stored() {
+        let (slot, commit) = collecting();
+        let body = CacheBody::record(
+            chunks(&["abc"]),
+            Recorder::new(100, Some(3), None, false, commit),
+            None,
+        );
+        drop(body);
+        assert!(slot.lock().unwrap().is_none());
+    }
+}

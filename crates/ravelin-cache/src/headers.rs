@@ -1,0 +1,503 @@
+//! Header-field rules a cache applies: which fields are stored (RFC 9111 §3.1), how a 304 updates
+//! them (§3.2, §4.3.4), entity-tag comparison (RFC 9110 §8.8.3), `Vary` (§4.1) and surrogate tags.
+
+use std::time::SystemTime;
+
+use http::HeaderMap;
+use http::HeaderValue;
+use http::header::{self, HeaderName};
+
+use crate::date::parse_http_date;
+use crate::directives::{MAX_FIELD_NAMES, parse_delta_seconds};
+
+/// `Proxy-Connection`, `Keep-Alive` and `Proxy-Authentication-Info` have no constant in `http`.
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_AUTHENTICATION_INFO: HeaderName = HeaderName::from_static("proxy-authentication-info");
+/// RFC 9211.
+pub(crate) static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// Fields a cache never stores (RFC 9111 §3.1): connection-specific ones, and the proxy
+/// authentication fields that belong to the hop, not the representation.
+fn never_stored(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == PROXY_CONNECTION
+        || name == KEEP_ALIVE
+        || name == header::TE
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name == PROXY_AUTHENTICATION_INFO
+}
+
+/// Names listed in `Connection` (connection options are hop-by-hop, RFC 9110 §7.6.1).
+fn connection_options(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| crate::directives::field_names(v.as_bytes()))
+        .take(MAX_FIELD_NAMES)
+        .collect()
+}
+
+/// Splits a list field on commas outside quoted strings, trimming optional whitespace.
+pub(crate) fn split_list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut quoted = false;
+    let mut escaped = false;
+    let mut start = 0;
+    let mut parts = Vec::new();
+    for (i, &b) in value.iter().enumerate() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match b {
+            b'\\' if quoted => escaped = true,
+            b'"' => quoted = !quoted,
+            b',' if !quoted => {
+                parts.push(value.get(start..i).unwrap_or_default());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(value.get(start..).unwrap_or_default());
+    parts.into_iter().map(trim).filter(|p| !p.is_empty())
+}
+
+fn trim(mut b: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = b {
+        b = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = b {
+        b = rest;
+    }
+    b
+}
+
+/// The header fields of `from` that may be stored: without the fields of RFC 9111 §3.1, the
+/// `Connection` options, the `private="…"` fields (§5.2.2.7), `Age` (kept as a number), any
+/// upstream `Cache-Status` (a stored response describes no request), and — unless `keep_tags` —
+/// the surrogate-tag fields.
+pub(crate) fn storable_headers(
+    from: &HeaderMap,
+    private_fields: &[HeaderName],
+    tag_fields: &[HeaderName],
+    keep_tags: bool,
+) -> HeaderMap {
+    let options = connection_options(from);
+    let mut out = HeaderMap::with_capacity(from.keys_len());
+    for (name, value) in from {
+        if never_stored(name)
+            || options.contains(name)
+            || private_fields.contains(name)
+            || name == header::AGE
+            || name == CACHE_STATUS
+            || (!keep_tags && tag_fields.contains(name))
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
+
+/// Updates stored header fields from a 304 or a HEAD response (RFC 9111 §3.2): every field in
+/// `update` replaces the stored field of the same name, except the fields that are never stored,
+/// `Content-Length` (the stored body did not change) and the fields dropped for storage.
+pub(crate) fn merge_updated(
+    stored: &HeaderMap,
+    update: &HeaderMap,
+    tag_fields: &[HeaderName],
+    keep_tags: bool,
+) -> HeaderMap {
+    let options = connection_options(update);
+    let mut out = stored.clone();
+    for name in update.keys() {
+        if never_stored(name)
+            || options.contains(name)
+            || name == header::CONTENT_LENGTH
+            || name == header::AGE
+            || name == CACHE_STATUS
+            || (!keep_tags && tag_fields.contains(name))
+        {
+            continue;
+        }
+        out.remove(name);
+        for value in update.get_all(name) {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+// === Age ===
+
+/// The `Age` field value (RFC 9111 §5.1), or `None` when absent or invalid. A message with more
+/// than one `Age` value (a list, or several lines) is malformed and its `Age` is ignored, as the
+/// HTTP cache test suite expects of a cautious cache.
+pub(crate) fn age_value(headers: &HeaderMap) -> Option<u64> {
+    let mut values = headers.get_all(header::AGE).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    parse_delta_seconds(trim(first.as_bytes()))
+}
+
+/// Parses a date field, `None` when absent or invalid.
+pub(crate) fn date_field(headers: &HeaderMap, name: &HeaderName) -> Option<SystemTime> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    parse_http_date(first.to_str().ok()?)
+}
+
+// === Entity tags (RFC 9110 §8.8.3) ===
+
+/// An entity tag as received. Non-conforming tags (unquoted, odd weakness prefixes) are kept as
+/// opaque text so that a byte-identical tag still matches itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EntityTag {
+    pub(crate) weak: bool,
+    /// The opaque tag without quotes (or the raw value for non-conforming tags).
+    pub(crate) opaque: Vec<u8>,
+    pub(crate) well_formed: bool,
+}
+
+impl EntityTag {
+    pub(crate) fn parse(raw: &[u8]) -> Option<EntityTag> {
+        let raw = trim(raw);
+        if raw.is_empty() {
+            return None;
+        }
+        let (weak, rest) = match raw {
+            [b'W', b'/', rest @ ..] => (true, rest),
+            _ => (false, raw),
+        };
+        if let [b'"', inner @ .., b'"'] = rest
+            && !inner.contains(&b'"')
+        {
+            return Some(EntityTag {
+                weak,
+                opaque: inner.to_vec(),
+                well_formed: true,
+            });
+        }
+        Some(EntityTag {
+            weak: false,
+            opaque: raw.to_vec(),
+            well_formed: false,
+        })
+    }
+
+    /// Weak comparison: the opaque tags match, whatever their weakness (§8.8.3.2).
+    pub(crate) fn weak_eq(&self, other: &EntityTag) -> bool {
+        self.opaque == other.opaque
+    }
+
+    /// The value to send in `If-None-Match`: a conforming tag as is, an unquoted one quoted.
+    pub(crate) fn to_header_value(&self) -> Option<HeaderValue> {
+        let mut v = Vec::with_capacity(self.opaque.len() + 4);
+        if self.well_formed {
+            if self.weak {
+                v.extend_from_slice(b"W/");
+            }
+            v.push(b'"');
+            v.extend_from_slice(&self.opaque);
+            v.push(b'"');
+        } else if self
+            .opaque
+            .iter()
+            .all(|b| *b > 0x20 && *b != b'"' && *b != 0x7f)
+        {
+            v.push(b'"');
+            v.extend_from_slice(&self.opaque);
+            v.push(b'"');
+        } else {
+            v.extend_from_slice(&self.opaque);
+        }
+        HeaderValue::from_bytes(&v).ok()
+    }
+}
+
+/// The `ETag` of a response.
+pub(crate) fn etag(headers: &HeaderMap) -> Option<EntityTag> {
+    headers
+        .get(header::ETAG)
+        .and_then(|v| EntityTag::parse(v.as_bytes()))
+}
+
+/// Evaluates `If-None-Match` against a stored tag (RFC 9110 §13.1.2, weak comparison). Returns
+/// `Some(true)` when the condition is false, i.e. a 304 is due.
+pub(crate) fn if_none_match_matches(
+    request: &HeaderMap,
+    stored: Option<&EntityTag>,
+) -> Option<bool> {
+    let mut any = false;
+    let mut matched = false;
+    for v in request.get_all(header::IF_NONE_MATCH) {
+        any = true;
+        for member in split_list(v.as_bytes()) {
+            if member == b"*" {
+                matched |= stored.is_some();
+            } else if let (Some(tag), Some(stored)) = (EntityTag::parse(member), stored) {
+                matched |= tag.weak_eq(stored);
+            }
+        }
+    }
+    any.then_some(matched)
+}
+
+// === Vary (RFC 9111 §4.1) ===
+
+/// A response's `Vary`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Vary {
+    /// No `Vary`, or an empty one.
+    None,
+    /// `Vary: *` anywhere: the response can never be selected for another request.
+    Star,
+    /// The selecting header fields, lowercased, deduplicated, in order.
+    Fields(Vec<HeaderName>),
+}
+
+pub(crate) fn vary(headers: &HeaderMap) -> Vary {
+    let mut names: Vec<HeaderName> = Vec::new();
+    for v in headers.get_all(header::VARY) {
+        for member in split_list(v.as_bytes()) {
+            if member == b"*" {
+                return Vary::Star;
+            }
+            if let Ok(name) = HeaderName::from_bytes(member)
+                && !names.contains(&name)
+                && names.len() < MAX_FIELD_NAMES
+            {
+                names.push(name);
+            }
+        }
+    }
+    if names.is_empty() {
+        Vary::None
+    } else {
+        Vary::Fields(names)
+    }
+}
+
+/// The normalised value of one selecting field in a request: all field lines combined, list
+/// members trimmed of whitespace (§4.1 allows normalising by combining lines and removing
+/// whitespace), `None` when the request lacks the field.
+pub(crate) fn selecting_value(request: &HeaderMap, name: &HeaderName) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    for v in request.get_all(name) {
+        let buf = out.get_or_insert_with(Vec::new);
+        for member in split_list(v.as_bytes()) {
+            if !buf.is_empty() {
+                buf.push(b',');
+            }
+            buf.extend_from_slice(member);
+        }
+    }
+    out
+}
+
+// === Surrogate tags ===
+
+/// Tags from the surrogate-key fields: `Surrogate-Key` separates by spaces, `Cache-Tag` by
+/// commas; both separators are accepted in every configured field. At most `max` tags of at most
+/// `max_len` bytes each are kept.
+pub(crate) fn surrogate_tags(
+    headers: &HeaderMap,
+    fields: &[HeaderName],
+    max: usize,
+    max_len: usize,
+) -> Vec<Box<str>> {
+    let mut tags: Vec<Box<str>> = Vec::new();
+    for name in fields {
+        for v in headers.get_all(name) {
+            let Ok(s) = v.to_str() else { continue };
+            for tag in s.split(|c: char| c == ',' || c.is_ascii_whitespace()) {
+                if tags.len() >= max {
+                    return tags;
+                }
+                if !tag.is_empty() && tag.len() <= max_len && !tags.iter().any(|t| &**t == tag) {
+                    tags.push(tag.into());
+                }
+            }
+        }
+    }
+    tags
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn rfc9111_3_1_connection_specific_fields_are_not_stored() {
+        let from = map(&[
+            ("connection", "a, b"),
+            ("a", "1"),
+            ("b", "2"),
+            ("c", "3"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "x"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("te", "trailers"),
+            ("proxy-authenticate", "Basic"),
+            ("proxy-authentication-info", "x"),
+            ("set-cookie", "a=b"),
+            ("www-authenticate", "Basic"),
+            ("trailer", "x"),
+            ("age", "5"),
+            ("cache-status", "upstream; hit"),
+        ]);
+        let kept = storable_headers(&from, &[], &[], false);
+        let names: Vec<&str> = kept.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["c", "set-cookie", "www-authenticate", "trailer"]);
+    }
+
+    #[test]
+    fn rfc9111_5_2_2_7_private_fields_are_not_stored_by_a_shared_cache() {
+        let from = map(&[("x-user", "alice"), ("x-other", "1")]);
+        let kept = storable_headers(&from, &[HeaderName::from_static("x-user")], &[], false);
+        assert!(kept.get("x-user").is_none());
+        assert_eq!(kept.get("x-other").unwrap(), "1");
+    }
+
+    #[test]
+    fn rfc9111_3_2_update_replaces_fields_but_not_content_length() {
+        let stored = map(&[
+            ("content-type", "text/plain"),
+            ("content-length", "5"),
+            ("x-a", "1"),
+            ("set-cookie", "a=b"),
+            ("set-cookie", "c=d"),
+        ]);
+        let update = map(&[
+            ("content-type", "text/plain;charset=utf-8"),
+            ("content-length", "10"),
+            ("set-cookie", "a=c"),
+            ("connection", "close"),
+            ("x-new", "n"),
+        ]);
+        let merged = merge_updated(&stored, &update, &[], false);
+        assert_eq!(
+            merged.get("content-type").unwrap(),
+            "text/plain;charset=utf-8"
+        );
+        assert_eq!(merged.get("content-length").unwrap(), "5");
+        assert_eq!(merged.get("x-a").unwrap(), "1");
+        assert_eq!(merged.get("x-new").unwrap(), "n");
+        let cookies: Vec<_> = merged.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=c"]);
+        assert!(merged.get("connection").is_none());
+    }
+
+    #[test]
+    fn rfc9111_5_1_age_parsing() {
+        assert_eq!(age_value(&map(&[("age", "15")])), Some(15));
+        assert_eq!(age_value(&map(&[("age", " 15 ")])), Some(15));
+        for bad in ["abc", "-7200", "7200.0", "7200,0", "0, 0"] {
+            assert_eq!(age_value(&map(&[("age", bad)])), None, "{bad}");
+        }
+        assert_eq!(age_value(&map(&[("age", "0"), ("age", "7200")])), None);
+    }
+
+    #[test]
+    fn rfc9110_8_8_3_2_weak_comparison() {
+        let strong = EntityTag::parse(b"\"abc\"").unwrap();
+        let weak = EntityTag::parse(b"W/\"abc\"").unwrap();
+        assert!(strong.weak_eq(&weak));
+        assert!(weak.weak_eq(&strong));
+        let other = EntityTag::parse(b"\"abd\"").unwrap();
+        assert!(!strong.weak_eq(&other));
+        // Non-conforming tags match themselves byte for byte.
+        let odd = EntityTag::parse(b"W\\\"abc\"").unwrap();
+        assert!(odd.weak_eq(&EntityTag::parse(b"W\\\"abc\"").unwrap()));
+        assert_eq!(
+            EntityTag::parse(b"abcdef")
+                .unwrap()
+                .to_header_value()
+                .unwrap(),
+            "\"abcdef\""
+        );
+    }
+
+    #[test]
+    fn rfc9110_13_1_2_if_none_match_lists_and_star() {
+        let stored = EntityTag::parse(b"\"abcdef\"").unwrap();
+        for inm in [
+            "\"abcdef\", \"1234\"",
+            "\"1234\", \"abcdef\"",
+            "W/\"abcdef\"",
+            "*",
+        ] {
+            let req = map(&[("if-none-match", inm)]);
+            assert_eq!(
+                if_none_match_matches(&req, Some(&stored)),
+                Some(true),
+                "{inm}"
+            );
+        }
+        let req = map(&[("if-none-match", "\"nope\"")]);
+        assert_eq!(if_none_match_matches(&req, Some(&stored)), Some(false));
+        assert_eq!(if_none_match_matches(&map(&[]), Some(&stored)), None);
+    }
+
+    #[test]
+    fn rfc9111_4_1_vary_parsing() {
+        assert_eq!(vary(&map(&[])), Vary::None);
+        assert_eq!(vary(&map(&[("vary", "")])), Vary::None);
+        for star in ["*", "*, *", ", *", "*, Foo", "Foo, *"] {
+            assert_eq!(vary(&map(&[("vary", star)])), Vary::Star, "{star}");
+        }
+        assert_eq!(vary(&map(&[("vary", ""), ("vary", "*")])), Vary::Star);
+        assert_eq!(
+            vary(&map(&[("vary", "Foo, bar"), ("vary", "FOO")])),
+            Vary::Fields(vec![
+                HeaderName::from_static("foo"),
+                HeaderName::from_static("bar")
+            ])
+        );
+    }
+
+    #[test]
+    fn rfc9111_4_1_selecting_values_are_normalised() {
+        let name = HeaderName::from_static("foo");
+        let a = selecting_value(&map(&[("foo", "1,2")]), &name);
+        let b = selecting_value(&map(&[("foo", " 1, 2 ")]), &name);
+        let c = selecting_value(&map(&[("foo", "1"), ("foo", "2")]), &name);
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+        assert_eq!(selecting_value(&map(&[]), &name), None);
+        assert_eq!(selecting_value(&map(&[("foo", "")]), &name), Some(vec![]));
+    }
+
+    #[test]
+    fn surrogate_tags_are_split_bounded_and_deduplicated() {
+        let fields = [
+            HeaderName::from_static("surrogate-key"),
+            HeaderName::from_static("cache-tag"),
+        ];
+        let h = map(&[("surrogate-key", "a b  c"), ("cache-tag", "c,d, e")]);
+        let tags = surrogate_tags(&h, &fields, 64, 256);
+        assert_eq!(
+            tags.iter().map(|t| &**t).collect::<Vec<_>>(),
+            ["a", "b", "c", "d", "e"]
+        );
+        assert_eq!(surrogate_tags(&h, &fields, 2, 256).len(), 2);
+    }
+}

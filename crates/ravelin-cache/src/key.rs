@@ -1,0 +1,288 @@
+//! Cache keys: the primary key (scheme, host, path and normalised query — RFC 9111 §2) and the
+//! secondary key built from a response's `Vary` (§4.1).
+//!
+//! GET and HEAD share a primary key, because a stored GET answers a HEAD (§4, RFC 9110 §9.3.2).
+//! Keys are hashed to `u64` for the store, and every stored object keeps its full key and is
+//! compared on lookup, so a hash collision is a miss, never a wrong response.
+
+use std::hash::{BuildHasher, Hash, Hasher};
+
+use http::header::{self, HeaderName};
+use http::{HeaderMap, Uri};
+use serde::{Deserialize, Serialize};
+
+use crate::headers::selecting_value;
+
+/// How the query string takes part in the cache key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QueryMode {
+    /// The query as received (minus dropped parameters).
+    #[default]
+    Keep,
+    /// Parameters sorted, so `?b=2&a=1` and `?a=1&b=2` share an entry.
+    Sort,
+    /// The query is not part of the key at all (every query shares one entry).
+    Ignore,
+}
+
+/// The cache-key rules, part of [`CacheConfig`](crate::CacheConfig).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Query handling.
+    pub query: QueryMode,
+    /// Query parameters left out of the key, by exact name or by prefix with a trailing `*`
+    /// (`utm_*`). The origin still receives them, so it must not vary its response on them.
+    pub drop_query_params: Vec<String>,
+    /// Whether the host is part of the key. Turn off only when one origin serves every host.
+    pub include_host: bool,
+    /// The scheme assumed when the request URI has none (HTTP/1.1 origin-form requests).
+    pub default_scheme: String,
+}
+
+impl Default for KeyConfig {
+    fn default() -> Self {
+        Self {
+            query: QueryMode::Keep,
+            drop_query_params: Vec::new(),
+            include_host: true,
+            default_scheme: "http".to_string(),
+        }
+    }
+}
+
+impl KeyConfig {
+    fn drops(&self, name: &str) -> bool {
+        self.drop_query_params
+            .iter()
+            .any(|p| match p.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => name == p,
+            })
+    }
+}
+
+/// Builds the primary key of a request: `scheme://host/path?query`.
+pub(crate) fn primary_key(uri: &Uri, headers: &HeaderMap, cfg: &KeyConfig) -> String {
+    let scheme = uri
+        .scheme_str()
+        .unwrap_or(cfg.default_scheme.as_str())
+        .to_ascii_lowercase();
+    let host = if cfg.include_host {
+        uri.authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| {
+                headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    } else {
+        String::new()
+    };
+    // Userinfo never identifies a resource; drop it, then the default port.
+    let host = host.rsplit('@').next().unwrap_or_default();
+    let host = match scheme.as_str() {
+        "http" => host.strip_suffix(":80").unwrap_or(host),
+        "https" => host.strip_suffix(":443").unwrap_or(host),
+        _ => host,
+    };
+    let path = match uri.path() {
+        "" => "/",
+        p => p,
+    };
+    let mut key = String::with_capacity(scheme.len() + host.len() + path.len() + 8);
+    key.push_str(&scheme);
+    key.push_str("://");
+    key.push_str(host);
+    key.push_str(path);
+    if let Some(query) = uri.query()
+        && let Some(q) = normalise_query(query, cfg)
+    {
+        key.push('?');
+        key.push_str(&q);
+    }
+    key
+}
+
+fn normalise_query(query: &str, cfg: &KeyConfig) -> Option<String> {
+    if cfg.query == QueryMode::Ignore {
+        return None;
+    }
+    if cfg.query == QueryMode::Keep && cfg.drop_query_params.is_empty() {
+        return Some(query.to_string());
+    }
+    let mut params: Vec<&str> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .filter(|p| !cfg.drops(p.split('=').next().unwrap_or_default()))
+        .collect();
+    if cfg.query == QueryMode::Sort {
+        params.sort_unstable();
+    }
+    if params.is_empty() && cfg.query == QueryMode::Sort {
+        return None;
+    }
+    Some(params.join("&"))
+}
+
+/// The normalised request values of a response's selecting header fields, in `Vary` order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Variant {
+    pub(crate) names: Box<[HeaderName]>,
+    pub(crate) values: Box<[Option<Box<[u8]>>]>,
+}
+
+impl Variant {
+    pub(crate) fn of(names: &[HeaderName], request: &HeaderMap) -> Variant {
+        Variant {
+            names: names.into(),
+            values: names
+                .iter()
+                .map(|n| selecting_value(request, n).map(Vec::into_boxed_slice))
+                .collect(),
+        }
+    }
+
+    /// Whether `request` selects this variant (§4.1).
+    pub(crate) fn matches(&self, request: &HeaderMap) -> bool {
+        self.names
+            .iter()
+            .zip(self.values.iter())
+            .all(|(n, v)| selecting_value(request, n).as_deref() == v.as_deref())
+    }
+}
+
+/// Hashes keys with a per-process random seed, so that collisions cannot be precomputed.
+#[derive(Clone)]
+pub(crate) struct KeyHasher {
+    state: foldhash::quality::RandomState,
+}
+
+impl KeyHasher {
+    pub(crate) fn new() -> Self {
+        Self {
+            state: foldhash::quality::RandomState::default(),
+        }
+    }
+
+    pub(crate) fn primary(&self, key: &str) -> u64 {
+        let mut h = self.state.build_hasher();
+        0u8.hash(&mut h);
+        key.hash(&mut h);
+        h.finish()
+    }
+
+    pub(crate) fn variant(&self, key: &str, variant: &Variant) -> u64 {
+        let mut h = self.state.build_hasher();
+        1u8.hash(&mut h);
+        key.hash(&mut h);
+        variant.hash(&mut h);
+        h.finish()
+    }
+
+    /// The group of every object stored under one URL (for purges and for replacing variants).
+    pub(crate) fn url_group(&self, key: &str) -> u64 {
+        let mut h = self.state.build_hasher();
+        2u8.hash(&mut h);
+        key.hash(&mut h);
+        h.finish()
+    }
+
+    /// The group of every object carrying one surrogate tag.
+    pub(crate) fn tag_group(&self, tag: &str) -> u64 {
+        let mut h = self.state.build_hasher();
+        3u8.hash(&mut h);
+        tag.hash(&mut h);
+        h.finish()
+    }
+}
+
+impl std::fmt::Debug for KeyHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyHasher")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn key(uri: &str, host: Option<&str>, cfg: &KeyConfig) -> String {
+        let uri: Uri = uri.parse().unwrap();
+        let mut h = HeaderMap::new();
+        if let Some(host) = host {
+            h.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+        }
+        primary_key(&uri, &h, cfg)
+    }
+
+    #[test]
+    fn rfc9111_2_primary_key_is_the_target_uri() {
+        let cfg = KeyConfig::default();
+        assert_eq!(
+            key("/a?x=1", Some("Example.COM"), &cfg),
+            "http://example.com/a?x=1"
+        );
+        assert_eq!(
+            key("https://example.com:443/a", None, &cfg),
+            "https://example.com/a"
+        );
+        assert_eq!(
+            key("http://example.com:80/", None, &cfg),
+            "http://example.com/"
+        );
+        assert_eq!(
+            key("http://example.com:8080/", None, &cfg),
+            "http://example.com:8080/"
+        );
+        assert_ne!(
+            key("/a?x=1", Some("h"), &cfg),
+            key("/a?x=2", Some("h"), &cfg)
+        );
+        assert_ne!(key("/a", Some("one"), &cfg), key("/a", Some("two"), &cfg));
+    }
+
+    #[test]
+    fn query_normalisation_is_configurable() {
+        let sort = KeyConfig {
+            query: QueryMode::Sort,
+            drop_query_params: vec!["utm_*".into(), "fbclid".into()],
+            ..KeyConfig::default()
+        };
+        assert_eq!(
+            key("/a?b=2&utm_source=x&a=1&fbclid=9", Some("h"), &sort),
+            "http://h/a?a=1&b=2"
+        );
+        assert_eq!(key("/a?utm_x=1", Some("h"), &sort), "http://h/a");
+        let ignore = KeyConfig {
+            query: QueryMode::Ignore,
+            ..KeyConfig::default()
+        };
+        assert_eq!(key("/a?b=2", Some("h"), &ignore), "http://h/a");
+        let keep = KeyConfig::default();
+        assert_eq!(key("/a?b=2&a=1", Some("h"), &keep), "http://h/a?b=2&a=1");
+    }
+
+    #[test]
+    fn variants_compare_normalised_values() {
+        let names = [HeaderName::from_static("foo")];
+        let mut a = HeaderMap::new();
+        a.insert("foo", HeaderValue::from_static("1, 2"));
+        let mut b = HeaderMap::new();
+        b.append("foo", HeaderValue::from_static("1"));
+        b.append("foo", HeaderValue::from_static("2"));
+        let v = Variant::of(&names, &a);
+        assert!(v.matches(&b));
+        assert!(!v.matches(&HeaderMap::new()));
+        let hasher = KeyHasher::new();
+        assert_eq!(
+            hasher.variant("k", &v),
+            hasher.variant("k", &Variant::of(&names, &b))
+        );
+    }
+}

@@ -1,0 +1,295 @@
+//! [`CacheLayer`] and its builder.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ravelin_config::KillSwitch;
+use tower_layer::Layer;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{CacheConfig, Settings};
+use crate::engine::Engine;
+use crate::error::ConfigError;
+use crate::handle::CacheHandle;
+use crate::key::{KeyConfig, QueryMode};
+use crate::service::Cache;
+use crate::stats::Stats;
+use crate::store::{MemoryStore, Storage};
+
+/// A shared HTTP cache (RFC 9111) as a tower layer.
+///
+/// Every service the layer wraps shares one store, one coalescing registry and one set of
+/// counters, so the layer can be applied per connection. Build it once, keep its
+/// [`handle`](CacheLayer::handle) for purging and statistics.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use std::time::Duration;
+/// use bytes::Bytes;
+/// use http::{Request, Response};
+/// use http_body_util::Full;
+/// use ravelin_cache::CacheLayer;
+/// use tower::{service_fn, ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let layer = CacheLayer::builder()
+///     .max_capacity_bytes(64 * 1024 * 1024)
+///     .stale_if_error(Duration::from_secs(3600))
+///     .build()?;
+/// let purge = layer.handle();
+///
+/// let origin = service_fn(|_req: Request<()>| async {
+///     Ok::<_, Infallible>(
+///         Response::builder()
+///             .header("cache-control", "max-age=60")
+///             .header("surrogate-key", "product-7")
+///             .body(Full::new(Bytes::from_static(b"hello")))
+///             .unwrap(),
+///     )
+/// });
+/// let svc = ServiceBuilder::new().layer(layer).service(origin);
+///
+/// let req = || Request::get("http://example.com/p/7").body(()).unwrap();
+/// let miss = svc.clone().oneshot(req()).await?;
+/// assert_eq!(miss.headers()["cache-status"], "ravelin; fwd=uri-miss; ttl=60; stored");
+/// drop(http_body_util::BodyExt::collect(miss.into_body()).await?); // stored once read
+///
+/// let hit = svc.clone().oneshot(req()).await?;
+/// assert_eq!(hit.headers()["cache-status"], "ravelin; hit; ttl=60");
+///
+/// assert_eq!(purge.purge_tag("product-7"), 1);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct CacheLayer {
+    engine: Arc<Engine>,
+}
+
+impl CacheLayer {
+    /// A layer with the given configuration, the system clock and an in-memory store.
+    pub fn new(config: CacheConfig) -> Result<Self, ConfigError> {
+        Self::builder().config(config).build()
+    }
+
+    /// A builder starting from [`CacheConfig::default`].
+    pub fn builder() -> CacheLayerBuilder {
+        CacheLayerBuilder::default()
+    }
+
+    /// The handle for purging and statistics (cheap to clone; usable from an admin endpoint).
+    pub fn handle(&self) -> CacheHandle {
+        CacheHandle::new(self.engine.clone())
+    }
+}
+
+impl<S> Layer<S> for CacheLayer {
+    type Service = Cache<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Cache::new(inner, self.engine.clone())
+    }
+}
+
+impl fmt::Debug for CacheLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheLayer")
+            .field("engine", &self.engine)
+            .finish()
+    }
+}
+
+/// Builds a [`CacheLayer`]; every setting maps to a [`CacheConfig`] field.
+#[derive(Default)]
+pub struct CacheLayerBuilder {
+    cfg: CacheConfig,
+    clock: Option<Arc<dyn Clock>>,
+    storage: Option<Arc<dyn Storage>>,
+    kill_switch: Option<KillSwitch>,
+}
+
+impl CacheLayerBuilder {
+    /// Replaces the whole configuration.
+    pub fn config(mut self, cfg: CacheConfig) -> Self {
+        self.cfg = cfg;
+        self
+    }
+
+    /// The name in `Cache-Status` and metric labels.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.cfg.name = name.into();
+        self
+    }
+
+    /// Memory capacity in bytes.
+    pub fn max_capacity_bytes(mut self, bytes: u64) -> Self {
+        self.cfg.max_capacity_bytes = bytes;
+        self
+    }
+
+    /// The largest response stored.
+    pub fn max_object_bytes(mut self, bytes: u64) -> Self {
+        self.cfg.max_object_bytes = bytes;
+        self
+    }
+
+    /// Cache-key rules.
+    pub fn key(mut self, key: KeyConfig) -> Self {
+        self.cfg.key = key;
+        self
+    }
+
+    /// Query handling in the cache key.
+    pub fn query(mut self, mode: QueryMode) -> Self {
+        self.cfg.key.query = mode;
+        self
+    }
+
+    /// Query parameters left out of the cache key (exact names, or prefixes ending in `*`).
+    pub fn drop_query_params<I, T>(mut self, params: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.cfg.key.drop_query_params = params.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Default `stale-while-revalidate` for responses that send none.
+    pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
+        self.cfg.stale_while_revalidate = window;
+        self
+    }
+
+    /// Default `stale-if-error` for responses that send none.
+    pub fn stale_if_error(mut self, window: Duration) -> Self {
+        self.cfg.stale_if_error = window;
+        self
+    }
+
+    /// How long to wait for the origin before serving an available stale copy.
+    pub fn stale_if_error_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.stale_if_error_timeout = Some(timeout);
+        self
+    }
+
+    /// Turns request coalescing on or off.
+    pub fn coalesce(mut self, on: bool) -> Self {
+        self.cfg.coalesce = on;
+        self
+    }
+
+    /// How long a coalesced request waits before going to the origin itself.
+    pub fn coalesce_timeout(mut self, timeout: Duration) -> Self {
+        self.cfg.coalesce_timeout = timeout;
+        self
+    }
+
+    /// Heuristic freshness (RFC 9111 §4.2.2): on/off, fraction of the `Last-Modified` age, cap.
+    pub fn heuristic(mut self, enabled: bool, fraction: f64, max: Duration) -> Self {
+        self.cfg.heuristic_freshness = enabled;
+        self.cfg.heuristic_fraction = fraction;
+        self.cfg.heuristic_max = max;
+        self
+    }
+
+    /// Whether request `Cache-Control` directives are honoured.
+    pub fn request_directives(mut self, honour: bool) -> Self {
+        self.cfg.request_directives = honour;
+        self
+    }
+
+    /// Targeted cache-control fields (RFC 9213), most specific first.
+    pub fn targeted_fields<I, T>(mut self, fields: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.cfg.targeted_fields = fields.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Response fields carrying surrogate tags.
+    pub fn surrogate_key_fields<I, T>(mut self, fields: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.cfg.surrogate_key_fields = fields.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Whether surrogate-tag fields reach clients.
+    pub fn expose_surrogate_keys(mut self, expose: bool) -> Self {
+        self.cfg.expose_surrogate_keys = expose;
+        self
+    }
+
+    /// Whether `Cache-Status` is added to responses.
+    pub fn cache_status(mut self, on: bool) -> Self {
+        self.cfg.cache_status = on;
+        self
+    }
+
+    /// The wall clock (tests inject a [`ManualClock`](crate::ManualClock)).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// A custom storage tier instead of the in-memory store.
+    pub fn storage(mut self, storage: impl Storage) -> Self {
+        self.storage = Some(Arc::new(storage));
+        self
+    }
+
+    /// A runtime switch: while engaged, every request bypasses the cache.
+    pub fn kill_switch(mut self, switch: KillSwitch) -> Self {
+        self.kill_switch = Some(switch);
+        self
+    }
+
+    /// Validates the configuration and builds the layer.
+    pub fn build(self) -> Result<CacheLayer, ConfigError> {
+        let settings = Settings::new(self.cfg)?;
+        let stats = Arc::new(Stats::new(&settings.cfg.name));
+        let storage = match self.storage {
+            Some(s) => s,
+            None => {
+                let hook_stats = stats.clone();
+                let hook: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |n| hook_stats.evicted(n));
+                Arc::new(MemoryStore::with_eviction_hook(
+                    settings.cfg.max_capacity_bytes,
+                    settings.cfg.max_object_bytes,
+                    Some(hook),
+                ))
+            }
+        };
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        Ok(CacheLayer {
+            engine: Arc::new(Engine::new(
+                settings,
+                storage,
+                clock,
+                stats,
+                self.kill_switch,
+            )),
+        })
+    }
+}
+
+impl fmt::Debug for CacheLayerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheLayerBuilder")
+            .field("config", &self.cfg)
+            .field("custom_clock", &self.clock.is_some())
+            .field("custom_storage", &self.storage.is_some())
+            .field(
+                "kill_switch",
+                &self.kill_switch.as_ref().map(KillSwitch::name),
+            )
+            .finish()
+    }
+}

@@ -1,0 +1,1211 @@
+//! One test per rule of RFC 9111 (and the RFCs it leans on), named after its section.
+//! The scenarios follow the public HTTP cache test suite (cache-tests.fyi) where it has one.
+
+mod common;
+
+use common::{Harness, Origin, Reply};
+use http::Request;
+
+// === §3 Storing responses ===
+
+#[tokio::test]
+async fn s3_no_store_response_is_not_stored() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=10000, no-store")],
+        "x",
+    )));
+    h.get("/a").await;
+    let second = h.get("/a").await;
+    assert!(!second.hit());
+    assert_eq!(h.origin.calls(), 2);
+}
+
+#[tokio::test]
+async fn s3_no_store_is_case_insensitive() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "No-StOrE")],
+        "x",
+    )));
+    h.get("/a").await;
+    h.get("/a").await;
+    assert_eq!(h.origin.calls(), 2);
+}
+
+#[tokio::test]
+async fn s3_private_is_not_stored_by_a_shared_cache() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "private, max-age=3600")],
+        "x",
+    )));
+    let first = h.get("/a").await;
+    assert!(
+        first.cache_status().contains("detail=private"),
+        "{}",
+        first.cache_status()
+    );
+    h.get("/a").await;
+    assert_eq!(h.origin.calls(), 2);
+}
+
+#[tokio::test]
+async fn s3_status_codes_with_explicit_freshness_are_stored() {
+    for status in [
+        200u16, 203, 204, 299, 301, 302, 303, 307, 308, 400, 404, 410, 499, 500, 502, 503, 504, 599,
+    ] {
+        let h = Harness::new(Origin::fixed(Reply::status(
+            status,
+            &[("cache-control", "max-age=100000")],
+            "",
+        )));
+        let first = h.get("/a").await;
+        assert_eq!(first.status.as_u16(), status);
+        let second = h.get("/a").await;
+        assert!(second.hit(), "{status}: {}", second.cache_status());
+        assert_eq!(second.status.as_u16(), status);
+        assert_eq!(h.origin.calls(), 1, "{status}");
+    }
+}
+
+#[tokio::test]
+async fn s3_status_codes_not_heuristically_cacheable_are_not_stored_without_freshness() {
+    for status in [201u16, 202, 403, 502, 503, 504, 599] {
+        let h = Harness::new(Origin::new(move |_| {
+            Reply::status(status, &[], "")
+                .with("last-modified", common::http_date(common::epoch(), -86_400))
+        }));
+        h.get("/a").await;
+        h.get("/a").await;
+        assert_eq!(h.origin.calls(), 2, "{status}");
+    }
+}
+
+#[tokio::test]
+async fn s3_1_connection_specific_fields_are_not_stored() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[
+            ("cache-control", "max-age=3600"),
+            ("connection", "a, b"),
+            ("a", "1"),
+            ("b", "2"),
+            ("c", "3"),
+            ("set-cookie", "a=b"),
+            ("www-authenticate", "Basic"),
+        ],
+        "x",
+    )));
+    h.get("/a").await;
+    let hit = h.get("/a").await;
+    assert!(hit.hit());
+    assert_eq!(hit.header("c"), Some("3"));
+    assert_eq!(hit.header("a"), None);
+    assert_eq!(hit.header("b"), None);
+    assert_eq!(hit.header("connection"), None);
+    assert_eq!(
+        hit.header("set-cookie"),
+        Some("a=b"),
+        "RFC 9111 §7.3: Set-Cookie does not inhibit caching"
+    );
+    assert_eq!(hit.header("www-authenticate"), Some("Basic"));
+}
+
+#[tokio::test]
+async fn s3_5_authorization_needs_explicit_permission() {
+    let h = Harness::new(Origin::new(|_| {
+        Reply::ok(&[], "x").with("expires", common::http_date(common::epoch(), 30 * 86_400))
+    }));
+    let auth = [("authorization", "FOO")];
+    h.get_with("/a", &auth).await;
+    assert_eq!(h.origin.last().headers["authorization"], "FOO");
+    h.get("/a").await;
+    assert_eq!(h.origin.calls(), 2);
+
+    for cc in [
+        "max-age=3600, public",
+        "max-age=3600, must-revalidate",
+        "s-maxage=3600",
+    ] {
+        let h = Harness::new(Origin::fixed(Reply::ok(&[("cache-control", cc)], "x")));
+        h.get_with("/a", &auth).await;
+        assert!(h.get("/a").await.hit(), "{cc}");
+    }
+}
+
+#[tokio::test]
+async fn s3_1_private_qualified_fields_are_not_stored() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[
+            ("cache-control", "max-age=60, private=\"x-user\""),
+            ("x-user", "alice"),
+            ("x-other", "1"),
+        ],
+        "x",
+    )));
+    let first = h.get("/a").await;
+    assert_eq!(
+        first.header("x-user"),
+        Some("alice"),
+        "the first client gets its own field"
+    );
+    let hit = h.get("/a").await;
+    assert!(hit.hit());
+    assert_eq!(hit.header("x-user"), None);
+    assert_eq!(hit.header("x-other"), Some("1"));
+}
+
+#[tokio::test]
+async fn s5_2_2_3_must_understand_overrides_no_store() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "must-understand, no-store, max-age=60")],
+        "x",
+    )));
+    h.get("/a").await;
+    assert!(h.get("/a").await.hit());
+}
+
+// === §4 Constructing responses from caches ===
+
+#[tokio::test]
+async fn s4_different_query_arguments_are_different_keys() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=100000")],
+        "x",
+    )));
+    h.get("/a?test=1").await;
+    assert!(!h.get("/a?test=2").await.hit());
+    assert!(h.get("/a?test=1").await.hit());
+}
+
+#[tokio::test]
+async fn s4_cookie_in_the_request_does_not_prevent_reuse() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=3600")],
+        "x",
+    )));
+    h.get("/a").await;
+    assert!(h.get_with("/a", &[("cookie", "a=b")]).await.hit());
+}
+
+#[tokio::test]
+async fn s4_head_is_answered_from_a_stored_get() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=3600")],
+        "hello",
+    )));
+    h.get("/a").await;
+    let head = h.request("HEAD", "/a", &[]).await;
+    assert!(head.hit());
+    assert_eq!(head.body.len(), 0);
+    assert_eq!(head.header("content-length"), Some("5"));
+    assert_eq!(h.origin.calls(), 1);
+}
+
+#[tokio::test]
+async fn s4_a_head_miss_is_forwarded_as_head_and_not_stored() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=3600")],
+        "",
+    )));
+    h.request("HEAD", "/a", &[]).await;
+    assert_eq!(h.origin.last().method, http::Method::HEAD);
+    let get = h.get("/a").await;
+    assert!(!get.hit());
+    assert_eq!(h.origin.calls(), 2);
+}
+
+// === §4.1 Vary ===
+
+fn vary_origin() -> Origin {
+    Origin::new(|seen| {
+        let value = seen
+            .headers
+            .get("foo")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        Reply::ok(&[("cache-control", "max-age=5000"), ("vary", "Foo")], "").with("x-foo", value)
+    })
+}
+
+#[tokio::test]
+async fn s4_1_vary_matching_request_is_served() {
+    let h = Harness::new(vary_origin());
+    h.get_with("/a", &[("foo", "1")]).await;
+    assert!(h.get_with("/a", &[("foo", "1")]).await.hit());
+}
+
+#[tokio::test]
+async fn s4_1_vary_mismatch_is_a_vary_miss() {
+    let h = Harness::new(vary_origin());
+    h.get_with("/a", &[("foo", "1")]).await;
+    let other = h.get_with("/a", &[("foo", "2")]).await;
+    assert!(!other.hit());
+    assert!(
+        other.cache_status().contains("fwd=vary-miss"),
+        "{}",
+        other.cache_status()
+    );
+    let omitted = h.get("/a").await;
+    assert!(!omitted.hit());
+}
+
+#[tokio::test]
+async fn s4_1_variants_coexist() {
+    let h = Harness::new(vary_origin());
+    h.get_with("/a", &[("foo", "1")]).await;
+    h.get_with("/a", &[("foo", "2")]).await;
+    let one = h.get_with("/a", &[("foo", "1")]).await;
+    let two = h.get_with("/a", &[("foo", "2")]).await;
+    assert!(one.hit() && two.hit());
+    assert_eq!(one.header("x-foo"), Some("1"));
+    assert_eq!(two.header("x-foo"), Some("2"));
+    assert_eq!(h.origin.calls(), 2);
+}
+
+#[tokio::test]
+async fn s4_1_headers_not_listed_in_vary_are_not_in_the_key() {
+    let h = Harness::new(vary_origin());
+    h.get_with("/a", &[("foo", "1"), ("other", "2")]).await;
+    assert!(
+        h.get_with("/a", &[("foo", "1"), ("other", "3")])
+            .await
+            .hit()
+    );
+}
+
+#[tokio::test]
+async fn s4_1_selecting_fields_are_normalised() {
+    let h = Harness::new(vary_origin());
+    h.get_with("/a", &[("foo", "1,2")]).await;
+    assert!(h.get_with("/a", &[("foo", " 1, 2 ")]).await.hit());
+    let mut req = Request::get("http://example.com/a")
+        .body(String::new())
+        .unwrap();
+    req.headers_mut().append("foo", "1".parse().unwrap());
+    req.headers_mut().append("foo", "2".parse().unwrap());
+    assert!(h.send(req).await.unwrap().hit());
+}
+
+#[tokio::test]
+async fn s4_1_three_way_vary_with_an_omitted_field() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=5000"), ("vary", "Foo, Bar, Baz")],
+        "",
+    )));
+    h.get_with("/a", &[("foo", "1"), ("baz", "789")]).await;
+    assert!(
+        h.get_with("/a", &[("foo", "1"), ("baz", "789")])
+            .await
+            .hit()
+    );
+    assert!(
+        !h.get_with("/a", &[("foo", "1"), ("bar", "abc"), ("baz", "789")])
+            .await
+            .hit()
+    );
+}
+
+#[tokio::test]
+async fn s4_1_vary_star_is_never_served() {
+    for vary in ["*", "*, *", ", *", "*, Foo", "Foo, *"] {
+        let h = Harness::new(Origin::fixed(Reply::ok(
+            &[("cache-control", "max-age=5000"), ("vary", vary)],
+            "",
+        )));
+        h.get_with("/a", &[("foo", "1")]).await;
+        assert!(!h.get_with("/a", &[("foo", "1")]).await.hit(), "{vary}");
+    }
+}
+
+// === §4.2 Freshness ===
+
+#[tokio::test]
+async fn s4_2_1_max_age_makes_a_response_fresh() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=3600")],
+        "x",
+    )));
+    h.get("/a").await;
+    h.advance(3599);
+    assert!(h.get("/a").await.hit());
+    h.advance(2);
+    assert!(!h.get("/a").await.hit());
+}
+
+#[tokio::test]
+async fn s4_2_1_parsing_odd_max_age_values() {
+    for (cc, cached) in [
+        ("max-age=\"3600\"", true),
+        ("max-age='3600'", false),
+        ("extension=\"max-age=100\", max-age=1", false),
+        ("max-age=1, extension=\"max-age=100\"", false),
+        ("max-age =100", false),
+        ("max-age= 100", false),
+        ("max-age=0", false),
+        ("max-age=a100", false),
+        ("max-age=100a", false),
+        ("max-age=-100", false),
+        ("max-age=2147483648", true),
+        ("max-age=99999999999", true),
+        ("max-age=003600", true),
+        ("foobar, max-age=3600", true),
+        ("MaX-aGe=3600", true),
+    ] {
+        let h = Harness::new(Origin::fixed(Reply::ok(&[("cache-control", cc)], "x")));
+        h.get("/a").await;
+        h.advance(5);
+        assert_eq!(h.get("/a").await.hit(), cached, "{cc}");
+    }
+}
+
+#[tokio::test]
+async fn s4_2_1_s_maxage_takes_precedence_in_a_shared_cache() {
+    for (cc, cached) in [
+        ("s-maxage=3600", true),
+        ("max-age=3600, s-maxage=1", false),
+        ("s-maxage=1, max-age=3600", false),
+        ("max-age=1, s-maxage=3600", true),
+    ] {
+        let h = Harness::new(Origin::fixed(Reply::ok(&[("cache-control", cc)], "x")));
+        h.get("/a").await;
+        h.advance(3);
+        assert_eq!(h.get("/a").await.hit(), cached, "{cc}");
+    }
+}
+
+#[tokio::test]
+async fn s4_2_1_expires_minus_date() {
+    let now = common::epoch();
+    for (expires, date, cached) in [
+        (
+            common::http_date(now, 30 * 86_400),
+            common::http_date(now, 0),
+            true,
+        ),
+        (
+            common::http_date(now, -30 * 86_400),
+            common::http_date(now, 0),
+            false,
+        ),
+        (common::http_date(now, 0), common::http_date(now, 0), false),
+        (
+            common::http_date(now, 300),
+            common::http_date(now, 400),
+            false,
+        ),
+        ("0".to_string(), common::http_date(now, 0), false),
+        (
+            "Thu, 18 Aug 2050 02:01:18 UTC".to_string(),
+            common::http_date(now, 0),
+            false,
+        ),
+        (
+            "Thu, 18 Aug 50 02:01:18 GMT".to_string(),
+            common::http_date(now, 0),
+            false,
+        ),
+        (
+            "Thu, 18-Aug-2050 02:01:18 GMT".to_string(),
+            common::http_date(now, 0),
+            false,
+        ),
+        (
+            "THU, 18 Aug 2050 02:01:18 GMT".to_string(),
+            common::http_date(now, 0),
+            true,
+        ),
+        (common::http_date(now, 10), "foo".to_string(), true),
+    ] {
+        let label = format!("Expires {expires:?} Date {date:?}");
+        let h = Harness::new(Origin::new(move |_| {
+            Reply::ok(&[], "x")
+                .with("expires", expires.clone())
+                .with("date", date.clone())
+        }));
+        h.get("/a").await;
+        h.advance(1);
+        assert_eq!(h.get("/a").await.hit(), cached, "{label}");
+    }
+}
+
+#[tokio::test]
+async fn s4_2_1_max_age_beats_expires() {
+    let now = common::epoch();
+    let h = Harness::new(Origin::new(move |_| {
+        Reply::ok(&[("cache-control", "max-age=3600")], "x")
+            .with("expires", common::http_date(now, -10_000))
+            .with("date", common::http_date(now, 0))
+    }));
+    h.get("/a").await;
+    h.advance(5);
+    assert!(h.get("/a").await.hit());
+    let h = Harness::new(Origin::new(move |_| {
+        Reply::ok(&[("cache-control", "max-age=0")], "x")
+            .with("expires", common::http_date(now, 10_000))
+            .with("date", common::http_date(now, 0))
+    }));
+    h.get("/a").await;
+    assert!(!h.get("/a").await.hit());
+}
+
+#[tokio::test]
+async fn s4_2_2_heuristic_freshness_from_last_modified() {
+    let now = common::epoch();
+    for (status, cached) in [
+        (200u16, true),
+        (203, true),
+        (204, true),
+        (404, true),
+        (405, true),
+        (410, true),
+        (414, true),
+        (501, true),
+        (201, false),
+        (403, false),
+        (502, false),
+    ] {
+        let h = Harness::new(Origin::new(move |_| {
+            Reply::status(status, &[], "")
+                .with("last-modified", common::http_date(now, -86_400))
+                .with("date", common::http_date(now, 0))
+        }));
+        h.get("/a").await;
+        h.advance(60);
+        assert_eq!(h.get("/a").await.hit(), cached, "{status}");
+    }
+    // 10% of a day is 8640 s.
+    let h = Harness::new(Origin::new(move |_| {
+        Reply::ok(&[], "x")
+            .with("last-modified", common::http_date(now, -86_400))
+            .with("date", common::http_date(now, 0))
+    }));
+    h.get("/a").await;
+    h.advance(8_639);
+    assert!(h.get("/a").await.hit());
+    h.advance(2);
+    assert!(!h.get("/a").await.hit());
+}
+
+#[tokio::test]
+async fn s4_2_2_no_freshness_and_no_validator_is_not_reused() {
+    let h = Harness::new(Origin::fixed(Reply::ok(&[], "x")));
+    h.get("/a").await;
+    assert!(!h.get("/a").await.hit());
+}
+
+#[tokio::test]
+async fn s4_2_3_received_age_counts_against_freshness() {
+    let now = common::epoch();
+    let h = Harness::new(Origin::new(move |_| {
+        Reply::ok(&[("cache-control", "max-age=10"), ("age", "15")], "x")
+            .with("date", common::http_date(now, 0))
+    }));
+    h.get("/a").await;
+    assert!(!h.get("/a").await.hit());
+    let h = Harness::new(Origin::new(move |_| {
+        Reply::ok(&[("age", "25")], "x")
+            .with("date", common::http_date(now, -10))
+            .with("expires", common::http_date(now, 10))
+    }));
+    h.get("/a").await;
+    assert!(!h.get("/a").await.hit());
+}
+
+#[tokio::test]
+async fn s4_2_3_age_is_generated_and_grows() {
+    let now = common::epoch();
+    let h = Harness::new(Origin::new(move |_| {
+        Reply::ok(&[("cache-control", "max-age=600"), ("age", "30")], "x")
+            .with("date", common::http_date(now, 0))
+    }));
+    h.get("/a").await;
+    h.advance(3);
+    let hit = h.get("/a").await;
+    assert_eq!(hit.header("age"), Some("33"));
+    assert_eq!(
+        hit.header("date"),
+        Some(common::http_date(now, 0).as_str()),
+        "Date is not updated"
+    );
+}
+
+// === §4.2.4 Serving stale ===
+
+#[tokio::test]
+async fn s4_2_4_stale_is_not_served_when_the_origin_fails_without_permission() {
+    for cc in [
+        "max-age=2, must-revalidate",
+        "max-age=2, proxy-revalidate",
+        "max-age=2, no-cache",
+        "max-age=2, s-maxage=2",
+    ] {
+        let h = Harness::new(Origin::fixed(Reply::ok(&[("cache-control", cc)], "x")));
+        h.get("/a").await;
+        h.advance(10);
+        h.origin.set(|_| Reply::error());
+        let r = h.svc.clone();
+        let resp = tower::ServiceExt::oneshot(
+            r,
+            Request::get("http://example.com/a")
+                .body(String::new())
+                .unwrap(),
+        )
+        .await;
+        assert!(resp.is_err(), "{cc}: the origin's error passes through");
+    }
+}
+
+// === §4.3 Validation ===
+
+#[tokio::test]
+async fn s4_3_1_stale_response_is_validated_with_its_etag() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=2"), ("etag", "\"abcdef\"")],
+        "body",
+    )));
+    h.get("/a").await;
+    h.advance(5);
+    h.origin.set(|seen| {
+        assert_eq!(seen.headers["if-none-match"], "\"abcdef\"");
+        Reply::status(
+            304,
+            &[("cache-control", "max-age=3600"), ("etag", "\"abcdef\"")],
+            "",
+        )
+    });
+    let validated = h.get("/a").await;
+    assert_eq!(validated.status, 200);
+    assert_eq!(validated.text(), "body");
+    assert!(
+        validated
+            .cache_status()
+            .contains("fwd=stale; fwd-status=304"),
+        "{}",
+        validated.cache_status()
+    );
+    assert!(
+        h.get("/a").await.hit(),
+        "the 304 freshened the stored response"
+    );
+    assert_eq!(h.origin.calls(), 2);
+}
+
+#[tokio::test]
+async fn s4_3_1_weak_and_unquoted_etags_are_sent_back() {
+    for (etag, sent) in [("W/\"abcdef\"", "W/\"abcdef\""), ("abcdef", "\"abcdef\"")] {
+        let h = Harness::new(Origin::new(move |_| {
+            Reply::ok(&[("cache-control", "max-age=2")], "x").with("etag", etag)
+        }));
+        h.get("/a").await;
+        h.advance(5);
+        h.get("/a").await;
+        assert_eq!(h.origin.last().headers["if-none-match"], sent);
+    }
+}
+
+#[tokio::test]
+async fn s4_3_1_validation_with_last_modified() {
+    let now = common::epoch();
+    let lm = common::http_date(now, -3000);
+    let lm2 = lm.clone();
+    let h = Harness::new(Origin::new(move |_| {
+        Reply::ok(&[("cache-control", "max-age=2")], "x").with("last-modified", lm2.clone())
+    }));
+    h.get("/a").await;
+    h.advance(5);
+    h.get("/a").await;
+    assert_eq!(h.origin.last().headers["if-modified-since"], lm.as_str());
+}
+
+#[tokio::test]
+async fn s4_3_1_validation_sends_the_selecting_fields() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[
+            ("cache-control", "max-age=1"),
+            ("etag", "\"abcdef\""),
+            ("vary", "Abc"),
+        ],
+        "",
+    )));
+    h.get_with("/a", &[("abc", "123")]).await;
+    h.advance(5);
+    h.get_with("/a", &[("abc", "123")]).await;
+    let seen = h.origin.last();
+    assert_eq!(seen.headers["abc"], "123");
+    assert_eq!(seen.headers["if-none-match"], "\"abcdef\"");
+}
+
+#[tokio::test]
+async fn s4_3_2_conditional_requests_are_answered_from_fresh_responses() {
+    let now = common::epoch();
+    let h = Harness::new(Origin::new(move |_| {
+        Reply::ok(
+            &[("cache-control", "max-age=100000"), ("etag", "\"abcdef\"")],
+            "x",
+        )
+        .with("last-modified", common::http_date(now, -3000))
+        .with("date", common::http_date(now, 0))
+    }));
+    h.get("/a").await;
+    for inm in [
+        "\"abcdef\"",
+        "\"abcdef\", \"1234\", \"5678\"",
+        "\"1234\", \"abcdef\"",
+        "W/\"abcdef\"",
+        "*",
+    ] {
+        let r = h.get_with("/a", &[("if-none-match", inm)]).await;
+        assert_eq!(r.status, 304, "{inm}");
+        assert_eq!(
+            r.header("etag"),
+            Some("\"abcdef\""),
+            "RFC 9110 §15.4.5: a 304 carries the ETag"
+        );
+        assert!(r.body.is_empty());
+    }
+    let r = h.get_with("/a", &[("if-none-match", "\"other\"")]).await;
+    assert_eq!(r.status, 200);
+    let ims = common::http_date(now, -2000);
+    let r = h.get_with("/a", &[("if-modified-since", &ims)]).await;
+    assert_eq!(r.status, 304);
+    // If-None-Match takes precedence over If-Modified-Since (RFC 9110 §13.1.3).
+    let r = h
+        .get_with(
+            "/a",
+            &[("if-none-match", "\"other\""), ("if-modified-since", &ims)],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(h.origin.calls(), 1);
+}
+
+#[tokio::test]
+async fn s4_3_2_if_modified_since_uses_date_without_last_modified() {
+    let now = common::epoch();
+    let h = Harness::new(Origin::new(move |_| {
+        Reply::ok(&[("cache-control", "max-age=10000")], "x")
+            .with("date", common::http_date(now, 0))
+    }));
+    h.get("/a").await;
+    // Date is the last-modification time: an earlier If-Modified-Since gets the response...
+    let r = h
+        .get_with(
+            "/a",
+            &[("if-modified-since", &common::http_date(now, -3000))],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    // ...an equal or later one a 304, in any of the three date formats.
+    let r = h
+        .get_with("/a", &[("if-modified-since", &common::http_date(now, 0))])
+        .await;
+    assert_eq!(r.status, 304);
+    let rfc850 = "Tuesday, 14-Nov-23 22:13:20 GMT";
+    assert_eq!(common::http_date(now, 0), "Tue, 14 Nov 2023 22:13:20 GMT");
+    let r = h.get_with("/a", &[("if-modified-since", rfc850)]).await;
+    assert_eq!(r.status, 304);
+}
+
+#[tokio::test]
+async fn s4_3_2_stale_conditional_request_is_validated_then_answered_304() {
+    let now = common::epoch();
+    let lm = common::http_date(now, -3000);
+    let lm_for_origin = lm.clone();
+    let h = Harness::new(Origin::new(move |seen| {
+        if seen.headers.contains_key("if-modified-since") {
+            Reply::status(304, &[("cache-control", "max-age=2")], "")
+                .with("last-modified", lm_for_origin.clone())
+        } else {
+            Reply::ok(&[("cache-control", "max-age=2")], "x")
+                .with("last-modified", lm_for_origin.clone())
+        }
+    }));
+    h.get("/a").await;
+    h.advance(5);
+    let r = h.get_with("/a", &[("if-modified-since", &lm)]).await;
+    assert_eq!(r.status, 304);
+    assert_eq!(h.origin.calls(), 2);
+}
+
+#[tokio::test]
+async fn s4_3_4_a_304_updates_stored_and_returned_fields() {
+    for (name, a, b) in [
+        ("test-header", "A", "B"),
+        ("x-test-header", "A", "B"),
+        ("content-foo", "A", "B"),
+        ("content-type", "text/plain", "text/plain;charset=utf-8"),
+        ("content-location", "/foo", "/bar"),
+        ("x-frame-options", "deny", "sameorigin"),
+        ("set-cookie", "a=b", "a=c"),
+        ("cache-control", "max-age=1", "max-age=3600"),
+    ] {
+        let h = Harness::new(Origin::new(move |_| {
+            let cc = if name == "cache-control" {
+                a
+            } else {
+                "max-age=1"
+            };
+            Reply::ok(&[("etag", "\"e1\"")], "x")
+                .with("cache-control", cc)
+                .with(name, a)
+        }));
+        h.get("/a").await;
+        h.advance(5);
+        h.origin.set(move |_| {
+            let cc = if name == "cache-control" {
+                b
+            } else {
+                "max-age=3600"
+            };
+            Reply::status(304, &[("etag", "\"e1\"")], "")
+                .with("cache-control", cc)
+                .with(name, b)
+        });
+        let returned = h.get("/a").await;
+        assert_eq!(returned.header(name), Some(b), "returned {name}");
+        let stored = h.get("/a").await;
+        assert!(stored.hit(), "{name}: {}", stored.cache_status());
+        assert_eq!(stored.header(name), Some(b), "stored {name}");
+        assert_eq!(stored.text(), "x");
+    }
+}
+
+#[tokio::test]
+async fn s4_3_4_a_304_that_omits_a_field_keeps_the_stored_one() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[
+            ("cache-control", "max-age=1"),
+            ("etag", "\"e\""),
+            ("test-header", "A"),
+        ],
+        "x",
+    )));
+    h.get("/a").await;
+    h.advance(5);
+    h.origin.set(|_| {
+        Reply::status(
+            304,
+            &[("cache-control", "max-age=3600"), ("etag", "\"e\"")],
+            "",
+        )
+    });
+    assert_eq!(h.get("/a").await.header("test-header"), Some("A"));
+}
+
+#[tokio::test]
+async fn s3_2_a_304_does_not_change_content_length() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=1"), ("etag", "\"e\"")],
+        "12345",
+    )));
+    h.get("/a").await;
+    h.advance(5);
+    h.origin.set(|_| {
+        Reply::status(
+            304,
+            &[
+                ("cache-control", "max-age=3600"),
+                ("etag", "\"e\""),
+                ("content-length", "10"),
+            ],
+            "",
+        )
+    });
+    let r = h.get("/a").await;
+    assert_eq!(r.text(), "12345");
+    assert_eq!(r.header("content-length"), Some("5"));
+}
+
+#[tokio::test]
+async fn s4_3_3_a_full_response_to_validation_replaces_the_stored_one() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=1"), ("etag", "\"v1\"")],
+        "one",
+    )));
+    h.get("/a").await;
+    h.advance(5);
+    h.origin.set(|_| {
+        Reply::ok(
+            &[("cache-control", "max-age=3600"), ("etag", "\"v2\"")],
+            "two",
+        )
+    });
+    assert_eq!(h.get("/a").await.text(), "two");
+    let hit = h.get("/a").await;
+    assert!(hit.hit());
+    assert_eq!(hit.text(), "two");
+}
+
+#[tokio::test]
+async fn s4_3_5_head_response_freshens_a_stored_get() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[
+            ("cache-control", "max-age=2"),
+            ("etag", "\"e\""),
+            ("template-a", "1"),
+        ],
+        "x",
+    )));
+    h.get("/a").await;
+    h.advance(5);
+    h.origin.set(|_| {
+        Reply::ok(
+            &[
+                ("cache-control", "max-age=1000"),
+                ("etag", "\"e\""),
+                ("template-a", "2"),
+            ],
+            "",
+        )
+    });
+    let head = h.request("HEAD", "/a", &[]).await;
+    assert_eq!(h.origin.last().method, http::Method::HEAD);
+    assert_eq!(head.header("template-a"), Some("2"));
+    let get = h.get("/a").await;
+    assert!(get.hit(), "{}", get.cache_status());
+    assert_eq!(get.header("template-a"), Some("2"));
+    assert_eq!(get.text(), "x");
+}
+
+// === §4.4 Invalidation ===
+
+#[tokio::test]
+async fn s4_4_unsafe_methods_invalidate_the_target_uri() {
+    for method in ["POST", "PUT", "DELETE", "M-SEARCH"] {
+        let h = Harness::new(Origin::fixed(Reply::ok(
+            &[("cache-control", "max-age=100000")],
+            "x",
+        )));
+        h.get("/a").await;
+        let r = h.request(method, "/a", &[]).await;
+        assert!(
+            r.cache_status().contains("fwd=method"),
+            "{}",
+            r.cache_status()
+        );
+        assert!(!h.get("/a").await.hit(), "{method}");
+    }
+}
+
+#[tokio::test]
+async fn s4_4_failed_unsafe_requests_do_not_invalidate() {
+    let h = Harness::new(Origin::new(|seen| {
+        if seen.method == http::Method::POST {
+            Reply::status(500, &[], "")
+        } else {
+            Reply::ok(&[("cache-control", "max-age=100000")], "x")
+        }
+    }));
+    h.get("/a").await;
+    h.request("POST", "/a", &[]).await;
+    assert!(h.get("/a").await.hit());
+}
+
+#[tokio::test]
+async fn s4_4_location_and_content_location_on_the_same_origin_are_invalidated() {
+    let h = Harness::new(Origin::new(|seen| {
+        if seen.method == http::Method::POST {
+            Reply::ok(
+                &[
+                    ("location", "http://example.com/target"),
+                    ("content-location", "other"),
+                ],
+                "",
+            )
+        } else {
+            Reply::ok(&[("cache-control", "max-age=100000")], "x")
+        }
+    }));
+    h.get("/target").await;
+    h.get("/dir/other").await;
+    h.get("/elsewhere").await;
+    h.request("POST", "/dir/post", &[]).await;
+    assert!(!h.get("/target").await.hit());
+    assert!(
+        !h.get("/dir/other").await.hit(),
+        "relative Content-Location resolves against the request"
+    );
+    assert!(h.get("/elsewhere").await.hit());
+}
+
+#[tokio::test]
+async fn s4_4_other_origins_are_not_invalidated() {
+    let h = Harness::new(Origin::new(|seen| {
+        if seen.method == http::Method::POST {
+            Reply::ok(&[("location", "http://other.example/target")], "")
+        } else {
+            Reply::ok(&[("cache-control", "max-age=100000")], "x")
+        }
+    }));
+    let req = Request::get("http://other.example/target")
+        .body(String::new())
+        .unwrap();
+    h.send(req).await.unwrap();
+    h.request("POST", "/a", &[]).await;
+    let again = h
+        .send(
+            Request::get("http://other.example/target")
+                .body(String::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(again.hit());
+}
+
+// === §5.2.1 Request directives ===
+
+#[tokio::test]
+async fn s5_2_1_request_max_age_min_fresh_no_cache() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=1500"), ("age", "1000")],
+        "x",
+    )));
+    h.get("/a").await;
+    assert!(h.get("/a").await.hit());
+    let r = h.get_with("/a", &[("cache-control", "max-age=600")]).await;
+    assert!(
+        r.cache_status().contains("fwd=request"),
+        "{}",
+        r.cache_status()
+    );
+    assert!(
+        !h.get_with("/a", &[("cache-control", "min-fresh=1000")])
+            .await
+            .hit()
+    );
+    assert!(
+        !h.get_with("/a", &[("cache-control", "no-cache")])
+            .await
+            .hit()
+    );
+    assert!(
+        !h.get_with("/a", &[("pragma", "no-cache")]).await.hit(),
+        "RFC 9111 §5.4"
+    );
+    assert!(
+        h.get_with(
+            "/a",
+            &[("pragma", "no-cache"), ("cache-control", "max-stale")]
+        )
+        .await
+        .hit()
+    );
+}
+
+#[tokio::test]
+async fn s5_2_1_2_max_stale_accepts_stale_responses() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=1")],
+        "x",
+    )));
+    h.get("/a").await;
+    h.advance(10);
+    let r = h
+        .get_with("/a", &[("cache-control", "max-stale=1000")])
+        .await;
+    assert!(r.hit());
+    assert!(r.cache_status().contains("ttl=-9"), "{}", r.cache_status());
+}
+
+#[tokio::test]
+async fn s5_2_1_5_request_no_store_prevents_storing() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=3600")],
+        "x",
+    )));
+    let r = h.get_with("/a", &[("cache-control", "no-store")]).await;
+    assert!(
+        r.cache_status().contains("detail=request-no-store"),
+        "{}",
+        r.cache_status()
+    );
+    assert!(!h.get("/a").await.hit());
+}
+
+#[tokio::test]
+async fn s5_2_1_7_only_if_cached_without_a_stored_response_is_504() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=3600")],
+        "x",
+    )));
+    let r = h
+        .get_with("/a", &[("cache-control", "only-if-cached")])
+        .await;
+    assert_eq!(r.status, 504);
+    assert_eq!(h.origin.calls(), 0);
+    h.get("/a").await;
+    assert!(
+        h.get_with("/a", &[("cache-control", "only-if-cached")])
+            .await
+            .hit()
+    );
+}
+
+#[tokio::test]
+async fn request_directives_can_be_ignored_by_configuration() {
+    let h = Harness::with(
+        Origin::fixed(Reply::ok(&[("cache-control", "max-age=3600")], "x")),
+        |b| b.request_directives(false),
+    );
+    h.get("/a").await;
+    assert!(
+        h.get_with("/a", &[("cache-control", "no-cache")])
+            .await
+            .hit()
+    );
+}
+
+// === §5.2.2 Response directives ===
+
+#[tokio::test]
+async fn s5_2_2_4_no_cache_responses_are_revalidated_on_every_use() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[
+            ("cache-control", "max-age=10000, no-cache"),
+            ("etag", "\"abcd\""),
+        ],
+        "x",
+    )));
+    h.get("/a").await;
+    h.get("/a").await;
+    assert_eq!(h.origin.calls(), 2);
+    assert_eq!(h.origin.last().headers["if-none-match"], "\"abcd\"");
+}
+
+#[tokio::test]
+async fn s5_2_2_4_qualified_no_cache_fields_are_not_reused_without_validation() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[
+            ("cache-control", "no-cache=\"a, b\", max-age=3600"),
+            ("a", "1"),
+            ("b", "2"),
+            ("c", "3"),
+        ],
+        "x",
+    )));
+    h.get("/a").await;
+    let hit = h.get("/a").await;
+    assert!(hit.hit());
+    assert_eq!(hit.header("a"), None);
+    assert_eq!(hit.header("b"), None);
+    assert_eq!(hit.header("c"), Some("3"));
+}
+
+#[tokio::test]
+async fn s5_2_2_2_must_revalidate_fresh_is_reused_stale_is_validated() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[
+            ("cache-control", "max-age=2, must-revalidate"),
+            ("etag", "\"abcd\""),
+        ],
+        "x",
+    )));
+    h.get("/a").await;
+    assert!(h.get("/a").await.hit());
+    h.advance(5);
+    let r = h.get("/a").await;
+    assert!(!r.hit());
+    assert_eq!(h.origin.last().headers["if-none-match"], "\"abcd\"");
+}
+
+// === RFC 9213 CDN-Cache-Control ===
+
+#[tokio::test]
+async fn rfc9213_targeted_field_takes_precedence() {
+    let now = common::epoch();
+    let exp = common::http_date(now, 10_000);
+    for (cc, cdn, cached) in [
+        ("", "max-age=3600", true),
+        ("max-age=1", "max-age=3600", true),
+        ("max-age=3600", "max-age=1", false),
+        ("no-store", "max-age=10000", true),
+        ("max-age=10000", "no-store", false),
+        ("max-age=10000", "private", false),
+        ("max-age=10000", "no-cache", false),
+        ("no-store", "max-age=10000, &&&&&", false),
+        ("no-store", "max-age=\"10000\"", false),
+        ("max-age=1", "max-age =100", false),
+        ("", "max-age=0", false),
+    ] {
+        let exp = exp.clone();
+        let h = Harness::new(Origin::new(move |_| {
+            let mut r = Reply::ok(&[("cdn-cache-control", cdn)], "x").with("expires", exp.clone());
+            if !cc.is_empty() {
+                r = r.with("cache-control", cc);
+            }
+            r
+        }));
+        h.get("/a").await;
+        h.advance(3);
+        assert_eq!(h.get("/a").await.hit(), cached, "CC {cc:?} CDN-CC {cdn:?}");
+    }
+}
+
+#[tokio::test]
+async fn rfc9213_targeted_field_list_is_configurable() {
+    let h = Harness::with(
+        Origin::fixed(Reply::ok(
+            &[
+                ("cache-control", "max-age=1"),
+                ("ravelin-cache-control", "max-age=3600"),
+                ("cdn-cache-control", "max-age=2"),
+            ],
+            "x",
+        )),
+        |b| b.targeted_fields(["ravelin-cache-control", "cdn-cache-control"]),
+    );
+    h.get("/a").await;
+    h.advance(10);
+    assert!(h.get("/a").await.hit());
+}
+
+#[tokio::test]
+async fn rfc9213_the_targeted_field_is_forwarded() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[
+            ("cache-control", "max-age=10000"),
+            ("cdn-cache-control", "foo"),
+        ],
+        "x",
+    )));
+    assert_eq!(h.get("/a").await.header("cdn-cache-control"), Some("foo"));
+}
+
+// === RFC 9110 §14 Ranges from stored responses ===
+
+#[tokio::test]
+async fn rfc9110_14_ranges_are_served_from_a_complete_stored_response() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=3600")],
+        "01234567890",
+    )));
+    h.get("/a").await;
+    for (range, text, cr) in [
+        ("bytes=0-1", "01", "bytes 0-1/11"),
+        ("bytes=1-", "1234567890", "bytes 1-10/11"),
+        ("bytes=-1", "0", "bytes 10-10/11"),
+    ] {
+        let r = h.get_with("/a", &[("range", range)]).await;
+        assert_eq!(r.status, 206, "{range}");
+        assert_eq!(r.text(), text, "{range}");
+        assert_eq!(r.header("content-range"), Some(cr));
+    }
+    let r = h.get_with("/a", &[("range", "bytes=50-")]).await;
+    assert_eq!(r.status, 416);
+    assert_eq!(h.origin.calls(), 1);
+}
+
+#[tokio::test]
+async fn range_misses_go_forward_untouched_and_are_not_stored() {
+    let h = Harness::new(Origin::fixed(Reply::status(
+        206,
+        &[
+            ("cache-control", "max-age=3600"),
+            ("content-range", "bytes 4-9/10"),
+        ],
+        "01234",
+    )));
+    h.get_with("/a", &[("range", "bytes=-5")]).await;
+    assert_eq!(h.origin.last().headers["range"], "bytes=-5");
+    assert!(!h.get_with("/a", &[("range", "bytes=-5")]).await.hit());
+}
