@@ -25,8 +25,8 @@
 //! - **Connection**: one multiplexed connection per store ([`ConnectionManager`]), established in
 //!   the background and re-established with jittered exponential backoff after it drops. A store
 //!   can be built while Redis is down and starts working when Redis comes up; nothing blocks. A
-//!   connection that stops answering without being closed (a vanished host, a moved address) is
-//!   replaced after three timeouts in a row, at most once per reconnect backoff maximum.
+//!   connection that was answering and goes silent without being closed (a vanished host, a
+//!   moved address) is replaced after three timeouts in a row.
 //! - **Untrusted replies**: a reply of the wrong shape or out of range is
 //!   [`StoreError::InvalidReply`]; each decision is recomputed locally with
 //!   [`Quota::decide`](crate::Quota::decide) and
@@ -42,6 +42,22 @@
 //! hash tag (`{ravelin}:rl:`), which puts all rate-limit state on one shard. A single-rule batch
 //! touches one key and is always in one slot. (This store speaks to one endpoint: a standalone
 //! Redis, a primary behind Sentinel or a proxy, or one cluster node through a cluster-aware proxy.)
+//!
+//! # Replication and failover
+//!
+//! The script writes on the primary. Redis replicates asynchronously, so a failover to a replica
+//! may lose the last moments of writes: affected keys then see up to one extra burst. Reads are
+//! never served by replicas (a replica could not write the new TAT anyway).
+//!
+//! # Metrics
+//!
+//! | name | type | meaning |
+//! |---|---|---|
+//! | `ravelin_ratelimit_redis_errors_total{kind}` | counter | failed checks, by [`StoreError::as_str`] |
+//! | `ravelin_ratelimit_redis_script_loads_total` | counter | `NOSCRIPT` answered by sending the source |
+//! | `ravelin_ratelimit_redis_reconnects_total` | counter | silent connections replaced |
+//! | `ravelin_ratelimit_fallback_checks_total` | counter | batches answered by a [`FallbackStore`]'s fallback |
+//! | `ravelin_ratelimit_fallback_active` | gauge | 1 while a [`FallbackStore`] is degraded |
 //!
 //! [`ConnectionManager`]: ::redis::aio::ConnectionManager
 
@@ -212,7 +228,7 @@ impl RedisStore {
         };
         match tokio::time::timeout(self.inner.timeout, call).await {
             Err(_) => Err(self.inner.timed_out()),
-            Ok(Err(e)) => Err(map_error(e)),
+            Ok(Err(e)) => Err(self.inner.failed(e)),
             Ok(Ok(_)) => {
                 self.inner.connection.succeeded();
                 Ok(())
@@ -252,7 +268,7 @@ impl RateLimitStore for RedisStore {
         Box::pin(async move {
             let result = match tokio::time::timeout(inner.timeout, inner.run(command)).await {
                 Err(_) => Err(inner.timed_out()),
-                Ok(Err(e)) => Err(map_error(e)),
+                Ok(Err(e)) => Err(inner.failed(e)),
                 Ok(Ok(reply)) => {
                     inner.connection.succeeded();
                     script::parse_reply(&reply, &specs)
@@ -310,6 +326,14 @@ impl Inner {
             }
             other => other,
         }
+    }
+
+    fn failed(&self, error: RedisError) -> StoreError {
+        let error = map_error(error);
+        if matches!(error, StoreError::Unavailable { .. }) {
+            self.connection.failed();
+        }
+        error
     }
 
     fn timed_out(&self) -> StoreError {

@@ -439,6 +439,7 @@ async fn fallback_enforces_per_proxy_while_redis_is_down() {
 /// opened after the freeze flow normally (the "failover" target).
 struct Relay {
     addr: std::net::SocketAddr,
+    opened: Arc<std::sync::atomic::AtomicU64>,
     frozen_below: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -448,12 +449,11 @@ impl Relay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let frozen_below = Arc::new(AtomicU64::new(0));
-        let frozen = Arc::clone(&frozen_below);
+        let opened = Arc::new(AtomicU64::new(0));
+        let (frozen, counter) = (Arc::clone(&frozen_below), Arc::clone(&opened));
         tokio::spawn(async move {
-            let mut next_id = 0u64;
             while let Ok((client, _)) = listener.accept().await {
-                let id = next_id;
-                next_id += 1;
+                let id = counter.fetch_add(1, Ordering::SeqCst);
                 let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
                     continue;
                 };
@@ -463,21 +463,21 @@ impl Relay {
                 tokio::spawn(pipe(sr, cw, id, Arc::clone(&frozen)));
             }
         });
-        Self { addr, frozen_below }
+        Self {
+            addr,
+            opened,
+            frozen_below,
+        }
     }
 
     fn url(&self) -> String {
         format!("redis://{}/", self.addr)
     }
 
-    /// Freezes every connection opened so far.
-    fn freeze(&self) {
-        self.frozen_below.store(u64::MAX, Ordering::SeqCst);
-    }
-
-    /// Lets connections opened from now on flow.
-    fn thaw_new(&self, below: u64) {
-        self.frozen_below.store(below, Ordering::SeqCst);
+    /// Freezes every connection opened so far; later ones flow.
+    fn freeze_existing(&self) {
+        self.frozen_below
+            .store(self.opened.load(Ordering::SeqCst), Ordering::SeqCst);
     }
 }
 
@@ -527,13 +527,13 @@ async fn a_silent_connection_is_replaced() {
     until_ok(&store, c).await;
 
     // The connection goes silent: calls time out rather than hang…
-    relay.freeze();
+    relay.freeze_existing();
     for _ in 0..3 {
         let err = fails_promptly(&store, c).await;
         assert!(matches!(err, StoreError::Timeout { .. }), "{err}");
     }
-    // …and once new connections can get through, the store opens one by itself instead of
-    // waiting many minutes for the kernel to give up on the old socket.
-    relay.thaw_new(1);
+    // …and then the store opens a new connection by itself instead of waiting many minutes for
+    // the kernel to give up on the old socket.
     assert!(until_ok(&store, c).await.allowed);
+    assert_eq!(relay.opened.load(Ordering::SeqCst), 2);
 }
