@@ -461,3 +461,84 @@ impl RedisStoreBuilder {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn building_outside_a_runtime_is_an_error_not_a_panic() {
+        let err = RedisStore::builder("redis://127.0.0.1:1/")
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, RedisConfigError::NoRuntime), "{err}");
+    }
+
+    #[tokio::test]
+    async fn configuration_errors() {
+        let err = RedisStore::builder("http://nope").build().unwrap_err();
+        assert!(matches!(err, RedisConfigError::InvalidUrl { .. }), "{err}");
+        // The message never echoes the URL, which may carry a password.
+        let err = RedisStore::builder("redis://user:s3cret@[::1")
+            .build()
+            .unwrap_err();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+
+        let err = RedisStore::builder("redis://127.0.0.1:1/")
+            .key_prefix(vec![b'x'; MAX_PREFIX_LEN + 1])
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(err, RedisConfigError::PrefixTooLong { len: 129, max: 128 }),
+            "{err}"
+        );
+
+        let err = RedisStore::builder("redis://127.0.0.1:1/")
+            .timeout(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(err, RedisConfigError::ZeroDuration { what: "timeout" }),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn builds_without_a_server_and_fails_within_the_timeout() {
+        // Nothing listens on port 1: building succeeds, calls fail fast, nothing panics.
+        let store = RedisStore::builder("redis://127.0.0.1:1/")
+            .timeout(Duration::from_millis(50))
+            .build()
+            .unwrap();
+        let check = Check {
+            rule: "r",
+            key: b"k",
+            quota: crate::Quota::per_second(1).unwrap(),
+            cost: 1,
+            enforce: true,
+        };
+        let err = store.check(&[check]).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        assert_eq!(err.store(), "redis");
+        assert_eq!(
+            store.key_of(&check),
+            b"ravelin:rl:1:r:1000000000:1:k".to_vec()
+        );
+        assert!(format!("{store:?}").contains("ravelin:rl:"));
+    }
+
+    #[test]
+    fn error_classification() {
+        let wrongtype = ::redis::make_extension_error(
+            "WRONGTYPE".to_owned(),
+            Some("Operation against a key holding the wrong kind of value".to_owned()),
+        );
+        let err = map_error(wrongtype);
+        assert!(matches!(err, StoreError::InvalidReply { .. }), "{err}");
+
+        let io = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let err = map_error(io);
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{err}");
+        assert!(err.is_retryable());
+    }
+}
