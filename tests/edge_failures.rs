@@ -286,3 +286,65 @@ async fn config_reload_under_load_fails_no_request() {
     );
     Arc::try_unwrap(harness).ok().unwrap().stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_down_with_a_stale_entry_serves_the_stale_copy() {
+    let origin = ravelin_proxy::demo::spawn("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let text = config(&format!(
+        "{GENEROUS_RATELIMIT}\n[[upstreams]]\nname = \"origin\"\nurl = \"{}\"\nconnect_timeout = \"500ms\"\n",
+        origin.url()
+    ));
+    let harness = Harness::start(&text, None).await;
+    // /stale: max-age=2, stale-if-error=600.
+    let fresh = harness.get("/stale").await;
+    assert_eq!(fresh.status, 200);
+    let status = fresh
+        .headers
+        .get("cache-status")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert!(
+        status.as_deref().is_some_and(|s| s.contains("stored")),
+        "{status:?}"
+    );
+    let hit = harness.get("/stale").await;
+    assert_eq!(hit.body, fresh.body, "served from cache while fresh");
+    let hit_status = hit
+        .headers
+        .get("cache-status")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        hit_status.contains("hit"),
+        "the second request must be a hit, got {hit_status:?}. (If every response says `stored` but \
+         the next is a miss: hyper's server drops a Content-Length body after its last byte without \
+         polling it to the end, so the cache must commit when it has seen Content-Length bytes.)"
+    );
+
+    // The origin goes away entirely; the entry goes stale.
+    origin.shutdown().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let stale = harness.get("/stale").await;
+    assert_eq!(
+        stale.status,
+        200,
+        "the stale copy, not the 502: {} {:?}",
+        stale.text(),
+        stale.headers
+    );
+    assert_eq!(stale.body, fresh.body);
+    let status = stale
+        .headers
+        .get("cache-status")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(status.contains("ravelin"), "{status}");
+    // Without a stored copy, the same outage is a 502.
+    assert_eq!(harness.get("/api/time").await.status, 502);
+    harness.stop().await;
+}

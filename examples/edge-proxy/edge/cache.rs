@@ -1,23 +1,36 @@
-//! The cache slot (pass-through until ravelin-cache's layer lands).
+//! The cache slot: `ravelin-cache`'s RFC 9111 shared cache in front of the forwarder. It always
+//! fails open: an internal cache error bypasses the cache for that request.
 
 use std::sync::Arc;
 
 use hyper::body::Incoming;
+use ravelin_cache::{BodyError, CacheHandle, CacheLayer};
 use ravelin_config::Switchboard;
+use ravelin_proxy::BoxError;
 use ravelin_proxy::{ModuleStatus, Purge};
-use serde_json::Value;
+use serde_json::json;
 
-use super::config::EdgeConfig;
+use super::config::{CacheSection, EdgeConfig};
 use super::modules::apply_killed;
-use super::stack::{EdgeService, Slot};
+use super::stack::{EdgeBody, EdgeService, Slot, boxed};
 
-/// The module name.
+/// The module name: kill switch and status entry.
 pub(crate) const NAME: &str = "cache";
 
-/// The cache module.
+/// The cache module: the layer holds the store, so it is kept across reloads unless the cache
+/// settings themselves changed.
 #[derive(Clone)]
 pub(crate) struct CacheModule {
+    layer: CacheLayer,
     killed: ravelin_config::KillSwitch,
+}
+
+/// The section without the kill switch: what forces a new store when it changes.
+fn storage_settings(section: &CacheSection) -> CacheSection {
+    CacheSection {
+        killed: false,
+        ..section.clone()
+    }
 }
 
 impl CacheModule {
@@ -26,42 +39,107 @@ impl CacheModule {
     /// # Errors
     /// What could not be built.
     pub(crate) fn update(
-        _previous: Option<Self>,
+        previous: Option<Self>,
         old: Option<&EdgeConfig>,
         config: &EdgeConfig,
         switchboard: &Switchboard,
     ) -> Result<Option<Self>, String> {
+        let section = &config.cache;
         let switch = switchboard.switch(NAME);
         apply_killed(
             &switch,
             old.filter(|o| o.cache.enabled).map(|o| o.cache.killed),
-            config.cache.killed,
+            section.killed,
         );
-        if !config.cache.enabled {
+        if !section.enabled {
             return Ok(None);
         }
-        Ok(Some(Self { killed: switch }))
+        if let (Some(previous), Some(old)) = (previous, old)
+            && storage_settings(&old.cache) == storage_settings(section)
+        {
+            return Ok(Some(previous));
+        }
+        let mut builder = CacheLayer::builder()
+            .name("ravelin")
+            .max_capacity_bytes(section.max_bytes)
+            .max_object_bytes(section.max_object_bytes)
+            .coalesce_timeout(section.coalesce_timeout)
+            .kill_switch(switch.clone());
+        if let Some(window) = section.default_stale_if_error {
+            builder = builder.stale_if_error(window);
+        }
+        if let Some(window) = section.default_stale_while_revalidate {
+            builder = builder.stale_while_revalidate(window);
+        }
+        let layer = builder.build().map_err(|e| format!("cache: {e}"))?;
+        Ok(Some(Self {
+            layer,
+            killed: switch,
+        }))
     }
 
     /// The slot.
     pub(crate) fn slot(&self) -> Slot<Incoming> {
-        Box::new(|inner: EdgeService<Incoming>| inner)
+        let layer = self.layer.clone();
+        Box::new(move |inner: EdgeService<Incoming>| {
+            // The cache's body error wraps the origin body's; unwrap it so the stack keeps one
+            // error type (`BoxError` is not itself an `Error`, so no blanket conversion exists).
+            let cached = tower::ServiceExt::map_response(
+                tower::Layer::layer(&layer, inner),
+                |response: http::Response<ravelin_cache::CacheBody<EdgeBody>>| {
+                    response.map(|body| {
+                        http_body_util::BodyExt::map_err(body, |error| -> BoxError {
+                            match error {
+                                BodyError::Origin(inner) => inner,
+                                other => other.to_string().into(),
+                            }
+                        })
+                    })
+                },
+            );
+            boxed(cached)
+        })
     }
 
-    /// The purge entry point.
+    /// The cache's handle (purge, stats).
+    pub(crate) fn handle(&self) -> CacheHandle {
+        self.layer.handle()
+    }
+
+    /// The purge entry point for `POST /cache/purge`.
     pub(crate) fn purger(&self) -> Arc<dyn Fn(Purge) -> Result<u64, String> + Send + Sync> {
-        Arc::new(|_| Ok(0))
+        let handle = self.layer.handle();
+        Arc::new(move |purge| match purge {
+            Purge::Url(url) => handle
+                .purge_url(&url)
+                .map(|n| n as u64)
+                .map_err(|e| e.to_string()),
+            Purge::Tag(tag) => Ok(handle.purge_tag(&tag) as u64),
+        })
     }
 
     /// `/status` entry.
     pub(crate) fn status(&self) -> ModuleStatus {
+        let handle = self.layer.handle();
+        let stats = handle.stats();
+        let usage = handle.usage();
         ModuleStatus {
             name: NAME.into(),
             failure_mode: "open".into(),
             timeout_ms: None,
             circuit: None,
             killed: self.killed.is_engaged(),
-            detail: Value::Null,
+            detail: json!({
+                "entries": usage.entries,
+                "bytes": usage.bytes,
+                "capacity_bytes": usage.capacity,
+                "hits": stats.hits,
+                "misses": stats.misses,
+                "stale_if_error": stats.stale_if_error,
+                "stale_while_revalidate": stats.stale_while_revalidate,
+                "coalesced": stats.coalesced,
+                "evictions": stats.evictions,
+            }),
         }
     }
 }
