@@ -41,10 +41,17 @@ struct Args {
     /// Send all traffic to this origin (replaces the configured upstreams and routes).
     #[arg(long, value_name = "URL")]
     upstream: Option<String>,
+    /// Validate the configuration (with the flags applied) and exit: 0 and a summary, or 1 and
+    /// every violation. For deployment pipelines, before a file is published.
+    #[arg(long)]
+    check: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.check {
+        return check(&args);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -61,6 +68,61 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(run(args))
+}
+
+/// `--check`: the same parse and validation the proxy runs at startup and on reload.
+fn check(args: &Args) -> ExitCode {
+    use ravelin_config::{Format, Store, Validate};
+    let builder = Store::<edge::config::EdgeConfig>::builder("edge-proxy")
+        .format(Format::Toml)
+        .max_bytes(edge::runtime::MAX_CONFIG_BYTES);
+    let builder = match &args.config {
+        Some(path) => builder.file(path.clone()),
+        None => builder.initial_bytes(BUILT_IN_CONFIG.as_bytes().to_vec(), "built-in"),
+    };
+    let overrides = Overrides {
+        listen: args.listen,
+        admin: args.admin,
+        upstream: args.upstream.clone(),
+    };
+    let result = builder
+        .build()
+        .map_err(|rejection| rejection.to_string())
+        .and_then(|store| {
+            let effective = overrides.apply(store.current().value());
+            effective
+                .validate()
+                .map(|()| effective)
+                .map_err(|v| format!("with command-line overrides: {v}"))
+        });
+    match result {
+        Ok(config) => {
+            println!(
+                "ok: listen {}, admin {}, {} upstream(s){}, {} route(s), ratelimit {}, botscore {}, cache {}",
+                config.server.listen,
+                config.admin.listen,
+                config.upstreams.len(),
+                if config.upstreams.is_empty() {
+                    " (demo origin)"
+                } else {
+                    ""
+                },
+                config.routes.len(),
+                on_off(config.ratelimit.enabled),
+                on_off(config.botscore.enabled),
+                on_off(config.cache.enabled),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            eprintln!("edge-proxy: invalid configuration: {reason}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn on_off(enabled: bool) -> &'static str {
+    if enabled { "on" } else { "off" }
 }
 
 async fn run(args: Args) -> ExitCode {
