@@ -643,11 +643,16 @@ impl Engine {
     ) -> Decision {
         let now = response_time;
         cs.fwd_status = Some(StatusCode::NOT_MODIFIED.as_u16());
-        let matches = match (headers::etag(headers), &c.etag) {
-            (Some(new), Some(old)) => new.weak_eq(old),
-            (Some(_), None) => false,
-            (None, _) => true,
-        };
+        // §4.3.4: the 304 must be about this stored response. Many servers send no validator
+        // in a 304; that is accepted, a different one is not.
+        let lm_differs = headers::date_field(headers, &header::LAST_MODIFIED)
+            .is_some_and(|lm| c.has_last_modified && lm != c.last_modified);
+        let matches = !lm_differs
+            && match (headers::etag(headers), &c.etag) {
+                (Some(new), Some(old)) => new.weak_eq(old),
+                (Some(_), None) => false,
+                (None, _) => true,
+            };
         if !matches {
             // The 304 is about some other representation: do not trust the stored one again.
             self.remove_entry(c);

@@ -414,6 +414,13 @@ where
                 engine.finish_forwarded(&mut parts.headers, &status);
                 return Ok(Response::from_parts(parts, CacheBody::pass(body)));
             }
+            let mut proto = proto;
+            if let Some(n) = size {
+                // Followers and later hits need the length the origin may have left to framing.
+                proto
+                    .headers
+                    .insert(header::CONTENT_LENGTH, http::HeaderValue::from(n));
+            }
             let streaming = streamable && leader.is_some();
             if streaming && let Some(l) = &leader {
                 l.stream(Arc::new(proto.clone()));
@@ -510,6 +517,9 @@ fn spawn_refresh<S, ReqBody, ResBody>(
     let Join::Lead(leader) = engine.fills.join(fwd.fill_key) else {
         return;
     };
+    // A HEAD that hit a stale entry refreshes it with a GET: only a GET response can replace it.
+    let mut req = req;
+    *req.method_mut() = http::Method::GET;
     engine.stats.background();
     let limit = engine.s.cfg.background_timeout;
     handle.spawn(async move {

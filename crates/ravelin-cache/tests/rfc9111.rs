@@ -1,5 +1,7 @@
 //! One test per rule of RFC 9111 (and the RFCs it leans on), named after its section.
 //! The scenarios follow the public HTTP cache test suite (cache-tests.fyi) where it has one.
+// Test code: helpers outside #[test] functions may panic too (a panic is a failed test).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

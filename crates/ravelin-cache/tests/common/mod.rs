@@ -9,7 +9,6 @@
     clippy::panic
 )]
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,7 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use ravelin_cache::{Cache, CacheBody, CacheHandle, CacheLayer, CacheLayerBuilder, ManualClock};
 use tower::{Layer, Service, ServiceExt};
 
@@ -31,7 +31,12 @@ pub struct Reply {
     pub body: Bytes,
     pub delay: Option<Duration>,
     pub fail: bool,
+    /// Send the body as these chunks with no known length; `None` fails the body there.
+    pub chunks: Option<Vec<Option<&'static str>>>,
 }
+
+/// The origin's response body: a known-length body, or a stream of unknown length.
+pub type OriginBody = BoxBody<Bytes, OriginError>;
 
 impl Reply {
     pub fn ok(headers: &[(&str, &str)], body: &'static str) -> Self {
@@ -48,7 +53,14 @@ impl Reply {
             body: Bytes::from_static(body.as_bytes()),
             delay: None,
             fail: false,
+            chunks: None,
         }
+    }
+
+    /// A body of unknown length sent in chunks (`None` makes the body fail at that point).
+    pub fn streamed(mut self, chunks: &[Option<&'static str>]) -> Self {
+        self.chunks = Some(chunks.to_vec());
+        self
     }
 
     pub fn error() -> Self {
@@ -132,7 +144,7 @@ impl Origin {
 }
 
 impl Service<Request<String>> for Origin {
-    type Response = Response<Full<Bytes>>;
+    type Response = Response<OriginBody>;
     type Error = OriginError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, OriginError>> + Send>>;
 
@@ -156,7 +168,24 @@ impl Service<Request<String>> for Origin {
             if reply.fail {
                 return Err(OriginError);
             }
-            let mut resp = Response::new(Full::new(reply.body.clone()));
+            let body: OriginBody = match &reply.chunks {
+                None => Full::new(reply.body.clone())
+                    .map_err(|never| match never {})
+                    .boxed(),
+                Some(chunks) => {
+                    let frames: Vec<Result<http_body::Frame<Bytes>, OriginError>> = chunks
+                        .iter()
+                        .map(|c| match c {
+                            Some(text) => {
+                                Ok(http_body::Frame::data(Bytes::from_static(text.as_bytes())))
+                            }
+                            None => Err(OriginError),
+                        })
+                        .collect();
+                    StreamBody::new(futures_util::stream::iter(frames)).boxed()
+                }
+            };
+            let mut resp = Response::new(body);
             *resp.status_mut() = StatusCode::from_u16(reply.status).unwrap();
             for (k, v) in &reply.headers {
                 resp.headers_mut().append(
@@ -190,6 +219,8 @@ pub struct Got {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The body ended in an error (the client saw a truncated response).
+    pub body_error: bool,
 }
 
 impl Got {
@@ -284,21 +315,28 @@ impl Harness {
     }
 }
 
-pub async fn read(resp: Response<CacheBody<Full<Bytes>>>) -> Got {
+pub async fn read(resp: Response<CacheBody<OriginBody>>) -> Got {
     let (parts, body) = resp.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+    let mut body = std::pin::pin!(body);
+    let mut bytes = Vec::new();
+    let mut body_error = false;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(f) => {
+                if let Some(d) = f.data_ref() {
+                    bytes.extend_from_slice(d);
+                }
+            }
+            Err(_) => {
+                body_error = true;
+                break;
+            }
+        }
+    }
     Got {
         status: parts.status,
         headers: parts.headers,
-        body,
+        body: Bytes::from(bytes),
+        body_error,
     }
-}
-
-/// Infallible origins for doc-style tests.
-pub fn never() -> Result<(), Infallible> {
-    Ok(())
 }

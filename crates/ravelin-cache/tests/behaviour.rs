@@ -1,0 +1,842 @@
+//! Coalescing, stale-while-revalidate, stale-if-error, purging, streaming bounds, Cache-Status,
+//! failure containment.
+// Test code: helpers outside #[test] functions may panic too (a panic is a failed test).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{Got, Harness, Origin, Reply};
+use http::Request;
+use ravelin_cache::{MemoryStore, Object, Storage, StorageUsage};
+use tower::ServiceExt;
+
+fn req(path: &str) -> Request<String> {
+    Request::get(format!("http://example.com{path}"))
+        .body(String::new())
+        .unwrap()
+}
+
+async fn settle() {
+    // Let spawned background work run (time is paused: sleeping advances it instantly).
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// === Request coalescing ===
+
+#[tokio::test(start_paused = true)]
+async fn coalescing_1000_concurrent_misses_make_one_origin_request() {
+    let h = Arc::new(Harness::new(Origin::fixed(
+        Reply::ok(&[("cache-control", "max-age=60")], "shared body")
+            .delayed(Duration::from_millis(100)),
+    )));
+    let mut tasks = Vec::new();
+    for _ in 0..1000 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move { h.get("/hot").await }));
+    }
+    let mut collapsed = 0;
+    for t in tasks {
+        let got: Got = t.await.unwrap();
+        assert_eq!(got.text(), "shared body");
+        assert!(!got.body_error);
+        if got.cache_status().contains("; collapsed") {
+            collapsed += 1;
+        }
+    }
+    assert_eq!(h.origin.calls(), 1);
+    assert_eq!(collapsed, 999);
+    let stats = h.handle.stats();
+    assert_eq!(stats.coalesced, 999);
+    assert_eq!(stats.in_flight, 0);
+    assert!(h.get("/hot").await.hit());
+}
+
+#[tokio::test(start_paused = true)]
+async fn coalescing_works_for_bodies_of_unknown_length() {
+    let h = Arc::new(Harness::new(Origin::fixed(
+        Reply::ok(&[("cache-control", "max-age=60")], "")
+            .streamed(&[Some("a"), Some("b"), Some("c")])
+            .delayed(Duration::from_millis(50)),
+    )));
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let h = h.clone();
+            tokio::spawn(async move { h.get("/s").await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().text(), "abc");
+    }
+    assert_eq!(h.origin.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_that_times_out_goes_to_the_origin_itself() {
+    let first = Arc::new(AtomicUsize::new(0));
+    let f = first.clone();
+    let h = Arc::new(Harness::with(
+        Origin::new(move |_| {
+            let slow = f.fetch_add(1, Ordering::SeqCst) == 0;
+            let r = Reply::ok(&[("cache-control", "max-age=60")], "x");
+            if slow {
+                r.delayed(Duration::from_secs(30))
+            } else {
+                r
+            }
+        }),
+        |b| b.coalesce_timeout(Duration::from_secs(1)),
+    ));
+    let leader = {
+        let h = h.clone();
+        tokio::spawn(async move { h.get("/a").await })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let waiter = h.get("/a").await;
+    assert!(
+        waiter.cache_status().contains("collapsed=?0"),
+        "{}",
+        waiter.cache_status()
+    );
+    assert_eq!(waiter.text(), "x");
+    assert_eq!(h.origin.calls(), 2);
+    assert_eq!(h.handle.stats().coalesced_alone, 1);
+    leader.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_never_hang_when_the_shared_fetch_fails() {
+    let first = Arc::new(AtomicUsize::new(0));
+    let f = first.clone();
+    let h = Arc::new(Harness::new(Origin::new(move |_| {
+        if f.fetch_add(1, Ordering::SeqCst) == 0 {
+            Reply::error().delayed(Duration::from_millis(100))
+        } else {
+            Reply::ok(&[("cache-control", "max-age=60")], "ok")
+        }
+    })));
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let h = h.clone();
+            tokio::spawn(async move { h.send(req("/a")).await.map(|g| g.text().to_string()) })
+        })
+        .collect();
+    let mut errors = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(text) => assert_eq!(text, "ok"),
+            Err(_) => errors += 1,
+        }
+    }
+    assert_eq!(errors, 1, "only the leader sees the origin's error");
+    assert!(h.origin.calls() >= 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_never_hang_when_the_leader_is_dropped() {
+    let h = Arc::new(Harness::new(Origin::fixed(
+        Reply::ok(&[("cache-control", "max-age=60")], "x").delayed(Duration::from_millis(100)),
+    )));
+    let leader = {
+        let h = h.clone();
+        tokio::spawn(async move { h.get("/a").await })
+    };
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let waiter = {
+        let h = h.clone();
+        tokio::spawn(async move { h.get("/a").await })
+    };
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    leader.abort();
+    let got = waiter.await.unwrap();
+    assert_eq!(got.text(), "x");
+    assert_eq!(h.origin.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_uncacheable_response_is_not_shared_with_waiters() {
+    let n = Arc::new(AtomicUsize::new(0));
+    let c = n.clone();
+    let h = Arc::new(Harness::new(Origin::new(move |_| {
+        let i = c.fetch_add(1, Ordering::SeqCst);
+        Reply::ok(&[("cache-control", "private, max-age=60")], "")
+            .with("x-user", i.to_string())
+            .delayed(Duration::from_millis(50))
+    })));
+    let tasks: Vec<_> = (0..5)
+        .map(|_| {
+            let h = h.clone();
+            tokio::spawn(async move { h.get("/me").await })
+        })
+        .collect();
+    let mut users = Vec::new();
+    for t in tasks {
+        users.push(t.await.unwrap().header("x-user").unwrap().to_string());
+    }
+    users.sort();
+    users.dedup();
+    assert_eq!(users.len(), 5, "every client got its own private response");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shared_fetch_is_finished_for_waiters_when_its_first_client_leaves() {
+    let h = Arc::new(Harness::new(Origin::fixed(
+        Reply::ok(&[("cache-control", "max-age=60")], "complete body")
+            .delayed(Duration::from_millis(50)),
+    )));
+    // The leader reads only the head, then drops the body.
+    let leader = h.svc.clone().oneshot(req("/a"));
+    let waiter = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            h.get("/a").await
+        })
+    };
+    let resp = leader.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    drop(resp);
+    let got = waiter.await.unwrap();
+    assert_eq!(got.text(), "complete body");
+    settle().await;
+    assert!(h.get("/a").await.hit());
+    assert_eq!(h.origin.calls(), 1);
+}
+
+// === RFC 5861 stale-while-revalidate ===
+
+#[tokio::test(start_paused = true)]
+async fn stale_while_revalidate_serves_stale_and_refreshes_once() {
+    let h = Arc::new(Harness::new(Origin::fixed(Reply::ok(
+        &[
+            ("cache-control", "max-age=1, stale-while-revalidate=3600"),
+            ("etag", "\"abc\""),
+        ],
+        "old",
+    ))));
+    h.get("/a").await;
+    h.advance(5);
+    h.origin.set(|_| {
+        Reply::ok(
+            &[("cache-control", "max-age=3600"), ("etag", "\"def\"")],
+            "new",
+        )
+        .delayed(Duration::from_millis(100))
+    });
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let h = h.clone();
+            tokio::spawn(async move { h.get("/a").await })
+        })
+        .collect();
+    for t in tasks {
+        let got = t.await.unwrap();
+        assert_eq!(got.text(), "old");
+        assert!(
+            got.cache_status()
+                .contains("hit; ttl=-4; detail=stale-while-revalidate"),
+            "{}",
+            got.cache_status()
+        );
+    }
+    settle().await;
+    settle().await;
+    assert_eq!(
+        h.origin.calls(),
+        2,
+        "one background refresh for fifty stale hits"
+    );
+    assert_eq!(h.origin.last().headers["if-none-match"], "\"abc\"");
+    let fresh = h.get("/a").await;
+    assert!(fresh.hit());
+    assert_eq!(fresh.text(), "new");
+    assert_eq!(fresh.header("etag"), Some("\"def\""));
+    let s = h.handle.stats();
+    assert_eq!(s.stale_while_revalidate, 50);
+    assert_eq!(s.background_revalidations, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_while_revalidate_default_applies_to_origins_that_send_none() {
+    let h = Harness::with(
+        Origin::fixed(Reply::ok(&[("cache-control", "max-age=1")], "x")),
+        |b| b.stale_while_revalidate(Duration::from_secs(60)),
+    );
+    h.get("/a").await;
+    h.advance(10);
+    assert!(h.get("/a").await.hit());
+    settle().await; // the background refresh stores a copy received at t=10
+    h.advance(100);
+    assert!(!h.get("/a").await.hit());
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_while_revalidate_is_not_applied_where_stale_is_forbidden() {
+    let h = Harness::with(
+        Origin::fixed(Reply::ok(
+            &[(
+                "cache-control",
+                "max-age=1, must-revalidate, stale-while-revalidate=60",
+            )],
+            "x",
+        )),
+        |b| b.stale_while_revalidate(Duration::from_secs(60)),
+    );
+    h.get("/a").await;
+    h.advance(10);
+    assert!(!h.get("/a").await.hit());
+}
+
+// === RFC 5861 stale-if-error ===
+
+#[tokio::test(start_paused = true)]
+async fn stale_if_error_serves_stale_when_the_origin_starts_failing() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=1, stale-if-error=60")],
+        "good",
+    )));
+    h.get("/a").await;
+    h.advance(10);
+    for failure in [
+        Reply::status(500, &[], "boom"),
+        Reply::status(503, &[], ""),
+        Reply::status(504, &[], ""),
+        Reply::error(),
+    ] {
+        h.origin.set(move |_| failure.clone());
+        let got = h
+            .send(req("/a"))
+            .await
+            .expect("stale served instead of the error");
+        assert_eq!(got.status, 200);
+        assert_eq!(got.text(), "good");
+        assert!(
+            got.cache_status().contains("detail=stale-if-error"),
+            "{}",
+            got.cache_status()
+        );
+    }
+    // Past the window the failure shows.
+    h.advance(60);
+    h.origin.set(|_| Reply::status(503, &[], "down"));
+    let got = h.get("/a").await;
+    assert_eq!(got.status, 503);
+    assert_eq!(h.handle.stats().stale_if_error, 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_error_is_never_stored_over_a_good_entry() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=1"), ("etag", "\"good\"")],
+        "good",
+    )));
+    h.get("/a").await;
+    h.advance(10);
+    // A cacheable 500 arrives while the stored copy is stale and may not be served stale.
+    h.origin
+        .set(|_| Reply::status(500, &[("cache-control", "max-age=3600")], "bad"));
+    let got = h.get("/a").await;
+    assert_eq!(got.status, 500);
+    assert!(
+        got.cache_status().contains("detail=error-not-stored"),
+        "{}",
+        got.cache_status()
+    );
+    // The good copy is still there to validate against.
+    h.origin.set(|_| {
+        Reply::status(
+            304,
+            &[("cache-control", "max-age=3600"), ("etag", "\"good\"")],
+            "",
+        )
+    });
+    let got = h.get("/a").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.text(), "good");
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_if_error_default_and_timeout() {
+    let h = Harness::with(
+        Origin::fixed(Reply::ok(&[("cache-control", "max-age=1")], "good")),
+        |b| {
+            b.stale_if_error(Duration::from_secs(3600))
+                .stale_if_error_timeout(Duration::from_secs(2))
+        },
+    );
+    h.get("/a").await;
+    h.advance(10);
+    h.origin
+        .set(|_| Reply::ok(&[], "late").delayed(Duration::from_secs(30)));
+    let got = h.get("/a").await;
+    assert_eq!(got.text(), "good", "a timeout counts as an error");
+    assert!(got.cache_status().contains("stale-if-error"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_if_error_from_the_request() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=1")],
+        "good",
+    )));
+    h.get("/a").await;
+    h.advance(10);
+    h.origin.set(|_| Reply::status(500, &[], ""));
+    assert_eq!(
+        h.get_with("/a", &[("cache-control", "stale-if-error=3600")])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        h.get_with("/a", &[("cache-control", "stale-if-error=1")])
+            .await
+            .status,
+        500
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_share_a_stale_if_error_answer_without_hitting_the_failing_origin() {
+    let h = Arc::new(Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=1, stale-if-error=600")],
+        "good",
+    ))));
+    h.get("/a").await;
+    h.advance(10);
+    h.origin
+        .set(|_| Reply::status(503, &[], "").delayed(Duration::from_millis(100)));
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let h = h.clone();
+            tokio::spawn(async move { h.get("/a").await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().text(), "good");
+    }
+    assert_eq!(
+        h.origin.calls(),
+        2,
+        "one request reached the failing origin"
+    );
+}
+
+// === Storage bounds and streaming ===
+
+#[tokio::test]
+async fn an_object_larger_than_the_limit_streams_through_uncached() {
+    let big = "0123456789".repeat(20);
+    let body: &'static str = Box::leak(big.into_boxed_str());
+    let h = Harness::with(
+        Origin::fixed(Reply::ok(&[("cache-control", "max-age=60")], body)),
+        |b| b.max_object_bytes(100),
+    );
+    let got = h.get("/big").await;
+    assert_eq!(got.body.len(), 200);
+    assert!(
+        got.cache_status().contains("detail=too-large"),
+        "{}",
+        got.cache_status()
+    );
+    assert!(!h.get("/big").await.hit());
+}
+
+#[tokio::test]
+async fn a_body_of_unknown_length_is_stored_up_to_the_limit_only() {
+    let h = Harness::with(
+        Origin::fixed(
+            Reply::ok(&[("cache-control", "max-age=60")], "").streamed(&[Some("0123456789"); 15]),
+        ),
+        |b| b.max_object_bytes(100),
+    );
+    let got = h.get("/big").await;
+    assert_eq!(got.body.len(), 150, "the client gets the whole body");
+    assert!(!h.get("/big").await.hit(), "but it was not stored");
+
+    let h = Harness::with(
+        Origin::fixed(
+            Reply::ok(&[("cache-control", "max-age=60")], "")
+                .streamed(&[Some("01234"), Some("56789")]),
+        ),
+        |b| b.max_object_bytes(100),
+    );
+    h.get("/small").await;
+    let hit = h.get("/small").await;
+    assert!(hit.hit());
+    assert_eq!(hit.text(), "0123456789");
+    assert_eq!(hit.header("content-length"), Some("10"));
+}
+
+#[tokio::test]
+async fn a_body_that_fails_midway_is_not_stored() {
+    let h = Harness::new(Origin::fixed(
+        Reply::ok(&[("cache-control", "max-age=60")], "").streamed(&[Some("abc"), None]),
+    ));
+    let got = h.get("/a").await;
+    assert!(got.body_error);
+    assert!(!h.get("/a").await.hit());
+}
+
+#[tokio::test]
+async fn stored_bytes_stay_within_capacity() {
+    let body: &'static str = Box::leak("x".repeat(10_000).into_boxed_str());
+    let h = Harness::with(
+        Origin::fixed(Reply::ok(&[("cache-control", "max-age=600")], body)),
+        |b| {
+            b.max_capacity_bytes(1024 * 1024)
+                .max_object_bytes(64 * 1024)
+        },
+    );
+    for i in 0..500 {
+        h.get(&format!("/o{i}")).await;
+    }
+    let s = h.handle.stats();
+    assert!(s.stored_bytes <= 1024 * 1024, "{s:?}");
+    assert!(s.evictions > 0, "{s:?}");
+}
+
+// === Purge ===
+
+#[tokio::test]
+async fn purge_by_tag_removes_every_tagged_response() {
+    let h = Harness::new(Origin::new(|seen| {
+        let tag = if seen.uri.path().starts_with("/p") {
+            "product"
+        } else {
+            "other"
+        };
+        Reply::ok(&[("cache-control", "max-age=600")], "x")
+            .with("surrogate-key", format!("{tag} all"))
+    }));
+    for p in ["/p1", "/p2", "/o1"] {
+        h.get(p).await;
+    }
+    assert_eq!(h.handle.purge_tag("product"), 2);
+    assert!(!h.get("/p1").await.hit());
+    assert!(h.get("/o1").await.hit());
+    assert_eq!(h.handle.purge_tag("all"), 2, "o1 and the re-fetched p1");
+}
+
+#[tokio::test]
+async fn purge_of_10_000_tagged_entries() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=600"), ("cache-tag", "bulk")],
+        "x",
+    )));
+    for i in 0..10_000 {
+        h.get(&format!("/item/{i}")).await;
+    }
+    assert_eq!(h.handle.stats().entries, 10_000);
+    let started = std::time::Instant::now();
+    let purged = h.handle.purge_tag("bulk");
+    // Reported, not asserted: see docs/performance.md.
+    println!("purged {purged} entries in {:?}", started.elapsed());
+    assert_eq!(purged, 10_000);
+    assert_eq!(h.handle.stats().entries, 0);
+}
+
+#[tokio::test]
+async fn purge_by_url_removes_all_variants() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[
+            ("cache-control", "max-age=600"),
+            ("vary", "accept-encoding"),
+        ],
+        "x",
+    )));
+    h.get_with("/a?x=1", &[("accept-encoding", "gzip")]).await;
+    h.get_with("/a?x=1", &[("accept-encoding", "br")]).await;
+    h.get("/b").await;
+    assert_eq!(
+        h.handle.purge_url("http://example.com/a?x=1").unwrap(),
+        3,
+        "two variants and the Vary record"
+    );
+    assert!(
+        !h.get_with("/a?x=1", &[("accept-encoding", "gzip")])
+            .await
+            .hit()
+    );
+    assert!(h.get("/b").await.hit());
+    assert!(h.handle.purge_url("/relative").is_err());
+}
+
+#[tokio::test]
+async fn surrogate_keys_are_stripped_unless_exposed() {
+    let reply = Reply::ok(
+        &[
+            ("cache-control", "max-age=600"),
+            ("surrogate-key", "a b"),
+            ("cache-tag", "c"),
+        ],
+        "x",
+    );
+    let h = Harness::new(Origin::fixed(reply.clone()));
+    let miss = h.get("/a").await;
+    let hit = h.get("/a").await;
+    for got in [&miss, &hit] {
+        assert_eq!(got.header("surrogate-key"), None);
+        assert_eq!(got.header("cache-tag"), None);
+    }
+    assert_eq!(h.handle.purge_tag("c"), 1);
+    let h = Harness::with(Origin::fixed(reply), |b| b.expose_surrogate_keys(true));
+    h.get("/a").await;
+    assert_eq!(h.get("/a").await.header("surrogate-key"), Some("a b"));
+}
+
+// === Cache-Status (RFC 9211) ===
+
+#[tokio::test]
+async fn rfc9211_cache_status_is_appended_to_upstream_members() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[
+            ("cache-control", "max-age=600"),
+            ("cache-status", "origin-cache; hit"),
+        ],
+        "x",
+    )));
+    let miss = h.get("/a").await;
+    assert_eq!(
+        miss.cache_status(),
+        "origin-cache; hit, ravelin; fwd=uri-miss; ttl=600; stored"
+    );
+    let hit = h.get("/a").await;
+    assert_eq!(
+        hit.cache_status(),
+        "ravelin; hit; ttl=600",
+        "a stored response describes no request"
+    );
+    let post = h.request("POST", "/a", &[]).await;
+    assert_eq!(
+        post.cache_status(),
+        "origin-cache; hit, ravelin; fwd=method"
+    );
+}
+
+#[tokio::test]
+async fn rfc9211_cache_status_can_be_turned_off_and_named() {
+    let h = Harness::with(
+        Origin::fixed(Reply::ok(&[("cache-control", "max-age=600")], "x")),
+        |b| b.name("edge-1"),
+    );
+    assert!(
+        h.get("/a")
+            .await
+            .cache_status()
+            .starts_with("edge-1; fwd=uri-miss")
+    );
+    let h = Harness::with(
+        Origin::fixed(Reply::ok(&[("cache-control", "max-age=600")], "x")),
+        |b| b.cache_status(false),
+    );
+    assert_eq!(h.get("/a").await.cache_status(), "");
+}
+
+// === Cache poisoning ===
+
+#[tokio::test]
+async fn no_unkeyed_request_header_is_reflected_into_a_stored_response() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=600"), ("x-a", "1")],
+        "x",
+    )));
+    let first = h
+        .get_with(
+            "/a",
+            &[("x-forwarded-host", "evil.example"), ("x-a", "evil")],
+        )
+        .await;
+    let hit = h
+        .get_with(
+            "/a",
+            &[("x-forwarded-host", "other.example"), ("cookie", "s=1")],
+        )
+        .await;
+    assert!(hit.hit());
+    for got in [&first, &hit] {
+        for (name, value) in got.headers.iter() {
+            let v = value.to_str().unwrap();
+            assert!(
+                !v.contains("evil") && !v.contains("other.example") && !v.contains("s=1"),
+                "{name}: {v}"
+            );
+        }
+    }
+    let mut names: Vec<_> = hit.headers.keys().map(|k| k.as_str().to_string()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "age",
+            "cache-control",
+            "cache-status",
+            "content-length",
+            "date",
+            "x-a"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_host_is_part_of_the_key() {
+    let h = Harness::new(Origin::new(|seen| {
+        Reply::ok(&[("cache-control", "max-age=600")], "")
+            .with("x-host", seen.uri.host().unwrap_or("").to_string())
+    }));
+    h.send(
+        Request::get("http://one.example/a")
+            .body(String::new())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let two = h
+        .send(
+            Request::get("http://two.example/a")
+                .body(String::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(!two.hit());
+    assert_eq!(two.header("x-host"), Some("two.example"));
+}
+
+#[tokio::test]
+async fn query_normalisation_is_configurable() {
+    let h = Harness::with(
+        Origin::fixed(Reply::ok(&[("cache-control", "max-age=600")], "x")),
+        |b| {
+            b.query(ravelin_cache::QueryMode::Sort)
+                .drop_query_params(["utm_*"])
+        },
+    );
+    h.get("/a?b=2&a=1&utm_source=mail").await;
+    assert!(h.get("/a?a=1&b=2").await.hit());
+    assert!(!h.get("/a?a=1&b=3").await.hit());
+}
+
+// === Failure mode ===
+
+#[tokio::test]
+async fn the_kill_switch_bypasses_the_cache() {
+    let switch = ravelin_config::KillSwitch::standalone("cache");
+    let s = switch.clone();
+    let h = Harness::with(
+        Origin::fixed(Reply::ok(&[("cache-control", "max-age=600")], "x")),
+        move |b| b.kill_switch(s),
+    );
+    h.get("/a").await;
+    switch.engage("test");
+    let got = h.get("/a").await;
+    assert_eq!(got.cache_status(), "ravelin; fwd=bypass; detail=disabled");
+    switch.disengage("test");
+    assert!(h.get("/a").await.hit());
+    assert_eq!(h.handle.stats().bypassed, 1);
+}
+
+/// A store that panics on every call.
+struct Exploding;
+
+impl Storage for Exploding {
+    fn get(&self, _key: u64) -> Option<Object> {
+        panic!("storage bug")
+    }
+    fn insert(&self, _key: u64, _object: Object) {
+        panic!("storage bug")
+    }
+    fn remove(&self, _key: u64, _id: Option<u64>) -> bool {
+        panic!("storage bug")
+    }
+    fn purge_group(&self, _group: u64) -> usize {
+        panic!("storage bug")
+    }
+    fn usage(&self) -> StorageUsage {
+        StorageUsage::default()
+    }
+}
+
+#[tokio::test]
+async fn a_panic_in_cache_code_bypasses_the_cache_for_that_request() {
+    let h = Harness::with(
+        Origin::fixed(Reply::ok(&[("cache-control", "max-age=600")], "x")),
+        |b| b.storage(Exploding),
+    );
+    let got = h.get("/a").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.text(), "x");
+    assert_eq!(
+        got.cache_status(),
+        "ravelin; fwd=bypass; detail=internal-error"
+    );
+    assert!(h.handle.stats().internal_errors >= 1);
+}
+
+/// A store that panics only when storing.
+struct FailsOnInsert(MemoryStore);
+
+impl Storage for FailsOnInsert {
+    fn get(&self, key: u64) -> Option<Object> {
+        self.0.get(key)
+    }
+    fn insert(&self, _key: u64, _object: Object) {
+        panic!("disk full")
+    }
+    fn remove(&self, key: u64, id: Option<u64>) -> bool {
+        self.0.remove(key, id)
+    }
+    fn purge_group(&self, group: u64) -> usize {
+        self.0.purge_group(group)
+    }
+    fn usage(&self) -> StorageUsage {
+        self.0.usage()
+    }
+}
+
+#[tokio::test]
+async fn a_failing_store_does_not_fail_the_response() {
+    let h = Harness::with(
+        Origin::fixed(Reply::ok(&[("cache-control", "max-age=600")], "body")),
+        |b| b.storage(FailsOnInsert(MemoryStore::new(1 << 20, 1 << 16))),
+    );
+    assert_eq!(h.get("/a").await.text(), "body");
+    assert_eq!(h.get("/a").await.text(), "body");
+    assert_eq!(h.handle.stats().internal_errors, 2);
+}
+
+// === Metrics ===
+
+#[tokio::test]
+async fn metrics_are_exported_through_the_facade() {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let h = metrics::with_local_recorder(&recorder, || {
+        Harness::new(Origin::fixed(Reply::ok(
+            &[("cache-control", "max-age=600")],
+            "x",
+        )))
+    });
+    h.get("/a").await;
+    h.get("/a").await;
+    h.handle.purge_url("http://example.com/a").unwrap();
+    let snapshot = snapshotter.snapshot().into_vec();
+    let counter = |name: &str| {
+        snapshot
+            .iter()
+            .find(|(k, _, _, _)| k.key().name() == name)
+            .map(|(_, _, _, v)| match v {
+                metrics_util::debugging::DebugValue::Counter(c) => *c,
+                _ => 0,
+            })
+    };
+    assert_eq!(counter("ravelin_cache_hits_total"), Some(1));
+    assert_eq!(counter("ravelin_cache_misses_total"), Some(1));
+    assert_eq!(counter("ravelin_cache_stores_total"), Some(1));
+    assert_eq!(counter("ravelin_cache_purged_objects_total"), Some(1));
+}
