@@ -1,0 +1,176 @@
+//! Every outcome lands in `ravelin_guard_decisions_total{guard,outcome}`, once.
+
+// Test helpers are test code: they may unwrap and index (clippy.toml allows this inside
+// #[test] functions only).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http::{Request, Response};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use ravelin_config::KillSwitch;
+use ravelin_failsafe::{
+    CircuitState, DECISIONS_TOTAL, FailurePolicy, GuardError, GuardErrorKind, GuardLayer, Outcome,
+    Verdict, guard_fn,
+};
+use tower::util::BoxCloneService;
+use tower::{Layer, ServiceExt};
+
+type Svc = BoxCloneService<
+    Request<()>,
+    Response<ravelin_failsafe::GuardBody<http_body_util::Full<Bytes>>>,
+    std::convert::Infallible,
+>;
+
+fn boxed<G: ravelin_failsafe::Guard>(layer: GuardLayer<G>) -> Svc {
+    BoxCloneService::new(layer.layer(Origin::default()))
+}
+
+fn error() -> Result<Verdict, GuardError> {
+    Err(GuardError::new(GuardErrorKind::Dependency, "down"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_outcome_is_counted_once_under_its_label() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let switch = KillSwitch::standalone("killed");
+    switch.engage("test");
+
+    let services: Vec<(Outcome, Svc)> = metrics::with_local_recorder(&recorder, || {
+        let forced = GuardLayer::new(guard_fn(|_| Ok(Verdict::allow()))).name("circuit_open");
+        forced.handle().force_open();
+        vec![
+            (
+                Outcome::Allowed,
+                boxed(GuardLayer::new(guard_fn(|_| Ok(Verdict::allow()))).name("allowed")),
+            ),
+            (
+                Outcome::Responded,
+                boxed(
+                    GuardLayer::new(guard_fn(|_| {
+                        Ok(Verdict::Respond(Response::new(Bytes::new())))
+                    }))
+                    .name("responded"),
+                ),
+            ),
+            (
+                Outcome::FailedOpen,
+                boxed(GuardLayer::new(guard_fn(|_| error())).name("failed_open")),
+            ),
+            (
+                Outcome::FailedClosed,
+                boxed(
+                    GuardLayer::new(guard_fn(|_| error()))
+                        .name("failed_closed")
+                        .policy(FailurePolicy::closed()),
+                ),
+            ),
+            (
+                Outcome::Panicked,
+                boxed(
+                    GuardLayer::new(guard_fn(|head| {
+                        Ok(Verdict::Allow(
+                            ravelin_failsafe::Allow::new()
+                                .extension(Score(head.headers["missing"].len() as u8)),
+                        ))
+                    }))
+                    .name("panicked"),
+                ),
+            ),
+            (
+                Outcome::TimedOut,
+                boxed(
+                    GuardLayer::new(async_guard(|_| {
+                        Box::pin(async {
+                            tokio::time::sleep(Duration::from_secs(60)).await;
+                            Ok(Verdict::allow())
+                        }) as BoxVerdict
+                    }))
+                    .name("timed_out")
+                    .timeout(Duration::from_millis(10)),
+                ),
+            ),
+            (Outcome::CircuitOpen, boxed(forced)),
+            (
+                Outcome::Killed,
+                boxed(
+                    GuardLayer::new(guard_fn(|_| error()))
+                        .name("killed")
+                        .kill_switch(switch.clone()),
+                ),
+            ),
+        ]
+    });
+    for (_, service) in &services {
+        service.clone().oneshot(Request::new(())).await.unwrap();
+    }
+
+    let snapshot = snapshotter.snapshot().into_vec();
+    let label = |key: &metrics::Key, name: &str| {
+        key.labels()
+            .find(|l| l.key() == name)
+            .map(|l| l.value().to_owned())
+    };
+    for (expected, _) in &services {
+        let guard = expected.as_str();
+        for outcome in Outcome::ALL {
+            let value = snapshot
+                .iter()
+                .find(|(key, _, _, _)| {
+                    key.key().name() == DECISIONS_TOTAL
+                        && label(key.key(), "guard").as_deref() == Some(guard)
+                        && label(key.key(), "outcome").as_deref() == Some(outcome.as_str())
+                })
+                .map(|(_, _, _, value)| value);
+            let want = u64::from(outcome == *expected);
+            assert_eq!(
+                value,
+                Some(DebugValue::Counter(want)).as_ref(),
+                "guard {guard}, outcome {}",
+                outcome.as_str()
+            );
+        }
+        let samples = snapshot
+            .iter()
+            .find(|(key, _, _, _)| {
+                key.key().name() == ravelin_failsafe::DURATION_SECONDS
+                    && label(key.key(), "guard").as_deref() == Some(guard)
+            })
+            .map(|(_, _, _, value)| match value {
+                DebugValue::Histogram(samples) => samples.len(),
+                _ => usize::MAX,
+            });
+        // The guard's time is measured when it ran, not when it was skipped.
+        let ran = !matches!(expected, Outcome::CircuitOpen | Outcome::Killed);
+        assert_eq!(
+            samples,
+            Some(usize::from(ran)),
+            "duration samples of {guard}"
+        );
+    }
+
+    let state = snapshot
+        .iter()
+        .find(|(key, _, _, _)| {
+            key.key().name() == ravelin_failsafe::CIRCUIT_STATE
+                && label(key.key(), "guard").as_deref() == Some("circuit_open")
+        })
+        .map(|(_, _, _, value)| value);
+    assert_eq!(
+        state,
+        Some(DebugValue::Gauge(
+            CircuitState::ForcedOpen.gauge_value().into()
+        ))
+        .as_ref()
+    );
+}
