@@ -301,10 +301,16 @@ impl Recorder {
             return;
         }
         self.buf.push(data.clone());
+        let complete = self.expected == Some(self.len);
         if self.streaming
             && let Some(leader) = &self.leader
         {
             leader.push(data.clone());
+        }
+        // With a known length the body is complete at its last byte: store it now rather than
+        // wait for an end-of-stream poll that a server which counted the bytes may never make.
+        if complete {
+            self.on_end();
         }
     }
 
