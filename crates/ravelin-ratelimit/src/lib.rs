@@ -1,10 +1,14 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod client_ip;
 mod clock;
 mod gcra;
+mod guard;
+pub mod headers;
 mod limiter;
 mod memory;
+pub mod rules;
 pub mod store;
 mod table;
 
@@ -12,9 +16,15 @@ mod table;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 
+pub use client_ip::{ClientIpResolver, ForwardedHeader};
 pub use clock::{Clock, FakeClock, MonotonicClock};
 pub use gcra::{Decision, Evaluation, Quota, QuotaError};
+pub use guard::{RateLimitGuard, RateLimitLayer, ResponseFuture};
 pub use limiter::{DirectLimiter, Limiter};
 pub use memory::MemoryStore;
+pub use rules::{
+    Action, ClientIp, KeyPart, MAX_KEY_PARTS, MAX_RULES, Match, ResponseHeaders, Rule, Rules,
+    RulesError,
+};
 pub use store::{Check, RateLimitStore, StoreError};
 pub use table::TableStats;

@@ -1,0 +1,493 @@
+//! [`RateLimitGuard`]: the rule set applied to requests, as a `ravelin_failsafe::Guard`.
+
+use std::fmt;
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HOST, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use pin_project::pin_project;
+use ravelin_failsafe::{
+    Allow, FailurePolicy, Guard, GuardError, GuardErrorKind, GuardLayer, LogLimiter, RequestHead,
+    Verdict,
+};
+use sha2::Digest as _;
+
+use crate::gcra::Decision;
+use crate::headers::{RATELIMIT, RATELIMIT_POLICY, list_value, ratelimit_item, retry_after_secs};
+use crate::memory::MemoryStore;
+use crate::rules::{Action, Compiled, CompiledRule, KeyPart, ResponseHeaders, Rules, RulesError};
+use crate::store::{Check, MAX_KEY_LEN, RateLimitStore, StoreError};
+
+/// [`GuardLayer`] around a [`RateLimitGuard`]: build one with [`RateLimitGuard::layer`].
+pub type RateLimitLayer<S = MemoryStore> = GuardLayer<RateLimitGuard<S>>;
+
+/// Applies a [`Rules`] set to each request: extracts each matching rule's key, asks the store,
+/// and answers 429 when an enforcing rule is out of quota.
+///
+/// A guard, not a service: wrap it in a [`GuardLayer`] (or use [`layer`](Self::layer)) for its
+/// failure policy (open by default: a store that fails lets requests through), timeout, panic
+/// containment, circuit breaker and kill switch.
+///
+/// Clones share the rules and the store.
+pub struct RateLimitGuard<S = MemoryStore> {
+    inner: Arc<Inner<S>>,
+}
+
+struct Inner<S> {
+    store: S,
+    rules: Source,
+    /// Shadow denials and misconfiguration warnings, a few lines per second at most.
+    log: LogLimiter,
+}
+
+enum Source {
+    Fixed(Arc<Compiled>),
+    Reloadable(ravelin_config::Store<Rules>),
+}
+
+impl<S> Clone for RateLimitGuard<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<S> fmt::Debug for RateLimitGuard<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rules = match &self.inner.rules {
+            Source::Fixed(compiled) => compiled.rules.len(),
+            Source::Reloadable(store) => store
+                .current()
+                .compiled()
+                .map_or(0, |compiled| compiled.rules.len()),
+        };
+        f.debug_struct("RateLimitGuard")
+            .field("rules", &rules)
+            .field(
+                "reloadable",
+                &matches!(self.inner.rules, Source::Reloadable(_)),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl RateLimitGuard ===
+
+impl RateLimitGuard<MemoryStore> {
+    /// A guard with fixed `rules` and an in-memory store of
+    /// [`MemoryStore::DEFAULT_CAPACITY`] keys.
+    ///
+    /// # Errors
+    /// The rule set's violations (see [`Rules::build`]).
+    pub fn new(rules: Rules) -> Result<Self, RulesError> {
+        Ok(Self::with_source(
+            MemoryStore::default(),
+            Source::Fixed(compile(rules)?),
+        ))
+    }
+
+    /// A guard reading its rules from a `ravelin-config` store: every installed document takes
+    /// effect on the next request, and rules whose name and quota did not change keep their
+    /// state (it is addressed by name and quota).
+    pub fn reloadable(rules: ravelin_config::Store<Rules>) -> Self {
+        Self::with_source(MemoryStore::default(), Source::Reloadable(rules))
+    }
+}
+
+fn compile(rules: Rules) -> Result<Arc<Compiled>, RulesError> {
+    let rules = rules.build()?;
+    rules
+        .compiled()
+        .cloned()
+        .ok_or_else(|| RulesError::Invalid {
+            violations: ravelin_config::Violations::one("", "the rule set could not be compiled"),
+        })
+}
+
+impl<S: RateLimitStore> RateLimitGuard<S> {
+    fn with_source(store: S, rules: Source) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                rules,
+                log: LogLimiter::per_second(5),
+            }),
+        }
+    }
+
+    /// The same rules with state in `store` instead (e.g. a larger [`MemoryStore`], or Redis).
+    pub fn with_store<T: RateLimitStore>(self, store: T) -> RateLimitGuard<T> {
+        let rules = match &self.inner.rules {
+            Source::Fixed(compiled) => Source::Fixed(Arc::clone(compiled)),
+            Source::Reloadable(config) => Source::Reloadable(config.clone()),
+        };
+        RateLimitGuard::with_source(store, rules)
+    }
+
+    /// The state store.
+    pub fn store(&self) -> &S {
+        &self.inner.store
+    }
+
+    /// This guard in a [`GuardLayer`] named `"ratelimit"` failing open: if the store cannot
+    /// decide (Redis down, timeout), requests go through unlimited and the failure is counted
+    /// and logged. Adjust with the layer's builder methods (timeout, kill switch, breaker).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ravelin_ratelimit::{KeyPart, RateLimitGuard, Rule, Rules};
+    /// use tower::{ServiceBuilder, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let rules = Rules::new().rule(
+    ///     Rule::new("per-ip", 2, Duration::from_secs(60)).key(KeyPart::ClientIp),
+    /// );
+    /// let layer = RateLimitGuard::new(rules)?.layer();
+    /// let service = ServiceBuilder::new().layer(layer).service(service_fn(|_req| async {
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(String::from("hello")))
+    /// }));
+    ///
+    /// let request = || {
+    ///     let mut request = http::Request::new(());
+    ///     request.extensions_mut().insert(ravelin_failsafe::PeerAddr("192.0.2.7:5000".parse().unwrap()));
+    ///     request
+    /// };
+    /// assert_eq!(service.clone().oneshot(request()).await?.status(), 200);
+    /// assert_eq!(service.clone().oneshot(request()).await?.status(), 200);
+    /// let limited = service.clone().oneshot(request()).await?;
+    /// assert_eq!(limited.status(), 429);
+    /// assert_eq!(limited.headers()["ratelimit"], r#""per-ip";r=0;t=30"#);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn layer(self) -> RateLimitLayer<S> {
+        GuardLayer::new(self)
+            .name("ratelimit")
+            .policy(FailurePolicy::open())
+    }
+
+    fn compiled(&self) -> Option<Arc<Compiled>> {
+        match &self.inner.rules {
+            Source::Fixed(compiled) => Some(Arc::clone(compiled)),
+            Source::Reloadable(store) => store.current().compiled().cloned(),
+        }
+    }
+}
+
+/// Why a rule did not apply to a request.
+enum Skip {
+    /// The rule's match does not cover the request.
+    NoMatch,
+    /// A key part is missing (no peer address, no such header).
+    NoKey,
+}
+
+/// Appends `rule`'s key for the request to `buf`, each part as a tag, a length and the bytes.
+fn write_key(
+    rule: &CompiledRule,
+    head: &RequestHead<'_>,
+    client: &mut Option<Option<IpAddr>>,
+    compiled: &Compiled,
+    buf: &mut Vec<u8>,
+) -> Result<(), Skip> {
+    if !rule.methods.is_empty() && !rule.methods.contains(head.method) {
+        return Err(Skip::NoMatch);
+    }
+    if let Some(prefix) = &rule.path_prefix
+        && !head.uri.path().starts_with(prefix.as_str())
+    {
+        return Err(Skip::NoMatch);
+    }
+    let start = buf.len();
+    for part in &rule.key {
+        let (tag, bytes): (u8, &[u8]) = match part {
+            KeyPart::ClientIp => {
+                let ip = *client
+                    .get_or_insert_with(|| compiled.client_ip.client_key(head.peer, head.headers));
+                match ip {
+                    Some(IpAddr::V4(v4)) => {
+                        push_part(buf, b'4', &v4.octets());
+                        continue;
+                    }
+                    Some(IpAddr::V6(v6)) => {
+                        push_part(buf, b'6', &v6.octets());
+                        continue;
+                    }
+                    None => return Err(Skip::NoKey),
+                }
+            }
+            KeyPart::Method => (b'm', head.method.as_str().as_bytes()),
+            KeyPart::Path => (b'p', head.uri.path().as_bytes()),
+            KeyPart::Host => (
+                b'o',
+                head.headers
+                    .get(HOST)
+                    .map(HeaderValue::as_bytes)
+                    .or_else(|| head.uri.authority().map(|a| a.as_str().as_bytes()))
+                    .unwrap_or_default(),
+            ),
+            KeyPart::Header(name) => match head.headers.get(name) {
+                Some(value) => (b'h', value.as_bytes()),
+                None => return Err(Skip::NoKey),
+            },
+        };
+        push_part(buf, tag, bytes);
+    }
+    if buf.len().saturating_sub(start) > MAX_KEY_LEN {
+        // A long key (a huge header value) is replaced by its SHA-256: stores see bounded keys,
+        // and, unlike a seeded hash, the digest is the same on every instance sharing a Redis.
+        let digest = sha2::Sha256::digest(buf.get(start..).unwrap_or_default());
+        buf.truncate(start);
+        buf.push(b'#');
+        buf.extend_from_slice(&digest);
+    }
+    Ok(())
+}
+
+fn push_part(buf: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+    buf.push(tag);
+    let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(bytes.get(..usize::from(len)).unwrap_or(bytes));
+}
+
+impl<S: RateLimitStore> Guard for RateLimitGuard<S> {
+    type Future = ResponseFuture<S::Future>;
+
+    fn check(&self, head: &RequestHead<'_>) -> Self::Future {
+        let Some(compiled) = self.compiled() else {
+            return ResponseFuture::ready(Ok(Verdict::allow()));
+        };
+        let mut buf = Vec::with_capacity(64);
+        let mut spans: Vec<(usize, usize, usize)> = Vec::with_capacity(compiled.rules.len());
+        let mut client = None;
+        for (index, rule) in compiled.rules.iter().enumerate() {
+            let start = buf.len();
+            match write_key(rule, head, &mut client, &compiled, &mut buf) {
+                Ok(()) => spans.push((index, start, buf.len())),
+                Err(Skip::NoMatch) => {}
+                Err(Skip::NoKey) => {
+                    buf.truncate(start);
+                    rule.skipped.increment(1);
+                    if rule.key.contains(&KeyPart::ClientIp)
+                        && head.peer.is_none()
+                        && let Some(permit) = self.inner.log.check()
+                    {
+                        tracing::warn!(
+                            rule = %rule.name,
+                            suppressed = permit.suppressed(),
+                            "rate-limit rule keyed by client_ip skipped: the request has no PeerAddr extension (set it from the accepted connection)"
+                        );
+                    }
+                }
+            }
+        }
+        if spans.is_empty() {
+            return ResponseFuture::ready(Ok(Verdict::allow()));
+        }
+        let checks: Vec<Check<'_>> = spans
+            .iter()
+            .filter_map(|&(index, start, end)| {
+                let rule = compiled.rules.get(index)?;
+                Some(Check {
+                    rule: &rule.name,
+                    key: buf.get(start..end)?,
+                    quota: rule.quota,
+                    cost: rule.cost,
+                    enforce: rule.action == Action::Enforce,
+                })
+            })
+            .collect();
+        let future = self.inner.store.check(&checks);
+        let applied = spans.iter().map(|&(index, _, _)| index).collect();
+        ResponseFuture {
+            state: State::Waiting {
+                future,
+                plan: Some(Plan {
+                    compiled,
+                    applied,
+                    guard: Arc::clone(&self.inner) as Arc<dyn Logs>,
+                }),
+            },
+        }
+    }
+}
+
+/// What the future needs to turn decisions into a verdict.
+struct Plan {
+    compiled: Arc<Compiled>,
+    /// Indexes of the rules that were checked, in check order.
+    applied: Vec<usize>,
+    guard: Arc<dyn Logs>,
+}
+
+/// The guard's log limiter, without its store type.
+trait Logs: Send + Sync {
+    fn log(&self) -> &LogLimiter;
+}
+
+impl<S: Send + Sync> Logs for Inner<S> {
+    fn log(&self) -> &LogLimiter {
+        &self.log
+    }
+}
+
+impl Plan {
+    fn verdict(self, decisions: Result<Vec<Decision>, StoreError>) -> Result<Verdict, GuardError> {
+        let decisions = decisions?;
+        if decisions.len() != self.applied.len() {
+            return Err(GuardError::new(
+                GuardErrorKind::Internal,
+                format!(
+                    "the rate-limit store returned {} decisions for {} checks",
+                    decisions.len(),
+                    self.applied.len()
+                ),
+            ));
+        }
+        let mut blocked = false;
+        let mut retry_after = 0u64;
+        let mut policy = String::new();
+        let mut state = String::new();
+        for (&index, decision) in self.applied.iter().zip(&decisions) {
+            let Some(rule) = self.compiled.rules.get(index) else {
+                continue;
+            };
+            if decision.allowed {
+                rule.allowed.increment(1);
+            } else {
+                rule.denied.increment(1);
+            }
+            match rule.action {
+                Action::Shadow => {
+                    if !decision.allowed
+                        && let Some(permit) = self.guard.log().check()
+                    {
+                        tracing::info!(
+                            rule = %rule.name,
+                            retry_after_ms = decision.retry_after.as_millis() as u64,
+                            suppressed = permit.suppressed(),
+                            "shadow rate-limit rule would have limited this request"
+                        );
+                    }
+                    continue;
+                }
+                Action::Enforce => {
+                    if !decision.allowed {
+                        blocked = true;
+                        retry_after = retry_after.max(retry_after_secs(decision));
+                    }
+                }
+            }
+            if !policy.is_empty() {
+                policy.push_str(", ");
+                state.push_str(", ");
+            }
+            policy.push_str(&rule.policy_item);
+            ratelimit_item(&mut state, &rule.name, &rule.quota, decision);
+        }
+        let send_headers = match self.compiled.headers {
+            ResponseHeaders::Always => true,
+            ResponseHeaders::Denied => blocked,
+            ResponseHeaders::Never => false,
+        };
+        let mut headers = HeaderMap::new();
+        if send_headers && !policy.is_empty() {
+            if let Some(value) = list_value(&policy) {
+                headers.insert(RATELIMIT_POLICY.clone(), value);
+            }
+            if let Some(value) = list_value(&state) {
+                headers.insert(RATELIMIT.clone(), value);
+            }
+        }
+        if blocked {
+            tracing::debug!(retry_after, "rate limited");
+            let mut response = Response::new(Bytes::from_static(b"too many requests\n"));
+            *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+            headers.insert(RETRY_AFTER, HeaderValue::from(retry_after));
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            *response.headers_mut() = headers;
+            return Ok(Verdict::Respond(response));
+        }
+        let mut allow = Allow::new();
+        if !headers.is_empty() {
+            *allow.response_headers_mut() = headers;
+        }
+        Ok(Verdict::Allow(allow))
+    }
+}
+
+/// The future of a [`RateLimitGuard`]'s verdict.
+#[pin_project]
+pub struct ResponseFuture<F> {
+    #[pin]
+    state: State<F>,
+}
+
+#[pin_project(project = StateProj)]
+enum State<F> {
+    Ready(Option<Result<Verdict, GuardError>>),
+    Waiting {
+        #[pin]
+        future: F,
+        plan: Option<Plan>,
+    },
+}
+
+impl<F> ResponseFuture<F> {
+    fn ready(result: Result<Verdict, GuardError>) -> Self {
+        Self {
+            state: State::Ready(Some(result)),
+        }
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            State::Ready(_) => "ready",
+            State::Waiting { .. } => "waiting",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
+    }
+}
+
+impl<F> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Vec<Decision>, StoreError>>,
+{
+    type Output = Result<Verdict, GuardError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Ready(result) => Poll::Ready(result.take().unwrap_or_else(|| {
+                Err(GuardError::new(
+                    GuardErrorKind::Internal,
+                    "rate-limit future polled after completion",
+                ))
+            })),
+            StateProj::Waiting { future, plan } => {
+                let decisions = std::task::ready!(future.poll(cx));
+                Poll::Ready(match plan.take() {
+                    Some(plan) => plan.verdict(decisions),
+                    None => Err(GuardError::new(
+                        GuardErrorKind::Internal,
+                        "rate-limit future polled after completion",
+                    )),
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,807 @@
+//! The rule set: named rules, each a matcher, a key, a quota, a cost and an action. Loaded from
+//! TOML or JSON through `ravelin-config` (validated, hot-reloaded) or built in code.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use http::header::HeaderName;
+use ipnet::IpNet;
+use ravelin_config::{Validate, Violations};
+use serde::{Deserialize, Serialize};
+
+use crate::client_ip::{ClientIpResolver, ForwardedHeader};
+use crate::gcra::Quota;
+use crate::store::MAX_CHECKS;
+
+/// The most rules a rule set may hold.
+pub const MAX_RULES: usize = MAX_CHECKS;
+/// The longest rule name, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
+/// The most parts a rule's key may have.
+pub const MAX_KEY_PARTS: usize = 4;
+/// The most trusted-proxy CIDRs.
+pub const MAX_TRUSTED_PROXIES: usize = 1024;
+/// The most methods a rule may match.
+pub const MAX_METHODS: usize = 16;
+/// The longest path prefix, in bytes.
+pub const MAX_PATH_PREFIX_LEN: usize = 1024;
+/// The largest limit or burst: a billion units.
+pub const MAX_UNITS: u32 = 1_000_000_000;
+/// The longest window: 366 days.
+pub const MAX_WINDOW: Duration = Duration::from_secs(366 * 86_400);
+
+/// A rule set that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RulesError {
+    /// The rules break the limits documented on [`Rules`]; each violation names its field.
+    #[error("invalid rate-limit rules: {violations}")]
+    Invalid {
+        /// What is wrong, field by field (`rules[2].limit: value 0 is outside 1..=1000000000`).
+        violations: Violations,
+    },
+}
+
+/// A rule set: the document behind a [`RateLimitGuard`](crate::RateLimitGuard).
+///
+/// ```toml
+/// version = 7
+///
+/// [client_ip]
+/// trusted_proxies = ["10.0.0.0/8"]
+/// header = "x-forwarded-for"
+/// ipv6_prefix = 64
+///
+/// [[rules]]
+/// name = "per-ip"
+/// limit = 100
+/// window = "1m"
+/// key = ["client_ip"]
+///
+/// [[rules]]
+/// name = "login"
+/// limit = 5
+/// window = "1m"
+/// key = ["client_ip"]
+/// match = { methods = ["POST"], path_prefix = "/login" }
+///
+/// [[rules]]
+/// name = "per-api-key"
+/// limit = 1000
+/// window = "1h"
+/// burst = 100
+/// key = ["header:x-api-key"]
+/// action = "shadow"
+/// ```
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rules {
+    /// The document's generation, when it carries one: a reload never installs an older one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    /// How the client address is found.
+    #[serde(default)]
+    pub client_ip: ClientIp,
+    /// When the `RateLimit` and `RateLimit-Policy` fields are sent.
+    #[serde(default)]
+    pub response_headers: ResponseHeaders,
+    /// The rules, all evaluated for every request they match.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    #[serde(skip)]
+    compiled: Option<Arc<Compiled>>,
+}
+
+/// How the client address is found; see the [`client_ip`](crate::client_ip) module.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientIp {
+    /// CIDRs of the proxies whose forwarding header is believed (`"10.0.0.0/8"`, `"::1/128"`).
+    /// Empty (the default): the socket peer is always the client.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// The forwarding header: `"x-forwarded-for"` (default), `"forwarded"`, or the name of a
+    /// single-address header such as `"x-real-ip"`.
+    #[serde(default = "default_forwarded_header")]
+    pub header: String,
+    /// IPv4 clients are grouped by this prefix length (default 32: one key per address).
+    #[serde(default = "default_ipv4_prefix")]
+    pub ipv4_prefix: u8,
+    /// IPv6 clients are grouped by this prefix length (default 64).
+    #[serde(default = "default_ipv6_prefix")]
+    pub ipv6_prefix: u8,
+}
+
+fn default_forwarded_header() -> String {
+    "x-forwarded-for".to_owned()
+}
+fn default_ipv4_prefix() -> u8 {
+    32
+}
+fn default_ipv6_prefix() -> u8 {
+    64
+}
+
+impl Default for ClientIp {
+    fn default() -> Self {
+        Self {
+            trusted_proxies: Vec::new(),
+            header: default_forwarded_header(),
+            ipv4_prefix: default_ipv4_prefix(),
+            ipv6_prefix: default_ipv6_prefix(),
+        }
+    }
+}
+
+/// When the IETF `RateLimit` / `RateLimit-Policy` fields are added to responses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseHeaders {
+    /// On every response a rule applied to (default).
+    #[default]
+    Always,
+    /// Only on 429 responses.
+    Denied,
+    /// Never (429 responses still carry `Retry-After`).
+    Never,
+}
+
+/// What a rule does when its quota is spent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Answer 429 (default).
+    #[default]
+    Enforce,
+    /// Count and log what would have been limited; never block, never send headers.
+    Shadow,
+}
+
+impl Action {
+    /// A short stable name, for logs and metric labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::Enforce => "enforce",
+            Action::Shadow => "shadow",
+        }
+    }
+}
+
+/// One part of a rule's key. In documents, a string: `"client_ip"`, `"method"`, `"path"`,
+/// `"host"`, or `"header:<name>"`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum KeyPart {
+    /// The client address, grouped by prefix (see [`ClientIp`]). A request without a peer
+    /// address is not limited by the rule.
+    ClientIp,
+    /// The request method.
+    Method,
+    /// The request path (without the query). Pair it with a `path_prefix` match: every distinct
+    /// path is a key.
+    Path,
+    /// The `Host` header, or the URI authority.
+    Host,
+    /// The value of a request header, e.g. an API key. A request without the header is not
+    /// limited by the rule.
+    Header(HeaderName),
+}
+
+impl TryFrom<String> for KeyPart {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        match value.as_str() {
+            "client_ip" => Ok(KeyPart::ClientIp),
+            "method" => Ok(KeyPart::Method),
+            "path" => Ok(KeyPart::Path),
+            "host" => Ok(KeyPart::Host),
+            other => match other.strip_prefix("header:") {
+                Some(name) => HeaderName::from_bytes(name.as_bytes())
+                    .map(KeyPart::Header)
+                    .map_err(|_| format!("`{name}` is not a valid header name")),
+                None => Err(format!(
+                    "unknown key part `{other}`; expected client_ip, method, path, host or header:<name>"
+                )),
+            },
+        }
+    }
+}
+
+impl From<KeyPart> for String {
+    fn from(part: KeyPart) -> Self {
+        part.to_string()
+    }
+}
+
+impl fmt::Display for KeyPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyPart::ClientIp => f.write_str("client_ip"),
+            KeyPart::Method => f.write_str("method"),
+            KeyPart::Path => f.write_str("path"),
+            KeyPart::Host => f.write_str("host"),
+            KeyPart::Header(name) => write!(f, "header:{name}"),
+        }
+    }
+}
+
+/// Which requests a rule applies to. Empty: all.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    /// Only these methods (`["POST", "PUT"]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+    /// Only paths starting with this prefix (`"/api/"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+}
+
+/// One named limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Unique within the rule set: the name in headers, metrics and logs, and part of the state's
+    /// identity (a renamed rule starts afresh). `[A-Za-z0-9_.-]`, at most 64 bytes.
+    pub name: String,
+    /// Units per window.
+    pub limit: u32,
+    /// The window, in whole seconds (`"1s"`, `"1m"`, `"1h"`, `"1day"`).
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// The most units spendable at once (default: `limit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// Units each matching request spends (default 1).
+    #[serde(default = "default_cost")]
+    pub cost: u32,
+    /// Enforce (default) or shadow.
+    #[serde(default)]
+    pub action: Action,
+    /// What the rule counts per: empty (the default) means one bucket for all requests.
+    #[serde(default)]
+    pub key: Vec<KeyPart>,
+    /// Which requests the rule applies to (default: all).
+    #[serde(default, rename = "match")]
+    pub matches: Match,
+}
+
+fn default_cost() -> u32 {
+    1
+}
+
+// === impl Rule ===
+
+impl Rule {
+    /// A rule allowing `limit` units per `window`, burst `limit`, cost 1, enforcing, one bucket
+    /// for all requests. Add a key with [`key`](Self::key).
+    pub fn new(name: impl Into<String>, limit: u32, window: Duration) -> Self {
+        Self {
+            name: name.into(),
+            limit,
+            window,
+            burst: None,
+            cost: 1,
+            action: Action::Enforce,
+            key: Vec::new(),
+            matches: Match::default(),
+        }
+    }
+
+    /// Counts per `part` as well (e.g. [`KeyPart::ClientIp`]).
+    pub fn key(mut self, part: KeyPart) -> Self {
+        self.key.push(part);
+        self
+    }
+
+    /// Sets the burst.
+    pub fn burst(mut self, burst: u32) -> Self {
+        self.burst = Some(burst);
+        self
+    }
+
+    /// Sets the cost per request.
+    pub fn cost(mut self, cost: u32) -> Self {
+        self.cost = cost;
+        self
+    }
+
+    /// Only counts, logs and reports; never blocks.
+    pub fn shadow(mut self) -> Self {
+        self.action = Action::Shadow;
+        self
+    }
+
+    /// Applies only to `method`.
+    pub fn method(mut self, method: Method) -> Self {
+        self.matches.methods.push(method.as_str().to_owned());
+        self
+    }
+
+    /// Applies only to paths starting with `prefix`.
+    pub fn path_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.matches.path_prefix = Some(prefix.into());
+        self
+    }
+
+    /// The rule's quota, if its numbers are valid.
+    pub fn quota(&self) -> Option<Quota> {
+        Quota::new(self.limit, self.window)
+            .and_then(|q| q.with_burst(self.burst.unwrap_or(self.limit)))
+            .ok()
+    }
+}
+
+// === impl Rules ===
+
+impl Rules {
+    /// An empty rule set (trusting no proxy).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a rule.
+    pub fn rule(mut self, rule: Rule) -> Self {
+        self.rules.push(rule);
+        self
+    }
+
+    /// Trusts the forwarding header from proxies in `cidrs`.
+    pub fn trusted_proxies<I, S>(mut self, cidrs: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.client_ip.trusted_proxies = cidrs.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets when rate-limit header fields are sent.
+    pub fn response_headers(mut self, when: ResponseHeaders) -> Self {
+        self.response_headers = when;
+        self
+    }
+
+    /// Validates and compiles the rule set for use outside a `ravelin_config::Store`.
+    ///
+    /// # Errors
+    /// Every broken rule, as [`Validate::validate`] reports them.
+    pub fn build(mut self) -> Result<Self, RulesError> {
+        self.validate()
+            .map_err(|violations| RulesError::Invalid { violations })?;
+        self.prepare();
+        Ok(self)
+    }
+
+    pub(crate) fn compiled(&self) -> Option<&Arc<Compiled>> {
+        self.compiled.as_ref()
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+fn forwarded_header(name: &str) -> Option<ForwardedHeader> {
+    match name.to_ascii_lowercase().as_str() {
+        "x-forwarded-for" => Some(ForwardedHeader::XForwardedFor),
+        "forwarded" => Some(ForwardedHeader::Forwarded),
+        other => HeaderName::from_bytes(other.as_bytes())
+            .ok()
+            .map(ForwardedHeader::Single),
+    }
+}
+
+impl Validate for Rules {
+    fn validate(&self) -> Result<(), Violations> {
+        let mut v = Violations::new();
+        let ip = &self.client_ip;
+        if v.check_count(
+            "client_ip.trusted_proxies",
+            "CIDRs",
+            ip.trusted_proxies.len(),
+            MAX_TRUSTED_PROXIES,
+        ) {
+            for (i, cidr) in ip.trusted_proxies.iter().enumerate() {
+                if parse_cidr(cidr).is_none() {
+                    v.push(
+                        format!("client_ip.trusted_proxies[{i}]"),
+                        format!("`{cidr}` is not an IP address or CIDR such as 10.0.0.0/8"),
+                    );
+                }
+            }
+        }
+        if forwarded_header(&ip.header).is_none() {
+            v.push(
+                "client_ip.header",
+                format!("`{}` is not a valid header name", ip.header),
+            );
+        }
+        v.check_range("client_ip.ipv4_prefix", ip.ipv4_prefix, 1..=32);
+        v.check_range("client_ip.ipv6_prefix", ip.ipv6_prefix, 1..=128);
+
+        if !v.check_count("rules", "rules", self.rules.len(), MAX_RULES) {
+            return v.into_result();
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            let at = |field: &str| format!("rules[{i}].{field}");
+            if !valid_name(&rule.name) {
+                v.push(
+                    at("name"),
+                    format!(
+                        "`{}` must be 1 to {MAX_NAME_LEN} characters of A-Z a-z 0-9 _ - .",
+                        rule.name
+                    ),
+                );
+            }
+            if let Some(first) = self.rules.iter().position(|r| r.name == rule.name)
+                && first < i
+            {
+                v.push(
+                    at("name"),
+                    format!(
+                        "`{}` is also the name of rules[{first}]; names must be unique",
+                        rule.name
+                    ),
+                );
+            }
+            v.check_range(&at("limit"), rule.limit, 1..=MAX_UNITS);
+            let burst = rule.burst.unwrap_or(rule.limit);
+            if rule.burst.is_some() {
+                v.check_range(&at("burst"), burst, 1..=MAX_UNITS);
+            }
+            if rule.window < Duration::from_secs(1) || rule.window > MAX_WINDOW {
+                v.push(
+                    at("window"),
+                    format!("{:?} is outside 1s..=366days", rule.window),
+                );
+            } else if rule.window.subsec_nanos() != 0 {
+                v.push(
+                    at("window"),
+                    format!("{:?} is not a whole number of seconds", rule.window),
+                );
+            } else if rule.limit >= 1 && burst >= 1 && rule.quota().is_none() {
+                v.push(
+                    at("window"),
+                    format!(
+                        "{} per {:?} with burst {burst} is not a usable rate",
+                        rule.limit, rule.window
+                    ),
+                );
+            }
+            if rule.cost == 0 || rule.cost > burst {
+                v.push(
+                    at("cost"),
+                    format!(
+                        "{} is outside 1..={burst} (the burst): a request costing more than the burst is always denied",
+                        rule.cost
+                    ),
+                );
+            }
+            if v.check_count(&at("key"), "key parts", rule.key.len(), MAX_KEY_PARTS) {
+                for (j, part) in rule.key.iter().enumerate() {
+                    if rule.key.iter().position(|p| p == part) != Some(j) {
+                        v.push(
+                            format!("rules[{i}].key[{j}]"),
+                            format!("`{part}` is repeated"),
+                        );
+                    }
+                }
+            }
+            if v.check_count(
+                &at("match.methods"),
+                "methods",
+                rule.matches.methods.len(),
+                MAX_METHODS,
+            ) {
+                for (j, method) in rule.matches.methods.iter().enumerate() {
+                    if Method::from_bytes(method.as_bytes()).is_err() {
+                        v.push(
+                            format!("rules[{i}].match.methods[{j}]"),
+                            format!("`{method}` is not a valid method"),
+                        );
+                    }
+                }
+            }
+            if let Some(prefix) = &rule.matches.path_prefix
+                && (!prefix.starts_with('/') || prefix.len() > MAX_PATH_PREFIX_LEN)
+            {
+                v.push(
+                    at("match.path_prefix"),
+                    format!("must start with `/` and be at most {MAX_PATH_PREFIX_LEN} bytes"),
+                );
+            }
+        }
+        v.into_result()
+    }
+
+    fn version(&self) -> Option<u64> {
+        self.version
+    }
+
+    fn prepare(&mut self) {
+        self.compiled = Some(Arc::new(Compiled::from_rules(self)));
+    }
+}
+
+fn parse_cidr(text: &str) -> Option<IpNet> {
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+        .map(|net| match net {
+            // A mapped IPv4 range in IPv6 form matches canonical (IPv4) addresses too.
+            IpNet::V6(v6) if v6.addr().to_ipv4_mapped().is_some() && v6.prefix_len() >= 96 => {
+                let v4 = v6
+                    .addr()
+                    .to_ipv4_mapped()
+                    .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+                ipnet::Ipv4Net::new(v4, v6.prefix_len().saturating_sub(96))
+                    .map(IpNet::V4)
+                    .unwrap_or(IpNet::V6(v6))
+            }
+            other => other.trunc(),
+        })
+}
+
+/// A validated rule set in the form the request path uses.
+#[derive(Debug)]
+pub(crate) struct Compiled {
+    pub(crate) rules: Vec<CompiledRule>,
+    pub(crate) client_ip: ClientIpResolver,
+    pub(crate) headers: ResponseHeaders,
+}
+
+#[derive(Debug)]
+pub(crate) struct CompiledRule {
+    pub(crate) name: String,
+    pub(crate) quota: Quota,
+    pub(crate) cost: u32,
+    pub(crate) action: Action,
+    pub(crate) key: Vec<KeyPart>,
+    pub(crate) methods: Vec<Method>,
+    pub(crate) path_prefix: Option<String>,
+    /// `"name";q=100;w=60`, ready for `RateLimit-Policy`.
+    pub(crate) policy_item: String,
+    pub(crate) allowed: metrics::Counter,
+    pub(crate) denied: metrics::Counter,
+    pub(crate) skipped: metrics::Counter,
+}
+
+impl Compiled {
+    /// Compiles a validated rule set; rules that fail validation are left out (never reached:
+    /// the store only prepares documents that passed).
+    pub(crate) fn from_rules(rules: &Rules) -> Self {
+        let ip = &rules.client_ip;
+        let resolver = ClientIpResolver::new(
+            ip.trusted_proxies
+                .iter()
+                .filter_map(|c| parse_cidr(c))
+                .collect(),
+            forwarded_header(&ip.header).unwrap_or(ForwardedHeader::XForwardedFor),
+        )
+        .ipv4_prefix(ip.ipv4_prefix)
+        .ipv6_prefix(ip.ipv6_prefix);
+        let compiled = rules
+            .rules
+            .iter()
+            .take(MAX_RULES)
+            .filter_map(|rule| {
+                let quota = rule.quota()?;
+                let counter = |outcome: &'static str| {
+                    metrics::counter!(
+                        "ravelin_ratelimit_decisions_total",
+                        "rule" => rule.name.clone(),
+                        "action" => rule.action.as_str(),
+                        "outcome" => outcome,
+                    )
+                };
+                Some(CompiledRule {
+                    policy_item: format!(
+                        "\"{}\";q={};w={}",
+                        rule.name,
+                        quota.limit(),
+                        quota.window().as_secs()
+                    ),
+                    name: rule.name.clone(),
+                    quota,
+                    cost: rule.cost,
+                    action: rule.action,
+                    key: rule.key.clone(),
+                    methods: rule
+                        .matches
+                        .methods
+                        .iter()
+                        .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+                        .collect(),
+                    path_prefix: rule.matches.path_prefix.clone(),
+                    allowed: counter("allowed"),
+                    denied: counter("denied"),
+                    skipped: counter("skipped"),
+                })
+            })
+            .collect();
+        Self {
+            rules: compiled,
+            client_ip: resolver,
+            headers: rules.response_headers,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toml_rules(text: &str) -> Result<Rules, String> {
+        let rules: Rules = toml::from_str(text).map_err(|e| e.to_string())?;
+        rules.build().map_err(|v| v.to_string())
+    }
+
+    #[test]
+    fn parses_the_documented_example() {
+        let rules = toml_rules(
+            r#"
+            version = 7
+            [client_ip]
+            trusted_proxies = ["10.0.0.0/8", "2001:db8::/32", "192.0.2.1"]
+            ipv6_prefix = 56
+            [[rules]]
+            name = "per-ip"
+            limit = 100
+            window = "1m"
+            key = ["client_ip"]
+            [[rules]]
+            name = "login"
+            limit = 5
+            window = "1m"
+            key = ["client_ip", "header:x-api-key"]
+            match = { methods = ["POST"], path_prefix = "/login" }
+            action = "shadow"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(rules.version, Some(7));
+        let compiled = rules.compiled().unwrap();
+        assert_eq!(compiled.rules.len(), 2);
+        assert_eq!(compiled.rules[0].policy_item, r#""per-ip";q=100;w=60"#);
+        assert_eq!(compiled.rules[1].action, Action::Shadow);
+        assert_eq!(compiled.rules[1].methods, vec![Method::POST]);
+    }
+
+    #[test]
+    fn json_works_too() {
+        let rules: Rules = serde_json::from_str(
+            r#"{"rules":[{"name":"a","limit":10,"window":"10s","key":["method","path"]}]}"#,
+        )
+        .unwrap();
+        assert!(rules.build().is_ok());
+    }
+
+    #[test]
+    fn rejects_broken_rules_with_paths() {
+        let cases = [
+            (
+                r#"[[rules]]
+                name = "a b"
+                limit = 1
+                window = "1s""#,
+                "rules[0].name",
+            ),
+            (
+                r#"[[rules]]
+                name = "a"
+                limit = 0
+                window = "1s""#,
+                "rules[0].limit",
+            ),
+            (
+                r#"[[rules]]
+                name = "a"
+                limit = 1
+                window = "500ms""#,
+                "rules[0].window",
+            ),
+            (
+                r#"[[rules]]
+                name = "a"
+                limit = 1
+                window = "1500ms""#,
+                "rules[0].window",
+            ),
+            (
+                r#"[[rules]]
+                name = "a"
+                limit = 5
+                window = "1s"
+                cost = 6"#,
+                "rules[0].cost",
+            ),
+            (
+                r#"[[rules]]
+                name = "a"
+                limit = 5
+                window = "1s"
+                [[rules]]
+                name = "a"
+                limit = 5
+                window = "1s""#,
+                "rules[1].name",
+            ),
+            (
+                r#"[client_ip]
+                trusted_proxies = ["10.0.0.0/33"]"#,
+                "client_ip.trusted_proxies[0]",
+            ),
+            (
+                r#"[client_ip]
+                ipv6_prefix = 0"#,
+                "client_ip.ipv6_prefix",
+            ),
+            (
+                r#"[[rules]]
+                name = "a"
+                limit = 5
+                window = "1s"
+                match = { path_prefix = "api" }"#,
+                "rules[0].match.path_prefix",
+            ),
+            (
+                r#"[[rules]]
+                name = "a"
+                limit = 5
+                window = "1s"
+                key = ["client_ip", "client_ip"]"#,
+                "rules[0].key[1]",
+            ),
+        ];
+        for (text, path) in cases {
+            let err = toml_rules(text).unwrap_err();
+            assert!(err.contains(path), "{path} not in: {err}");
+        }
+        // Parse-level errors name the field.
+        assert!(
+            toml_rules("[[rules]]\nname = \"a\"\nlimit = 1\nwindow = \"1s\"\nkey = [\"cookie\"]")
+                .unwrap_err()
+                .contains("unknown key part")
+        );
+        assert!(toml_rules("[[rules]]\nname = \"a\"\nlimt = 1\nwindow = \"1s\"").is_err());
+    }
+
+    #[test]
+    fn bounds_rule_count() {
+        let mut rules = Rules::new();
+        for i in 0..=MAX_RULES {
+            rules = rules.rule(Rule::new(format!("r{i}"), 1, Duration::from_secs(1)));
+        }
+        let err = rules.build().unwrap_err().to_string();
+        assert!(err.contains("33 rules exceeds limit 32"), "{err}");
+    }
+
+    #[test]
+    fn cidrs() {
+        assert_eq!(
+            parse_cidr("10.0.0.0/8"),
+            Some("10.0.0.0/8".parse().unwrap())
+        );
+        assert_eq!(
+            parse_cidr("10.1.2.3/8"),
+            Some("10.0.0.0/8".parse().unwrap())
+        );
+        assert_eq!(
+            parse_cidr("192.0.2.1"),
+            Some("192.0.2.1/32".parse().unwrap())
+        );
+        assert_eq!(
+            parse_cidr("::ffff:10.0.0.0/104"),
+            Some("10.0.0.0/8".parse().unwrap())
+        );
+        assert_eq!(parse_cidr("nope"), None);
+    }
+}
