@@ -12,12 +12,12 @@
 //! - **Lookups and updates are lock-free**: find the tag in the left bucket, then the right, and
 //!   CAS the TAT.
 //! - **Insertions take the shard's mutex**, so a key is never stored twice and two inserters never
-//!   pick the same slot. An insertion takes a never-used slot, preferring the less-loaded bucket;
-//!   else it reuses the entry with the smallest TAT of the 16. When that TAT is in the past the
-//!   entry is *expired*, identical to an absent key, and reclaiming it loses nothing. When all 16
-//!   are live — the table is over capacity there — it is an eviction: the least recently charged
-//!   key, whose forgotten debt is the smallest, loses its state. Keys being limited carry the
-//!   largest TATs and are evicted last.
+//!   pick the same slot. An insertion takes a free entry of the bucket with fewer live entries
+//!   (then of the other): an unused one, else the one that *expired* longest ago (TAT ≤ now:
+//!   identical to an absent key, so reclaiming it loses nothing). Only when all 16 candidates
+//!   are live — the table is over capacity there — does it evict: the live entry with the
+//!   smallest TAT, the least recently charged key, whose forgotten debt is the smallest. Keys
+//!   being limited carry the largest TATs and are evicted last.
 //! - Only an allowed request with a cost above zero inserts: denied requests and reads of absent
 //!   keys never take a slot, so a flood of unique keys that are all denied costs nothing.
 //!
@@ -335,10 +335,11 @@ impl Table {
 
     /// Stores `new_tat` for a key absent from both its buckets. Called with the shard lock.
     ///
-    /// Preference: an unused slot of the bucket with fewer live entries, an unused slot of the
-    /// other, then the entry with the smallest TAT of the 16. That entry is the one that expired
-    /// longest ago when any has expired (reclaiming it loses nothing, even if the clock later
-    /// steps back by less than its age), else the live one with the smallest debt (an eviction).
+    /// Preference: a free entry (unused, else the one that expired longest ago) of the bucket
+    /// with fewer live entries, then of the other; only when all 16 candidates are live, the live
+    /// entry with the smallest TAT (an eviction). Balancing on *live* entries keeps buckets even
+    /// also once every slot has been used, and reclaiming the entry that expired longest ago
+    /// keeps state that a clock stepping back by less than its age would still need.
     fn insert(&self, place: &Place<'_>, now: u64, new_tat: u64) {
         for _ in 0..INSERT_ATTEMPTS {
             let left = Self::survey(place.left, now);
@@ -355,10 +356,14 @@ impl Table {
                 slot.tag.store(place.tag, Ordering::Release);
                 return;
             }
-            let victim = match (left.oldest, right.oldest) {
-                (Some(l), Some(r)) => Some(if r.1 < l.1 { r } else { l }),
-                (one, other) => one.or(other),
-            };
+            let victim =
+                first
+                    .expired
+                    .or(second.expired)
+                    .or(match (left.oldest_live, right.oldest_live) {
+                        (Some(l), Some(r)) => Some(if r.1 < l.1 { r } else { l }),
+                        (one, other) => one.or(other),
+                    });
             let Some((slot, expected)) = victim else {
                 // Every entry is mid-replacement: impossible under the lock; give up safely.
                 break;
@@ -383,13 +388,14 @@ impl Table {
         self.overflow_metric.increment(1);
     }
 
-    /// Counts a bucket's live entries and finds its first unused slot and its used entry with the
-    /// smallest TAT.
+    /// Counts a bucket's live entries and finds its first unused slot, its expired entry with the
+    /// smallest TAT and its live entry with the smallest TAT.
     fn survey(bucket: &Bucket, now: u64) -> Survey<'_> {
         let mut survey = Survey {
             live: 0,
             unused: None,
-            oldest: None,
+            expired: None,
+            oldest_live: None,
         };
         for slot in &bucket.slots {
             if slot.tag.load(Ordering::Acquire) == EMPTY {
@@ -400,11 +406,14 @@ impl Table {
             if tat == LOCKED {
                 continue;
             }
-            if tat > now {
+            let best = if tat > now {
                 survey.live += 1;
-            }
-            if survey.oldest.is_none_or(|(_, oldest)| tat < oldest) {
-                survey.oldest = Some((slot, tat));
+                &mut survey.oldest_live
+            } else {
+                &mut survey.expired
+            };
+            if best.is_none_or(|(_, oldest)| tat < oldest) {
+                *best = Some((slot, tat));
             }
         }
         survey
@@ -464,7 +473,8 @@ impl Table {
 struct Survey<'b> {
     live: usize,
     unused: Option<&'b Slot>,
-    oldest: Option<(&'b Slot, u64)>,
+    expired: Option<(&'b Slot, u64)>,
+    oldest_live: Option<(&'b Slot, u64)>,
 }
 
 fn lock(shard: &Shard) -> std::sync::MutexGuard<'_, ()> {
