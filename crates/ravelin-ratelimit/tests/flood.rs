@@ -1,6 +1,15 @@
 //! A flood of unique keys against a bounded table: memory never grows, and a hot key stays
 //! limited exactly (its decisions match a single-key reference limiter step for step).
 
+// Test helpers are test code: they may unwrap and index (clippy.toml allows this inside
+// #[test] functions only).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

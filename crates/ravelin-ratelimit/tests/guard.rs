@@ -1,6 +1,15 @@
 //! The guard end to end: keys, trusted proxies, headers, multi-rule atomicity, shadow mode,
 //! reload, and failure through `GuardLayer`.
 
+// Test helpers are test code: they may unwrap and index (clippy.toml allows this inside
+// #[test] functions only).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
