@@ -12,7 +12,7 @@ use ravelin_config::Violations;
 use serde_json::{Map, Value};
 
 use crate::request::RequestView;
-use crate::ua::{BrowserFamily, UaInfo, contains_ci, find};
+use crate::ua::{BrowserFamily, MAX_UA_BYTES, UaInfo, contains_ci, find};
 
 /// Longest string parameter (a token, a header value, a fingerprint prefix).
 pub const MAX_PARAM_LEN: usize = 128;
@@ -223,12 +223,19 @@ impl fmt::Display for FeatureKind {
 pub(crate) enum Test {
     UaMissing,
     UaMalformed,
-    UaLength { min: u64, max: u64 },
+    UaLength {
+        min: u64,
+        max: u64,
+    },
     UaUrl,
     UaNoVersion,
-    UaToken(Box<[u8]>),
+    /// The token, lowercased, and its slot in the model's [`TokenIndex`] (`u16::MAX`: none).
+    UaToken(Box<[u8]>, u16),
     UaMozilla,
-    UaProducts { min: u64, max: u64 },
+    UaProducts {
+        min: u64,
+        max: u64,
+    },
     UaComment,
     UaBrowser(BrowserFamily),
     UaBrowserVersionBelow(BrowserFamily, u32),
@@ -239,7 +246,10 @@ pub(crate) enum Test {
     HeaderContains(HeaderName, Box<[u8]>),
     HeaderEquals(HeaderName, Box<[u8]>),
     HeaderBefore(HeaderName, HeaderName),
-    HeaderCount { min: u64, max: u64 },
+    HeaderCount {
+        min: u64,
+        max: u64,
+    },
     ChromiumWithoutClientHints,
     BrowserWithoutFetchMetadata,
     ClientHintsMismatch,
@@ -280,7 +290,9 @@ impl Test {
                 .map(|(min, max)| Test::UaLength { min, max }),
             FeatureKind::UaUrl => Some(Test::UaUrl),
             FeatureKind::UaNoVersion => Some(Test::UaNoVersion),
-            FeatureKind::UaToken => p.lower_bytes("token", violations).map(Test::UaToken),
+            FeatureKind::UaToken => p
+                .lower_bytes("token", violations)
+                .map(|t| Test::UaToken(t, u16::MAX)),
             FeatureKind::UaMozilla => Some(Test::UaMozilla),
             FeatureKind::UaProducts => p
                 .range(violations)
@@ -391,7 +403,7 @@ impl Test {
                 | Test::UaLength { .. }
                 | Test::UaUrl
                 | Test::UaNoVersion
-                | Test::UaToken(_)
+                | Test::UaToken(..)
                 | Test::UaMozilla
                 | Test::UaProducts { .. }
                 | Test::UaComment
@@ -413,7 +425,13 @@ impl Test {
             Test::UaLength { min, max } => has_ua && in_range(ua.len as u64, *min, *max),
             Test::UaUrl => ua.url,
             Test::UaNoVersion => has_ua && ua.no_version,
-            Test::UaToken(token) => has_ua && contains_ci(ua.bytes, token),
+            Test::UaToken(token, slot) => {
+                has_ua
+                    && match cx.tokens {
+                        Some(bits) if *slot != u16::MAX => bit(&bits, *slot),
+                        _ => find(cx.ua_lower(), token).is_some(),
+                    }
+            }
             Test::UaMozilla => ua.mozilla,
             Test::UaProducts { min, max } => has_ua && in_range(u64::from(ua.products), *min, *max),
             Test::UaComment => ua.comment,
@@ -443,7 +461,7 @@ impl Test {
                     && !cx.hints.present
             }
             Test::BrowserWithoutFetchMetadata => {
-                cx.headers.is_some_and(|h| !h.contains_key(SEC_FETCH_MODE))
+                cx.headers.is_some_and(|h| !h.contains_key(&SEC_FETCH_MODE))
                     && sends_fetch_metadata(ua)
             }
             Test::ClientHintsMismatch => cx.headers.is_some() && cx.hints.contradict(ua),
@@ -458,15 +476,21 @@ impl Test {
     }
 }
 
-const SEC_FETCH_MODE: &str = "sec-fetch-mode";
-const SEC_CH_UA: &str = "sec-ch-ua";
-const SEC_CH_UA_MOBILE: &str = "sec-ch-ua-mobile";
-const SEC_CH_UA_PLATFORM: &str = "sec-ch-ua-platform";
+// Interned once: looking a `&str` up in a `HeaderMap` parses and hashes it on every call.
+const SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
+const SEC_CH_UA: HeaderName = HeaderName::from_static("sec-ch-ua");
+const SEC_CH_UA_MOBILE: HeaderName = HeaderName::from_static("sec-ch-ua-mobile");
+const SEC_CH_UA_PLATFORM: HeaderName = HeaderName::from_static("sec-ch-ua-platform");
 
-/// Everything the tests read, computed once per request.
-#[derive(Debug, Clone, Copy)]
+/// Everything the tests read, computed once per request (on the stack: no allocation).
+#[derive(Debug, Clone)]
 pub(crate) struct Context<'a> {
     pub(crate) ua: UaInfo<'a>,
+    /// The inspected User-Agent bytes, ASCII-lowercased once so token tests are plain searches.
+    ua_lower: [u8; MAX_UA_BYTES],
+    ua_lower_len: usize,
+    /// Which of the model's `ua_token` tokens occur, from one [`TokenIndex::scan`].
+    pub(crate) tokens: Option<TokenBits>,
     pub(crate) has_ua: bool,
     /// More than one User-Agent field: no browser sends that.
     pub(crate) ua_repeated: bool,
@@ -479,8 +503,17 @@ pub(crate) struct Context<'a> {
 impl<'a> Context<'a> {
     pub(crate) fn new(view: &RequestView<'a>) -> Self {
         let raw = view.user_agent.unwrap_or_default();
+        let ua = UaInfo::parse(raw);
+        let mut ua_lower = [0u8; MAX_UA_BYTES];
+        let ua_lower_len = ua.bytes.len().min(MAX_UA_BYTES);
+        for (dst, src) in ua_lower.iter_mut().zip(ua.bytes) {
+            *dst = src.to_ascii_lowercase();
+        }
         Context {
-            ua: UaInfo::parse(raw),
+            ua,
+            ua_lower,
+            ua_lower_len,
+            tokens: None,
             has_ua: !raw.is_empty(),
             ua_repeated: view.user_agent_count > 1,
             headers: view.headers,
@@ -488,6 +521,81 @@ impl<'a> Context<'a> {
             ja4: view.ja4,
             hints: view.headers.map(ClientHints::read).unwrap_or_default(),
         }
+    }
+}
+
+/// One bit per token slot.
+pub(crate) type TokenBits = [u64; 4];
+
+/// Most `ua_token` rows a model can hold (one bit each in [`TokenBits`]).
+pub(crate) const MAX_TOKENS: usize = 256;
+
+fn bit(bits: &TokenBits, slot: u16) -> bool {
+    bits.get(usize::from(slot / 64))
+        .is_some_and(|word| word & (1u64 << (slot % 64)) != 0)
+}
+
+/// All `ua_token` tokens of a model, indexed by first byte, so one pass over the User-Agent finds
+/// every token instead of one pass per token.
+#[derive(Debug, Default)]
+pub(crate) struct TokenIndex {
+    /// For each first byte: `(slot, rest of the token)`.
+    by_first: Vec<Vec<(u16, Box<[u8]>)>>,
+    len: usize,
+}
+
+impl TokenIndex {
+    /// Assigns slots to the model's token tests (in row order) and indexes them.
+    pub(crate) fn build<'t>(tests: impl Iterator<Item = &'t mut Test>) -> TokenIndex {
+        let mut by_first: Vec<Vec<(u16, Box<[u8]>)>> = vec![Vec::new(); 256];
+        let mut len = 0usize;
+        for test in tests {
+            if let Test::UaToken(token, slot) = test {
+                let (Some((&first, rest)), Ok(next)) = (token.split_first(), u16::try_from(len))
+                else {
+                    continue;
+                };
+                if len >= MAX_TOKENS {
+                    continue;
+                }
+                *slot = next;
+                if let Some(list) = by_first.get_mut(usize::from(first)) {
+                    list.push((next, rest.into()));
+                }
+                len = len.saturating_add(1);
+            }
+        }
+        TokenIndex { by_first, len }
+    }
+
+    /// Whether no token is indexed.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The tokens occurring in `lower` (already lowercased).
+    pub(crate) fn scan(&self, lower: &[u8]) -> TokenBits {
+        let mut bits = [0u64; 4];
+        for (i, &b) in lower.iter().enumerate() {
+            let Some(candidates) = self.by_first.get(usize::from(b)) else {
+                continue;
+            };
+            for (slot, rest) in candidates {
+                let from = i.saturating_add(1);
+                if lower.get(from..from.saturating_add(rest.len())) == Some(&**rest)
+                    && let Some(word) = bits.get_mut(usize::from(slot / 64))
+                {
+                    *word |= 1u64 << (slot % 64);
+                }
+            }
+        }
+        bits
+    }
+}
+
+impl Context<'_> {
+    pub(crate) fn ua_lower(&self) -> &[u8] {
+        self.ua_lower.get(..self.ua_lower_len).unwrap_or_default()
     }
 }
 
@@ -504,7 +612,7 @@ pub(crate) struct ClientHints<'a> {
 
 impl<'a> ClientHints<'a> {
     fn read(headers: &'a HeaderMap) -> Self {
-        let Some(ua) = headers.get(SEC_CH_UA) else {
+        let Some(ua) = headers.get(&SEC_CH_UA) else {
             return ClientHints::default();
         };
         let bytes = ua.as_bytes();
@@ -514,13 +622,13 @@ impl<'a> ClientHints<'a> {
             std::str::from_utf8(rest.get(..digits)?).ok()?.parse().ok()
         });
         let mobile = headers
-            .get(SEC_CH_UA_MOBILE)
+            .get(&SEC_CH_UA_MOBILE)
             .and_then(|v| match v.as_bytes() {
                 b"?1" => Some(true),
                 b"?0" => Some(false),
                 _ => None,
             });
-        let platform = headers.get(SEC_CH_UA_PLATFORM).map(|v| {
+        let platform = headers.get(&SEC_CH_UA_PLATFORM).map(|v| {
             let b = v.as_bytes();
             b.strip_prefix(b"\"")
                 .and_then(|b| b.strip_suffix(b"\""))
@@ -1026,6 +1134,20 @@ mod tests {
             let model = Model::builtin().unwrap();
             let s = model.score(&RequestView::user_agent_only(Some(&ua))).unwrap();
             prop_assert!((1..=99).contains(&s.score().get()));
+        }
+
+        #[test]
+        fn token_index_matches_naive_search(
+            tokens in proptest::collection::vec("[a-c/]{1,4}", 1..40),
+            hay in "[a-c/ ]{0,60}",
+        ) {
+            let mut tests: Vec<Test> = tokens.iter().map(|t| Test::UaToken(t.as_bytes().into(), u16::MAX)).collect();
+            let index = TokenIndex::build(tests.iter_mut());
+            let bits = index.scan(hay.as_bytes());
+            for (test, token) in tests.iter().zip(&tokens) {
+                let Test::UaToken(_, slot) = test else { panic!("not a token test") };
+                prop_assert_eq!(bit(&bits, *slot), hay.contains(token.as_str()), "token {:?}", token);
+            }
         }
 
         #[test]

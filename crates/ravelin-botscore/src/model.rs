@@ -8,7 +8,7 @@ use ravelin_config::{Validate, Violations};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::features::{Context, FeatureKind, Test};
+use crate::features::{Context, FeatureKind, Test, TokenIndex};
 use crate::request::RequestView;
 use crate::score::{BotScore, Reasons, Score, ScoreError};
 
@@ -135,6 +135,7 @@ pub struct Model {
 #[derive(Debug)]
 struct Compiled {
     features: Box<[CompiledFeature]>,
+    tokens: TokenIndex,
 }
 
 #[derive(Debug)]
@@ -314,8 +315,10 @@ impl Model {
                 test,
             });
         }
+        let tokens = TokenIndex::build(features.iter_mut().map(|f| &mut f.test));
         self.compiled = Some(Arc::new(Compiled {
             features: features.into_boxed_slice(),
+            tokens,
         }));
     }
 
@@ -332,7 +335,10 @@ impl Model {
     /// score*: callers must not substitute one.
     pub fn score(&self, view: &RequestView<'_>) -> Result<BotScore, ScoreError> {
         let compiled = self.compiled.as_deref().ok_or(ScoreError::NotPrepared)?;
-        let cx = Context::new(view);
+        let mut cx = Context::new(view);
+        if !compiled.tokens.is_empty() {
+            cx.tokens = Some(compiled.tokens.scan(cx.ua_lower()));
+        }
         let headers_known = view.headers_known();
         let mut logit = self.bias;
         let mut reasons = Reasons::new();
@@ -403,7 +409,10 @@ impl Model {
         out: &mut Vec<f64>,
     ) -> Result<(), ScoreError> {
         let compiled = self.compiled.as_deref().ok_or(ScoreError::NotPrepared)?;
-        let cx = Context::new(view);
+        let mut cx = Context::new(view);
+        if !compiled.tokens.is_empty() {
+            cx.tokens = Some(compiled.tokens.scan(cx.ua_lower()));
+        }
         out.clear();
         out.extend(compiled.features.iter().map(|f| {
             let fires = (!f.needs_headers || view.headers_known()) && f.test.fires(&cx);

@@ -133,64 +133,51 @@ impl<'a> UaInfo<'a> {
             len: raw.len(),
             ..UaInfo::default()
         };
-        info.malformed = raw.len() > MAX_UA_BYTES || is_malformed(bytes);
+        let shape = shape(bytes);
+        info.malformed = raw.len() > MAX_UA_BYTES || shape.malformed;
         info.mozilla = bytes.starts_with(b"Mozilla/");
-        let (products, comment) = product_stats(bytes);
-        info.products = products;
-        info.comment = comment;
-        info.no_version = !bytes.contains(&b'/');
-        info.url = contains_ci(bytes, b"http://")
-            || contains_ci(bytes, b"https://")
-            || contains_ci(bytes, b"www.");
+        info.products = shape.products;
+        info.comment = shape.comment;
+        info.no_version = !shape.slash;
+        info.url = has_url(bytes);
 
-        let ios = find(bytes, b"iPhone").is_some()
-            || find(bytes, b"iPad").is_some()
-            || find(bytes, b"iPod").is_some();
+        // One pass over the words (split on space, `;`, `,`, parentheses): each `name/version`
+        // or bare word is matched against the few names the features need.
+        let t = Tokens::scan(bytes);
+        let ios = t.ios;
         info.os = if ios {
             Some(Os::Ios)
-        } else if find(bytes, b"Android").is_some() {
+        } else if t.android {
             Some(Os::Android)
-        } else if find(bytes, b"Windows").is_some() {
+        } else if t.windows {
             Some(Os::Windows)
-        } else if find(bytes, b"CrOS").is_some() {
+        } else if t.chrome_os {
             Some(Os::ChromeOs)
-        } else if find(bytes, b"Macintosh").is_some() || find(bytes, b"Mac OS X").is_some() {
+        } else if t.mac {
             Some(Os::MacOs)
-        } else if find(bytes, b"Linux").is_some() || find(bytes, b"X11").is_some() {
+        } else if t.linux {
             Some(Os::Linux)
         } else {
             None
         };
-        info.mobile = find(bytes, b"Mobile").is_some();
+        info.mobile = t.mobile;
         if ios {
-            info.ios_major = version_after(bytes, b"iPhone OS ")
-                .or_else(|| version_after(bytes, b"CPU OS "))
-                .map(|v| v.major);
+            info.ios_major = t.ios_major;
         }
-
-        let chrome = version_after(bytes, b"Chrome/");
-        let crios = version_after(bytes, b"CriOS/");
+        let (chrome, crios) = (t.chrome.version(), t.crios.version());
         info.chrome_major = chrome.map(|v| v.major);
-        let (family, version) = if let Some(v) = version_after(bytes, b"Edg/")
-            .or_else(|| version_after(bytes, b"EdgA/"))
-            .or_else(|| version_after(bytes, b"EdgiOS/"))
-        {
+        let (family, version) = if let Some(v) = t.edge.version() {
             (Some(BrowserFamily::Edge), Some(v))
-        } else if let Some(v) = version_after(bytes, b"OPR/") {
+        } else if let Some(v) = t.opera.version() {
             (Some(BrowserFamily::Opera), Some(v))
-        } else if let Some(v) = version_after(bytes, b"SamsungBrowser/") {
+        } else if let Some(v) = t.samsung.version() {
             (Some(BrowserFamily::Samsung), Some(v))
-        } else if let Some(v) =
-            version_after(bytes, b"Firefox/").or_else(|| version_after(bytes, b"FxiOS/"))
-        {
+        } else if let Some(v) = t.firefox.version() {
             (Some(BrowserFamily::Firefox), Some(v))
         } else if let Some(v) = crios.or(chrome) {
             (Some(BrowserFamily::Chrome), Some(v))
-        } else if find(bytes, b"Safari/").is_some() {
-            (
-                Some(BrowserFamily::Safari),
-                version_after(bytes, b"Version/"),
-            )
+        } else if t.safari {
+            (Some(BrowserFamily::Safari), t.version.version())
         } else {
             (None, None)
         };
@@ -211,27 +198,124 @@ impl<'a> UaInfo<'a> {
         info.version_implausible = chrome
             .or(crios)
             .is_some_and(|v| !chrome_version_plausible(v))
-            || (chrome.is_none()
-                && crios.is_none()
-                && (find(bytes, b"Chrome/").is_some() || find(bytes, b"CriOS/").is_some()));
-        info.os_engine_mismatch = (ios
-            && (chrome.is_some() || find(bytes, b"AppleWebKit/537.36").is_some()))
-            || (!ios && (crios.is_some() || find(bytes, b"FxiOS/").is_some()));
+            || (chrome.is_none() && crios.is_none() && (t.chrome.seen() || t.crios.seen()));
+        info.os_engine_mismatch =
+            (ios && (chrome.is_some() || t.blink_webkit)) || (!ios && (crios.is_some() || t.fxios));
         info
     }
 }
 
-/// A dotted version: `major.minor.build.patch`, missing parts are `None`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Version {
-    pub(crate) major: u32,
-    pub(crate) parts: [Option<u32>; 3],
+/// A product token seen in the User-Agent: absent, present without a number, or its version.
+#[derive(Debug, Clone, Copy, Default)]
+enum Product {
+    #[default]
+    Absent,
+    Unversioned,
+    Versioned(Version),
 }
 
-/// Parses the version that follows `token` (e.g. `Chrome/` → `120.0.6099.109`).
-pub(crate) fn version_after(bytes: &[u8], token: &[u8]) -> Option<Version> {
-    let start = find(bytes, token)?.checked_add(token.len())?;
-    let rest = bytes.get(start..)?;
+impl Product {
+    fn version(self) -> Option<Version> {
+        match self {
+            Product::Versioned(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    fn seen(self) -> bool {
+        !matches!(self, Product::Absent)
+    }
+
+    /// Keeps the first occurrence.
+    fn set(&mut self, version: &[u8]) {
+        if matches!(self, Product::Absent) {
+            *self = parse_version(version).map_or(Product::Unversioned, Product::Versioned);
+        }
+    }
+}
+
+/// What one pass over the words found.
+#[derive(Debug, Default)]
+struct Tokens {
+    ios: bool,
+    android: bool,
+    windows: bool,
+    chrome_os: bool,
+    mac: bool,
+    linux: bool,
+    mobile: bool,
+    ios_major: Option<u32>,
+    chrome: Product,
+    crios: Product,
+    edge: Product,
+    opera: Product,
+    samsung: Product,
+    firefox: Product,
+    fxios: bool,
+    safari: bool,
+    version: Product,
+    /// `AppleWebKit/537.36`: Blink's frozen WebKit version, never sent by real WebKit.
+    blink_webkit: bool,
+}
+
+impl Tokens {
+    fn scan(bytes: &[u8]) -> Tokens {
+        let mut t = Tokens::default();
+        let mut previous: &[u8] = b"";
+        let mut os_version_next = false;
+        let words = bytes
+            .split(|b| matches!(b, b' ' | b';' | b',' | b'(' | b')' | b'\t'))
+            .filter(|w| !w.is_empty());
+        for word in words {
+            if std::mem::take(&mut os_version_next) {
+                // `iPhone OS 18_6` / `CPU OS 17_0`: the version after "OS".
+                t.ios_major = parse_version(word).map(|v| v.major);
+            }
+            let (name, version) = match word.iter().position(|b| *b == b'/') {
+                Some(slash) => (
+                    word.get(..slash).unwrap_or_default(),
+                    word.get(slash.saturating_add(1)..),
+                ),
+                None => (word, None),
+            };
+            match (name, version) {
+                (b"Chrome" | b"HeadlessChrome", Some(v)) => t.chrome.set(v),
+                (b"CriOS", Some(v)) => t.crios.set(v),
+                (b"Edg" | b"EdgA" | b"EdgiOS", Some(v)) => t.edge.set(v),
+                (b"OPR", Some(v)) => t.opera.set(v),
+                (b"SamsungBrowser", Some(v)) => t.samsung.set(v),
+                (b"Firefox", Some(v)) => t.firefox.set(v),
+                (b"FxiOS", Some(v)) => {
+                    t.fxios = true;
+                    t.firefox.set(v);
+                }
+                (b"Safari", Some(_)) => t.safari = true,
+                (b"Version", Some(v)) => t.version.set(v),
+                (b"AppleWebKit", Some(v)) => t.blink_webkit |= v.starts_with(b"537.36"),
+                (b"Mobile", _) => t.mobile = true,
+                (b"iPhone" | b"iPad" | b"iPod", None) => t.ios = true,
+                (b"Android", None) => t.android = true,
+                (b"Windows", None) => t.windows = true,
+                (b"CrOS", None) => t.chrome_os = true,
+                (b"Macintosh", None) => t.mac = true,
+                (b"Linux" | b"X11", None) => t.linux = true,
+                (b"OS", None) => {
+                    os_version_next = matches!(previous, b"iPhone" | b"CPU");
+                    if previous == b"Mac" {
+                        t.mac = true;
+                    }
+                }
+                _ => {}
+            }
+            previous = word;
+        }
+        t
+    }
+}
+
+/// Parses `120.0.6099.109` (stops at the first byte that is neither a digit nor a dot; `_`
+/// separates iOS versions and ends the major).
+fn parse_version(rest: &[u8]) -> Option<Version> {
     let mut numbers = [None; 4];
     let mut slot = 0usize;
     let mut current: Option<u32> = None;
@@ -263,6 +347,40 @@ pub(crate) fn version_after(bytes: &[u8], token: &[u8]) -> Option<Version> {
     })
 }
 
+/// `http://`, `https://` (any case) or `www.` anywhere in the value.
+fn has_url(bytes: &[u8]) -> bool {
+    let mut from = 0usize;
+    while let Some(offset) = bytes.get(from..).and_then(|b| find(b, b"://")) {
+        let at = from.saturating_add(offset);
+        let before = bytes.get(..at).unwrap_or_default();
+        let ends_ci = |suffix: &[u8]| {
+            before.len() >= suffix.len()
+                && before
+                    .get(before.len().saturating_sub(suffix.len())..)
+                    .is_some_and(|tail| tail.eq_ignore_ascii_case(suffix))
+        };
+        if ends_ci(b"http") || ends_ci(b"https") {
+            return true;
+        }
+        from = at.saturating_add(3);
+    }
+    contains_ci(bytes, b"www.")
+}
+
+/// A dotted version: `major.minor.build.patch`, missing parts are `None`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Version {
+    pub(crate) major: u32,
+    pub(crate) parts: [Option<u32>; 3],
+}
+
+/// Parses the version that follows `token` (e.g. `Chrome/` → `120.0.6099.109`).
+#[cfg(test)]
+pub(crate) fn version_after(bytes: &[u8], token: &[u8]) -> Option<Version> {
+    let start = find(bytes, token)?.checked_add(token.len())?;
+    parse_version(bytes.get(start..)?)
+}
+
 /// Whether a `Chrome/M.m.B.P` version is one Chrome could have shipped: minor is always 0, patch
 /// numbers stay in the hundreds, and the build number grows with the major version (about 45
 /// builds a major before 100, about 59 after). Reduced UAs (`M.0.0.0`) are plausible.
@@ -292,90 +410,118 @@ pub(crate) fn chrome_version_plausible(v: Version) -> bool {
     }
 }
 
-fn is_malformed(bytes: &[u8]) -> bool {
-    if bytes.first().is_some_and(u8::is_ascii_whitespace)
-        || bytes.last().is_some_and(u8::is_ascii_whitespace)
-    {
-        return true;
-    }
-    let mut depth: i32 = 0;
-    for &b in bytes {
-        if !(b == b' ' || b == b'\t' || b.is_ascii_graphic()) {
-            return true;
-        }
-        match b {
-            b'(' => depth = depth.saturating_add(1),
-            b')' => {
-                depth = depth.saturating_sub(1);
-                if depth < 0 {
-                    return true;
-                }
-            }
-            _ => {}
-        }
-    }
-    depth != 0
+/// What one pass over the bytes tells about the string's shape.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Shape {
+    malformed: bool,
+    products: u32,
+    comment: bool,
+    slash: bool,
 }
 
-/// Counts `product/version` tokens outside parentheses and whether there is a comment.
-fn product_stats(bytes: &[u8]) -> (u32, bool) {
+/// Malformation (control or non-ASCII bytes, unbalanced parentheses, surrounding whitespace),
+/// the number of `product/version` tokens outside parentheses, comment and `/` presence, in one
+/// pass.
+fn shape(bytes: &[u8]) -> Shape {
+    let mut s = Shape {
+        malformed: bytes.first().is_some_and(u8::is_ascii_whitespace)
+            || bytes.last().is_some_and(u8::is_ascii_whitespace),
+        ..Shape::default()
+    };
+    let mut balance: i32 = 0;
     let mut depth = 0u32;
-    let mut products = 0u32;
-    let mut comment = false;
     let mut in_token = false;
     let mut token_has_slash = false;
     for &b in bytes {
+        if !(b == b' ' || b == b'\t' || b.is_ascii_graphic()) {
+            s.malformed = true;
+        }
         match b {
             b'(' => {
                 if in_token && token_has_slash {
-                    products = products.saturating_add(1);
+                    s.products = s.products.saturating_add(1);
                 }
                 in_token = false;
                 depth = depth.saturating_add(1);
-                comment = true;
+                balance = balance.saturating_add(1);
+                s.comment = true;
             }
-            b')' => depth = depth.saturating_sub(1),
+            b')' => {
+                depth = depth.saturating_sub(1);
+                balance = balance.saturating_sub(1);
+                if balance < 0 {
+                    s.malformed = true;
+                }
+            }
             b' ' | b'\t' if depth == 0 => {
                 if in_token && token_has_slash {
-                    products = products.saturating_add(1);
+                    s.products = s.products.saturating_add(1);
                 }
                 in_token = false;
                 token_has_slash = false;
             }
-            _ if depth == 0 => {
-                if !in_token {
-                    in_token = true;
-                    token_has_slash = false;
-                }
+            _ => {
                 if b == b'/' {
-                    token_has_slash = true;
+                    s.slash = true;
+                }
+                if depth == 0 {
+                    if !in_token {
+                        in_token = true;
+                        token_has_slash = false;
+                    }
+                    if b == b'/' {
+                        token_has_slash = true;
+                    }
                 }
             }
-            _ => {}
         }
     }
     if in_token && token_has_slash {
-        products = products.saturating_add(1);
+        s.products = s.products.saturating_add(1);
     }
-    (products, comment)
+    s.malformed |= balance != 0;
+    s
 }
 
-/// Case-sensitive substring search.
+/// Case-sensitive substring search: scan for the first byte, then compare the rest. Needles are
+/// short tokens, so this beats comparing every window.
 pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() {
+    let Some((&first, rest)) = needle.split_first() else {
         return Some(0);
+    };
+    let mut from = 0usize;
+    while let Some(offset) = haystack.get(from..)?.iter().position(|&b| b == first) {
+        let at = from.saturating_add(offset);
+        let tail = at.saturating_add(1);
+        if haystack.get(tail..tail.saturating_add(rest.len())) == Some(rest) {
+            return Some(at);
+        }
+        from = tail;
     }
-    haystack.windows(needle.len()).position(|w| w == needle)
+    None
 }
 
 /// ASCII case-insensitive substring search; `needle` must already be lowercase.
 pub(crate) fn contains_ci(haystack: &[u8], needle: &[u8]) -> bool {
-    let Some((&first, _)) = needle.split_first() else {
+    let Some((&first, rest)) = needle.split_first() else {
         return true;
     };
-    haystack.windows(needle.len()).any(|w| {
-        w.first().is_some_and(|b| b.to_ascii_lowercase() == first) && w.eq_ignore_ascii_case(needle)
-    })
+    let mut from = 0usize;
+    while let Some(offset) = haystack
+        .get(from..)
+        .and_then(|h| h.iter().position(|b| b.to_ascii_lowercase() == first))
+    {
+        let at = from.saturating_add(offset);
+        let tail = at.saturating_add(1);
+        if haystack
+            .get(tail..tail.saturating_add(rest.len()))
+            .is_some_and(|w| w.eq_ignore_ascii_case(rest))
+        {
+            return true;
+        }
+        from = tail;
+    }
+    false
 }
 
 #[cfg(test)]
@@ -488,6 +634,12 @@ mod tests {
             let info = UaInfo::parse(&bytes);
             prop_assert!(info.bytes.len() <= MAX_UA_BYTES);
             prop_assert_eq!(info.len, bytes.len());
+        }
+
+        #[test]
+        fn find_matches_reference(hay in proptest::collection::vec(0u8..4, 0..40), needle in proptest::collection::vec(0u8..4, 0..4)) {
+            let reference = if needle.is_empty() { Some(0) } else { hay.windows(needle.len()).position(|w| w == needle.as_slice()) };
+            prop_assert_eq!(find(&hay, &needle), reference);
         }
 
         #[test]
