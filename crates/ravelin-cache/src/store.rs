@@ -120,6 +120,26 @@ impl GroupIndex {
         }
     }
 
+    /// Forgets many `(key, id)` pairs under one lock.
+    fn remove_many(&self, removed: impl Iterator<Item = (u64, u64)>) {
+        let mut g = self.inner.lock();
+        let inner = &mut *g;
+        for (key, id) in removed {
+            if inner.members.get(&key).is_some_and(|(have, _)| *have == id)
+                && let Some((_, groups)) = inner.members.remove(&key)
+            {
+                for group in groups.iter() {
+                    if let Some(set) = inner.groups.get_mut(group) {
+                        set.remove(&key);
+                        if set.is_empty() {
+                            inner.groups.remove(group);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Takes the keys of `group` and records the purge.
     fn take_group(&self, group: u64) -> Vec<u64> {
         let mut g = self.inner.lock();
@@ -129,9 +149,10 @@ impl GroupIndex {
             g.recent.pop_front();
         }
         g.recent.push_back((seq, group));
+        // The whole group goes: drop its set at once rather than key by key.
         g.groups
-            .get(&group)
-            .map(|set| set.iter().copied().collect())
+            .remove(&group)
+            .map(|set| set.into_iter().collect())
             .unwrap_or_default()
     }
 
@@ -332,14 +353,17 @@ impl Storage for MemoryStore {
 
     fn purge_group(&self, group: u64) -> usize {
         let keys = self.index.take_group(group);
-        let mut purged = 0;
+        let mut removed = Vec::with_capacity(keys.len());
         for key in keys {
-            if let Some((_, object)) = self.cache.remove_if(&key, |o| o.groups().contains(&group)) {
-                self.index.remove(key, object.id());
-                purged += 1;
+            if let Some((key, object)) = self.cache.remove_if(&key, |o| o.groups().contains(&group))
+            {
+                removed.push((key, object));
             }
         }
-        purged
+        self.index
+            .remove_many(removed.iter().map(|(key, object)| (*key, object.id())));
+        // The objects are freed here, after every lock is released.
+        removed.len()
     }
 
     fn usage(&self) -> StorageUsage {
@@ -357,5 +381,138 @@ impl fmt::Debug for MemoryStore {
         f.debug_struct("MemoryStore")
             .field("usage", &self.usage())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::StoredResponse;
+    use crate::policy::Policy;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    fn object(id: u64, groups: &[u64], weight: u64) -> Object {
+        Object::Response(Arc::new(StoredResponse {
+            id,
+            key: format!("k{id}").into(),
+            variant: None,
+            status: http::StatusCode::OK,
+            version: http::Version::HTTP_11,
+            headers: http::HeaderMap::new(),
+            body: bytes::Bytes::new(),
+            policy: Policy {
+                response_time: UNIX_EPOCH,
+                corrected_initial_age: Duration::ZERO,
+                lifetime: Duration::ZERO,
+                no_cache: false,
+                no_cache_fields: Vec::new(),
+                stale_forbidden: false,
+                stale_implied_forbidden: false,
+                stale_while_revalidate: Duration::ZERO,
+                stale_if_error: Duration::ZERO,
+            },
+            etag: None,
+            last_modified: UNIX_EPOCH,
+            has_last_modified: false,
+            tags: Box::new([]),
+            groups: groups.into(),
+            weight,
+        }))
+    }
+
+    #[test]
+    fn purge_removes_exactly_the_group() {
+        let s = MemoryStore::new(1 << 20, 1 << 16);
+        s.insert(1, object(1, &[10, 20], 100));
+        s.insert(2, object(2, &[10], 100));
+        s.insert(3, object(3, &[30], 100));
+        assert_eq!(s.purge_group(10), 2);
+        assert!(s.get(1).is_none() && s.get(2).is_none());
+        assert!(s.get(3).is_some());
+        assert_eq!(s.purge_group(20), 0);
+        assert_eq!(s.indexed(), 1);
+    }
+
+    #[test]
+    fn a_replaced_object_leaves_its_old_groups() {
+        let s = MemoryStore::new(1 << 20, 1 << 16);
+        s.insert(1, object(1, &[10], 100));
+        s.insert(1, object(2, &[20], 100));
+        assert_eq!(
+            s.purge_group(10),
+            0,
+            "the new object is not in the old group"
+        );
+        assert_eq!(s.purge_group(20), 1);
+        assert_eq!(s.indexed(), 0);
+    }
+
+    #[test]
+    fn evictions_keep_the_index_in_step_and_are_counted() {
+        let s = MemoryStore::new(1 << 20, 1 << 16);
+        for i in 0..1000 {
+            s.insert(i, object(i, &[7], 16 << 10));
+        }
+        let u = s.usage();
+        assert!(u.bytes <= 1 << 20, "{u:?}");
+        assert!(u.evictions > 0);
+        assert_eq!(s.indexed() as u64, u.entries);
+        assert_eq!(s.purge_group(7) as u64, u.entries);
+    }
+
+    #[test]
+    fn an_object_larger_than_the_store_is_refused() {
+        let s = MemoryStore::new(1 << 20, 1 << 16);
+        s.insert(1, object(1, &[], 2 << 20));
+        assert!(s.get(1).is_none());
+        assert_eq!(s.indexed(), 0);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u64, Vec<u64>),
+        Remove(u64),
+        Purge(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u64..16, proptest::collection::vec(0u64..6, 0..3)).prop_map(|(k, g)| Op::Insert(k, g)),
+            1 => (0u64..16).prop_map(Op::Remove),
+            2 => (0u64..6).prop_map(Op::Purge),
+        ]
+    }
+
+    proptest! {
+        /// The store (with room for everything, so nothing is evicted) behaves like a map whose
+        /// purge removes exactly the objects currently in the group.
+        #[test]
+        fn store_matches_a_map_model(ops in proptest::collection::vec(op(), 1..80)) {
+            let s = MemoryStore::new(1 << 24, 1 << 16);
+            let mut model: HashMap<u64, (u64, Vec<u64>)> = HashMap::new();
+            for (n, op) in ops.into_iter().enumerate() {
+                let id = n as u64 + 1;
+                match op {
+                    Op::Insert(k, g) => {
+                        s.insert(k, object(id, &g, 100));
+                        model.insert(k, (id, g));
+                    }
+                    Op::Remove(k) => {
+                        prop_assert_eq!(s.remove(k, None), model.remove(&k).is_some());
+                    }
+                    Op::Purge(g) => {
+                        let want = model.values().filter(|(_, gs)| gs.contains(&g)).count();
+                        prop_assert_eq!(s.purge_group(g), want);
+                        model.retain(|_, (_, gs)| !gs.contains(&g));
+                    }
+                }
+                for k in 0..16 {
+                    prop_assert_eq!(s.get(k).map(|o| o.id()), model.get(&k).map(|(id, _)| *id));
+                }
+                prop_assert_eq!(s.indexed(), model.len());
+            }
+        }
     }
 }
