@@ -2,6 +2,8 @@
 
 #[path = "../examples/edge-proxy/edge/mod.rs"]
 mod edge;
+#[path = "../crates/ravelin-ratelimit/tests/support/mod.rs"]
+mod redis_support;
 #[allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -21,6 +23,7 @@ use ravelin_failsafe::{GuardError, RequestHead, Verdict, guard_fn};
 use support::{GENEROUS_RATELIMIT, Harness, Reply, config, metric};
 
 /// A module with a bug: it panics on every request.
+#[allow(clippy::panic)] // the bug under test
 fn panicking(mode: FailureModeSetting) -> ExtraGuard {
     ExtraGuard {
         name: "panicky",
@@ -39,6 +42,7 @@ fn panicking(mode: FailureModeSetting) -> ExtraGuard {
     }
 }
 
+#[allow(clippy::unwrap_used, clippy::panic)] // test helper: a panic is a failing test
 fn module<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     status["modules"]
         .as_array()
@@ -346,5 +350,87 @@ async fn upstream_down_with_a_stale_entry_serves_the_stale_copy() {
     assert!(status.contains("ravelin"), "{status}");
     // Without a stored copy, the same outage is a 502.
     assert_eq!(harness.get("/api/time").await.status, 502);
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_answers_429_with_headers() {
+    let text = config(
+        "[ratelimit]\n[[ratelimit.rules]]\nname = \"per-ip\"\nlimit = 5\nwindow = \"60s\"\nkey = [\"client_ip\"]\n",
+    );
+    let harness = Harness::start(&text, None).await;
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let reply = harness.get("/api/time").await;
+        statuses.push(reply.status.as_u16());
+        if reply.status == 429 {
+            assert!(
+                reply.headers.contains_key("retry-after"),
+                "{:?}",
+                reply.headers
+            );
+            let ratelimit = reply.headers.get("ratelimit").unwrap().to_str().unwrap();
+            assert!(ratelimit.starts_with("\"per-ip\";r=0"), "{ratelimit}");
+        } else {
+            assert!(
+                reply.headers.contains_key("ratelimit-policy"),
+                "{:?}",
+                reply.headers
+            );
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429]);
+    // Kill switch: the module is off, requests pass.
+    assert_eq!(
+        harness.admin_post("/modules/ratelimit/kill").await.status,
+        200
+    );
+    assert_eq!(harness.get("/api/time").await.status, 200);
+    harness.stop().await;
+}
+
+/// The rate limiter on a real Redis: quota enforced through the proxy; Redis killed mid-run: no
+/// 5xx, requests keep flowing (local fallback under the open policy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_on_redis_survives_redis_dying() {
+    let Some(mut redis) = redis_support::RedisServer::spawn() else {
+        return;
+    };
+    let text = config(&format!(
+        "[ratelimit]\nstore = \"{}\"\ntimeout = \"200ms\"\nredis_timeout = \"100ms\"\n\
+         [[ratelimit.rules]]\nname = \"per-ip\"\nlimit = 5\nwindow = \"60s\"\nkey = [\"client_ip\"]\n",
+        redis.url()
+    ));
+    let harness = Harness::start(&text, None).await;
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        statuses.push(harness.get("/api/time").await.status.as_u16());
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 200, 200, 429, 429],
+        "one quota, held in Redis"
+    );
+    let status = harness.status().await;
+    let detail = &module(&status, "ratelimit")["detail"];
+    assert!(
+        detail["store"].as_str().unwrap().starts_with("redis"),
+        "{detail}"
+    );
+
+    redis.kill();
+    for _ in 0..30 {
+        let reply = harness.get("/api/time").await;
+        assert!(
+            reply.status == 200 || reply.status == 429,
+            "no 5xx with Redis down: {}",
+            reply.status
+        );
+    }
+    assert_eq!(
+        harness.get("/healthz_not_here").await.status.as_u16() / 100,
+        4,
+        "still serving"
+    );
     harness.stop().await;
 }

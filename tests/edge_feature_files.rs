@@ -14,6 +14,7 @@ mod support;
 use support::{GENEROUS_RATELIMIT, Harness, config, doubled, feature_file, metric};
 
 /// The bot score the origin received for one request through the proxy.
+#[allow(clippy::unwrap_used)] // test helper: a panic is a failing test
 async fn score(harness: &Harness) -> String {
     let reply = harness.get("/echo").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -23,7 +24,7 @@ async fn score(harness: &Harness) -> String {
         1,
         "exactly one score header reaches the origin: {scores:?}"
     );
-    scores[0].clone()
+    scores.into_iter().next().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,8 +58,9 @@ pub const GENEROUS_RATELIMIT: &str = r#"
 [ratelimit]
 [[ratelimit.rules]]
 name = "per-ip"
-rate = 1000000
-burst = 1000000
+limit = 1000000
+window = "1s"
+key = ["client_ip"]
 "#;
 
 /// A started proxy with its config file in a temporary directory.
@@ -325,10 +326,10 @@ where
                     Ok(reply) => {
                         *report.by_status.entry(reply.status.as_u16()).or_default() += 1;
                         report.checked += 1;
-                        if let Err(e) = check(&reply) {
-                            if report.first_errors.len() < 10 {
-                                report.first_errors.push(e);
-                            }
+                        if let Err(e) = check(&reply)
+                            && report.first_errors.len() < 10
+                        {
+                            report.first_errors.push(e);
                         }
                     }
                     Err(e) => {

@@ -12,7 +12,7 @@ use ravelin_config::{Validate, Violations};
 use serde::Deserialize;
 
 /// The whole file.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EdgeConfig {
     /// Optional generation number; when present, an older one is refused on reload.
@@ -248,49 +248,35 @@ pub(crate) struct RateLimitSection {
     /// `"memory"` or a Redis URL.
     #[serde(default = "memory")]
     pub(crate) store: StoreSetting,
-    /// Keys held in memory (the memory store's bound).
+    /// Keys held in memory (the memory store's bound; also the local fallback's).
     #[serde(default = "default_capacity")]
     pub(crate) capacity: usize,
-    /// Peers whose `X-Forwarded-For` is believed.
-    #[serde(default)]
-    pub(crate) trusted_proxies: Vec<String>,
-    /// IPv6 clients are grouped by this prefix length.
-    #[serde(default = "default_ipv6_prefix")]
-    pub(crate) ipv6_prefix: u8,
-    /// Send `RateLimit`/`RateLimit-Policy` on allowed responses too.
+    /// Time budget of one Redis call (below `timeout`).
+    #[serde(default = "default_redis_timeout", with = "humantime_serde")]
+    pub(crate) redis_timeout: Duration,
+    /// While Redis is unavailable, enforce the same quotas per process in memory.
     #[serde(default = "yes")]
-    pub(crate) headers_on_allowed: bool,
-    /// The rules.
+    pub(crate) local_fallback: bool,
+    /// When `RateLimit`/`RateLimit-Policy` are sent: `always`, `denied`, `never`.
+    #[serde(default)]
+    pub(crate) response_headers: ravelin_ratelimit::ResponseHeaders,
+    /// How the client address is found (`[ratelimit.client_ip]`).
+    #[serde(default)]
+    pub(crate) client_ip: ravelin_ratelimit::ClientIp,
+    /// The rules (`[[ratelimit.rules]]`, ravelin-ratelimit's `Rule`).
     #[serde(default = "default_rules")]
-    pub(crate) rules: Vec<RuleSection>,
+    pub(crate) rules: Vec<ravelin_ratelimit::Rule>,
 }
 
-/// `[[ratelimit.rules]]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RuleSection {
-    /// Rule name (header policy name, metric label).
-    pub(crate) name: String,
-    /// `ip`, `global`, `path`, `method`, or `header:<name>`.
-    #[serde(default = "default_key")]
-    pub(crate) key: String,
-    /// Requests allowed per `per`.
-    pub(crate) rate: u64,
-    /// The period.
-    #[serde(default = "one_second", with = "humantime_serde")]
-    pub(crate) per: Duration,
-    /// Extra requests allowed at once.
-    #[serde(default)]
-    pub(crate) burst: u64,
-    /// Cost of one request.
-    #[serde(default = "one")]
-    pub(crate) cost: u64,
-    /// Only requests whose path starts with this.
-    #[serde(default)]
-    pub(crate) path_prefix: Option<String>,
-    /// `enforce` or `shadow`.
-    #[serde(default = "enforce")]
-    pub(crate) action: String,
+impl RateLimitSection {
+    /// The rule document ravelin-ratelimit validates and installs.
+    pub(crate) fn rules_document(&self) -> ravelin_ratelimit::Rules {
+        let mut rules = ravelin_ratelimit::Rules::new();
+        rules.client_ip = self.client_ip.clone();
+        rules.response_headers = self.response_headers;
+        rules.rules = self.rules.clone();
+        rules
+    }
 }
 
 /// `[botscore]`.
@@ -379,23 +365,11 @@ pub(crate) struct ReloadSection {
 fn yes() -> bool {
     true
 }
-fn one() -> u64 {
-    1
-}
 fn open() -> FailureModeSetting {
     FailureModeSetting::Open
 }
 fn memory() -> StoreSetting {
     StoreSetting::Memory
-}
-fn enforce() -> String {
-    "enforce".into()
-}
-fn default_key() -> String {
-    "ip".into()
-}
-fn one_second() -> Duration {
-    Duration::from_secs(1)
 }
 fn default_prefix() -> String {
     "/".into()
@@ -451,20 +425,15 @@ fn default_botscore_timeout() -> Duration {
 fn default_capacity() -> usize {
     100_000
 }
-fn default_ipv6_prefix() -> u8 {
-    64
+fn default_redis_timeout() -> Duration {
+    Duration::from_millis(10)
 }
-fn default_rules() -> Vec<RuleSection> {
-    vec![RuleSection {
-        name: "per-ip".into(),
-        key: default_key(),
-        rate: 100,
-        per: one_second(),
-        burst: 100,
-        cost: 1,
-        path_prefix: None,
-        action: enforce(),
-    }]
+fn default_rules() -> Vec<ravelin_ratelimit::Rule> {
+    vec![
+        ravelin_ratelimit::Rule::new("per-ip", 100, Duration::from_secs(1))
+            .burst(100)
+            .key(ravelin_ratelimit::KeyPart::ClientIp),
+    ]
 }
 fn default_watch() -> Duration {
     Duration::from_secs(1)
@@ -480,22 +449,6 @@ fn default_object_bytes() -> u64 {
 }
 fn default_coalesce() -> Duration {
     Duration::from_secs(5)
-}
-
-impl Default for EdgeConfig {
-    fn default() -> Self {
-        Self {
-            version: None,
-            server: ServerSection::default(),
-            admin: AdminSection::default(),
-            upstreams: Vec::new(),
-            routes: Vec::new(),
-            ratelimit: RateLimitSection::default(),
-            botscore: BotScoreSection::default(),
-            cache: CacheSection::default(),
-            reload: ReloadSection::default(),
-        }
-    }
 }
 
 impl Default for ServerSection {
@@ -536,9 +489,10 @@ impl Default for RateLimitSection {
             circuit: CircuitSection::default(),
             store: memory(),
             capacity: default_capacity(),
-            trusted_proxies: Vec::new(),
-            ipv6_prefix: default_ipv6_prefix(),
-            headers_on_allowed: true,
+            redis_timeout: default_redis_timeout(),
+            local_fallback: true,
+            response_headers: ravelin_ratelimit::ResponseHeaders::default(),
+            client_ip: ravelin_ratelimit::ClientIp::default(),
             rules: default_rules(),
         }
     }
@@ -664,8 +618,6 @@ fn check_header_name(v: &mut Violations, path: &str, name: &str) {
 pub(crate) const MAX_UPSTREAMS: usize = 64;
 /// See [`MAX_UPSTREAMS`].
 pub(crate) const MAX_ROUTES: usize = 1024;
-/// See [`MAX_UPSTREAMS`].
-pub(crate) const MAX_RULES: usize = 64;
 
 impl Validate for EdgeConfig {
     fn validate(&self) -> Result<(), Violations> {
@@ -766,68 +718,21 @@ impl Validate for EdgeConfig {
                 format!("{} is outside 1..=100000000", rl.capacity),
             );
         }
-        if rl.ipv6_prefix > 128 {
+        if rl.redis_timeout.is_zero() || rl.redis_timeout > rl.timeout {
             v.push(
-                "ratelimit.ipv6_prefix",
-                format!("{} is greater than 128", rl.ipv6_prefix),
+                "ratelimit.redis_timeout",
+                format!(
+                    "{:?} must be greater than zero and at most ratelimit.timeout ({:?})",
+                    rl.redis_timeout, rl.timeout
+                ),
             );
         }
-        for (i, p) in rl.trusted_proxies.iter().enumerate() {
-            if p.parse::<ipnet_like::Net>().is_err() {
+        if let Err(rule_violations) = rl.rules_document().validate() {
+            for violation in rule_violations.iter() {
                 v.push(
-                    format!("ratelimit.trusted_proxies[{i}]"),
-                    format!("{p:?} is not an IP address or CIDR range"),
+                    format!("ratelimit.{}", violation.path),
+                    violation.message.clone(),
                 );
-            }
-        }
-        let mut rule_names = HashSet::new();
-        if v.check_count("ratelimit.rules", "rules", rl.rules.len(), MAX_RULES) {
-            for (i, r) in rl.rules.iter().enumerate() {
-                let path = format!("ratelimit.rules[{i}]");
-                if r.name.is_empty()
-                    || !r
-                        .name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                {
-                    v.push(
-                        format!("{path}.name"),
-                        "must be non-empty ASCII letters, digits, - or _",
-                    );
-                }
-                if !rule_names.insert(r.name.as_str()) {
-                    v.push(
-                        format!("{path}.name"),
-                        format!("duplicate rule name {:?}", r.name),
-                    );
-                }
-                if r.rate == 0 {
-                    v.push(format!("{path}.rate"), "must be at least 1");
-                }
-                if r.per.is_zero() {
-                    v.push(format!("{path}.per"), "must be greater than zero");
-                }
-                if r.cost == 0 {
-                    v.push(format!("{path}.cost"), "must be at least 1");
-                }
-                match r.key.as_str() {
-                    "ip" | "global" | "path" | "method" => {}
-                    other => match other.strip_prefix("header:") {
-                        Some(name) => check_header_name(&mut v, &format!("{path}.key"), name),
-                        None => v.push(
-                            format!("{path}.key"),
-                            format!(
-                                "{other:?} is not one of ip, global, path, method, header:<name>"
-                            ),
-                        ),
-                    },
-                }
-                if r.action != "enforce" && r.action != "shadow" {
-                    v.push(
-                        format!("{path}.action"),
-                        format!("{:?} is not enforce or shadow", r.action),
-                    );
-                }
             }
         }
 
@@ -868,31 +773,6 @@ impl Validate for EdgeConfig {
 
     fn version(&self) -> Option<u64> {
         self.version
-    }
-}
-
-/// A tiny CIDR syntax check, so validation does not need the module crates.
-mod ipnet_like {
-    use std::net::IpAddr;
-    use std::str::FromStr;
-
-    pub(crate) struct Net;
-
-    impl FromStr for Net {
-        type Err = ();
-        fn from_str(s: &str) -> Result<Self, ()> {
-            let (ip, len) = match s.split_once('/') {
-                Some((ip, len)) => (ip, Some(len)),
-                None => (s, None),
-            };
-            let ip: IpAddr = ip.parse().map_err(|_| ())?;
-            let max = if ip.is_ipv4() { 32 } else { 128 };
-            match len.map(str::parse::<u8>) {
-                None => Ok(Net),
-                Some(Ok(n)) if n <= max => Ok(Net),
-                _ => Err(()),
-            }
-        }
     }
 }
 
@@ -976,13 +856,16 @@ mod tests {
         .unwrap_err();
         assert!(err.contains("upstreams[0].url"), "{err}");
         assert!(err.contains("routes[0].upstream"), "{err}");
-        let err = parse("[ratelimit]\ntimeout = \"0s\"\n[[ratelimit.rules]]\nname = \"x\"\nrate = 0\nkey = \"cookie\"\n").unwrap_err();
+        let err = parse("[ratelimit]\ntimeout = \"0s\"\n[[ratelimit.rules]]\nname = \"x\"\nlimit = 0\nwindow = \"1s\"\n").unwrap_err();
         assert!(
-            err.contains("ratelimit.timeout")
-                && err.contains("ratelimit.rules[0].rate")
-                && err.contains("ratelimit.rules[0].key"),
+            err.contains("ratelimit.timeout") && err.contains("ratelimit.rules[0].limit"),
             "{err}"
         );
+        let err = parse(
+            "[[ratelimit.rules]]\nname = \"x\"\nlimit = 1\nwindow = \"1s\"\nkey = [\"cookie\"]\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("cookie"), "{err}");
         let err = parse("[admin]\nlisten = \"0.0.0.0:9901\"\n").unwrap_err();
         assert!(err.contains("admin.listen"), "{err}");
         let err = parse("[ratelimit]\nstore = \"mongodb://x\"\n").unwrap_err();

@@ -52,6 +52,13 @@ impl std::fmt::Debug for EdgeOptions {
     }
 }
 
+/// A module's `/status` reporter.
+type StatusFn = Arc<dyn Fn() -> ModuleStatus + Send + Sync>;
+/// A config store's status reporter.
+type StoreStatusFn = Arc<dyn Fn() -> ravelin_config::Status + Send + Sync>;
+/// The cache's purge entry point.
+type PurgeFn = Arc<dyn Fn(Purge) -> Result<u64, String> + Send + Sync>;
+
 /// The modules, rebuilt or updated on reload; control plane only.
 struct Control {
     applied: Option<EdgeConfig>,
@@ -73,11 +80,11 @@ pub(crate) struct Edge {
     stack: Arc<ArcSwap<EdgeService<Incoming>>>,
     control: tokio::sync::Mutex<Control>,
     /// Module `/status` reporters, replaced on every apply (read by the admin API).
-    statuses: Mutex<Vec<Arc<dyn Fn() -> ModuleStatus + Send + Sync>>>,
+    statuses: Mutex<Vec<StatusFn>>,
     /// Config stores besides the main one (bot feature file), for `/status`.
-    extra_stores: Mutex<Vec<Arc<dyn Fn() -> ravelin_config::Status + Send + Sync>>>,
+    extra_stores: Mutex<Vec<StoreStatusFn>>,
     /// The cache's purge entry point, when the cache is on.
-    purger: Mutex<Option<Arc<dyn Fn(Purge) -> Result<u64, String> + Send + Sync>>>,
+    purger: Mutex<Option<PurgeFn>>,
     apply_error: Mutex<Option<String>>,
     draining: AtomicBool,
 }
@@ -266,10 +273,10 @@ impl Edge {
             upstreams.insert(section.name.clone(), (section.clone(), upstream));
         }
         let mut routes = Vec::new();
-        if config.routes.is_empty() {
-            if let Some(first) = sections.first().and_then(|s| upstreams.get(&s.name)) {
-                routes.push(Route::new("default", "/", Target::from(first.1.clone())));
-            }
+        if config.routes.is_empty()
+            && let Some(first) = sections.first().and_then(|s| upstreams.get(&s.name))
+        {
+            routes.push(Route::new("default", "/", Target::from(first.1.clone())));
         }
         for route in &config.routes {
             let Some((_, upstream)) = upstreams.get(&route.upstream) else {
@@ -328,8 +335,8 @@ impl Edge {
     fn install_stack(&self, control: &Control) {
         // Innermost first: cache, extra guard, bot score, rate limit.
         let mut slots: Vec<Slot<Incoming>> = Vec::new();
-        let mut statuses: Vec<Arc<dyn Fn() -> ModuleStatus + Send + Sync>> = Vec::new();
-        let mut stores: Vec<Arc<dyn Fn() -> ravelin_config::Status + Send + Sync>> = Vec::new();
+        let mut statuses: Vec<StatusFn> = Vec::new();
+        let mut stores: Vec<StoreStatusFn> = Vec::new();
         let mut purger = None;
         if let Some(cache) = &control.cache {
             slots.push(cache.slot());
@@ -504,12 +511,10 @@ impl Running {
     }
 }
 
-fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send {
-    async move {
-        while !*rx.borrow() {
-            if rx.changed().await.is_err() {
-                return;
-            }
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
         }
     }
 }
