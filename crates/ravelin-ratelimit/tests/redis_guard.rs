@@ -1,7 +1,7 @@
-//! A Redis-backed limiter behind `ravelin-failsafe`'s `GuardLayer`, with a real `redis-server`
-//! killed and restarted under it: requests keep flowing (fail open), each delayed at most by the
-//! store's timeout, the circuit breaker opens so a dead Redis stops costing timeouts, and
-//! limiting resumes when Redis is back, without rebuilding anything.
+//! `RateLimitGuard` with its state in Redis, in `ravelin-failsafe`'s `GuardLayer`, over a real
+//! `redis-server` killed and restarted under it: requests keep flowing (fail open), each delayed
+//! at most by the store's timeout, the circuit breaker opens so a dead Redis stops costing
+//! timeouts, and limiting resumes when Redis is back, without rebuilding anything.
 #![cfg(feature = "redis")]
 // Helpers outside `#[test]` functions may fail loudly too (clippy.toml only exempts the tests).
 #![allow(
@@ -14,58 +14,19 @@
 mod support;
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::header::HeaderName;
 use http::{Request, Response, StatusCode};
 use http_body_util::Empty;
-use ravelin_failsafe::{
-    CircuitBreakerConfig, FailurePolicy, Guard, GuardError, GuardLayer, RequestHead, Verdict,
-    X_RAVELIN_SKIPPED,
-};
+use ravelin_failsafe::{CircuitBreakerConfig, FailurePolicy, X_RAVELIN_SKIPPED};
 use ravelin_ratelimit::redis::RedisStore;
-use ravelin_ratelimit::{Check, Quota, RateLimitStore};
+use ravelin_ratelimit::{KeyPart, RateLimitGuard, Rule, Rules};
 use support::{RedisServer, unique_prefix};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 const STORE_TIMEOUT: Duration = Duration::from_millis(100);
-
-/// The smallest rate-limit guard: one rule keyed by a header.
-struct RedisLimit {
-    store: RedisStore,
-    quota: Quota,
-}
-
-impl Guard for RedisLimit {
-    type Future = Pin<Box<dyn Future<Output = Result<Verdict, GuardError>> + Send>>;
-
-    fn check(&self, head: &RequestHead<'_>) -> Self::Future {
-        let key = head
-            .headers
-            .get("x-client")
-            .map(|v| v.as_bytes())
-            .unwrap_or(b"anonymous");
-        let decisions = self.store.check(&[Check {
-            rule: "per-client",
-            key,
-            quota: self.quota,
-            cost: 1,
-            enforce: true,
-        }]);
-        Box::pin(async move {
-            let decisions = decisions.await?;
-            if decisions.first().is_some_and(|d| d.allowed) {
-                Ok(Verdict::allow())
-            } else {
-                let mut response = Response::new(Bytes::new());
-                *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-                Ok(Verdict::Respond(response))
-            }
-        })
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_redis_fails_open_behind_the_breaker_and_limiting_resumes() {
@@ -78,19 +39,23 @@ async fn dead_redis_fails_open_behind_the_breaker_and_limiting_resumes() {
         .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
         .build()
         .unwrap();
-    let layer = GuardLayer::new(RedisLimit {
-        store,
-        quota: Quota::per_hour(5).unwrap(),
-    })
-    .name("ratelimit")
-    .policy(FailurePolicy::open().skip_header(X_RAVELIN_SKIPPED))
-    // Longer than the store's own timeout, so the store's error is what the layer sees.
-    .timeout(Duration::from_secs(1))
-    .circuit_breaker(
-        CircuitBreakerConfig::new()
-            .consecutive_failures(5)
-            .open_for(Duration::from_millis(500)),
+    // 5 an hour per `x-client`, state in Redis, behind the guard layer.
+    let rules = Rules::new().rule(
+        Rule::new("per-client", 5, Duration::from_secs(3600))
+            .key(KeyPart::Header(HeaderName::from_static("x-client"))),
     );
+    let layer = RateLimitGuard::new(rules)
+        .unwrap()
+        .with_store(store)
+        .layer()
+        .policy(FailurePolicy::open().skip_header(X_RAVELIN_SKIPPED))
+        // Longer than the store's own timeout, so the store's error is what the layer sees.
+        .timeout(Duration::from_secs(1))
+        .circuit_breaker(
+            CircuitBreakerConfig::new()
+                .consecutive_failures(5)
+                .open_for(Duration::from_millis(500)),
+        );
     let handle = layer.handle();
     // The origin says whether the request reached it with the guard skipped.
     let mut service =
