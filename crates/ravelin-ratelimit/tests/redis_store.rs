@@ -169,14 +169,16 @@ async fn two_proxies_hold_the_rate_over_a_window() {
     let window = server_now(&mut conn) - first;
     let allowed = f64::from(allowed.load(Ordering::Relaxed));
     let ideal = 5.0 + 50.0 * window;
-    // The upper bound is GCRA's guarantee. The lower one holds because four clients ask
-    // continuously: a unit is rarely free for longer than one round trip.
+    // The upper bound is GCRA's guarantee across both proxies. The lower one only shows that
+    // limiting is not over-strict: four clients ask continuously, and a unit is lost only when no
+    // request arrives for a whole burst (100 ms), which a very busy machine can still cause, so
+    // it is kept loose.
     assert!(
         allowed <= ideal + 1.0,
         "allowed {allowed} over {window:.3} s, GCRA allows at most {ideal:.1}"
     );
     assert!(
-        allowed >= ideal - 50.0 * 0.1 - 1.0,
+        allowed >= ideal / 2.0,
         "allowed {allowed} over {window:.3} s, expected about {ideal:.1}"
     );
 }
