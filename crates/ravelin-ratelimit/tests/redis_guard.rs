@@ -106,7 +106,8 @@ async fn dead_redis_fails_open_behind_the_breaker_and_limiting_resumes() {
             took < STORE_TIMEOUT + Duration::from_secs(2),
             "request {i} took {took:?}"
         );
-        if took >= STORE_TIMEOUT / 2 {
+        // Only a request that waited for the store's timer takes this long.
+        if took >= STORE_TIMEOUT {
             slow += 1;
         }
     }

@@ -247,8 +247,9 @@ async fn idle_keys_expire() {
     assert!(one(&store, c).await.unwrap().allowed);
     let key = store.key_of(&c);
     let mut conn = server.connection();
+    // At most the 10 ms to refill plus rounding (or already gone: -2, on a slow machine).
     let pttl: i64 = redis::cmd("PTTL").arg(&key).query(&mut conn).unwrap();
-    assert!((1..=12).contains(&pttl), "pttl {pttl}");
+    assert!(pttl == -2 || (1..=12).contains(&pttl), "pttl {pttl}");
     let mut gone = false;
     for _ in 0..300 {
         let exists: bool = redis::cmd("EXISTS").arg(&key).query(&mut conn).unwrap();
