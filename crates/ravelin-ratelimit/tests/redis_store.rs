@@ -375,10 +375,22 @@ async fn stalled_redis_hits_the_timeout() {
             .query(&mut conn)
             .unwrap();
     });
-    // Give the sleep a moment to start: the next command must queue behind it.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let err = fails_promptly(&store, c).await;
-    assert!(matches!(err, StoreError::Timeout { .. }), "{err}");
+    // Calls answer until the sleep has started, then queue behind it and time out.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let started = Instant::now();
+        match one(&store, c).await {
+            Ok(_) => {
+                assert!(Instant::now() < deadline, "DEBUG SLEEP never started");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(err) => {
+                assert!(matches!(err, StoreError::Timeout { .. }), "{err}");
+                assert!(started.elapsed() < store.timeout() + SLACK);
+                break;
+            }
+        }
+    }
     sleeper.join().unwrap();
     until_ok(&store, c).await;
 
