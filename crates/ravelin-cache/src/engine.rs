@@ -222,6 +222,15 @@ impl Engine {
             });
         }
 
+        if headers.contains_key(header::UPGRADE) {
+            // A protocol switch (WebSocket) is a connection, not a representation.
+            return Plan::Pass(Pass {
+                status: CacheStatus::fwd(Fwd::Bypass).detail("upgrade"),
+                invalidate: None,
+                head_of: None,
+            });
+        }
+
         let key = primary_key(uri, headers, &self.s.cfg.key);
         let primary = self.hasher.primary(&key);
         let req = RequestDirectives::from_headers(
@@ -313,7 +322,9 @@ impl Engine {
             key: key.into(),
             primary,
             fill_key,
-            coalesce: self.s.cfg.coalesce && !req.no_store,
+            // A request that must see the origin (no-cache) or must not be stored (no-store)
+            // would only wait to be turned away; it goes alone.
+            coalesce: self.s.cfg.coalesce && !req.no_store && !req.no_cache,
             candidate,
             fwd,
             req,

@@ -41,29 +41,43 @@ fn connection_options(headers: &HeaderMap) -> Vec<HeaderName> {
         .collect()
 }
 
-/// Splits a list field on commas outside quoted strings, trimming optional whitespace.
+/// Splits a list field on commas outside quoted strings, trimming optional whitespace and
+/// skipping empty members. Allocation-free: it runs on every `Vary` lookup.
 pub(crate) fn split_list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut quoted = false;
-    let mut escaped = false;
-    let mut start = 0;
-    let mut parts = Vec::new();
-    for (i, &b) in value.iter().enumerate() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match b {
-            b'\\' if quoted => escaped = true,
-            b'"' => quoted = !quoted,
-            b',' if !quoted => {
-                parts.push(value.get(start..i).unwrap_or_default());
-                start = i + 1;
+    SplitList { rest: Some(value) }
+        .map(trim)
+        .filter(|p| !p.is_empty())
+}
+
+struct SplitList<'a> {
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> Iterator for SplitList<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = self.rest?;
+        let mut quoted = false;
+        let mut escaped = false;
+        for (i, &b) in rest.iter().enumerate() {
+            if escaped {
+                escaped = false;
+                continue;
             }
-            _ => {}
+            match b {
+                b'\\' if quoted => escaped = true,
+                b'"' => quoted = !quoted,
+                b',' if !quoted => {
+                    self.rest = rest.get(i + 1..);
+                    return rest.get(..i);
+                }
+                _ => {}
+            }
         }
+        self.rest = None;
+        Some(rest)
     }
-    parts.push(value.get(start..).unwrap_or_default());
-    parts.into_iter().map(trim).filter(|p| !p.is_empty())
 }
 
 fn trim(mut b: &[u8]) -> &[u8] {

@@ -63,70 +63,71 @@ impl KeyConfig {
     }
 }
 
-/// Builds the primary key of a request: `scheme://host/path?query`.
+/// Builds the primary key of a request: `scheme://host/path?query`, in one allocation (it runs
+/// on every request).
 pub(crate) fn primary_key(uri: &Uri, headers: &HeaderMap, cfg: &KeyConfig) -> String {
-    let scheme = uri
-        .scheme_str()
-        .unwrap_or(cfg.default_scheme.as_str())
-        .to_ascii_lowercase();
+    let scheme = uri.scheme_str().unwrap_or(cfg.default_scheme.as_str());
     let host = if cfg.include_host {
         uri.authority()
-            .map(|a| a.as_str().to_string())
-            .or_else(|| {
-                headers
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_string)
-            })
+            .map(|a| a.as_str())
+            .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
             .unwrap_or_default()
-            .to_ascii_lowercase()
     } else {
-        String::new()
+        ""
     };
     // Userinfo never identifies a resource; drop it, then the default port.
     let host = host.rsplit('@').next().unwrap_or_default();
-    let host = match scheme.as_str() {
-        "http" => host.strip_suffix(":80").unwrap_or(host),
-        "https" => host.strip_suffix(":443").unwrap_or(host),
-        _ => host,
+    let host = if scheme.eq_ignore_ascii_case("http") {
+        host.strip_suffix(":80").unwrap_or(host)
+    } else if scheme.eq_ignore_ascii_case("https") {
+        host.strip_suffix(":443").unwrap_or(host)
+    } else {
+        host
     };
     let path = match uri.path() {
         "" => "/",
         p => p,
     };
-    let mut key = String::with_capacity(scheme.len() + host.len() + path.len() + 8);
-    key.push_str(&scheme);
+    let query = uri.query().unwrap_or_default();
+    let mut key = String::with_capacity(scheme.len() + host.len() + path.len() + query.len() + 4);
+    key.extend(scheme.chars().map(|c| c.to_ascii_lowercase()));
     key.push_str("://");
-    key.push_str(host);
+    key.extend(host.chars().map(|c| c.to_ascii_lowercase()));
     key.push_str(path);
-    if let Some(query) = uri.query()
-        && let Some(q) = normalise_query(query, cfg)
-    {
-        key.push('?');
-        key.push_str(&q);
+    if uri.query().is_some() {
+        push_query(&mut key, query, cfg);
     }
     key
 }
 
-fn normalise_query(query: &str, cfg: &KeyConfig) -> Option<String> {
-    if cfg.query == QueryMode::Ignore {
-        return None;
+fn push_query(key: &mut String, query: &str, cfg: &KeyConfig) {
+    match cfg.query {
+        QueryMode::Ignore => {}
+        QueryMode::Keep if cfg.drop_query_params.is_empty() => {
+            key.push('?');
+            key.push_str(query);
+        }
+        mode => {
+            let mut params: Vec<&str> = query
+                .split('&')
+                .filter(|p| !p.is_empty())
+                .filter(|p| !cfg.drops(p.split('=').next().unwrap_or_default()))
+                .collect();
+            if mode == QueryMode::Sort {
+                if params.is_empty() {
+                    return;
+                }
+                params.sort_unstable();
+            }
+            key.push('?');
+            for (i, p) in params.iter().enumerate() {
+                if i > 0 {
+                    key.push('&');
+                }
+                key.push_str(p);
+            }
+        }
     }
-    if cfg.query == QueryMode::Keep && cfg.drop_query_params.is_empty() {
-        return Some(query.to_string());
-    }
-    let mut params: Vec<&str> = query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .filter(|p| !cfg.drops(p.split('=').next().unwrap_or_default()))
-        .collect();
-    if cfg.query == QueryMode::Sort {
-        params.sort_unstable();
-    }
-    if params.is_empty() && cfg.query == QueryMode::Sort {
-        return None;
-    }
-    Some(params.join("&"))
 }
 
 /// The normalised request values of a response's selecting header fields, in `Vary` order.
@@ -266,6 +267,26 @@ mod tests {
         assert_eq!(key("/a?b=2", Some("h"), &ignore), "http://h/a");
         let keep = KeyConfig::default();
         assert_eq!(key("/a?b=2&a=1", Some("h"), &keep), "http://h/a?b=2&a=1");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn sorted_keys_ignore_parameter_order(
+            mut params in proptest::collection::vec("[a-c]{1,2}=[0-9]{0,2}", 0..6),
+            seed in proptest::prelude::any::<u64>(),
+        ) {
+            let sort = KeyConfig { query: QueryMode::Sort, ..KeyConfig::default() };
+            let a = key(&format!("/p?{}", params.join("&")), Some("h"), &sort);
+            // A deterministic shuffle.
+            let n = params.len().max(1);
+            params.rotate_left((seed as usize) % n);
+            params.reverse();
+            let b = key(&format!("/p?{}", params.join("&")), Some("h"), &sort);
+            proptest::prop_assert_eq!(&a, &b);
+            let keep = KeyConfig::default();
+            let kept = key(&format!("/p?{}", params.join("&")), Some("h"), &keep);
+            proptest::prop_assert_eq!(kept, format!("http://h/p?{}", params.join("&")));
+        }
     }
 
     #[test]

@@ -33,3 +33,60 @@ pub use layer::{CacheLayer, CacheLayerBuilder};
 pub use service::Cache;
 pub use stats::CacheStats;
 pub use store::{MemoryStore, Storage, StorageUsage};
+
+/// Entry points for the fuzz targets in `fuzz/` (built only with `--cfg fuzzing`).
+#[cfg(fuzzing)]
+pub mod fuzz_logic {
+    use http::{HeaderMap, HeaderName, HeaderValue};
+
+    /// Runs every parser of untrusted header text over `data`: directives (both syntaxes),
+    /// `Pragma`, HTTP dates, `Age`, `Vary`, entity tags, `If-None-Match`, surrogate tags and
+    /// `Range`. None may panic; the directive parser must also be deterministic.
+    pub fn parse_all(data: &[u8]) {
+        let Ok(value) = HeaderValue::from_bytes(data) else {
+            return;
+        };
+        let a = crate::directives::CacheControl::parse([&value]);
+        let b = crate::directives::CacheControl::parse([&value]);
+        assert_eq!(a, b);
+        let _ = crate::directives::parse_targeted([&value]);
+        let _ = crate::directives::pragma_no_cache([&value]);
+        if let Ok(s) = value.to_str() {
+            let _ = crate::date::parse_http_date(s);
+        }
+        let mut headers = HeaderMap::new();
+        for name in [
+            "age",
+            "vary",
+            "etag",
+            "if-none-match",
+            "surrogate-key",
+            "range",
+            "if-range",
+            "last-modified",
+        ] {
+            headers.insert(HeaderName::from_static(name), value.clone());
+        }
+        let _ = crate::headers::age_value(&headers);
+        let _ = crate::headers::vary(&headers);
+        let tag = crate::headers::etag(&headers);
+        let _ = tag
+            .as_ref()
+            .and_then(crate::headers::EntityTag::to_header_value);
+        let _ = crate::headers::if_none_match_matches(&headers, tag.as_ref());
+        let _ = crate::headers::surrogate_tags(
+            &headers,
+            &[HeaderName::from_static("surrogate-key")],
+            64,
+            256,
+        );
+        let _ = crate::headers::selecting_value(&headers, &HeaderName::from_static("vary"));
+        let _ = crate::range::evaluate(
+            headers.get("range"),
+            headers.get("if-range"),
+            u64::from(data.first().copied().unwrap_or(0)) * 1000,
+            tag.as_ref(),
+            None,
+        );
+    }
+}

@@ -840,3 +840,36 @@ async fn metrics_are_exported_through_the_facade() {
     assert_eq!(counter("ravelin_cache_stores_total"), Some(1));
     assert_eq!(counter("ravelin_cache_purged_objects_total"), Some(1));
 }
+
+#[tokio::test]
+async fn upgrade_requests_bypass_the_cache() {
+    let h = Harness::new(Origin::fixed(Reply::status(
+        101,
+        &[("upgrade", "websocket")],
+        "",
+    )));
+    let got = h
+        .get_with(
+            "/ws",
+            &[("upgrade", "websocket"), ("connection", "upgrade")],
+        )
+        .await;
+    assert_eq!(got.cache_status(), "ravelin; fwd=bypass; detail=upgrade");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_head_that_hits_a_stale_while_revalidate_entry_refreshes_it_with_a_get() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=1, stale-while-revalidate=60")],
+        "body",
+    )));
+    h.get("/a").await;
+    h.advance(5);
+    let head = h.request("HEAD", "/a", &[]).await;
+    assert!(head.hit());
+    settle().await;
+    assert_eq!(h.origin.last().method, http::Method::GET);
+    let get = h.get("/a").await;
+    assert!(get.hit());
+    assert_eq!(get.text(), "body", "the refresh stored a full GET response");
+}
