@@ -91,6 +91,8 @@ pub(crate) struct Pass {
     pub(crate) invalidate: Option<Invalidate>,
     /// A stale stored GET a HEAD response may freshen (§4.3.5).
     pub(crate) head_of: Option<Arc<StoredResponse>>,
+    /// A POST, whose response may be stored for later GETs (RFC 9110 §9.3.3).
+    pub(crate) post: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -204,6 +206,7 @@ impl Engine {
                 status: CacheStatus::fwd(Fwd::Bypass).detail("disabled"),
                 invalidate: None,
                 head_of: None,
+                post: false,
             });
         }
         let head = *method == Method::HEAD;
@@ -219,6 +222,7 @@ impl Engine {
                 status: CacheStatus::fwd(Fwd::Method),
                 invalidate,
                 head_of: None,
+                post: *method == Method::POST,
             });
         }
 
@@ -228,6 +232,7 @@ impl Engine {
                 status: CacheStatus::fwd(Fwd::Bypass).detail("upgrade"),
                 invalidate: None,
                 head_of: None,
+                post: false,
             });
         }
 
@@ -305,6 +310,7 @@ impl Engine {
                 status: CacheStatus::fwd(fwd),
                 invalidate: None,
                 head_of: if head { candidate } else { None },
+                post: false,
             });
         }
 
@@ -995,6 +1001,56 @@ impl Engine {
         parts.path_and_query = Some(path_and_query.parse().ok()?);
         let uri = Uri::from_parts(parts).ok()?;
         Some(primary_key(&uri, &host_headers, &self.s.cfg.key))
+    }
+
+    /// RFC 9110 §9.3.3: a response to a POST with explicit freshness and a `Content-Location`
+    /// equal to the target URI may answer later GETs. Returns its stored form.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn decide_post(
+        &self,
+        inv: &Invalidate,
+        request: &HeaderMap,
+        status: StatusCode,
+        headers: &HeaderMap,
+        size: Option<u64>,
+        request_time: SystemTime,
+        response_time: SystemTime,
+    ) -> Option<(StoredResponse, CacheStatus)> {
+        let location = headers.get(header::CONTENT_LOCATION)?.to_str().ok()?;
+        if self.same_origin_key(inv, location)? != inv.key || !status.is_success() {
+            return None;
+        }
+        let eff = self.effective(headers);
+        let explicit = eff.cc.max_age.is_some()
+            || eff.cc.s_maxage.is_some()
+            || (!eff.targeted && headers.contains_key(header::EXPIRES));
+        if !explicit || size.is_some_and(|n| n > self.s.cfg.max_object_bytes) {
+            return None;
+        }
+        let primary = self.hasher.primary(&inv.key);
+        let fwd = Forward {
+            key: inv.key.clone().into(),
+            primary,
+            fill_key: primary,
+            candidate: None,
+            fwd: Fwd::Method,
+            req: RequestDirectives::from_headers(
+                request,
+                self.s.cfg.request_directives,
+                self.s.cfg.pragma_no_cache,
+            ),
+            coalesce: false,
+            authorization: request.contains_key(&HDR_AUTHORIZATION),
+            client_conditionals: HeaderMap::new(),
+            sie_timeout: None,
+        };
+        let proto = self
+            .prepare(&fwd, status, headers, request, request_time, response_time)
+            .ok()?;
+        let mut cs = CacheStatus::fwd(Fwd::Method);
+        cs.stored = true;
+        cs.ttl = Some(proto.policy.ttl(response_time));
+        Some((proto, cs))
     }
 
     /// §4.3.5: a 200 to a HEAD freshens the stored GET it describes, or shows it is outdated.

@@ -108,6 +108,7 @@ where
                 status: CacheStatus::fwd(Fwd::Bypass).detail("internal-error"),
                 invalidate: None,
                 head_of: None,
+                post: false,
             })
         });
         match plan {
@@ -395,69 +396,107 @@ where
             not_modified,
         } => {
             status.collapsed = collapsed;
-            let proto = *proto;
-            if size == Some(0) || parts.status == http::StatusCode::NO_CONTENT {
-                // No body frames will come (or none may be sent): store at once.
-                let stored = guarded(&engine, "storing a response", || {
-                    engine.commit(proto, Bytes::new())
-                });
-                if let Some(l) = leader {
-                    if stored.is_some() {
-                        l.complete();
-                    } else {
-                        l.fail();
-                    }
-                }
-                if let Some(nm) = not_modified {
-                    return Ok(nm.map(CacheBody::full));
-                }
-                engine.finish_forwarded(&mut parts.headers, &status);
-                return Ok(Response::from_parts(parts, CacheBody::pass(body)));
-            }
-            let mut proto = proto;
-            if let Some(n) = size {
-                // Followers and later hits need the length the origin may have left to framing.
-                proto
-                    .headers
-                    .insert(header::CONTENT_LENGTH, http::HeaderValue::from(n));
-            }
-            let streaming = streamable && leader.is_some();
-            if streaming && let Some(l) = &leader {
-                l.stream(Arc::new(proto.clone()));
-            }
-            let commit_engine = engine.clone();
-            let commit: Box<dyn FnOnce(Bytes) + Send> = Box::new(move |bytes| {
-                let _ = guarded(&commit_engine, "storing a response", || {
-                    commit_engine.commit(proto, bytes)
-                });
-            });
-            let recorder = Recorder::new(
-                engine.s.cfg.max_object_bytes,
-                size,
-                leader,
-                streaming,
-                commit,
-            );
-            let limit = engine.s.cfg.background_timeout;
-            if let Some(nm) = not_modified {
-                // The client's validator matches: it gets a 304 now, the store gets the body.
-                if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                    handle.spawn(drain(Box::pin(body), recorder, limit));
-                }
-                return Ok(nm.map(CacheBody::full));
-            }
-            let resume: Resume<ResBody> = Box::new(move |rest, recorder| {
-                if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                    handle.spawn(drain(rest, recorder, limit));
-                }
-            });
-            engine.finish_forwarded(&mut parts.headers, &status);
-            Ok(Response::from_parts(
-                parts,
-                CacheBody::record(body, recorder, Some(resume)),
+            Ok(record(
+                &engine,
+                Recording {
+                    parts,
+                    body,
+                    proto: *proto,
+                    status,
+                    size,
+                    leader,
+                    streamable,
+                    not_modified,
+                },
             ))
         }
     }
+}
+
+/// A storable response on its way to the client.
+struct Recording<B> {
+    parts: http::response::Parts,
+    body: B,
+    proto: crate::entry::StoredResponse,
+    status: CacheStatus,
+    size: Option<u64>,
+    leader: Option<Leader>,
+    streamable: bool,
+    not_modified: Option<crate::engine::Served>,
+}
+
+/// Sends a storable response on while its body is recorded into the store (the tee), publishing
+/// it to coalesced followers when it can be streamed.
+fn record<B>(engine: &Arc<Engine>, r: Recording<B>) -> Response<CacheBody<B>>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+{
+    let Recording {
+        mut parts,
+        body,
+        mut proto,
+        status,
+        size,
+        leader,
+        streamable,
+        not_modified,
+    } = r;
+    if size == Some(0) || parts.status == http::StatusCode::NO_CONTENT {
+        // No body frames will come (or none may be sent): store at once.
+        let stored = guarded(engine, "storing a response", || {
+            engine.commit(proto, Bytes::new())
+        });
+        if let Some(l) = leader {
+            if stored.is_some() {
+                l.complete();
+            } else {
+                l.fail();
+            }
+        }
+        if let Some(nm) = not_modified {
+            return nm.map(CacheBody::full);
+        }
+        engine.finish_forwarded(&mut parts.headers, &status);
+        return Response::from_parts(parts, CacheBody::pass(body));
+    }
+    if let Some(n) = size {
+        // Followers and later hits need the length the origin may have left to framing.
+        proto
+            .headers
+            .insert(header::CONTENT_LENGTH, http::HeaderValue::from(n));
+    }
+    let streaming = streamable && leader.is_some();
+    if streaming && let Some(l) = &leader {
+        l.stream(Arc::new(proto.clone()));
+    }
+    let commit_engine = engine.clone();
+    let commit: Box<dyn FnOnce(Bytes) + Send> = Box::new(move |bytes| {
+        let _ = guarded(&commit_engine, "storing a response", || {
+            commit_engine.commit(proto, bytes)
+        });
+    });
+    let recorder = Recorder::new(
+        engine.s.cfg.max_object_bytes,
+        size,
+        leader,
+        streaming,
+        commit,
+    );
+    let limit = engine.s.cfg.background_timeout;
+    if let Some(nm) = not_modified {
+        // The client's validator matches: it gets a 304 now, the store gets the body.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(drain(Box::pin(body), recorder, limit));
+        }
+        return nm.map(CacheBody::full);
+    }
+    let resume: Resume<B> = Box::new(move |rest, recorder| {
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(drain(rest, recorder, limit));
+        }
+    });
+    engine.finish_forwarded(&mut parts.headers, &status);
+    Response::from_parts(parts, CacheBody::record(body, recorder, Some(resume)))
 }
 
 /// A request the cache does not store: forward it, then invalidate (§4.4) or freshen a stored
@@ -470,17 +509,21 @@ async fn pass_through<S, ReqBody, ResBody>(
 ) -> Result<Response<CacheBody<ResBody>>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: Body<Data = Bytes>,
+    ResBody: Body<Data = Bytes> + Send + 'static,
 {
+    let request_headers = pass.post.then(|| req.headers().clone());
     let request_time: SystemTime = engine.now();
     let resp = match call_inner(&mut svc, req, None).await {
         Upstream::Response(r) => r,
         Upstream::Error(e) => return Err(e),
-        Upstream::TimedOut => return Ok(engine.origin_timeout(Fwd::Bypass).map(CacheBody::full)),
+        Upstream::TimedOut => {
+            return Ok(engine.origin_timeout(Fwd::Bypass).map(CacheBody::full));
+        }
     };
     let response_time = engine.now();
     let (mut parts, body) = resp.into_parts();
-    let _ = guarded(&engine, "passing a response", || {
+    let size = exact_size(&parts.headers, &body);
+    let post = guarded(&engine, "passing a response", || {
         let ok = parts.status.is_success() || parts.status.is_redirection();
         if let Some(inv) = &pass.invalidate
             && ok
@@ -492,8 +535,36 @@ where
         {
             engine.freshen_from_head(c, &parts.headers, request_time, response_time);
         }
-        engine.finish_forwarded(&mut parts.headers, &pass.status);
-    });
+        match (&pass.invalidate, &request_headers) {
+            (Some(inv), Some(request)) => engine.decide_post(
+                inv,
+                request,
+                parts.status,
+                &parts.headers,
+                size,
+                request_time,
+                response_time,
+            ),
+            _ => None,
+        }
+    })
+    .flatten();
+    if let Some((proto, status)) = post {
+        return Ok(record(
+            &engine,
+            Recording {
+                parts,
+                body,
+                proto,
+                status,
+                size,
+                leader: None,
+                streamable: false,
+                not_modified: None,
+            },
+        ));
+    }
+    engine.finish_forwarded(&mut parts.headers, &pass.status);
     Ok(Response::from_parts(parts, CacheBody::pass(body)))
 }
 

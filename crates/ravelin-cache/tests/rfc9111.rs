@@ -1211,3 +1211,53 @@ async fn range_misses_go_forward_untouched_and_are_not_stored() {
     assert_eq!(h.origin.last().headers["range"], "bytes=-5");
     assert!(!h.get_with("/a", &[("range", "bytes=-5")]).await.hit());
 }
+
+// === RFC 9110 §9.3.3 POST responses for later GETs ===
+
+#[tokio::test]
+async fn rfc9110_9_3_3_a_post_response_with_its_own_content_location_answers_gets() {
+    let h = Harness::new(Origin::new(|seen| {
+        if seen.method == http::Method::POST {
+            Reply::ok(
+                &[
+                    ("cache-control", "max-age=600"),
+                    ("content-location", "http://example.com/a"),
+                ],
+                "posted",
+            )
+        } else {
+            Reply::ok(&[("cache-control", "max-age=600")], "fetched")
+        }
+    }));
+    let post = h.request("POST", "/a", &[]).await;
+    assert!(
+        post.cache_status().contains("fwd=method; ttl=600; stored"),
+        "{}",
+        post.cache_status()
+    );
+    let get = h.get("/a").await;
+    assert!(get.hit());
+    assert_eq!(get.text(), "posted");
+}
+
+#[tokio::test]
+async fn rfc9110_9_3_3_other_post_responses_are_not_stored() {
+    for headers in [
+        vec![("cache-control", "max-age=600")],
+        vec![("content-location", "http://example.com/a")],
+        vec![
+            ("cache-control", "max-age=600"),
+            ("content-location", "http://example.com/b"),
+        ],
+    ] {
+        let h = Harness::new(Origin::new(move |seen| {
+            if seen.method == http::Method::POST {
+                Reply::ok(&headers, "posted")
+            } else {
+                Reply::ok(&[], "fetched")
+            }
+        }));
+        h.request("POST", "/a", &[]).await;
+        assert!(!h.get("/a").await.hit());
+    }
+}
