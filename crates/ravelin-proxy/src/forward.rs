@@ -58,6 +58,48 @@ struct UpstreamInner {
     connect_timeout: Duration,
     response_timeout: Duration,
     client: Client<HttpConnector, ClientBody>,
+    metrics: UpstreamMetrics,
+}
+
+/// Metric handles registered once per upstream: the request path then only bumps atomics,
+/// instead of building label sets and looking them up per request.
+struct UpstreamMetrics {
+    duration: metrics::Histogram,
+    /// By status class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    responses: [metrics::Counter; 5],
+    /// By failure: connect, protocol, timeout.
+    errors: [metrics::Counter; 3],
+}
+
+impl UpstreamMetrics {
+    fn new(name: &Arc<str>) -> Self {
+        let response = |class: &'static str| metrics::counter!("ravelin_proxy_upstream_responses_total", "upstream" => Arc::clone(name), "class" => class);
+        let error = |kind: &'static str| metrics::counter!("ravelin_proxy_upstream_errors_total", "upstream" => Arc::clone(name), "kind" => kind);
+        Self {
+            duration: metrics::histogram!("ravelin_proxy_upstream_duration_seconds", "upstream" => Arc::clone(name)),
+            responses: [
+                response("1xx"),
+                response("2xx"),
+                response("3xx"),
+                response("4xx"),
+                response("5xx"),
+            ],
+            errors: [error("connect"), error("protocol"), error("timeout")],
+        }
+    }
+
+    fn response(&self, status: StatusCode) -> Option<&metrics::Counter> {
+        let class = usize::from(status.as_u16() / 100).saturating_sub(1).min(4);
+        self.responses.get(class)
+    }
+
+    fn error(&self, failure: Failure) -> Option<&metrics::Counter> {
+        self.errors.get(match failure {
+            Failure::Connect => 0,
+            Failure::Protocol => 1,
+            Failure::Timeout => 2,
+        })
+    }
 }
 
 impl fmt::Debug for Upstream {
@@ -256,9 +298,11 @@ impl UpstreamBuilder {
             .pool_max_idle_per_host(self.max_idle_per_host)
             .http2_only(self.http2)
             .build(connector);
+        let name: Arc<str> = self.name.into();
         Ok(Upstream {
             inner: Arc::new(UpstreamInner {
-                name: self.name.into(),
+                metrics: UpstreamMetrics::new(&name),
+                name,
                 scheme,
                 authority,
                 base_path,
@@ -506,8 +550,10 @@ impl<R: Resolve> ForwardInner<R> {
                 headers::append_via(&mut parts.headers, parts.version, &self.via);
                 // The response is re-framed by our own connection to the client.
                 parts.version = received_version;
-                metrics::histogram!("ravelin_proxy_upstream_duration_seconds", "upstream" => Arc::clone(&upstream.name)).record(elapsed);
-                metrics::counter!("ravelin_proxy_upstream_responses_total", "upstream" => Arc::clone(&upstream.name), "class" => status_class(parts.status)).increment(1);
+                upstream.metrics.duration.record(elapsed);
+                if let Some(counter) = upstream.metrics.response(parts.status) {
+                    counter.increment(1);
+                }
                 return Response::from_parts(parts, ForwardBody::upstream(body));
             }
             Ok(Err(error)) => {
@@ -524,7 +570,9 @@ impl<R: Resolve> ForwardInner<R> {
                 Failure::Timeout
             }
         };
-        metrics::counter!("ravelin_proxy_upstream_errors_total", "upstream" => Arc::clone(&upstream.name), "kind" => failure.as_str()).increment(1);
+        if let Some(counter) = upstream.metrics.error(failure) {
+            counter.increment(1);
+        }
         local_response(failure.status(), failure.body())
     }
 
@@ -554,16 +602,6 @@ impl<R: Resolve> ForwardInner<R> {
                 "upstream request failed"
             );
         }
-    }
-}
-
-fn status_class(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
     }
 }
 

@@ -227,12 +227,15 @@ where
 /// and counts answers by class.
 pub(crate) struct EdgeHandler<B> {
     current: Arc<arc_swap::ArcSwap<EdgeService<B>>>,
+    /// `ravelin_edge_responses_total` by class, registered once (no per-request label lookup).
+    responses: Arc<[metrics::Counter; 5]>,
 }
 
 impl<B> Clone for EdgeHandler<B> {
     fn clone(&self) -> Self {
         Self {
             current: Arc::clone(&self.current),
+            responses: Arc::clone(&self.responses),
         }
     }
 }
@@ -240,7 +243,18 @@ impl<B> Clone for EdgeHandler<B> {
 impl<B> EdgeHandler<B> {
     /// Serves whatever stack `current` holds.
     pub(crate) fn new(current: Arc<arc_swap::ArcSwap<EdgeService<B>>>) -> Self {
-        Self { current }
+        let class =
+            |c: &'static str| metrics::counter!("ravelin_edge_responses_total", "class" => c);
+        Self {
+            current,
+            responses: Arc::new([
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ]),
+        }
     }
 }
 
@@ -257,16 +271,15 @@ impl<B: Send + 'static> Service<Request<B>> for EdgeHandler<B> {
         // A request holds the stack it started with; a reload swaps the pointer for the next
         // request, so no request ever sees half of two configurations.
         let service = EdgeService::clone(&self.current.load());
+        let responses = Arc::clone(&self.responses);
         Box::pin(async move {
             let response = service.oneshot(request).await?;
-            let class = match response.status().as_u16() {
-                100..=199 => "1xx",
-                200..=299 => "2xx",
-                300..=399 => "3xx",
-                400..=499 => "4xx",
-                _ => "5xx",
-            };
-            metrics::counter!("ravelin_edge_responses_total", "class" => class).increment(1);
+            let class = usize::from(response.status().as_u16() / 100)
+                .saturating_sub(1)
+                .min(4);
+            if let Some(counter) = responses.get(class) {
+                counter.increment(1);
+            }
             Ok(response)
         })
     }
