@@ -353,12 +353,13 @@ impl Engine {
                 (Some(r), primary, Fwd::UriMiss)
             }
             Some(Object::Vary(v)) if *v.key == *key => {
-                let variant = Variant::of(&v.names, headers);
-                let vkey = self.hasher.variant(key, &variant);
+                let vkey = self.hasher.variant_of(key, &v.names, headers);
                 match self.store.get(vkey) {
                     Some(Object::Response(r))
                         if *r.key == *key
-                            && r.variant.as_ref().is_some_and(|rv| *rv == variant) =>
+                            && r.variant
+                                .as_ref()
+                                .is_some_and(|rv| rv.names == v.names && rv.matches(headers)) =>
                     {
                         (Some(r), vkey, Fwd::VaryMiss)
                     }

@@ -11,7 +11,7 @@ use http::header::{self, HeaderName};
 use http::{HeaderMap, Uri};
 use serde::{Deserialize, Serialize};
 
-use crate::headers::selecting_value;
+use crate::headers::{selecting_value, split_list};
 
 /// How the query string takes part in the cache key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -131,7 +131,10 @@ fn push_query(key: &mut String, query: &str, cfg: &KeyConfig) {
 }
 
 /// The normalised request values of a response's selecting header fields, in `Vary` order.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+///
+/// Hashing and matching walk the list members of the request's field lines directly, without
+/// building normalised strings: they run on every lookup of a URL that varies.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Variant {
     pub(crate) names: Box<[HeaderName]>,
     pub(crate) values: Box<[Option<Box<[u8]>>]>,
@@ -153,7 +156,52 @@ impl Variant {
         self.names
             .iter()
             .zip(self.values.iter())
-            .all(|(n, v)| selecting_value(request, n).as_deref() == v.as_deref())
+            .all(
+                |(name, stored)| match (stored, request.contains_key(name)) {
+                    (None, present) => !present,
+                    (Some(_), false) => false,
+                    (Some(stored), true) => {
+                        let mut have = split_list(stored);
+                        let mut want = request
+                            .get_all(name)
+                            .iter()
+                            .flat_map(|v| split_list(v.as_bytes()));
+                        loop {
+                            match (have.next(), want.next()) {
+                                (None, None) => return true,
+                                (Some(a), Some(b)) if a == b => {}
+                                _ => return false,
+                            }
+                        }
+                    }
+                },
+            )
+    }
+
+    fn hash_into(&self, h: &mut impl Hasher) {
+        for (name, value) in self.names.iter().zip(self.values.iter()) {
+            hash_field(h, name, value.as_deref().map(split_list));
+        }
+    }
+}
+
+/// One selecting field into the hash: the name, whether present, and each list member. Stored
+/// variants and incoming requests feed the same sequence of writes.
+fn hash_field<'a>(
+    h: &mut impl Hasher,
+    name: &HeaderName,
+    members: Option<impl Iterator<Item = &'a [u8]>>,
+) {
+    h.write(name.as_str().as_bytes());
+    match members {
+        None => h.write_u8(0),
+        Some(members) => {
+            h.write_u8(1);
+            for m in members {
+                h.write(m);
+                h.write_u8(b',');
+            }
+        }
     }
 }
 
@@ -181,7 +229,25 @@ impl KeyHasher {
         let mut h = self.state.build_hasher();
         1u8.hash(&mut h);
         key.hash(&mut h);
-        variant.hash(&mut h);
+        variant.hash_into(&mut h);
+        h.finish()
+    }
+
+    /// The same hash as [`variant`](Self::variant) for the variant `request` would select,
+    /// computed without building it.
+    pub(crate) fn variant_of(&self, key: &str, names: &[HeaderName], request: &HeaderMap) -> u64 {
+        let mut h = self.state.build_hasher();
+        1u8.hash(&mut h);
+        key.hash(&mut h);
+        for name in names {
+            let members = request.contains_key(name).then(|| {
+                request
+                    .get_all(name)
+                    .iter()
+                    .flat_map(|v| split_list(v.as_bytes()))
+            });
+            hash_field(&mut h, name, members);
+        }
         h.finish()
     }
 
@@ -304,6 +370,22 @@ mod tests {
         assert_eq!(
             hasher.variant("k", &v),
             hasher.variant("k", &Variant::of(&names, &b))
+        );
+        assert_eq!(hasher.variant("k", &v), hasher.variant_of("k", &names, &a));
+        assert_eq!(hasher.variant("k", &v), hasher.variant_of("k", &names, &b));
+        assert_ne!(
+            hasher.variant("k", &v),
+            hasher.variant_of("k", &names, &HeaderMap::new())
+        );
+        let mut empty = HeaderMap::new();
+        empty.insert("foo", HeaderValue::from_static(""));
+        assert!(!v.matches(&empty));
+        let absent = Variant::of(&names, &HeaderMap::new());
+        assert!(absent.matches(&HeaderMap::new()));
+        assert!(!absent.matches(&empty));
+        assert_ne!(
+            hasher.variant("k", &absent),
+            hasher.variant_of("k", &names, &empty)
         );
     }
 }
