@@ -355,6 +355,37 @@ mod tests {
         }
     }
 
+    fn request_with(lines: &[(usize, String)]) -> HeaderMap {
+        let names = ["accept-encoding", "accept-language"];
+        let mut h = HeaderMap::new();
+        for (i, v) in lines {
+            h.append(names[i % 2], HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    proptest::proptest! {
+        /// The streamed hash and match agree with the built variant (the reference), and two
+        /// requests select the same variant exactly when their normalised values are equal.
+        #[test]
+        fn streamed_variant_hash_matches_the_built_one(
+            a in proptest::collection::vec((0usize..2, "[a-z ,]{0,10}"), 0..4),
+            b in proptest::collection::vec((0usize..2, "[a-z ,]{0,10}"), 0..4),
+        ) {
+            let names = [HeaderName::from_static("accept-encoding"), HeaderName::from_static("accept-language")];
+            let (ra, rb) = (request_with(&a), request_with(&b));
+            let hasher = KeyHasher::new();
+            let va = Variant::of(&names, &ra);
+            let vb = Variant::of(&names, &rb);
+            proptest::prop_assert_eq!(hasher.variant("k", &va), hasher.variant_of("k", &names, &ra));
+            proptest::prop_assert!(va.matches(&ra));
+            proptest::prop_assert_eq!(va.matches(&rb), va == vb);
+            if va == vb {
+                proptest::prop_assert_eq!(hasher.variant("k", &va), hasher.variant_of("k", &names, &rb));
+            }
+        }
+    }
+
     #[test]
     fn variants_compare_normalised_values() {
         let names = [HeaderName::from_static("foo")];
