@@ -520,3 +520,59 @@ async fn shutdown_deadline_closes_stuck_requests() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn routes_pick_upstreams_and_unmatched_is_404() {
+    use ravelin_proxy::{Route, Routes, SharedRoutes, Target};
+    let web = demo::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let api = demo::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let routes = SharedRoutes::new(Routes::new([
+        Route::new("web", "/", upstream(&web.url()).into()).host("www.test"),
+        Route::new(
+            "api",
+            "/api",
+            Target {
+                upstream: Upstream::builder("api", api.url()).build().unwrap(),
+                response_timeout: Some(Duration::from_millis(200)),
+            },
+        )
+        .host("www.test"),
+    ]));
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), ServerConfig::default())
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.serve(Forward::new(routes.clone()), async {
+        let _ = stopped.await;
+    }));
+    let get = |host: &str, path: &str| {
+        Request::get(format!("http://{addr}{path}"))
+            .header("host", host)
+            .body(empty())
+            .unwrap()
+    };
+    let client = client();
+    assert_eq!(send(&client, get("www.test", "/")).await.0, StatusCode::OK);
+    assert_eq!(web.origin().requests(), 1);
+    assert_eq!(
+        send(&client, get("www.test", "/api/time")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(api.origin().requests(), 1);
+    let (status, _, body) = send(&client, get("other.test", "/")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(String::from_utf8_lossy(&body).contains("no route"));
+    // A reload swaps the table for the next request.
+    routes.store(Routes::new([Route::new(
+        "all",
+        "/",
+        upstream(&api.url()).into(),
+    )]));
+    assert_eq!(
+        send(&client, get("other.test", "/api/time")).await.0,
+        StatusCode::OK
+    );
+    let _ = stop.send(());
+    task.await.unwrap();
+}
