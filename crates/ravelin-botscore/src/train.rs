@@ -383,6 +383,8 @@ pub struct Trained {
     pub training_examples: usize,
     /// The L2 penalty used.
     pub l2: f64,
+    /// `(l2, validation log loss)` for each candidate, when the penalty was selected.
+    pub l2_validation: Vec<(f64, f64)>,
 }
 
 /// Trains a model on the training split of `data` and evaluates it on the held-out split.
@@ -398,8 +400,8 @@ pub fn train(
         .prepared()
         .map_err(TrainError::Template)?;
     let dims = config.template.len();
-    let l2 = match config.l2 {
-        Some(l2) => l2,
+    let (l2, l2_validation) = match config.l2 {
+        Some(l2) => (l2, Vec::new()),
         None => select_l2(data, config, &template, progress)?,
     };
     let train_set = examples(data, config, false);
@@ -432,6 +434,7 @@ pub fn train(
         report,
         training_examples: rows.len(),
         l2,
+        l2_validation,
     })
 }
 
@@ -446,7 +449,7 @@ fn select_l2(
     config: &TrainConfig,
     template: &Model,
     progress: &mut dyn FnMut(Progress),
-) -> Result<f64, TrainError> {
+) -> Result<(f64, Vec<(f64, f64)>), TrainError> {
     let mut inner = Dataset {
         samples: data.train().cloned().collect(),
     };
@@ -457,15 +460,17 @@ fn select_l2(
     let fit_rows = design(template, &examples(&inner, config, false), progress)?;
     let val_rows = design(template, &examples(&inner, config, true), progress)?;
     let dims = config.template.len();
+    let mut losses = Vec::with_capacity(L2_GRID.len());
     let mut best = (f64::INFINITY, L2_GRID[0]);
     for l2 in L2_GRID {
         let theta = fit(&fit_rows, dims, l2, config, progress);
         let loss = data_loss(&val_rows, &theta);
+        losses.push((l2, loss));
         if loss < best.0 {
             best = (loss, l2);
         }
     }
-    Ok(best.1)
+    Ok((best.1, losses))
 }
 
 /// One design row: indices of the fired features, label (1 human), weight.

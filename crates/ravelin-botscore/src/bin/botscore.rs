@@ -538,6 +538,9 @@ fn train_cmd(
         trained.training_examples,
         trained.l2
     );
+    for (l2, loss) in &trained.l2_validation {
+        println!("  l2 {l2}: validation log loss {loss:.5}");
+    }
     print!("{}", trained.report);
     if let Some(path) = report_json {
         let text = serde_json::to_string_pretty(&trained.report).unwrap_or_default();
