@@ -1,7 +1,5 @@
 //! `Cache-Status` (RFC 9211): one list member per cache, appended after any upstream members.
 
-use std::fmt::Write as _;
-
 use http::{HeaderMap, HeaderValue};
 
 use crate::headers::CACHE_STATUS;
@@ -69,20 +67,24 @@ impl CacheStatus {
         self
     }
 
-    /// Renders `name; hit; ttl=…` (parameters in RFC 9211 order).
+    /// Renders `name; hit; ttl=…` (parameters in RFC 9211 order). Built with plain pushes and
+    /// handed to the header without a copy: it runs on every response.
     pub(crate) fn render(&self, name: &str) -> Option<HeaderValue> {
-        let mut s = String::with_capacity(48);
+        let mut s = String::with_capacity(name.len() + 48);
         s.push_str(name);
         if self.hit {
             s.push_str("; hit");
         } else if let Some(fwd) = self.fwd {
-            let _ = write!(s, "; fwd={}", fwd.as_str());
+            s.push_str("; fwd=");
+            s.push_str(fwd.as_str());
             if let Some(code) = self.fwd_status {
-                let _ = write!(s, "; fwd-status={code}");
+                s.push_str("; fwd-status=");
+                push_int(&mut s, i64::from(code));
             }
         }
         if let Some(ttl) = self.ttl {
-            let _ = write!(s, "; ttl={ttl}");
+            s.push_str("; ttl=");
+            push_int(&mut s, ttl);
         }
         if self.stored && !self.hit {
             s.push_str("; stored");
@@ -93,9 +95,10 @@ impl CacheStatus {
             None => {}
         }
         if let Some(detail) = self.detail {
-            let _ = write!(s, "; detail={detail}");
+            s.push_str("; detail=");
+            s.push_str(detail);
         }
-        HeaderValue::from_str(&s).ok()
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(s)).ok()
     }
 
     /// Appends this member to the response's `Cache-Status`, after any upstream members.
@@ -103,6 +106,29 @@ impl CacheStatus {
         if let Some(v) = self.render(name) {
             headers.append(CACHE_STATUS.clone(), v);
         }
+    }
+}
+
+/// Appends the decimal form of `n` without the formatting machinery.
+fn push_int(s: &mut String, n: i64) {
+    if n < 0 {
+        s.push('-');
+    }
+    let mut digits = [0u8; 20];
+    let mut v = n.unsigned_abs();
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        if let Some(d) = digits.get_mut(i) {
+            *d = b'0' + (v % 10) as u8;
+        }
+        v /= 10;
+        if v == 0 || i == 0 {
+            break;
+        }
+    }
+    for d in digits.get(i..).unwrap_or_default() {
+        s.push(char::from(*d));
     }
 }
 
@@ -130,6 +156,15 @@ mod tests {
             "edge; fwd=stale; fwd-status=304; collapsed; detail=revalidated"
         );
         assert_eq!(CacheStatus::hit(-5).render("c").unwrap(), "c; hit; ttl=-5");
+    }
+
+    #[test]
+    fn integers_render_like_display() {
+        for n in [0i64, 7, -7, 10, 376, -1_000_000, i64::MAX, i64::MIN] {
+            let mut s = String::new();
+            push_int(&mut s, n);
+            assert_eq!(s, n.to_string());
+        }
     }
 
     #[test]
