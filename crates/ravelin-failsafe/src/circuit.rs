@@ -431,6 +431,7 @@ impl Breaker {
         CircuitState::from_tag(self.load().tag())
     }
 
+    #[inline]
     fn load(&self) -> Word {
         Word(self.state.load(Ordering::Acquire))
     }
@@ -707,6 +708,9 @@ struct Window {
     bits: Box<[AtomicU64]>,
     size: NonZeroU64,
     calls: AtomicU64,
+    /// The index (plus one) of the most recent failure; 0 when there has been none since the
+    /// last clear.
+    last_failure: AtomicU64,
 }
 
 impl Window {
@@ -717,6 +721,7 @@ impl Window {
             bits: (0..words).map(|_| AtomicU64::new(0)).collect(),
             size,
             calls: AtomicU64::new(0),
+            last_failure: AtomicU64::new(0),
         }
     }
 
@@ -731,8 +736,19 @@ impl Window {
 
     #[inline]
     fn record_success(&self) {
+        // A full window without a failure in it stays the same whatever success is added, so
+        // the common case writes nothing: two loads, no read-modify-write on a shared line.
+        // (The position is not advanced meanwhile; with every slot a success, it does not
+        // matter where the next outcome goes.) A success racing a failure may go unrecorded,
+        // which only lets that failure age out one call later.
+        let calls = self.calls.load(Ordering::Relaxed);
+        if calls >= self.size.get() {
+            let last = self.last_failure.load(Ordering::Relaxed);
+            if last == 0 || calls.saturating_sub(last) >= self.size.get() {
+                return;
+            }
+        }
         let (_, word, bit) = self.slot();
-        // In a healthy window the slot is already clear: a load, no write.
         if let Some(word) = word
             && word.load(Ordering::Relaxed) & bit != 0
         {
@@ -746,6 +762,8 @@ impl Window {
         if let Some(word) = word {
             word.fetch_or(bit, Ordering::Relaxed);
         }
+        self.last_failure
+            .fetch_max(index.saturating_add(1), Ordering::Relaxed);
         let calls = index.saturating_add(1).min(self.size.get());
         let failures = self
             .bits
@@ -757,6 +775,7 @@ impl Window {
 
     fn clear(&self) {
         self.calls.store(0, Ordering::Relaxed);
+        self.last_failure.store(0, Ordering::Relaxed);
         for word in self.bits.iter() {
             word.store(0, Ordering::Relaxed);
         }

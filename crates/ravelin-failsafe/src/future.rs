@@ -16,10 +16,9 @@ use tower_service::Service;
 
 use crate::body::GuardBody;
 use crate::circuit::Permit;
-use crate::guard::{Guard, Verdict};
-use crate::metrics::Outcome;
+use crate::guard::{Annotations, Guard, GuardError, Verdict};
 use crate::panic::contain;
-use crate::shared::{Applied, Failure, Shared};
+use crate::shared::{Decision, Failure, Shared};
 
 /// The response future of [`GuardService`](crate::GuardService): awaits the guard (with its
 /// timeout, panics contained), then the inner service or the answer the guard or the policy
@@ -49,39 +48,40 @@ enum State<GF, S, F, B> {
     Checking {
         #[pin]
         guard: GF,
-        #[pin]
         timer: Timer,
         pending: Option<(Request<B>, S)>,
         tracker: Tracker,
     },
-    /// Awaiting the inner service; `response_headers` come from an `Allow` verdict.
+    /// Awaiting the inner service; `annotations` hold response headers from an `Allow`.
     Calling {
         #[pin]
         future: F,
-        response_headers: HeaderMap,
+        annotations: Option<Box<Annotations>>,
     },
     /// Answered without the inner service.
     Respond { response: Option<Response<Bytes>> },
 }
 
-/// The guard's timer, created only when the guard is not ready at its first poll.
-#[pin_project(project = TimerProj)]
+/// The guard's timer, created only when the guard is not ready at its first poll. Boxed: one
+/// allocation for a guard that waits anyway (on a store, say), and a response future that
+/// stays small for the synchronous guards that never need it.
 enum Timer {
     Idle,
-    Armed(#[pin] Sleep),
+    Armed(Pin<Box<Sleep>>),
     Unavailable,
 }
 
-/// The breaker permit and start time of one guard call. Dropped without an outcome (the
-/// request was cancelled while the guard ran), it gives a half-open probe slot back.
+/// The breaker permit and (when this evaluation is timed) start time of one guard call.
+/// Dropped without an outcome (the request was cancelled while the guard ran), it gives a
+/// half-open probe slot back.
 pub(crate) struct Tracker {
     shared: Arc<Shared>,
     permit: Option<Permit>,
-    start: Instant,
+    start: Option<Instant>,
 }
 
 impl Tracker {
-    pub(crate) fn new(shared: Arc<Shared>, permit: Permit, start: Instant) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, permit: Permit, start: Option<Instant>) -> Self {
         Self {
             shared,
             permit: Some(permit),
@@ -128,11 +128,11 @@ where
         }
     }
 
-    pub(crate) fn calling(future: S::Future, response_headers: HeaderMap) -> Self {
+    pub(crate) fn calling(future: S::Future, annotations: Option<Box<Annotations>>) -> Self {
         Self {
             state: State::Calling {
                 future,
-                response_headers,
+                annotations,
             },
         }
     }
@@ -153,91 +153,19 @@ where
 {
     type Output = Result<Response<GuardBody<ResB>>, S::Error>;
 
+    // Small and inlined: the states every request ends in. Awaiting the guard is out of line.
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;
         loop {
-            let next = match state.as_mut().project() {
-                StateProj::Checking {
-                    guard,
-                    mut timer,
-                    pending,
-                    tracker,
-                } => {
-                    // Why `AssertUnwindSafe` is sound: after a panic the guard future is never
-                    // polled again (the state moves on and drops it), so its possibly broken
-                    // insides are never observed. `cx` is only lent for the poll. Guard state
-                    // shared across requests must be panic-tolerant; that is the `Guard`
-                    // trait's contract (see `GuardService::call`).
-                    let polled = contain(AssertUnwindSafe(|| guard.poll(cx)));
-                    let result = match polled {
-                        Ok(Poll::Ready(Ok(verdict))) => Ok(verdict),
-                        Ok(Poll::Ready(Err(error))) => Err(Failure::Error(error)),
-                        Err(panic) => Err(Failure::Panicked(panic)),
-                        Ok(Poll::Pending) => {
-                            if let TimerProj::Idle = timer.as_mut().project() {
-                                let remaining = tracker
-                                    .shared
-                                    .timeout
-                                    .saturating_sub(tracker.start.elapsed());
-                                match start_timer(remaining) {
-                                    Some(sleep) => timer.set(Timer::Armed(sleep)),
-                                    None => {
-                                        tracker.shared.report_no_timer();
-                                        timer.set(Timer::Unavailable);
-                                    }
-                                }
-                            }
-                            match timer.project() {
-                                TimerProj::Armed(sleep) => {
-                                    ready!(sleep.poll(cx));
-                                    Err(Failure::TimedOut)
-                                }
-                                TimerProj::Idle | TimerProj::Unavailable => return Poll::Pending,
-                            }
-                        }
-                    };
-                    // Always `Some` here: it is only taken on the way out of this state.
-                    let Some((mut request, mut inner)) = pending.take() else {
-                        return Poll::Pending;
-                    };
-                    tracker.finish(result.is_ok());
-                    let shared = &*tracker.shared;
-                    // A failed guard reaches this point as `Failure`, which carries no verdict
-                    // and no annotations: only an `Allow` from a guard that answered can
-                    // annotate the request.
-                    match result {
-                        Ok(Verdict::Allow(allow)) => {
-                            shared.metrics.count(Outcome::Allowed);
-                            let response_headers = allow.apply_to_request(&mut request);
-                            State::Calling {
-                                future: inner.call(request),
-                                response_headers,
-                            }
-                        }
-                        Ok(Verdict::Respond(response)) => {
-                            shared.metrics.count(Outcome::Responded);
-                            State::Respond {
-                                response: Some(response),
-                            }
-                        }
-                        Err(failure) => match shared.fail(request, failure) {
-                            Applied::Forward(request) => State::Calling {
-                                future: inner.call(request),
-                                response_headers: HeaderMap::new(),
-                            },
-                            Applied::Respond(response) => State::Respond {
-                                response: Some(response),
-                            },
-                        },
-                    }
-                }
+            match state.as_mut().project() {
                 StateProj::Calling {
                     future,
-                    response_headers,
+                    annotations,
                 } => {
                     let mut response = ready!(future.poll(cx))?.map(GuardBody::new);
-                    if !response_headers.is_empty() {
-                        append_all(response.headers_mut(), std::mem::take(response_headers));
+                    if let Some(annotations) = annotations.take() {
+                        append_all(response.headers_mut(), annotations.response_headers);
                     }
                     return Poll::Ready(Ok(response));
                 }
@@ -247,19 +175,101 @@ where
                         None => Poll::Pending,
                     };
                 }
-            };
-            state.set(next);
+                StateProj::Checking { .. } => {
+                    let next = ready!(poll_checking(state.as_mut(), cx));
+                    state.set(next);
+                }
+            }
         }
     }
 }
 
+/// Awaits the guard (with its timeout, panics contained) and returns the state that follows.
+fn poll_checking<GF, S, B>(
+    state: Pin<&mut State<GF, S, S::Future, B>>,
+    cx: &mut Context<'_>,
+) -> Poll<State<GF, S, S::Future, B>>
+where
+    GF: Future<Output = Result<Verdict, GuardError>>,
+    S: Service<Request<B>>,
+{
+    let StateProj::Checking {
+        guard,
+        timer,
+        pending,
+        tracker,
+    } = state.project()
+    else {
+        // Only called in `Checking`.
+        return Poll::Pending;
+    };
+
+    // Why `AssertUnwindSafe` is sound: after a panic the guard future is never
+    // polled again (the state moves on and drops it), so its possibly broken
+    // insides are never observed. `cx` is only lent for the poll. Guard state
+    // shared across requests must be panic-tolerant; that is the `Guard`
+    // trait's contract (see `GuardService::call`). The verdict goes to a slot
+    // instead of through `catch_unwind`'s return value, which would move it
+    // more often.
+    let mut output = None;
+    let contained = contain(AssertUnwindSafe(|| {
+        if let Poll::Ready(result) = guard.poll(cx) {
+            output = Some(result);
+        }
+    }));
+    let result = match (contained, output) {
+        (Err(panic), _) => Err(Failure::Panicked(panic)),
+        (Ok(()), Some(result)) => result.map_err(Failure::Error),
+        (Ok(()), None) => {
+            if let Timer::Idle = timer {
+                // Counted from the call when this evaluation is timed, else
+                // from now, its first wait: the synchronous part of a guard is
+                // not interruptible anyway.
+                let timeout = tracker.shared.timeout;
+                let remaining = match tracker.start {
+                    Some(start) => timeout.saturating_sub(start.elapsed()),
+                    None => timeout,
+                };
+                *timer = match start_timer(remaining) {
+                    Some(sleep) => Timer::Armed(sleep),
+                    None => {
+                        tracker.shared.report_no_timer();
+                        Timer::Unavailable
+                    }
+                };
+            }
+            match timer {
+                Timer::Armed(sleep) => {
+                    ready!(sleep.as_mut().poll(cx));
+                    Err(Failure::TimedOut)
+                }
+                Timer::Idle | Timer::Unavailable => return Poll::Pending,
+            }
+        }
+    };
+    // Always `Some` here: it is only taken on the way out of this state.
+    let Some((mut request, mut inner)) = pending.take() else {
+        return Poll::Pending;
+    };
+    tracker.finish(result.is_ok());
+    Poll::Ready(match tracker.shared.decide(&mut request, result) {
+        Decision::Forward(annotations) => State::Calling {
+            future: inner.call(request),
+            annotations,
+        },
+        Decision::Respond(response) => State::Respond {
+            response: Some(response),
+        },
+    })
+}
+
 /// Starts the guard's timer, or `None` when there is no Tokio timer to start.
 #[cold]
-fn start_timer(after: Duration) -> Option<Sleep> {
+fn start_timer(after: Duration) -> Option<Pin<Box<Sleep>>> {
     tokio::runtime::Handle::try_current().ok()?;
     // A runtime built without `enable_time()` panics here; contain it and run untimed rather
     // than take the request down.
-    contain(AssertUnwindSafe(|| tokio::time::sleep(after))).ok()
+    contain(AssertUnwindSafe(|| Box::pin(tokio::time::sleep(after)))).ok()
 }
 
 /// Appends every value of `from` to `to` (`HeaderMap::extend` would replace).

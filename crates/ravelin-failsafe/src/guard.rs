@@ -84,11 +84,18 @@ impl Verdict {
 }
 
 /// Annotations of an allowed request: headers for the forwarded request, headers for the response,
-/// and request extensions. Empty annotations allocate nothing.
+/// and request extensions. Empty annotations allocate nothing, and a plain `Allow` is one pointer
+/// wide, so the allow path moves no large values around.
 #[derive(Debug, Default)]
 pub struct Allow {
+    annotations: Option<Box<Annotations>>,
+}
+
+/// The annotations proper, boxed on first use.
+#[derive(Debug, Default)]
+pub(crate) struct Annotations {
     request_headers: HeaderMap,
-    response_headers: HeaderMap,
+    pub(crate) response_headers: HeaderMap,
     extensions: Extensions,
 }
 
@@ -98,48 +105,79 @@ impl Allow {
         Self::default()
     }
 
+    fn annotations(&mut self) -> &mut Annotations {
+        self.annotations.get_or_insert_with(Box::default)
+    }
+
     /// Adds a header to the request forwarded to the inner service (replacing one of that name).
     pub fn request_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.request_headers.insert(name, value);
+        self.annotations().request_headers.insert(name, value);
         self
     }
 
     /// Adds a header to the response returned to the client (appended to the inner service's).
     pub fn response_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.response_headers.append(name, value);
+        self.annotations().response_headers.append(name, value);
         self
     }
 
     /// Sets a request extension, e.g. a score that later layers read.
     pub fn extension<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
-        self.extensions.insert(value);
+        self.annotations().extensions.insert(value);
         self
     }
 
     /// Headers for the forwarded request.
     pub fn request_headers_mut(&mut self) -> &mut HeaderMap {
-        &mut self.request_headers
+        &mut self.annotations().request_headers
     }
 
     /// Headers for the response.
     pub fn response_headers_mut(&mut self) -> &mut HeaderMap {
-        &mut self.response_headers
+        &mut self.annotations().response_headers
     }
 
     /// Extensions for the forwarded request.
     pub fn extensions_mut(&mut self) -> &mut Extensions {
-        &mut self.extensions
+        &mut self.annotations().extensions
+    }
+
+    /// Whether there are no annotations at all.
+    pub fn is_empty(&self) -> bool {
+        self.annotations.as_ref().is_none_or(|a| {
+            a.request_headers.is_empty() && a.response_headers.is_empty() && a.extensions.is_empty()
+        })
     }
 
     /// Splits into (request headers, response headers, extensions).
     pub fn into_parts(self) -> (HeaderMap, HeaderMap, Extensions) {
-        (self.request_headers, self.response_headers, self.extensions)
+        match self.annotations {
+            Some(a) => (a.request_headers, a.response_headers, a.extensions),
+            None => Default::default(),
+        }
     }
 
     /// Applies the request-side annotations to `request` and returns the response headers to add
     /// later.
     pub fn apply_to_request<B>(self, request: &mut Request<B>) -> HeaderMap {
-        let (request_headers, response_headers, extensions) = self.into_parts();
+        self.apply(request)
+            .map(|a| a.response_headers)
+            .unwrap_or_default()
+    }
+
+    /// Applies the request side; returns the box that still holds the response headers, if
+    /// there are any (so the response future keeps one pointer, not a header map).
+    #[inline]
+    pub(crate) fn apply<B>(self, request: &mut Request<B>) -> Option<Box<Annotations>> {
+        self.annotations.and_then(|a| a.apply(request))
+    }
+}
+
+impl Annotations {
+    /// See [`Allow::apply`].
+    fn apply<B>(mut self: Box<Self>, request: &mut Request<B>) -> Option<Box<Self>> {
+        let annotations = &mut self;
+        let request_headers = std::mem::take(&mut annotations.request_headers);
         if !request_headers.is_empty() {
             let headers = request.headers_mut();
             for (name, value) in request_headers {
@@ -148,8 +186,9 @@ impl Allow {
                 }
             }
         }
+        let extensions = std::mem::take(&mut annotations.extensions);
         request.extensions_mut().extend(extensions);
-        response_headers
+        (!self.response_headers.is_empty()).then_some(self)
     }
 }
 

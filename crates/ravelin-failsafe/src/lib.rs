@@ -25,7 +25,9 @@ pub use guard::{
     Verdict, guard_fn,
 };
 pub use handle::GuardHandle;
-pub use layer::{DEFAULT_LOG_LINES_PER_SECOND, DEFAULT_TIMEOUT, GuardLayer};
+pub use layer::{
+    DEFAULT_DURATION_SAMPLING, DEFAULT_LOG_LINES_PER_SECOND, DEFAULT_TIMEOUT, GuardLayer,
+};
 pub use log::{LogLimiter, LogPermit};
 pub use metrics::{CIRCUIT_STATE, DECISIONS_TOTAL, DURATION_SECONDS, Outcome};
 pub use panic::install_panic_hook;

@@ -1,23 +1,24 @@
 //! [`GuardService`]: the service a [`GuardLayer`](crate::GuardLayer) makes.
 
+use std::any::Any;
 use std::fmt;
+use std::future::Ready;
 use std::mem;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
-use http::{HeaderMap, Request, Response};
+use http::{Request, Response};
 use tower_service::Service;
 
 use crate::body::GuardBody;
 use crate::circuit::Rejected;
 use crate::future::{ResponseFuture, Tracker};
-use crate::guard::{Guard, RequestHead, SkipReason};
+use crate::guard::{Guard, GuardError, GuardErrorKind, RequestHead, SkipReason, Verdict};
 use crate::handle::GuardHandle;
 use crate::metrics::Outcome;
 use crate::panic::contain;
-use crate::shared::{Applied, Failure, Shared};
+use crate::shared::{Decision, Failure, Shared};
 
 /// Applies a [`Guard`] to each request before the inner service; see
 /// [`GuardLayer`](crate::GuardLayer).
@@ -74,21 +75,22 @@ impl<S, G> GuardService<S, G> {
 }
 
 impl<S, G> GuardService<S, G> {
-    /// Applies the failure policy in `call`, where the ready inner service is at hand.
-    fn apply<ReqB>(
+    /// Carries out a decision taken in `call`, where the ready inner service is at hand.
+    #[inline]
+    fn settle<ReqB>(
         &mut self,
-        request: Request<ReqB>,
-        failure: Failure,
+        mut request: Request<ReqB>,
+        result: Result<Verdict, Failure>,
     ) -> ResponseFuture<S, G, ReqB>
     where
         S: Service<Request<ReqB>>,
         G: Guard,
     {
-        match self.shared.fail(request, failure) {
-            Applied::Forward(request) => {
-                ResponseFuture::calling(self.inner.call(request), HeaderMap::new())
+        match self.shared.decide(&mut request, result) {
+            Decision::Forward(annotations) => {
+                ResponseFuture::calling(self.inner.call(request), annotations)
             }
-            Applied::Respond(response) => ResponseFuture::respond(response),
+            Decision::Respond(response) => ResponseFuture::respond(response),
         }
     }
 }
@@ -108,44 +110,77 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
-        let shared = &*self.shared;
-        if shared.is_killed() {
-            shared.metrics.count(Outcome::Killed);
-            shared.mark_skipped(&mut request, SkipReason::Killed);
-            return ResponseFuture::calling(self.inner.call(request), HeaderMap::new());
+        if self.shared.is_killed() {
+            self.shared.metrics.count(Outcome::Killed);
+            self.shared.mark_skipped(&mut request, SkipReason::Killed);
+            return ResponseFuture::calling(self.inner.call(request), None);
         }
-        let permit = match shared.breaker.acquire() {
-            Ok(permit) => permit,
-            Err(Rejected) => return self.apply(request, Failure::CircuitOpen),
+        // Every answer reached here flows to the one `settle` below (one call site, so it is
+        // inlined and the request is not copied once more on the way).
+        let result = 'decided: {
+            let permit = match self.shared.breaker.acquire() {
+                Ok(permit) => permit,
+                Err(Rejected) => break 'decided Err(Failure::CircuitOpen),
+            };
+            let start = self.shared.start_timing();
+
+            // The future is written to a slot rather than returned through `catch_unwind`,
+            // which would move it (and, for a ready verdict, all of it) a few more times.
+            let mut checked: Option<G::Future> = None;
+            let head = RequestHead::from_request(&request);
+            let guard = &*self.guard;
+            // Why `AssertUnwindSafe` is sound: unwind safety is about code observing state
+            // that a panic left half-updated. Here the panicking code is the guard's `check`,
+            // which sees the request only through `&` (the request is not mutated, and is
+            // used afterwards only to be forwarded or dropped), and the guard itself through
+            // `&`. What a panic may have left half-updated is the guard's own shared state,
+            // behind interior mutability; the `Guard` trait requires that state to be
+            // panic-tolerant (poisoning locks handled, atomics, no invariant spread across a
+            // panic point), and that is the guard author's contract, as it is for any `Sync`
+            // type used across threads. The slot is `None` or a complete future: a panic
+            // inside `check` never writes it.
+            let contained = contain(AssertUnwindSafe(|| checked = Some(guard.check(&head))));
+            if let Err(panic) = contained {
+                self.shared.breaker.record(permit, false);
+                self.shared.observe_duration(start);
+                break 'decided Err(Failure::Panicked(panic));
+            }
+
+            // A synchronous guard (`type Future = std::future::Ready<..>`, as `guard_fn`) has
+            // its verdict already: decide here, call the inner service now, and skip the clone
+            // of the inner service and the state the response future would otherwise carry.
+            // The type test is resolved at compile time.
+            if let Some(ready) = (&mut checked as &mut dyn Any)
+                .downcast_mut::<Option<Ready<Result<Verdict, GuardError>>>>()
+                && let Some(ready) = ready.take()
+            {
+                let result = ready.into_inner();
+                self.shared.breaker.record(permit, result.is_ok());
+                self.shared.observe_duration(start);
+                break 'decided result.map_err(Failure::Error);
+            }
+
+            let Some(future) = checked else {
+                // `contain` returned normally, so the closure ran to its end and filled it.
+                self.shared.breaker.record(permit, false);
+                break 'decided Err(Failure::Error(GuardError::new(
+                    GuardErrorKind::Internal,
+                    "guard produced no future",
+                )));
+            };
+            // The inner service that `poll_ready` made ready goes with the request, to be
+            // called once the guard allows it; a clone stays for the next `poll_ready`
+            // (tower's clone-and-swap).
+            let clone = self.inner.clone();
+            let inner = mem::replace(&mut self.inner, clone);
+            return ResponseFuture::checking(
+                future,
+                request,
+                inner,
+                Tracker::new(self.shared.clone(), permit, start),
+            );
         };
-        let start = Instant::now();
-        let head = RequestHead::from_request(&request);
-        // Why `AssertUnwindSafe` is sound: unwind safety is about code observing state that a
-        // panic left half-updated. Here the panicking code is the guard's `check`, which sees
-        // the request only through `&` (the request is not mutated, and is used afterwards
-        // only to be forwarded or dropped), and the guard itself through `&`. What a panic
-        // may have left half-updated is the guard's own shared state, behind interior
-        // mutability; the `Guard` trait requires that state to be panic-tolerant (poisoning
-        // locks handled, atomics, no invariant spread across a panic point), and that is the
-        // guard author's contract, as it is for any `Sync` type used across threads.
-        let checked = contain(AssertUnwindSafe(|| self.guard.check(&head)));
-        match checked {
-            Ok(future) => {
-                let clone = self.inner.clone();
-                let inner = mem::replace(&mut self.inner, clone);
-                ResponseFuture::checking(
-                    future,
-                    request,
-                    inner,
-                    Tracker::new(self.shared.clone(), permit, start),
-                )
-            }
-            Err(panic) => {
-                shared.breaker.record(permit, false);
-                shared.observe_duration(start);
-                self.apply(request, Failure::Panicked(panic))
-            }
-        }
+        self.settle(request, result)
     }
 }
 

@@ -2,7 +2,9 @@
 //! and its handle: configuration, circuit breaker, log limiter and metric handles.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +16,7 @@ use ravelin_config::KillSwitch;
 use crate::circuit::{Breaker, CircuitBreakerConfig, CircuitState, Transition};
 use crate::clock::Clock;
 use crate::error::ConfigError;
-use crate::guard::{GuardError, SkipReason, Skipped};
+use crate::guard::{Annotations, GuardError, SkipReason, Skipped, Verdict};
 use crate::log::LogLimiter;
 use crate::metrics::{Metrics, Outcome};
 use crate::panic::PanicReport;
@@ -30,6 +32,7 @@ pub(crate) struct Config {
     pub(crate) breaker: CircuitBreakerConfig,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) log_lines_per_second: u32,
+    pub(crate) duration_sampling: u32,
 }
 
 impl fmt::Debug for Config {
@@ -42,6 +45,7 @@ impl fmt::Debug for Config {
             .field("breaker", &self.breaker)
             .field("clock", &self.clock)
             .field("log_lines_per_second", &self.log_lines_per_second)
+            .field("duration_sampling", &self.duration_sampling)
             .finish()
     }
 }
@@ -76,11 +80,11 @@ impl Failure {
     }
 }
 
-/// What the failure policy made of a failed request.
-pub(crate) enum Applied<B> {
-    /// Fail open: forward this (now marked) request.
-    Forward(Request<B>),
-    /// Fail closed: answer with this.
+/// What happens to a request once its guard answered or failed.
+pub(crate) enum Decision {
+    /// Forward the request; add these response headers (from an `Allow`) to the response.
+    Forward(Option<Box<Annotations>>),
+    /// Answer with this, without the inner service.
     Respond(Response<Bytes>),
 }
 
@@ -93,6 +97,7 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<Metrics>,
     skip_value: Option<HeaderValue>,
     log: LogLimiter,
+    duration_threshold: u64,
 }
 
 // === impl Shared ===
@@ -166,6 +171,7 @@ impl Shared {
             kill_switch: config.kill_switch,
             metrics,
             skip_value,
+            duration_threshold: sample_threshold(config.duration_sampling),
         }
     }
 
@@ -194,19 +200,41 @@ impl Shared {
         }
     }
 
+    /// Turns a guard's answer, or its failure, into what happens to the request. The one
+    /// place that counts the outcome: a verdict's annotations are applied only here, and only
+    /// for `Ok(Verdict::Allow)`; a `Failure` carries none.
+    #[inline]
+    pub(crate) fn decide<B>(
+        &self,
+        request: &mut Request<B>,
+        result: Result<Verdict, Failure>,
+    ) -> Decision {
+        match result {
+            Ok(Verdict::Allow(allow)) => {
+                self.metrics.count(Outcome::Allowed);
+                Decision::Forward(allow.apply(request))
+            }
+            Ok(Verdict::Respond(response)) => {
+                self.metrics.count(Outcome::Responded);
+                Decision::Respond(response)
+            }
+            Err(failure) => self.fail(request, failure),
+        }
+    }
+
     /// Counts, reports (rate-limited) and applies the failure policy.
     #[cold]
-    pub(crate) fn fail<B>(&self, mut request: Request<B>, failure: Failure) -> Applied<B> {
+    fn fail<B>(&self, request: &mut Request<B>, failure: Failure) -> Decision {
         let mode = self.policy.mode();
         let outcome = failure.outcome(mode);
         self.metrics.count(outcome);
         self.report(&failure, outcome);
         match mode {
             FailureMode::Open => {
-                self.mark_skipped(&mut request, failure.skip_reason());
-                Applied::Forward(request)
+                self.mark_skipped(request, failure.skip_reason());
+                Decision::Forward(None)
             }
-            FailureMode::Closed => Applied::Respond(self.policy.failure_response()),
+            FailureMode::Closed => Decision::Respond(self.policy.failure_response()),
         }
     }
 
@@ -270,10 +298,18 @@ impl Shared {
         }
     }
 
-    /// Records a finished guard evaluation: breaker outcome and duration.
+    /// The start of this evaluation if it is one of the timed ones.
     #[inline]
-    pub(crate) fn observe_duration(&self, start: Instant) {
-        self.metrics.duration.record(start.elapsed().as_secs_f64());
+    pub(crate) fn start_timing(&self) -> Option<Instant> {
+        sample(self.duration_threshold).then(Instant::now)
+    }
+
+    /// Records the duration of a timed evaluation.
+    #[inline]
+    pub(crate) fn observe_duration(&self, start: Option<Instant>) {
+        if let Some(start) = start {
+            self.metrics.duration.record(start.elapsed().as_secs_f64());
+        }
     }
 }
 
@@ -286,6 +322,48 @@ impl fmt::Debug for Shared {
             .field("kill_switch", &self.kill_switch)
             .field("breaker", &self.breaker)
             .finish_non_exhaustive()
+    }
+}
+
+thread_local! {
+    /// Per-thread xorshift state for duration sampling; 0 until first use.
+    static SAMPLER: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The sampling threshold for timing one evaluation in `one_in`: a random `u64` at or below
+/// it is picked. Computed once, so the request path compares instead of dividing.
+fn sample_threshold(one_in: u32) -> u64 {
+    match one_in {
+        0 => 0,
+        n => u64::MAX / u64::from(n),
+    }
+}
+
+/// Whether to time this evaluation: true with probability `threshold / u64::MAX` (always for
+/// `u64::MAX`, never for 0).
+///
+/// Random rather than every n-th, so that guards evaluated in a fixed pattern (two guards per
+/// request on one thread) are each sampled fairly. A per-thread generator keeps it free of
+/// shared writes.
+#[inline]
+fn sample(threshold: u64) -> bool {
+    match threshold {
+        0 => false,
+        u64::MAX => true,
+        threshold => SAMPLER
+            .try_with(|state| {
+                let mut x = state.get();
+                if x == 0 {
+                    x = RandomState::new().hash_one(0_u64) | 1;
+                }
+                // xorshift64: never 0 from a non-zero state.
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                state.set(x);
+                x <= threshold
+            })
+            .unwrap_or(false),
     }
 }
 
@@ -307,5 +385,32 @@ impl fmt::Display for ErrorChain<'_> {
             depth += 1;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{sample, sample_threshold};
+
+    #[test]
+    fn sampling_rate_is_about_one_in_n() {
+        assert!((0..1000).all(|_| sample(sample_threshold(1))));
+        assert!((0..1000).all(|_| !sample(sample_threshold(0))));
+        let sixteenth = sample_threshold(16);
+        let hits = (0..160_000).filter(|_| sample(sixteenth)).count();
+        // Expected 10,000; a xorshift generator stays well within ±20 %.
+        assert!((8_000..12_000).contains(&hits), "{hits}");
+    }
+
+    #[test]
+    fn two_interleaved_guards_are_sampled_alike() {
+        let (mut a, mut b) = (0, 0);
+        let sixteenth = sample_threshold(16);
+        for _ in 0..80_000 {
+            a += usize::from(sample(sixteenth));
+            b += usize::from(sample(sixteenth));
+        }
+        assert!((4_000..6_000).contains(&a), "{a}");
+        assert!((4_000..6_000).contains(&b), "{b}");
     }
 }

@@ -31,7 +31,12 @@ type Svc = BoxCloneService<
     std::convert::Infallible,
 >;
 
+/// Times every evaluation, so each guard that ran has exactly one duration sample.
 fn boxed<G: ravelin_failsafe::Guard>(layer: GuardLayer<G>) -> Svc {
+    as_is(layer.duration_sampling(1))
+}
+
+fn as_is<G: ravelin_failsafe::Guard>(layer: GuardLayer<G>) -> Svc {
     BoxCloneService::new(layer.layer(Origin::default()))
 }
 
@@ -47,7 +52,9 @@ async fn each_outcome_is_counted_once_under_its_label() {
     switch.engage("test");
 
     let services: Vec<(Outcome, Svc)> = metrics::with_local_recorder(&recorder, || {
-        let forced = GuardLayer::new(guard_fn(|_| Ok(Verdict::allow()))).name("circuit_open");
+        let forced = GuardLayer::new(guard_fn(|_| Ok(Verdict::allow())))
+            .name("circuit_open")
+            .duration_sampling(1);
         forced.handle().force_open();
         vec![
             (
@@ -100,7 +107,8 @@ async fn each_outcome_is_counted_once_under_its_label() {
                     .timeout(Duration::from_millis(10)),
                 ),
             ),
-            (Outcome::CircuitOpen, boxed(forced)),
+            // A builder method would start a new state: box the forced layer as it is.
+            (Outcome::CircuitOpen, as_is(forced)),
             (
                 Outcome::Killed,
                 boxed(
