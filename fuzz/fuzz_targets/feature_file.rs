@@ -38,7 +38,9 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let ua = String::from_utf8_lossy(ua);
-    let scored = store.current().score(&RequestView::user_agent_only(Some(&ua)));
+    let scored = store
+        .current()
+        .score(&RequestView::user_agent_only(Some(&ua)));
     let Ok(scored) = scored else {
         panic!("an installed model must score");
     };
