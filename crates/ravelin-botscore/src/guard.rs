@@ -88,6 +88,12 @@ pub enum BuildError {
     /// The verified-bot list is invalid.
     #[error("verified bots: {0}")]
     VerifiedBots(ravelin_config::Violations),
+    /// A configured header name is invalid.
+    #[error("bot-score headers: {0}")]
+    Header(String),
+    /// No model to score with.
+    #[error("bot-score model: {0}")]
+    Model(String),
 }
 
 /// The bot-score guard. Implements [`Guard`]: wrap it in

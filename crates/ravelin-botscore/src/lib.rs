@@ -2,6 +2,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod actions;
+mod config;
 mod features;
 mod guard;
 mod layer;
@@ -22,6 +23,7 @@ pub mod synth;
 pub mod train;
 
 pub use actions::{Action, MAX_BODY_BYTES, MAX_ROUTES, Mode, ResponseTemplate, Route};
+pub use config::BotScoreConfig;
 pub use features::{FeatureKind, MAX_PARAM_LEN};
 pub use guard::{
     BotDecision, BotGuard, BotGuardBuilder, BuildError, DEFAULT_REASONS_HEADER,
