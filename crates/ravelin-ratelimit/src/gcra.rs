@@ -223,6 +223,7 @@ impl Quota {
     ///
     /// A cost of zero never changes the TAT: it is a read ("peek"). A clock that steps backwards
     /// only makes decisions stricter (`tat − now` grows), never grants extra units.
+    #[inline]
     pub fn decide(&self, stored_tat: u64, now: u64, cost: u32) -> Evaluation {
         let t = self.emission_nanos;
         let tau = self.tolerance_nanos();

@@ -209,21 +209,10 @@ impl Table {
 
     #[inline]
     fn find<'t>(place: &Place<'t>) -> Option<&'t Slot> {
-        // Read the right bucket's first tag before scanning the left one, so that the two cache
-        // misses overlap instead of queueing. A stale value is harmless: a match is re-validated
-        // by `update`, and a key inserted meanwhile is found again under the insert lock.
-        let (right_first, right_rest) = place.right.slots.split_first()?;
-        let first_tag = right_first.tag.load(Ordering::Acquire);
-        if let Some(slot) = Self::find_in(&place.left.slots, place.tag) {
-            return Some(slot);
-        }
-        if first_tag == place.tag {
-            return Some(right_first);
-        }
-        if first_tag == EMPTY {
-            return None;
-        }
-        Self::find_in(right_rest, place.tag)
+        // Reading the right bucket's first line early, to overlap the two misses, measured no
+        // better on the 1M-key benchmark (it spends a miss on every key found on the left).
+        Self::find_in(&place.left.slots, place.tag)
+            .or_else(|| Self::find_in(&place.right.slots, place.tag))
     }
 
     /// The key's stored TAT (`0` when absent), without writing.
