@@ -354,14 +354,23 @@ impl Storage for MemoryStore {
     fn purge_group(&self, group: u64) -> usize {
         let keys = self.index.take_group(group);
         let mut removed = Vec::with_capacity(keys.len());
-        for key in keys {
-            if let Some((key, object)) = self.cache.remove_if(&key, |o| o.groups().contains(&group))
-            {
-                removed.push((key, object));
+        // In chunks, so that a purge of many objects never holds the index lock (which stores
+        // and evictions take) for long.
+        for chunk in keys.chunks(256) {
+            let start = removed.len();
+            for key in chunk {
+                if let Some(hit) = self.cache.remove_if(key, |o| o.groups().contains(&group)) {
+                    removed.push(hit);
+                }
             }
+            self.index.remove_many(
+                removed
+                    .get(start..)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|(key, object)| (*key, object.id())),
+            );
         }
-        self.index
-            .remove_many(removed.iter().map(|(key, object)| (*key, object.id())));
         // The objects are freed here, after every lock is released.
         removed.len()
     }
