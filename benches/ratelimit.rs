@@ -309,9 +309,74 @@ criterion_group!(
     keyed_1m_2t
 );
 
+/// Set to `<case>:<iterations>` to run one bare loop and exit, for `perf stat` (cycles and
+/// instructions count only this process, so other work on the machine disturbs them less than
+/// wall time). Run once with 0 iterations to measure the setup and subtract it.
+const LOOP_ENV: &str = "RAVELIN_RATELIMIT_BENCH_LOOP";
+
+fn bare_loop(spec: &str) {
+    let Some((case, n)) = spec.split_once(':') else {
+        return;
+    };
+    let n: u64 = n.parse().expect("iteration count");
+    let hot = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+    let mut next = Indexes(0x9e37_79b9_7f4a_7c15);
+    match case {
+        "direct-ravelin" => {
+            let l = DirectLimiter::new(ravelin_quota());
+            for _ in 0..n {
+                black_box(l.check_now(1).allowed);
+            }
+        }
+        "direct-governor" => {
+            let l = governor::RateLimiter::direct(governor_quota());
+            for _ in 0..n {
+                black_box(l.check().is_ok());
+            }
+        }
+        "hot-ravelin" => {
+            let l: Limiter<IpAddr> = Limiter::new(ravelin_quota(), 100_000);
+            for _ in 0..n {
+                black_box(l.check_now(black_box(&hot), 1).allowed);
+            }
+        }
+        "hot-governor" => {
+            let l = governor::RateLimiter::keyed(governor_quota());
+            for _ in 0..n {
+                black_box(l.check_key(black_box(&hot)).is_ok());
+            }
+        }
+        "1m-ravelin" => {
+            let keys = keys();
+            let l: Limiter<IpAddr> = Limiter::new(ravelin_quota(), KEYS + KEYS / 4);
+            for key in &keys {
+                l.check_now(key, 1);
+            }
+            for _ in 0..n {
+                black_box(l.check_now(&keys[next.next()], 1).allowed);
+            }
+        }
+        "1m-governor" => {
+            let keys = keys();
+            let l = governor::RateLimiter::keyed(governor_quota());
+            for key in &keys {
+                let _ = l.check_key(key);
+            }
+            for _ in 0..n {
+                black_box(l.check_key(&keys[next.next()]).is_ok());
+            }
+        }
+        _ => eprintln!("unknown case {case}"),
+    }
+}
+
 fn main() {
     if let Ok(spec) = std::env::var(MEMORY_ENV) {
         measure_child(&spec);
+        return;
+    }
+    if let Ok(spec) = std::env::var(LOOP_ENV) {
+        bare_loop(&spec);
         return;
     }
     benches();
