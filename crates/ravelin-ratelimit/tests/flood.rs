@@ -136,3 +136,45 @@ fn concurrent_checks_never_over_admit() {
         assert_eq!(allowed.load(Ordering::Relaxed), 1000);
     }
 }
+
+/// Threads churning unique keys through a 16-entry table (every insert evicts) while other
+/// threads spend the last unit of a few heavily used keys: replacements racing with updates
+/// never hand a limited key extra units, never deadlock, and never grow the table.
+#[test]
+fn replacement_races_leave_limited_keys_exact() {
+    for round in 0..10u64 {
+        let quota = Quota::per_second(1).unwrap().with_burst(100).unwrap();
+        let limiter: Arc<Limiter<u64, FakeClock>> =
+            Arc::new(Limiter::with_clock(quota, 16, FakeClock::new()));
+        let hot: Vec<u64> = (0..4).map(|i| 1_000_000 + i).collect();
+        // Bring each hot key to one unit left: its TAT is far above any churn key's.
+        for key in &hot {
+            for _ in 0..99 {
+                assert!(limiter.check(key, 1, 5).allowed);
+            }
+        }
+        let allowed = Arc::new(AtomicU32::new(0));
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let limiter = Arc::clone(&limiter);
+                let allowed = Arc::clone(&allowed);
+                let hot = hot.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000u64 {
+                        if t % 2 == 0 {
+                            limiter.check(&(round << 40 | t << 32 | i), 1, 5);
+                        } else if limiter.check(&hot[(i % 4) as usize], 1, 5).allowed {
+                            allowed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(allowed.load(Ordering::Relaxed), 4, "round {round}");
+        assert_eq!(limiter.stats().slots, 16);
+        assert!(limiter.stats().evictions > 0);
+    }
+}
