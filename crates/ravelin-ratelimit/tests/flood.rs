@@ -178,3 +178,59 @@ fn replacement_races_leave_limited_keys_exact() {
         assert!(limiter.stats().evictions > 0);
     }
 }
+
+/// Concurrent two-rule batches: the tight rule admits exactly its burst, and the loose rule ends
+/// charged for exactly the admitted requests (denied ones were never charged, or were refunded
+/// after losing a race).
+#[test]
+fn concurrent_batches_charge_only_admitted_requests() {
+    for _ in 0..10 {
+        let clock = FakeClock::new();
+        let store = MemoryStore::with_clock(1024, clock.clone());
+        let loose = Quota::per_second(1).unwrap().with_burst(1000).unwrap();
+        let tight = Quota::per_second(1).unwrap().with_burst(10).unwrap();
+        let admitted = Arc::new(AtomicU32::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let store = store.clone();
+                let admitted = Arc::clone(&admitted);
+                std::thread::spawn(move || {
+                    for _ in 0..5_000 {
+                        let checks = [
+                            ravelin_ratelimit::Check {
+                                rule: "loose",
+                                key: b"k",
+                                quota: loose,
+                                cost: 1,
+                                enforce: true,
+                            },
+                            ravelin_ratelimit::Check {
+                                rule: "tight",
+                                key: b"k",
+                                quota: tight,
+                                cost: 1,
+                                enforce: true,
+                            },
+                        ];
+                        let decisions = store.check_sync(&checks);
+                        if decisions.iter().all(|d| d.allowed) {
+                            admitted.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(admitted.load(Ordering::Relaxed), 10);
+        let probe = ravelin_ratelimit::Check {
+            rule: "loose",
+            key: b"k",
+            quota: loose,
+            cost: 0,
+            enforce: true,
+        };
+        assert_eq!(store.check_sync(&[probe])[0].remaining, 990);
+    }
+}
