@@ -23,7 +23,25 @@ use crate::memory::MemoryStore;
 use crate::rules::{Action, Compiled, CompiledRule, KeyPart, ResponseHeaders, Rules, RulesError};
 use crate::store::{Check, MAX_KEY_LEN, RateLimitStore, StoreError};
 
-/// [`GuardLayer`] around a [`RateLimitGuard`]: build one with [`RateLimitGuard::layer`].
+/// [`GuardLayer`] around a [`RateLimitGuard`]: build one with [`RateLimitGuard::layer`], which
+/// names it `"ratelimit"` and makes it fail open. Every `GuardLayer` builder method applies.
+///
+/// ```
+/// use std::time::Duration;
+/// use ravelin_ratelimit::{KeyPart, RateLimitGuard, RateLimitLayer, Rule, Rules};
+/// use tower::{ServiceBuilder, service_fn};
+///
+/// # fn main() -> Result<(), ravelin_ratelimit::RulesError> {
+/// let rules = Rules::new().rule(Rule::new("per-ip", 100, Duration::from_secs(60)).key(KeyPart::ClientIp));
+/// let layer: RateLimitLayer = RateLimitGuard::new(rules)?
+///     .layer()
+///     .timeout(Duration::from_millis(20));
+/// let _service = ServiceBuilder::new().layer(layer).service(service_fn(|_req: http::Request<()>| async {
+///     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+/// }));
+/// # Ok(())
+/// # }
+/// ```
 pub type RateLimitLayer<S = MemoryStore> = GuardLayer<RateLimitGuard<S>>;
 
 /// Applies a [`Rules`] set to each request: extracts each matching rule's key, asks the store,

@@ -1,6 +1,6 @@
 //! Where rate-limit state lives: the [`RateLimitStore`] abstraction.
 //!
-//! The in-memory `MemoryStore` is the default; the `redis` feature adds a
+//! The in-memory [`MemoryStore`](crate::MemoryStore) is the default; the `redis` feature adds a
 //! store shared by a fleet. Both evaluate the same GCRA ([`Quota::decide`]) and the same batch
 //! semantics, documented on [`RateLimitStore::check`].
 
