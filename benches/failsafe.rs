@@ -9,6 +9,8 @@
 //!   panic containment, metrics without a recorder, as in a library test);
 //! - `allow_guard_prometheus`: the same with its metric handles bound to a Prometheus
 //!   recorder, as in a proxy binary;
+//! - `allow_guard_time_every_call`: `allow_guard` with `duration_sampling(1)`, i.e. two clock
+//!   reads per request (the default times one evaluation in 16);
 //! - `tower_http_catch_panic`: tower-http's `CatchPanicLayer` over the same inner service, for
 //!   reference (it catches panics of the whole service and boxes the response body).
 //!
@@ -78,6 +80,11 @@ fn guard_overhead(c: &mut Criterion) {
     let mut recorded = metrics::with_local_recorder(&recorder, || guard_layer().layer(inner()));
     group.bench_function("allow_guard_prometheus", |b| {
         b.iter(|| one_request(&mut recorded))
+    });
+
+    let mut timed = guard_layer().duration_sampling(1).layer(inner());
+    group.bench_function("allow_guard_time_every_call", |b| {
+        b.iter(|| one_request(&mut timed))
     });
 
     let mut catch_panic = tower_http::catch_panic::CatchPanicLayer::new().layer(inner());
