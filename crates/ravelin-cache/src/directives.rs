@@ -38,12 +38,14 @@ impl FieldScope {
             (this, FieldScope::All) => *this = FieldScope::All,
             (FieldScope::Fields(have), FieldScope::Fields(more)) => {
                 for name in more {
-                    if have.len() >= MAX_FIELD_NAMES {
-                        break;
-                    }
                     if !have.contains(&name) {
                         have.push(name);
                     }
+                }
+                // Dropping names past the cap would under-apply the directive; the whole
+                // response is the safe reading.
+                if have.len() > MAX_FIELD_NAMES {
+                    *self = FieldScope::All;
                 }
             }
         }
@@ -253,23 +255,31 @@ fn scope(value: Option<Value<'_>>) -> FieldScope {
         return FieldScope::All;
     };
     let raw = value.unescaped();
-    let names = field_names(&raw);
-    if names.is_empty() {
-        // `no-cache=""` lists nothing; treat it as the unqualified form, the safe reading.
-        FieldScope::All
-    } else {
-        FieldScope::Fields(names)
+    match field_names(&raw) {
+        // `no-cache=""` lists nothing, and a list past the cap cannot be applied in full: both
+        // are read as the unqualified form, the safe reading.
+        Some(names) if !names.is_empty() => FieldScope::Fields(names),
+        _ => FieldScope::All,
     }
 }
 
-/// A comma-separated list of field names; invalid names are skipped.
-pub(crate) fn field_names(raw: &[u8]) -> Vec<HeaderName> {
-    raw.split(|b| *b == b',')
+/// A comma-separated list of field names; invalid names (which can match no field) are skipped.
+/// `None` when the list has more than [`MAX_FIELD_NAMES`] names.
+pub(crate) fn field_names(raw: &[u8]) -> Option<Vec<HeaderName>> {
+    let mut names = Vec::new();
+    for n in raw
+        .split(|b| *b == b',')
         .map(trim_ows)
         .filter(|n| !n.is_empty())
-        .filter_map(|n| HeaderName::from_bytes(n).ok())
-        .take(MAX_FIELD_NAMES)
-        .collect()
+    {
+        if let Ok(name) = HeaderName::from_bytes(n) {
+            if names.len() == MAX_FIELD_NAMES {
+                return None;
+            }
+            names.push(name);
+        }
+    }
+    Some(names)
 }
 
 fn trim_ows(mut b: &[u8]) -> &[u8] {
@@ -454,11 +464,9 @@ pub fn parse_targeted<'a>(
                     sf::Member::Item(sf::BareItem::Boolean(true)) => Some(FieldScope::All),
                     sf::Member::Item(sf::BareItem::Boolean(false)) => None,
                     sf::Member::Item(sf::BareItem::String(s)) => {
-                        let names = field_names(s.as_bytes());
-                        Some(if names.is_empty() {
-                            FieldScope::All
-                        } else {
-                            FieldScope::Fields(names)
+                        Some(match field_names(s.as_bytes()) {
+                            Some(names) if !names.is_empty() => FieldScope::Fields(names),
+                            _ => FieldScope::All,
                         })
                     }
                     sf::Member::InnerList(items) => {
@@ -466,13 +474,12 @@ pub fn parse_targeted<'a>(
                         for it in items {
                             match it {
                                 sf::BareItem::String(s) | sf::BareItem::Token(s) => {
-                                    names.extend(field_names(s.as_bytes()));
+                                    names.extend(field_names(s.as_bytes()).unwrap_or_default());
                                 }
                                 _ => return None,
                             }
                         }
-                        names.truncate(MAX_FIELD_NAMES);
-                        Some(if names.is_empty() {
+                        Some(if names.is_empty() || names.len() > MAX_FIELD_NAMES {
                             FieldScope::All
                         } else {
                             FieldScope::Fields(names)
@@ -857,6 +864,22 @@ mod tests {
             Some(FieldScope::All)
         );
         assert!(cc(r#"private="x""#).private.is_some());
+    }
+
+    #[test]
+    fn field_lists_past_the_cap_cover_the_whole_response() {
+        let many = (0..40)
+            .map(|i| format!("x-{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        assert_eq!(
+            cc(&format!("no-cache=\"{many}\"")).no_cache,
+            Some(FieldScope::All)
+        );
+        assert_eq!(
+            cc(&format!("private=\"{many}\"")).private,
+            Some(FieldScope::All)
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use ravelin_config::KillSwitch;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::date::fmt_http_date;
+use crate::directives::MAX_DELTA_SECONDS;
 use crate::entry::{Object, StoredResponse, VaryRecord};
 use crate::fill::Fills;
 use crate::headers::{self, EntityTag, Vary};
@@ -415,7 +416,12 @@ impl Engine {
         status: CacheStatus,
         validated: bool,
     ) -> Served {
-        let age = entry.policy.current_age(now).as_secs();
+        // §5.1: an age past 2^31 is sent as 2^31.
+        let age = entry
+            .policy
+            .current_age(now)
+            .as_secs()
+            .min(MAX_DELTA_SECONDS);
         if entry.status.is_success() && self.not_modified(entry, request) {
             return self.not_modified_response(entry, age, &status);
         }
@@ -636,7 +642,11 @@ impl Engine {
                 let not_modified = (proto.status.is_success()
                     && self.not_modified(&proto, &fwd.client_conditionals))
                 .then(|| {
-                    let age = proto.policy.current_age(now).as_secs();
+                    let age = proto
+                        .policy
+                        .current_age(now)
+                        .as_secs()
+                        .min(MAX_DELTA_SECONDS);
                     self.not_modified_response(&proto, age, &cs)
                 });
                 Decision::Record {

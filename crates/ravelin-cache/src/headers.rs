@@ -36,7 +36,7 @@ fn connection_options(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
         .get_all(header::CONNECTION)
         .iter()
-        .flat_map(|v| crate::directives::field_names(v.as_bytes()))
+        .flat_map(|v| crate::directives::field_names(v.as_bytes()).unwrap_or_default())
         .take(MAX_FIELD_NAMES)
         .collect()
 }
@@ -283,10 +283,16 @@ pub(crate) fn vary(headers: &HeaderMap) -> Vary {
             if member == b"*" {
                 return Vary::Star;
             }
-            if let Ok(name) = HeaderName::from_bytes(member)
-                && !names.contains(&name)
-                && names.len() < MAX_FIELD_NAMES
-            {
+            // A selecting field the cache cannot name, or more of them than it keeps, would be
+            // ignored when matching — serving the response to requests it was not selected for.
+            // Such a response is treated as varying on everything.
+            let Ok(name) = HeaderName::from_bytes(member) else {
+                return Vary::Star;
+            };
+            if !names.contains(&name) {
+                if names.len() == MAX_FIELD_NAMES {
+                    return Vary::Star;
+                }
                 names.push(name);
             }
         }
@@ -479,6 +485,12 @@ mod tests {
             assert_eq!(vary(&map(&[("vary", star)])), Vary::Star, "{star}");
         }
         assert_eq!(vary(&map(&[("vary", ""), ("vary", "*")])), Vary::Star);
+        assert_eq!(vary(&map(&[("vary", "foo, b@d")])), Vary::Star);
+        let many = (0..40)
+            .map(|i| format!("x-{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        assert_eq!(vary(&map(&[("vary", many.as_str())])), Vary::Star);
         assert_eq!(
             vary(&map(&[("vary", "Foo, bar"), ("vary", "FOO")])),
             Vary::Fields(vec![

@@ -263,7 +263,12 @@ async fn follow<B>(
                 }
                 h.insert(
                     header::AGE,
-                    http::HeaderValue::from(head.policy.current_age(now).as_secs()),
+                    http::HeaderValue::from(
+                        head.policy
+                            .current_age(now)
+                            .as_secs()
+                            .min(crate::directives::MAX_DELTA_SECONDS),
+                    ),
                 );
                 if engine.s.cfg.cache_status {
                     status.append_to(engine.name(), h);
