@@ -634,3 +634,71 @@ async fn a_panic_in_one_of_100_concurrent_requests_affects_only_that_one() {
         assert_eq!(handle.circuit_state(), CircuitState::Closed);
     }
 }
+
+/// Not ready at its first poll, ready at its second.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = Result<Verdict, GuardError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        if self.0 {
+            return std::task::Poll::Ready(Ok(Verdict::Allow(Allow::new().extension(Score(3)))));
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
+
+struct YieldingGuard;
+
+impl ravelin_failsafe::Guard for YieldingGuard {
+    type Future = YieldOnce;
+
+    fn check(&self, _: &ravelin_failsafe::RequestHead<'_>) -> YieldOnce {
+        YieldOnce(false)
+    }
+}
+
+/// Polls a future to completion with a no-op waker, outside any runtime.
+fn poll_to_end<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+    }
+}
+
+#[test]
+fn without_a_tokio_timer_an_async_guard_runs_untimed_instead_of_panicking() {
+    let mut service = GuardLayer::new(YieldingGuard).layer(Origin::default());
+    // Outside any runtime.
+    let response = poll_to_end(service.call(Request::new(()))).unwrap();
+    assert_eq!(
+        response.extensions().get::<Seen>().unwrap().score,
+        Some(Score(3))
+    );
+
+    // Inside a runtime built without `enable_time()`: creating the timer panics in Tokio;
+    // that panic is contained too.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let response = runtime
+        .block_on(
+            GuardLayer::new(YieldingGuard)
+                .layer(Origin::default())
+                .oneshot(Request::new(())),
+        )
+        .unwrap();
+    assert_eq!(
+        response.extensions().get::<Seen>().unwrap().score,
+        Some(Score(3))
+    );
+}
