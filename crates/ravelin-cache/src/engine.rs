@@ -274,20 +274,22 @@ impl Engine {
                     let status =
                         CacheStatus::hit(entry.policy.ttl(now)).detail("stale-while-revalidate");
                     let served = self.serve(&entry, head, headers, now, status, false);
-                    let refresh = (!self.fills.in_flight(fill_key)).then(|| {
-                        Box::new(Forward {
-                            key: key.clone().into(),
-                            primary,
-                            fill_key,
-                            candidate: Some(entry.clone()),
-                            fwd: Fwd::Stale,
-                            req: RequestDirectives::default(),
-                            coalesce: true,
-                            authorization: headers.contains_key(&HDR_AUTHORIZATION),
-                            client_conditionals: HeaderMap::new(),
-                            sie_timeout: None,
-                        })
-                    });
+                    // only-if-cached forbids going forward, even in the background (§5.2.1.7).
+                    let refresh =
+                        (!req.only_if_cached && !self.fills.in_flight(fill_key)).then(|| {
+                            Box::new(Forward {
+                                key: key.clone().into(),
+                                primary,
+                                fill_key,
+                                candidate: Some(entry.clone()),
+                                fwd: Fwd::Stale,
+                                req: RequestDirectives::default(),
+                                coalesce: true,
+                                authorization: headers.contains_key(&HDR_AUTHORIZATION),
+                                client_conditionals: HeaderMap::new(),
+                                sie_timeout: None,
+                            })
+                        });
                     return Plan::Serve(served, refresh);
                 }
                 Assessment::MustValidate(why) => {
