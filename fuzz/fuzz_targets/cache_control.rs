@@ -6,5 +6,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    ravelin_cache::fuzz_logic::parse_all(data);
+    assert!(ravelin_cache::fuzz_logic::parse_all(data), "directive parsing is not deterministic");
 });

@@ -34,21 +34,21 @@ pub use service::Cache;
 pub use stats::CacheStats;
 pub use store::{MemoryStore, Storage, StorageUsage};
 
-/// Entry points for the fuzz targets in `fuzz/` (built only with `--cfg fuzzing`).
-#[cfg(fuzzing)]
+/// Entry points for the fuzz targets in `fuzz/`: not part of the API.
+#[doc(hidden)]
 pub mod fuzz_logic {
     use http::{HeaderMap, HeaderName, HeaderValue};
 
     /// Runs every parser of untrusted header text over `data`: directives (both syntaxes),
     /// `Pragma`, HTTP dates, `Age`, `Vary`, entity tags, `If-None-Match`, surrogate tags and
-    /// `Range`. None may panic; the directive parser must also be deterministic.
-    pub fn parse_all(data: &[u8]) {
+    /// `Range`. None may panic. Returns whether parsing the directives twice gave the same
+    /// result (the fuzz target asserts it).
+    pub fn parse_all(data: &[u8]) -> bool {
         let Ok(value) = HeaderValue::from_bytes(data) else {
-            return;
+            return true;
         };
         let a = crate::directives::CacheControl::parse([&value]);
         let b = crate::directives::CacheControl::parse([&value]);
-        assert_eq!(a, b);
         let _ = crate::directives::parse_targeted([&value]);
         let _ = crate::directives::pragma_no_cache([&value]);
         if let Ok(s) = value.to_str() {
@@ -88,5 +88,6 @@ pub mod fuzz_logic {
             tag.as_ref(),
             None,
         );
+        a == b
     }
 }
