@@ -6,5 +6,8 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    assert!(ravelin_cache::fuzz_logic::parse_all(data), "directive parsing is not deterministic");
+    assert!(
+        ravelin_cache::fuzz_logic::parse_all(data),
+        "directive parsing is not deterministic"
+    );
 });
