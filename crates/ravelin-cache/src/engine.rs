@@ -385,9 +385,12 @@ impl Engine {
         let entry = found?;
         let now = self.now();
         let mut status = match assess(&entry.policy, &fwd.req, now) {
+            // Counted as a miss when planned and as coalesced by the caller, not as a hit: the
+            // request did go forward, collapsed into another (RFC 9211 §2.6).
             Assessment::Fresh => {
-                self.stats.hit();
-                CacheStatus::hit(entry.policy.ttl(now))
+                let mut s = CacheStatus::fwd(fwd.fwd);
+                s.ttl = Some(entry.policy.ttl(now));
+                s
             }
             _ if served_stale && stale_if_error_allowed(&entry.policy, &fwd.req, now) => {
                 self.stats.stale(StaleReason::IfError);
@@ -398,9 +401,6 @@ impl Engine {
             _ => return None,
         };
         status.collapsed = Some(true);
-        if !status.hit {
-            status.fwd = Some(fwd.fwd);
-        }
         Some(self.serve(&entry, false, headers, now, status, false))
     }
 

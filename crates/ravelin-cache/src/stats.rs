@@ -26,10 +26,10 @@ pub(crate) enum StaleReason {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CacheStats {
-    /// Responses served from the cache without going to the origin (fresh, or stale where
-    /// allowed). Includes coalesced requests that were answered by another request's fetch.
+    /// Requests answered from the store at lookup (fresh, or stale where allowed).
     pub hits: u64,
-    /// Cacheable requests that went to the origin (miss, stale, or forced by the request).
+    /// Cacheable requests that found nothing usable at lookup (miss, stale, or forced by the
+    /// request); those answered by another request's fetch are also counted in `coalesced`.
     pub misses: u64,
     /// Stale responses served during `stale-while-revalidate`.
     pub stale_while_revalidate: u64,
