@@ -82,6 +82,8 @@ pub(crate) struct Forward {
     pub(crate) client_conditionals: HeaderMap,
     /// How long to wait for the origin before serving the candidate under stale-if-error.
     pub(crate) sie_timeout: Option<Duration>,
+    /// `Some(false)` when this request waited on another's fetch and then went alone.
+    pub(crate) collapsed: Option<bool>,
 }
 
 /// A request passed around the cache.
@@ -288,6 +290,7 @@ impl Engine {
                                 authorization: headers.contains_key(&HDR_AUTHORIZATION),
                                 client_conditionals: HeaderMap::new(),
                                 sie_timeout: None,
+                                collapsed: None,
                             })
                         });
                     return Plan::Serve(served, refresh);
@@ -340,6 +343,7 @@ impl Engine {
             authorization: headers.contains_key(&HDR_AUTHORIZATION),
             client_conditionals,
             sie_timeout,
+            collapsed: None,
         }))
     }
 
@@ -587,6 +591,7 @@ impl Engine {
         self.stats.stale(StaleReason::IfError);
         let mut status = CacheStatus::fwd(fwd.fwd).detail("stale-if-error");
         status.ttl = Some(c.policy.ttl(now));
+        status.collapsed = fwd.collapsed;
         Some(self.serve(c, false, &fwd.client_conditionals, now, status, false))
     }
 
@@ -604,6 +609,7 @@ impl Engine {
     ) -> Decision {
         // fwd-status is only sent where the client gets a different status (RFC 9211 §2.3).
         let mut cs = CacheStatus::fwd(fwd.fwd);
+        cs.collapsed = fwd.collapsed;
         let now = response_time;
 
         if let Some(c) = &fwd.candidate {
@@ -732,6 +738,13 @@ impl Engine {
     ) -> Option<StoredResponse> {
         let keep_tags = self.s.cfg.expose_surrogate_keys;
         let mut merged = headers::merge_updated(&c.headers, update, &self.s.tag_fields, keep_tags);
+        // RFC 9110 §6.6.1: an update without `Date` is dated when received; otherwise the stored
+        // `Date` would make the just-validated response look as old as the stored one.
+        if !update.contains_key(header::DATE)
+            && let Ok(v) = HeaderValue::from_str(&fmt_http_date(response_time))
+        {
+            merged.insert(header::DATE, v);
+        }
         let eff = self.effective(&merged);
         if (eff.cc.no_store && !eff.cc.must_understand)
             || eff.cc.private == Some(crate::directives::FieldScope::All)
@@ -1056,6 +1069,7 @@ impl Engine {
             authorization: request.contains_key(&HDR_AUTHORIZATION),
             client_conditionals: HeaderMap::new(),
             sie_timeout: None,
+            collapsed: None,
         };
         let proto = self
             .prepare(&fwd, status, headers, request, request_time, response_time)

@@ -363,14 +363,16 @@ pub(crate) fn assess(p: &Policy, req: &RequestDirectives, now: SystemTime) -> As
         return Assessment::MustValidate(Validate::Request);
     }
     let age = p.current_age(now);
+    // Request limits compare whole seconds, the resolution of `Age`: `max-age=0` accepts a
+    // response received this second (such as one fetched for a concurrent request).
     if let Some(max_age) = req.max_age
-        && age > Duration::from_secs(max_age)
+        && age.as_secs() > max_age
     {
         return Assessment::MustValidate(Validate::Request);
     }
     if p.lifetime > age {
         if let Some(min_fresh) = req.min_fresh
-            && p.lifetime - age < Duration::from_secs(min_fresh)
+            && (p.lifetime - age).as_secs() < min_fresh
         {
             return Assessment::MustValidate(Validate::Request);
         }

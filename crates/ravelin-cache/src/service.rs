@@ -199,8 +199,8 @@ where
     ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Send + 'static,
 {
+    let mut fwd = fwd;
     let mut leader = None;
-    let mut collapsed = None;
     if fwd.coalesce {
         match engine.fills.join(fwd.fill_key) {
             Join::Lead(l) => leader = Some(l),
@@ -210,12 +210,12 @@ where
                     return Ok(resp);
                 }
                 engine.stats.coalesced(false);
-                collapsed = Some(false);
+                fwd.collapsed = Some(false);
             }
             Join::Full => {}
         }
     }
-    fetch(engine, svc, req, fwd, leader, collapsed).await
+    fetch(engine, svc, req, fwd, leader).await
 }
 
 /// Waits for another request's fetch and answers from it, or returns `None` to go alone.
@@ -307,7 +307,6 @@ async fn fetch<S, ReqBody, ResBody>(
     mut req: Request<ReqBody>,
     fwd: Forward,
     leader: Option<Leader>,
-    collapsed: Option<bool>,
 ) -> Result<Response<CacheBody<ResBody>>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -386,8 +385,7 @@ where
             drop(body);
             Ok(served.map(CacheBody::full))
         }
-        Decision::Pass { mut status } => {
-            status.collapsed = collapsed;
+        Decision::Pass { status } => {
             if let Some(l) = leader {
                 l.uncacheable();
             }
@@ -396,25 +394,22 @@ where
         }
         Decision::Record {
             proto,
-            mut status,
+            status,
             streamable,
             not_modified,
-        } => {
-            status.collapsed = collapsed;
-            Ok(record(
-                &engine,
-                Recording {
-                    parts,
-                    body,
-                    proto: *proto,
-                    status,
-                    size,
-                    leader,
-                    streamable,
-                    not_modified,
-                },
-            ))
-        }
+        } => Ok(record(
+            &engine,
+            Recording {
+                parts,
+                body,
+                proto: *proto,
+                status,
+                size,
+                leader,
+                streamable,
+                not_modified,
+            },
+        )),
     }
 }
 
@@ -600,7 +595,7 @@ fn spawn_refresh<S, ReqBody, ResBody>(
     let limit = engine.s.cfg.background_timeout;
     handle.spawn(async move {
         let work = async move {
-            if let Ok(resp) = fetch(engine, svc, req, fwd, Some(leader), None).await {
+            if let Ok(resp) = fetch(engine, svc, req, fwd, Some(leader)).await {
                 let body = resp.into_body();
                 if body.is_recording() {
                     let mut body = std::pin::pin!(body);

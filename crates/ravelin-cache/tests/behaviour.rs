@@ -873,3 +873,41 @@ async fn a_head_that_hits_a_stale_while_revalidate_entry_refreshes_it_with_a_get
     assert!(get.hit());
     assert_eq!(get.text(), "body", "the refresh stored a full GET response");
 }
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_forced_revalidations_share_one_origin_request() {
+    let h = Arc::new(Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=600"), ("etag", "\"v\"")],
+        "body",
+    ))));
+    h.get("/a").await;
+    h.advance(10);
+    h.origin.set(|_| {
+        Reply::status(
+            304,
+            &[("cache-control", "max-age=600"), ("etag", "\"v\"")],
+            "",
+        )
+        .delayed(Duration::from_millis(50))
+    });
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let h = h.clone();
+            tokio::spawn(async move { h.get_with("/a", &[("cache-control", "max-age=0")]).await })
+        })
+        .collect();
+    for t in tasks {
+        let got = t.await.unwrap();
+        assert_eq!(got.text(), "body");
+        assert!(
+            got.cache_status().contains("fwd=request"),
+            "{}",
+            got.cache_status()
+        );
+    }
+    assert_eq!(
+        h.origin.calls(),
+        2,
+        "one revalidation for twenty max-age=0 requests"
+    );
+}

@@ -794,6 +794,32 @@ async fn s4_3_4_a_304_that_omits_a_field_keeps_the_stored_one() {
 }
 
 #[tokio::test]
+async fn rfc9110_6_6_1_a_304_without_date_is_dated_when_received() {
+    let now = common::epoch();
+    let h = Harness::new(Origin::new(move |_| {
+        Reply::ok(&[("cache-control", "max-age=10"), ("etag", "\"e\"")], "x")
+            .with("date", common::http_date(now, 0))
+    }));
+    h.get("/a").await;
+    h.advance(100);
+    h.origin.set(|_| {
+        Reply::status(
+            304,
+            &[("cache-control", "max-age=10"), ("etag", "\"e\"")],
+            "",
+        )
+    });
+    let validated = h.get("/a").await;
+    assert_eq!(validated.header("age"), Some("0"));
+    let hit = h.get("/a").await;
+    assert!(hit.hit(), "{}", hit.cache_status());
+    assert_eq!(
+        hit.header("date"),
+        Some(common::http_date(now, 100).as_str())
+    );
+}
+
+#[tokio::test]
 async fn s3_2_a_304_does_not_change_content_length() {
     let h = Harness::new(Origin::fixed(Reply::ok(
         &[("cache-control", "max-age=1"), ("etag", "\"e\"")],
