@@ -366,6 +366,26 @@ fn bare_loop(spec: &str) {
                 black_box(l.check_key(&keys[next.next()]).is_ok());
             }
         }
+        "1m2-ravelin" => {
+            let keys = keys();
+            let l: Limiter<IpAddr> = Limiter::new(ravelin_quota(), KEYS + KEYS / 4);
+            for key in &keys {
+                l.check_now(key, 1);
+            }
+            two_threads(n, |next| {
+                black_box(l.check_now(&keys[next.next()], 1).allowed);
+            });
+        }
+        "1m2-governor" => {
+            let keys = keys();
+            let l = governor::RateLimiter::keyed(governor_quota());
+            for key in &keys {
+                let _ = l.check_key(key);
+            }
+            two_threads(n, |next| {
+                black_box(l.check_key(&keys[next.next()]).is_ok());
+            });
+        }
         _ => eprintln!("unknown case {case}"),
     }
 }

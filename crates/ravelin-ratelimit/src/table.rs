@@ -3,14 +3,17 @@
 //! Each entry is two atomic words: the key's 64-bit hash (its *tag*; `0` means never used) and its
 //! TAT. The table is allocated once, at its capacity, and never grows.
 //!
-//! Placement is two-choice ("d-left") hashing: each key has one candidate bucket of 8 entries in
-//! the left half of its shard and one in the right half, and is inserted into the one holding
-//! fewer live entries (the left on ties). Against one bucket or a linear-probing window this keeps
-//! buckets even: with the table 80% full of live keys, about 3 insertions in 100 000 find both
-//! buckets full, where linear probing over 16 slots evicts 2%.
+//! Placement is two-choice hashing: each key has two candidate buckets of 8 entries, the first
+//! anywhere in its shard and the second within the same group of 32 buckets (4 KiB, so both
+//! usually share a page and one TLB entry), and is inserted into the one holding fewer live
+//! entries (the first on ties). Against one bucket or a linear-probing window this keeps buckets
+//! even: with the table 80% full of live keys, about 1 insertion in 1000 finds both buckets full
+//! (5 in 100 000 at 70%), where linear probing over 16 slots evicts 2%. Fully independent choices
+//! would evict 5 times less at 80%, but cost a second page walk on every lookup: the grouped
+//! layout measured ~15% fewer cycles per check with two threads on a million keys.
 //!
-//! - **Lookups and updates are lock-free**: find the tag in the left bucket, then the right, and
-//!   CAS the TAT.
+//! - **Lookups and updates are lock-free**: find the tag in the first bucket, then the second,
+//!   and CAS the TAT.
 //! - **Insertions take the shard's mutex**, so a key is never stored twice and two inserters never
 //!   pick the same slot. An insertion takes a free entry of the bucket with fewer live entries
 //!   (then of the other): an unused one, else the one that *expired* longest ago (TAT ≤ now:
@@ -36,6 +39,9 @@ use crate::gcra::Evaluation;
 
 /// Entries per bucket: 8 × 16 bytes, two cache lines.
 pub(crate) const BUCKET: usize = 8;
+
+/// Buckets per placement group: 32 × 128 bytes = 4 KiB, one page.
+const GROUP: u64 = 32;
 
 /// At most this many shards (insert locks); more buys nothing on machines we target.
 const MAX_SHARDS: usize = 64;
@@ -65,13 +71,13 @@ struct Bucket {
     slots: [Slot; BUCKET],
 }
 
-/// One insert lock and its buckets (left half, then right half); aligned so that shard headers
+/// One insert lock and its buckets; aligned so that shard headers
 /// do not share cache lines.
 #[repr(align(64))]
 struct Shard {
     buckets: Box<[Bucket]>,
-    /// Buckets per half.
-    half: u64,
+    /// `buckets.len()`.
+    count: u64,
     /// Serialises insertions and replacements in this shard. Held for a scan of two buckets and
     /// three stores; never on the lookup/update path.
     insert: Mutex<()>,
@@ -136,11 +142,11 @@ impl Table {
             .clamp(1, MAX_SHARDS)
             .next_power_of_two()
             .min(MAX_SHARDS);
-        let half = capacity.div_ceil(shards).div_ceil(2 * BUCKET).max(1);
+        let count = capacity.div_ceil(shards).div_ceil(BUCKET).max(1);
         let shards: Box<[Shard]> = (0..shards)
             .map(|_| Shard {
-                buckets: (0..2 * half).map(|_| Bucket::default()).collect(),
-                half: half as u64,
+                buckets: (0..count).map(|_| Bucket::default()).collect(),
+                count: count as u64,
                 insert: Mutex::new(()),
             })
             .collect();
@@ -167,8 +173,9 @@ impl Table {
     }
 
     /// The shard, candidate buckets and tag of a key hash. Bits: the top ones pick the shard, the
-    /// low 32 the left bucket and bits 26..58 the right one (Lemire's multiply-shift maps each
-    /// onto `0..half` without a division); the whole hash is the tag.
+    /// low 32 the first bucket and bits 26..58 the second within the first's group of
+    /// [`GROUP`] buckets (Lemire's multiply-shift maps each onto its range without a division);
+    /// the whole hash is the tag.
     #[inline]
     fn locate(&self, hash: u64) -> Option<Place<'_>> {
         let shard_index = if self.shard_bits == 0 {
@@ -177,12 +184,12 @@ impl Table {
             usize::try_from(hash >> (64 - self.shard_bits)).unwrap_or(0)
         };
         let shard = self.shards.get(shard_index)?;
-        let left = ((hash & 0xffff_ffff) * shard.half) >> 32;
-        let right = (((hash >> 26) & 0xffff_ffff) * shard.half) >> 32;
-        let left = shard.buckets.get(usize::try_from(left).ok()?)?;
-        let right = shard
-            .buckets
-            .get(usize::try_from(shard.half.saturating_add(right)).ok()?)?;
+        let first = ((hash & 0xffff_ffff) * shard.count) >> 32;
+        let group = first & !(GROUP - 1);
+        let group_len = shard.count.saturating_sub(group).min(GROUP);
+        let second = group + ((((hash >> 26) & 0xffff_ffff) * group_len) >> 32);
+        let left = shard.buckets.get(usize::try_from(first).ok()?)?;
+        let right = shard.buckets.get(usize::try_from(second).ok()?)?;
         let tag = if hash == EMPTY { 1 } else { hash };
         Some(Place {
             shard,
