@@ -3,11 +3,11 @@
 use std::fmt;
 use std::future::{Ready, ready};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Instant;
 
 use http::header::{HeaderName, HeaderValue};
-use ravelin_failsafe::{Allow, Guard, GuardError, GuardErrorKind, RequestHead, Verdict};
+use ravelin_failsafe::{
+    Allow, Guard, GuardError, GuardErrorKind, LogLimiter, RequestHead, Verdict,
+};
 
 use crate::actions::{Action, CompiledRoute, Mode, Route, Routes};
 use crate::request::RequestView;
@@ -120,7 +120,7 @@ struct Inner {
     routes: Routes,
     headers: ForwardHeaders,
     fingerprint_header: Option<HeaderName>,
-    shadow_logs: LogBudget,
+    shadow_logs: LogLimiter,
 }
 
 impl BotGuard {
@@ -197,7 +197,7 @@ impl BotGuard {
                 _ => {}
             }
         } else if matches!(decision.action, Action::Challenge | Action::Block)
-            && inner.shadow_logs.allow()
+            && inner.shadow_logs.check().is_some()
         {
             tracing::info!(
                 path = %head.uri.path(),
@@ -336,41 +336,8 @@ impl BotGuardBuilder {
                 routes,
                 headers,
                 fingerprint_header,
-                shadow_logs: LogBudget::new(SHADOW_LOGS_PER_SECOND),
+                shadow_logs: LogLimiter::per_second(SHADOW_LOGS_PER_SECOND),
             }),
         })
-    }
-}
-
-/// At most `per_second` log lines a second, lock-free; the window resets when a new second begins.
-struct LogBudget {
-    start: Instant,
-    window: AtomicU64,
-    used: AtomicU32,
-    per_second: u32,
-}
-
-impl LogBudget {
-    fn new(per_second: u32) -> Self {
-        Self {
-            start: Instant::now(),
-            window: AtomicU64::new(0),
-            used: AtomicU32::new(0),
-            per_second,
-        }
-    }
-
-    fn allow(&self) -> bool {
-        let now = self.start.elapsed().as_secs();
-        let window = self.window.load(Ordering::Relaxed);
-        if now != window
-            && self
-                .window
-                .compare_exchange(window, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            self.used.store(0, Ordering::Relaxed);
-        }
-        self.used.fetch_add(1, Ordering::Relaxed) < self.per_second
     }
 }

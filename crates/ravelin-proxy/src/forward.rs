@@ -18,13 +18,12 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use ravelin_failsafe::PeerAddr;
+use ravelin_failsafe::{LogLimiter, PeerAddr};
 use tower_service::Service;
 
 use crate::body::ForwardBody;
 use crate::error::UpstreamError;
 use crate::headers;
-use crate::log_limit::LogLimiter;
 
 /// A boxed error, as hyper and tower use.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -417,7 +416,7 @@ impl<R: Resolve> Forward<R> {
             inner: Arc::new(ForwardInner {
                 resolve,
                 via: via.into(),
-                log: LogLimiter::new(10),
+                log: LogLimiter::per_second(10),
             }),
         }
     }
@@ -582,7 +581,7 @@ impl<R: Resolve> ForwardInner<R> {
         failure: Failure,
         error: Option<&hyper_util::client::legacy::Error>,
     ) {
-        if let Some(suppressed) = self.log.admit() {
+        if let Some(permit) = self.log.check() {
             // The source chain says what broke (refused, reset, parse error).
             let cause = error.map(|e| {
                 let mut text = e.to_string();
@@ -598,7 +597,7 @@ impl<R: Resolve> ForwardInner<R> {
                 upstream,
                 kind = failure.as_str(),
                 cause = cause.as_deref().unwrap_or("response head timed out"),
-                suppressed,
+                suppressed = permit.suppressed(),
                 "upstream request failed"
             );
         }

@@ -7,7 +7,6 @@ pub mod demo;
 mod error;
 mod forward;
 pub mod headers;
-mod log_limit;
 mod route;
 mod server;
 

@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use ravelin_failsafe::PeerAddr;
+use ravelin_failsafe::{LogLimiter, PeerAddr};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -22,7 +22,6 @@ use tower_service::Service;
 
 use crate::error::ServerError;
 use crate::forward::BoxError;
-use crate::log_limit::LogLimiter;
 
 /// The server's limits. Every one is a bound on memory or time a client can make the proxy
 /// spend.
@@ -230,7 +229,7 @@ impl Server {
         let per_ip = PerIp::new(config.max_connections_per_ip);
         let graceful = GracefulShutdown::new();
         let mut tasks = JoinSet::new();
-        let accept_log = LogLimiter::new(5);
+        let accept_log = LogLimiter::per_second(5);
         let mut connections: u64 = 0;
         tokio::pin!(shutdown);
         tracing::info!(addr = ?local, "listening");
@@ -251,8 +250,8 @@ impl Server {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
-                        if let Some(suppressed) = accept_log.admit() {
-                            tracing::warn!(%error, suppressed, "accept failed");
+                        if let Some(permit) = accept_log.check() {
+                            tracing::warn!(%error, suppressed = permit.suppressed(), "accept failed");
                         }
                         // Out of descriptors or memory: back off briefly instead of spinning.
                         // Per-connection errors (reset before accept) retry at once.
