@@ -52,6 +52,37 @@ fn config_read(c: &mut Criterion) {
         b.iter(|| std::hint::black_box(Arc::clone(&plain).requests_per_second))
     });
     group.finish();
+
+    // The same reads while a second thread reads the same value in a loop: the request path of a
+    // server runs on every core at once, and a lock's shared counter is written by every reader.
+    let mut group = c.benchmark_group("config_read_contended");
+    group.bench_function("ravelin", |b| {
+        contended(b, || store.current().requests_per_second)
+    });
+    group.bench_function("rwlock", |b| {
+        contended(b, || {
+            let guard = rwlock.read().expect("not poisoned");
+            Arc::clone(&guard).requests_per_second
+        })
+    });
+    group.bench_function("arc_clone", |b| {
+        contended(b, || Arc::clone(&plain).requests_per_second)
+    });
+    group.finish();
+}
+
+/// Measures `read` on this thread while another thread runs it continuously.
+fn contended(b: &mut criterion::Bencher<'_>, read: impl Fn() -> u32 + Sync) {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::hint::black_box(read());
+            }
+        });
+        b.iter(|| std::hint::black_box(read()));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
 }
 
 criterion_group!(benches, config_read);
