@@ -18,7 +18,7 @@ mod support;
 
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use support::{GENEROUS_RATELIMIT, Harness, config, doubled, feature_file, metric};
@@ -70,31 +70,17 @@ async fn november_18_replay() {
     assert_eq!(status["feature_files"][0]["version"], 7, "{status:#}");
     let lines_before = lines.0.load(Ordering::Relaxed);
 
-    let stop = Arc::new(AtomicBool::new(false));
     let load = {
-        let harness = Arc::clone(&harness);
-        let stop = Arc::clone(&stop);
         let expected = expected.clone();
-        tokio::spawn(async move {
-            support::load(
-                &harness,
-                "/echo",
-                8,
-                1_000_000,
-                Duration::from_secs(30),
-                stop,
-                move |reply| {
-                    if reply.status != 200 {
-                        return Err(format!("status {}: {}", reply.status, reply.text()));
-                    }
-                    let scores = reply.echoed("x-bot-score");
-                    if scores != [expected.clone()] {
-                        return Err(format!("scored {scores:?}, not by model 7 ({expected})"));
-                    }
-                    Ok(())
-                },
-            )
-            .await
+        support::BackgroundLoad::start(&harness, 8, Duration::from_secs(30), move |reply| {
+            if reply.status != 200 {
+                return Err(format!("status {}: {}", reply.status, reply.text()));
+            }
+            let scores = reply.echoed("x-bot-score");
+            if scores != [expected.clone()] {
+                return Err(format!("scored {scores:?}, not by model 7 ({expected})"));
+            }
+            Ok(())
         })
     };
 
@@ -104,8 +90,7 @@ async fn november_18_replay() {
         support::write_atomically(&path, bytes.as_bytes());
         tokio::time::sleep(PERIOD).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    let report = load.await.unwrap();
+    let report = load.finish().await;
     let logged = lines.0.load(Ordering::Relaxed) - lines_before;
 
     assert!(report.first_errors.is_empty(), "{:?}", report.first_errors);

@@ -179,7 +179,14 @@ impl Harness {
             )
             .await
             .unwrap();
-        String::from_utf8(reply.body.to_vec()).unwrap()
+        // An empty or failed /metrics would let every metric assertion pass vacuously.
+        assert_eq!(reply.status, 200, "GET /metrics: {}", reply.text());
+        let text = String::from_utf8(reply.body.to_vec()).unwrap();
+        assert!(
+            !text.is_empty(),
+            "GET /metrics served nothing: is the test recorder installed?"
+        );
+        text
     }
 
     pub async fn stop(mut self) {
@@ -282,6 +289,36 @@ impl LoadReport {
             .map(|(_, n)| n)
             .sum::<u64>()
             + self.transport_errors
+    }
+}
+
+/// [`load`] of `GET /echo` running in the background while a test changes the proxy under it.
+pub struct BackgroundLoad {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<LoadReport>,
+}
+
+impl BackgroundLoad {
+    /// Starts `workers` tasks for at most `max_time`; `check` inspects every reply.
+    pub fn start<F>(harness: &Arc<Harness>, workers: usize, max_time: Duration, check: F) -> Self
+    where
+        F: Fn(&Reply) -> Result<(), String> + Send + Sync + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (harness, stop_task) = (Arc::clone(harness), Arc::clone(&stop));
+        let task = tokio::spawn(async move {
+            load(
+                &harness, "/echo", workers, 1_000_000, max_time, stop_task, check,
+            )
+            .await
+        });
+        Self { stop, task }
+    }
+
+    /// Stops the load and returns its report.
+    pub async fn finish(self) -> LoadReport {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap()
     }
 }
 
