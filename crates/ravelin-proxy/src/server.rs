@@ -114,32 +114,47 @@ impl ServerConfig {
     }
 
     fn check(&self) -> Result<(), ServerError> {
-        let bad = |field, reason: &str| {
+        // Each message names the field, the rule and the value given, so the operator can fix
+        // the config line without reading this code.
+        let bad = |field, reason: &str, value: &dyn std::fmt::Display| {
             Err(ServerError::Config {
                 field,
-                reason: reason.to_owned(),
+                reason: format!("{reason}, got {value}"),
             })
         };
         if self.max_connections == 0 {
-            return bad("max_connections", "must be at least 1");
+            return bad(
+                "max_connections",
+                "must be at least 1",
+                &self.max_connections,
+            );
         }
         if self.max_headers == 0 {
-            return bad("max_headers", "must be at least 1");
+            return bad("max_headers", "must be at least 1", &self.max_headers);
         }
         if self.max_header_bytes < Self::MIN_HEADER_BYTES {
             return bad(
                 "max_header_bytes",
                 "must be at least 8192 (hyper's minimum)",
+                &self.max_header_bytes,
             );
         }
         if u32::try_from(self.max_header_bytes).is_err() {
-            return bad("max_header_bytes", "must fit in 32 bits");
+            return bad(
+                "max_header_bytes",
+                "must fit in 32 bits (at most 4294967295)",
+                &self.max_header_bytes,
+            );
         }
         if self.max_concurrent_streams == 0 {
-            return bad("max_concurrent_streams", "must be at least 1");
+            return bad(
+                "max_concurrent_streams",
+                "must be at least 1",
+                &self.max_concurrent_streams,
+            );
         }
         if self.header_read_timeout.is_zero() {
-            return bad("header_read_timeout", "must be greater than zero");
+            return bad("header_read_timeout", "must be greater than zero", &"0s");
         }
         Ok(())
     }
@@ -457,7 +472,10 @@ mod tests {
             .max_header_bytes(10)
             .check()
             .unwrap_err();
-        assert!(err.to_string().contains("max_header_bytes"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "server config: max_header_bytes must be at least 8192 (hyper's minimum), got 10"
+        );
         let err = ServerConfig::default()
             .max_connections(0)
             .check()
