@@ -151,6 +151,58 @@ async fn forwards_with_proxy_headers_and_without_hop_by_hop() {
     proxy.stop().await;
 }
 
+/// The response direction: hop-by-hop fields the upstream sends (the fixed set and those its
+/// `Connection` names) do not reach the client; end-to-end fields do, and `Via` is appended.
+#[tokio::test]
+async fn response_hop_by_hop_fields_are_removed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\n\
+                      connection: keep-alive, x-upstream-private\r\n\
+                      keep-alive: timeout=5\r\n\
+                      x-upstream-private: secret\r\n\
+                      proxy-authenticate: Basic\r\n\
+                      x-end-to-end: kept\r\n\
+                      content-length: 2\r\n\
+                      \r\n\
+                      ok",
+                )
+                .await;
+        }
+    });
+    let proxy = Proxy::start(upstream(&format!("http://{addr}")), ServerConfig::default()).await;
+    let (status, headers, body) = send(
+        &client(),
+        Request::get(proxy.url("/")).body(empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&body[..], b"ok");
+    for gone in ["x-upstream-private", "keep-alive", "proxy-authenticate"] {
+        assert!(
+            headers.get(gone).is_none(),
+            "{gone} reached the client: {headers:?}"
+        );
+    }
+    // hyper's server may add its own `connection` for the client hop, never the upstream's.
+    for value in headers.get_all("connection") {
+        assert!(
+            !value.to_str().unwrap().contains("x-upstream-private"),
+            "the upstream's Connection reached the client: {headers:?}"
+        );
+    }
+    assert_eq!(headers.get("x-end-to-end").unwrap(), "kept");
+    assert_eq!(headers.get("via").unwrap(), "1.1 ravelin");
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn every_method_and_large_bodies_pass_through() {
     let origin = demo::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
