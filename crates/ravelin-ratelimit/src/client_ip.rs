@@ -16,6 +16,7 @@
 //! default, one subscriber's allocation) so that one host cannot mint fresh keys from its own
 //! address range.
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use http::HeaderMap;
@@ -152,24 +153,31 @@ fn x_forwarded_for_rev<'h>(
     headers: &'h HeaderMap,
     name: &'static str,
 ) -> impl Iterator<Item = Option<IpAddr>> + 'h {
-    let lines: Vec<&[u8]> = headers.get_all(name).iter().map(|v| v.as_bytes()).collect();
-    lines
-        .into_iter()
+    headers
+        .get_all(name)
+        .iter()
         .rev()
-        .flat_map(|line| line.rsplit(|&b| b == b','))
+        .flat_map(|line| line.as_bytes().rsplit(|&b| b == b','))
         .map(|entry| parse_node(trim(entry)))
 }
 
 /// The `for=` values of every `Forwarded` element, right to left; `None` for an element without
 /// a usable `for` (missing, `unknown`, obfuscated, malformed).
+///
+/// Elements split only left to right (commas may be quoted), so this keeps the *rightmost*
+/// [`MAX_HOPS`] of them: those appended by our proxies. Keeping the leftmost ones instead would
+/// let a client that writes a long list push the real hops out and choose its own address.
 fn forwarded_for_rev(headers: &HeaderMap) -> impl Iterator<Item = Option<IpAddr>> + '_ {
-    let mut elements: Vec<Option<IpAddr>> = Vec::new();
+    let mut last: VecDeque<&[u8]> = VecDeque::with_capacity(MAX_HOPS);
     for line in headers.get_all(FORWARDED) {
-        for element in split_elements(line.as_bytes()).take(MAX_HOPS.saturating_mul(2)) {
-            elements.push(forwarded_element_for(element));
+        for element in split_elements(line.as_bytes()) {
+            if last.len() >= MAX_HOPS {
+                last.pop_front();
+            }
+            last.push_back(element);
         }
     }
-    elements.into_iter().rev()
+    last.into_iter().rev().map(forwarded_element_for)
 }
 
 fn single(headers: &HeaderMap, name: &HeaderName) -> Option<IpAddr> {
@@ -397,6 +405,23 @@ mod tests {
             r.is_trusted(got),
             "stopped at a trusted hop after {MAX_HOPS} entries"
         );
+    }
+
+    #[test]
+    fn forwarded_keeps_the_rightmost_hops_of_a_long_list() {
+        // A client writes more elements than we walk; the trusted proxy appends the real
+        // address to the same line. The walk must start from that end, not the client's.
+        let r = resolver(&["10.0.0.0/8"], ForwardedHeader::Forwarded);
+        let spoofed = (0..100)
+            .map(|i| format!("for=6.6.{i}.6"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let line = format!("{spoofed}, for=203.0.113.5, for=10.0.0.3");
+        let h = headers(&[("forwarded", &line)]);
+        assert_eq!(r.resolve(peer("10.0.0.1"), &h), Some(ip("203.0.113.5")));
+        // The same across field lines: the last line is the nearest proxy's.
+        let h = headers(&[("forwarded", &spoofed), ("forwarded", "for=203.0.113.5")]);
+        assert_eq!(r.resolve(peer("10.0.0.1"), &h), Some(ip("203.0.113.5")));
     }
 
     #[test]
