@@ -61,6 +61,9 @@ struct Inner<S> {
     rules: Source,
     /// Shadow denials and misconfiguration warnings, a few lines per second at most.
     log: LogLimiter,
+    /// Enforced denials at debug level: their own budget, so a flood of 429s cannot crowd out
+    /// the shadow lines above.
+    denial_log: LogLimiter,
 }
 
 enum Source {
@@ -135,6 +138,7 @@ impl<S: RateLimitStore> RateLimitGuard<S> {
                 store,
                 rules,
                 log: LogLimiter::per_second(5),
+                denial_log: LogLimiter::per_second(5),
             }),
         }
     }
@@ -349,11 +353,16 @@ struct Plan {
 /// The guard's log limiter, without its store type.
 trait Logs: Send + Sync {
     fn log(&self) -> &LogLimiter;
+    fn denial_log(&self) -> &LogLimiter;
 }
 
 impl<S: Send + Sync> Logs for Inner<S> {
     fn log(&self) -> &LogLimiter {
         &self.log
+    }
+
+    fn denial_log(&self) -> &LogLimiter {
+        &self.denial_log
     }
 }
 
@@ -426,7 +435,15 @@ impl Plan {
             }
         }
         if blocked {
-            tracing::debug!(retry_after, "rate limited");
+            if tracing::enabled!(tracing::Level::DEBUG)
+                && let Some(permit) = self.guard.denial_log().check()
+            {
+                tracing::debug!(
+                    retry_after,
+                    suppressed = permit.suppressed(),
+                    "rate limited"
+                );
+            }
             let mut response = Response::new(Bytes::from_static(b"too many requests\n"));
             *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
             headers.insert(RETRY_AFTER, HeaderValue::from(retry_after));
