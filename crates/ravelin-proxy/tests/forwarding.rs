@@ -484,6 +484,31 @@ async fn header_count_limit_answers_431() {
 }
 
 #[tokio::test]
+async fn header_byte_limit_answers_431() {
+    let origin = demo::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let proxy = Proxy::start(
+        upstream(&origin.url()),
+        ServerConfig::default().max_header_bytes(ServerConfig::MIN_HEADER_BYTES),
+    )
+    .await;
+    // One field of 16 KiB: under the count limit, over the byte limit.
+    let request = Request::get(proxy.url("/"))
+        .header("x-big", "v".repeat(16 * 1024))
+        .body(empty())
+        .unwrap();
+    let (status, _, _) = send(&client(), request).await;
+    assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    // A head within the limit on a fresh connection is still served.
+    let (status, _, _) = send(
+        &client(),
+        Request::get(proxy.url("/")).body(empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    proxy.stop().await;
+}
+
+#[tokio::test]
 async fn per_ip_limit_closes_extra_connections() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let origin = demo::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
