@@ -278,7 +278,7 @@ impl Shared {
             Failure::TimedOut => tracing::warn!(
                 guard = name,
                 outcome = outcome.as_str(),
-                timeout_ms = self.timeout.as_millis() as u64,
+                timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
                 "guard {name} timed out after {:?}; {then}",
                 self.timeout
             ),

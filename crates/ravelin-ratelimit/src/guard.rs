@@ -399,7 +399,7 @@ impl Plan {
                     {
                         tracing::info!(
                             rule = %rule.name,
-                            retry_after_ms = decision.retry_after.as_millis() as u64,
+                            retry_after_ms = u64::try_from(decision.retry_after.as_millis()).unwrap_or(u64::MAX),
                             suppressed = permit.suppressed(),
                             "shadow rate-limit rule would have limited this request"
                         );
