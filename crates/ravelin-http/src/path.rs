@@ -1,0 +1,440 @@
+//! Path normalization: one spelling per resource, so that a policy written for `/login` cannot be
+//! walked around with `/LOGIN`, `//login`, `/./login`, `/x/../login`, `/%6cogin` or `/login;a=b`.
+//!
+//! Two forms come out of a request path:
+//!
+//! - the **canonical path** ([`canonical_path`]): percent-escapes of unreserved characters decoded
+//!   (RFC 3986 §6.2.2.2), the other escapes' hex digits upper-cased (§6.2.2.1), dot segments
+//!   removed (§5.2.4) and runs of `/` merged. Decoding unreserved characters and removing dot
+//!   segments do not change what the path names (§6.2.2); merging slashes is what nginx
+//!   (`merge_slashes on`) and Envoy (`merge_slashes`) do. The edge forwards this form, so the origin
+//!   serves exactly the path the policies matched.
+//! - the **match path** ([`match_path`]): the canonical path with each segment's `;parameters`
+//!   cut off (Tomcat, Jetty and Spring ignore them when routing), the remaining printable-ASCII
+//!   escapes decoded, and, optionally, ASCII case folded (Express, IIS and others route without
+//!   regard to case). Policies (rate-limit `match`, bot routes, [`PathPrefix`](crate::PathPrefix))
+//!   compare this form only; it is never sent anywhere.
+//!
+//! What the strict form refuses, because origins disagree on what it means: an encoded `/`
+//! (`%2F`) or `\` (`%5C`), a raw `\`, encoded control characters, malformed escapes, and dot
+//! segments that carry parameters (`..;x`, which Tomcat reads as `..`). The lenient form (for
+//! embedders who run no ingress stage) never fails: it reads each of those the way that makes a
+//! policy match more, never less.
+
+use std::fmt::Write as _;
+
+/// Why a path was refused by the strict normalization. Each is answered `400 Bad Request`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PathError {
+    /// The path does not start with `/` (only origin-form and absolute-form targets are served).
+    #[error("the request path must start with /")]
+    NotAbsolute,
+    /// A `%` not followed by two hex digits.
+    #[error("malformed percent-escape at byte {at} of the path")]
+    InvalidEscape {
+        /// Byte offset of the `%`.
+        at: usize,
+    },
+    /// `%2F` or `%5C`: some origins decode it into a separator before routing, others do not.
+    #[error("the path encodes a separator ({escape}); origins disagree on what it means")]
+    EncodedSeparator {
+        /// The escape as received, upper-cased.
+        escape: &'static str,
+    },
+    /// A raw `\`, which Windows servers and some frameworks read as `/`.
+    #[error("the path contains a backslash, which some origins read as /")]
+    Backslash,
+    /// An escape decoding to a control character (`%00`–`%1F`, `%7F`).
+    #[error("the path encodes a control character (%{byte:02X})")]
+    EncodedControl {
+        /// The decoded byte.
+        byte: u8,
+    },
+    /// A dot segment with parameters (`..;x`, `.;x`), which some origins read as a dot segment.
+    #[error("the path has a dot segment with parameters ({segment:?}); origins disagree on it")]
+    AmbiguousDotSegment {
+        /// The segment, truncated to 32 bytes.
+        segment: String,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Strict,
+    Lenient,
+}
+
+const fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes the escape starting at `bytes[i]` (a `%`), if well formed.
+fn escape_at(bytes: &[u8], i: usize) -> Option<u8> {
+    let hi = hex_value(*bytes.get(i.checked_add(1)?)?)?;
+    let lo = hex_value(*bytes.get(i.checked_add(2)?)?)?;
+    Some(hi << 4 | lo)
+}
+
+fn push_escape(out: &mut String, byte: u8) {
+    // Writing to a String cannot fail.
+    let _ = write!(out, "%{byte:02X}");
+}
+
+/// The strict canonical form of `raw` (a request path without its query).
+///
+/// # Errors
+/// [`PathError`] for a spelling origins disagree on; see the [module docs](self).
+pub fn canonical_path(raw: &str) -> Result<String, PathError> {
+    canonical(raw, Mode::Strict)
+}
+
+/// The canonical form of `raw`, never failing: malformed escapes are kept as they are, `%2F`,
+/// `%5C` and `\` are read as `/`, encoded control characters stay encoded, and `..;x` is read as
+/// `..`. For matching requests that did not pass the strict ingress check.
+pub fn canonical_path_lenient(raw: &str) -> String {
+    canonical(raw, Mode::Lenient).unwrap_or_else(|_| String::from("/"))
+}
+
+fn canonical(raw: &str, mode: Mode) -> Result<String, PathError> {
+    let strict = mode == Mode::Strict;
+    if !raw.starts_with('/') && !raw.is_empty() && strict {
+        return Err(PathError::NotAbsolute);
+    }
+    let bytes = raw.as_bytes();
+    let mut decoded = String::with_capacity(raw.len().saturating_add(1));
+    if !raw.starts_with('/') {
+        decoded.push('/');
+    }
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'%' => match escape_at(bytes, i) {
+                Some(byte) => {
+                    i = i.saturating_add(3);
+                    if is_unreserved(byte) {
+                        decoded.push(char::from(byte));
+                    } else if byte == b'/' || byte == b'\\' {
+                        if strict {
+                            return Err(PathError::EncodedSeparator {
+                                escape: if byte == b'/' { "%2F" } else { "%5C" },
+                            });
+                        }
+                        decoded.push('/');
+                    } else if byte < 0x20 || byte == 0x7f {
+                        if strict {
+                            return Err(PathError::EncodedControl { byte });
+                        }
+                        push_escape(&mut decoded, byte);
+                    } else {
+                        push_escape(&mut decoded, byte);
+                    }
+                    continue;
+                }
+                None if strict => return Err(PathError::InvalidEscape { at: i }),
+                None => decoded.push('%'),
+            },
+            b'\\' if strict => return Err(PathError::Backslash),
+            b'\\' => decoded.push('/'),
+            // The path came from a `&str`: push whole characters, not bytes.
+            _ => {
+                let rest = raw.get(i..).unwrap_or_default();
+                if let Some(c) = rest.chars().next() {
+                    decoded.push(c);
+                    i = i.saturating_add(c.len_utf8());
+                    continue;
+                }
+            }
+        }
+        i = i.saturating_add(1);
+    }
+    remove_dot_segments(&decoded, mode)
+}
+
+/// RFC 3986 §5.2.4 over `/`-separated segments, merging empty segments (`//`), keeping one
+/// trailing `/` when the input ended on a separator or a dot segment.
+fn remove_dot_segments(path: &str, mode: Mode) -> Result<String, PathError> {
+    let mut stack: Vec<&str> = Vec::new();
+    let mut trailing = false;
+    for segment in path.split('/').skip(1) {
+        let bare = segment.split(';').next().unwrap_or_default();
+        let is_dot = matches!(bare, "." | "..");
+        if is_dot && bare.len() != segment.len() && mode == Mode::Strict {
+            let mut shown = segment.to_owned();
+            shown.truncate(shown.floor_char_boundary_compat(32));
+            return Err(PathError::AmbiguousDotSegment { segment: shown });
+        }
+        match bare {
+            "" if segment.is_empty() => trailing = true,
+            "." => trailing = true,
+            ".." => {
+                stack.pop();
+                trailing = true;
+            }
+            _ => {
+                stack.push(segment);
+                trailing = false;
+            }
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for segment in &stack {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if trailing || out.is_empty() {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+/// `str::floor_char_boundary` is not stable on the project's minimum Rust version.
+trait FloorCharBoundary {
+    fn floor_char_boundary_compat(&self, index: usize) -> usize;
+}
+
+impl FloorCharBoundary for String {
+    fn floor_char_boundary_compat(&self, index: usize) -> usize {
+        if index >= self.len() {
+            return self.len();
+        }
+        (0..=index)
+            .rev()
+            .find(|&i| self.is_char_boundary(i))
+            .unwrap_or(0)
+    }
+}
+
+/// The path policies compare: see the [module docs](self). Built by [`match_path`], or taken
+/// from the request's [`RequestIdentity`](crate::RequestIdentity) with [`MatchPath::of`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MatchPath {
+    path: String,
+    case_folded: bool,
+}
+
+impl MatchPath {
+    /// The path text.
+    pub fn as_str(&self) -> &str {
+        &self.path
+    }
+
+    /// Whether ASCII case was folded (then prefixes compare their folded form).
+    pub fn is_case_folded(&self) -> bool {
+        self.case_folded
+    }
+
+    /// The match path of a request: the one its [`RequestIdentity`](crate::RequestIdentity)
+    /// extension carries (set by the ingress stage), or else computed from the URI with the
+    /// lenient normalization and case folding. A module calls this instead of reading
+    /// `uri.path()`, so it matches the same path whether or not an ingress stage ran.
+    pub fn of<'a>(
+        uri: &http::Uri,
+        extensions: &'a http::Extensions,
+    ) -> std::borrow::Cow<'a, MatchPath> {
+        match extensions.get::<crate::RequestIdentity>() {
+            Some(identity) => std::borrow::Cow::Borrowed(identity.match_path()),
+            None => std::borrow::Cow::Owned(match_path(&canonical_path_lenient(uri.path()), true)),
+        }
+    }
+}
+
+impl std::fmt::Display for MatchPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.path)
+    }
+}
+
+/// The match path of a canonical path: segment parameters cut, printable-ASCII escapes other
+/// than `%2F`, `%5C` and `%25` decoded, empty segments merged, and ASCII case folded when
+/// `fold_case`.
+pub fn match_path(canonical: &str, fold_case: bool) -> MatchPath {
+    let mut out = String::with_capacity(canonical.len());
+    let mut trailing = false;
+    for segment in canonical.split('/').skip(1) {
+        let bare = segment.split(';').next().unwrap_or_default();
+        if bare.is_empty() {
+            trailing = true;
+            continue;
+        }
+        trailing = false;
+        out.push('/');
+        let bytes = bare.as_bytes();
+        let mut i = 0;
+        while let Some(&b) = bytes.get(i) {
+            if b == b'%'
+                && let Some(byte) = escape_at(bytes, i)
+                && (0x21..0x7f).contains(&byte)
+                && !matches!(byte, b'/' | b'\\' | b'%')
+            {
+                out.push(char::from(byte));
+                i = i.saturating_add(3);
+                continue;
+            }
+            let rest = bare.get(i..).unwrap_or_default();
+            match rest.chars().next() {
+                Some(c) => {
+                    out.push(c);
+                    i = i.saturating_add(c.len_utf8());
+                }
+                None => i = i.saturating_add(1),
+            }
+        }
+    }
+    if trailing || out.is_empty() {
+        out.push('/');
+    }
+    if fold_case {
+        out.make_ascii_lowercase();
+    }
+    MatchPath {
+        path: out,
+        case_folded: fold_case,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn canon(raw: &str) -> String {
+        canonical_path(raw).unwrap()
+    }
+
+    fn matched(raw: &str) -> String {
+        match_path(&canon(raw), true).as_str().to_owned()
+    }
+
+    #[test]
+    fn spellings_of_login_all_match_login() {
+        for raw in [
+            "/login",
+            "/LOGIN",
+            "//login",
+            "/./login",
+            "/x/../login",
+            "/%6cogin",
+            "/%6Cogin",
+            "/login;a=b",
+            "/login;jsessionid=1",
+            "///./x/./../login",
+            "/../login",
+        ] {
+            assert_eq!(matched(raw), "/login", "{raw}");
+        }
+        assert_eq!(matched("/login/"), "/login/");
+        assert_eq!(matched("/login/."), "/login/");
+    }
+
+    #[test]
+    fn canonical_keeps_case_params_and_reserved_escapes() {
+        assert_eq!(canon("/A/b;c=d/%7e%41"), "/A/b;c=d/~A");
+        assert_eq!(canon("/a%3fb"), "/a%3Fb");
+        assert_eq!(canon("/caf%c3%a9"), "/caf%C3%A9");
+        assert_eq!(canon(""), "/");
+        assert_eq!(canon("/"), "/");
+        assert_eq!(canon("/a/b/.."), "/a/");
+        assert_eq!(canon("/a//b//"), "/a/b/");
+        assert_eq!(canon("/é"), "/é");
+    }
+
+    #[test]
+    fn ambiguous_spellings_are_refused() {
+        assert_eq!(
+            canonical_path("/login%2f"),
+            Err(PathError::EncodedSeparator { escape: "%2F" })
+        );
+        assert_eq!(
+            canonical_path("/a%5Cb"),
+            Err(PathError::EncodedSeparator { escape: "%5C" })
+        );
+        assert_eq!(canonical_path("/a\\b"), Err(PathError::Backslash));
+        assert_eq!(
+            canonical_path("/a%00"),
+            Err(PathError::EncodedControl { byte: 0 })
+        );
+        assert_eq!(
+            canonical_path("/a%zz"),
+            Err(PathError::InvalidEscape { at: 2 })
+        );
+        assert_eq!(
+            canonical_path("/a%4"),
+            Err(PathError::InvalidEscape { at: 2 })
+        );
+        assert!(matches!(
+            canonical_path("/admin/..;/login"),
+            Err(PathError::AmbiguousDotSegment { .. })
+        ));
+        assert_eq!(canonical_path("login"), Err(PathError::NotAbsolute));
+    }
+
+    #[test]
+    fn lenient_reads_ambiguity_towards_matching() {
+        assert_eq!(canonical_path_lenient("/login%2f"), "/login/");
+        assert_eq!(canonical_path_lenient("/x%5C..%5Clogin"), "/login");
+        assert_eq!(canonical_path_lenient("/admin/..;/login"), "/login");
+        assert_eq!(canonical_path_lenient("/a%zz"), "/a%zz");
+        assert_eq!(canonical_path_lenient("login"), "/login");
+    }
+
+    #[test]
+    fn match_path_decodes_reserved_but_not_separators() {
+        assert_eq!(matched("/%40admin"), "/@admin");
+        assert_eq!(matched("/a%3Bb"), "/a;b");
+        assert_eq!(matched("/a%25b"), "/a%25b");
+        assert_eq!(match_path("/A", false).as_str(), "/A");
+        assert_eq!(matched("/;x/login"), "/login");
+    }
+
+    proptest! {
+        #[test]
+        fn canonical_is_idempotent(raw in "/[a-zA-Z0-9./;%~_-]{0,40}") {
+            if let Ok(once) = canonical_path(&raw) {
+                prop_assert_eq!(canonical_path(&once), Ok(once.clone()));
+                prop_assert!(once.starts_with('/'));
+                prop_assert!(!once.contains("//"));
+                prop_assert!(!once.split('/').any(|s| s == "." || s == ".."));
+            }
+        }
+
+        #[test]
+        fn lenient_never_fails_and_agrees_with_strict(raw in "\\PC{0,60}") {
+            let lenient = canonical_path_lenient(&raw);
+            prop_assert!(lenient.starts_with('/'));
+            if let Ok(strict) = canonical_path(&raw) {
+                prop_assert_eq!(strict, lenient);
+            }
+        }
+
+        #[test]
+        fn match_path_is_well_formed(raw in "\\PC{0,60}") {
+            let path = match_path(&canonical_path_lenient(&raw), true);
+            prop_assert!(path.as_str().starts_with('/'));
+            prop_assert!(!path.as_str().contains("//"));
+            prop_assert!(!path.as_str().bytes().any(|b| b.is_ascii_uppercase()));
+        }
+
+        #[test]
+        fn escaping_an_unreserved_char_never_changes_the_match(
+            path in "/[a-z]{1,8}(/[a-z]{1,8}){0,3}",
+            index in 0usize..40,
+        ) {
+            let bytes = path.as_bytes();
+            let i = index % bytes.len();
+            let b = bytes[i];
+            prop_assume!(b != b'/');
+            let escaped = format!("{}%{:02X}{}", &path[..i], b, &path[i + 1..]);
+            prop_assert_eq!(matched(&escaped), matched(&path));
+        }
+    }
+}
