@@ -65,11 +65,59 @@ type ModulesFn = Arc<dyn Fn() -> Vec<ModuleStatus> + Send + Sync>;
 type ExtraFn = Arc<dyn Fn() -> Value + Send + Sync>;
 type ReloadFn = Arc<dyn Fn() -> BoxFuture<Result<Value, String>> + Send + Sync>;
 type PurgeFn = Arc<dyn Fn(Purge) -> BoxFuture<Result<u64, String>> + Send + Sync>;
+type CommandFn = Arc<dyn Fn(Option<String>) -> BoxFuture<Result<Value, String>> + Send + Sync>;
+
+// === impl AdminToken ===
+
+/// The bearer token of the admin API, replaceable while the API serves: a config reload that
+/// rotates the token takes effect for the next request (the old token stops working at once).
+/// Clones share the token.
+#[derive(Clone, Default)]
+pub struct AdminToken {
+    inner: Arc<arc_swap::ArcSwapOption<String>>,
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminToken")
+            .field("set", &self.inner.load().is_some())
+            .finish()
+    }
+}
+
+impl AdminToken {
+    /// A token holder starting with `token` (`None` or empty: mutations disabled).
+    pub fn new(token: Option<String>) -> Self {
+        let holder = Self::default();
+        holder.set(token);
+        holder
+    }
+
+    /// Replaces the token; `None` or an empty string disables mutating endpoints. Returns
+    /// whether the token changed.
+    pub fn set(&self, token: Option<String>) -> bool {
+        let token = token.filter(|t| !t.is_empty());
+        let changed = self.inner.load().as_deref() != token.as_ref();
+        self.inner.store(token.map(Arc::new));
+        changed
+    }
+
+    /// Whether a token is configured.
+    pub fn is_set(&self) -> bool {
+        self.inner.load().is_some()
+    }
+
+    fn current(&self) -> Option<Arc<String>> {
+        self.inner.load_full()
+    }
+}
 
 /// Builds an [`Admin`] service.
 #[derive(Default)]
 pub struct AdminBuilder {
-    token: Option<String>,
+    token: AdminToken,
+    allowed_hosts: Vec<String>,
+    commands: Vec<(String, CommandFn)>,
     metrics: Option<MetricsFn>,
     ready: Option<ReadyFn>,
     configs: Vec<ConfigFn>,
@@ -83,7 +131,8 @@ pub struct AdminBuilder {
 impl fmt::Debug for AdminBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdminBuilder")
-            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("token", &self.token)
+            .field("allowed_hosts", &self.allowed_hosts)
             .field("configs", &self.configs.len())
             .finish_non_exhaustive()
     }
@@ -93,7 +142,37 @@ impl AdminBuilder {
     /// The bearer token mutating endpoints require. Without one, they answer 403: a proxy never
     /// accepts unauthenticated control. An empty string counts as no token.
     pub fn token(mut self, token: Option<String>) -> Self {
-        self.token = token.filter(|t| !t.is_empty());
+        self.token = AdminToken::new(token);
+        self
+    }
+
+    /// As [`token`](Self::token), with a holder the caller keeps to rotate the token later
+    /// (on a config reload).
+    pub fn token_source(mut self, token: AdminToken) -> Self {
+        self.token = token;
+        self
+    }
+
+    /// Host names (besides IP literals and `localhost`) the admin API answers to. Any other
+    /// `Host` is refused with 421 on every endpoint: a web page on another origin that
+    /// rebinds its DNS name to this address (DNS rebinding) cannot read `/status` or
+    /// `/metrics` through a victim's browser, because its requests carry its own name.
+    pub fn allowed_hosts(mut self, hosts: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.allowed_hosts = hosts
+            .into_iter()
+            .map(|h| h.into().trim_end_matches('.').to_ascii_lowercase())
+            .collect();
+        self
+    }
+
+    /// A token-protected command at `POST /commands/{name}`: the handler gets the raw query
+    /// string and answers `Ok(json)` (200) or `Err(reason)` (422). For binary-specific controls
+    /// (the demo origin's simulated outage) that must not be reachable through the data plane.
+    pub fn command<F>(mut self, name: impl Into<String>, handler: F) -> Self
+    where
+        F: Fn(Option<String>) -> BoxFuture<Result<Value, String>> + Send + Sync + 'static,
+    {
+        self.commands.push((name.into(), Arc::new(handler)));
         self
     }
 
@@ -243,6 +322,9 @@ impl AdminInner {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        if let Some(refused) = self.misdirected(&request) {
+            return refused;
+        }
         let path = request.uri().path().to_owned();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let method = request.method().clone();
@@ -274,9 +356,26 @@ impl AdminInner {
                 &json!({"endpoints": [
                     "GET /healthz", "GET /readyz", "GET /metrics", "GET /status",
                     "POST /modules/{name}/kill", "POST /modules/{name}/revive",
-                    "POST /config/reload", "POST /cache/purge?url=URL | ?tag=TAG"
-                ]}),
+                    "POST /config/reload", "POST /cache/purge?url=URL | ?tag=TAG",
+                    "POST /commands/{name}"
+                ], "commands": self.builder.commands.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>()}),
             ),
+            ["commands", name] if post => {
+                if let Some(denied) = self.denied(&request) {
+                    return denied;
+                }
+                let Some((_, command)) = self.builder.commands.iter().find(|(n, _)| n == name)
+                else {
+                    return text(StatusCode::NOT_FOUND, "no such command; GET / lists them\n");
+                };
+                let query = request.uri().query().map(str::to_owned);
+                match command(query).await {
+                    Ok(report) => json_response(StatusCode::OK, &report),
+                    Err(reason) => {
+                        json_response(StatusCode::UNPROCESSABLE_ENTITY, &json!({"error": reason}))
+                    }
+                }
+            }
             ["modules", name, action @ ("kill" | "revive")] if post => {
                 if let Some(denied) = self.denied(&request) {
                     return denied;
@@ -327,9 +426,10 @@ impl AdminInner {
                 }
             }
             ["healthz" | "readyz" | "metrics" | "status"] => method_not_allowed("GET, HEAD"),
-            ["modules", _, "kill" | "revive"] | ["config", "reload"] | ["cache", "purge"] => {
-                method_not_allowed("POST")
-            }
+            ["modules", _, "kill" | "revive"]
+            | ["config", "reload"]
+            | ["cache", "purge"]
+            | ["commands", _] => method_not_allowed("POST"),
             _ => text(
                 StatusCode::NOT_FOUND,
                 "not found; GET / lists the endpoints\n",
@@ -337,9 +437,40 @@ impl AdminInner {
         }
     }
 
+    /// `Some(421)` when the request names a host this API does not answer to (DNS rebinding).
+    /// No `Host` at all (HTTP/1.0 tools) is accepted: a browser always sends one.
+    fn misdirected<B>(&self, request: &Request<B>) -> Option<Response<Full<Bytes>>> {
+        let host = request
+            .uri()
+            .authority()
+            .map(|a| a.host().to_owned())
+            .or_else(|| {
+                let value = request.headers().get(header::HOST)?;
+                let text = value.to_str().unwrap_or("\u{fffd}");
+                Some(match text.parse::<http::uri::Authority>() {
+                    Ok(authority) => authority.host().to_owned(),
+                    Err(_) => text.to_owned(),
+                })
+            })?;
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if bare.parse::<std::net::IpAddr>().is_ok()
+            || host == "localhost"
+            || self.builder.allowed_hosts.iter().any(|h| *h == host)
+        {
+            return None;
+        }
+        metrics::counter!("ravelin_admin_misdirected_total").increment(1);
+        Some(text(
+            StatusCode::MISDIRECTED_REQUEST,
+            "the admin API does not answer to this Host; use its IP address or localhost, \
+             or add the name to admin.allowed_hosts\n",
+        ))
+    }
+
     /// `Some(answer)` when the request may not mutate: no token configured, or a wrong one.
     fn denied<B>(&self, request: &Request<B>) -> Option<Response<Full<Bytes>>> {
-        let Some(expected) = &self.builder.token else {
+        let Some(expected) = self.builder.token.current() else {
             return Some(text(
                 StatusCode::FORBIDDEN,
                 "mutating admin endpoints are disabled: configure an admin token \
@@ -700,6 +831,85 @@ mod tests {
         let (status, body) = call(&admin, post("/config/reload", Some("t"))).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
         assert!(body.contains("routes[0].upstream"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn a_rotated_token_replaces_the_old_one_at_once() {
+        let token = AdminToken::new(Some("old".into()));
+        let admin = Admin::builder()
+            .token_source(token.clone())
+            .switchboard(Switchboard::new())
+            .build();
+        let (status, _) = call(&admin, post("/modules/x/kill", Some("old"))).await;
+        assert_ne!(status, StatusCode::UNAUTHORIZED);
+        assert!(token.set(Some("new".into())));
+        let (status, _) = call(&admin, post("/modules/x/kill", Some("old"))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, _) = call(&admin, post("/modules/x/kill", Some("new"))).await;
+        assert_ne!(status, StatusCode::UNAUTHORIZED);
+        assert!(token.set(None));
+        let (status, _) = call(&admin, post("/modules/x/kill", Some("new"))).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+
+    #[tokio::test]
+    async fn foreign_host_names_are_misdirected() {
+        let admin = Admin::builder().allowed_hosts(["Admin.Internal."]).build();
+        let with_host = |host: &str| {
+            Request::get("/status")
+                .header("host", host)
+                .body(Full::new(Bytes::new()))
+                .unwrap()
+        };
+        for host in [
+            "127.0.0.1:9901",
+            "[::1]:9901",
+            "localhost:9901",
+            "admin.internal",
+            "10.0.0.5",
+        ] {
+            assert_eq!(
+                call(&admin, with_host(host)).await.0,
+                StatusCode::OK,
+                "{host}"
+            );
+        }
+        for host in [
+            "attacker.example",
+            "attacker.example:9901",
+            "localhost.attacker.example",
+        ] {
+            let (status, body) = call(&admin, with_host(host)).await;
+            assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "{host}");
+            assert!(body.contains("allowed_hosts"), "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn commands_need_the_token_and_get_the_query() {
+        let admin = Admin::builder()
+            .token(Some("t".into()))
+            .command("demo-outage", |query| {
+                Box::pin(async move { Ok(json!({ "query": query })) })
+            })
+            .build();
+        assert_eq!(
+            call(&admin, post("/commands/demo-outage?on=1", None))
+                .await
+                .0,
+            StatusCode::UNAUTHORIZED
+        );
+        let (status, body) = call(&admin, post("/commands/demo-outage?on=1", Some("t"))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("on=1"), "{body}");
+        assert_eq!(
+            call(&admin, post("/commands/other", Some("t"))).await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            call(&admin, get("/commands/demo-outage")).await.0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
     }
 
     #[test]

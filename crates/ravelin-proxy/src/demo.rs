@@ -11,7 +11,12 @@
 //! | `GET /slow?ms=N` | answers after N ms (default 2000, at most 30000) |
 //! | `GET /fail` | 500 |
 //! | any `/echo` | streams the request body through a counter and reports method, headers, size |
-//! | `POST /_demo/outage?on=1` / `?on=0` | every other path answers 503 while on |
+//!
+//! The simulated outage (every path answers 503) is switched with [`DemoOrigin::set_outage`]
+//! only, never over HTTP: anything the demo origin serves is reachable through the proxy in
+//! front of it, so a control path there would let any client take the site down. The
+//! `edge-proxy` binary exposes it as the token-protected admin command
+//! `POST /commands/demo-outage?on=1`.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -89,16 +94,6 @@ impl DemoOrigin {
         self.state.requests.fetch_add(1, Ordering::Relaxed);
         let path = request.uri().path().to_owned();
         let query = request.uri().query().unwrap_or("").to_owned();
-        if path == "/_demo/outage" && request.method() == Method::POST {
-            let on = query.split('&').any(|p| p == "on=1" || p == "on=true");
-            self.set_outage(on);
-            return respond(
-                StatusCode::OK,
-                "no-store",
-                "text/plain",
-                format!("outage {}\n", if on { "on" } else { "off" }),
-            );
-        }
         if self.outage() {
             return respond(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -453,5 +448,21 @@ mod tests {
             .unwrap();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(origin.requests(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_outage_cannot_be_switched_over_http() {
+        let origin = DemoOrigin::new();
+        let response = origin
+            .clone()
+            .oneshot(
+                Request::post("/_demo/outage?on=1")
+                    .body(Full::<Bytes>::default())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_ne!(response.status(), StatusCode::OK);
+        assert!(!origin.outage());
     }
 }
