@@ -35,9 +35,13 @@ struct Args {
     /// Address to serve on (overrides server.listen).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
-    /// Address of the admin API (overrides admin.listen).
+    /// Address of the admin API (overrides admin.listen). A non-loopback address also needs
+    /// `--admin-allow-remote` (or `admin.allow_remote = true`).
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
+    /// Allow a non-loopback admin address: only where a firewall guards it.
+    #[arg(long)]
+    admin_allow_remote: bool,
     /// Send all traffic to this origin (replaces the configured upstreams and routes).
     #[arg(long, value_name = "URL")]
     upstream: Option<String>,
@@ -83,6 +87,7 @@ fn check(args: &Args) -> ExitCode {
     let overrides = Overrides {
         listen: args.listen,
         admin: args.admin,
+        admin_allow_remote: args.admin_allow_remote,
         upstream: args.upstream.clone(),
     };
     let result = builder
@@ -153,6 +158,7 @@ async fn run(args: Args) -> ExitCode {
         overrides: Overrides {
             listen: args.listen,
             admin: args.admin,
+            admin_allow_remote: args.admin_allow_remote,
             upstream: args.upstream,
         },
         metrics,
@@ -199,11 +205,18 @@ async fn run(args: Args) -> ExitCode {
         }
     });
 
-    let summary = running.run_until(ravelin_proxy::shutdown_signal()).await;
-    tracing::info!(
-        connections = summary.connections,
-        forced_closed = summary.forced_closed,
-        "edge-proxy stopped"
-    );
-    ExitCode::SUCCESS
+    match running.run_until(ravelin_proxy::shutdown_signal()).await {
+        Ok(summary) => {
+            tracing::info!(
+                connections = summary.connections,
+                forced_closed = summary.forced_closed,
+                "edge-proxy stopped"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            eprintln!("edge-proxy: {reason}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -98,6 +98,7 @@ impl Harness {
             overrides: Overrides {
                 listen: Some("127.0.0.1:0".parse().unwrap()),
                 admin: Some("127.0.0.1:0".parse().unwrap()),
+                admin_allow_remote: false,
                 upstream: None,
             },
             metrics: handle

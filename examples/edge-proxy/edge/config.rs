@@ -90,6 +90,10 @@ pub(crate) struct AdminSection {
     /// Environment variable holding the token.
     #[serde(default = "default_token_env")]
     pub(crate) token_env: String,
+    /// Host names the admin API answers to besides IP literals and `localhost` (any other
+    /// `Host` gets 421: DNS-rebinding protection).
+    #[serde(default)]
+    pub(crate) allowed_hosts: Vec<String>,
 }
 
 /// `[[upstreams]]`.
@@ -473,6 +477,7 @@ impl Default for AdminSection {
             allow_remote: false,
             token: None,
             token_env: default_token_env(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -783,6 +788,8 @@ pub(crate) struct Overrides {
     pub(crate) listen: Option<SocketAddr>,
     /// `--admin`.
     pub(crate) admin: Option<SocketAddr>,
+    /// `--admin-allow-remote`.
+    pub(crate) admin_allow_remote: bool,
     /// `--upstream`: replaces the upstream list with this one URL and drops the routes.
     pub(crate) upstream: Option<String>,
 }
@@ -795,8 +802,11 @@ impl Overrides {
             config.server.listen = listen;
         }
         if let Some(admin) = self.admin {
+            // The address alone never implies remote access: exposing the admin API takes its
+            // own explicit flag (or the file's admin.allow_remote).
             config.admin.listen = admin;
-            // An explicit flag is the operator's decision.
+        }
+        if self.admin_allow_remote {
             config.admin.allow_remote = true;
         }
         if let Some(url) = &self.upstream {
@@ -880,6 +890,7 @@ mod tests {
         let flags = Overrides {
             listen: Some("127.0.0.1:18080".parse().unwrap()),
             admin: None,
+            admin_allow_remote: false,
             upstream: Some("http://127.0.0.1:2".into()),
         };
         let config = flags.apply(&file);

@@ -12,6 +12,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use hyper::body::Incoming;
 use ravelin_config::{Format, Store, Switchboard, Validate};
+use ravelin_proxy::admin::AdminToken;
 use ravelin_proxy::{
     Admin, ModuleStatus, Purge, Route, Routes, ServeSummary, Server, ServerConfig, SharedRoutes,
     Target, Upstream, demo,
@@ -87,6 +88,11 @@ pub(crate) struct Edge {
     purger: Mutex<Option<PurgeFn>>,
     apply_error: Mutex<Option<String>>,
     draining: AtomicBool,
+    /// The admin bearer token, rotated by every applied config.
+    admin_token: AdminToken,
+    /// Set when the proxy's serve task ended on its own (a panic or an early return): the
+    /// process is then not ready and exits non-zero.
+    serve_failure: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Edge {
@@ -328,6 +334,9 @@ impl Edge {
         control.botscore = botscore;
         control.cache = cache;
         self.install_stack(control);
+        if self.admin_token.set(admin_token(&config)) {
+            tracing::info!("admin token changed: the previous token no longer works");
+        }
         control.applied = Some(config);
         Ok(())
     }
@@ -373,30 +382,46 @@ impl Edge {
         config: &EdgeConfig,
         metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     ) -> Admin {
-        let token = config
-            .admin
-            .token
-            .clone()
-            .or_else(|| std::env::var(&config.admin.token_env).ok());
-        if token.as_deref().is_none_or(str::is_empty) {
+        if !self.admin_token.is_set() {
             tracing::warn!(
                 variable = %config.admin.token_env,
                 "no admin token: mutating admin endpoints are disabled"
             );
         }
         let mut builder = Admin::builder()
-            .token(token)
+            .token_source(self.admin_token.clone())
+            .allowed_hosts(config.admin.allowed_hosts.iter().cloned())
             .switchboard(self.switchboard.clone());
         if let Some(render) = metrics {
             builder = builder.metrics(move || render());
         }
         let edge = Arc::clone(self);
         builder = builder.ready(move || {
-            if edge.draining.load(Ordering::Relaxed) {
+            if let Some(reason) = lock(&edge.serve_failure).clone() {
+                Err(reason)
+            } else if edge.draining.load(Ordering::Relaxed) {
                 Err("shutting down".into())
             } else {
                 Ok(())
             }
+        });
+        let edge = Arc::clone(self);
+        builder = builder.command("demo-outage", move |query| {
+            let edge = Arc::clone(&edge);
+            Box::pin(async move {
+                let on = query
+                    .as_deref()
+                    .unwrap_or("")
+                    .split('&')
+                    .any(|p| p == "on=1" || p == "on=true");
+                let control = edge.control.lock().await;
+                let Some(demo) = &control.demo else {
+                    return Err("the demo origin is not running (an upstream is configured)".into());
+                };
+                demo.origin().set_outage(on);
+                tracing::info!(on, "admin: demo origin outage switched");
+                Ok(json!({ "demo_outage": on }))
+            })
         });
         let store = self.store.clone();
         builder = builder.config_status(move || store.status());
@@ -436,6 +461,16 @@ impl Edge {
     }
 }
 
+/// The admin token a config names: `admin.token`, else the variable `admin.token_env` names.
+fn admin_token(config: &EdgeConfig) -> Option<String> {
+    config
+        .admin
+        .token
+        .clone()
+        .or_else(|| std::env::var(&config.admin.token_env).ok())
+        .filter(|t| !t.is_empty())
+}
+
 /// Why the proxy did not start.
 #[derive(Debug)]
 pub(crate) enum StartError {
@@ -466,6 +501,10 @@ pub(crate) struct Running {
     pub(crate) edge: Arc<Edge>,
     stop: watch::Sender<bool>,
     proxy: JoinHandle<ServeSummary>,
+    /// Aborts the inner serve task (tests simulate its death with it).
+    serve_abort: tokio::task::AbortHandle,
+    /// Becomes `Some(reason)` when the serve task ended before shutdown.
+    serve_failed: watch::Receiver<Option<String>>,
     admin: JoinHandle<ServeSummary>,
     background: Vec<JoinHandle<()>>,
     _watch: Option<ravelin_config::WatchHandle>,
@@ -481,10 +520,31 @@ impl std::fmt::Debug for Running {
 }
 
 impl Running {
-    /// Waits for `signal`, then shuts down (drain, then stop).
-    pub(crate) async fn run_until(self, signal: impl Future<Output = ()>) -> ServeSummary {
-        signal.await;
-        self.shutdown().await
+    /// Waits for `signal`, then shuts down (drain, then stop). If the proxy's serve task ends
+    /// by itself first (it panicked or returned), shuts down at once and returns the reason:
+    /// a supervisor then restarts the process instead of leaving a listener that answers
+    /// nothing.
+    ///
+    /// # Errors
+    /// Why the serve task ended.
+    pub(crate) async fn run_until(
+        mut self,
+        signal: impl Future<Output = ()>,
+    ) -> Result<ServeSummary, String> {
+        let failed = tokio::select! {
+            () = signal => None,
+            reason = serve_failure(&mut self.serve_failed) => Some(reason),
+        };
+        let summary = self.shutdown().await;
+        match failed {
+            Some(reason) => Err(reason),
+            None => Ok(summary),
+        }
+    }
+
+    /// Kills the proxy's serve task as a crash would (tests of the supervision).
+    pub(crate) fn abort_serve_task(&self) {
+        self.serve_abort.abort();
     }
 
     /// Stops accepting, drains in-flight requests up to the configured deadline, and stops
@@ -508,6 +568,19 @@ impl Running {
             bot.stop_watching();
         }
         summary
+    }
+}
+
+/// Completes with the reason once the serve task has failed.
+async fn serve_failure(rx: &mut watch::Receiver<Option<String>>) -> String {
+    loop {
+        if let Some(reason) = rx.borrow_and_update().clone() {
+            return reason;
+        }
+        if rx.changed().await.is_err() {
+            // The supervisor is gone without a verdict: only at shutdown.
+            return std::future::pending().await;
+        }
     }
 }
 
@@ -568,6 +641,8 @@ pub(crate) async fn start(options: EdgeOptions) -> Result<Running, StartError> {
         purger: Mutex::new(None),
         apply_error: Mutex::new(None),
         draining: AtomicBool::new(false),
+        admin_token: AdminToken::new(admin_token(&effective)),
+        serve_failure: Mutex::new(None),
     });
     edge.apply_latest().await.map_err(StartError::Config)?;
 
@@ -593,7 +668,41 @@ pub(crate) async fn start(options: EdgeOptions) -> Result<Running, StartError> {
 
     let (stop, stop_rx) = watch::channel(false);
     let handler = EdgeHandler::new(Arc::clone(&edge.stack));
-    let proxy_task = tokio::spawn(proxy.serve(handler, stopped(stop_rx.clone())));
+    // The serve task is supervised: if it ends while no shutdown was asked for (a panic in
+    // the accept loop, an early return), the process reports not ready and `run_until`
+    // returns the reason so the binary exits non-zero.
+    let serve = tokio::spawn(proxy.serve(handler, stopped(stop_rx.clone())));
+    let serve_abort = serve.abort_handle();
+    let (failed_tx, serve_failed) = watch::channel(None::<String>);
+    let supervised = Arc::clone(&edge);
+    let stopping = stop_rx.clone();
+    let proxy_task = tokio::spawn(async move {
+        let (summary, reason) = match serve.await {
+            Ok(summary) if *stopping.borrow() => (summary, None),
+            Ok(summary) => (
+                summary,
+                Some("the proxy listener stopped serving on its own".to_owned()),
+            ),
+            Err(error) => (
+                ServeSummary {
+                    connections: 0,
+                    forced_closed: 0,
+                },
+                Some(if error.is_panic() {
+                    "the proxy listener task panicked".to_owned()
+                } else {
+                    "the proxy listener task was cancelled".to_owned()
+                }),
+            ),
+        };
+        if let Some(reason) = reason {
+            metrics::counter!("ravelin_edge_serve_failures_total").increment(1);
+            tracing::error!(%reason, "the proxy stopped serving; reporting not ready and exiting");
+            *lock(&supervised.serve_failure) = Some(reason.clone());
+            let _ = failed_tx.send(Some(reason));
+        }
+        summary
+    });
     let admin = edge.admin(&effective, options.metrics.clone());
     let admin_task = tokio::spawn(admin_server.serve(admin, stopped(stop_rx)));
 
@@ -616,6 +725,8 @@ pub(crate) async fn start(options: EdgeOptions) -> Result<Running, StartError> {
         edge,
         stop,
         proxy: proxy_task,
+        serve_abort,
+        serve_failed,
         admin: admin_task,
         background: vec![apply_task],
         _watch: watch,
