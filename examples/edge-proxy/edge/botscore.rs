@@ -11,7 +11,7 @@ use ravelin_failsafe::GuardLayer;
 use ravelin_proxy::ModuleStatus;
 use serde_json::json;
 
-use super::config::EdgeConfig;
+use super::config::{BotScoreSection, EdgeConfig};
 use super::modules::{apply_killed, guard_layer, guard_status};
 use super::stack::{EdgeService, Slot, layered};
 
@@ -76,15 +76,7 @@ impl BotModule {
                 (store, watch)
             }
         };
-        let score_header = HeaderName::from_bytes(section.score_header.as_bytes())
-            .map_err(|e| format!("botscore.score_header: {e}"))?;
-        let reasons = section.forward_reasons.then_some(DEFAULT_REASONS_HEADER);
-        let guard = BotGuard::builder(Scorer::from_store(store.clone()))
-            .score_header(score_header)
-            .reasons_header(reasons)
-            .routes(section.routes.iter().cloned())
-            .build()
-            .map_err(|e| format!("botscore: {e}"))?;
+        let guard = build_guard(section, Scorer::from_store(store.clone()))?;
         let forward = ForwardStrip {
             names: guard.forward_headers().names().cloned().collect(),
         };
@@ -140,6 +132,35 @@ impl BotModule {
             }),
         )
     }
+}
+
+/// Builds the guard for `section` scoring with `scorer`: the one path both [`check`] and the
+/// module take, so `--check` refuses exactly what building refuses.
+fn build_guard(section: &BotScoreSection, scorer: Scorer) -> Result<BotGuard, String> {
+    let score_header = HeaderName::from_bytes(section.score_header.as_bytes())
+        .map_err(|e| format!("botscore.score_header: {e}"))?;
+    let reasons = section.forward_reasons.then_some(DEFAULT_REASONS_HEADER);
+    BotGuard::builder(scorer)
+        .score_header(score_header)
+        .reasons_header(reasons)
+        .routes(section.routes.iter().cloned())
+        .build()
+        .map_err(|e| format!("botscore: {e}"))
+}
+
+/// Everything building the bot guard would refuse in `section` (routes, headers), checked by
+/// building it over the compiled-in model.
+///
+/// # Errors
+/// What the build refuses.
+pub(crate) fn check(section: &BotScoreSection) -> Result<(), String> {
+    static SCORER: std::sync::LazyLock<Result<Scorer, String>> = std::sync::LazyLock::new(|| {
+        Model::builtin()
+            .map(Scorer::from_model)
+            .map_err(|e| format!("the compiled-in bot model is invalid: {e}"))
+    });
+    let scorer = SCORER.as_ref().map_err(Clone::clone)?.clone();
+    build_guard(section, scorer).map(|_| ())
 }
 
 /// The feature-file store: JSON, size-capped, last-known-good; the compiled-in model serves

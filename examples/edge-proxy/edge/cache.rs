@@ -33,6 +33,33 @@ fn storage_settings(section: &CacheSection) -> CacheSection {
     }
 }
 
+/// The cache crate's own configuration for a `[cache]` section: the one value both
+/// [`check`] and the module build from, so validation and build can never disagree.
+pub(crate) fn cache_config(section: &CacheSection) -> ravelin_cache::CacheConfig {
+    let mut config = ravelin_cache::CacheConfig {
+        name: "ravelin".into(),
+        max_capacity_bytes: section.max_bytes,
+        max_object_bytes: section.max_object_bytes,
+        coalesce_timeout: section.coalesce_timeout,
+        ..ravelin_cache::CacheConfig::default()
+    };
+    if let Some(window) = section.default_stale_if_error {
+        config.stale_if_error = window;
+    }
+    if let Some(window) = section.default_stale_while_revalidate {
+        config.stale_while_revalidate = window;
+    }
+    config
+}
+
+/// Everything building the cache would refuse in `section`, without allocating its store.
+///
+/// # Errors
+/// The cache crate's validation message.
+pub(crate) fn check(section: &CacheSection) -> Result<(), String> {
+    cache_config(section).validate().map_err(|e| e.to_string())
+}
+
 impl CacheModule {
     /// Builds, updates or removes the module.
     ///
@@ -59,18 +86,9 @@ impl CacheModule {
         {
             return Ok(Some(previous));
         }
-        let mut builder = CacheLayer::builder()
-            .name("ravelin")
-            .max_capacity_bytes(section.max_bytes)
-            .max_object_bytes(section.max_object_bytes)
-            .coalesce_timeout(section.coalesce_timeout)
+        let builder = CacheLayer::builder()
+            .config(cache_config(section))
             .kill_switch(switch.clone());
-        if let Some(window) = section.default_stale_if_error {
-            builder = builder.stale_if_error(window);
-        }
-        if let Some(window) = section.default_stale_while_revalidate {
-            builder = builder.stale_while_revalidate(window);
-        }
         let layer = builder.build().map_err(|e| format!("cache: {e}"))?;
         Ok(Some(Self {
             layer,

@@ -611,11 +611,75 @@ fn check_policy(v: &mut Violations, module: &str, policy: &GuardPolicy) {
             v.push(format!("{module}.circuit.{field}"), "must be at least 1");
         }
     }
+    if let Some(open_for) = c.open_for {
+        check_duration(v, &format!("{module}.circuit.open_for"), open_for, MAX_TIMEOUT);
+    }
+    // The breaker the module would build, checked by failsafe itself (window ≤ 4096, …).
+    if let Err(e) = super::modules::circuit(c).validate() {
+        v.push(format!("{module}.circuit"), e.to_string());
+    }
+}
+
+/// The longest timeout or interval any setting accepts: past an hour a timer is a mistake.
+pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// `value` must be greater than zero and at most `max`.
+fn check_duration(v: &mut Violations, path: &str, value: Duration, max: Duration) {
+    if value.is_zero() {
+        v.push(path, "must be greater than zero");
+    } else if value > max {
+        v.push(
+            path,
+            format!("{} is longer than the limit of {}", humantime_serde::re::humantime::format_duration(value), humantime_serde::re::humantime::format_duration(max)),
+        );
+    }
+}
+
+/// `value` must lie in `min..=max`.
+fn check_range<T: PartialOrd + std::fmt::Display>(v: &mut Violations, path: &str, value: T, min: T, max: T) {
+    if value < min || value > max {
+        v.push(path, format!("{value} is outside {min}..={max}"));
+    }
 }
 
 fn check_header_name(v: &mut Violations, path: &str, name: &str) {
     if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
         v.push(path, format!("{name:?} is not a valid header name"));
+    }
+}
+
+/// The most open connections a config may ask for: far past what 2 cores serve, far below
+/// what tokio's semaphore or the memory of one machine would refuse.
+pub(crate) const MAX_CONNECTIONS: usize = 1_000_000;
+/// The most header fields per request: hyper reserves room for this many per request.
+pub(crate) const MAX_HEADERS: usize = 1024;
+/// The most concurrent HTTP/2 streams per connection.
+pub(crate) const MAX_CONCURRENT_STREAMS: u32 = 10_000;
+/// The most idle pooled connections per upstream.
+pub(crate) const MAX_IDLE_CONNECTIONS: usize = 10_000;
+/// The largest cache: 16 GiB of a 24 GiB machine.
+pub(crate) const MAX_CACHE_BYTES: u64 = 16 * 1024 * 1024 * 1024;
+
+/// A route host: a DNS name or IP literal without port; a trailing dot is allowed and ignored.
+fn check_route_host(v: &mut Violations, path: &str, host: &str) {
+    let bare = host.strip_suffix('.').unwrap_or(host);
+    let literal = bare
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok());
+    if bare.is_empty() {
+        v.push(path, format!("{host:?} is not a host name"));
+    } else if !literal && bare.contains(':') {
+        v.push(
+            path,
+            format!("{host:?} has a port; route hosts match the host without its port"),
+        );
+    } else if !literal
+        && !bare
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    {
+        v.push(path, format!("{host:?} is not a host name"));
     }
 }
 
@@ -628,24 +692,40 @@ impl Validate for EdgeConfig {
     fn validate(&self) -> Result<(), Violations> {
         let mut v = Violations::new();
         let s = &self.server;
-        if s.max_connections == 0 {
-            v.push("server.max_connections", "must be at least 1");
+        check_range(&mut v, "server.max_connections", s.max_connections, 1, MAX_CONNECTIONS);
+        check_range(
+            &mut v,
+            "server.max_connections_per_ip",
+            s.max_connections_per_ip,
+            0,
+            s.max_connections.min(MAX_CONNECTIONS),
+        );
+        check_range(&mut v, "server.max_headers", s.max_headers, 1, MAX_HEADERS);
+        check_range(&mut v, "server.max_header_bytes", s.max_header_bytes, 8192, 1024 * 1024);
+        check_range(
+            &mut v,
+            "server.max_concurrent_streams",
+            s.max_concurrent_streams,
+            1,
+            MAX_CONCURRENT_STREAMS,
+        );
+        check_duration(&mut v, "server.header_read_timeout", s.header_read_timeout, MAX_TIMEOUT);
+        check_duration(
+            &mut v,
+            "server.shutdown_timeout",
+            s.shutdown_timeout,
+            Duration::from_secs(600),
+        );
+        for host in &self.admin.allowed_hosts {
+            if host.is_empty()
+                || !host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+            {
+                v.push("admin.allowed_hosts", format!("{host:?} is not a host name (no port)"));
+            }
         }
-        if s.max_headers == 0 {
-            v.push("server.max_headers", "must be at least 1");
-        }
-        if s.max_header_bytes < 8192 || s.max_header_bytes > 1024 * 1024 {
-            v.push(
-                "server.max_header_bytes",
-                format!("{} is outside 8192..=1048576", s.max_header_bytes),
-            );
-        }
-        if s.max_concurrent_streams == 0 {
-            v.push("server.max_concurrent_streams", "must be at least 1");
-        }
-        if s.header_read_timeout.is_zero() {
-            v.push("server.header_read_timeout", "must be greater than zero");
-        }
+        v.check_count("admin.allowed_hosts", "names", self.admin.allowed_hosts.len(), 64);
         if !self.admin.listen.ip().is_loopback() && !self.admin.allow_remote {
             v.push(
                 "admin.listen",
@@ -674,6 +754,15 @@ impl Validate for EdgeConfig {
                         format!("duplicate upstream name {:?}", u.name),
                     );
                 }
+                check_duration(&mut v, &format!("{path}.connect_timeout"), u.connect_timeout, MAX_TIMEOUT);
+                check_duration(&mut v, &format!("{path}.response_timeout"), u.response_timeout, MAX_TIMEOUT);
+                check_range(
+                    &mut v,
+                    &format!("{path}.max_idle_connections"),
+                    u.max_idle_connections,
+                    0,
+                    MAX_IDLE_CONNECTIONS,
+                );
                 if let Err(e) = ravelin_proxy::Upstream::builder(&u.name, &u.url)
                     .connect_timeout(u.connect_timeout)
                     .response_timeout(u.response_timeout)
@@ -695,22 +784,14 @@ impl Validate for EdgeConfig {
                         ),
                     );
                 }
-                if !r.path_prefix.starts_with('/') {
-                    v.push(format!("{path}.path_prefix"), "must start with /");
+                if let Err(e) = ravelin_http::PathPrefix::new(r.path_prefix.as_str()) {
+                    v.push(format!("{path}.path_prefix"), e.to_string());
                 }
-                if r.response_timeout.is_some_and(|t| t.is_zero()) {
-                    v.push(
-                        format!("{path}.response_timeout"),
-                        "must be greater than zero",
-                    );
+                if let Some(timeout) = r.response_timeout {
+                    check_duration(&mut v, &format!("{path}.response_timeout"), timeout, MAX_TIMEOUT);
                 }
-                if let Some(host) = &r.host
-                    && (host.is_empty() || host.contains('/') || host.contains(' '))
-                {
-                    v.push(
-                        format!("{path}.host"),
-                        format!("{host:?} is not a host name"),
-                    );
+                if let Some(host) = &r.host {
+                    check_route_host(&mut v, &format!("{path}.host"), host);
                 }
             }
         }
@@ -732,6 +813,10 @@ impl Validate for EdgeConfig {
                 ),
             );
         }
+        check_duration(&mut v, "ratelimit.redis_timeout", rl.redis_timeout, Duration::from_secs(60));
+        if let Err(reason) = super::ratelimit::check(rl) {
+            v.push("ratelimit.store", reason);
+        }
         if let Err(rule_violations) = rl.rules_document().validate() {
             for violation in rule_violations.iter() {
                 v.push(
@@ -743,6 +828,12 @@ impl Validate for EdgeConfig {
 
         check_policy(&mut v, "botscore", &self.botscore_policy());
         check_header_name(&mut v, "botscore.score_header", &self.botscore.score_header);
+        if self.botscore.watch_interval > MAX_TIMEOUT {
+            v.push("botscore.watch_interval", "must be at most 1h");
+        }
+        if let Err(reason) = super::botscore::check(&self.botscore) {
+            v.push("botscore", reason);
+        }
         if self.botscore.watch_interval < Duration::from_millis(10)
             && !self.botscore.watch_interval.is_zero()
         {
@@ -767,6 +858,19 @@ impl Validate for EdgeConfig {
                 "cache.max_object_bytes",
                 format!("{} is outside 1..=cache.max_bytes", c.max_object_bytes),
             );
+        }
+        check_duration(&mut v, "cache.coalesce_timeout", c.coalesce_timeout, Duration::from_secs(300));
+        if c.max_bytes > MAX_CACHE_BYTES {
+            v.push(
+                "cache.max_bytes",
+                format!("{} is larger than the limit of {MAX_CACHE_BYTES} (16 GiB)", c.max_bytes),
+            );
+        }
+        if let Err(reason) = super::cache::check(c) {
+            v.push("cache", reason);
+        }
+        if self.reload.watch_interval > MAX_TIMEOUT {
+            v.push("reload.watch_interval", "must be at most 1h");
         }
         if self.reload.watch_interval < Duration::from_millis(10)
             && !self.reload.watch_interval.is_zero()

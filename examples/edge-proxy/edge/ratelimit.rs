@@ -47,6 +47,19 @@ pub(crate) struct RateLimitModule {
     layer: GuardLayer<BoxGuard>,
 }
 
+/// Everything building the module would refuse in `section` beyond the rule document's own
+/// validation: the Redis URL.
+///
+/// # Errors
+/// What the build refuses.
+pub(crate) fn check(section: &RateLimitSection) -> Result<(), String> {
+    if let StoreSetting::Redis(url) = &section.store {
+        redis::Client::open(url.as_str())
+            .map_err(|e| format!("ratelimit.store: {url:?} is not a usable Redis URL: {e}"))?;
+    }
+    Ok(())
+}
+
 impl RateLimitModule {
     /// Builds, updates or removes the module.
     ///
