@@ -10,8 +10,49 @@ use crate::error::ConfigError;
 use crate::key::KeyConfig;
 
 const MIB: u64 = 1024 * 1024;
-/// Longest duration any setting accepts: a year. Longer values are almost certainly unit mistakes.
+const GIB: u64 = 1024 * MIB;
+/// Longest duration any freshness or staleness setting accepts: a year. Longer values are almost
+/// certainly unit mistakes.
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+// Upper bounds sized so that no accepted configuration can take down a small edge machine
+// (2 cores, 24 GiB): the store, one object and every concurrent recording must fit beside the
+// rest of the process.
+/// The largest `max_capacity_bytes`.
+pub(crate) const MAX_CAPACITY_BYTES: u64 = 16 * GIB;
+/// The largest `max_object_bytes` (and never more than `max_capacity_bytes`).
+pub(crate) const MAX_OBJECT_BYTES: u64 = GIB;
+/// The most fills in flight (`max_inflight`).
+pub(crate) const MAX_INFLIGHT: usize = 65_536;
+/// The longest `coalesce_timeout` and `stale_if_error_timeout`: a client waits this long at most.
+const MAX_WAIT: Duration = Duration::from_secs(300);
+/// The longest `background_timeout`: a background fetch holds up to an object's bytes this long.
+const MAX_BACKGROUND: Duration = Duration::from_secs(3600);
+/// The longest entry of `key.drop_query_params`, `targeted_fields` and `surrogate_key_fields`.
+const MAX_NAME_LEN: usize = 256;
+
+/// What the cache does with responses that carry `Set-Cookie`.
+///
+/// RFC 9111 §7.3 lets a shared cache store and replay `Set-Cookie`; an edge in front of origins
+/// it does not control must not hand one client's session cookie to the next. The default stores
+/// such a response only when the origin addressed it to shared caches explicitly, and never
+/// stores the cookie itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SetCookie {
+    /// Stored only with an explicit shared-cache opt-in: `public`, `s-maxage`, freshness in a
+    /// targeted field (`CDN-Cache-Control: max-age=…`, RFC 9213), or `private="set-cookie"`.
+    /// The stored copy never has `Set-Cookie`; the client whose request fetched the response
+    /// still gets its cookie. Otherwise the response passes with `Cache-Status: …;
+    /// detail=set-cookie`.
+    #[default]
+    Explicit,
+    /// Never stored, whatever the directives say (`detail=set-cookie`).
+    Never,
+    /// RFC 9111 §7.3: stored like any other response, `Set-Cookie` included and replayed to every
+    /// client served from the copy. Only for origins known to mark per-user responses `private`.
+    Replay,
+}
 
 /// Everything that shapes a cache, as an operator writes it (TOML/JSON through `ravelin-config`).
 ///
@@ -40,6 +81,12 @@ pub struct CacheConfig {
     /// Whether responses without explicit freshness but with `Last-Modified` get a heuristic
     /// lifetime (RFC 9111 §4.2.2).
     pub heuristic_freshness: bool,
+    /// Whether a heuristic lifetime may also be given to a response to a request that carried
+    /// `Cookie` or `Authorization` (off by default: such a response is likely personalised and
+    /// its origin said nothing about caching it). Explicit freshness is unaffected, and RFC 9111
+    /// §3.5 still applies: a response to a request with `Authorization` is stored only with
+    /// `public`, `s-maxage` or `must-revalidate`.
+    pub heuristic_with_credentials: bool,
     /// The fraction of the time since `Last-Modified` used as heuristic lifetime (0.1 is typical).
     pub heuristic_fraction: f64,
     /// The cap on a heuristic lifetime.
@@ -68,11 +115,25 @@ pub struct CacheConfig {
     #[serde(with = "humantime_serde")]
     pub background_timeout: Duration,
     /// Whether request `Cache-Control` directives (`no-cache`, `max-age`, `min-fresh`, `max-stale`,
-    /// `only-if-cached`, `no-store`) are honoured. An edge that must protect its origin from clients
-    /// forcing refreshes can turn this off.
+    /// `only-if-cached`, `no-store`, `stale-if-error`) and `Pragma: no-cache` are honoured (RFC 9111
+    /// §5.2.1, §5.4). Off by default, as at CDNs: otherwise any client can send every request to
+    /// the origin (`no-cache`, `max-age=0`) or around request coalescing (`no-store`). Turn it on
+    /// only where the clients are trusted (an internal cache, a cache behind an authenticated
+    /// edge).
     pub request_directives: bool,
-    /// Whether a request `Pragma: no-cache` without `Cache-Control` acts as `no-cache` (RFC 9111 §5.4).
+    /// Whether a request `Pragma: no-cache` without `Cache-Control` acts as `no-cache` (RFC 9111
+    /// §5.4). Only read when `request_directives` is on.
     pub pragma_no_cache: bool,
+    /// Whether unsafe methods change what is stored: RFC 9111 §4.4 invalidation of the target URI
+    /// (and same-origin `Location` / `Content-Location`) after a non-error response to POST, PUT,
+    /// DELETE, PATCH or an unknown method, and RFC 9110 §9.3.3 storing of a POST response that
+    /// names its own URI in `Content-Location`. Off by default: otherwise any client evicts or
+    /// replaces a hot object with one anonymous request. Turn it on where unsafe requests are
+    /// authenticated before they reach the cache; purge through the [`CacheHandle`](crate::CacheHandle)
+    /// otherwise.
+    pub invalidate_on_unsafe: bool,
+    /// Responses that carry `Set-Cookie`: see [`SetCookie`].
+    pub set_cookie: SetCookie,
     /// Targeted cache-control fields, most specific first (RFC 9213); the first valid one present
     /// replaces `Cache-Control` and `Expires` for this cache.
     pub targeted_fields: Vec<String>,
@@ -94,6 +155,7 @@ impl Default for CacheConfig {
             max_object_bytes: 8 * MIB,
             key: KeyConfig::default(),
             heuristic_freshness: true,
+            heuristic_with_credentials: false,
             heuristic_fraction: 0.1,
             heuristic_max: Duration::from_secs(24 * 3600),
             stale_while_revalidate: Duration::ZERO,
@@ -103,8 +165,10 @@ impl Default for CacheConfig {
             coalesce_timeout: Duration::from_secs(5),
             max_inflight: 16_384,
             background_timeout: Duration::from_secs(30),
-            request_directives: true,
+            request_directives: false,
             pragma_no_cache: true,
+            invalidate_on_unsafe: false,
+            set_cookie: SetCookie::Explicit,
             targeted_fields: vec!["cdn-cache-control".to_string()],
             surrogate_key_fields: vec!["surrogate-key".to_string(), "cache-tag".to_string()],
             expose_surrogate_keys: false,
@@ -143,44 +207,52 @@ impl CacheConfig {
         v.check_range(
             "max_capacity_bytes",
             self.max_capacity_bytes,
-            MIB..=(1 << 40),
+            MIB..=MAX_CAPACITY_BYTES,
         );
-        v.check_range(
-            "max_object_bytes",
-            self.max_object_bytes,
-            1..=self.max_capacity_bytes.max(1),
-        );
-        if self.max_object_bytes > u64::from(u32::MAX) {
+        let object_limit = MAX_OBJECT_BYTES.min(self.max_capacity_bytes.max(1));
+        if !(1..=object_limit).contains(&self.max_object_bytes) {
             v.push(
                 "max_object_bytes",
-                format!("{} exceeds 4 GiB", self.max_object_bytes),
+                format!(
+                    "value {} is outside 1..={object_limit} (the lesser of 1 GiB and \
+                     max_capacity_bytes)",
+                    self.max_object_bytes
+                ),
             );
         }
         v.check_finite("heuristic_fraction", self.heuristic_fraction);
         v.check_range("heuristic_fraction", self.heuristic_fraction, 0.0..=1.0);
-        for (path, d) in [
-            ("heuristic_max", self.heuristic_max),
-            ("stale_while_revalidate", self.stale_while_revalidate),
-            ("stale_if_error", self.stale_if_error),
-            ("coalesce_timeout", self.coalesce_timeout),
-            ("background_timeout", self.background_timeout),
+        for (path, d, limit) in [
+            ("heuristic_max", self.heuristic_max, MAX_DURATION),
+            (
+                "stale_while_revalidate",
+                self.stale_while_revalidate,
+                MAX_DURATION,
+            ),
+            ("stale_if_error", self.stale_if_error, MAX_DURATION),
+            ("coalesce_timeout", self.coalesce_timeout, MAX_WAIT),
+            (
+                "background_timeout",
+                self.background_timeout,
+                MAX_BACKGROUND,
+            ),
         ] {
-            if d > MAX_DURATION {
-                v.push(path, format!("{d:?} exceeds one year"));
+            if d > limit {
+                v.push(path, format!("value {d:?} exceeds limit {limit:?}"));
             }
         }
         if let Some(t) = self.stale_if_error_timeout
-            && (t.is_zero() || t > MAX_DURATION)
+            && (t.is_zero() || t > MAX_WAIT)
         {
             v.push(
                 "stale_if_error_timeout",
-                format!("{t:?} is outside 1ms..=1 year"),
+                format!("value {t:?} must be positive and within limit {MAX_WAIT:?}"),
             );
         }
         if self.background_timeout.is_zero() {
-            v.push("background_timeout", "must be positive");
+            v.push("background_timeout", "value 0s: must be positive");
         }
-        v.check_range("max_inflight", self.max_inflight, 1..=1_000_000);
+        v.check_range("max_inflight", self.max_inflight, 1..=MAX_INFLIGHT);
         v.check_range("max_tags_per_object", self.max_tags_per_object, 0..=1024);
         v.check_count("targeted_fields", "fields", self.targeted_fields.len(), 8);
         v.check_count(
@@ -194,7 +266,12 @@ impl CacheConfig {
             ("surrogate_key_fields", &self.surrogate_key_fields),
         ] {
             for (i, n) in names.iter().enumerate() {
-                if HeaderName::from_bytes(n.as_bytes()).is_err() {
+                if n.len() > MAX_NAME_LEN {
+                    v.push(
+                        format!("{list}[{i}]"),
+                        format!("{} bytes exceeds limit {MAX_NAME_LEN}", n.len()),
+                    );
+                } else if HeaderName::from_bytes(n.as_bytes()).is_err() {
                     v.push(
                         format!("{list}[{i}]"),
                         format!("{n:?} is not a header field name"),
@@ -211,12 +288,21 @@ impl CacheConfig {
                 format!("{:?} is neither http nor https", self.key.default_scheme),
             );
         }
-        v.check_count(
+        if v.check_count(
             "key.drop_query_params",
             "parameters",
             self.key.drop_query_params.len(),
             256,
-        );
+        ) {
+            for (i, p) in self.key.drop_query_params.iter().enumerate() {
+                if p.len() > MAX_NAME_LEN {
+                    v.push(
+                        format!("key.drop_query_params[{i}]"),
+                        format!("{} bytes exceeds limit {MAX_NAME_LEN}", p.len()),
+                    );
+                }
+            }
+        }
         v
     }
 }

@@ -11,15 +11,16 @@ use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
 use ravelin_config::KillSwitch;
+use ravelin_http::{RequestIdentity, canonical_path_lenient};
 
 use crate::clock::Clock;
-use crate::config::Settings;
+use crate::config::{SetCookie, Settings};
 use crate::date::fmt_http_date;
 use crate::directives::MAX_DELTA_SECONDS;
 use crate::entry::{Object, StoredResponse, VaryRecord};
 use crate::fill::Fills;
 use crate::headers::{self, EntityTag, Vary};
-use crate::key::{KeyHasher, Variant, primary_key};
+use crate::key::{KeyHasher, Variant, key_of, primary_key};
 use crate::policy::{
     self, Assessment, Effective, Heuristics, NotStored, Policy, RequestDirectives, StaleDefaults,
     Validate, assess, stale_if_error_allowed, storable,
@@ -77,6 +78,8 @@ pub(crate) struct Forward {
     pub(crate) req: RequestDirectives,
     pub(crate) coalesce: bool,
     pub(crate) authorization: bool,
+    /// The request carried `Cookie` or `Authorization`: no heuristic freshness unless configured.
+    pub(crate) credentials: bool,
     /// The client's own `If-None-Match` / `If-Modified-Since`, replaced upstream by the cache's
     /// validators and evaluated locally against the result.
     pub(crate) client_conditionals: HeaderMap,
@@ -96,13 +99,43 @@ pub(crate) struct Pass {
     pub(crate) head_of: Option<Arc<StoredResponse>>,
     /// A POST, whose response may be stored for later GETs (RFC 9110 §9.3.3).
     pub(crate) post: bool,
+    /// The request carried `Cookie` or `Authorization` (for a HEAD that freshens a stored GET).
+    pub(crate) credentials: bool,
 }
 
+impl Pass {
+    fn with_status(status: CacheStatus) -> Self {
+        Self {
+            status,
+            invalidate: None,
+            head_of: None,
+            post: false,
+            credentials: false,
+        }
+    }
+}
+
+/// The target of an unsafe request, for invalidation (§4.4) and POST responses (RFC 9110 §9.3.3).
 #[derive(Debug, Clone)]
 pub(crate) struct Invalidate {
     pub(crate) key: String,
     pub(crate) uri: Uri,
     pub(crate) host: Option<HeaderValue>,
+    /// The request identity the key was built from, when the ingress stage set one.
+    pub(crate) identity: Option<RequestIdentity>,
+}
+
+/// The origin's response head, as the decisions need it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Received<'a> {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: &'a HeaderMap,
+    /// The body's length when known (size hint or `Content-Length`).
+    pub(crate) size: Option<u64>,
+    /// The body ends at connection close ([`ravelin_http::CloseDelimited`]): never stored.
+    pub(crate) close_delimited: bool,
+    pub(crate) request_time: SystemTime,
+    pub(crate) response_time: SystemTime,
 }
 
 /// What to do with the origin's response to a forwarded request.
@@ -112,7 +145,8 @@ pub(crate) enum Decision {
         served: Served,
         outcome: FillOutcome,
     },
-    /// Send the origin's response on, recording it.
+    /// Send the origin's response on, recording it. `status` does not say `stored`: whether it
+    /// is stored is known only once the body is complete.
     Record {
         proto: Box<StoredResponse>,
         status: CacheStatus,
@@ -120,7 +154,7 @@ pub(crate) enum Decision {
         streamable: bool,
         /// The client's conditional request is satisfied by this response: send it a 304 and
         /// record the body in the background.
-        not_modified: Option<Served>,
+        not_modified: bool,
     },
     /// Send the origin's response on without storing it.
     Pass { status: CacheStatus },
@@ -142,6 +176,11 @@ fn status_fwd(v: Validate) -> Fwd {
 }
 
 static HDR_AUTHORIZATION: HeaderName = header::AUTHORIZATION;
+
+/// Whether a request carries credentials that may personalise its response.
+fn has_credentials(headers: &HeaderMap) -> bool {
+    headers.contains_key(&HDR_AUTHORIZATION) || headers.contains_key(header::COOKIE)
+}
 
 impl Engine {
     pub(crate) fn new(
@@ -172,9 +211,11 @@ impl Engine {
         &self.s.cfg.name
     }
 
-    fn heuristics(&self) -> Heuristics {
+    /// Heuristic freshness for a response to a request with or without credentials.
+    fn heuristics(&self, credentials: bool) -> Heuristics {
         Heuristics {
-            enabled: self.s.cfg.heuristic_freshness,
+            enabled: self.s.cfg.heuristic_freshness
+                && (self.s.cfg.heuristic_with_credentials || !credentials),
             fraction: self.s.cfg.heuristic_fraction,
             max: self.s.cfg.heuristic_max,
         }
@@ -198,48 +239,52 @@ impl Engine {
     // === Requests ===
 
     /// RFC 9111 §4: can the request be answered from the cache, and if not, how does it go on?
-    pub(crate) fn plan(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Plan {
+    /// `identity`, when the ingress stage decided one, names the resource in the key.
+    pub(crate) fn plan(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        identity: Option<&RequestIdentity>,
+    ) -> Plan {
         if self
             .kill_switch
             .as_ref()
             .is_some_and(KillSwitch::is_engaged)
         {
             self.stats.bypassed();
-            return Plan::Pass(Pass {
-                status: CacheStatus::fwd(Fwd::Bypass).detail("disabled"),
-                invalidate: None,
-                head_of: None,
-                post: false,
-            });
+            return Plan::Pass(Pass::with_status(
+                CacheStatus::fwd(Fwd::Bypass).detail("disabled"),
+            ));
         }
         let head = *method == Method::HEAD;
         if *method != Method::GET && !head {
-            // §4.4: unsafe methods (and those of unknown safety) invalidate on success.
+            // §4.4: unsafe methods (and those of unknown safety) invalidate on success — only
+            // where configured: an edge does not let anonymous clients evict what others read.
             let safe = matches!(*method, Method::OPTIONS | Method::TRACE | Method::CONNECT);
-            let invalidate = (!safe).then(|| Invalidate {
-                key: primary_key(uri, headers, &self.s.cfg.key),
+            let invalidate = (!safe && self.s.cfg.invalidate_on_unsafe).then(|| Invalidate {
+                key: primary_key(uri, headers, &self.s.cfg.key, identity),
                 uri: uri.clone(),
                 host: headers.get(header::HOST).cloned(),
+                identity: identity.cloned(),
             });
             return Plan::Pass(Pass {
                 status: CacheStatus::fwd(Fwd::Method),
                 invalidate,
                 head_of: None,
                 post: *method == Method::POST,
+                credentials: has_credentials(headers),
             });
         }
 
         if headers.contains_key(header::UPGRADE) {
             // A protocol switch (WebSocket) is a connection, not a representation.
-            return Plan::Pass(Pass {
-                status: CacheStatus::fwd(Fwd::Bypass).detail("upgrade"),
-                invalidate: None,
-                head_of: None,
-                post: false,
-            });
+            return Plan::Pass(Pass::with_status(
+                CacheStatus::fwd(Fwd::Bypass).detail("upgrade"),
+            ));
         }
 
-        let key = primary_key(uri, headers, &self.s.cfg.key);
+        let key = primary_key(uri, headers, &self.s.cfg.key, identity);
         let primary = self.hasher.primary(&key);
         let req = RequestDirectives::from_headers(
             headers,
@@ -288,6 +333,7 @@ impl Engine {
                                 req: RequestDirectives::default(),
                                 coalesce: true,
                                 authorization: headers.contains_key(&HDR_AUTHORIZATION),
+                                credentials: has_credentials(headers),
                                 client_conditionals: HeaderMap::new(),
                                 sie_timeout: None,
                                 collapsed: None,
@@ -317,6 +363,7 @@ impl Engine {
                 invalidate: None,
                 head_of: if head { candidate } else { None },
                 post: false,
+                credentials: has_credentials(headers),
             });
         }
 
@@ -341,6 +388,7 @@ impl Engine {
             fwd,
             req,
             authorization: headers.contains_key(&HDR_AUTHORIZATION),
+            credentials: has_credentials(headers),
             client_conditionals,
             sie_timeout,
             collapsed: None,
@@ -494,6 +542,16 @@ impl Engine {
         }
     }
 
+    /// A 304 from a response being recorded, for a client whose validator it matches.
+    pub(crate) fn not_modified_for(&self, proto: &StoredResponse, status: &CacheStatus) -> Served {
+        let age = proto
+            .policy
+            .current_age(self.now())
+            .as_secs()
+            .min(MAX_DELTA_SECONDS);
+        self.not_modified_response(proto, age, status)
+    }
+
     /// A 304 generated from a stored response: the fields RFC 9110 §15.4.5 requires.
     fn not_modified_response(
         &self,
@@ -596,25 +654,16 @@ impl Engine {
     }
 
     /// What to do with the origin's response head (§3, §4.3.3, §4.3.4, RFC 5861).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn decide(
-        &self,
-        fwd: &Forward,
-        status: StatusCode,
-        headers: &HeaderMap,
-        request: &HeaderMap,
-        size: Option<u64>,
-        request_time: SystemTime,
-        response_time: SystemTime,
-    ) -> Decision {
+    pub(crate) fn decide(&self, fwd: &Forward, r: &Received<'_>, request: &HeaderMap) -> Decision {
         // fwd-status is only sent where the client gets a different status (RFC 9211 §2.3).
         let mut cs = CacheStatus::fwd(fwd.fwd);
         cs.collapsed = fwd.collapsed;
-        let now = response_time;
+        let now = r.response_time;
+        let status = r.status;
 
         if let Some(c) = &fwd.candidate {
             if status == StatusCode::NOT_MODIFIED {
-                return self.on_not_modified(fwd, c, headers, request_time, response_time, cs);
+                return self.on_not_modified(fwd, c, r, cs);
             }
             // RFC 5861 §4 and the never-store-an-error-over-a-good-copy rule.
             if status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED {
@@ -634,31 +683,22 @@ impl Engine {
             }
         }
 
-        match self.prepare(fwd, status, headers, request, request_time, response_time) {
+        match self.prepare(fwd, r, request) {
             Err(why) => Decision::Pass {
                 status: cs.detail(why.as_str()),
             },
             Ok(proto) => {
                 let limit = self.s.cfg.max_object_bytes;
-                if size.is_some_and(|n| n > limit) {
+                if r.size.is_some_and(|n| n > limit) {
                     return Decision::Pass {
                         status: cs.detail(NotStored::TooLarge.as_str()),
                     };
                 }
-                cs.stored = true;
                 cs.ttl = Some(proto.policy.ttl(now));
-                let not_modified = (proto.status.is_success()
-                    && self.not_modified(&proto, &fwd.client_conditionals))
-                .then(|| {
-                    let age = proto
-                        .policy
-                        .current_age(now)
-                        .as_secs()
-                        .min(MAX_DELTA_SECONDS);
-                    self.not_modified_response(&proto, age, &cs)
-                });
+                let not_modified = proto.status.is_success()
+                    && self.not_modified(&proto, &fwd.client_conditionals);
                 Decision::Record {
-                    streamable: size.is_some(),
+                    streamable: r.size.is_some(),
                     proto: Box::new(proto),
                     status: cs,
                     not_modified,
@@ -672,12 +712,11 @@ impl Engine {
         &self,
         fwd: &Forward,
         c: &Arc<StoredResponse>,
-        headers: &HeaderMap,
-        request_time: SystemTime,
-        response_time: SystemTime,
+        r: &Received<'_>,
         mut cs: CacheStatus,
     ) -> Decision {
-        let now = response_time;
+        let headers = r.headers;
+        let now = r.response_time;
         cs.fwd_status = Some(StatusCode::NOT_MODIFIED.as_u16());
         // §4.3.4: the 304 must be about this stored response. Many servers send no validator
         // in a 304; that is accepted, a different one is not.
@@ -704,7 +743,7 @@ impl Engine {
                 outcome: FillOutcome::Failed,
             };
         }
-        let updated = self.refreshed(c, headers, request_time, response_time);
+        let updated = self.refreshed(c, headers, r.request_time, r.response_time, fwd.credentials);
         let entry = match updated {
             Some(u) => {
                 let u = Arc::new(u);
@@ -721,8 +760,15 @@ impl Engine {
         cs.ttl = Some(entry.policy.ttl(now));
         let mut request = fwd.client_conditionals.clone();
         request.remove(header::RANGE);
+        let mut served = self.serve(&entry, false, &request, now, cs, true);
+        if self.s.cfg.set_cookie != SetCookie::Replay {
+            // The cookie is for the client whose request was validated, never for the store.
+            for v in headers.get_all(header::SET_COOKIE) {
+                served.headers_mut().append(header::SET_COOKIE, v.clone());
+            }
+        }
         Decision::Stored {
-            served: self.serve(&entry, false, &request, now, cs, true),
+            served,
             outcome: FillOutcome::Complete,
         }
     }
@@ -735,9 +781,13 @@ impl Engine {
         update: &HeaderMap,
         request_time: SystemTime,
         response_time: SystemTime,
+        credentials: bool,
     ) -> Option<StoredResponse> {
         let keep_tags = self.s.cfg.expose_surrogate_keys;
         let mut merged = headers::merge_updated(&c.headers, update, &self.s.tag_fields, keep_tags);
+        if self.s.cfg.set_cookie != SetCookie::Replay {
+            merged.remove(header::SET_COOKIE);
+        }
         // RFC 9110 §6.6.1: an update without `Date` is dated when received; otherwise the stored
         // `Date` would make the just-validated response look as old as the stored one.
         if !update.contains_key(header::DATE)
@@ -762,7 +812,7 @@ impl Engine {
             &eff,
             request_time,
             response_time,
-            self.heuristics(),
+            self.heuristics(credentials),
             self.stale_defaults(),
         );
         if let Some(crate::directives::FieldScope::Fields(private)) = &eff.cc.private {
@@ -808,15 +858,21 @@ impl Engine {
     fn prepare(
         &self,
         fwd: &Forward,
-        status: StatusCode,
-        headers: &HeaderMap,
+        r: &Received<'_>,
         request: &HeaderMap,
-        request_time: SystemTime,
-        response_time: SystemTime,
     ) -> Result<StoredResponse, NotStored> {
+        let (status, headers) = (r.status, r.headers);
+        let (request_time, response_time) = (r.request_time, r.response_time);
         let eff = self.effective(headers);
         let vary = headers::vary(headers);
-        storable(status, &eff, headers, &vary, fwd.authorization)?;
+        storable(
+            status,
+            &eff,
+            headers,
+            &vary,
+            fwd.authorization,
+            self.s.cfg.set_cookie,
+        )?;
         if fwd.req.no_store {
             return Err(NotStored::RequestNoStore);
         }
@@ -826,13 +882,17 @@ impl Engine {
             &eff,
             request_time,
             response_time,
-            self.heuristics(),
+            self.heuristics(fwd.credentials),
             self.stale_defaults(),
         );
         let etag = headers::etag(headers);
         let (last_modified, has_lm) = last_modified_of(headers, response_time);
         if !policy.reusable(etag.is_some() || has_lm) {
             return Err(NotStored::NotReusable);
+        }
+        if r.close_delimited {
+            // Checked after the rules above, so that `detail` names the most basic reason.
+            return Err(NotStored::CloseDelimited);
         }
         let private: &[HeaderName] = match &eff.cc.private {
             Some(crate::directives::FieldScope::Fields(f)) => f,
@@ -844,6 +904,10 @@ impl Engine {
             &self.s.tag_fields,
             self.s.cfg.expose_surrogate_keys,
         );
+        if self.s.cfg.set_cookie != SetCookie::Replay {
+            // Stored under an explicit opt-in, the response is shared; its cookie is not.
+            stored.remove(header::SET_COOKIE);
+        }
         if !stored.contains_key(header::DATE)
             && let Ok(v) = HeaderValue::from_str(&fmt_http_date(response_time))
         {
@@ -887,8 +951,8 @@ impl Engine {
 
     // === The store ===
 
-    /// Completes a recorded response and stores it.
-    pub(crate) fn commit(&self, mut proto: StoredResponse, body: Bytes) {
+    /// Completes a recorded response and stores it. Returns whether it was stored.
+    pub(crate) fn commit(&self, mut proto: StoredResponse, body: Bytes) -> bool {
         // The stored body's length is known: say so, as the origin's framing (chunked, or a
         // length added only on the wire) is not stored (RFC 9110 §8.6; never on a 204).
         if proto.status != StatusCode::NO_CONTENT
@@ -901,9 +965,10 @@ impl Engine {
         proto.weight = StoredResponse::compute_weight(&proto.headers, body.len(), &proto.key);
         proto.body = body;
         if proto.body.len() as u64 > self.s.cfg.max_object_bytes {
-            return;
+            return false;
         }
         self.put(&Arc::new(proto));
+        true
     }
 
     /// Stores a response under its key, keeping the `Vary` record of its URL consistent (§4.1).
@@ -976,12 +1041,13 @@ impl Engine {
         }
     }
 
-    /// The cache key of a `Location`-style reference, if it is on the request's origin.
+    /// The cache key of a `Location`-style reference, if it is on the request's origin. With a
+    /// request identity, paths are canonicalised as the ingress stage does, so they compare
+    /// equal to the keys of stored responses.
     fn same_origin_key(&self, inv: &Invalidate, reference: &str) -> Option<String> {
-        let mut host_headers = HeaderMap::new();
-        if let Some(h) = &inv.host {
-            host_headers.insert(header::HOST, h.clone());
-        }
+        let cfg = &self.s.cfg.key;
+        let (scheme, rest) = inv.key.split_once("://")?;
+        let host = rest.split('/').next()?;
         let reference = reference.trim();
         let absolute = reference.starts_with("//")
             || reference.split_once(':').is_some_and(|(scheme, _)| {
@@ -992,30 +1058,51 @@ impl Engine {
             });
         if absolute {
             let target: Uri = if reference.starts_with("//") {
-                let scheme = inv
-                    .uri
-                    .scheme_str()
-                    .unwrap_or(self.s.cfg.key.default_scheme.as_str());
                 format!("{scheme}:{reference}").parse().ok()?
             } else {
                 reference.parse().ok()?
             };
-            let key = primary_key(&target, &HeaderMap::new(), &self.s.cfg.key);
-            let base = primary_key(&Uri::from_static("/"), &host_headers, &self.s.cfg.key);
-            let origin_of = |k: &str| -> Option<String> {
-                let (scheme, rest) = k.split_once("://")?;
-                let host = rest.split('/').next()?;
-                Some(format!("{scheme}://{host}"))
+            let key = match &inv.identity {
+                Some(_) => key_of(
+                    target.scheme_str().unwrap_or(scheme),
+                    target.authority().map(|a| a.as_str()).unwrap_or_default(),
+                    &canonical_path_lenient(target.path()),
+                    target.query(),
+                    cfg,
+                ),
+                None => primary_key(&target, &HeaderMap::new(), cfg, None),
             };
-            let base = if inv.uri.scheme().is_some() {
-                primary_key(&inv.uri, &host_headers, &self.s.cfg.key)
-            } else {
-                base
-            };
-            return (origin_of(&key)? == origin_of(&base)?).then_some(key);
+            let (t_scheme, t_rest) = key.split_once("://")?;
+            let t_host = t_rest.split('/').next()?;
+            return (t_scheme == scheme && t_host == host).then_some(key);
         }
-        // A relative reference: resolve against the request's path (RFC 3986 §5.2, without
-        // dot-segment removal, which is enough for equality with stored keys).
+        // A relative reference: resolve against the request's path (RFC 3986 §5.2; dot segments
+        // are removed only where the keys are canonical, which is enough for equality with them).
+        if let Some(id) = &inv.identity {
+            let (path, query) = match reference.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (reference, None),
+            };
+            let path = if path.starts_with('/') {
+                path.to_string()
+            } else {
+                let base = id.canonical_path();
+                let dir = base.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+                format!("{dir}/{path}")
+            };
+            let authority = id.authority().map(|a| a.as_str()).unwrap_or_default();
+            return Some(key_of(
+                id.scheme().as_str(),
+                authority,
+                &canonical_path_lenient(&path),
+                query,
+                cfg,
+            ));
+        }
+        let mut host_headers = HeaderMap::new();
+        if let Some(h) = &inv.host {
+            host_headers.insert(header::HOST, h.clone());
+        }
         let path_and_query = if reference.starts_with('/') {
             reference.to_string()
         } else {
@@ -1026,22 +1113,18 @@ impl Engine {
         let mut parts = inv.uri.clone().into_parts();
         parts.path_and_query = Some(path_and_query.parse().ok()?);
         let uri = Uri::from_parts(parts).ok()?;
-        Some(primary_key(&uri, &host_headers, &self.s.cfg.key))
+        Some(primary_key(&uri, &host_headers, cfg, None))
     }
 
     /// RFC 9110 §9.3.3: a response to a POST with explicit freshness and a `Content-Location`
     /// equal to the target URI may answer later GETs. Returns its stored form.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn decide_post(
         &self,
         inv: &Invalidate,
         request: &HeaderMap,
-        status: StatusCode,
-        headers: &HeaderMap,
-        size: Option<u64>,
-        request_time: SystemTime,
-        response_time: SystemTime,
+        r: &Received<'_>,
     ) -> Option<(StoredResponse, CacheStatus)> {
+        let (status, headers, size) = (r.status, r.headers, r.size);
         let location = headers.get(header::CONTENT_LOCATION)?.to_str().ok()?;
         if self.same_origin_key(inv, location)? != inv.key || !status.is_success() {
             return None;
@@ -1067,16 +1150,14 @@ impl Engine {
             ),
             coalesce: false,
             authorization: request.contains_key(&HDR_AUTHORIZATION),
+            credentials: has_credentials(request),
             client_conditionals: HeaderMap::new(),
             sie_timeout: None,
             collapsed: None,
         };
-        let proto = self
-            .prepare(&fwd, status, headers, request, request_time, response_time)
-            .ok()?;
+        let proto = self.prepare(&fwd, r, request).ok()?;
         let mut cs = CacheStatus::fwd(Fwd::Method);
-        cs.stored = true;
-        cs.ttl = Some(proto.policy.ttl(response_time));
+        cs.ttl = Some(proto.policy.ttl(r.response_time));
         Some((proto, cs))
     }
 
@@ -1087,6 +1168,7 @@ impl Engine {
         headers: &HeaderMap,
         request_time: SystemTime,
         response_time: SystemTime,
+        credentials: bool,
     ) {
         let same = match (headers::etag(headers), &c.etag) {
             (Some(new), Some(old)) => new.weak_eq(old),
@@ -1104,7 +1186,7 @@ impl Engine {
             self.remove_entry(c);
             return;
         }
-        match self.refreshed(c, headers, request_time, response_time) {
+        match self.refreshed(c, headers, request_time, response_time, credentials) {
             Some(updated) => self.put(&Arc::new(updated)),
             None => self.remove_entry(c),
         }

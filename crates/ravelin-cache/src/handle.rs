@@ -7,9 +7,10 @@ use http::{HeaderMap, Uri};
 
 use crate::engine::Engine;
 use crate::error::PurgeError;
-use crate::key::primary_key;
+use crate::key::{key_of, primary_key};
 use crate::stats::CacheStats;
 use crate::store::StorageUsage;
+use ravelin_http::canonical_path_lenient;
 
 /// Purges and reads the counters of one cache. Cheap to clone.
 ///
@@ -40,7 +41,10 @@ impl CacheHandle {
 
     /// Removes every stored response (all `Vary` variants) for an absolute URL such as
     /// `https://example.com/a?b=1`; the URL goes through the same key normalisation as requests.
-    /// Returns how many objects were removed.
+    /// Both spellings of the path are purged: as given (the key of a request that reached the
+    /// cache without a [`RequestIdentity`](ravelin_http::RequestIdentity)) and canonical (the key
+    /// when the ingress stage set one), so `/a/../b` and `/%62` purge `/b`. Returns how many
+    /// objects were removed.
     pub fn purge_url(&self, url: &str) -> Result<usize, PurgeError> {
         let uri: Uri = url.parse().map_err(|_| PurgeError::InvalidUrl {
             url: url.to_string(),
@@ -52,11 +56,22 @@ impl CacheHandle {
                 reason: "the cache key includes the host, so the URL must be absolute (scheme://host/path)",
             });
         }
-        Ok(self.purge_key(&primary_key(
-            &uri,
-            &HeaderMap::new(),
-            &self.engine.s.cfg.key,
-        )))
+        let cfg = &self.engine.s.cfg.key;
+        let key = primary_key(&uri, &HeaderMap::new(), cfg, None);
+        let canonical = key_of(
+            uri.scheme_str().unwrap_or(cfg.default_scheme.as_str()),
+            uri.authority().map(|a| a.as_str()).unwrap_or_default(),
+            &canonical_path_lenient(uri.path()),
+            uri.query(),
+            cfg,
+        );
+        let mut n = self.engine.purge_key(&key);
+        if canonical != key {
+            n = n.saturating_add(self.engine.purge_key(&canonical));
+        }
+        self.engine.stats.purge(false, n as u64);
+        self.refresh_usage();
+        Ok(n)
     }
 
     /// Removes everything stored under a primary cache key, as reported by
@@ -80,9 +95,22 @@ impl CacheHandle {
         n
     }
 
-    /// The primary cache key a request maps to (for debugging and for [`purge_key`](Self::purge_key)).
+    /// The primary cache key a request maps to (for debugging and for [`purge_key`](Self::purge_key)),
+    /// for a request without a [`RequestIdentity`](ravelin_http::RequestIdentity); see
+    /// [`key_for_request`](Self::key_for_request).
     pub fn key_for(&self, uri: &Uri, headers: &HeaderMap) -> String {
-        primary_key(uri, headers, &self.engine.s.cfg.key)
+        primary_key(uri, headers, &self.engine.s.cfg.key, None)
+    }
+
+    /// The primary cache key of a request, from its [`RequestIdentity`](ravelin_http::RequestIdentity)
+    /// extension when it has one, as the cache computes it.
+    pub fn key_for_request(&self, parts: &http::request::Parts) -> String {
+        primary_key(
+            &parts.uri,
+            &parts.headers,
+            &self.engine.s.cfg.key,
+            parts.extensions.get::<ravelin_http::RequestIdentity>(),
+        )
     }
 
     /// Counters and current usage.

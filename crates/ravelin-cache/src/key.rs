@@ -8,7 +8,9 @@
 use std::hash::{BuildHasher, Hash, Hasher};
 
 use http::header::{self, HeaderName};
+use http::uri::Authority;
 use http::{HeaderMap, Uri};
+use ravelin_http::RequestIdentity;
 use serde::{Deserialize, Serialize};
 
 use crate::headers::{selecting_value, split_list};
@@ -65,16 +67,47 @@ impl KeyConfig {
 
 /// Builds the primary key of a request: `scheme://host/path?query`, in one allocation (it runs
 /// on every request).
-pub(crate) fn primary_key(uri: &Uri, headers: &HeaderMap, cfg: &KeyConfig) -> String {
+///
+/// When the ingress stage decided a [`RequestIdentity`], the key is built from it — its scheme,
+/// effective authority and canonical path, with the URI's query — so the cache keys exactly the
+/// resource the proxy forwards to (the one `Host` it sends), never a URI authority or path
+/// spelling the proxy did not use. Otherwise the URI's scheme and authority (else `Host`) and
+/// its path as received.
+pub(crate) fn primary_key(
+    uri: &Uri,
+    headers: &HeaderMap,
+    cfg: &KeyConfig,
+    identity: Option<&RequestIdentity>,
+) -> String {
+    if let Some(id) = identity {
+        return key_of(
+            id.scheme().as_str(),
+            id.authority().map(Authority::as_str).unwrap_or_default(),
+            id.canonical_path(),
+            uri.query(),
+            cfg,
+        );
+    }
     let scheme = uri.scheme_str().unwrap_or(cfg.default_scheme.as_str());
-    let host = if cfg.include_host {
-        uri.authority()
-            .map(|a| a.as_str())
-            .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
-            .unwrap_or_default()
-    } else {
-        ""
-    };
+    let host = uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or_default();
+    key_of(scheme, host, uri.path(), uri.query(), cfg)
+}
+
+/// The key of `path` and `query` on `scheme://host`, normalised as every key is: scheme and host
+/// lowercased, userinfo and the scheme's default port dropped, the host left out unless
+/// `include_host`, the query per [`KeyConfig`].
+pub(crate) fn key_of(
+    scheme: &str,
+    host: &str,
+    path: &str,
+    query: Option<&str>,
+    cfg: &KeyConfig,
+) -> String {
+    let host = if cfg.include_host { host } else { "" };
     // Userinfo never identifies a resource; drop it, then the default port.
     let host = host.rsplit('@').next().unwrap_or_default();
     let host = if scheme.eq_ignore_ascii_case("http") {
@@ -84,17 +117,17 @@ pub(crate) fn primary_key(uri: &Uri, headers: &HeaderMap, cfg: &KeyConfig) -> St
     } else {
         host
     };
-    let path = match uri.path() {
+    let path = match path {
         "" => "/",
         p => p,
     };
-    let query = uri.query().unwrap_or_default();
-    let mut key = String::with_capacity(scheme.len() + host.len() + path.len() + query.len() + 4);
+    let q = query.unwrap_or_default();
+    let mut key = String::with_capacity(scheme.len() + host.len() + path.len() + q.len() + 4);
     key.extend(scheme.chars().map(|c| c.to_ascii_lowercase()));
     key.push_str("://");
     key.extend(host.chars().map(|c| c.to_ascii_lowercase()));
     key.push_str(path);
-    if uri.query().is_some() {
+    if let Some(query) = query {
         push_query(&mut key, query, cfg);
     }
     key
@@ -285,7 +318,7 @@ mod tests {
         if let Some(host) = host {
             h.insert(header::HOST, HeaderValue::from_str(host).unwrap());
         }
-        primary_key(&uri, &h, cfg)
+        primary_key(&uri, &h, cfg, None)
     }
 
     #[test]

@@ -8,7 +8,7 @@ use ravelin_config::KillSwitch;
 use tower_layer::Layer;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{CacheConfig, Settings};
+use crate::config::{CacheConfig, SetCookie, Settings};
 use crate::engine::Engine;
 use crate::error::ConfigError;
 use crate::handle::CacheHandle;
@@ -53,7 +53,8 @@ use crate::store::{MemoryStore, Storage};
 ///
 /// let req = || Request::get("http://example.com/p/7").body(()).unwrap();
 /// let miss = svc.clone().oneshot(req()).await?;
-/// assert_eq!(miss.headers()["cache-status"], "ravelin; fwd=uri-miss; ttl=60; stored");
+/// // Stored once the body is complete, which the head cannot know yet.
+/// assert_eq!(miss.headers()["cache-status"], "ravelin; fwd=uri-miss; ttl=60; detail=storing");
 /// drop(http_body_util::BodyExt::collect(miss.into_body()).await?); // stored once read
 ///
 /// let hit = svc.clone().oneshot(req()).await?;
@@ -195,9 +196,30 @@ impl CacheLayerBuilder {
         self
     }
 
-    /// Whether request `Cache-Control` directives are honoured.
+    /// Whether heuristic freshness also applies to responses to requests with `Cookie` or
+    /// `Authorization` (default off).
+    pub fn heuristic_with_credentials(mut self, on: bool) -> Self {
+        self.cfg.heuristic_with_credentials = on;
+        self
+    }
+
+    /// Whether request `Cache-Control` directives and `Pragma: no-cache` are honoured (default
+    /// off: clients cannot force origin fetches). On gives RFC 9111 §5.2.1 behaviour.
     pub fn request_directives(mut self, honour: bool) -> Self {
         self.cfg.request_directives = honour;
+        self
+    }
+
+    /// Whether unsafe methods invalidate stored responses (RFC 9111 §4.4) and POST responses may
+    /// be stored for GETs (RFC 9110 §9.3.3). Default off: anonymous clients cannot evict.
+    pub fn invalidate_on_unsafe(mut self, on: bool) -> Self {
+        self.cfg.invalidate_on_unsafe = on;
+        self
+    }
+
+    /// What to do with responses carrying `Set-Cookie` (default [`SetCookie::Explicit`]).
+    pub fn set_cookie(mut self, mode: SetCookie) -> Self {
+        self.cfg.set_cookie = mode;
         self
     }
 

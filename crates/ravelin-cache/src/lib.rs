@@ -24,7 +24,7 @@ mod store;
 
 pub use body::CacheBody;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::CacheConfig;
+pub use config::{CacheConfig, SetCookie};
 pub use entry::{Object, StoredResponse, VaryRecord};
 pub use error::{BodyError, ConfigError, PurgeError};
 pub use handle::CacheHandle;

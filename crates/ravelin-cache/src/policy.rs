@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 use http::header::{self, HeaderName};
 use http::{HeaderMap, StatusCode};
 
+use crate::config::SetCookie;
 use crate::directives::{CacheControl, FieldScope, parse_targeted, pragma_no_cache};
 use crate::headers::{Vary, age_value, date_field};
 
@@ -65,6 +66,10 @@ pub(crate) enum NotStored {
     NotReusable,
     TooLarge,
     ErrorOverStored,
+    /// `Set-Cookie` without an explicit shared-cache opt-in ([`SetCookie`]).
+    SetCookie,
+    /// The body ended at connection close, so a truncated copy could not be told apart.
+    CloseDelimited,
 }
 
 impl NotStored {
@@ -81,17 +86,21 @@ impl NotStored {
             NotStored::NotReusable => "zero-ttl",
             NotStored::TooLarge => "too-large",
             NotStored::ErrorOverStored => "error-not-stored",
+            NotStored::SetCookie => "set-cookie",
+            NotStored::CloseDelimited => "close-delimited",
         }
     }
 }
 
-/// RFC 9111 §3: may a shared cache store this response to a GET?
+/// RFC 9111 §3: may a shared cache store this response to a GET? Plus the edge's rule for
+/// `Set-Cookie` ([`SetCookie`]).
 pub(crate) fn storable(
     status: StatusCode,
     eff: &Effective,
     headers: &HeaderMap,
     vary: &Vary,
     authorization: bool,
+    set_cookie: SetCookie,
 ) -> Result<(), NotStored> {
     if status.is_informational()
         || status == StatusCode::PARTIAL_CONTENT
@@ -115,6 +124,9 @@ pub(crate) fn storable(
     if authorization && !(cc.public || cc.s_maxage.is_some() || cc.must_revalidate) {
         return Err(NotStored::Authorization);
     }
+    if headers.contains_key(header::SET_COOKIE) && !set_cookie_allowed(eff, set_cookie) {
+        return Err(NotStored::SetCookie);
+    }
     let explicit = cc.public
         || cc.max_age.is_some()
         || cc.s_maxage.is_some()
@@ -126,6 +138,25 @@ pub(crate) fn storable(
         return Err(NotStored::VaryStar);
     }
     Ok(())
+}
+
+/// Whether a response with `Set-Cookie` may be stored under `mode`: with [`SetCookie::Explicit`],
+/// only when the origin addressed it to shared caches — `public`, `s-maxage`, freshness in a
+/// targeted field (RFC 9213: meant for this cache alone), or `private="set-cookie"` (store all
+/// but the cookie, §5.2.2.7). `max-age` alone is not enough: browsers read it too, so an origin
+/// that sets it says nothing about sharing.
+pub(crate) fn set_cookie_allowed(eff: &Effective, mode: SetCookie) -> bool {
+    let cc = &eff.cc;
+    match mode {
+        SetCookie::Replay => true,
+        SetCookie::Never => false,
+        SetCookie::Explicit => {
+            cc.public
+                || cc.s_maxage.is_some()
+                || (eff.targeted && cc.max_age.is_some())
+                || matches!(&cc.private, Some(FieldScope::Fields(f)) if f.contains(&header::SET_COOKIE))
+        }
+    }
 }
 
 /// Heuristic-freshness settings (RFC 9111 §4.2.2).
@@ -474,6 +505,7 @@ mod tests {
             &h,
             &crate::headers::vary(&h),
             auth,
+            SetCookie::default(),
         )
     }
 

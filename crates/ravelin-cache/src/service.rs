@@ -13,10 +13,11 @@ use http::header;
 use http::{HeaderMap, Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
+use ravelin_http::{CloseDelimited, RequestIdentity};
 use tower_service::Service;
 
 use crate::body::{CacheBody, Recorder, Resume, drain};
-use crate::engine::{Decision, Engine, FillOutcome, Forward, Pass, Plan};
+use crate::engine::{Decision, Engine, FillOutcome, Forward, Pass, Plan, Received};
 use crate::fill::{Fill, Join, Leader, Phase};
 use crate::future::ResponseFuture;
 use crate::policy::{Assessment, assess};
@@ -100,7 +101,12 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let engine = self.engine.clone();
         let plan = catch_unwind(AssertUnwindSafe(|| {
-            engine.plan(req.method(), req.uri(), req.headers())
+            engine.plan(
+                req.method(),
+                req.uri(),
+                req.headers(),
+                req.extensions().get::<RequestIdentity>(),
+            )
         }))
         .unwrap_or_else(|_| {
             internal_error(&engine, "planning a request");
@@ -109,6 +115,7 @@ where
                 invalidate: None,
                 head_of: None,
                 post: false,
+                credentials: false,
             })
         });
         match plan {
@@ -359,15 +366,15 @@ where
     let (mut parts, body) = resp.into_parts();
     let size = exact_size(&parts.headers, &body);
     let decision = guarded(&engine, "deciding on a response", || {
-        engine.decide(
-            &fwd,
-            parts.status,
-            &parts.headers,
-            &request_headers,
+        let received = Received {
+            status: parts.status,
+            headers: &parts.headers,
             size,
+            close_delimited: parts.extensions.get::<CloseDelimited>().is_some(),
             request_time,
             response_time,
-        )
+        };
+        engine.decide(&fwd, &received, &request_headers)
     })
     .unwrap_or_else(|| Decision::Pass {
         status: CacheStatus::fwd(Fwd::Bypass).detail("internal-error"),
@@ -422,8 +429,13 @@ struct Recording<B> {
     size: Option<u64>,
     leader: Option<Leader>,
     streamable: bool,
-    not_modified: Option<crate::engine::Served>,
+    not_modified: bool,
 }
+
+/// `Cache-Status: …; detail=storing`: the response is storable and its body is being recorded;
+/// it is stored only if the body completes within the limits, which is not known when the head
+/// is sent. `stored` is claimed only where the whole body was in hand before the head left.
+const STORING: &str = "storing";
 
 /// Sends a storable response on while its body is recorded into the store (the tee), publishing
 /// it to coalesced followers when it can be streamed.
@@ -435,36 +447,44 @@ where
         mut parts,
         body,
         mut proto,
-        status,
+        mut status,
         size,
         leader,
         streamable,
         not_modified,
     } = r;
     if size == Some(0) || parts.status == http::StatusCode::NO_CONTENT {
-        // No body frames will come (or none may be sent): store at once.
+        // No body frames will come (or none may be sent): the whole response is in hand, so it
+        // is stored now and `stored` is known.
+        let nm = not_modified.then(|| proto.clone());
         let stored = guarded(engine, "storing a response", || {
             engine.commit(proto, Bytes::new())
         });
+        status.stored = stored == Some(true);
+        if stored.is_none() {
+            status.detail = Some("internal-error");
+        }
         if let Some(l) = leader {
-            if stored.is_some() {
+            if status.stored {
                 l.complete();
             } else {
                 l.fail();
             }
         }
-        if let Some(nm) = not_modified {
-            return nm.map(CacheBody::full);
+        if let Some(proto) = nm {
+            return not_modified_response(engine, &proto, &status, &parts.headers);
         }
         engine.finish_forwarded(&mut parts.headers, &status);
         return Response::from_parts(parts, CacheBody::pass(body));
     }
+    status.detail = Some(STORING);
     if let Some(n) = size {
         // Followers and later hits need the length the origin may have left to framing.
         proto
             .headers
             .insert(header::CONTENT_LENGTH, http::HeaderValue::from(n));
     }
+    let nm = not_modified.then(|| not_modified_response(engine, &proto, &status, &parts.headers));
     let streaming = streamable && leader.is_some();
     if streaming && let Some(l) = &leader {
         l.stream(Arc::new(proto.clone()));
@@ -483,12 +503,12 @@ where
         commit,
     );
     let limit = engine.s.cfg.background_timeout;
-    if let Some(nm) = not_modified {
+    if let Some(nm) = nm {
         // The client's validator matches: it gets a 304 now, the store gets the body.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(drain(Box::pin(body), recorder, limit));
         }
-        return nm.map(CacheBody::full);
+        return nm;
     }
     let resume: Resume<B> = Box::new(move |rest, recorder| {
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
@@ -497,6 +517,21 @@ where
     });
     engine.finish_forwarded(&mut parts.headers, &status);
     Response::from_parts(parts, CacheBody::record(body, recorder, Some(resume)))
+}
+
+/// The 304 for a client whose validator the recorded response matches. It carries the origin's
+/// `Set-Cookie`: the response was fetched for this client, whatever is stored.
+fn not_modified_response<B>(
+    engine: &Engine,
+    proto: &crate::entry::StoredResponse,
+    status: &CacheStatus,
+    origin: &HeaderMap,
+) -> Response<CacheBody<B>> {
+    let mut nm = engine.not_modified_for(proto, status);
+    for v in origin.get_all(header::SET_COOKIE) {
+        nm.headers_mut().append(header::SET_COOKIE, v.clone());
+    }
+    nm.map(CacheBody::full)
 }
 
 /// A request the cache does not store: forward it, then invalidate (§4.4) or freshen a stored
@@ -524,6 +559,14 @@ where
     let (mut parts, body) = resp.into_parts();
     let size = exact_size(&parts.headers, &body);
     let post = guarded(&engine, "passing a response", || {
+        let received = Received {
+            status: parts.status,
+            headers: &parts.headers,
+            size,
+            close_delimited: parts.extensions.get::<CloseDelimited>().is_some(),
+            request_time,
+            response_time,
+        };
         let ok = parts.status.is_success() || parts.status.is_redirection();
         if let Some(inv) = &pass.invalidate
             && ok
@@ -533,18 +576,16 @@ where
         if let Some(c) = &pass.head_of
             && parts.status == http::StatusCode::OK
         {
-            engine.freshen_from_head(c, &parts.headers, request_time, response_time);
-        }
-        match (&pass.invalidate, &request_headers) {
-            (Some(inv), Some(request)) => engine.decide_post(
-                inv,
-                request,
-                parts.status,
+            engine.freshen_from_head(
+                c,
                 &parts.headers,
-                size,
                 request_time,
                 response_time,
-            ),
+                pass.credentials,
+            );
+        }
+        match (&pass.invalidate, &request_headers) {
+            (Some(inv), Some(request)) => engine.decide_post(inv, request, &received),
             _ => None,
         }
     })
@@ -560,7 +601,7 @@ where
                 size,
                 leader: None,
                 streamable: false,
-                not_modified: None,
+                not_modified: false,
             },
         ));
     }

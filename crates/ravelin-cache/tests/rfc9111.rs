@@ -7,6 +7,7 @@ mod common;
 
 use common::{Harness, Origin, Reply};
 use http::Request;
+use ravelin_cache::SetCookie;
 
 // === §3 Storing responses ===
 
@@ -83,18 +84,23 @@ async fn s3_status_codes_not_heuristically_cacheable_are_not_stored_without_fres
 
 #[tokio::test]
 async fn s3_1_connection_specific_fields_are_not_stored() {
-    let h = Harness::new(Origin::fixed(Reply::ok(
-        &[
-            ("cache-control", "max-age=3600"),
-            ("connection", "a, b"),
-            ("a", "1"),
-            ("b", "2"),
-            ("c", "3"),
-            ("set-cookie", "a=b"),
-            ("www-authenticate", "Basic"),
-        ],
-        "x",
-    )));
+    // RFC 9111 §7.3 lets Set-Cookie be stored and replayed: ask for it explicitly (the edge
+    // default, SetCookie::Explicit, is tested in tests/behaviour.rs and tests/hyper_stack.rs).
+    let h = Harness::with(
+        Origin::fixed(Reply::ok(
+            &[
+                ("cache-control", "max-age=3600"),
+                ("connection", "a, b"),
+                ("a", "1"),
+                ("b", "2"),
+                ("c", "3"),
+                ("set-cookie", "a=b"),
+                ("www-authenticate", "Basic"),
+            ],
+            "x",
+        )),
+        |b| b.set_cookie(SetCookie::Replay),
+    );
     h.get("/a").await;
     let hit = h.get("/a").await;
     assert!(hit.hit());
@@ -740,16 +746,20 @@ async fn s4_3_4_a_304_updates_stored_and_returned_fields() {
         ("set-cookie", "a=b", "a=c"),
         ("cache-control", "max-age=1", "max-age=3600"),
     ] {
-        let h = Harness::new(Origin::new(move |_| {
-            let cc = if name == "cache-control" {
-                a
-            } else {
-                "max-age=1"
-            };
-            Reply::ok(&[("etag", "\"e1\"")], "x")
-                .with("cache-control", cc)
-                .with(name, a)
-        }));
+        // The RFC's behaviour for Set-Cookie (stored, updated, replayed) is asked for explicitly.
+        let h = Harness::with(
+            Origin::new(move |_| {
+                let cc = if name == "cache-control" {
+                    a
+                } else {
+                    "max-age=1"
+                };
+                Reply::ok(&[("etag", "\"e1\"")], "x")
+                    .with("cache-control", cc)
+                    .with(name, a)
+            }),
+            |b| b.set_cookie(SetCookie::Replay),
+        );
         h.get("/a").await;
         h.advance(5);
         h.origin.set(move |_| {
@@ -899,10 +909,10 @@ async fn s4_3_5_head_response_freshens_a_stored_get() {
 #[tokio::test]
 async fn s4_4_unsafe_methods_invalidate_the_target_uri() {
     for method in ["POST", "PUT", "DELETE", "M-SEARCH"] {
-        let h = Harness::new(Origin::fixed(Reply::ok(
-            &[("cache-control", "max-age=100000")],
-            "x",
-        )));
+        let h = Harness::with(
+            Origin::fixed(Reply::ok(&[("cache-control", "max-age=100000")], "x")),
+            |b| b.invalidate_on_unsafe(true),
+        );
         h.get("/a").await;
         let r = h.request(method, "/a", &[]).await;
         assert!(
@@ -916,13 +926,16 @@ async fn s4_4_unsafe_methods_invalidate_the_target_uri() {
 
 #[tokio::test]
 async fn s4_4_failed_unsafe_requests_do_not_invalidate() {
-    let h = Harness::new(Origin::new(|seen| {
-        if seen.method == http::Method::POST {
-            Reply::status(500, &[], "")
-        } else {
-            Reply::ok(&[("cache-control", "max-age=100000")], "x")
-        }
-    }));
+    let h = Harness::with(
+        Origin::new(|seen| {
+            if seen.method == http::Method::POST {
+                Reply::status(500, &[], "")
+            } else {
+                Reply::ok(&[("cache-control", "max-age=100000")], "x")
+            }
+        }),
+        |b| b.invalidate_on_unsafe(true),
+    );
     h.get("/a").await;
     h.request("POST", "/a", &[]).await;
     assert!(h.get("/a").await.hit());
@@ -930,19 +943,22 @@ async fn s4_4_failed_unsafe_requests_do_not_invalidate() {
 
 #[tokio::test]
 async fn s4_4_location_and_content_location_on_the_same_origin_are_invalidated() {
-    let h = Harness::new(Origin::new(|seen| {
-        if seen.method == http::Method::POST {
-            Reply::ok(
-                &[
-                    ("location", "http://example.com/target"),
-                    ("content-location", "other"),
-                ],
-                "",
-            )
-        } else {
-            Reply::ok(&[("cache-control", "max-age=100000")], "x")
-        }
-    }));
+    let h = Harness::with(
+        Origin::new(|seen| {
+            if seen.method == http::Method::POST {
+                Reply::ok(
+                    &[
+                        ("location", "http://example.com/target"),
+                        ("content-location", "other"),
+                    ],
+                    "",
+                )
+            } else {
+                Reply::ok(&[("cache-control", "max-age=100000")], "x")
+            }
+        }),
+        |b| b.invalidate_on_unsafe(true),
+    );
     h.get("/target").await;
     h.get("/dir/other").await;
     h.get("/elsewhere").await;
@@ -957,13 +973,16 @@ async fn s4_4_location_and_content_location_on_the_same_origin_are_invalidated()
 
 #[tokio::test]
 async fn s4_4_other_origins_are_not_invalidated() {
-    let h = Harness::new(Origin::new(|seen| {
-        if seen.method == http::Method::POST {
-            Reply::ok(&[("location", "http://other.example/target")], "")
-        } else {
-            Reply::ok(&[("cache-control", "max-age=100000")], "x")
-        }
-    }));
+    let h = Harness::with(
+        Origin::new(|seen| {
+            if seen.method == http::Method::POST {
+                Reply::ok(&[("location", "http://other.example/target")], "")
+            } else {
+                Reply::ok(&[("cache-control", "max-age=100000")], "x")
+            }
+        }),
+        |b| b.invalidate_on_unsafe(true),
+    );
     let req = Request::get("http://other.example/target")
         .body(String::new())
         .unwrap();
@@ -984,10 +1003,13 @@ async fn s4_4_other_origins_are_not_invalidated() {
 
 #[tokio::test]
 async fn s5_2_1_request_max_age_min_fresh_no_cache() {
-    let h = Harness::new(Origin::fixed(Reply::ok(
-        &[("cache-control", "max-age=1500"), ("age", "1000")],
-        "x",
-    )));
+    let h = Harness::with(
+        Origin::fixed(Reply::ok(
+            &[("cache-control", "max-age=1500"), ("age", "1000")],
+            "x",
+        )),
+        |b| b.request_directives(true),
+    );
     h.get("/a").await;
     assert!(h.get("/a").await.hit());
     let r = h.get_with("/a", &[("cache-control", "max-age=600")]).await;
@@ -1022,10 +1044,10 @@ async fn s5_2_1_request_max_age_min_fresh_no_cache() {
 
 #[tokio::test]
 async fn s5_2_1_2_max_stale_accepts_stale_responses() {
-    let h = Harness::new(Origin::fixed(Reply::ok(
-        &[("cache-control", "max-age=1")],
-        "x",
-    )));
+    let h = Harness::with(
+        Origin::fixed(Reply::ok(&[("cache-control", "max-age=1")], "x")),
+        |b| b.request_directives(true),
+    );
     h.get("/a").await;
     h.advance(10);
     let r = h
@@ -1037,10 +1059,10 @@ async fn s5_2_1_2_max_stale_accepts_stale_responses() {
 
 #[tokio::test]
 async fn s5_2_1_5_request_no_store_prevents_storing() {
-    let h = Harness::new(Origin::fixed(Reply::ok(
-        &[("cache-control", "max-age=3600")],
-        "x",
-    )));
+    let h = Harness::with(
+        Origin::fixed(Reply::ok(&[("cache-control", "max-age=3600")], "x")),
+        |b| b.request_directives(true),
+    );
     let r = h.get_with("/a", &[("cache-control", "no-store")]).await;
     assert!(
         r.cache_status().contains("detail=request-no-store"),
@@ -1052,10 +1074,10 @@ async fn s5_2_1_5_request_no_store_prevents_storing() {
 
 #[tokio::test]
 async fn s5_2_1_7_only_if_cached_without_a_stored_response_is_504() {
-    let h = Harness::new(Origin::fixed(Reply::ok(
-        &[("cache-control", "max-age=3600")],
-        "x",
-    )));
+    let h = Harness::with(
+        Origin::fixed(Reply::ok(&[("cache-control", "max-age=3600")], "x")),
+        |b| b.request_directives(true),
+    );
     let r = h
         .get_with("/a", &[("cache-control", "only-if-cached")])
         .await;
@@ -1242,22 +1264,28 @@ async fn range_misses_go_forward_untouched_and_are_not_stored() {
 
 #[tokio::test]
 async fn rfc9110_9_3_3_a_post_response_with_its_own_content_location_answers_gets() {
-    let h = Harness::new(Origin::new(|seen| {
-        if seen.method == http::Method::POST {
-            Reply::ok(
-                &[
-                    ("cache-control", "max-age=600"),
-                    ("content-location", "http://example.com/a"),
-                ],
-                "posted",
-            )
-        } else {
-            Reply::ok(&[("cache-control", "max-age=600")], "fetched")
-        }
-    }));
+    let h = Harness::with(
+        Origin::new(|seen| {
+            if seen.method == http::Method::POST {
+                Reply::ok(
+                    &[
+                        ("cache-control", "max-age=600"),
+                        ("content-location", "http://example.com/a"),
+                    ],
+                    "posted",
+                )
+            } else {
+                Reply::ok(&[("cache-control", "max-age=600")], "fetched")
+            }
+        }),
+        |b| b.invalidate_on_unsafe(true),
+    );
     let post = h.request("POST", "/a", &[]).await;
+    // The body streams to the client as it is stored: `stored` is not claimed before it is
+    // complete (the GET below shows it was stored).
     assert!(
-        post.cache_status().contains("fwd=method; ttl=600; stored"),
+        post.cache_status()
+            .ends_with("fwd=method; ttl=600; detail=storing"),
         "{}",
         post.cache_status()
     );
@@ -1276,13 +1304,16 @@ async fn rfc9110_9_3_3_other_post_responses_are_not_stored() {
             ("content-location", "http://example.com/b"),
         ],
     ] {
-        let h = Harness::new(Origin::new(move |seen| {
-            if seen.method == http::Method::POST {
-                Reply::ok(&headers, "posted")
-            } else {
-                Reply::ok(&[], "fetched")
-            }
-        }));
+        let h = Harness::with(
+            Origin::new(move |seen| {
+                if seen.method == http::Method::POST {
+                    Reply::ok(&headers, "posted")
+                } else {
+                    Reply::ok(&[], "fetched")
+                }
+            }),
+            |b| b.invalidate_on_unsafe(true),
+        );
         h.request("POST", "/a", &[]).await;
         assert!(!h.get("/a").await.hit());
     }
