@@ -1,5 +1,5 @@
 //! Header handling for a forwarding proxy: hop-by-hop removal (RFC 9110 §7.6.1), `Via`
-//! (§7.6.3) and the de-facto `X-Forwarded-*` fields.
+//! (§7.6.3), `Forwarded` (RFC 7239) and the de-facto `X-Forwarded-*` fields.
 
 use std::net::IpAddr;
 
@@ -25,6 +25,25 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// The `X-Forwarded-Host` field name.
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// The `X-Forwarded-Port` field name.
+pub const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+/// The `X-Forwarded-Prefix` field name (the path prefix a proxy stripped; Spring, ASP.NET).
+pub const X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+/// The `X-Real-IP` field name (nginx's single-address variant of `X-Forwarded-For`).
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// The fields through which a proxy tells the next hop who the client is and what it asked
+/// for. Origins believe them, so only trusted proxies may send them: the
+/// [ingress stage](crate::ingress) removes them from every other peer.
+pub const FORWARDING_HEADERS: [HeaderName; 7] = [
+    header::FORWARDED,
+    X_FORWARDED_FOR,
+    X_FORWARDED_HOST,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_PORT,
+    X_FORWARDED_PREFIX,
+    X_REAL_IP,
+];
 
 /// How many field names a `Connection` header may list before the rest are ignored. A client
 /// cannot make the proxy do unbounded work per request through it.
@@ -33,7 +52,8 @@ const MAX_CONNECTION_TOKENS: usize = 32;
 /// Removes the hop-by-hop fields from `headers`: the fixed set of RFC 9110 §7.6.1 (`Connection`,
 /// `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`) and the
 /// hop-specific `Proxy-Authenticate`/`Proxy-Authorization`, plus every field named in
-/// `Connection`.
+/// `Connection` — except `Host`: a `Connection: host` is ignored, because a request without
+/// `Host` would be routed, cached and forwarded by whatever authority the next reader guesses.
 ///
 /// `TE: trailers` is the one hop-by-hop value that must survive to an HTTP/2 upstream (gRPC
 /// needs it): when the client offered `trailers`, it is put back as exactly `te: trailers`.
@@ -41,21 +61,33 @@ const MAX_CONNECTION_TOKENS: usize = 32;
 /// `Upgrade` is removed too: this proxy does not tunnel protocol upgrades (WebSocket), so
 /// passing the request on with `Upgrade` would promise what it cannot do.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    remove_hop_by_hop_except(headers, &[]);
+}
+
+/// As [`remove_hop_by_hop`], but `Connection` may not name any of `protected` either (nor
+/// `Host`): such tokens are ignored. The [ingress stage](crate::ingress) protects the headers
+/// only the edge may set and those it accepts from trusted proxies, so a client cannot use
+/// `Connection: x-request-id` to remove a field a later stage adds or relies on.
+pub fn remove_hop_by_hop_except(headers: &mut HeaderMap, protected: &[HeaderName]) {
     // Collect the names listed in Connection before removing it. Invalid tokens are ignored:
     // they could not name a field we would forward anyway.
     let mut named: Vec<HeaderName> = Vec::new();
-    for value in headers.get_all(header::CONNECTION) {
+    let mut seen = 0usize;
+    'values: for value in headers.get_all(header::CONNECTION) {
         let Ok(text) = value.to_str() else { continue };
         for token in text.split(',') {
-            if named.len() >= MAX_CONNECTION_TOKENS {
-                break;
+            if seen >= MAX_CONNECTION_TOKENS {
+                break 'values;
             }
             let token = token.trim();
             if token.is_empty() {
                 continue;
             }
             if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                named.push(name);
+                seen = seen.saturating_add(1);
+                if name != header::HOST && !protected.contains(&name) {
+                    named.push(name);
+                }
             }
         }
     }
@@ -100,14 +132,24 @@ pub fn append_via(headers: &mut HeaderMap, version: Version, pseudonym: &str) {
     }
 }
 
-/// Adds the `X-Forwarded-*` fields for a request received from `peer` over `scheme`:
+/// Adds the forwarding fields for a request received from `peer` over `scheme`:
 ///
 /// - `X-Forwarded-For`: the peer address is appended to the existing list (an origin that
 ///   trusts this proxy reads the last entry; entries before it came from the client and are
 ///   only as trustworthy as the hops that added them);
+/// - `Forwarded` (RFC 7239): an element `for=…;proto=…;host=…` is appended to the existing
+///   list, IPv6 addresses quoted and bracketed (§6), values quoted when they are not tokens
+///   (`host="example.com:8080"`); without a peer address the element has no `for`;
 /// - `X-Forwarded-Proto`: replaced by the scheme this proxy received the request on;
-/// - `X-Forwarded-Host`: replaced by the host the client asked for (`Host`, or the URI
-///   authority for HTTP/2), when there is one.
+/// - `X-Forwarded-Host`: replaced by the host the client asked for, when there is one
+///   ([`Forward`](crate::Forward) passes the [`RequestIdentity`](ravelin_http::RequestIdentity)'s
+///   authority).
+///
+/// Lists are written as one field line (several lines are equivalent, RFC 9110 §5.3, but some
+/// origins read only the first); existing lines that are not visible ASCII are dropped.
+///
+/// Whether the existing entries can be believed is decided before this runs: the ingress stage
+/// removes `Forwarded` and `X-Forwarded-*` from peers that are not trusted proxies.
 pub fn add_forwarded(
     headers: &mut HeaderMap,
     peer: Option<IpAddr>,
@@ -115,22 +157,102 @@ pub fn add_forwarded(
     original_host: Option<&HeaderValue>,
 ) {
     if let Some(ip) = peer {
-        let ip = ip.to_string();
-        // Join into one field line: several X-Forwarded-For lines are legal but some origins
-        // read only the first line.
-        let joined = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(existing) if !existing.trim().is_empty() => format!("{existing}, {ip}"),
-            _ => ip,
-        };
-        if let Ok(value) = HeaderValue::from_str(&joined) {
-            headers.insert(X_FORWARDED_FOR, value);
-        }
+        append_to_list(headers, &X_FORWARDED_FOR, &ip.to_string());
     }
+    append_to_list(
+        headers,
+        &header::FORWARDED,
+        &forwarded_element(peer, scheme, original_host),
+    );
     if let Ok(value) = HeaderValue::from_str(scheme) {
         headers.insert(X_FORWARDED_PROTO, value);
     }
     if let Some(host) = original_host {
         headers.insert(X_FORWARDED_HOST, host.clone());
+    }
+}
+
+/// One RFC 7239 `forwarded-element` (§4) for a hop from `peer` over `scheme` for `host`.
+pub fn forwarded_element(peer: Option<IpAddr>, scheme: &str, host: Option<&HeaderValue>) -> String {
+    let mut pairs: Vec<String> = Vec::with_capacity(3);
+    match peer {
+        // §6: an IPv6 address is bracketed, and `[`/`:` are not token characters, so quoted.
+        Some(IpAddr::V6(ip)) => pairs.push(format!("for=\"[{ip}]\"")),
+        Some(IpAddr::V4(ip)) => pairs.push(format!("for={ip}")),
+        None => {}
+    }
+    if let Some(value) = forwarded_value(scheme) {
+        pairs.push(format!("proto={value}"));
+    }
+    if let Some(value) = host.and_then(|h| h.to_str().ok()).and_then(forwarded_value) {
+        pairs.push(format!("host={value}"));
+    }
+    pairs.join(";")
+}
+
+/// `value` as an RFC 7239 `value` (`token / quoted-string`): as is when it is a token, quoted
+/// with `"` and `\` escaped otherwise; `None` when it holds a character a quoted-string cannot
+/// carry (a control character) or is empty.
+fn forwarded_value(value: &str) -> Option<String> {
+    const fn is_tchar(b: u8) -> bool {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            )
+    }
+    if value.is_empty() {
+        return None;
+    }
+    if value.bytes().all(is_tchar) {
+        return Some(value.to_owned());
+    }
+    if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+        return None;
+    }
+    let mut quoted = String::with_capacity(value.len().saturating_add(2));
+    quoted.push('"');
+    for c in value.chars() {
+        if matches!(c, '"' | '\\') {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    Some(quoted)
+}
+
+/// Appends `item` to the comma-separated list in `name`, as one field line.
+fn append_to_list(headers: &mut HeaderMap, name: &HeaderName, item: &str) {
+    if item.is_empty() {
+        return;
+    }
+    let mut joined = String::new();
+    for value in headers.get_all(name) {
+        if let Ok(text) = value.to_str() {
+            let text = text.trim();
+            if !text.is_empty() {
+                joined.push_str(text);
+                joined.push_str(", ");
+            }
+        }
+    }
+    joined.push_str(item);
+    if let Ok(value) = HeaderValue::from_str(&joined) {
+        headers.insert(name.clone(), value);
     }
 }
 
@@ -218,16 +340,86 @@ mod tests {
         assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.9, 127.0.0.1");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "example.com");
+        assert_eq!(
+            h.get("forwarded").unwrap(),
+            "for=127.0.0.1;proto=http;host=example.com"
+        );
+    }
+
+    #[test]
+    fn connection_cannot_name_host_or_protected_fields() {
+        let mut h = map(&[
+            ("connection", "host, x-request-id, x-other"),
+            ("host", "a.example"),
+            ("x-request-id", "abc"),
+            ("x-other", "1"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.get("host").unwrap(), "a.example");
+        assert!(h.get("x-request-id").is_none());
+        assert!(h.get("x-other").is_none());
+
+        let mut h = map(&[
+            ("connection", "HOST, X-Request-Id, x-other"),
+            ("host", "a.example"),
+            ("x-request-id", "abc"),
+            ("x-other", "1"),
+        ]);
+        remove_hop_by_hop_except(&mut h, &[HeaderName::from_static("x-request-id")]);
+        assert_eq!(h.get("host").unwrap(), "a.example");
+        assert_eq!(h.get("x-request-id").unwrap(), "abc");
+        assert!(h.get("x-other").is_none());
+        assert!(h.get("connection").is_none());
+    }
+
+    #[test]
+    fn forwarded_elements_follow_rfc_7239() {
+        let v6 = Some("2001:db8::1".parse().unwrap());
+        assert_eq!(
+            forwarded_element(
+                v6,
+                "https",
+                Some(&HeaderValue::from_static("a.example:8443"))
+            ),
+            "for=\"[2001:db8::1]\";proto=https;host=\"a.example:8443\""
+        );
+        assert_eq!(forwarded_element(None, "http", None), "proto=http");
+        assert_eq!(
+            forwarded_element(None, "http", Some(&HeaderValue::from_static("[::1]"))),
+            "proto=http;host=\"[::1]\""
+        );
+        assert_eq!(forwarded_value("a\"b\\c").unwrap(), "\"a\\\"b\\\\c\"");
+        assert_eq!(forwarded_value(""), None);
+
+        // Appended to every existing line, as one line.
+        let mut h = map(&[
+            ("forwarded", "for=192.0.2.60;proto=http"),
+            ("forwarded", "for=198.51.100.17"),
+            ("x-forwarded-for", "192.0.2.60"),
+            ("x-forwarded-for", "198.51.100.17"),
+        ]);
+        add_forwarded(&mut h, Some("10.0.0.1".parse().unwrap()), "http", None);
+        assert_eq!(
+            h.get_all("forwarded").iter().collect::<Vec<_>>(),
+            ["for=192.0.2.60;proto=http, for=198.51.100.17, for=10.0.0.1;proto=http"]
+        );
+        assert_eq!(
+            h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
+            ["192.0.2.60, 198.51.100.17, 10.0.0.1"]
+        );
     }
 
     proptest! {
         /// Whatever the client sends, no hop-by-hop field and nothing named in `Connection`
-        /// (within the token bound) reaches the upstream, and every other field is kept.
+        /// (within the token bound) reaches the upstream except `Host`, and every other field
+        /// is kept.
         #[test]
         fn hop_by_hop_removal_matches_model(
             names in proptest::collection::vec("[a-z][a-z0-9-]{0,8}", 0..12),
             listed in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
             fixed in proptest::collection::vec(0usize..HOP_BY_HOP.len(), 0..4),
+            with_host in any::<bool>(),
+            host_listed in any::<bool>(),
         ) {
             let mut h = HeaderMap::new();
             for n in &names {
@@ -238,20 +430,30 @@ mod tests {
                     h.append(HOP_BY_HOP[*i].clone(), HeaderValue::from_static("v"));
                 }
             }
+            if with_host {
+                h.append(header::HOST, HeaderValue::from_static("a.example"));
+            }
             let conn: Vec<&str> = if names.is_empty() {
                 Vec::new()
             } else {
                 listed.iter().map(|ix| names[ix.index(names.len())].as_str()).collect()
             };
+            let mut conn = conn;
+            if host_listed {
+                conn.push("host");
+            }
             if !conn.is_empty() {
                 h.append(header::CONNECTION, HeaderValue::from_str(&conn.join(", ")).unwrap());
             }
+            let had_host = h.contains_key(header::HOST);
             remove_hop_by_hop(&mut h);
             for name in h.keys() {
                 prop_assert!(!HOP_BY_HOP.contains(name));
                 prop_assert!(name != header::UPGRADE);
-                prop_assert!(!conn.contains(&name.as_str()));
+                // Host is the one field Connection can never name away.
+                prop_assert!(!conn.contains(&name.as_str()) || name == header::HOST);
             }
+            prop_assert_eq!(h.contains_key(header::HOST), had_host);
             for n in &names {
                 let hop = HOP_BY_HOP.iter().any(|h| h.as_str() == n) || n == "upgrade";
                 if !conn.contains(&n.as_str()) && !hop {
