@@ -21,6 +21,19 @@ pub enum UpstreamError {
         /// The timeout field.
         field: &'static str,
     },
+    /// A setting is above its upper bound (a unit slip, or a value that would hold resources
+    /// for hours).
+    #[error("upstream {name:?}: {field} must be at most {limit}, got {value}")]
+    TooLarge {
+        /// The upstream's name.
+        name: String,
+        /// The field.
+        field: &'static str,
+        /// The bound, as the field's unit prints it (`3600s`, `10000`).
+        limit: String,
+        /// The value given.
+        value: String,
+    },
 }
 
 /// The server could not start.

@@ -1,17 +1,19 @@
 //! Forwarding requests to an upstream over hyper-util's pooled client.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -19,9 +21,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ravelin_failsafe::{LogLimiter, PeerAddr};
+use ravelin_http::{CloseDelimited, RequestIdentity, canonical_path};
 use tower_service::Service;
 
-use crate::body::ForwardBody;
+use crate::body::{ForwardBody, IdleWatch, WatchedBody};
 use crate::error::UpstreamError;
 use crate::headers;
 
@@ -36,6 +39,24 @@ type ClientBody = UnsyncBoxBody<Bytes, BoxError>;
 /// `http` (the server in this crate speaks plain HTTP; a TLS terminator in front sets this).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientScheme(pub &'static str);
+
+impl ClientScheme {
+    /// The scheme as an [`http::uri::Scheme`]: `https` (any case) is HTTPS, anything else HTTP.
+    pub fn to_scheme(self) -> Scheme {
+        if self.0.eq_ignore_ascii_case("https") {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        }
+    }
+
+    /// The scheme of a request: its `ClientScheme` extension's, or `http` without one.
+    pub fn of(extensions: &http::Extensions) -> Scheme {
+        extensions
+            .get::<ClientScheme>()
+            .map_or(Scheme::HTTP, |s| s.to_scheme())
+    }
+}
 
 // === impl Upstream ===
 
@@ -58,6 +79,8 @@ struct UpstreamInner {
     response_timeout: Duration,
     client: Client<HttpConnector, ClientBody>,
     metrics: UpstreamMetrics,
+    /// The body idle timeout and what it reports to, shared by every response body.
+    body_watch: Arc<IdleWatch>,
 }
 
 /// Metric handles registered once per upstream: the request path then only bumps atomics,
@@ -68,6 +91,8 @@ struct UpstreamMetrics {
     responses: [metrics::Counter; 5],
     /// By failure: connect, protocol, timeout.
     errors: [metrics::Counter; 3],
+    /// Request bodies that failed on the client's side (malformed chunk, reset mid-upload).
+    client_body_errors: metrics::Counter,
 }
 
 impl UpstreamMetrics {
@@ -84,6 +109,7 @@ impl UpstreamMetrics {
                 response("5xx"),
             ],
             errors: [error("connect"), error("protocol"), error("timeout")],
+            client_body_errors: metrics::counter!("ravelin_proxy_client_errors_total", "upstream" => Arc::clone(name), "kind" => "request_body"),
         }
     }
 
@@ -109,6 +135,7 @@ impl fmt::Debug for Upstream {
             .field("http2", &self.inner.http2)
             .field("connect_timeout", &self.inner.connect_timeout)
             .field("response_timeout", &self.inner.response_timeout)
+            .field("body_idle_timeout", &self.inner.body_watch.timeout)
             .finish()
     }
 }
@@ -124,8 +151,9 @@ impl Upstream {
             preserve_host: false,
             connect_timeout: UpstreamBuilder::DEFAULT_CONNECT_TIMEOUT,
             response_timeout: UpstreamBuilder::DEFAULT_RESPONSE_TIMEOUT,
-            pool_idle_timeout: Duration::from_secs(90),
-            max_idle_per_host: 64,
+            body_idle_timeout: UpstreamBuilder::DEFAULT_BODY_IDLE_TIMEOUT,
+            pool_idle_timeout: UpstreamBuilder::DEFAULT_POOL_IDLE_TIMEOUT,
+            max_idle_per_host: UpstreamBuilder::DEFAULT_MAX_IDLE_PER_HOST,
         }
     }
 
@@ -157,13 +185,31 @@ impl Upstream {
         self.inner.response_timeout
     }
 
-    fn uri_for(&self, original: &Uri) -> Result<Uri, http::Error> {
-        let path = original.path_and_query().map_or("/", PathAndQuery::as_str);
-        let path_and_query = if self.inner.base_path.is_empty() {
-            PathAndQuery::try_from(path)?
-        } else {
-            PathAndQuery::try_from(format!("{}{}", self.inner.base_path, path))?
-        };
+    /// The time allowed between two frames of a response body.
+    pub fn body_idle_timeout(&self) -> Duration {
+        self.inner.body_watch.timeout
+    }
+
+    /// Whether the client's `Host` (the request identity's authority) is sent upstream.
+    pub fn preserves_host(&self) -> bool {
+        self.inner.preserve_host
+    }
+
+    /// The upstream URI for a request path (already canonical) and query.
+    fn uri_for(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+        let base = self.inner.base_path.as_str();
+        let mut text = String::with_capacity(
+            base.len()
+                .saturating_add(path.len())
+                .saturating_add(query.map_or(0, |q| q.len().saturating_add(1))),
+        );
+        text.push_str(base);
+        text.push_str(path);
+        if let Some(query) = query {
+            text.push('?');
+            text.push_str(query);
+        }
+        let path_and_query = PathAndQuery::try_from(text)?;
         Uri::builder()
             .scheme(self.inner.scheme.clone())
             .authority(self.inner.authority.clone())
@@ -181,6 +227,7 @@ pub struct UpstreamBuilder {
     preserve_host: bool,
     connect_timeout: Duration,
     response_timeout: Duration,
+    body_idle_timeout: Duration,
     pool_idle_timeout: Duration,
     max_idle_per_host: usize,
 }
@@ -192,6 +239,19 @@ impl UpstreamBuilder {
     /// Default response timeout (request sent → response head): 30 s, nginx's
     /// `proxy_read_timeout` is 60 s between reads; 30 s for the whole head is more useful.
     pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default body idle timeout (between two frames of a response body): 60 s, nginx's
+    /// `proxy_read_timeout`.
+    pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Default idle time of a pooled connection before it is closed: 90 s.
+    pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+    /// Default bound on idle pooled connections per upstream: 64.
+    pub const DEFAULT_MAX_IDLE_PER_HOST: usize = 64;
+    /// The longest any of the timeouts may be: 1 h. Longer is a configuration mistake (a unit
+    /// slip), and would let one stalled peer hold a connection for the better part of a day.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+    /// The most idle pooled connections per upstream: 10,000 (the server's default connection
+    /// limit; more would hold descriptors no one uses).
+    pub const MAX_IDLE_PER_HOST: usize = 10_000;
 
     /// Speak HTTP/2 to the upstream with prior knowledge (`h2c`) instead of HTTP/1.1.
     pub fn http2(mut self, enabled: bool) -> Self {
@@ -199,34 +259,53 @@ impl UpstreamBuilder {
         self
     }
 
-    /// Send the client's `Host` upstream instead of the upstream's own authority (HTTP/1.1
+    /// Send the client's host upstream instead of the upstream's own authority (HTTP/1.1
     /// only; HTTP/2 upstreams always get the upstream authority). Default off, as nginx; the
     /// client's host is in `X-Forwarded-Host` either way.
+    ///
+    /// The host sent is the request's effective authority — the
+    /// [`RequestIdentity`](ravelin_http::RequestIdentity)'s when the ingress stage ran, else the
+    /// absolute-form target's authority, else the first `Host` — as exactly one `Host` line.
     pub fn preserve_host(mut self, enabled: bool) -> Self {
         self.preserve_host = enabled;
         self
     }
 
-    /// The time allowed to establish a TCP connection (default 1 s). Exceeding it is a 502.
+    /// The time allowed to establish a TCP connection (default 1 s, at most 1 h). Exceeding it
+    /// is a 502.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
-    /// The time allowed from sending the request to receiving the response head (default 30 s).
-    /// Exceeding it is a 504. Bodies stream afterwards without this limit.
+    /// The time allowed from sending the request to receiving the response head (default 30 s,
+    /// at most 1 h). Exceeding it is a 504. Bodies stream afterwards under
+    /// [`body_idle_timeout`](Self::body_idle_timeout) instead.
     pub fn response_timeout(mut self, timeout: Duration) -> Self {
         self.response_timeout = timeout;
         self
     }
 
-    /// How long an idle pooled connection is kept (default 90 s).
+    /// The time allowed between two frames of the upstream's response body (default 60 s, like
+    /// nginx's `proxy_read_timeout`; more than zero, at most 1 h). When it passes, the body
+    /// ends with [`ForwardBodyError::IdleTimeout`](crate::ForwardBodyError::IdleTimeout): the
+    /// client's response is cut off (it already has its head, so no status can be sent), a
+    /// cache filling from it sees the error, and
+    /// `ravelin_proxy_upstream_errors_total{kind="body_idle_timeout"}` counts it. A stalled
+    /// upstream can no longer pin a client connection forever.
+    pub fn body_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.body_idle_timeout = timeout;
+        self
+    }
+
+    /// How long an idle pooled connection is kept (default 90 s, at most 1 h; zero keeps none).
     pub fn pool_idle_timeout(mut self, timeout: Duration) -> Self {
         self.pool_idle_timeout = timeout;
         self
     }
 
-    /// How many idle connections are kept per upstream (default 64): the pool's bound.
+    /// How many idle connections are kept per upstream (default 64, at most 10,000; zero
+    /// disables pooling): the pool's bound.
     pub fn max_idle_per_host(mut self, max: usize) -> Self {
         self.max_idle_per_host = max;
         self
@@ -269,6 +348,7 @@ impl UpstreamBuilder {
         for (field, value) in [
             ("connect_timeout", self.connect_timeout),
             ("response_timeout", self.response_timeout),
+            ("body_idle_timeout", self.body_idle_timeout),
         ] {
             if value.is_zero() {
                 return Err(UpstreamError::ZeroTimeout {
@@ -277,13 +357,37 @@ impl UpstreamBuilder {
                 });
             }
         }
+        for (field, value) in [
+            ("connect_timeout", self.connect_timeout),
+            ("response_timeout", self.response_timeout),
+            ("body_idle_timeout", self.body_idle_timeout),
+            ("pool_idle_timeout", self.pool_idle_timeout),
+        ] {
+            if value > Self::MAX_TIMEOUT {
+                return Err(UpstreamError::TooLarge {
+                    name: self.name.clone(),
+                    field,
+                    limit: format!("{:?}", Self::MAX_TIMEOUT),
+                    value: format!("{value:?}"),
+                });
+            }
+        }
+        if self.max_idle_per_host > Self::MAX_IDLE_PER_HOST {
+            return Err(UpstreamError::TooLarge {
+                name: self.name.clone(),
+                field: "max_idle_per_host",
+                limit: Self::MAX_IDLE_PER_HOST.to_string(),
+                value: self.max_idle_per_host.to_string(),
+            });
+        }
         Ok((scheme, authority, base_path))
     }
 
     /// Validates the URL and builds the pooled client.
     ///
     /// # Errors
-    /// [`UpstreamError`] when the URL is not `http://host[:port][/base]`, or a timeout is zero.
+    /// [`UpstreamError`] when the URL is not `http://host[:port][/base]`, a timeout is zero, or
+    /// a setting is above its upper bound.
     pub fn build(self) -> Result<Upstream, UpstreamError> {
         let (scheme, authority, base_path) = self.parse()?;
         let mut connector = HttpConnector::new();
@@ -298,9 +402,16 @@ impl UpstreamBuilder {
             .http2_only(self.http2)
             .build(connector);
         let name: Arc<str> = self.name.into();
+        let body_watch = Arc::new(IdleWatch {
+            upstream: Arc::clone(&name),
+            timeout: self.body_idle_timeout,
+            timeouts: metrics::counter!("ravelin_proxy_upstream_errors_total", "upstream" => Arc::clone(&name), "kind" => "body_idle_timeout"),
+            log: LogLimiter::per_second(10),
+        });
         Ok(Upstream {
             inner: Arc::new(UpstreamInner {
                 metrics: UpstreamMetrics::new(&name),
+                body_watch,
                 name,
                 scheme,
                 authority,
@@ -369,13 +480,24 @@ where
 /// response back.
 ///
 /// - hop-by-hop fields are removed in both directions (RFC 9110 §7.6.1, including the fields
-///   named in `Connection`); `Via` is appended both ways; `X-Forwarded-For`/`-Proto`/`-Host`
-///   are set on the request (see [`headers::add_forwarded`]);
-/// - bodies stream in both directions, frame by frame, never buffered;
-/// - every method is passed through unchanged;
+///   named in `Connection`, never `Host`); `Via` is appended both ways; `Forwarded` and
+///   `X-Forwarded-For`/`-Proto`/`-Host` are set on the request (see
+///   [`headers::add_forwarded`]);
+/// - the host is the request's [`RequestIdentity`] authority when the
+///   [ingress stage](crate::ingress) set one (else an absolute-form target's authority, else
+///   `Host`): it is what `X-Forwarded-Host` carries and, with
+///   [`preserve_host`](UpstreamBuilder::preserve_host), the one `Host` line sent upstream;
+/// - the path sent upstream is the canonical path (see [`ravelin_http::canonical_path`]);
+/// - bodies stream in both directions, frame by frame, never buffered; the response body is
+///   cut off when the upstream sends nothing for
+///   [`body_idle_timeout`](UpstreamBuilder::body_idle_timeout); a response framed by
+///   connection close carries the [`CloseDelimited`] extension (a cache must not store it);
+/// - every method is passed through unchanged except `CONNECT`, answered 501 (no tunnels);
 /// - failures are answers, not errors: 502 when the upstream cannot be reached or breaks the
-///   protocol, 504 when the response head does not arrive in time, 404 when no route matches.
-///   The error type is [`Infallible`].
+///   protocol, 504 when the response head does not arrive in time, 404 when no route matches,
+///   400 when the client's request body fails (a malformed chunk; counted in
+///   `ravelin_proxy_client_errors_total`, not as an upstream error). The error type is
+///   [`Infallible`].
 ///
 /// The peer address comes from the [`PeerAddr`] extension that [`Server`](crate::Server) sets.
 pub struct Forward<R = Upstream> {
@@ -490,6 +612,14 @@ impl<R: Resolve> ForwardInner<R> {
         B::Error: Into<BoxError>,
     {
         let (mut parts, body) = request.into_parts();
+        if parts.method == Method::CONNECT {
+            // A CONNECT asks for a tunnel, which this proxy does not build; forwarding it
+            // would hand the origin a request it cannot make sense of.
+            return local_response(
+                StatusCode::NOT_IMPLEMENTED,
+                "501 Not Implemented: this proxy does not tunnel (CONNECT)\n",
+            );
+        }
         let Some(target) = self.resolve.resolve(&parts) else {
             metrics::counter!("ravelin_proxy_no_route_total").increment(1);
             return local_response(
@@ -498,7 +628,14 @@ impl<R: Resolve> ForwardInner<R> {
             );
         };
         let upstream = &target.upstream.inner;
-        let uri = match target.upstream.uri_for(&parts.uri) {
+        let identity = parts.extensions.get::<RequestIdentity>();
+        let Some(path) = forwarded_path(parts.uri.path(), identity) else {
+            return local_response(
+                StatusCode::BAD_REQUEST,
+                "400 Bad Request: invalid request path\n",
+            );
+        };
+        let uri = match target.upstream.uri_for(&path, parts.uri.query()) {
             Ok(uri) => uri,
             Err(_) => {
                 return local_response(
@@ -507,27 +644,41 @@ impl<R: Resolve> ForwardInner<R> {
                 );
             }
         };
+        drop(path);
 
         let received_version = parts.version;
-        let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-            parts
+        let method = parts.method.clone();
+        // The authority the client asked for, decided once: the identity's when the ingress
+        // stage ran; else an absolute-form target's authority wins over `Host` (RFC 9112
+        // §3.2.2), else the first `Host`. X-Forwarded-Host, Forwarded and preserve_host all
+        // use it, so they cannot disagree with routing and the cache.
+        let original_host = match identity {
+            Some(identity) => identity.host_header(),
+            None => parts
                 .uri
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
-        let scheme = parts
-            .extensions
-            .get::<ClientScheme>()
-            .map_or("http", |s| s.0);
+                .or_else(|| parts.headers.get(header::HOST).cloned()),
+        };
+        let scheme = match identity {
+            Some(identity) => identity.scheme().clone(),
+            None => ClientScheme::of(&parts.extensions),
+        };
         let peer = parts.extensions.get::<PeerAddr>().map(|p| p.0.ip());
         let headers = &mut parts.headers;
         headers::remove_hop_by_hop(headers);
-        headers::add_forwarded(headers, peer, scheme, original_host.as_ref());
+        headers::add_forwarded(headers, peer, scheme.as_str(), original_host.as_ref());
         headers::append_via(headers, received_version, &self.via);
-        if upstream.http2 || !upstream.preserve_host {
-            // HTTP/2 carries the authority in :authority (from the URI); for HTTP/1.1 the client
-            // fills Host from the URI when it is absent.
-            headers.remove(header::HOST);
+        match original_host {
+            // Exactly one Host line: `insert` replaces every line the client sent.
+            Some(host) if upstream.preserve_host && !upstream.http2 => {
+                headers.insert(header::HOST, host);
+            }
+            // HTTP/2 carries the authority in :authority (from the URI); for HTTP/1.1 the
+            // client fills Host from the URI when it is absent.
+            _ => {
+                headers.remove(header::HOST);
+            }
         }
         parts.uri = uri;
         parts.version = if upstream.http2 {
@@ -535,7 +686,10 @@ impl<R: Resolve> ForwardInner<R> {
         } else {
             Version::HTTP_11
         };
-        let body: ClientBody = body.map_err(Into::into).boxed_unsync();
+        // Watch the client's body: when it fails (a malformed chunk, a reset mid-upload) the
+        // upstream exchange fails too, and that is the client's fault, not the upstream's.
+        let (body, client_body_failed) = WatchedBody::new(body);
+        let body: ClientBody = body.boxed_unsync();
         let outgoing = Request::from_parts(parts, body);
 
         let timeout = target.response_timeout.unwrap_or(upstream.response_timeout);
@@ -545,15 +699,35 @@ impl<R: Resolve> ForwardInner<R> {
         let failure = match result {
             Ok(Ok(response)) => {
                 let (mut parts, body) = response.into_parts();
+                // Before hop-by-hop removal takes Transfer-Encoding away.
+                let close_delimited = is_close_delimited(&parts, &body, &method);
                 headers::remove_hop_by_hop(&mut parts.headers);
                 headers::append_via(&mut parts.headers, parts.version, &self.via);
+                if close_delimited {
+                    parts.extensions.insert(CloseDelimited);
+                }
                 // The response is re-framed by our own connection to the client.
                 parts.version = received_version;
                 upstream.metrics.duration.record(elapsed);
                 if let Some(counter) = upstream.metrics.response(parts.status) {
                     counter.increment(1);
                 }
-                return Response::from_parts(parts, ForwardBody::upstream(body));
+                return Response::from_parts(
+                    parts,
+                    ForwardBody::upstream(body, Arc::clone(&upstream.body_watch)),
+                );
+            }
+            _ if client_body_failed.load(Ordering::Acquire) => {
+                upstream.metrics.client_body_errors.increment(1);
+                tracing::debug!(
+                    upstream = &*upstream.name,
+                    "the client's request body failed; answered 400"
+                );
+                // If the client is gone this answer goes nowhere, which is fine.
+                return local_response(
+                    StatusCode::BAD_REQUEST,
+                    "400 Bad Request: the request body could not be read\n",
+                );
             }
             Ok(Err(error)) => {
                 let failure = if error.is_connect() {
@@ -604,6 +778,52 @@ impl<R: Resolve> ForwardInner<R> {
     }
 }
 
+/// The path sent upstream: the canonical form of the request's path (RFC 3986 normalization:
+/// unreserved escapes decoded, dot segments removed, slashes merged), so the origin serves
+/// exactly the path routing and policies matched.
+///
+/// With a [`RequestIdentity`] (the ingress stage ran) a path the strict normalization refuses
+/// cannot normally arrive — ingress refused it — and is refused here too (`None`, a 400) if a
+/// later layer rewrote the URI into one. Without an identity such a path is forwarded as
+/// received: policies that ran matched it leniently (reading the ambiguity towards matching),
+/// and refusing is the ingress stage's decision, not this service's.
+fn forwarded_path<'a>(raw: &'a str, identity: Option<&RequestIdentity>) -> Option<Cow<'a, str>> {
+    match identity {
+        // The common case: ingress already rewrote the URI to the canonical path.
+        Some(identity) if identity.canonical_path() == raw => Some(Cow::Borrowed(raw)),
+        Some(_) => canonical_path(raw).ok().map(Cow::Owned),
+        None => Some(canonical_path(raw).map_or(Cow::Borrowed(raw), Cow::Owned)),
+    }
+}
+
+/// Whether an upstream response's body ends at connection close (RFC 9112 §6.3 rule 8): an
+/// HTTP/1.x response with a body and neither `Content-Length` nor chunked as the final
+/// transfer coding. hyper's client exposes no framing flag, so this reads the response head
+/// as received (before hop-by-hop removal) and the body's size hint.
+fn is_close_delimited(
+    parts: &http::response::Parts,
+    body: &hyper::body::Incoming,
+    method: &Method,
+) -> bool {
+    if !matches!(parts.version, Version::HTTP_10 | Version::HTTP_11)
+        || *method == Method::HEAD
+        || body.is_end_stream()
+        || body.size_hint().exact().is_some()
+        || parts.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        return false;
+    }
+    let final_coding_is_chunked = parts
+        .headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .is_some_and(|coding| coding.trim().eq_ignore_ascii_case("chunked"));
+    !final_coding_is_chunked
+}
+
 /// A short plain-text answer written by the proxy itself.
 pub(crate) fn local_response(status: StatusCode, body: &'static str) -> Response<ForwardBody> {
     let mut response = Response::new(ForwardBody::local(Bytes::from_static(body.as_bytes())));
@@ -616,4 +836,134 @@ pub(crate) fn local_response(status: StatusCode, body: &'static str) -> Response
     // An error page written by the proxy must never be cached over good content.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn builder() -> UpstreamBuilder {
+        Upstream::builder("web", "http://127.0.0.1:3000")
+    }
+
+    #[test]
+    fn every_numeric_setting_has_an_upper_bound_named_in_the_error() {
+        let hour = UpstreamBuilder::MAX_TIMEOUT;
+        let over = hour + Duration::from_secs(1);
+        assert!(
+            builder()
+                .connect_timeout(hour)
+                .response_timeout(hour)
+                .body_idle_timeout(hour)
+                .pool_idle_timeout(hour)
+                .max_idle_per_host(UpstreamBuilder::MAX_IDLE_PER_HOST)
+                .check()
+                .is_ok()
+        );
+        let cases: [(UpstreamBuilder, &str); 5] = [
+            (builder().connect_timeout(over), "connect_timeout"),
+            (builder().response_timeout(over), "response_timeout"),
+            (builder().body_idle_timeout(over), "body_idle_timeout"),
+            (builder().pool_idle_timeout(over), "pool_idle_timeout"),
+            (builder().max_idle_per_host(10_001), "max_idle_per_host"),
+        ];
+        for (builder, field) in cases {
+            let error = builder.check().unwrap_err();
+            assert!(
+                matches!(&error, UpstreamError::TooLarge { field: f, .. } if *f == field),
+                "{error}"
+            );
+            let message = error.to_string();
+            assert!(message.contains(field), "{message}");
+            assert!(message.contains("must be at most"), "{message}");
+        }
+        assert_eq!(
+            builder()
+                .body_idle_timeout(over)
+                .check()
+                .unwrap_err()
+                .to_string(),
+            "upstream \"web\": body_idle_timeout must be at most 3600s, got 3601s"
+        );
+        assert_eq!(
+            builder()
+                .max_idle_per_host(20_000)
+                .check()
+                .unwrap_err()
+                .to_string(),
+            "upstream \"web\": max_idle_per_host must be at most 10000, got 20000"
+        );
+        assert!(matches!(
+            builder().body_idle_timeout(Duration::ZERO).check(),
+            Err(UpstreamError::ZeroTimeout {
+                field: "body_idle_timeout",
+                ..
+            })
+        ));
+        // Zero idle pooling is allowed: it means no pooling.
+        assert!(
+            builder()
+                .pool_idle_timeout(Duration::ZERO)
+                .max_idle_per_host(0)
+                .check()
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn defaults_are_documented_values() {
+        let upstream = builder().build().unwrap();
+        assert_eq!(upstream.connect_timeout(), Duration::from_secs(1));
+        assert_eq!(upstream.response_timeout(), Duration::from_secs(30));
+        assert_eq!(upstream.body_idle_timeout(), Duration::from_secs(60));
+        assert!(!upstream.preserves_host());
+    }
+
+    #[test]
+    fn forwarded_path_is_canonical() {
+        assert_eq!(forwarded_path("/x/../a//b", None).unwrap(), "/a/b");
+        // Without an identity an ambiguous path goes as received: refusing is ingress's call.
+        assert_eq!(forwarded_path("/a%2fb", None).unwrap(), "/a%2fb");
+        let (parts, ()) = Request::get("/a/./b")
+            .header("host", "a.example")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let identity = RequestIdentity::from_parts(
+            &parts,
+            Scheme::HTTP,
+            &ravelin_http::IdentityOptions::default(),
+        )
+        .unwrap();
+        assert!(matches!(
+            forwarded_path("/a/b", Some(&identity)),
+            Some(Cow::Borrowed("/a/b"))
+        ));
+        assert_eq!(forwarded_path("/c/../d", Some(&identity)).unwrap(), "/d");
+        // A later layer rewrote the URI into a refused spelling: 400.
+        assert!(forwarded_path("/a%2fb", Some(&identity)).is_none());
+    }
+
+    #[test]
+    fn upstream_uri_keeps_base_path_and_query() {
+        let upstream = Upstream::builder("web", "http://127.0.0.1:3000/base/")
+            .build()
+            .unwrap();
+        assert_eq!(
+            upstream.uri_for("/x", Some("a=1")).unwrap().to_string(),
+            "http://127.0.0.1:3000/base/x?a=1"
+        );
+        assert_eq!(
+            upstream.uri_for("/", None).unwrap().to_string(),
+            "http://127.0.0.1:3000/base/"
+        );
+    }
+
+    #[test]
+    fn client_scheme_maps_to_a_uri_scheme() {
+        assert_eq!(ClientScheme("https").to_scheme(), Scheme::HTTPS);
+        assert_eq!(ClientScheme("HTTPS").to_scheme(), Scheme::HTTPS);
+        assert_eq!(ClientScheme("http").to_scheme(), Scheme::HTTP);
+        assert_eq!(ClientScheme::of(&http::Extensions::new()), Scheme::HTTP);
+    }
 }
