@@ -7,12 +7,17 @@ pub mod demo;
 mod error;
 mod forward;
 pub mod headers;
+pub mod ingress;
 mod route;
 mod server;
 
 pub use admin::{Admin, AdminBuilder, ModuleStatus, Purge};
-pub use body::ForwardBody;
+pub use body::{ForwardBody, ForwardBodyError};
 pub use error::{ServerError, UpstreamError};
 pub use forward::{BoxError, ClientScheme, Forward, Resolve, Target, Upstream, UpstreamBuilder};
+pub use ingress::{
+    Ingress, IngressBody, IngressConfig, IngressConfigError, IngressLayer, Refusal, RefusalKind,
+    admit, admit_parts,
+};
 pub use route::{Route, Routes, SharedRoutes, request_host};
 pub use server::{ServeSummary, Server, ServerConfig, shutdown_signal};
