@@ -364,6 +364,171 @@ mod tests {
     }
 
     #[test]
+    fn edge_safe_defaults() {
+        let cfg = CacheConfig::default();
+        assert!(
+            !cfg.request_directives,
+            "clients cannot force origin fetches"
+        );
+        assert!(
+            !cfg.invalidate_on_unsafe,
+            "anonymous unsafe requests do not evict"
+        );
+        assert!(!cfg.heuristic_with_credentials);
+        assert_eq!(cfg.set_cookie, SetCookie::Explicit);
+        let parsed: CacheConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(parsed, cfg);
+    }
+
+    #[test]
+    fn new_settings_deserialise_and_unknown_values_are_refused() {
+        let cfg: CacheConfig = serde_json::from_str(
+            r#"{"set_cookie": "replay", "request_directives": true, "pragma_no_cache": false,
+                "invalidate_on_unsafe": true, "heuristic_with_credentials": true}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.set_cookie, SetCookie::Replay);
+        assert!(cfg.request_directives && cfg.invalidate_on_unsafe);
+        assert!(cfg.heuristic_with_credentials && !cfg.pragma_no_cache);
+        cfg.validate().unwrap();
+        for mode in ["explicit", "never", "replay"] {
+            let cfg: CacheConfig =
+                serde_json::from_str(&format!(r#"{{"set_cookie": "{mode}"}}"#)).unwrap();
+            cfg.validate().unwrap();
+        }
+        let err = serde_json::from_str::<CacheConfig>(r#"{"set_cookie": "strip"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown variant"), "{err}");
+    }
+
+    #[test]
+    fn numeric_settings_have_upper_bounds_naming_field_limit_and_value() {
+        let gib = 1024 * MIB;
+        let cases: Vec<(CacheConfig, &str, &str, &str)> = vec![
+            (
+                CacheConfig {
+                    max_capacity_bytes: 17 * gib,
+                    max_object_bytes: MIB,
+                    ..CacheConfig::default()
+                },
+                "max_capacity_bytes",
+                "17179869184",
+                "18253611008",
+            ),
+            (
+                CacheConfig {
+                    max_capacity_bytes: 16 * gib,
+                    max_object_bytes: 2 * gib,
+                    ..CacheConfig::default()
+                },
+                "max_object_bytes",
+                "1073741824",
+                "2147483648",
+            ),
+            (
+                CacheConfig {
+                    max_capacity_bytes: 64 * MIB,
+                    max_object_bytes: 65 * MIB,
+                    ..CacheConfig::default()
+                },
+                "max_object_bytes",
+                "67108864",
+                "68157440",
+            ),
+            (
+                CacheConfig {
+                    max_inflight: 100_000,
+                    ..CacheConfig::default()
+                },
+                "max_inflight",
+                "65536",
+                "100000",
+            ),
+            (
+                CacheConfig {
+                    coalesce_timeout: Duration::from_secs(600),
+                    ..CacheConfig::default()
+                },
+                "coalesce_timeout",
+                "300s",
+                "600s",
+            ),
+            (
+                CacheConfig {
+                    stale_if_error_timeout: Some(Duration::from_secs(600)),
+                    ..CacheConfig::default()
+                },
+                "stale_if_error_timeout",
+                "300s",
+                "600s",
+            ),
+            (
+                CacheConfig {
+                    background_timeout: Duration::from_secs(7200),
+                    ..CacheConfig::default()
+                },
+                "background_timeout",
+                "3600s",
+                "7200s",
+            ),
+            (
+                CacheConfig {
+                    heuristic_max: Duration::from_secs(400 * 24 * 3600),
+                    ..CacheConfig::default()
+                },
+                "heuristic_max",
+                "31536000s",
+                "34560000s",
+            ),
+            (
+                CacheConfig {
+                    max_tags_per_object: 2000,
+                    ..CacheConfig::default()
+                },
+                "max_tags_per_object",
+                "1024",
+                "2000",
+            ),
+        ];
+        for (cfg, field, limit, value) in cases {
+            let err = cfg.validate().unwrap_err().to_string();
+            assert!(err.contains(&format!("{field}:")), "{field}: {err}");
+            assert!(err.contains(limit), "{field} limit: {err}");
+            assert!(err.contains(value), "{field} value: {err}");
+        }
+        // The limits themselves are accepted.
+        CacheConfig {
+            max_capacity_bytes: MAX_CAPACITY_BYTES,
+            max_object_bytes: MAX_OBJECT_BYTES,
+            max_inflight: MAX_INFLIGHT,
+            coalesce_timeout: MAX_WAIT,
+            stale_if_error_timeout: Some(MAX_WAIT),
+            background_timeout: MAX_BACKGROUND,
+            ..CacheConfig::default()
+        }
+        .validate()
+        .unwrap();
+        let long = CacheConfig {
+            key: KeyConfig {
+                drop_query_params: vec!["p".repeat(300)],
+                ..KeyConfig::default()
+            },
+            targeted_fields: vec!["f".repeat(300)],
+            ..CacheConfig::default()
+        };
+        let err = long.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("key.drop_query_params[0]: 300 bytes exceeds limit 256"),
+            "{err}"
+        );
+        assert!(
+            err.contains("targeted_fields[0]: 300 bytes exceeds limit 256"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn deserialises_with_humane_durations() {
         let cfg: CacheConfig = serde_json::from_str(
             r#"{"stale_while_revalidate": "30s", "stale_if_error_timeout": "250ms"}"#,

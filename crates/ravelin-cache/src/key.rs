@@ -347,6 +347,54 @@ mod tests {
         assert_ne!(key("/a", Some("one"), &cfg), key("/a", Some("two"), &cfg));
     }
 
+    fn identity(uri: &str, host: &str) -> (Uri, RequestIdentity) {
+        let (parts, ()) = http::Request::get(uri)
+            .header("host", host)
+            .body(())
+            .unwrap()
+            .into_parts();
+        let id = RequestIdentity::from_parts(
+            &parts,
+            http::uri::Scheme::HTTPS,
+            &ravelin_http::IdentityOptions::default(),
+        )
+        .unwrap();
+        (parts.uri, id)
+    }
+
+    #[test]
+    fn the_identity_names_the_resource_when_present() {
+        let cfg = KeyConfig::default();
+        // The identity says evil.example (the Host the proxy forwards with); the URI's authority
+        // says victim.example. The key must follow the identity.
+        let (_, evil) = identity("/a/./b?x=1", "evil.example");
+        let victim: Uri = "http://victim.example/a/b?x=1".parse().unwrap();
+        assert_eq!(
+            primary_key(&victim, &HeaderMap::new(), &cfg, Some(&evil)),
+            "https://evil.example/a/b?x=1"
+        );
+        // Without an identity: the URI authority, as before.
+        assert_eq!(
+            primary_key(&victim, &HeaderMap::new(), &cfg, None),
+            "http://victim.example/a/b?x=1"
+        );
+        // Spellings the identity normalises share a key; the query still goes through KeyConfig.
+        let (uri, id) = identity("/a//%62?x=1", "EVIL.example.:443");
+        assert_eq!(
+            primary_key(&uri, &HeaderMap::new(), &cfg, Some(&id)),
+            "https://evil.example/a/b?x=1"
+        );
+        let ignore = KeyConfig {
+            query: QueryMode::Ignore,
+            include_host: false,
+            ..KeyConfig::default()
+        };
+        assert_eq!(
+            primary_key(&uri, &HeaderMap::new(), &ignore, Some(&id)),
+            "https:///a/b"
+        );
+    }
+
     #[test]
     fn query_normalisation_is_configurable() {
         let sort = KeyConfig {

@@ -893,4 +893,50 @@ mod tests {
             prop_assert_eq!(p.ttl(t(date + elapsed)), lifetime as i64 - current as i64);
         }
     }
+
+    #[test]
+    fn set_cookie_needs_an_explicit_shared_opt_in() {
+        let with = |cc: &str, targeted: Option<&str>| {
+            let mut pairs = vec![("set-cookie", "s=1".to_string())];
+            if !cc.is_empty() {
+                pairs.push(("cache-control", cc.to_string()));
+            }
+            if let Some(t) = targeted {
+                pairs.push(("cdn-cache-control", t.to_string()));
+            }
+            let h = headers(&pairs);
+            let eff = effective(&h, &[HeaderName::from_static("cdn-cache-control")]);
+            let vary = crate::headers::vary(&h);
+            [SetCookie::Explicit, SetCookie::Never, SetCookie::Replay]
+                .map(|mode| storable(StatusCode::OK, &eff, &h, &vary, false, mode))
+        };
+        let refused = Err(NotStored::SetCookie);
+        for (cc, targeted) in [
+            ("max-age=60", None),
+            ("max-age=60, must-revalidate", None),
+            ("", None),
+            ("max-age=60, no-cache=\"set-cookie\"", None),
+        ] {
+            assert_eq!(with(cc, targeted), [refused, refused, Ok(())], "{cc}");
+        }
+        for (cc, targeted) in [
+            ("public, max-age=60", None),
+            ("s-maxage=60", None),
+            ("max-age=60, private=\"set-cookie\"", None),
+            ("max-age=60", Some("max-age=60")),
+            ("", Some("s-maxage=60")),
+        ] {
+            assert_eq!(
+                with(cc, targeted),
+                [Ok(()), refused, Ok(())],
+                "{cc} {targeted:?}"
+            );
+        }
+        // The other rules come first: their reason is the one reported.
+        assert_eq!(
+            with("private, max-age=60", None),
+            [Err(NotStored::Private); 3]
+        );
+        assert_eq!(with("", Some("no-store")), [Err(NotStored::NoStore); 3]);
+    }
 }

@@ -918,3 +918,635 @@ async fn concurrent_forced_revalidations_share_one_origin_request() {
         "one revalidation for twenty max-age=0 requests"
     );
 }
+
+// === Edge defaults: the cache does not trust its clients ===
+
+fn with_identity(mut req: Request<String>, host: &str) -> Request<String> {
+    let (parts, body) = req.clone().into_parts();
+    let mut identity_parts = parts;
+    identity_parts
+        .headers
+        .insert("host", http::HeaderValue::from_str(host).unwrap());
+    // The identity as the ingress stage decides it for an origin-form request with this Host.
+    identity_parts.uri = identity_parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .parse()
+        .unwrap();
+    let identity = ravelin_http::RequestIdentity::from_parts(
+        &identity_parts,
+        http::uri::Scheme::HTTP,
+        &ravelin_http::IdentityOptions::default(),
+    )
+    .unwrap();
+    req.extensions_mut().insert(identity);
+    let _ = body;
+    req
+}
+
+#[tokio::test]
+async fn the_key_follows_the_request_identity_over_the_uri_authority() {
+    let h = Harness::new(Origin::new(|seen| {
+        Reply::ok(&[("cache-control", "max-age=600")], "")
+            .with("x-path", seen.uri.path().to_string())
+    }));
+    // The URI says victim.example, the identity (the Host the proxy forwards) says evil.example.
+    let poisoned = with_identity(
+        Request::get("http://victim.example/a/./b")
+            .body(String::new())
+            .unwrap(),
+        "evil.example",
+    );
+    let (parts, _) = poisoned.clone().into_parts();
+    assert_eq!(h.handle.key_for_request(&parts), "http://evil.example/a/b");
+    h.send(poisoned).await.unwrap();
+    // Victim's own request is not answered with what was fetched for evil.example.
+    let victim = h
+        .send(
+            Request::get("http://victim.example/a/b")
+                .body(String::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(!victim.hit(), "{}", victim.cache_status());
+    // The same resource for evil.example, spelled differently, is the stored one.
+    let evil = h
+        .send(with_identity(
+            Request::get("/a//b").body(String::new()).unwrap(),
+            "EVIL.example:80",
+        ))
+        .await
+        .unwrap();
+    assert!(evil.hit(), "{}", evil.cache_status());
+    assert_eq!(h.origin.calls(), 2);
+}
+
+#[tokio::test]
+async fn without_an_identity_the_key_is_the_uri_as_before() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=600")],
+        "x",
+    )));
+    let req = Request::get("http://victim.example/a?q=1")
+        .header("host", "evil.example")
+        .body(String::new())
+        .unwrap();
+    let (parts, _) = req.clone().into_parts();
+    assert_eq!(
+        h.handle.key_for_request(&parts),
+        "http://victim.example/a?q=1"
+    );
+    assert_eq!(
+        h.handle.key_for(&parts.uri, &parts.headers),
+        "http://victim.example/a?q=1"
+    );
+    h.send(req).await.unwrap();
+    assert!(
+        h.get_with("/a?q=1", &[])
+            .await
+            .cache_status()
+            .contains("fwd=uri-miss")
+    );
+    let again = h
+        .send(
+            Request::get("http://victim.example/a?q=1")
+                .body(String::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(again.hit());
+}
+
+#[tokio::test]
+async fn purge_by_url_reaches_identity_keyed_entries_however_the_path_is_spelled() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=600")],
+        "x",
+    )));
+    h.send(with_identity(
+        Request::get("/b").body(String::new()).unwrap(),
+        "shop.example",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        h.handle.purge_url("http://shop.example/a/../%62").unwrap(),
+        1
+    );
+    assert_eq!(h.handle.stats().purges, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn set_cookie_is_not_stored_without_an_explicit_shared_opt_in() {
+    for (cc, targeted, stored) in [
+        ("max-age=600", None, false),
+        ("max-age=600, must-revalidate", None, false),
+        ("public, max-age=600", None, true),
+        ("s-maxage=600", None, true),
+        ("max-age=600, private=\"set-cookie\"", None, true),
+        ("max-age=600", Some("max-age=600"), true),
+        ("max-age=600", Some("no-store"), false),
+    ] {
+        let n = Arc::new(AtomicUsize::new(0));
+        let c = n.clone();
+        let h = Harness::new(Origin::new(move |_| {
+            let i = c.fetch_add(1, Ordering::SeqCst);
+            let mut r =
+                Reply::ok(&[("cache-control", cc)], "x").with("set-cookie", format!("session={i}"));
+            if let Some(t) = targeted {
+                r = r.with("cdn-cache-control", t);
+            }
+            r
+        }));
+        let first = h.get("/a").await;
+        assert_eq!(first.header("set-cookie"), Some("session=0"), "{cc}");
+        let second = h.get("/a").await;
+        assert_eq!(
+            second.hit(),
+            stored,
+            "{cc} {targeted:?}: {}",
+            second.cache_status()
+        );
+        if stored {
+            assert_eq!(
+                second.header("set-cookie"),
+                None,
+                "{cc}: the cookie is never replayed"
+            );
+        } else {
+            assert_eq!(second.header("set-cookie"), Some("session=1"), "{cc}");
+            if targeted.is_none() {
+                assert!(
+                    first.cache_status().ends_with("detail=set-cookie"),
+                    "{cc}: {}",
+                    first.cache_status()
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn set_cookie_modes_never_and_replay() {
+    let reply =
+        Reply::ok(&[("cache-control", "public, max-age=600")], "x").with("set-cookie", "s=1");
+    let h = Harness::with(Origin::fixed(reply.clone()), |b| {
+        b.set_cookie(ravelin_cache::SetCookie::Never)
+    });
+    assert!(
+        h.get("/a")
+            .await
+            .cache_status()
+            .ends_with("detail=set-cookie")
+    );
+    assert!(!h.get("/a").await.hit());
+    let h = Harness::with(Origin::fixed(reply), |b| {
+        b.set_cookie(ravelin_cache::SetCookie::Replay)
+    });
+    h.get("/a").await;
+    let hit = h.get("/a").await;
+    assert!(hit.hit());
+    assert_eq!(hit.header("set-cookie"), Some("s=1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn coalesced_followers_never_get_the_leaders_cookie() {
+    let h = Arc::new(Harness::new(Origin::fixed(
+        Reply::ok(&[("cache-control", "public, max-age=60")], "shared")
+            .with("set-cookie", "session=leader")
+            .delayed(Duration::from_millis(100)),
+    )));
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let h = h.clone();
+            tokio::spawn(async move { h.get("/a").await })
+        })
+        .collect();
+    let mut with_cookie = 0;
+    for t in tasks {
+        let got = t.await.unwrap();
+        assert_eq!(got.text(), "shared");
+        if got.header("set-cookie").is_some() {
+            assert!(
+                !got.cache_status().contains("collapsed"),
+                "{}",
+                got.cache_status()
+            );
+            with_cookie += 1;
+        }
+    }
+    assert_eq!(h.origin.calls(), 1);
+    assert_eq!(with_cookie, 1, "only the client whose request fetched it");
+    assert_eq!(h.get("/a").await.header("set-cookie"), None);
+}
+
+#[tokio::test]
+async fn a_304_with_set_cookie_reaches_its_client_but_not_the_store() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "public, max-age=1"), ("etag", "\"e\"")],
+        "x",
+    )));
+    h.get("/a").await;
+    h.advance(5);
+    h.origin.set(|_| {
+        Reply::status(
+            304,
+            &[("cache-control", "public, max-age=600"), ("etag", "\"e\"")],
+            "",
+        )
+        .with("set-cookie", "session=validator")
+    });
+    let validated = h.get("/a").await;
+    assert_eq!(validated.text(), "x");
+    assert_eq!(validated.header("set-cookie"), Some("session=validator"));
+    let hit = h.get("/a").await;
+    assert!(hit.hit(), "{}", hit.cache_status());
+    assert_eq!(hit.header("set-cookie"), None);
+}
+
+#[tokio::test]
+async fn a_client_304_from_a_recorded_response_keeps_its_cookie() {
+    let h = Harness::new(Origin::fixed(
+        Reply::ok(
+            &[("cache-control", "public, max-age=600"), ("etag", "\"e\"")],
+            "x",
+        )
+        .with("set-cookie", "session=1"),
+    ));
+    let got = h.get_with("/a", &[("if-none-match", "\"e\"")]).await;
+    assert_eq!(got.status, 304);
+    assert_eq!(got.header("set-cookie"), Some("session=1"));
+    assert!(
+        got.cache_status().ends_with("detail=storing"),
+        "{}",
+        got.cache_status()
+    );
+}
+
+#[tokio::test]
+async fn no_heuristic_freshness_for_requests_with_credentials_by_default() {
+    let origin = |cc: &'static str| {
+        Origin::new(move |_| {
+            let now = common::epoch();
+            Reply::ok(&[], "x")
+                .with("cache-control", cc)
+                .with("last-modified", common::http_date(now, -86_400))
+                .with("date", common::http_date(now, 0))
+        })
+    };
+    // (Authorization needs `public` to be stored at all, RFC 9111 §3.5.)
+    for (credentials, cc) in [
+        (("cookie", "s=1"), ""),
+        (("cookie", "s=1"), "public"),
+        (("authorization", "Bearer t"), "public"),
+    ] {
+        let h = Harness::new(origin(cc));
+        let first = h.get_with("/a", &[credentials]).await;
+        // Stored for validation (it has Last-Modified), but never fresh.
+        assert!(
+            first.cache_status().contains("ttl=0"),
+            "{credentials:?}: {}",
+            first.cache_status()
+        );
+        h.advance(1);
+        assert!(!h.get("/a").await.hit(), "{credentials:?}");
+        assert_eq!(h.origin.calls(), 2);
+        assert_eq!(
+            h.origin.last().headers["if-modified-since"],
+            common::http_date(common::epoch(), -86_400)
+        );
+    }
+    // Without credentials, the heuristic applies (10% of a day).
+    let h = Harness::new(origin(""));
+    h.get("/a").await;
+    h.advance(60);
+    assert!(h.get("/a").await.hit());
+}
+
+#[tokio::test]
+async fn heuristic_with_credentials_can_be_turned_on_but_rfc9111_3_5_still_applies() {
+    let h = Harness::with(
+        Origin::new(|_| {
+            let now = common::epoch();
+            Reply::ok(&[], "x")
+                .with("last-modified", common::http_date(now, -86_400))
+                .with("date", common::http_date(now, 0))
+        }),
+        |b| b.heuristic_with_credentials(true),
+    );
+    h.get_with("/a", &[("cookie", "s=1")]).await;
+    h.advance(60);
+    assert!(h.get("/a").await.hit());
+    // §3.5: a response to a request with Authorization needs public, s-maxage or must-revalidate.
+    let got = h.get_with("/b", &[("authorization", "Bearer t")]).await;
+    assert!(
+        got.cache_status().ends_with("detail=authorization"),
+        "{}",
+        got.cache_status()
+    );
+    // With public, it is stored and heuristically fresh.
+    let h = Harness::with(
+        Origin::new(|_| {
+            let now = common::epoch();
+            Reply::ok(&[("cache-control", "public")], "x")
+                .with("last-modified", common::http_date(now, -86_400))
+                .with("date", common::http_date(now, 0))
+        }),
+        |b| b.heuristic_with_credentials(true),
+    );
+    h.get_with("/a", &[("authorization", "Bearer t")]).await;
+    h.advance(60);
+    assert!(h.get("/a").await.hit());
+}
+
+#[tokio::test]
+async fn clients_cannot_force_origin_fetches_by_default() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=600")],
+        "x",
+    )));
+    h.get("/a").await;
+    for headers in [
+        &[("cache-control", "no-cache")][..],
+        &[("cache-control", "max-age=0")],
+        &[("cache-control", "min-fresh=10000")],
+        &[("cache-control", "no-store")],
+        &[("pragma", "no-cache")],
+    ] {
+        let got = h.get_with("/a", headers).await;
+        assert!(got.hit(), "{headers:?}: {}", got.cache_status());
+    }
+    assert_eq!(h.origin.calls(), 1);
+}
+
+#[tokio::test]
+async fn unsafe_methods_do_not_evict_by_default() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[
+            ("cache-control", "max-age=600"),
+            ("content-location", "http://example.com/a"),
+        ],
+        "x",
+    )));
+    h.get("/a").await;
+    for method in ["POST", "PUT", "DELETE", "PATCH", "M-SEARCH"] {
+        let r = h.request(method, "/a", &[]).await;
+        assert_eq!(r.cache_status(), "ravelin; fwd=method", "{method}");
+        let got = h.get("/a").await;
+        assert!(got.hit(), "{method}: {}", got.cache_status());
+    }
+    assert_eq!(h.handle.stats().invalidations, 0);
+}
+
+#[tokio::test]
+async fn invalidation_with_an_identity_uses_its_canonical_paths() {
+    let h = Harness::with(
+        Origin::new(|seen| {
+            if seen.method == http::Method::POST {
+                Reply::ok(&[("content-location", "../%6Fther")], "")
+            } else {
+                Reply::ok(&[("cache-control", "max-age=600")], "x")
+            }
+        }),
+        |b| b.invalidate_on_unsafe(true),
+    );
+    let get = |path: &str| {
+        with_identity(
+            Request::get(path).body(String::new()).unwrap(),
+            "shop.example",
+        )
+    };
+    h.send(get("/dir/sub/post")).await.unwrap();
+    h.send(get("/dir/other")).await.unwrap();
+    h.send(get("/dir/kept")).await.unwrap();
+    let post = with_identity(
+        Request::post("/dir/sub/./post")
+            .body(String::new())
+            .unwrap(),
+        "shop.example",
+    );
+    h.send(post).await.unwrap();
+    assert!(!h.send(get("/dir/sub/post")).await.unwrap().hit());
+    assert!(!h.send(get("/dir/other")).await.unwrap().hit());
+    assert!(h.send(get("/dir/kept")).await.unwrap().hit());
+}
+
+// === Cache-Status claims `stored` only with the whole body in hand ===
+
+#[tokio::test]
+async fn stored_is_claimed_only_where_the_body_was_in_hand() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=600"), ("etag", "\"e\"")],
+        "body",
+    )));
+    let miss = h.get("/a").await;
+    assert_eq!(
+        miss.cache_status(),
+        "ravelin; fwd=uri-miss; ttl=600; detail=storing"
+    );
+    assert!(h.get("/a").await.hit());
+    // An empty body is whole when the head arrives.
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=600"), ("content-length", "0")],
+        "",
+    )));
+    assert_eq!(
+        h.get("/e").await.cache_status(),
+        "ravelin; fwd=uri-miss; ttl=600; stored"
+    );
+    assert!(h.get("/e").await.hit());
+    // A 304 merged into the stored response.
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=1"), ("etag", "\"e\"")],
+        "body",
+    )));
+    h.get("/v").await;
+    h.advance(5);
+    h.origin.set(|_| {
+        Reply::status(
+            304,
+            &[("cache-control", "max-age=600"), ("etag", "\"e\"")],
+            "",
+        )
+    });
+    assert_eq!(
+        h.get("/v").await.cache_status(),
+        "ravelin; fwd=stale; fwd-status=304; ttl=600; stored"
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_fails_never_showed_stored() {
+    let h = Harness::new(Origin::fixed(
+        Reply::ok(
+            &[("cache-control", "max-age=60"), ("content-length", "6")],
+            "",
+        )
+        .streamed(&[Some("abc"), None]),
+    ));
+    let got = h.get("/a").await;
+    assert!(got.body_error);
+    assert!(
+        !got.cache_status().contains("stored"),
+        "{}",
+        got.cache_status()
+    );
+    assert!(!h.get("/a").await.hit());
+}
+
+#[tokio::test]
+async fn a_close_delimited_response_is_not_stored() {
+    /// Marks every origin response as delimited by connection close, as the proxy does.
+    #[derive(Clone)]
+    struct Marking(Origin);
+    impl tower::Service<Request<String>> for Marking {
+        type Response = http::Response<common::OriginBody>;
+        type Error = common::OriginError;
+        type Future = std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+        >;
+        fn poll_ready(
+            &mut self,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            self.0.poll_ready(cx)
+        }
+        fn call(&mut self, req: Request<String>) -> Self::Future {
+            let fut = self.0.call(req);
+            Box::pin(async move {
+                let mut resp = fut.await?;
+                resp.extensions_mut().insert(ravelin_http::CloseDelimited);
+                Ok(resp)
+            })
+        }
+    }
+    let origin = Origin::fixed(
+        Reply::ok(&[("cache-control", "max-age=600")], "").streamed(&[Some("a"), Some("b")]),
+    );
+    let layer = ravelin_cache::CacheLayer::builder().build().unwrap();
+    let svc = tower::Layer::layer(&layer, Marking(origin.clone()));
+    for _ in 0..2 {
+        let got = common::read(svc.clone().oneshot(req("/a")).await.unwrap()).await;
+        assert_eq!(got.text(), "ab");
+        assert_eq!(
+            got.cache_status(),
+            "ravelin; fwd=uri-miss; detail=close-delimited"
+        );
+    }
+    assert_eq!(origin.calls(), 2);
+}
+
+// === A body that fails mid-way releases every coalesced follower ===
+
+#[tokio::test(start_paused = true)]
+async fn followers_streaming_a_fill_are_released_when_its_body_fails() {
+    let first = Arc::new(AtomicUsize::new(0));
+    let f = first.clone();
+    let h = Arc::new(Harness::with(
+        Origin::new(move |_| {
+            let headers = [("cache-control", "max-age=60"), ("content-length", "6")];
+            if f.fetch_add(1, Ordering::SeqCst) == 0 {
+                // The head, three bytes, then (after the proxy's idle timeout) an error.
+                Reply::ok(&headers, "")
+                    .streamed(&[Some("abc"), None])
+                    .gap(Duration::from_secs(10))
+                    .delayed(Duration::from_millis(100))
+            } else {
+                Reply::ok(&headers, "").streamed(&[Some("abc"), Some("def")])
+            }
+        }),
+        |b| b.coalesce_timeout(Duration::from_secs(60)),
+    ));
+    let started = tokio::time::Instant::now();
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let h = h.clone();
+            tokio::spawn(async move {
+                let got = h.get("/a").await;
+                (got, tokio::time::Instant::now())
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (got, at) = t.await.unwrap();
+        assert!(got.body_error, "{}", got.cache_status());
+        assert_eq!(got.text(), "abc");
+        assert!(
+            !got.cache_status().contains("stored"),
+            "{}",
+            got.cache_status()
+        );
+        // Released when the body failed (100 ms head + 10 s gap), not at a timeout.
+        assert!(
+            at - started <= Duration::from_millis(10_200),
+            "{:?}",
+            at - started
+        );
+    }
+    assert_eq!(
+        h.origin.calls(),
+        1,
+        "the followers streamed the leader's fetch"
+    );
+    assert_eq!(h.handle.stats().in_flight, 0);
+    let after = h.get("/a").await;
+    assert!(!after.hit(), "nothing was stored");
+    assert_eq!(after.text(), "abcdef");
+}
+
+#[tokio::test(start_paused = true)]
+async fn followers_waiting_on_a_fill_of_unknown_length_go_alone_when_it_fails() {
+    let first = Arc::new(AtomicUsize::new(0));
+    let f = first.clone();
+    let h = Arc::new(Harness::with(
+        Origin::new(move |_| {
+            if f.fetch_add(1, Ordering::SeqCst) == 0 {
+                Reply::ok(&[("cache-control", "max-age=60")], "")
+                    .streamed(&[Some("abc"), None])
+                    .gap(Duration::from_secs(10))
+                    .delayed(Duration::from_millis(100))
+            } else {
+                Reply::ok(&[("cache-control", "max-age=60")], "")
+                    .streamed(&[Some("abc"), Some("def")])
+            }
+        }),
+        |b| b.coalesce_timeout(Duration::from_secs(60)),
+    ));
+    let started = tokio::time::Instant::now();
+    let leader = {
+        let h = h.clone();
+        tokio::spawn(async move { h.get("/a").await })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let followers: Vec<_> = (0..9)
+        .map(|_| {
+            let h = h.clone();
+            tokio::spawn(async move {
+                let got = h.get("/a").await;
+                (got, tokio::time::Instant::now())
+            })
+        })
+        .collect();
+    let leader = leader.await.unwrap();
+    assert!(leader.body_error);
+    for t in followers {
+        let (got, at) = t.await.unwrap();
+        assert!(!got.body_error);
+        assert_eq!(got.text(), "abcdef");
+        assert!(
+            got.cache_status().contains("collapsed=?0"),
+            "{}",
+            got.cache_status()
+        );
+        assert!(
+            at - started <= Duration::from_millis(10_200),
+            "{:?}",
+            at - started
+        );
+    }
+    assert_eq!(h.handle.stats().coalesced_alone, 9);
+}

@@ -33,6 +33,8 @@ pub struct Reply {
     pub fail: bool,
     /// Send the body as these chunks with no known length; `None` fails the body there.
     pub chunks: Option<Vec<Option<&'static str>>>,
+    /// A pause before each chunk after the first (a slow or stalling origin body).
+    pub gap: Option<Duration>,
 }
 
 /// The origin's response body: a known-length body, or a stream of unknown length.
@@ -54,7 +56,14 @@ impl Reply {
             delay: None,
             fail: false,
             chunks: None,
+            gap: None,
         }
+    }
+
+    /// Pauses `d` before each chunk after the first of a [`streamed`](Self::streamed) body.
+    pub fn gap(mut self, d: Duration) -> Self {
+        self.gap = Some(d);
+        self
     }
 
     /// A body of unknown length sent in chunks (`None` makes the body fail at that point).
@@ -182,7 +191,18 @@ impl Service<Request<String>> for Origin {
                             None => Err(OriginError),
                         })
                         .collect();
-                    StreamBody::new(futures_util::stream::iter(frames)).boxed()
+                    let gap = reply.gap;
+                    let stream = futures_util::stream::unfold(
+                        (frames.into_iter(), true),
+                        move |(mut rest, first)| async move {
+                            let frame = rest.next()?;
+                            if let (Some(d), false) = (gap, first) {
+                                tokio::time::sleep(d).await;
+                            }
+                            Some((frame, (rest, false)))
+                        },
+                    );
+                    StreamBody::new(stream).boxed()
                 }
             };
             let mut resp = Response::new(body);
