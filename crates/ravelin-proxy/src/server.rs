@@ -1,38 +1,65 @@
 //! The accepting side: HTTP/1.1 and HTTP/2 on one port, with every limit explicit.
+//!
+//! Each connection runs under a small supervisor (`supervise`) that owns one timer and reads
+//! a few atomics the request path maintains (`ConnState`). It closes connections that have not
+//! delivered a first request head by `request_head_timeout` after accept, and connections with
+//! no request in flight for `idle_timeout`: gracefully first (HTTP/2 `GOAWAY`, HTTP/1.1 close),
+//! and for good if they are still open `CLOSE_GRACE` later with nothing in flight.
 
 use std::collections::HashMap;
+use std::fmt::Display;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use http::{Request, Response};
-use http_body::Body;
+use http::{Request, Response, Version};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use hyper_util::server::graceful::GracefulConnection;
+use metrics::{Counter, Gauge};
+use pin_project::pin_project;
 use ravelin_failsafe::{LogLimiter, PeerAddr};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tower::ServiceExt;
+use tower::util::Oneshot;
 use tower_service::Service;
 
 use crate::error::ServerError;
 use crate::forward::BoxError;
 
+/// How long a connection the server has asked to close (idle, head deadline, shutdown) may take
+/// to finish on its own while it has no request in flight; then it is dropped. Graceful closing
+/// of such a connection only has a `GOAWAY` or a pending write to flush, so a second is plenty,
+/// and it stops a half-sent request head from holding the connection.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// The server's limits. Every one is a bound on memory or time a client can make the proxy
-/// spend.
+/// spend, and every one is itself bounded (the `*_LIMIT` constants), so no accepted value can
+/// take down the machine by itself; [`ServerConfig::check`] enforces both.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     max_connections: usize,
-    max_connections_per_ip: usize,
+    /// `None`: the default, 256 or `max_connections` if lower.
+    max_connections_per_ip: Option<usize>,
+    per_ip_ipv4_prefix_len: u8,
+    per_ip_ipv6_prefix_len: u8,
     max_headers: usize,
     max_header_bytes: usize,
     header_read_timeout: Duration,
+    request_head_timeout: Duration,
+    idle_timeout: Duration,
     max_concurrent_streams: u32,
+    http2_keep_alive_interval: Duration,
+    http2_keep_alive_timeout: Duration,
     keep_alive: bool,
     shutdown_timeout: Duration,
 }
@@ -41,58 +68,151 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             max_connections: 10_000,
-            max_connections_per_ip: 256,
+            max_connections_per_ip: None,
+            per_ip_ipv4_prefix_len: 32,
+            per_ip_ipv6_prefix_len: 64,
             max_headers: 100,
             max_header_bytes: 64 * 1024,
             header_read_timeout: Duration::from_secs(10),
+            request_head_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             max_concurrent_streams: 100,
+            http2_keep_alive_interval: Duration::from_secs(20),
+            http2_keep_alive_timeout: Duration::from_secs(20),
             keep_alive: true,
             shutdown_timeout: Duration::from_secs(30),
         }
     }
 }
 
+// tokio's `Semaphore::new` panics above `MAX_PERMITS`; the bound keeps far below it.
+const _: () = assert!(ServerConfig::MAX_CONNECTIONS_LIMIT <= Semaphore::MAX_PERMITS);
+
 impl ServerConfig {
+    /// The default `max_connections_per_ip` (when `max_connections` is at least this).
+    pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
     /// The smallest header byte limit hyper accepts for HTTP/1.1 (its read buffer minimum).
     pub const MIN_HEADER_BYTES: usize = 8192;
+    /// The largest `max_header_bytes`: 1 MiB, sixteen times the default. The HTTP/1.1 read buffer
+    /// of every connection can grow this far, so it multiplies by `max_connections`.
+    pub const MAX_HEADER_BYTES_LIMIT: usize = 1024 * 1024;
+    /// The largest `max_connections`: 1,000,000. Far below tokio's `Semaphore::MAX_PERMITS`
+    /// (whose excess panics), and about what a 24 GiB machine can hold in kernel socket buffers
+    /// and per-connection state at small heads.
+    pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
+    /// The largest `max_headers`: 1024. hyper reserves `max_headers` slots of about 64 bytes
+    /// (the parser's field slice and its index) on the heap for *every* HTTP/1.1 head it parses,
+    /// however few fields the head has: 20,000,000 made one GET allocate 1.26 GB. 1024 costs
+    /// 64 KiB per parse; browsers send 10 to 30 fields, and Apache and nginx-based proxies
+    /// refuse beyond 100 by default.
+    pub const MAX_HEADERS_LIMIT: usize = 1024;
+    /// The largest `max_concurrent_streams`: 10,000 HTTP/2 requests in flight on one connection.
+    pub const MAX_CONCURRENT_STREAMS_LIMIT: u32 = 10_000;
+    /// The longest of every timeout except the shutdown one: one hour.
+    pub const TIMEOUT_LIMIT: Duration = Duration::from_secs(3600);
+    /// The longest `shutdown_timeout`: ten minutes (orchestrators kill long before that).
+    pub const SHUTDOWN_TIMEOUT_LIMIT: Duration = Duration::from_secs(600);
 
-    /// Open connections at once (default 10,000). When reached, the server stops accepting
-    /// until one closes: new clients wait in the kernel's backlog instead of being served badly.
+    /// Open connections at once (default 10,000, at most [`Self::MAX_CONNECTIONS_LIMIT`]).
+    /// When reached, the server stops accepting until one closes: new clients wait in the
+    /// kernel's backlog instead of being served badly.
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max;
         self
     }
 
-    /// Open connections from one client IP (default 256; `0` = no per-IP limit). Connections
-    /// over it are closed at once.
+    /// Open connections from one client IP prefix (default 256, or `max_connections` if that
+    /// is lower; `0` = no per-IP limit; otherwise at most `max_connections`). Connections over
+    /// it are closed at once. The prefix is set by [`Self::per_ip_ipv4_prefix_len`] and
+    /// [`Self::per_ip_ipv6_prefix_len`].
     pub fn max_connections_per_ip(mut self, max: usize) -> Self {
-        self.max_connections_per_ip = max;
+        self.max_connections_per_ip = Some(max);
         self
     }
 
-    /// Header fields per HTTP/1.1 request (default 100); more is answered 431.
+    /// The per-IP limit in force: the one set, or the default.
+    fn per_ip_limit(&self) -> usize {
+        self.max_connections_per_ip
+            .unwrap_or(Self::DEFAULT_MAX_CONNECTIONS_PER_IP.min(self.max_connections))
+    }
+
+    /// The IPv4 prefix length that counts as one client for
+    /// [`Self::max_connections_per_ip`] (default 32, one address; 1 to 32). IPv4-mapped IPv6
+    /// addresses (`::ffff:a.b.c.d`) count as IPv4.
+    pub fn per_ip_ipv4_prefix_len(mut self, len: u8) -> Self {
+        self.per_ip_ipv4_prefix_len = len;
+        self
+    }
+
+    /// The IPv6 prefix length that counts as one client for
+    /// [`Self::max_connections_per_ip`] (default 64, the subnet one host is usually given, so
+    /// rotating through its addresses does not multiply the budget; 1 to 128).
+    pub fn per_ip_ipv6_prefix_len(mut self, len: u8) -> Self {
+        self.per_ip_ipv6_prefix_len = len;
+        self
+    }
+
+    /// Header fields per HTTP/1.1 request (default 100, 1 to [`Self::MAX_HEADERS_LIMIT`]);
+    /// more is answered 431.
     pub fn max_headers(mut self, max: usize) -> Self {
         self.max_headers = max;
         self
     }
 
-    /// Bytes of request head (default 64 KiB, minimum 8 KiB): HTTP/1.1 read buffer and the
+    /// Bytes of request head (default 64 KiB, 8 KiB to 1 MiB): HTTP/1.1 read buffer and the
     /// HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`.
     pub fn max_header_bytes(mut self, max: usize) -> Self {
         self.max_header_bytes = max;
         self
     }
 
-    /// Time allowed for a client to send a complete HTTP/1.1 request head (default 10 s):
-    /// the slowloris bound.
+    /// Time allowed for an HTTP/1.1 request head (default 10 s, at most 1 h): the slowloris
+    /// bound, enforced by hyper. hyper starts this clock when it begins waiting for a head: after
+    /// protocol detection for the first request, and when the previous response is done on a
+    /// keep-alive connection. So an HTTP/1.1 keep-alive connection must start and finish its next
+    /// head within this time, and is closed earlier if `idle_timeout` is shorter.
     pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
         self.header_read_timeout = timeout;
         self
     }
 
-    /// Concurrent HTTP/2 streams per connection (default 100): the per-connection request bound.
+    /// Time from accept until the first complete request head, HTTP/1.1 or HTTP/2 (default
+    /// 10 s, at most 1 h). A connection that has not delivered one by then is closed, so
+    /// sockets that never send a byte, or only a TLS or HTTP/2 preface, do not hold a
+    /// `max_connections` slot. Later requests are bounded by `idle_timeout` and, for HTTP/1.1,
+    /// `header_read_timeout`.
+    pub fn request_head_timeout(mut self, timeout: Duration) -> Self {
+        self.request_head_timeout = timeout;
+        self
+    }
+
+    /// How long a connection may have no request in flight before it is closed gracefully
+    /// (default 60 s, at most 1 h; nginx's `keepalive_timeout` is 75 s). A request is in flight
+    /// from its complete head until its response body has been sent (or dropped), so long
+    /// streaming responses are never cut. HTTP/2 connections get `GOAWAY`.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Concurrent HTTP/2 streams per connection (default 100, 1 to
+    /// [`Self::MAX_CONCURRENT_STREAMS_LIMIT`]): the per-connection request bound.
     pub fn max_concurrent_streams(mut self, max: u32) -> Self {
         self.max_concurrent_streams = max;
+        self
+    }
+
+    /// Interval of HTTP/2 keep-alive pings (default 20 s, at most 1 h), so dead peers are found
+    /// even while a stream waits.
+    pub fn http2_keep_alive_interval(mut self, interval: Duration) -> Self {
+        self.http2_keep_alive_interval = interval;
+        self
+    }
+
+    /// How long an HTTP/2 keep-alive ping may go unanswered before the connection is closed
+    /// (default 20 s, at most 1 h).
+    pub fn http2_keep_alive_timeout(mut self, timeout: Duration) -> Self {
+        self.http2_keep_alive_timeout = timeout;
         self
     }
 
@@ -102,7 +222,8 @@ impl ServerConfig {
         self
     }
 
-    /// How long shutdown waits for in-flight requests before closing what remains (default 30 s).
+    /// How long shutdown waits for in-flight requests before closing what remains (default
+    /// 30 s, at most 10 min; zero closes everything at once).
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.shutdown_timeout = timeout;
         self
@@ -113,61 +234,132 @@ impl ServerConfig {
         self.shutdown_timeout
     }
 
-    fn check(&self) -> Result<(), ServerError> {
-        // Each message names the field, the rule and the value given, so the operator can fix
-        // the config line without reading this code.
-        let bad = |field, reason: &str, value: &dyn std::fmt::Display| {
-            Err(ServerError::Config {
-                field,
-                reason: format!("{reason}, got {value}"),
-            })
-        };
-        if self.max_connections == 0 {
-            return bad(
-                "max_connections",
-                "must be at least 1",
-                &self.max_connections,
-            );
+    /// The checks [`Server::bind`] runs, for validating a configuration without binding.
+    ///
+    /// # Errors
+    /// [`ServerError::Config`] naming the first unusable field, its rule and the value given.
+    pub fn check(&self) -> Result<(), ServerError> {
+        within(
+            "max_connections",
+            self.max_connections,
+            1,
+            Self::MAX_CONNECTIONS_LIMIT,
+        )?;
+        if self.per_ip_limit() > self.max_connections {
+            return Err(config_error(
+                "max_connections_per_ip",
+                format!(
+                    "must be 0 (no per-IP limit) or at most max_connections ({}), got {}",
+                    self.max_connections,
+                    self.per_ip_limit()
+                ),
+            ));
         }
-        if self.max_headers == 0 {
-            return bad("max_headers", "must be at least 1", &self.max_headers);
-        }
+        within("per_ip_ipv4_prefix_len", self.per_ip_ipv4_prefix_len, 1, 32)?;
+        within(
+            "per_ip_ipv6_prefix_len",
+            self.per_ip_ipv6_prefix_len,
+            1,
+            128,
+        )?;
+        within("max_headers", self.max_headers, 1, Self::MAX_HEADERS_LIMIT)?;
         if self.max_header_bytes < Self::MIN_HEADER_BYTES {
-            return bad(
+            return Err(config_error(
                 "max_header_bytes",
-                "must be at least 8192 (hyper's minimum)",
-                &self.max_header_bytes,
-            );
+                format!(
+                    "must be at least 8192 (hyper's minimum), got {}",
+                    self.max_header_bytes
+                ),
+            ));
         }
-        if u32::try_from(self.max_header_bytes).is_err() {
-            return bad(
-                "max_header_bytes",
-                "must fit in 32 bits (at most 4294967295)",
-                &self.max_header_bytes,
-            );
+        within(
+            "max_header_bytes",
+            self.max_header_bytes,
+            Self::MIN_HEADER_BYTES,
+            Self::MAX_HEADER_BYTES_LIMIT,
+        )?;
+        within(
+            "max_concurrent_streams",
+            self.max_concurrent_streams,
+            1,
+            Self::MAX_CONCURRENT_STREAMS_LIMIT,
+        )?;
+        for (field, value) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("request_head_timeout", self.request_head_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("http2_keep_alive_interval", self.http2_keep_alive_interval),
+            ("http2_keep_alive_timeout", self.http2_keep_alive_timeout),
+        ] {
+            if value.is_zero() || value > Self::TIMEOUT_LIMIT {
+                return Err(config_error(
+                    field,
+                    format!(
+                        "must be greater than zero and at most {:?}, got {value:?}",
+                        Self::TIMEOUT_LIMIT
+                    ),
+                ));
+            }
         }
-        if self.max_concurrent_streams == 0 {
-            return bad(
-                "max_concurrent_streams",
-                "must be at least 1",
-                &self.max_concurrent_streams,
-            );
-        }
-        if self.header_read_timeout.is_zero() {
-            return bad("header_read_timeout", "must be greater than zero", &"0s");
+        if self.shutdown_timeout > Self::SHUTDOWN_TIMEOUT_LIMIT {
+            return Err(config_error(
+                "shutdown_timeout",
+                format!(
+                    "must be at most {:?}, got {:?}",
+                    Self::SHUTDOWN_TIMEOUT_LIMIT,
+                    self.shutdown_timeout
+                ),
+            ));
         }
         Ok(())
     }
+
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            head: self.request_head_timeout,
+            idle: self.idle_timeout,
+            grace: CLOSE_GRACE,
+        }
+    }
+}
+
+/// Each message names the field, the rule and the value given, so the operator can fix the
+/// config line without reading this code.
+fn config_error(field: &'static str, reason: String) -> ServerError {
+    ServerError::Config { field, reason }
+}
+
+fn within<T: PartialOrd + Display>(
+    field: &'static str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<(), ServerError> {
+    if value < min || value > max {
+        return Err(config_error(
+            field,
+            format!("must be between {min} and {max}, got {value}"),
+        ));
+    }
+    Ok(())
 }
 
 /// An HTTP server on one listening socket: HTTP/1.1 and HTTP/2 (prior knowledge) on the same
-/// port, connection limits, header limits, and graceful shutdown.
+/// port, connection limits, header limits, head and idle deadlines, and graceful shutdown.
 ///
 /// Every request gets the [`PeerAddr`] extension before it reaches the service.
+///
+/// Metrics (handles registered once, when the server is created, so install the recorder
+/// first): `ravelin_proxy_connections_total`, `ravelin_proxy_connections_active`,
+/// `ravelin_proxy_connections_rejected_total{reason="per_ip_limit"}` and
+/// `ravelin_proxy_connections_closed_total{reason}`, where `reason` is one of `completed`,
+/// `head_timeout`, `idle`, `header_read_timeout`, `keep_alive_timeout`, `shutdown`,
+/// `shutdown_forced` and `error`. Every accepted connection ends in exactly one of them.
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
     config: ServerConfig,
+    metrics: Arc<ConnMetrics>,
 }
 
 /// What [`Server::serve`] did before it returned.
@@ -190,7 +382,7 @@ impl Server {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
-        Ok(Self { listener, config })
+        Ok(Self::new(listener, config))
     }
 
     /// Serves on an already bound listener.
@@ -199,7 +391,15 @@ impl Server {
     /// [`ServerError::Config`] for an unusable limit.
     pub fn from_listener(listener: TcpListener, config: ServerConfig) -> Result<Self, ServerError> {
         config.check()?;
-        Ok(Self { listener, config })
+        Ok(Self::new(listener, config))
+    }
+
+    fn new(listener: TcpListener, config: ServerConfig) -> Self {
+        Self {
+            listener,
+            config,
+            metrics: Arc::new(ConnMetrics::new()),
+        }
     }
 
     /// The bound address (useful after binding port 0).
@@ -224,7 +424,11 @@ impl Server {
         B::Error: Into<BoxError>,
         F: Future<Output = ()> + Send,
     {
-        let Server { listener, config } = self;
+        let Server {
+            listener,
+            config,
+            metrics,
+        } = self;
         let local = listener.local_addr().ok();
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -238,13 +442,22 @@ impl Server {
             .http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(config.max_concurrent_streams)
-            .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
+            .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(config.http2_keep_alive_interval)
+            .keep_alive_timeout(config.http2_keep_alive_timeout);
 
         let permits = Arc::new(Semaphore::new(config.max_connections));
-        let per_ip = PerIp::new(config.max_connections_per_ip);
-        let graceful = GracefulShutdown::new();
+        let per_ip = PerIp::new(
+            config.per_ip_limit(),
+            config.per_ip_ipv4_prefix_len,
+            config.per_ip_ipv6_prefix_len,
+        );
+        let timeouts = config.timeouts();
+        let (stop, _) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let accept_log = LogLimiter::per_second(5);
+        let reject_log = LogLimiter::per_second(5);
+        let conn_log = Arc::new(LogLimiter::per_second(5));
         let mut connections: u64 = 0;
         tokio::pin!(shutdown);
         tracing::info!(addr = ?local, "listening");
@@ -280,55 +493,89 @@ impl Server {
             // Reap finished connection tasks so the set stays bounded by open connections.
             while tasks.try_join_next().is_some() {}
             let Some(ip_slot) = per_ip.acquire(peer.ip()) else {
-                metrics::counter!("ravelin_proxy_connections_rejected_total", "reason" => "per_ip_limit").increment(1);
+                metrics.rejected_per_ip.increment(1);
+                if let Some(permit) = reject_log.check() {
+                    tracing::debug!(
+                        %peer,
+                        limit = per_ip.limit,
+                        suppressed = permit.suppressed(),
+                        "per-IP connection limit reached; closing"
+                    );
+                }
                 drop(stream);
                 continue;
             };
             connections = connections.saturating_add(1);
             let _ = stream.set_nodelay(true);
-            metrics::counter!("ravelin_proxy_connections_total").increment(1);
-            metrics::gauge!("ravelin_proxy_connections_active").increment(1.0);
-            let service = TowerToHyperService::new(WithPeer {
+            metrics.accepted.increment(1);
+            metrics.active.increment(1.0);
+            let open = OpenConnection {
+                _permit: permit,
+                _ip_slot: ip_slot,
+                active: metrics.active.clone(),
+            };
+            let state = Arc::new(ConnState::new());
+            let service = ConnService {
                 inner: service.clone(),
                 peer: PeerAddr(peer),
-            });
+                state: Arc::clone(&state),
+            };
             let connection = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .into_owned();
-            let connection = graceful.watch(connection);
+            let stopping = stop.subscribe();
+            let metrics = Arc::clone(&metrics);
+            let conn_log = Arc::clone(&conn_log);
             tasks.spawn(async move {
-                if let Err(error) = connection.await {
+                // Dropped on every exit, the shutdown abort included: frees the slots.
+                let _open = open;
+                let (reason, error) = supervise(connection, &state, timeouts, stopping).await;
+                metrics.closed(reason).increment(1);
+                if let Some(error) = error {
                     // Client resets, timeouts and protocol errors are routine at an edge.
-                    tracing::debug!(%peer, error = %error, "connection ended with an error");
+                    if let Some(permit) = conn_log.check() {
+                        tracing::debug!(
+                            %peer,
+                            %error,
+                            reason = reason.as_str(),
+                            suppressed = permit.suppressed(),
+                            "connection ended with an error"
+                        );
+                    }
                 }
-                metrics::gauge!("ravelin_proxy_connections_active").decrement(1.0);
-                drop(ip_slot);
-                drop(permit);
             });
         }
 
         drop(listener);
+        while tasks.try_join_next().is_some() {}
         tracing::info!(
             addr = ?local,
-            open = graceful.count(),
+            open = tasks.len(),
             deadline = ?config.shutdown_timeout,
             "stopped accepting; draining in-flight requests"
         );
-        let drained = tokio::time::timeout(config.shutdown_timeout, graceful.shutdown())
-            .await
-            .is_ok();
-        let forced_closed = if drained {
-            0
-        } else {
-            let open = tasks.len();
+        stop.send_replace(true);
+        let drained = tokio::time::timeout(config.shutdown_timeout, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await
+        .is_ok();
+        if !drained {
             tracing::warn!(
-                open,
+                open = tasks.len(),
                 "shutdown deadline passed; closing remaining connections"
             );
             tasks.abort_all();
-            open
-        };
-        while tasks.join_next().await.is_some() {}
+        }
+        // Count what the abort really cut: a task that finished just before it was counted
+        // under its own reason.
+        let mut forced_closed: usize = 0;
+        while let Some(joined) = tasks.join_next().await {
+            if joined.is_err_and(|error| error.is_cancelled()) {
+                forced_closed = forced_closed.saturating_add(1);
+                metrics.closed(CloseReason::ShutdownForced).increment(1);
+            }
+        }
         ServeSummary {
             connections,
             forced_closed,
@@ -368,42 +615,385 @@ pub async fn shutdown_signal() {
     }
 }
 
+/// What one accepted connection holds until its task ends, however it ends.
+struct OpenConnection {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _ip_slot: IpSlot,
+    active: Gauge,
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.active.decrement(1.0);
+    }
+}
+
+// === impl CloseReason ===
+
+/// Why a connection ended: the `reason` label of `ravelin_proxy_connections_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseReason {
+    /// Ended without an error and without the server asking: the client closed, or
+    /// `Connection: close`, or keep-alive is off.
+    Completed,
+    /// No complete first request head by `request_head_timeout` after accept.
+    HeadTimeout,
+    /// No request in flight for `idle_timeout`.
+    Idle,
+    /// hyper's HTTP/1.1 `header_read_timeout`: a head too slow, or no next request on a
+    /// keep-alive connection in time.
+    HeaderReadTimeout,
+    /// An HTTP/2 keep-alive ping went unanswered.
+    KeepAliveTimeout,
+    /// Drained at shutdown.
+    Shutdown,
+    /// Still open at the shutdown deadline, closed without draining.
+    ShutdownForced,
+    /// An I/O or protocol error: resets, malformed requests.
+    Error,
+}
+
+impl CloseReason {
+    const ALL: [Self; 8] = [
+        Self::Completed,
+        Self::HeadTimeout,
+        Self::Idle,
+        Self::HeaderReadTimeout,
+        Self::KeepAliveTimeout,
+        Self::Shutdown,
+        Self::ShutdownForced,
+        Self::Error,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "completed",
+            Self::HeadTimeout => "head_timeout",
+            Self::Idle => "idle",
+            Self::HeaderReadTimeout => "header_read_timeout",
+            Self::KeepAliveTimeout => "keep_alive_timeout",
+            Self::Shutdown => "shutdown",
+            Self::ShutdownForced => "shutdown_forced",
+            Self::Error => "error",
+        }
+    }
+}
+
+// === impl ConnMetrics ===
+
+/// The server's metric handles, registered once per server and shared by its connections.
+#[derive(Debug)]
+struct ConnMetrics {
+    accepted: Counter,
+    active: Gauge,
+    rejected_per_ip: Counter,
+    /// One per [`CloseReason`], in [`CloseReason::ALL`] order.
+    closed: [Counter; CloseReason::ALL.len()],
+}
+
+impl ConnMetrics {
+    fn new() -> Self {
+        Self {
+            accepted: metrics::counter!("ravelin_proxy_connections_total"),
+            active: metrics::gauge!("ravelin_proxy_connections_active"),
+            rejected_per_ip: metrics::counter!(
+                "ravelin_proxy_connections_rejected_total",
+                "reason" => "per_ip_limit"
+            ),
+            closed: CloseReason::ALL.map(|reason| {
+                metrics::counter!(
+                    "ravelin_proxy_connections_closed_total",
+                    "reason" => reason.as_str()
+                )
+            }),
+        }
+    }
+
+    fn closed(&self, reason: CloseReason) -> &Counter {
+        // `ALL` lists the reasons in declaration order (a unit test checks), and `closed` has
+        // one handle per entry, so `get` always finds the reason's own handle.
+        self.closed.get(reason as usize).unwrap_or(&self.accepted)
+    }
+}
+
+// === impl ConnState ===
+
+/// What the request path tells a connection's supervisor: plain atomics, touched once when a
+/// request starts and once when its response body is dropped. No per-request timer.
+struct ConnState {
+    /// When the connection was accepted; every time below is measured from here.
+    origin: Instant,
+    /// A complete request head has arrived (the service was called).
+    started: AtomicBool,
+    /// The first request was HTTP/2 (labels a hyper timeout as a keep-alive ping timeout).
+    http2: AtomicBool,
+    /// Requests whose response body has not been dropped yet.
+    in_flight: AtomicUsize,
+    /// Milliseconds after `origin` at which the latest request ended.
+    idle_since_ms: AtomicU64,
+}
+
+/// A consistent reading of a [`ConnState`] at `now` (time since accept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Snapshot {
+    now: Duration,
+    started: bool,
+    in_flight: usize,
+    idle_since: Duration,
+}
+
+impl ConnState {
+    fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            started: AtomicBool::new(false),
+            http2: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let now = self.origin.elapsed();
+        // Acquire pairs with the Release decrement in `InFlight::drop`: seeing the decrement
+        // means seeing the `idle_since_ms` written before it.
+        let in_flight = self.in_flight.load(Ordering::Acquire);
+        Snapshot {
+            now,
+            started: self.started.load(Ordering::Relaxed),
+            in_flight,
+            idle_since: Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// One request in flight on a connection, from its complete head until its response body is
+/// dropped (sent, failed or abandoned).
+struct InFlight(Arc<ConnState>);
+
+impl InFlight {
+    /// Called by hyper's `Service::call`, which hyper runs inside the connection future (for
+    /// HTTP/2 too: only the response future is spawned). The supervisor polls that future, so a
+    /// request can never start between the supervisor's reading of the state and its decision.
+    fn start(state: &Arc<ConnState>, version: Version) -> Self {
+        if !state.started.load(Ordering::Relaxed) {
+            state
+                .http2
+                .store(version == Version::HTTP_2, Ordering::Relaxed);
+            state.started.store(true, Ordering::Relaxed);
+        }
+        state.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(state))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let now = millis(self.0.origin.elapsed());
+        self.0.idle_since_ms.fetch_max(now, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Release);
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+// === impl Timeouts ===
+
+/// The connection deadlines, and the decision the supervisor takes when its timer fires.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    head: Duration,
+    idle: Duration,
+    grace: Duration,
+}
+
+/// What the supervisor does next. Times are since accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Check again at this time.
+    WakeAt(Duration),
+    /// Ask the connection to close gracefully.
+    Close(CloseReason),
+    /// Drop the connection: it was asked to close and has not, with nothing in flight.
+    Drop,
+}
+
+impl Timeouts {
+    /// `closing_since`: when the connection was asked to close, if it was.
+    fn step(&self, s: Snapshot, closing_since: Option<Duration>) -> Step {
+        if let Some(since) = closing_since {
+            let drop_at = since.saturating_add(self.grace);
+            return match (s.in_flight, s.now >= drop_at) {
+                (0, true) => Step::Drop,
+                (0, false) => Step::WakeAt(drop_at),
+                // Draining a request: look again later, never cut it.
+                _ => Step::WakeAt(s.now.saturating_add(self.grace)),
+            };
+        }
+        if !s.started {
+            if s.now >= self.head {
+                return Step::Close(CloseReason::HeadTimeout);
+            }
+            // Wake at least every idle period, so that once the first request has come and
+            // gone, the idle deadline is noticed on time.
+            return Step::WakeAt(self.head.min(s.now.saturating_add(self.idle)));
+        }
+        if s.in_flight > 0 {
+            // The earliest it can go idle long enough is a full idle period from now.
+            return Step::WakeAt(s.now.saturating_add(self.idle));
+        }
+        let idle_at = s.idle_since.saturating_add(self.idle);
+        if s.now >= idle_at {
+            Step::Close(CloseReason::Idle)
+        } else {
+            Step::WakeAt(idle_at)
+        }
+    }
+}
+
+// === supervise ===
+
+enum Event {
+    Done(Result<(), BoxError>),
+    Stop,
+    Tick,
+}
+
+/// Drives one connection to its end, enforcing the head and idle deadlines and shutdown, and
+/// says why it ended (and the error, if it is worth logging).
+async fn supervise<C>(
+    conn: C,
+    state: &ConnState,
+    timeouts: Timeouts,
+    mut stopping: watch::Receiver<bool>,
+) -> (CloseReason, Option<BoxError>)
+where
+    C: GracefulConnection<Error = BoxError>,
+{
+    tokio::pin!(conn);
+    let origin = state.origin;
+    let at = |since_origin: Duration| origin.checked_add(since_origin).unwrap_or(origin);
+    let first = match timeouts.step(state.snapshot(), None) {
+        Step::WakeAt(when) => at(when),
+        Step::Close(_) | Step::Drop => Instant::now(),
+    };
+    let timer = tokio::time::sleep_until(first);
+    tokio::pin!(timer);
+    let mut closing: Option<(CloseReason, Duration)> = None;
+    let mut stop_seen = *stopping.borrow_and_update();
+    if stop_seen {
+        conn.as_mut().graceful_shutdown();
+        closing = Some((CloseReason::Shutdown, Duration::ZERO));
+    }
+    loop {
+        let event = tokio::select! {
+            biased;
+            result = &mut conn => Event::Done(result),
+            // An error means the server is gone: stop as well.
+            _ = stopping.changed(), if !stop_seen => Event::Stop,
+            () = &mut timer => Event::Tick,
+        };
+        match event {
+            Event::Done(result) => return outcome(result, closing.map(|(r, _)| r), state),
+            Event::Stop => {
+                stop_seen = true;
+                if closing.is_none() {
+                    conn.as_mut().graceful_shutdown();
+                    let now = origin.elapsed();
+                    closing = Some((CloseReason::Shutdown, now));
+                    timer.as_mut().reset(at(now.saturating_add(timeouts.grace)));
+                }
+            }
+            Event::Tick => {
+                let snapshot = state.snapshot();
+                match timeouts.step(snapshot, closing.map(|(_, since)| since)) {
+                    Step::WakeAt(when) => timer.as_mut().reset(at(when)),
+                    Step::Close(reason) => {
+                        conn.as_mut().graceful_shutdown();
+                        closing = Some((reason, snapshot.now));
+                        timer
+                            .as_mut()
+                            .reset(at(snapshot.now.saturating_add(timeouts.grace)));
+                    }
+                    Step::Drop => {
+                        // Returning drops the connection, which closes the socket.
+                        let reason = closing.map_or(CloseReason::Error, |(r, _)| r);
+                        return (reason, None);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn outcome(
+    result: Result<(), BoxError>,
+    closing: Option<CloseReason>,
+    state: &ConnState,
+) -> (CloseReason, Option<BoxError>) {
+    if let Some(reason) = closing {
+        // Asked to close: an error now (a cancelled protocol detection, a reset) is expected.
+        return (reason, None);
+    }
+    match result {
+        Ok(()) => (CloseReason::Completed, None),
+        Err(error) => {
+            let timeout = error
+                .downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_timeout);
+            let reason = match (timeout, state.http2.load(Ordering::Relaxed)) {
+                (false, _) => CloseReason::Error,
+                (true, true) => CloseReason::KeepAliveTimeout,
+                (true, false) => CloseReason::HeaderReadTimeout,
+            };
+            (reason, Some(error))
+        }
+    }
+}
+
 // === impl PerIp ===
 
-/// Open connection counts by client IP. Entries exist only for IPs with open connections, so
-/// the map is bounded by `max_connections`. A mutex is fine: it is touched once per connection
-/// open and close, never per request.
+/// Open connection counts by client prefix. Entries exist only for prefixes with open
+/// connections, so the map is bounded by `max_connections`. A mutex is fine: it is touched once
+/// per connection open and close, never per request.
 #[derive(Clone)]
 struct PerIp {
     limit: usize,
+    ipv4_prefix_len: u8,
+    ipv6_prefix_len: u8,
     counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
 struct IpSlot {
-    ip: IpAddr,
+    key: IpAddr,
     counts: Option<Arc<Mutex<HashMap<IpAddr, usize>>>>,
 }
 
 impl PerIp {
-    fn new(limit: usize) -> Self {
+    fn new(limit: usize, ipv4_prefix_len: u8, ipv6_prefix_len: u8) -> Self {
         Self {
             limit,
+            ipv4_prefix_len,
+            ipv6_prefix_len,
             counts: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
     fn acquire(&self, ip: IpAddr) -> Option<IpSlot> {
+        let key = ip_group(ip, self.ipv4_prefix_len, self.ipv6_prefix_len);
         if self.limit == 0 {
-            return Some(IpSlot { ip, counts: None });
+            return Some(IpSlot { key, counts: None });
         }
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = counts.entry(ip).or_insert(0);
+        let count = counts.entry(key).or_insert(0);
         if *count >= self.limit {
             return None;
         }
         *count = count.saturating_add(1);
         Some(IpSlot {
-            ip,
+            key,
             counts: Some(Arc::clone(&self.counts)),
         })
     }
@@ -413,39 +1003,126 @@ impl Drop for IpSlot {
     fn drop(&mut self) {
         let Some(counts) = &self.counts else { return };
         let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = counts.get_mut(&self.ip) {
+        if let Some(count) = counts.get_mut(&self.key) {
             *count = count.saturating_sub(1);
             if *count == 0 {
-                counts.remove(&self.ip);
+                counts.remove(&self.key);
             }
         }
     }
 }
 
-// === impl WithPeer ===
-
-/// Sets the [`PeerAddr`] extension on every request of one connection.
-#[derive(Clone)]
-struct WithPeer<S> {
-    inner: S,
-    peer: PeerAddr,
+/// The per-IP budget an address counts against: the address with all but its first
+/// `ipv4_prefix_len` or `ipv6_prefix_len` bits cleared. An IPv4-mapped IPv6 address
+/// (`::ffff:a.b.c.d`, as a dual-stack socket reports IPv4 clients) counts as IPv4.
+fn ip_group(ip: IpAddr, ipv4_prefix_len: u8, ipv6_prefix_len: u8) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let mask = prefix_mask_u32(ipv4_prefix_len);
+            IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask))
+        }
+        IpAddr::V6(v6) => {
+            let mask = prefix_mask_u128(ipv6_prefix_len);
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+        }
+    }
 }
 
-impl<S, B> Service<Request<B>> for WithPeer<S>
-where
-    S: Service<Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
+fn prefix_mask_u32(len: u8) -> u32 {
+    // len 0 → shift by 32 → None → empty mask; len ≥ 32 → shift by 0 → full mask.
+    u32::MAX
+        .checked_shl(32_u32.saturating_sub(u32::from(len)))
+        .unwrap_or(0)
+}
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
+fn prefix_mask_u128(len: u8) -> u128 {
+    u128::MAX
+        .checked_shl(128_u32.saturating_sub(u32::from(len)))
+        .unwrap_or(0)
+}
+
+// === impl ConnService ===
+
+/// The per-connection service hyper calls: sets the [`PeerAddr`] extension, and marks the
+/// request in flight until its response body is dropped. Implements hyper's `Service` directly
+/// (rather than through `TowerToHyperService`) so the start of a request is recorded inside
+/// hyper's `call`, on the connection's own task; see [`InFlight::start`].
+struct ConnService<S> {
+    inner: S,
+    peer: PeerAddr,
+    state: Arc<ConnState>,
+}
+
+impl<S, B> hyper::service::Service<Request<Incoming>> for ConnService<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone,
+{
+    type Response = Response<TrackedBody<B>>;
+    type Error = S::Error;
+    type Future = TrackedFuture<Oneshot<S, Request<Incoming>>>;
+
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(self.peer);
+        let in_flight = InFlight::start(&self.state, request.version());
+        TrackedFuture {
+            inner: self.inner.clone().oneshot(request),
+            in_flight: Some(in_flight),
+        }
+    }
+}
+
+/// The response future: hands the in-flight mark to the response body.
+#[pin_project]
+struct TrackedFuture<F> {
+    #[pin]
+    inner: F,
+    in_flight: Option<InFlight>,
+}
+
+impl<F, B, E> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<TrackedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let in_flight = this.in_flight.take();
+        Poll::Ready(result.map(|response| {
+            response.map(|inner| TrackedBody {
+                inner,
+                _in_flight: in_flight,
+            })
+        }))
+    }
+}
+
+/// A response body that keeps its request in flight until it is dropped.
+#[pin_project]
+struct TrackedBody<B> {
+    #[pin]
+    inner: B,
+    _in_flight: Option<InFlight>,
+}
+
+impl<B: Body> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
     }
 
-    fn call(&mut self, mut request: Request<B>) -> S::Future {
-        request.extensions_mut().insert(self.peer);
-        self.inner.call(request)
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -455,7 +1132,7 @@ mod tests {
 
     #[test]
     fn per_ip_slots_are_returned() {
-        let per_ip = PerIp::new(2);
+        let per_ip = PerIp::new(2, 32, 64);
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let a = per_ip.acquire(ip).unwrap();
         let b = per_ip.acquire(ip).unwrap();
@@ -481,5 +1158,192 @@ mod tests {
             .check()
             .unwrap_err();
         assert!(err.to_string().contains("max_connections"), "{err}");
+    }
+
+    #[test]
+    fn defaults_pass_and_per_ip_default_follows_a_small_max_connections() {
+        ServerConfig::default().check().unwrap();
+        let small = ServerConfig::default().max_connections(4);
+        small.check().unwrap();
+        assert_eq!(small.per_ip_limit(), 4);
+        assert_eq!(ServerConfig::default().per_ip_limit(), 256);
+        // Set explicitly, the rule holds.
+        let err = small.max_connections_per_ip(5).check().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "server config: max_connections_per_ip must be 0 (no per-IP limit) or at most \
+             max_connections (4), got 5"
+        );
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv6_addresses_of_one_64_share_a_budget() {
+        let a = ip("2001:db8:1:2:aaaa::1");
+        let b = ip("2001:db8:1:2:ffff:ffff:ffff:ffff");
+        let other = ip("2001:db8:1:3::1");
+        assert_eq!(ip_group(a, 32, 64), ip("2001:db8:1:2::"));
+        assert_eq!(ip_group(a, 32, 64), ip_group(b, 32, 64));
+        assert_ne!(ip_group(a, 32, 64), ip_group(other, 32, 64));
+        // /128 is one address each.
+        assert_ne!(ip_group(a, 32, 128), ip_group(b, 32, 128));
+
+        let per_ip = PerIp::new(1, 32, 64);
+        let held = per_ip.acquire(a).unwrap();
+        assert!(per_ip.acquire(b).is_none(), "same /64 got a second slot");
+        let elsewhere = per_ip.acquire(other).unwrap();
+        drop(held);
+        let _again = per_ip.acquire(b).unwrap();
+        drop(elsewhere);
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_counts_as_ipv4() {
+        let mapped = ip("::ffff:192.0.2.77");
+        assert_eq!(ip_group(mapped, 32, 64), ip("192.0.2.77"));
+        assert_eq!(ip_group(mapped, 24, 64), ip("192.0.2.0"));
+        // Not folded into one /64 with every other IPv4 client.
+        assert_ne!(
+            ip_group(mapped, 32, 64),
+            ip_group(ip("::ffff:198.51.100.1"), 32, 64)
+        );
+        let per_ip = PerIp::new(1, 32, 64);
+        let _v4 = per_ip.acquire(ip("192.0.2.77")).unwrap();
+        assert!(per_ip.acquire(mapped).is_none());
+    }
+
+    #[test]
+    fn prefix_masks_cover_the_edges() {
+        assert_eq!(prefix_mask_u32(32), u32::MAX);
+        assert_eq!(prefix_mask_u32(24), 0xffff_ff00);
+        assert_eq!(prefix_mask_u32(1), 0x8000_0000);
+        assert_eq!(prefix_mask_u32(0), 0);
+        assert_eq!(prefix_mask_u32(200), u32::MAX);
+        assert_eq!(prefix_mask_u128(128), u128::MAX);
+        assert_eq!(prefix_mask_u128(64), u128::MAX << 64);
+        assert_eq!(prefix_mask_u128(0), 0);
+        assert_eq!(ip_group(ip("10.1.2.3"), 1, 64), ip("0.0.0.0"));
+    }
+
+    proptest::proptest! {
+        /// Against a bit-by-bit model: two addresses share a budget exactly when their first
+        /// `len` bits are equal, and the key is the address with the other bits cleared.
+        #[test]
+        fn grouping_matches_a_bitwise_model(a: u128, b: u128, len in 1u8..=128, len4 in 1u8..=32) {
+            let same_prefix = (0..u32::from(len)).all(|bit| (a >> (127 - bit)) & 1 == (b >> (127 - bit)) & 1);
+            let ga = ip_group(IpAddr::V6(Ipv6Addr::from(a)), len4, len);
+            let gb = ip_group(IpAddr::V6(Ipv6Addr::from(b)), len4, len);
+            let mapped = |x: u128| Ipv6Addr::from(x).to_ipv4_mapped().is_some();
+            if !mapped(a) && !mapped(b) {
+                proptest::prop_assert_eq!(ga == gb, same_prefix);
+                let IpAddr::V6(key) = ga else { panic!("v6 grouped as v4") };
+                let key = u128::from(key);
+                proptest::prop_assert_eq!(key & !prefix_mask_u128(len), 0);
+                proptest::prop_assert_eq!(key, a & prefix_mask_u128(len));
+            }
+            let (a4, b4) = (a as u32, b as u32);
+            let same4 = (0..u32::from(len4)).all(|bit| (a4 >> (31 - bit)) & 1 == (b4 >> (31 - bit)) & 1);
+            let g4 = |x: u32| ip_group(IpAddr::V4(Ipv4Addr::from(x)), len4, len);
+            proptest::prop_assert_eq!(g4(a4) == g4(b4), same4);
+            // The mapped form of an IPv4 address groups exactly as the address itself.
+            proptest::prop_assert_eq!(g4(a4), ip_group(IpAddr::V6(Ipv4Addr::from(a4).to_ipv6_mapped()), len4, len));
+        }
+    }
+
+    #[test]
+    fn close_reasons_are_listed_in_declaration_order() {
+        for (index, reason) in CloseReason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, index, "{reason:?}");
+        }
+    }
+
+    const T: Timeouts = Timeouts {
+        head: Duration::from_secs(10),
+        idle: Duration::from_secs(60),
+        grace: Duration::from_secs(1),
+    };
+
+    fn at(now: u64, started: bool, in_flight: usize, idle_since: u64) -> Snapshot {
+        Snapshot {
+            now: Duration::from_secs(now),
+            started,
+            in_flight,
+            idle_since: Duration::from_secs(idle_since),
+        }
+    }
+
+    fn wake(secs: u64) -> Step {
+        Step::WakeAt(Duration::from_secs(secs))
+    }
+
+    #[test]
+    fn before_the_first_head_only_the_head_deadline_closes() {
+        assert_eq!(T.step(at(0, false, 0, 0), None), wake(10));
+        assert_eq!(T.step(at(9, false, 0, 0), None), wake(10));
+        assert_eq!(
+            T.step(at(10, false, 0, 0), None),
+            Step::Close(CloseReason::HeadTimeout)
+        );
+        // An idle period shorter than the head deadline: wake each idle period, close at the
+        // head deadline, never as idle.
+        let short_idle = Timeouts {
+            idle: Duration::from_secs(3),
+            ..T
+        };
+        assert_eq!(short_idle.step(at(0, false, 0, 0), None), wake(3));
+        assert_eq!(short_idle.step(at(9, false, 0, 0), None), wake(10));
+        assert_eq!(
+            short_idle.step(at(10, false, 0, 0), None),
+            Step::Close(CloseReason::HeadTimeout)
+        );
+    }
+
+    #[test]
+    fn idle_counts_from_the_end_of_the_last_request() {
+        // Busy: look again a full idle period later, whatever the head deadline.
+        assert_eq!(T.step(at(10, true, 1, 0), None), wake(70));
+        assert_eq!(T.step(at(500, true, 3, 400), None), wake(560));
+        // Idle since 65 s: close at 125 s.
+        assert_eq!(T.step(at(70, true, 0, 65), None), wake(125));
+        assert_eq!(
+            T.step(at(125, true, 0, 65), None),
+            Step::Close(CloseReason::Idle)
+        );
+    }
+
+    #[test]
+    fn a_closing_connection_is_dropped_only_with_nothing_in_flight() {
+        assert_eq!(
+            T.step(at(20, true, 0, 0), Some(Duration::from_secs(20))),
+            wake(21)
+        );
+        assert_eq!(
+            T.step(at(21, true, 0, 0), Some(Duration::from_secs(20))),
+            Step::Drop
+        );
+        // A request that raced the close is never cut.
+        assert_eq!(
+            T.step(at(30, true, 1, 0), Some(Duration::from_secs(20))),
+            wake(31)
+        );
+    }
+
+    #[test]
+    fn in_flight_follows_the_response_body() {
+        let state = Arc::new(ConnState::new());
+        let first = InFlight::start(&state, Version::HTTP_11);
+        let second = InFlight::start(&state, Version::HTTP_2);
+        let snapshot = state.snapshot();
+        assert!(snapshot.started);
+        assert_eq!(snapshot.in_flight, 2);
+        // The first request decides the protocol label.
+        assert!(!state.http2.load(Ordering::Relaxed));
+        drop(first);
+        assert_eq!(state.snapshot().in_flight, 1);
+        drop(second);
+        assert_eq!(state.snapshot().in_flight, 0);
     }
 }
