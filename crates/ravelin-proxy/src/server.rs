@@ -874,6 +874,8 @@ where
 {
     tokio::pin!(conn);
     let origin = state.origin;
+    // Times are at most a few hours past accept (validated timeouts), so the addition cannot
+    // overflow; were it to, waking at once only re-runs the decision.
     let at = |since_origin: Duration| origin.checked_add(since_origin).unwrap_or(origin);
     let first = match timeouts.step(state.snapshot(), None) {
         Step::WakeAt(when) => at(when),
