@@ -76,30 +76,17 @@ fn main() -> ExitCode {
 
 /// `--check`: the same parse and validation the proxy runs at startup and on reload.
 fn check(args: &Args) -> ExitCode {
-    use ravelin_config::{Format, Store, Validate};
-    let builder = Store::<edge::config::EdgeConfig>::builder("edge-proxy")
-        .format(Format::Toml)
-        .max_bytes(edge::runtime::MAX_CONFIG_BYTES);
-    let builder = match &args.config {
-        Some(path) => builder.file(path.clone()),
-        None => builder.initial_bytes(BUILT_IN_CONFIG.as_bytes().to_vec(), "built-in"),
-    };
     let overrides = Overrides {
         listen: args.listen,
         admin: args.admin,
         admin_allow_remote: args.admin_allow_remote,
         upstream: args.upstream.clone(),
     };
-    let result = builder
-        .build()
-        .map_err(|rejection| rejection.to_string())
-        .and_then(|store| {
-            let effective = overrides.apply(store.current().value());
-            effective
-                .validate()
-                .map(|()| effective)
-                .map_err(|v| format!("with command-line overrides: {v}"))
-        });
+    let source = match &args.config {
+        Some(path) => edge::runtime::ConfigSource::File(path.clone()),
+        None => edge::runtime::ConfigSource::Text(BUILT_IN_CONFIG.to_owned()),
+    };
+    let result = edge::runtime::check_config(source, &overrides);
     match result {
         Ok(config) => {
             println!(

@@ -456,7 +456,7 @@ impl AdminInner {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         if bare.parse::<std::net::IpAddr>().is_ok()
             || host == "localhost"
-            || self.builder.allowed_hosts.iter().any(|h| *h == host)
+            || self.builder.allowed_hosts.contains(&host)
         {
             return None;
         }

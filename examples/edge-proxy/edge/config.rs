@@ -42,6 +42,49 @@ pub(crate) struct EdgeConfig {
     /// How config files are watched.
     #[serde(default)]
     pub(crate) reload: ReloadSection,
+    /// The ingress stage: path normalization, trusted proxies.
+    #[serde(default)]
+    pub(crate) ingress: IngressSection,
+}
+
+/// `[ingress]`: how requests are admitted (see docs/security.md).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IngressSection {
+    /// Fold ASCII case in the path policies match on.
+    #[serde(default = "yes")]
+    pub(crate) fold_case: bool,
+    /// CIDRs of proxies in front of the edge whose forwarding headers (`Forwarded`,
+    /// `X-Forwarded-*`, `X-Real-IP`) and `x-request-id` are kept; from anyone else they are
+    /// removed. Also the rate limiter's trusted proxies when `[ratelimit.client_ip]` names none.
+    #[serde(default)]
+    pub(crate) trusted_proxies: Vec<String>,
+}
+
+impl Default for IngressSection {
+    fn default() -> Self {
+        Self {
+            fold_case: true,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl IngressSection {
+    /// The trusted networks (entries that do not parse were refused by validation).
+    pub(crate) fn trusted_networks(&self) -> Vec<ipnet::IpNet> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|text| parse_network(text).ok())
+            .collect()
+    }
+}
+
+/// A CIDR, or a single address as its /32 or /128.
+fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text:?} is not an IP network (write 10.0.0.0/8 or 2001:db8::/32)"))
 }
 
 /// `[server]`.
@@ -72,6 +115,25 @@ pub(crate) struct ServerSection {
     /// How long shutdown drains in-flight requests.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
     pub(crate) shutdown_timeout: Duration,
+    /// Time from accept until the first request head is complete (silent sockets are closed).
+    #[serde(default = "default_request_head_timeout", with = "humantime_serde")]
+    pub(crate) request_head_timeout: Duration,
+    /// How long a connection with no request in flight stays open (HTTP/1.1 and HTTP/2).
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub(crate) idle_timeout: Duration,
+    /// HTTP/2 keep-alive ping interval.
+    #[serde(default = "default_h2_ping", with = "humantime_serde")]
+    pub(crate) http2_keep_alive_interval: Duration,
+    /// How long an HTTP/2 ping may go unanswered before the connection is closed.
+    #[serde(default = "default_h2_ping", with = "humantime_serde")]
+    pub(crate) http2_keep_alive_timeout: Duration,
+    /// IPv4 clients share a per-IP connection budget by this prefix length.
+    #[serde(default = "default_ipv4_prefix_len")]
+    pub(crate) per_ip_ipv4_prefix_len: u8,
+    /// IPv6 clients share a per-IP connection budget by this prefix length (one customer
+    /// usually holds a /64).
+    #[serde(default = "default_ipv6_prefix_len")]
+    pub(crate) per_ip_ipv6_prefix_len: u8,
 }
 
 /// `[admin]`.
@@ -274,9 +336,14 @@ pub(crate) struct RateLimitSection {
 
 impl RateLimitSection {
     /// The rule document ravelin-ratelimit validates and installs.
-    pub(crate) fn rules_document(&self) -> ravelin_ratelimit::Rules {
+    pub(crate) fn rules_document(&self, ingress: &IngressSection) -> ravelin_ratelimit::Rules {
         let mut rules = ravelin_ratelimit::Rules::new();
         rules.client_ip = self.client_ip.clone();
+        // The proxies in front are named once: the rate limiter believes the same ones ingress
+        // keeps forwarding headers from.
+        if rules.client_ip.trusted_proxies.is_empty() {
+            rules.client_ip.trusted_proxies = ingress.trusted_proxies.clone();
+        }
         rules.response_headers = self.response_headers;
         rules.rules = self.rules.clone();
         rules
@@ -405,6 +472,21 @@ fn default_header_read_timeout() -> Duration {
 fn default_max_concurrent_streams() -> u32 {
     100
 }
+fn default_request_head_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_h2_ping() -> Duration {
+    Duration::from_secs(20)
+}
+fn default_ipv4_prefix_len() -> u8 {
+    32
+}
+fn default_ipv6_prefix_len() -> u8 {
+    64
+}
 fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(30)
 }
@@ -466,6 +548,12 @@ impl Default for ServerSection {
             header_read_timeout: default_header_read_timeout(),
             max_concurrent_streams: default_max_concurrent_streams(),
             shutdown_timeout: default_shutdown_timeout(),
+            request_head_timeout: default_request_head_timeout(),
+            idle_timeout: default_idle_timeout(),
+            http2_keep_alive_interval: default_h2_ping(),
+            http2_keep_alive_timeout: default_h2_ping(),
+            per_ip_ipv4_prefix_len: default_ipv4_prefix_len(),
+            per_ip_ipv6_prefix_len: default_ipv6_prefix_len(),
         }
     }
 }
@@ -612,7 +700,12 @@ fn check_policy(v: &mut Violations, module: &str, policy: &GuardPolicy) {
         }
     }
     if let Some(open_for) = c.open_for {
-        check_duration(v, &format!("{module}.circuit.open_for"), open_for, MAX_TIMEOUT);
+        check_duration(
+            v,
+            &format!("{module}.circuit.open_for"),
+            open_for,
+            MAX_TIMEOUT,
+        );
     }
     // The breaker the module would build, checked by failsafe itself (window ≤ 4096, …).
     if let Err(e) = super::modules::circuit(c).validate() {
@@ -630,13 +723,23 @@ fn check_duration(v: &mut Violations, path: &str, value: Duration, max: Duration
     } else if value > max {
         v.push(
             path,
-            format!("{} is longer than the limit of {}", humantime_serde::re::humantime::format_duration(value), humantime_serde::re::humantime::format_duration(max)),
+            format!(
+                "{} is longer than the limit of {}",
+                humantime_serde::re::humantime::format_duration(value),
+                humantime_serde::re::humantime::format_duration(max)
+            ),
         );
     }
 }
 
 /// `value` must lie in `min..=max`.
-fn check_range<T: PartialOrd + std::fmt::Display>(v: &mut Violations, path: &str, value: T, min: T, max: T) {
+fn check_range<T: PartialOrd + std::fmt::Display>(
+    v: &mut Violations,
+    path: &str,
+    value: T,
+    min: T,
+    max: T,
+) {
     if value < min || value > max {
         v.push(path, format!("{value} is outside {min}..={max}"));
     }
@@ -648,13 +751,6 @@ fn check_header_name(v: &mut Violations, path: &str, name: &str) {
     }
 }
 
-/// The most open connections a config may ask for: far past what 2 cores serve, far below
-/// what tokio's semaphore or the memory of one machine would refuse.
-pub(crate) const MAX_CONNECTIONS: usize = 1_000_000;
-/// The most header fields per request: hyper reserves room for this many per request.
-pub(crate) const MAX_HEADERS: usize = 1024;
-/// The most concurrent HTTP/2 streams per connection.
-pub(crate) const MAX_CONCURRENT_STREAMS: u32 = 10_000;
 /// The most idle pooled connections per upstream.
 pub(crate) const MAX_IDLE_CONNECTIONS: usize = 10_000;
 /// The largest cache: 16 GiB of a 24 GiB machine.
@@ -691,41 +787,30 @@ pub(crate) const MAX_ROUTES: usize = 1024;
 impl Validate for EdgeConfig {
     fn validate(&self) -> Result<(), Violations> {
         let mut v = Violations::new();
+        // The server's own checks, on the same ServerConfig the proxy binds with: every limit
+        // and timeout with its upper bound (max_connections ≤ 1,000,000, max_headers ≤ 1024, …).
         let s = &self.server;
-        check_range(&mut v, "server.max_connections", s.max_connections, 1, MAX_CONNECTIONS);
-        check_range(
-            &mut v,
-            "server.max_connections_per_ip",
-            s.max_connections_per_ip,
-            0,
-            s.max_connections.min(MAX_CONNECTIONS),
-        );
-        check_range(&mut v, "server.max_headers", s.max_headers, 1, MAX_HEADERS);
-        check_range(&mut v, "server.max_header_bytes", s.max_header_bytes, 8192, 1024 * 1024);
-        check_range(
-            &mut v,
-            "server.max_concurrent_streams",
-            s.max_concurrent_streams,
-            1,
-            MAX_CONCURRENT_STREAMS,
-        );
-        check_duration(&mut v, "server.header_read_timeout", s.header_read_timeout, MAX_TIMEOUT);
-        check_duration(
-            &mut v,
-            "server.shutdown_timeout",
-            s.shutdown_timeout,
-            Duration::from_secs(600),
-        );
+        if let Err(e) = super::runtime::server_config(self).check() {
+            v.push("server", e.to_string());
+        }
         for host in &self.admin.allowed_hosts {
             if host.is_empty()
                 || !host
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
             {
-                v.push("admin.allowed_hosts", format!("{host:?} is not a host name (no port)"));
+                v.push(
+                    "admin.allowed_hosts",
+                    format!("{host:?} is not a host name (no port)"),
+                );
             }
         }
-        v.check_count("admin.allowed_hosts", "names", self.admin.allowed_hosts.len(), 64);
+        v.check_count(
+            "admin.allowed_hosts",
+            "names",
+            self.admin.allowed_hosts.len(),
+            64,
+        );
         if !self.admin.listen.ip().is_loopback() && !self.admin.allow_remote {
             v.push(
                 "admin.listen",
@@ -754,8 +839,18 @@ impl Validate for EdgeConfig {
                         format!("duplicate upstream name {:?}", u.name),
                     );
                 }
-                check_duration(&mut v, &format!("{path}.connect_timeout"), u.connect_timeout, MAX_TIMEOUT);
-                check_duration(&mut v, &format!("{path}.response_timeout"), u.response_timeout, MAX_TIMEOUT);
+                check_duration(
+                    &mut v,
+                    &format!("{path}.connect_timeout"),
+                    u.connect_timeout,
+                    MAX_TIMEOUT,
+                );
+                check_duration(
+                    &mut v,
+                    &format!("{path}.response_timeout"),
+                    u.response_timeout,
+                    MAX_TIMEOUT,
+                );
                 check_range(
                     &mut v,
                     &format!("{path}.max_idle_connections"),
@@ -788,7 +883,12 @@ impl Validate for EdgeConfig {
                     v.push(format!("{path}.path_prefix"), e.to_string());
                 }
                 if let Some(timeout) = r.response_timeout {
-                    check_duration(&mut v, &format!("{path}.response_timeout"), timeout, MAX_TIMEOUT);
+                    check_duration(
+                        &mut v,
+                        &format!("{path}.response_timeout"),
+                        timeout,
+                        MAX_TIMEOUT,
+                    );
                 }
                 if let Some(host) = &r.host {
                     check_route_host(&mut v, &format!("{path}.host"), host);
@@ -813,11 +913,36 @@ impl Validate for EdgeConfig {
                 ),
             );
         }
-        check_duration(&mut v, "ratelimit.redis_timeout", rl.redis_timeout, Duration::from_secs(60));
+        check_duration(
+            &mut v,
+            "ratelimit.redis_timeout",
+            rl.redis_timeout,
+            Duration::from_secs(60),
+        );
         if let Err(reason) = super::ratelimit::check(rl) {
             v.push("ratelimit.store", reason);
         }
-        if let Err(rule_violations) = rl.rules_document().validate() {
+        for (i, text) in self.ingress.trusted_proxies.iter().enumerate() {
+            if let Err(reason) = parse_network(text) {
+                v.push(format!("ingress.trusted_proxies[{i}]"), reason);
+            }
+        }
+        v.check_count(
+            "ingress.trusted_proxies",
+            "networks",
+            self.ingress.trusted_proxies.len(),
+            1024,
+        );
+        if !rl.client_ip.trusted_proxies.is_empty()
+            && !self.ingress.trusted_proxies.is_empty()
+            && rl.client_ip.trusted_proxies != self.ingress.trusted_proxies
+        {
+            v.push(
+                "ratelimit.client_ip.trusted_proxies",
+                "differs from ingress.trusted_proxies: name the proxies in front once, under [ingress]",
+            );
+        }
+        if let Err(rule_violations) = rl.rules_document(&self.ingress).validate() {
             for violation in rule_violations.iter() {
                 v.push(
                     format!("ratelimit.{}", violation.path),
@@ -859,11 +984,19 @@ impl Validate for EdgeConfig {
                 format!("{} is outside 1..=cache.max_bytes", c.max_object_bytes),
             );
         }
-        check_duration(&mut v, "cache.coalesce_timeout", c.coalesce_timeout, Duration::from_secs(300));
+        check_duration(
+            &mut v,
+            "cache.coalesce_timeout",
+            c.coalesce_timeout,
+            Duration::from_secs(300),
+        );
         if c.max_bytes > MAX_CACHE_BYTES {
             v.push(
                 "cache.max_bytes",
-                format!("{} is larger than the limit of {MAX_CACHE_BYTES} (16 GiB)", c.max_bytes),
+                format!(
+                    "{} is larger than the limit of {MAX_CACHE_BYTES} (16 GiB)",
+                    c.max_bytes
+                ),
             );
         }
         if let Err(reason) = super::cache::check(c) {

@@ -82,7 +82,7 @@ impl RateLimitModule {
         if !section.enabled {
             return Ok(None);
         }
-        let document = serde_json::to_vec(&section.rules_document())
+        let document = serde_json::to_vec(&section.rules_document(&config.ingress))
             .map_err(|e| format!("ratelimit rules: {e}"))?;
         let store_key = StoreKey::of(section);
         let policy = config.ratelimit_policy();

@@ -12,6 +12,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use hyper::body::Incoming;
 use ravelin_config::{Format, Store, Switchboard, Validate};
+use ravelin_proxy::IngressConfig;
 use ravelin_proxy::admin::AdminToken;
 use ravelin_proxy::{
     Admin, ModuleStatus, Purge, Route, Routes, ServeSummary, Server, ServerConfig, SharedRoutes,
@@ -370,8 +371,13 @@ impl Edge {
             let l = limit.clone();
             statuses.push(Arc::new(move || l.status()));
         }
+        let ingress = control
+            .applied
+            .as_ref()
+            .map(ingress_config)
+            .unwrap_or_default();
         self.stack
-            .store(Arc::new(assemble(self.routes.clone(), slots)));
+            .store(Arc::new(assemble(self.routes.clone(), ingress, slots)));
         *lock(&self.statuses) = statuses;
         *lock(&self.extra_stores) = stores;
         *lock(&self.purger) = purger;
@@ -459,6 +465,57 @@ impl Edge {
         });
         builder.build()
     }
+}
+
+/// Where a config document comes from, for [`check_config`].
+#[derive(Debug, Clone)]
+pub(crate) enum ConfigSource {
+    /// A file on disk.
+    File(PathBuf),
+    /// Text (the built-in example).
+    Text(String),
+}
+
+/// The gate `--check` runs: the same store (size cap, parse, [`Validate`], which builds every
+/// module's configuration exactly as applying it would) as startup and reload, then the
+/// command-line overrides. A document this accepts is one the running proxy applies.
+///
+/// # Errors
+/// Every violation, as one message.
+pub(crate) fn check_config(
+    source: ConfigSource,
+    overrides: &Overrides,
+) -> Result<EdgeConfig, String> {
+    let builder = Store::<EdgeConfig>::builder("edge-proxy")
+        .format(Format::Toml)
+        .max_bytes(MAX_CONFIG_BYTES);
+    let builder = match source {
+        ConfigSource::File(path) => builder.file(path),
+        ConfigSource::Text(text) => builder.initial_bytes(text.into_bytes(), "built-in"),
+    };
+    let store = builder.build().map_err(|rejection| rejection.to_string())?;
+    let effective = overrides.apply(store.current().value());
+    effective
+        .validate()
+        .map(|()| effective)
+        .map_err(|v| format!("with command-line overrides: {v}"))
+}
+
+/// The ingress stage a config asks for: case folding, trusted proxies, the header limit, and
+/// every header the edge owns — the bot scorer's under their default and configured names
+/// whether scoring is on or off, so a client can never hand the origin a score.
+pub(crate) fn ingress_config(config: &EdgeConfig) -> IngressConfig {
+    let mut ingress = IngressConfig::new()
+        .fold_case(config.ingress.fold_case)
+        .trusted_proxies(config.ingress.trusted_networks())
+        .max_headers(config.server.max_headers)
+        .owned_header(ravelin_botscore::DEFAULT_SCORE_HEADER)
+        .owned_header(ravelin_botscore::DEFAULT_REASONS_HEADER)
+        .owned_header(ravelin_botscore::DEFAULT_VERIFIED_HEADER);
+    if let Ok(name) = http::HeaderName::from_bytes(config.botscore.score_header.as_bytes()) {
+        ingress = ingress.owned_header(name);
+    }
+    ingress
 }
 
 /// The admin token a config names: `admin.token`, else the variable `admin.token_env` names.
@@ -619,7 +676,11 @@ pub(crate) async fn start(options: EdgeOptions) -> Result<Running, StartError> {
         .extra_guard
         .as_ref()
         .map(|extra| ExtraModule::new(extra, &switchboard));
-    let placeholder = assemble::<Incoming>(SharedRoutes::new(Routes::default()), Vec::new());
+    let placeholder = assemble::<Incoming>(
+        SharedRoutes::new(Routes::default()),
+        IngressConfig::new(),
+        Vec::new(),
+    );
     let edge = Arc::new(Edge {
         store: store.clone(),
         overrides: options.overrides.clone(),
@@ -652,9 +713,14 @@ pub(crate) async fn start(options: EdgeOptions) -> Result<Running, StartError> {
         .map_err(|e| StartError::Bind(e.to_string()))?;
     let admin_server = Server::bind(
         effective.admin.listen,
+        // Its own small server: a flood on the data plane cannot take these slots, and silent or
+        // idle sockets here are closed within seconds, so operators always get in.
         ServerConfig::default()
             .max_connections(64)
             .max_connections_per_ip(16)
+            .request_head_timeout(Duration::from_secs(5))
+            .header_read_timeout(Duration::from_secs(5))
+            .idle_timeout(Duration::from_secs(15))
             .shutdown_timeout(Duration::from_secs(2)),
     )
     .await
@@ -744,4 +810,10 @@ pub(crate) fn server_config(config: &EdgeConfig) -> ServerConfig {
         .header_read_timeout(s.header_read_timeout)
         .max_concurrent_streams(s.max_concurrent_streams)
         .shutdown_timeout(s.shutdown_timeout)
+        .request_head_timeout(s.request_head_timeout)
+        .idle_timeout(s.idle_timeout)
+        .http2_keep_alive_interval(s.http2_keep_alive_interval)
+        .http2_keep_alive_timeout(s.http2_keep_alive_timeout)
+        .per_ip_ipv4_prefix_len(s.per_ip_ipv4_prefix_len)
+        .per_ip_ipv6_prefix_len(s.per_ip_ipv6_prefix_len)
 }

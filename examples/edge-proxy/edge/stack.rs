@@ -15,8 +15,8 @@ use http::{Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body;
-use ravelin_failsafe::{Guard, GuardError, RequestHead, Verdict, X_RAVELIN_SKIPPED};
-use ravelin_proxy::{BoxError, Forward, SharedRoutes};
+use ravelin_failsafe::{Guard, GuardError, RequestHead, Verdict};
+use ravelin_proxy::{BoxError, Forward, IngressConfig, IngressLayer, SharedRoutes};
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -95,8 +95,9 @@ impl Guard for BoxGuard {
 
 // === request ids ===
 
-/// Request ids `<boot>-<counter>`: unique per process run, cheap, and sortable in logs. A
-/// client-sent `x-request-id` is kept (SetRequestId does not overwrite).
+/// Request ids `<boot>-<counter>`: unique per process run, cheap, and sortable in logs. An id
+/// set by a trusted proxy in front is kept (SetRequestId does not overwrite); ingress removed
+/// any other client's.
 #[derive(Clone, Debug)]
 pub(crate) struct CounterIds {
     boot: u32,
@@ -160,23 +161,6 @@ impl tower_http::catch_panic::ResponseForPanic for PanicAnswer {
 static PANIC_LOG: std::sync::LazyLock<ravelin_failsafe::LogLimiter> =
     std::sync::LazyLock::new(|| ravelin_failsafe::LogLimiter::per_second(5));
 
-// === ingress ===
-
-/// Headers only the proxy may set towards the origin; client-sent copies are removed at
-/// ingress so the origin can trust them.
-const PROXY_OWNED: [HeaderName; 1] = [X_RAVELIN_SKIPPED];
-
-/// Normalises a request as it enters: hop-by-hop fields go first, so that a client cannot use
-/// `Connection: x-bot-score` to strip a header a guard adds further in.
-pub(crate) fn ingress<B>(mut request: Request<B>) -> Request<B> {
-    let headers = request.headers_mut();
-    ravelin_proxy::headers::remove_hop_by_hop(headers);
-    for name in PROXY_OWNED {
-        headers.remove(name);
-    }
-    request
-}
-
 // === the stack ===
 
 /// One module slot: given the inner stack, return the stack with the module on top.
@@ -184,8 +168,13 @@ pub(crate) type Slot<B> = Box<dyn FnOnce(EdgeService<B>) -> EdgeService<B> + Sen
 
 /// Assembles the stack around `Forward` from inner to outer: `slots` are applied in order (so
 /// the first slot is the innermost: cache, then extra guard, bot score, rate limit), then
-/// ingress normalisation, panic catching and request ids.
-pub(crate) fn assemble<B>(routes: SharedRoutes, slots: Vec<Slot<B>>) -> EdgeService<B>
+/// request ids, the ingress stage and, outermost, panic catching. Ingress runs before request
+/// ids so that an untrusted client's `x-request-id` is gone before the edge sets its own.
+pub(crate) fn assemble<B>(
+    routes: SharedRoutes,
+    ingress: IngressConfig,
+    slots: Vec<Slot<B>>,
+) -> EdgeService<B>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -196,10 +185,10 @@ where
     }
     let ids = CounterIds::default();
     let outer = ServiceBuilder::new()
+        .layer(CatchPanicLayer::custom(PanicAnswer))
+        .layer(IngressLayer::new(ingress))
         .layer(SetRequestIdLayer::new(X_REQUEST_ID, ids))
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
-        .layer(CatchPanicLayer::custom(PanicAnswer))
-        .map_request(ingress::<B>)
         .service(service);
     boxed(outer)
 }

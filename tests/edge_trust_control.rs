@@ -1,0 +1,212 @@
+//! The control plane as a trust boundary: one validation gate for `--check`, startup and
+//! reload; bounds on every number; a supervised serve task; the admin token rotating on
+//! reload; DNS-rebinding protection; the demo origin's outage switch out of the data plane.
+
+#[path = "../examples/edge-proxy/edge/mod.rs"]
+mod edge;
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use edge::config::Overrides;
+use edge::runtime::{ConfigSource, check_config};
+use http::Request;
+use http_body_util::Full;
+use support::{BOUND, GENEROUS_RATELIMIT, Harness, TOKEN, config, write_atomically};
+
+/// Documents that parse but that building the modules (or the server) would refuse. Each was
+/// accepted by `--check` and hot reload before the gate built every module's configuration.
+const UNAPPLIABLE: &[(&str, &str)] = &[
+    (
+        "a bot route prefix without a leading /",
+        "[[botscore.routes]]\nprefix = \"login\"\naction = \"block\"\nthreshold = 30\n",
+    ),
+    ("a zero cache", "[cache]\nmax_bytes = 0\n"),
+    (
+        "a 64 GiB cache on a 24 GiB machine",
+        "[cache]\nmax_bytes = 68719476736\n",
+    ),
+    (
+        "max_connections past tokio's semaphore",
+        "[server]\nmax_connections = 4611686018427387904\n",
+    ),
+    (
+        "20 million header slots per request",
+        "[server]\nmax_headers = 20000000\n",
+    ),
+    (
+        "a circuit window the breaker clamps silently",
+        "[ratelimit.circuit]\nwindow = 100000\n",
+    ),
+    (
+        "a route host with a port, which never matches",
+        "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nhost = \"example.com:8080\"\nupstream = \"a\"\n",
+    ),
+    (
+        "an hour-and-a-day upstream timeout",
+        "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nresponse_timeout = \"25h\"\n",
+    ),
+    (
+        "a Redis store URL that is not one",
+        "[ratelimit]\nstore = \"redis://[::1\"\n",
+    ),
+    (
+        "lower-case methods, which never match",
+        "[[ratelimit.rules]]\nname = \"x\"\nlimit = 1\nwindow = \"1s\"\nmatch = { methods = [\"post\"] }\n",
+    ),
+];
+
+fn check_text(text: &str) -> Result<(), String> {
+    check_config(ConfigSource::Text(text.to_owned()), &Overrides::default()).map(|_| ())
+}
+
+#[test]
+fn check_refuses_every_document_that_cannot_be_applied() {
+    check_text("").expect("the defaults pass");
+    for (what, text) in UNAPPLIABLE {
+        let error = check_text(text).expect_err(what);
+        assert!(!error.is_empty(), "{what}");
+    }
+}
+
+#[test]
+fn a_remote_admin_address_needs_its_own_flag() {
+    let remote = Overrides {
+        admin: Some("0.0.0.0:0".parse().unwrap()),
+        ..Overrides::default()
+    };
+    let error = check_config(ConfigSource::Text(String::new()), &remote).unwrap_err();
+    assert!(error.contains("admin.listen"), "{error}");
+    let allowed = Overrides {
+        admin_allow_remote: true,
+        ..remote
+    };
+    check_config(ConfigSource::Text(String::new()), &allowed).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_that_cannot_be_applied_is_never_installed_and_rollback_works() {
+    let good = format!("version = 3\n{}", config(GENEROUS_RATELIMIT));
+    let harness = Harness::start(&good, None).await;
+    let version = |status: serde_json::Value| status["configs"][0]["version"].clone();
+    assert_eq!(version(harness.status().await), 3);
+
+    for (what, bad) in UNAPPLIABLE {
+        let text = format!("version = 4\n{}", config(bad));
+        write_atomically(&harness.config_path, text.as_bytes());
+        let reply = harness.admin_post("/config/reload").await;
+        assert_eq!(reply.status, 422, "{what}: {}", reply.text());
+        let status = harness.status().await;
+        assert_eq!(version(status.clone()), 3, "{what}: {status:#}");
+        assert!(status["apply_error"].is_null(), "{what}: {status:#}");
+    }
+    // Rolling back to the running version is not "stale": it is what runs.
+    write_atomically(&harness.config_path, good.as_bytes());
+    let reply = harness.admin_post("/config/reload").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(harness.get("/").await.status, 200);
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_serve_task_fails_readiness_and_ends_the_process() {
+    let mut harness = Harness::start(&config(GENEROUS_RATELIMIT), None).await;
+    let ready = Request::get(harness.admin_url("/readyz"))
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    assert_eq!(harness.send(ready).await.unwrap().status, 200);
+
+    harness.running().abort_serve_task();
+    let deadline = tokio::time::Instant::now() + BOUND;
+    loop {
+        let ready = Request::get(harness.admin_url("/readyz"))
+            .body(Full::<Bytes>::default())
+            .unwrap();
+        let reply = harness.send(ready).await.unwrap();
+        if reply.status == 503 {
+            assert!(reply.text().contains("listener"), "{}", reply.text());
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "readyz stayed 200");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let running = harness.running.take().unwrap();
+    let outcome = tokio::time::timeout(BOUND, running.run_until(std::future::pending()))
+        .await
+        .expect("run_until returns once the serve task died");
+    let reason = outcome.expect_err("a dead serve task is an error exit");
+    assert!(reason.contains("listener"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_admin_token_replaces_the_old_one_on_reload() {
+    let harness = Harness::start(&config(GENEROUS_RATELIMIT), None).await;
+    let rotated = config(GENEROUS_RATELIMIT).replace(TOKEN, "rotated-token");
+    write_atomically(&harness.config_path, rotated.as_bytes());
+    assert_eq!(harness.admin_post("/config/reload").await.status, 200);
+
+    let post = |token: &str| {
+        Request::post(harness.admin_url("/modules/cache/kill"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Full::<Bytes>::default())
+            .unwrap()
+    };
+    assert_eq!(harness.send(post(TOKEN)).await.unwrap().status, 401);
+    assert_eq!(
+        harness.send(post("rotated-token")).await.unwrap().status,
+        200
+    );
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_answers_only_to_its_own_names() {
+    let text = config(GENEROUS_RATELIMIT).replace(
+        "[admin]\n",
+        "[admin]\nallowed_hosts = [\"edge-admin.internal\"]\n",
+    );
+    let harness = Harness::start(&text, None).await;
+    let get = |host: &str| {
+        Request::get(harness.admin_url("/status"))
+            .header("host", host)
+            .body(Full::<Bytes>::default())
+            .unwrap()
+    };
+    // A page on attacker.example whose name now resolves to this address (DNS rebinding).
+    let reply = harness.send(get("attacker.example:9901")).await.unwrap();
+    assert_eq!(reply.status, 421, "{}", reply.text());
+    for host in ["127.0.0.1", "localhost:9901", "edge-admin.internal"] {
+        assert_eq!(harness.send(get(host)).await.unwrap().status, 200, "{host}");
+    }
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_outage_switch_is_not_reachable_through_the_proxy() {
+    let harness = Harness::start(&config(GENEROUS_RATELIMIT), None).await;
+    let through_proxy = Request::post(harness.url("/_demo/outage?on=1"))
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let _ = harness.send(through_proxy).await.unwrap();
+    assert_eq!(harness.get("/api/time").await.status, 200);
+
+    let reply = harness.admin_post("/commands/demo-outage?on=1").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(harness.get("/api/time").await.status, 503);
+    assert_eq!(
+        harness
+            .admin_post("/commands/demo-outage?on=0")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(harness.get("/api/time").await.status, 200);
+    harness.stop().await;
+}
