@@ -181,6 +181,14 @@ pub(crate) struct UpstreamSection {
     /// Idle pooled connections kept.
     #[serde(default = "default_max_idle")]
     pub(crate) max_idle_connections: usize,
+    /// The longest wait for the next piece of a response body (nginx's `proxy_read_timeout`):
+    /// a stalled body is then cut, freeing the client and every coalesced follower.
+    #[serde(default = "default_body_idle_timeout", with = "humantime_serde")]
+    pub(crate) body_idle_timeout: Duration,
+}
+
+fn default_body_idle_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// `[[routes]]`.
@@ -861,6 +869,8 @@ impl Validate for EdgeConfig {
                 if let Err(e) = ravelin_proxy::Upstream::builder(&u.name, &u.url)
                     .connect_timeout(u.connect_timeout)
                     .response_timeout(u.response_timeout)
+                    .body_idle_timeout(u.body_idle_timeout)
+                    .max_idle_per_host(u.max_idle_connections)
                     .check()
                 {
                     v.push(format!("{path}.url"), e.to_string());
@@ -1059,6 +1069,7 @@ impl Overrides {
                     connect_timeout: default_connect_timeout(),
                     response_timeout: default_response_timeout(),
                     max_idle_connections: default_max_idle(),
+                    body_idle_timeout: default_body_idle_timeout(),
                 })
             }];
             config.routes.clear();

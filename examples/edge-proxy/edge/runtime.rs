@@ -254,6 +254,7 @@ impl Edge {
                     connect_timeout: Duration::from_secs(1),
                     response_timeout: Duration::from_secs(35),
                     max_idle_connections: 64,
+                    body_idle_timeout: Duration::from_secs(60),
                 });
             }
         } else if let Some(demo) = control.demo.take() {
@@ -274,6 +275,7 @@ impl Edge {
                     .connect_timeout(section.connect_timeout)
                     .response_timeout(section.response_timeout)
                     .max_idle_per_host(section.max_idle_connections)
+                    .body_idle_timeout(section.body_idle_timeout)
                     .build()
                     .map_err(|e| e.to_string())?,
             };
