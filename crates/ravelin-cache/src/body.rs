@@ -10,6 +10,7 @@
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -237,6 +238,47 @@ pub(crate) async fn drain<B: Body<Data = Bytes>>(
     let _ = tokio::time::timeout(limit, drive).await;
 }
 
+/// The bytes buffered by all recordings in progress, against `max_recording_bytes`: the tee
+/// holds a body until it is complete, so without this bound memory would grow with the number
+/// of concurrent misses times the object limit.
+#[derive(Debug)]
+pub(crate) struct RecordingBudget {
+    used: AtomicU64,
+    limit: u64,
+}
+
+impl RecordingBudget {
+    pub(crate) fn new(limit: u64) -> Arc<Self> {
+        Arc::new(Self {
+            used: AtomicU64::new(0),
+            limit,
+        })
+    }
+
+    /// Reserves `n` bytes; `false` (and nothing reserved) when that would pass the limit.
+    pub(crate) fn take(&self, n: u64) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&total| total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    /// Returns `n` reserved bytes.
+    pub(crate) fn give(&self, n: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                Some(used.saturating_sub(n))
+            });
+    }
+
+    /// Bytes reserved now.
+    pub(crate) fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
 /// Collects a body into the store while it streams, mirroring chunks into a shared fill.
 pub(crate) struct Recorder {
     buf: Vec<Bytes>,
@@ -247,17 +289,27 @@ pub(crate) struct Recorder {
     streaming: bool,
     commit: Option<Box<dyn FnOnce(Bytes) + Send>>,
     finished: bool,
+    budget: Option<Arc<RecordingBudget>>,
+    /// Bytes reserved in `budget` (up front for a known length, else as chunks arrive).
+    held: u64,
 }
 
 impl Recorder {
     /// `commit` receives the complete body; `leader`, when streaming, receives each chunk.
+    /// `held` bytes were already reserved in `budget` by the caller; more are taken as the body
+    /// grows past them, and all are returned when the recording ends, however it ends.
     pub(crate) fn new(
         limit: u64,
         expected: Option<u64>,
         leader: Option<Leader>,
         streaming: bool,
         commit: Box<dyn FnOnce(Bytes) + Send>,
+        budget: Option<(Arc<RecordingBudget>, u64)>,
     ) -> Self {
+        let (budget, held) = match budget {
+            Some((b, held)) => (Some(b), held),
+            None => (None, 0),
+        };
         Self {
             buf: Vec::new(),
             len: 0,
@@ -267,6 +319,8 @@ impl Recorder {
             streaming,
             commit: Some(commit),
             finished: false,
+            budget,
+            held,
         }
     }
 
@@ -280,7 +334,17 @@ impl Recorder {
             streaming: false,
             commit: None,
             finished: true,
+            budget: None,
+            held: 0,
         }
+    }
+
+    /// Returns the reserved bytes to the budget.
+    fn release(&mut self) {
+        if let Some(b) = &self.budget {
+            b.give(self.held);
+        }
+        self.held = 0;
     }
 
     /// A client left mid-body: finish the fetch only if others are streaming it (a known,
@@ -299,6 +363,16 @@ impl Recorder {
         if self.len > self.limit || self.expected.is_some_and(|e| self.len > e) {
             self.abandon();
             return;
+        }
+        if self.len > self.held
+            && let Some(b) = &self.budget
+        {
+            if !b.take(self.len - self.held) {
+                // Too much is being recorded at once: this body streams on unrecorded.
+                self.abandon();
+                return;
+            }
+            self.held = self.len;
         }
         self.buf.push(data.clone());
         let complete = self.expected == Some(self.len);
@@ -323,6 +397,7 @@ impl Recorder {
             return;
         }
         self.finished = true;
+        self.release();
         let body = match self.buf.len() {
             0 => Bytes::new(),
             1 => self.buf.pop().unwrap_or_default(),
@@ -348,11 +423,20 @@ impl Recorder {
             return;
         }
         self.finished = true;
+        self.release();
         self.buf = Vec::new();
         self.commit = None;
         if let Some(leader) = self.leader.take() {
             leader.fail();
         }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        // A recording dropped unfinished (its task timed out, its client left) returns its
+        // reservation; the leader's own drop fails the fill.
+        self.release();
     }
 }
 
@@ -387,7 +471,7 @@ mod tests {
         let (slot, commit) = collecting();
         let body = CacheBody::record(
             chunks(&["hel", "lo"]),
-            Recorder::new(100, Some(5), None, false, commit),
+            Recorder::new(100, Some(5), None, false, commit, None),
             None,
         );
         let out = body.collect().await.unwrap().to_bytes();
@@ -400,7 +484,7 @@ mod tests {
         let (slot, commit) = collecting();
         let body = CacheBody::record(
             chunks(&["abc", "def", "ghi"]),
-            Recorder::new(5, None, None, false, commit),
+            Recorder::new(5, None, None, false, commit, None),
             None,
         );
         let out = body.collect().await.unwrap().to_bytes();
@@ -413,7 +497,7 @@ mod tests {
         let (slot, commit) = collecting();
         let body = CacheBody::record(
             chunks(&["abc"]),
-            Recorder::new(100, Some(10), None, false, commit),
+            Recorder::new(100, Some(10), None, false, commit, None),
             None,
         );
         let _ = body.collect().await.unwrap();
@@ -425,10 +509,47 @@ mod tests {
         let (slot, commit) = collecting();
         let body = CacheBody::record(
             chunks(&["abc"]),
-            Recorder::new(100, Some(3), None, false, commit),
+            Recorder::new(100, Some(3), None, false, commit, None),
             None,
         );
         drop(body);
         assert!(slot.lock().unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn recordings_share_one_byte_budget_and_always_return_it() {
+        let budget = RecordingBudget::new(8);
+        // Unknown length: reserved as it arrives; over the budget it streams on unrecorded.
+        let (slot, commit) = collecting();
+        let body = CacheBody::record(
+            chunks(&["abcd", "efgh", "ij"]),
+            Recorder::new(100, None, None, false, commit, Some((budget.clone(), 0))),
+            None,
+        );
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "abcdefghij");
+        assert!(slot.lock().unwrap().is_none());
+        assert_eq!(budget.used(), 0);
+        // Within it: stored, and returned.
+        let (slot, commit) = collecting();
+        let body = CacheBody::record(
+            chunks(&["abcd", "efgh"]),
+            Recorder::new(100, None, None, false, commit, Some((budget.clone(), 0))),
+            None,
+        );
+        let _ = body.collect().await.unwrap();
+        assert_eq!(slot.lock().unwrap().as_deref(), Some(&b"abcdefgh"[..]));
+        assert_eq!(budget.used(), 0);
+        // Reserved up front and dropped half way: returned.
+        assert!(budget.take(6));
+        let (_, commit) = collecting();
+        let mut body = Box::pin(CacheBody::record(
+            chunks(&["abc", "def"]),
+            Recorder::new(100, Some(6), None, false, commit, Some((budget.clone(), 6))),
+            None,
+        ));
+        assert!(!budget.take(3), "6 of 8 are held");
+        let _ = body.frame().await;
+        drop(body);
+        assert_eq!(budget.used(), 0);
     }
 }

@@ -22,6 +22,8 @@ const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 pub(crate) const MAX_CAPACITY_BYTES: u64 = 16 * GIB;
 /// The largest `max_object_bytes` (and never more than `max_capacity_bytes`).
 pub(crate) const MAX_OBJECT_BYTES: u64 = GIB;
+/// The largest `max_recording_bytes`.
+pub(crate) const MAX_RECORDING_BYTES: u64 = 4 * GIB;
 /// The most fills in flight (`max_inflight`).
 pub(crate) const MAX_INFLIGHT: usize = 65_536;
 /// The longest `coalesce_timeout` and `stale_if_error_timeout`: a client waits this long at most.
@@ -76,6 +78,11 @@ pub struct CacheConfig {
     pub max_capacity_bytes: u64,
     /// The largest response stored; bigger ones stream through uncached.
     pub max_object_bytes: u64,
+    /// The most bytes buffered at once by all responses being recorded into the store (a body is
+    /// held until it is complete). A response that would pass it streams on unrecorded
+    /// (`Cache-Status: …; detail=recording-limit`, or recording stops when its length was
+    /// unknown). Unset: four times `max_object_bytes`, at least 64 MiB and at most 4 GiB.
+    pub max_recording_bytes: Option<u64>,
     /// Cache-key rules.
     pub key: KeyConfig,
     /// Whether responses without explicit freshness but with `Last-Modified` get a heuristic
@@ -153,6 +160,7 @@ impl Default for CacheConfig {
             name: "ravelin".to_string(),
             max_capacity_bytes: 256 * MIB,
             max_object_bytes: 8 * MIB,
+            max_recording_bytes: None,
             key: KeyConfig::default(),
             heuristic_freshness: true,
             heuristic_with_credentials: false,
@@ -219,6 +227,18 @@ impl CacheConfig {
                     self.max_object_bytes
                 ),
             );
+        }
+        if let Some(n) = self.max_recording_bytes {
+            let low = self.max_object_bytes.min(MAX_RECORDING_BYTES);
+            if !(low..=MAX_RECORDING_BYTES).contains(&n) {
+                v.push(
+                    "max_recording_bytes",
+                    format!(
+                        "value {n} is outside {low}..={MAX_RECORDING_BYTES} (at least \
+                         max_object_bytes, at most 4 GiB)"
+                    ),
+                );
+            }
         }
         v.check_finite("heuristic_fraction", self.heuristic_fraction);
         v.check_range("heuristic_fraction", self.heuristic_fraction, 0.0..=1.0);
@@ -304,6 +324,17 @@ impl CacheConfig {
             }
         }
         v
+    }
+}
+
+impl CacheConfig {
+    /// `max_recording_bytes`, or its default for this `max_object_bytes`.
+    pub fn recording_limit(&self) -> u64 {
+        self.max_recording_bytes.unwrap_or_else(|| {
+            self.max_object_bytes
+                .saturating_mul(4)
+                .clamp(64 * MIB, MAX_RECORDING_BYTES)
+        })
     }
 }
 
@@ -438,6 +469,24 @@ mod tests {
             ),
             (
                 CacheConfig {
+                    max_recording_bytes: Some(5 * gib),
+                    ..CacheConfig::default()
+                },
+                "max_recording_bytes",
+                "4294967296",
+                "5368709120",
+            ),
+            (
+                CacheConfig {
+                    max_recording_bytes: Some(MIB),
+                    ..CacheConfig::default()
+                },
+                "max_recording_bytes",
+                "8388608..=",
+                "1048576",
+            ),
+            (
+                CacheConfig {
                     max_inflight: 100_000,
                     ..CacheConfig::default()
                 },
@@ -497,6 +546,14 @@ mod tests {
             assert!(err.contains(limit), "{field} limit: {err}");
             assert!(err.contains(value), "{field} value: {err}");
         }
+        // The recording budget's default follows the object limit.
+        assert_eq!(CacheConfig::default().recording_limit(), 64 * MIB);
+        let big = CacheConfig {
+            max_capacity_bytes: MAX_CAPACITY_BYTES,
+            max_object_bytes: 512 * MIB,
+            ..CacheConfig::default()
+        };
+        assert_eq!(big.recording_limit(), 2 * gib);
         // The limits themselves are accepted.
         CacheConfig {
             max_capacity_bytes: MAX_CAPACITY_BYTES,
@@ -505,6 +562,7 @@ mod tests {
             coalesce_timeout: MAX_WAIT,
             stale_if_error_timeout: Some(MAX_WAIT),
             background_timeout: MAX_BACKGROUND,
+            max_recording_bytes: Some(MAX_RECORDING_BYTES),
             ..CacheConfig::default()
         }
         .validate()

@@ -13,6 +13,7 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
 use ravelin_config::KillSwitch;
 use ravelin_http::{RequestIdentity, canonical_path_lenient};
 
+use crate::body::RecordingBudget;
 use crate::clock::Clock;
 use crate::config::{SetCookie, Settings};
 use crate::date::fmt_http_date;
@@ -42,6 +43,8 @@ pub(crate) struct Engine {
     pub(crate) hasher: KeyHasher,
     pub(crate) stats: Arc<Stats>,
     pub(crate) kill_switch: Option<KillSwitch>,
+    /// Bytes held by recordings in progress, against `max_recording_bytes`.
+    pub(crate) recording: Arc<RecordingBudget>,
     next_id: AtomicU64,
 }
 
@@ -191,7 +194,9 @@ impl Engine {
         kill_switch: Option<KillSwitch>,
     ) -> Self {
         let fills = Fills::new(s.cfg.max_inflight);
+        let recording = RecordingBudget::new(s.cfg.recording_limit());
         Self {
+            recording,
             s,
             store,
             fills,

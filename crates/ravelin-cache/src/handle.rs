@@ -121,6 +121,7 @@ impl CacheHandle {
         s.stored_bytes = u.bytes;
         s.evictions = u.evictions;
         s.in_flight = self.engine.fills.len() as u64;
+        s.recording_bytes = self.engine.recording.used();
         s
     }
 

@@ -136,6 +136,12 @@ impl CacheLayerBuilder {
         self
     }
 
+    /// The most bytes buffered at once by responses being recorded into the store.
+    pub fn max_recording_bytes(mut self, bytes: u64) -> Self {
+        self.cfg.max_recording_bytes = Some(bytes);
+        self
+    }
+
     /// Cache-key rules.
     pub fn key(mut self, key: KeyConfig) -> Self {
         self.cfg.key = key;

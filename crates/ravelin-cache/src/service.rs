@@ -437,6 +437,10 @@ struct Recording<B> {
 /// is sent. `stored` is claimed only where the whole body was in hand before the head left.
 const STORING: &str = "storing";
 
+/// `Cache-Status: …; detail=recording-limit`: storable, but `max_recording_bytes` are already
+/// being recorded, so this response passes unrecorded.
+const RECORDING_LIMIT: &str = "recording-limit";
+
 /// Sends a storable response on while its body is recorded into the store (the tee), publishing
 /// it to coalesced followers when it can be streamed.
 fn record<B>(engine: &Arc<Engine>, r: Recording<B>) -> Response<CacheBody<B>>
@@ -477,6 +481,21 @@ where
         engine.finish_forwarded(&mut parts.headers, &status);
         return Response::from_parts(parts, CacheBody::pass(body));
     }
+    // Reserve a known length up front, so that followers never stream a recording that could
+    // be cut off by the budget half way; an unknown length reserves as it arrives.
+    let reserved = size.unwrap_or(0);
+    if !engine.recording.take(reserved) {
+        if let Some(l) = leader {
+            // Followers go to the origin themselves; nothing is buffered for them.
+            l.uncacheable();
+        }
+        status.detail = Some(RECORDING_LIMIT);
+        if not_modified {
+            return not_modified_response(engine, &proto, &status, &parts.headers);
+        }
+        engine.finish_forwarded(&mut parts.headers, &status);
+        return Response::from_parts(parts, CacheBody::pass(body));
+    }
     status.detail = Some(STORING);
     if let Some(n) = size {
         // Followers and later hits need the length the origin may have left to framing.
@@ -501,6 +520,7 @@ where
         leader,
         streaming,
         commit,
+        Some((engine.recording.clone(), reserved)),
     );
     let limit = engine.s.cfg.background_timeout;
     if let Some(nm) = nm {

@@ -44,6 +44,9 @@ pub struct CacheStats {
     pub coalesced_alone: u64,
     /// Responses stored (including refreshes after a 304).
     pub stores: u64,
+    /// Bytes held right now by responses being recorded into the store (bounded by
+    /// `max_recording_bytes`).
+    pub recording_bytes: u64,
     /// Background revalidations started.
     pub background_revalidations: u64,
     /// Objects evicted to make room.
@@ -215,6 +218,8 @@ impl Stats {
             coalesced: l(&self.a.coalesced),
             coalesced_alone: l(&self.a.coalesced_alone),
             stores: l(&self.a.stores),
+            // Filled in by the handle from the recording budget.
+            recording_bytes: 0,
             background_revalidations: l(&self.a.background),
             evictions: 0,
             purges: l(&self.a.purges),

@@ -1550,3 +1550,71 @@ async fn followers_waiting_on_a_fill_of_unknown_length_go_alone_when_it_fails() 
     }
     assert_eq!(h.handle.stats().coalesced_alone, 9);
 }
+
+// === The bytes held by recordings are bounded ===
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_recordings_stay_within_max_recording_bytes() {
+    let h = Arc::new(Harness::with(
+        Origin::fixed(
+            Reply::ok(
+                &[("cache-control", "max-age=60"), ("content-length", "100")],
+                "",
+            )
+            .streamed(&[Some(&*"x".repeat(50).leak()), Some(&*"y".repeat(50).leak())])
+            .gap(Duration::from_secs(1)),
+        ),
+        |b| b.max_object_bytes(100).max_recording_bytes(150),
+    ));
+    let tasks: Vec<_> = ["/a", "/b"]
+        .into_iter()
+        .map(|p| {
+            let h = h.clone();
+            tokio::spawn(async move { h.get(p).await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        let got = t.await.unwrap();
+        assert_eq!(got.body.len(), 100, "every client gets its whole body");
+        statuses.push(got.cache_status());
+    }
+    statuses.sort();
+    assert!(
+        statuses[0].ends_with("detail=recording-limit"),
+        "{statuses:?}"
+    );
+    assert!(statuses[1].ends_with("detail=storing"), "{statuses:?}");
+    assert_eq!(h.handle.stats().recording_bytes, 0, "returned when done");
+    assert_eq!(h.handle.stats().stores, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_recording_returns_its_bytes_however_it_ends() {
+    let h = Harness::new(Origin::new(|seen| {
+        let r = Reply::ok(
+            &[("cache-control", "max-age=60"), ("content-length", "6")],
+            "",
+        );
+        match seen.uri.path() {
+            "/fails" => r.streamed(&[Some("abc"), None]),
+            _ => r
+                .streamed(&[Some("abc"), Some("def")])
+                .gap(Duration::from_secs(1)),
+        }
+    }));
+    assert!(h.get("/fails").await.body_error);
+    assert_eq!(h.handle.stats().recording_bytes, 0);
+    // The client reads the head and leaves.
+    let resp = h.svc.clone().oneshot(req("/left")).await.unwrap();
+    assert_eq!(
+        h.handle.stats().recording_bytes,
+        6,
+        "reserved for the known length"
+    );
+    drop(resp);
+    assert_eq!(h.handle.stats().recording_bytes, 0);
+    h.get("/whole").await;
+    assert_eq!(h.handle.stats().recording_bytes, 0);
+    assert!(h.get("/whole").await.hit());
+}
