@@ -49,6 +49,22 @@ pub(crate) fn cache_config(section: &CacheSection) -> ravelin_cache::CacheConfig
     if let Some(window) = section.default_stale_while_revalidate {
         config.stale_while_revalidate = window;
     }
+    // Unset keys keep the cache crate's defaults: one set of defaults, documented there.
+    if let Some(on) = section.heuristic_freshness {
+        config.heuristic_freshness = on;
+    }
+    if let Some(on) = section.heuristic_with_credentials {
+        config.heuristic_with_credentials = on;
+    }
+    if let Some(on) = section.request_directives {
+        config.request_directives = on;
+    }
+    if let Some(on) = section.invalidate_on_unsafe {
+        config.invalidate_on_unsafe = on;
+    }
+    if let Some(mode) = section.set_cookie {
+        config.set_cookie = mode;
+    }
     config
 }
 

@@ -428,6 +428,26 @@ pub(crate) struct CacheSection {
     /// `stale-while-revalidate` applied when the origin sends none (0 = off).
     #[serde(default, with = "humantime_serde")]
     pub(crate) default_stale_while_revalidate: Option<Duration>,
+    /// Heuristic freshness for responses without explicit lifetime (unset: the cache crate's
+    /// default, on).
+    #[serde(default)]
+    pub(crate) heuristic_freshness: Option<bool>,
+    /// Heuristic freshness also for responses to requests with `Cookie`/`Authorization`
+    /// (unset: off).
+    #[serde(default)]
+    pub(crate) heuristic_with_credentials: Option<bool>,
+    /// Honour clients' `Cache-Control` request directives and `Pragma: no-cache` (unset: off,
+    /// as at CDNs: a client cannot force origin fetches).
+    #[serde(default)]
+    pub(crate) request_directives: Option<bool>,
+    /// Unsafe methods (POST, PUT, DELETE, PATCH) invalidate the stored object (unset: off; an
+    /// anonymous POST cannot evict a hot object).
+    #[serde(default)]
+    pub(crate) invalidate_on_unsafe: Option<bool>,
+    /// Responses with `Set-Cookie`: `explicit` (unset: stored only when marked shared, without
+    /// the cookie), `never`, or `replay` (RFC 9111 §7.3 as written).
+    #[serde(default)]
+    pub(crate) set_cookie: Option<ravelin_cache::SetCookie>,
 }
 
 /// `[reload]`.
@@ -629,6 +649,11 @@ impl Default for CacheSection {
             coalesce_timeout: default_coalesce(),
             default_stale_if_error: None,
             default_stale_while_revalidate: None,
+            heuristic_freshness: None,
+            heuristic_with_credentials: None,
+            request_directives: None,
+            invalidate_on_unsafe: None,
+            set_cookie: None,
         }
     }
 }
