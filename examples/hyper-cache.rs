@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --example hyper-cache
-//! curl -i http://127.0.0.1:3001/time     # Cache-Status: ravelin; fwd=uri-miss; ttl=5; stored
+//! curl -i http://127.0.0.1:3001/time     # Cache-Status: ravelin; fwd=uri-miss; ttl=5; detail=storing
 //! curl -i http://127.0.0.1:3001/time     # Cache-Status: ravelin; hit; ttl=…   (same body for 5 s)
 //! ```
 
