@@ -8,15 +8,7 @@
 //! client library would never send go over a raw `TcpStream`; HTTP/2 ones over hyper's
 //! low-level client, so `:authority` and `Host` can disagree. No assertion is on timing: every
 //! wait is bounded by [`BOUND`], so a hang is a failure.
-//!
-//! # Ignored tests
-//!
-//! The tests that need `[ingress] trusted_proxies`, `[server] max_headers` or the
-//! `[botscore]` header names to reach the ingress stage are `#[ignore]`d until a known bug is
-//! fixed (run them with `--include-ignored`): `Edge::apply` calls `install_stack` before it
-//! stores the new document in `control.applied`, and `install_stack` builds the
-//! `IngressConfig` from `control.applied`. The ingress stage therefore runs one generation
-//! behind the config: the library defaults at startup, the previous document after a reload.
+
 // Test code, helpers included: a panic is a failing test (as clippy.toml allows in #[test] fns).
 #![allow(
     clippy::unwrap_used,
@@ -590,7 +582,7 @@ fn assert_nothing_spoofed(seen: &Seen) {
 /// `Forwarded`, `X-Real-IP`, `X-Forwarded-Prefix`/`-Port` and `x-request-id` from any client
 /// were passed on (the edge appended to the forged `Forwarded` list and kept the forged id).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: the ingress stage runs one generation behind the config (see the file docs)"]
+
 async fn spoofed_headers_never_reach_the_origin_with_bot_scoring_off() {
     let origin = Origin::start().await;
     let harness = Harness::start(
@@ -661,7 +653,7 @@ async fn spoofed_headers_never_reach_the_origin_with_a_renamed_score_header() {
 /// request id were kept, so the 127.0.0.3 half of this test saw its forged values at the
 /// origin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: the ingress stage runs one generation behind the config (see the file docs)"]
+
 async fn forwarding_headers_are_kept_from_a_trusted_proxy_only() {
     let origin = Origin::start().await;
     let harness = Harness::start(
@@ -718,7 +710,7 @@ async fn forwarding_headers_are_kept_from_a_trusted_proxy_only() {
 /// document's ingress settings, so a proxy added to the list was trusted only from the next
 /// reload on, and one removed from it (a compromised load balancer) stayed trusted until then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: the ingress stage runs one generation behind the config (see the file docs)"]
+
 async fn trusted_proxies_follow_each_reload_at_once() {
     let origin = Origin::start().await;
     let untrusting = edge_config(&origin, "trust-reload", "", "");
@@ -836,7 +828,7 @@ async fn connect_and_trace_are_refused_before_the_origin() {
 /// Before: the limit was hyper's HTTP/1.1 parser setting only; an HTTP/2 request with any
 /// number of fields (within the byte limit) was forwarded and answered 200.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: the ingress stage runs one generation behind the config (see the file docs)"]
+
 async fn h2_header_count_over_max_headers_is_431() {
     let origin = Origin::start().await;
     let harness = Harness::start(

@@ -336,11 +336,12 @@ impl Edge {
         control.ratelimit = ratelimit;
         control.botscore = botscore;
         control.cache = cache;
-        self.install_stack(control);
         if self.admin_token.set(admin_token(&config)) {
             tracing::info!("admin token changed: the previous token no longer works");
         }
+        // The stack (its ingress stage included) is built from the config being applied.
         control.applied = Some(config);
+        self.install_stack(control);
         Ok(())
     }
 
