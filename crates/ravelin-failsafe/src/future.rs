@@ -6,7 +6,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
@@ -18,7 +18,7 @@ use crate::body::GuardBody;
 use crate::circuit::Permit;
 use crate::guard::{Annotations, Guard, GuardError, Verdict};
 use crate::panic::contain;
-use crate::shared::{Decision, Failure, Shared};
+use crate::shared::{Decision, Failure, Shared, Timing};
 
 /// The response future of [`GuardService`](crate::GuardService): awaits the guard (with its
 /// timeout, panics contained), then the inner service or the answer the guard or the policy
@@ -71,29 +71,31 @@ enum Timer {
     Unavailable,
 }
 
-/// The breaker permit and (when this evaluation is timed) start time of one guard call.
-/// Dropped without an outcome (the request was cancelled while the guard ran), it gives a
-/// half-open probe slot back.
+/// The breaker permit and start time of one guard call. Dropped without an outcome (the
+/// request was cancelled while the guard ran), it gives a half-open probe slot back.
 pub(crate) struct Tracker {
     shared: Arc<Shared>,
     permit: Option<Permit>,
-    start: Option<Instant>,
+    timing: Timing,
 }
 
 impl Tracker {
-    pub(crate) fn new(shared: Arc<Shared>, permit: Permit, start: Option<Instant>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, permit: Permit, timing: Timing) -> Self {
         Self {
             shared,
             permit: Some(permit),
-            start,
+            timing,
         }
     }
 
-    fn finish(&mut self, success: bool) {
+    /// Holds the guard's answer to its budget (a late answer is a timeout), records the
+    /// outcome in the breaker and the duration in the histogram.
+    fn finish(&mut self, result: Result<Verdict, Failure>) -> Result<Verdict, Failure> {
+        let result = self.shared.within_budget(&self.timing, result);
         if let Some(permit) = self.permit.take() {
-            self.shared.breaker.record(permit, success);
+            self.shared.breaker.record(permit, result.is_ok());
         }
-        self.shared.observe_duration(self.start);
+        result
     }
 }
 
@@ -220,16 +222,18 @@ where
     let result = match (contained, output) {
         (Err(panic), _) => Err(Failure::Panicked(panic)),
         (Ok(()), Some(result)) => result.map_err(Failure::Error),
-        (Ok(()), None) => {
+        (Ok(()), None) => 'waiting: {
             if let Timer::Idle = timer {
-                // Counted from the call when this evaluation is timed, else
-                // from now, its first wait: the synchronous part of a guard is
-                // not interruptible anyway.
-                let timeout = tracker.shared.timeout;
-                let remaining = match tracker.start {
-                    Some(start) => timeout.saturating_sub(start.elapsed()),
-                    None => timeout,
-                };
+                // Counted from the call: the time `check` and this first poll
+                // took is part of the budget.
+                let remaining = tracker
+                    .shared
+                    .timeout
+                    .saturating_sub(tracker.shared.elapsed(&tracker.timing));
+                if remaining.is_zero() {
+                    // Spent before the first wait: no timer needed to know.
+                    break 'waiting Err(Failure::TimedOut);
+                }
                 *timer = match start_timer(remaining) {
                     Some(sleep) => Timer::Armed(sleep),
                     None => {
@@ -251,7 +255,7 @@ where
     let Some((mut request, mut inner)) = pending.take() else {
         return Poll::Pending;
     };
-    tracker.finish(result.is_ok());
+    let result = tracker.finish(result);
     Poll::Ready(match tracker.shared.decide(&mut request, result) {
         Decision::Forward(annotations) => State::Calling {
             future: inner.call(request),

@@ -292,7 +292,17 @@ impl GuardError {
 ///
 /// # Timeouts
 ///
-/// The layer's timeout can interrupt the future only where it returns `Pending`: do the
+/// The layer's timeout is a budget measured from the moment the layer calls `check`, and it
+/// holds for every guard, synchronous or not:
+///
+/// - while the future is `Pending`, a timer interrupts it when the budget runs out (the future
+///   is dropped);
+/// - work done without returning `Pending` (inside `check`, or inside a poll) cannot be
+///   preempted: no thread can be. When such work ends after the budget, its answer (verdict or
+///   error) is **discarded**, and the request gets the failure policy, counted as `timed_out`,
+///   exactly as if the timer had fired.
+///
+/// So a slow synchronous guard costs its request the time it took, never a late verdict. Do the
 /// expensive part of an asynchronous guard behind an await point, and keep synchronous guards
 /// cheap.
 pub trait Guard: Send + Sync + 'static {

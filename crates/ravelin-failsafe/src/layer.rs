@@ -28,13 +28,13 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
 /// The default number of failure log lines per second per guard: 5.
 pub const DEFAULT_LOG_LINES_PER_SECOND: u32 = 5;
 
-/// By default one guard evaluation in 16 is timed for `ravelin_guard_duration_seconds`.
+/// By default one guard evaluation in 16 is recorded in `ravelin_guard_duration_seconds`.
 ///
-/// Timing takes two clock reads, and on virtual machines a clock read is dear: about 30 ns each
-/// on the project's benchmark machine (over 70 ns under load), where the rest of the guard
-/// layer costs about 60 ns; timing every call nearly doubles the layer's overhead. A uniform sample keeps the histogram's shape (its
-/// quantiles) while its count is about a sixteenth of the decisions; the exact counts are in
-/// `ravelin_guard_decisions_total`.
+/// Every evaluation is measured (two reads of the time-stamp counter, to hold the guard to its
+/// [timeout](GuardLayer::timeout)); the sample only decides which measurements go into the
+/// histogram, whose recording (with a Prometheus recorder) costs more than the reads. A uniform
+/// sample keeps the histogram's shape (its quantiles) while its count is about a sixteenth of
+/// the decisions; the exact counts are in `ravelin_guard_decisions_total`.
 pub const DEFAULT_DURATION_SAMPLING: u32 = 16;
 
 /// Applies a [`Guard`] to every request, with a declared [`FailurePolicy`], a timeout, panic
@@ -97,6 +97,7 @@ impl<G: Guard> GuardLayer<G> {
                 kill_switch: None,
                 breaker: CircuitBreakerConfig::new(),
                 clock: Arc::new(SystemClock),
+                clock_injected: false,
                 log_lines_per_second: DEFAULT_LOG_LINES_PER_SECOND,
                 duration_sampling: DEFAULT_DURATION_SAMPLING,
             },
@@ -138,15 +139,28 @@ impl<G> GuardLayer<G> {
         self.configure(|c| c.policy = policy)
     }
 
-    /// How long the guard may take; longer is a failure (outcome `timed_out`). Default:
+    /// How long the guard may take, from the moment it is called; longer is a failure (outcome
+    /// `timed_out`, [`SkipReason::TimedOut`](crate::SkipReason::TimedOut)). Default:
     /// [`DEFAULT_TIMEOUT`].
     ///
-    /// The timer starts when the guard is called and is only created if the guard's future is
-    /// not ready at once, so synchronous guards pay nothing for it. A timeout interrupts a
-    /// guard only where it awaits: a guard that computes for too long without yielding is not
-    /// interrupted (no thread can be), so keep synchronous guards cheap. Enforcing the timeout
-    /// needs a Tokio runtime with time enabled; without one the guard is awaited untimed and
-    /// an error is logged.
+    /// What is guaranteed:
+    ///
+    /// - **No verdict from a guard that overran.** Whenever the guard answers (in `check` for a
+    ///   synchronous guard, or in any poll of its future), the time since the call is checked;
+    ///   an answer that comes after the timeout is discarded and the failure policy applies,
+    ///   counted as `timed_out`, as a breaker failure.
+    /// - **Waiting is interrupted.** While the guard's future is pending, a Tokio timer ends
+    ///   the wait when the budget runs out. It is created only when the future is not ready at
+    ///   its first poll, so synchronous guards pay nothing for it; a guard found already over
+    ///   budget at that poll times out at once.
+    /// - **Computing is not.** A synchronous check, or a poll that computes without returning
+    ///   `Pending`, cannot be preempted (no thread can be): the request waits for it, then gets
+    ///   the failure policy. Keep synchronous guards cheap.
+    ///
+    /// The budget is measured with two reads of the CPU's time-stamp counter (a few
+    /// nanoseconds each; see [`clock`](Self::clock) to measure on another clock). Interrupting
+    /// a pending guard needs a Tokio runtime with time enabled; without one it is awaited
+    /// untimed and an error is logged (a late answer is still discarded).
     pub fn timeout(self, timeout: Duration) -> Self {
         self.configure(|c| c.timeout = timeout)
     }
@@ -180,12 +194,17 @@ impl<G> GuardLayer<G> {
         self.configure(|c| c.duration_sampling = one_in)
     }
 
-    /// The clock of the circuit breaker and the log limiter (tests use
-    /// [`ManualClock`](crate::ManualClock) or [`TokioClock`](crate::TokioClock)). Timeouts
-    /// always use Tokio's timer.
+    /// The clock of the circuit breaker, the log limiter and the guard's time budget (tests
+    /// use [`ManualClock`](crate::ManualClock) or [`TokioClock`](crate::TokioClock); a
+    /// synchronous guard that advances a `ManualClock` past the timeout overruns it). Without
+    /// one, the breaker and the log limiter read [`SystemClock`] and budgets are measured on
+    /// the time-stamp counter. The wait for a pending guard always uses Tokio's timer.
     pub fn clock(self, clock: impl Clock) -> Self {
         let clock: Arc<dyn Clock> = Arc::new(clock);
-        self.configure(|c| c.clock = clock)
+        self.configure(|c| {
+            c.clock = clock;
+            c.clock_injected = true;
+        })
     }
 
     /// The guard's control handle: name, failure mode, circuit state and kill switch, and

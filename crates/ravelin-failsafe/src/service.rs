@@ -122,7 +122,9 @@ where
                 Ok(permit) => permit,
                 Err(Rejected) => break 'decided Err(Failure::CircuitOpen),
             };
-            let start = self.shared.start_timing();
+            // One clock read here and one when the guard has answered: a guard that answers
+            // after its budget is held to it (see `Shared::within_budget`).
+            let timing = self.shared.start_timing();
 
             // The future is written to a slot rather than returned through `catch_unwind`,
             // which would move it (and, for a ready verdict, all of it) a few more times.
@@ -142,22 +144,24 @@ where
             let contained = contain(AssertUnwindSafe(|| checked = Some(guard.check(&head))));
             if let Err(panic) = contained {
                 self.shared.breaker.record(permit, false);
-                self.shared.observe_duration(start);
+                let _ = self.shared.finish_timing(&timing);
                 break 'decided Err(Failure::Panicked(panic));
             }
 
             // A synchronous guard (`type Future = std::future::Ready<..>`, as `guard_fn`) has
             // its verdict already: decide here, call the inner service now, and skip the clone
             // of the inner service and the state the response future would otherwise carry.
-            // The type test is resolved at compile time.
+            // The type test is resolved at compile time. Its work is done: if it took longer
+            // than the timeout, its verdict is discarded and the policy applies.
             if let Some(ready) = (&mut checked as &mut dyn Any)
                 .downcast_mut::<Option<Ready<Result<Verdict, GuardError>>>>()
                 && let Some(ready) = ready.take()
             {
-                let result = ready.into_inner();
+                let result = self
+                    .shared
+                    .within_budget(&timing, ready.into_inner().map_err(Failure::Error));
                 self.shared.breaker.record(permit, result.is_ok());
-                self.shared.observe_duration(start);
-                break 'decided result.map_err(Failure::Error);
+                break 'decided result;
             }
 
             let Some(future) = checked else {
@@ -177,7 +181,7 @@ where
                 future,
                 request,
                 inner,
-                Tracker::new(self.shared.clone(), permit, start),
+                Tracker::new(self.shared.clone(), permit, timing),
             );
         };
         self.settle(request, result)

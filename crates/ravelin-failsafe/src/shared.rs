@@ -6,7 +6,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::HeaderValue;
@@ -14,7 +14,7 @@ use http::{Request, Response};
 use ravelin_config::KillSwitch;
 
 use crate::circuit::{Breaker, CircuitBreakerConfig, CircuitState, Transition};
-use crate::clock::Clock;
+use crate::clock::{Clock, Stopwatch};
 use crate::error::ConfigError;
 use crate::guard::{Annotations, GuardError, SkipReason, Skipped, Verdict};
 use crate::log::LogLimiter;
@@ -31,6 +31,8 @@ pub(crate) struct Config {
     pub(crate) kill_switch: Option<KillSwitch>,
     pub(crate) breaker: CircuitBreakerConfig,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Whether `clock` was set by the builder: then it also measures guard budgets.
+    pub(crate) clock_injected: bool,
     pub(crate) log_lines_per_second: u32,
     pub(crate) duration_sampling: u32,
 }
@@ -44,6 +46,7 @@ impl fmt::Debug for Config {
             .field("kill_switch", &self.kill_switch)
             .field("breaker", &self.breaker)
             .field("clock", &self.clock)
+            .field("clock_injected", &self.clock_injected)
             .field("log_lines_per_second", &self.log_lines_per_second)
             .field("duration_sampling", &self.duration_sampling)
             .finish()
@@ -55,7 +58,11 @@ impl fmt::Debug for Config {
 pub(crate) enum Failure {
     Error(GuardError),
     Panicked(PanicReport),
+    /// The timer fired while the guard was still pending.
     TimedOut,
+    /// The guard answered, but only after its budget had passed (it took this long): its
+    /// answer is discarded, as if the timer had fired.
+    Overran(Duration),
     CircuitOpen,
 }
 
@@ -64,7 +71,7 @@ impl Failure {
         match self {
             Failure::Error(_) => SkipReason::Failed,
             Failure::Panicked(_) => SkipReason::Panicked,
-            Failure::TimedOut => SkipReason::TimedOut,
+            Failure::TimedOut | Failure::Overran(_) => SkipReason::TimedOut,
             Failure::CircuitOpen => SkipReason::CircuitOpen,
         }
     }
@@ -74,7 +81,7 @@ impl Failure {
             (Failure::Error(_), FailureMode::Open) => Outcome::FailedOpen,
             (Failure::Error(_), FailureMode::Closed) => Outcome::FailedClosed,
             (Failure::Panicked(_), _) => Outcome::Panicked,
-            (Failure::TimedOut, _) => Outcome::TimedOut,
+            (Failure::TimedOut | Failure::Overran(_), _) => Outcome::TimedOut,
             (Failure::CircuitOpen, _) => Outcome::CircuitOpen,
         }
     }
@@ -98,6 +105,14 @@ pub(crate) struct Shared {
     skip_value: Option<HeaderValue>,
     log: LogLimiter,
     duration_threshold: u64,
+    stopwatch: Stopwatch,
+}
+
+/// When one guard evaluation started, and whether its duration goes to the histogram.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timing {
+    start: u64,
+    sampled: bool,
 }
 
 // === impl Shared ===
@@ -161,6 +176,11 @@ impl Shared {
                 }
             }
         };
+        let stopwatch = if config.clock_injected {
+            Stopwatch::injected(config.clock.clone())
+        } else {
+            Stopwatch::counter()
+        };
         Self {
             breaker: Breaker::new(&config.breaker, config.clock.clone(), observer),
             log: LogLimiter::per_second(config.log_lines_per_second)
@@ -172,6 +192,7 @@ impl Shared {
             metrics,
             skip_value,
             duration_threshold: sample_threshold(config.duration_sampling),
+            stopwatch,
         }
     }
 
@@ -282,6 +303,15 @@ impl Shared {
                 "guard {name} timed out after {:?}; {then}",
                 self.timeout
             ),
+            Failure::Overran(took) => tracing::warn!(
+                guard = name,
+                outcome = outcome.as_str(),
+                timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+                took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                "guard {name} answered after {took:?}, over its timeout of {:?} (it could not be \
+                 interrupted: it did not wait); its answer was discarded; {then}",
+                self.timeout
+            ),
             Failure::CircuitOpen => {}
         }
     }
@@ -298,17 +328,43 @@ impl Shared {
         }
     }
 
-    /// The start of this evaluation if it is one of the timed ones.
+    /// Starts timing an evaluation: one clock read, and whether the histogram samples it.
     #[inline]
-    pub(crate) fn start_timing(&self) -> Option<Instant> {
-        sample(self.duration_threshold).then(Instant::now)
+    pub(crate) fn start_timing(&self) -> Timing {
+        Timing {
+            start: self.stopwatch.mark(),
+            sampled: sample(self.duration_threshold),
+        }
     }
 
-    /// Records the duration of a timed evaluation.
+    /// How long the evaluation has run so far.
+    pub(crate) fn elapsed(&self, timing: &Timing) -> Duration {
+        self.stopwatch.between(timing.start, self.stopwatch.mark())
+    }
+
+    /// Ends timing an evaluation (one clock read): records its duration when sampled, and
+    /// returns it if it exceeded the timeout.
     #[inline]
-    pub(crate) fn observe_duration(&self, start: Option<Instant>) {
-        if let Some(start) = start {
-            self.metrics.duration.record(start.elapsed().as_secs_f64());
+    pub(crate) fn finish_timing(&self, timing: &Timing) -> Option<Duration> {
+        let took = self.elapsed(timing);
+        if timing.sampled {
+            self.metrics.duration.record(took.as_secs_f64());
+        }
+        (took > self.timeout).then_some(took)
+    }
+
+    /// The verdict of an evaluation that has ended, held to its budget: an answer (verdict or
+    /// error) that came after the timeout is replaced by [`Failure::Overran`], as if the timer
+    /// had fired; a panic stays a panic.
+    #[inline]
+    pub(crate) fn within_budget(
+        &self,
+        timing: &Timing,
+        result: Result<Verdict, Failure>,
+    ) -> Result<Verdict, Failure> {
+        match (self.finish_timing(timing), result) {
+            (Some(took), Ok(_) | Err(Failure::Error(_))) => Err(Failure::Overran(took)),
+            (_, result) => result,
         }
     }
 }

@@ -230,6 +230,174 @@ async fn slow_guard_within_its_timeout_decides() {
     assert!(seen.skipped.is_none());
 }
 
+/// A synchronous guard that works for `took` (on `clock`) and then allows with a score.
+fn working_guard(clock: ManualClock, took: Duration) -> impl ravelin_failsafe::Guard {
+    guard_fn(move |_| {
+        clock.advance(took);
+        Ok(Verdict::Allow(Allow::new().extension(Score(7))))
+    })
+}
+
+#[tokio::test]
+async fn synchronous_guard_over_its_budget_is_timed_out() {
+    // A synchronous check cannot be interrupted; once it returns late, its verdict is discarded
+    // and the failure policy applies, counted as a timeout.
+    for mode in modes() {
+        let clock = ManualClock::new();
+        let layer = GuardLayer::new(working_guard(clock.clone(), Duration::from_millis(150)))
+            .name(NAME)
+            .clock(clock)
+            .timeout(Duration::from_millis(100))
+            .policy(policy(mode));
+        assert_policy_applied(layer, mode, SkipReason::TimedOut).await;
+    }
+}
+
+#[tokio::test]
+async fn synchronous_guard_within_its_budget_decides() {
+    let clock = ManualClock::new();
+    let layer = GuardLayer::new(working_guard(clock.clone(), Duration::from_millis(100)))
+        .name(NAME)
+        .clock(clock)
+        .timeout(Duration::from_millis(100));
+    let mut service = layer.layer(Origin::default());
+    let response = send(&mut service, Request::new(())).await;
+    let seen = response.extensions().get::<Seen>().unwrap();
+    assert_eq!(
+        seen.score,
+        Some(Score(7)),
+        "exactly the budget is within it"
+    );
+    assert!(seen.skipped.is_none());
+}
+
+#[tokio::test]
+async fn late_answers_of_every_kind_are_discarded() {
+    // A 429 that comes too late is not sent, and an error that comes too late is a timeout.
+    let late: Vec<(&str, Result<Verdict, GuardError>)> = vec![
+        (
+            "respond",
+            Ok(Verdict::Respond(
+                Response::builder().status(429).body(Bytes::new()).unwrap(),
+            )),
+        ),
+        (
+            "error",
+            Err(GuardError::new(GuardErrorKind::Dependency, "down")),
+        ),
+    ];
+    for (what, answer) in late {
+        let clock = ManualClock::new();
+        let answer = std::sync::Mutex::new(Some(answer));
+        let layer = {
+            let clock = clock.clone();
+            GuardLayer::new(guard_fn(move |_| {
+                clock.advance(Duration::from_secs(1));
+                answer.lock().unwrap().take().unwrap()
+            }))
+        }
+        .name(NAME)
+        .clock(clock)
+        .timeout(Duration::from_millis(100))
+        .policy(policy(FailureMode::Open));
+        let origin = Origin::default();
+        let mut service = layer.layer(origin.clone());
+        let response = send(&mut service, Request::new(())).await;
+        assert_eq!(response.status(), StatusCode::OK, "{what}");
+        let seen = response.extensions().get::<Seen>().unwrap();
+        assert_eq!(
+            seen.skipped.as_ref().unwrap().reason(NAME),
+            Some(SkipReason::TimedOut),
+            "{what}"
+        );
+        assert_eq!(origin.calls(), 1);
+    }
+}
+
+#[tokio::test]
+async fn async_guard_ready_at_first_poll_after_its_budget_is_timed_out() {
+    // The work happens inside the future's first poll, which then returns Ready: no await
+    // point, so no timer could have fired.
+    for mode in modes() {
+        let clock = ManualClock::new();
+        let layer = {
+            let clock = clock.clone();
+            GuardLayer::new(async_guard(move |_: &ravelin_failsafe::RequestHead<'_>| {
+                let clock = clock.clone();
+                Box::pin(async move {
+                    clock.advance(Duration::from_millis(150));
+                    Ok(Verdict::Allow(Allow::new().extension(Score(1))))
+                }) as BoxVerdict
+            }))
+        }
+        .name(NAME)
+        .clock(clock)
+        .timeout(Duration::from_millis(100))
+        .policy(policy(mode));
+        assert_policy_applied(layer, mode, SkipReason::TimedOut).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn async_guard_that_spends_its_budget_before_waiting_is_timed_out_at_once() {
+    // `check` works synchronously past the budget and then returns a future that waits: the
+    // request is timed out at the first poll, without waiting for a timer.
+    let clock = ManualClock::new();
+    let layer = {
+        let clock = clock.clone();
+        GuardLayer::new(async_guard(move |_: &ravelin_failsafe::RequestHead<'_>| {
+            clock.advance(Duration::from_millis(150));
+            Box::pin(std::future::pending()) as BoxVerdict
+        }))
+    }
+    .name(NAME)
+    .clock(clock)
+    .timeout(Duration::from_millis(100))
+    .policy(policy(FailureMode::Open));
+    let mut service = layer.layer(Origin::default());
+    let start = tokio::time::Instant::now();
+    let response = send(&mut service, Request::new(())).await;
+    assert_eq!(
+        tokio::time::Instant::now(),
+        start,
+        "paused time would have jumped to a timer"
+    );
+    let seen = response.extensions().get::<Seen>().unwrap();
+    assert_eq!(
+        seen.skipped.as_ref().unwrap().reason(NAME),
+        Some(SkipReason::TimedOut)
+    );
+}
+
+#[tokio::test]
+async fn overruns_count_as_breaker_failures() {
+    let clock = ManualClock::new();
+    let layer = GuardLayer::new(working_guard(clock.clone(), Duration::from_millis(150)))
+        .name(NAME)
+        .clock(clock)
+        .timeout(Duration::from_millis(100))
+        .circuit_breaker(CircuitBreakerConfig::new().consecutive_failures(3));
+    let handle = layer.handle();
+    let mut service = layer.layer(Origin::default());
+    for _ in 0..3 {
+        send(&mut service, Request::new(())).await;
+    }
+    assert_eq!(handle.circuit_state(), CircuitState::Open);
+}
+
+#[tokio::test]
+async fn synchronous_overrun_is_measured_on_the_default_clock() {
+    // No injected clock: the budget is measured on the time-stamp counter (real time).
+    let layer = GuardLayer::new(guard_fn(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        Ok(Verdict::Allow(Allow::new().extension(Score(3))))
+    }))
+    .name(NAME)
+    .timeout(Duration::from_millis(5))
+    .policy(policy(FailureMode::Open));
+    assert_policy_applied(layer, FailureMode::Open, SkipReason::TimedOut).await;
+}
+
 #[tokio::test]
 async fn killed_guard_is_bypassed_under_both_modes() {
     for mode in modes() {

@@ -182,3 +182,46 @@ async fn each_outcome_is_counted_once_under_its_label() {
         .as_ref()
     );
 }
+
+#[tokio::test]
+async fn a_late_synchronous_answer_is_counted_as_a_timeout() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let clock = ravelin_failsafe::ManualClock::new();
+    let service = metrics::with_local_recorder(&recorder, || {
+        let work = clock.clone();
+        boxed(
+            GuardLayer::new(guard_fn(move |_| {
+                work.advance(Duration::from_millis(250));
+                Ok(Verdict::allow())
+            }))
+            .name("late")
+            .clock(clock.clone())
+            .timeout(Duration::from_millis(100)),
+        )
+    });
+    service.oneshot(Request::new(())).await.unwrap();
+    let snapshot = snapshotter.snapshot().into_vec();
+    let counted = |outcome: Outcome| {
+        snapshot.iter().find_map(|(key, _, _, value)| {
+            let labels: Vec<_> = key.key().labels().map(|l| l.value().to_owned()).collect();
+            (key.key().name() == DECISIONS_TOTAL
+                && labels.contains(&"late".to_owned())
+                && labels.contains(&outcome.as_str().to_owned()))
+            .then_some(value)
+        })
+    };
+    assert_eq!(counted(Outcome::TimedOut), Some(&DebugValue::Counter(1)));
+    assert_eq!(counted(Outcome::Allowed), Some(&DebugValue::Counter(0)));
+    let durations = snapshot.iter().find_map(|(key, _, _, value)| {
+        (key.key().name() == ravelin_failsafe::DURATION_SECONDS).then_some(value)
+    });
+    // The histogram records what the guard took, measured on the same reads.
+    match durations {
+        Some(DebugValue::Histogram(samples)) => {
+            assert_eq!(samples.len(), 1);
+            assert_eq!(samples[0].into_inner(), 0.25);
+        }
+        other => panic!("no duration sample: {other:?}"),
+    }
+}
