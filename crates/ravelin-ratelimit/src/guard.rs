@@ -1,5 +1,6 @@
 //! [`RateLimitGuard`]: the rule set applied to requests, as a `ravelin_failsafe::Guard`.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
@@ -15,6 +16,7 @@ use ravelin_failsafe::{
     Allow, FailurePolicy, Guard, GuardError, GuardErrorKind, GuardLayer, LogLimiter, RequestHead,
     Verdict,
 };
+use ravelin_http::{MatchPath, RequestIdentity};
 use sha2::Digest as _;
 
 use crate::gcra::Decision;
@@ -211,11 +213,35 @@ enum Skip {
     NoKey,
 }
 
+/// What is derived from the request once, for every rule that needs it.
+struct Derived<'h> {
+    /// The client key (`None` inside: no peer address).
+    client: Option<Option<IpAddr>>,
+    /// The normalized path that prefixes and `path` keys use.
+    path: Option<Cow<'h, MatchPath>>,
+}
+
+impl<'h> Derived<'h> {
+    fn new() -> Self {
+        Self {
+            client: None,
+            path: None,
+        }
+    }
+
+    /// The request's match path, computed on first use: the ingress stage's when it ran,
+    /// else the lenient normalization of the URI.
+    fn path(&mut self, head: &RequestHead<'h>) -> &MatchPath {
+        self.path
+            .get_or_insert_with(|| MatchPath::of(head.uri, head.extensions))
+    }
+}
+
 /// Appends `rule`'s key for the request to `buf`, each part as a tag, a length and the bytes.
-fn write_key(
+fn write_key<'h>(
     rule: &CompiledRule,
-    head: &RequestHead<'_>,
-    client: &mut Option<Option<IpAddr>>,
+    head: &RequestHead<'h>,
+    derived: &mut Derived<'h>,
     compiled: &Compiled,
     buf: &mut Vec<u8>,
 ) -> Result<(), Skip> {
@@ -223,7 +249,7 @@ fn write_key(
         return Err(Skip::NoMatch);
     }
     if let Some(prefix) = &rule.path_prefix
-        && !head.uri.path().starts_with(prefix.as_str())
+        && !prefix.matches(derived.path(head))
     {
         return Err(Skip::NoMatch);
     }
@@ -231,7 +257,8 @@ fn write_key(
     for part in &rule.key {
         let (tag, bytes): (u8, &[u8]) = match part {
             KeyPart::ClientIp => {
-                let ip = *client
+                let ip = *derived
+                    .client
                     .get_or_insert_with(|| compiled.client_ip.client_key(head.peer, head.headers));
                 match ip {
                     Some(IpAddr::V4(v4)) => {
@@ -246,15 +273,11 @@ fn write_key(
                 }
             }
             KeyPart::Method => (b'm', head.method.as_str().as_bytes()),
-            KeyPart::Path => (b'p', head.uri.path().as_bytes()),
-            KeyPart::Host => (
-                b'o',
-                head.headers
-                    .get(HOST)
-                    .map(HeaderValue::as_bytes)
-                    .or_else(|| head.uri.authority().map(|a| a.as_str().as_bytes()))
-                    .unwrap_or_default(),
-            ),
+            KeyPart::Path => (b'p', derived.path(head).as_str().as_bytes()),
+            KeyPart::Host => {
+                push_host(buf, head);
+                continue;
+            }
             KeyPart::Header(name) => match head.headers.get(name) {
                 Some(value) => (b'h', value.as_bytes()),
                 None => return Err(Skip::NoKey),
@@ -273,6 +296,35 @@ fn write_key(
     Ok(())
 }
 
+/// The `host` key part: the identity's authority (already lowercased, without the default
+/// port) when the ingress stage decided one, else the `Host` header or URI authority with
+/// ASCII case folded, so `Example.COM` and `example.com` share a bucket.
+fn push_host(buf: &mut Vec<u8>, head: &RequestHead<'_>) {
+    if let Some(authority) = head
+        .extensions
+        .get::<RequestIdentity>()
+        .and_then(RequestIdentity::authority)
+    {
+        push_part(buf, b'o', authority.as_str().as_bytes());
+        return;
+    }
+    let raw = head
+        .headers
+        .get(HOST)
+        .map(HeaderValue::as_bytes)
+        .or_else(|| head.uri.authority().map(|a| a.as_str().as_bytes()))
+        .unwrap_or_default();
+    push_part(buf, b'o', raw);
+    // Fold the value just written (not its tag and length).
+    let value_start = buf
+        .len()
+        .saturating_sub(raw.len().min(usize::from(u16::MAX)));
+    if let Some(value) = buf.get_mut(value_start..) {
+        value.make_ascii_lowercase();
+    }
+}
+
+/// Appends one key part: its tag, its length (two bytes) and at most 65535 bytes of it.
 fn push_part(buf: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
     buf.push(tag);
     let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
@@ -289,10 +341,10 @@ impl<S: RateLimitStore> Guard for RateLimitGuard<S> {
         };
         let mut buf = Vec::with_capacity(64);
         let mut spans: Vec<(usize, usize, usize)> = Vec::with_capacity(compiled.rules.len());
-        let mut client = None;
+        let mut derived = Derived::new();
         for (index, rule) in compiled.rules.iter().enumerate() {
             let start = buf.len();
-            match write_key(rule, head, &mut client, &compiled, &mut buf) {
+            match write_key(rule, head, &mut derived, &compiled, &mut buf) {
                 Ok(()) => spans.push((index, start, buf.len())),
                 Err(Skip::NoMatch) => {}
                 Err(Skip::NoKey) => {

@@ -9,6 +9,7 @@ use http::Method;
 use http::header::HeaderName;
 use ipnet::IpNet;
 use ravelin_config::{Validate, Violations};
+use ravelin_http::PathPrefix;
 use serde::{Deserialize, Serialize};
 
 use crate::client_ip::{ClientIpResolver, ForwardedHeader};
@@ -26,7 +27,7 @@ pub const MAX_TRUSTED_PROXIES: usize = 1024;
 /// The most methods a rule may match.
 pub const MAX_METHODS: usize = 16;
 /// The longest path prefix, in bytes.
-pub const MAX_PATH_PREFIX_LEN: usize = 1024;
+pub const MAX_PATH_PREFIX_LEN: usize = ravelin_http::MAX_PREFIX_BYTES;
 /// The largest limit or burst: a billion units.
 pub const MAX_UNITS: u32 = 1_000_000_000;
 /// The longest window: 366 days.
@@ -179,10 +180,13 @@ pub enum KeyPart {
     ClientIp,
     /// The request method.
     Method,
-    /// The request path (without the query). Pair it with a `path_prefix` match: every distinct
-    /// path is a key.
+    /// The request path (without the query), normalized as policies match it
+    /// ([`ravelin_http::MatchPath`]): `/LOGIN`, `//login`, `/%6cogin` and `/login;a=b` are all
+    /// `/login`, one key. Pair it with a `path_prefix` match: every distinct path is a key.
     Path,
-    /// The `Host` header, or the URI authority.
+    /// The host the request is for, lowercased: the ingress stage's
+    /// [`RequestIdentity`](ravelin_http::RequestIdentity) authority when one is present, else
+    /// the `Host` header, or the URI authority.
     Host,
     /// The value of a request header, e.g. an API key. A request without the header is not
     /// limited by the rule.
@@ -232,10 +236,16 @@ impl fmt::Display for KeyPart {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Match {
-    /// Only these methods (`["POST", "PUT"]`).
+    /// Only these methods (`["POST", "PUT"]`). Methods are case-sensitive (RFC 9110 §9.1):
+    /// `"post"` would never match a `POST`, so a lowercase spelling of a standard method is
+    /// refused at validation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<String>,
-    /// Only paths starting with this prefix (`"/api/"`).
+    /// Only paths under this prefix, matched on whole segments ([`PathPrefix`]): `"/api"`
+    /// covers `/api` and `/api/x`, not `/apiary`; `"/api/"` covers what is below `/api/`. The
+    /// request's path is normalized first ([`ravelin_http::MatchPath`]: case folded, dot
+    /// segments, repeated slashes, unreserved escapes and `;parameters` resolved), so `/LOGIN`,
+    /// `//login`, `/x/../login` and `/%6cogin` are all under `"/login"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_prefix: Option<String>,
 }
@@ -321,7 +331,7 @@ impl Rule {
         self
     }
 
-    /// Applies only to paths starting with `prefix`.
+    /// Applies only to paths under `prefix` (whole segments; see [`Match::path_prefix`]).
     pub fn path_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.matches.path_prefix = Some(prefix.into());
         self
@@ -502,21 +512,15 @@ impl Validate for Rules {
                 MAX_METHODS,
             ) {
                 for (j, method) in rule.matches.methods.iter().enumerate() {
-                    if Method::from_bytes(method.as_bytes()).is_err() {
-                        v.push(
-                            format!("rules[{i}].match.methods[{j}]"),
-                            format!("`{method}` is not a valid method"),
-                        );
+                    if let Err(problem) = check_method(method) {
+                        v.push(format!("rules[{i}].match.methods[{j}]"), problem);
                     }
                 }
             }
             if let Some(prefix) = &rule.matches.path_prefix
-                && (!prefix.starts_with('/') || prefix.len() > MAX_PATH_PREFIX_LEN)
+                && let Err(error) = PathPrefix::new(prefix.as_str())
             {
-                v.push(
-                    at("match.path_prefix"),
-                    format!("must start with `/` and be at most {MAX_PATH_PREFIX_LEN} bytes"),
-                );
+                v.push(at("match.path_prefix"), error.to_string());
             }
         }
         v.into_result()
@@ -529,6 +533,29 @@ impl Validate for Rules {
     fn prepare(&mut self) {
         self.compiled = Some(Arc::new(Compiled::from_rules(self)));
     }
+}
+
+/// The methods a lowercase spelling is surely a mistake for (RFC 9110 §9 and PATCH).
+const STANDARD_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// Why `method` can never match a request, if it cannot.
+fn check_method(method: &str) -> Result<(), String> {
+    if Method::from_bytes(method.as_bytes()).is_err() {
+        return Err(format!(
+            "`{method}` is not a valid method (a token such as POST)"
+        ));
+    }
+    if let Some(standard) = STANDARD_METHODS
+        .iter()
+        .find(|standard| standard.eq_ignore_ascii_case(method) && **standard != method)
+    {
+        return Err(format!(
+            "`{method}` never matches: methods are case-sensitive; write `{standard}`"
+        ));
+    }
+    Ok(())
 }
 
 fn parse_cidr(text: &str) -> Option<IpNet> {
@@ -566,7 +593,8 @@ pub(crate) struct CompiledRule {
     pub(crate) action: Action,
     pub(crate) key: Vec<KeyPart>,
     pub(crate) methods: Vec<Method>,
-    pub(crate) path_prefix: Option<String>,
+    /// Compiled once here, matched against each request's normalized path.
+    pub(crate) path_prefix: Option<PathPrefix>,
     /// `"name";q=100;w=60`, ready for `RateLimit-Policy`.
     pub(crate) policy_item: String,
     pub(crate) allowed: metrics::Counter,
@@ -594,6 +622,17 @@ impl Compiled {
             .take(MAX_RULES)
             .filter_map(|rule| {
                 let quota = rule.quota()?;
+                // An unusable match leaves the rule out rather than widening it to every request.
+                let path_prefix = match &rule.matches.path_prefix {
+                    Some(prefix) => Some(PathPrefix::new(prefix.as_str()).ok()?),
+                    None => None,
+                };
+                let methods = rule
+                    .matches
+                    .methods
+                    .iter()
+                    .map(|m| Method::from_bytes(m.as_bytes()).ok())
+                    .collect::<Option<Vec<_>>>()?;
                 let counter = |outcome: &'static str| {
                     metrics::counter!(
                         "ravelin_ratelimit_decisions_total",
@@ -614,13 +653,8 @@ impl Compiled {
                     cost: rule.cost,
                     action: rule.action,
                     key: rule.key.clone(),
-                    methods: rule
-                        .matches
-                        .methods
-                        .iter()
-                        .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
-                        .collect(),
-                    path_prefix: rule.matches.path_prefix.clone(),
+                    methods,
+                    path_prefix,
                     allowed: counter("allowed"),
                     denied: counter("denied"),
                     skipped: counter("skipped"),
@@ -765,6 +799,40 @@ mod tests {
             let err = toml_rules(text).unwrap_err();
             assert!(err.contains(path), "{path} not in: {err}");
         }
+        // Prefixes are refused for what ravelin-http's PathPrefix refuses, naming the field.
+        let rule = |matches: &str| {
+            toml_rules(&format!(
+                "[[rules]]\nname = \"a\"\nlimit = 5\nwindow = \"1s\"\nmatch = {matches}"
+            ))
+        };
+        let err = rule(r#"{ path_prefix = "login" }"#).unwrap_err();
+        assert!(
+            err.contains(r#"rules[0].match.path_prefix: "login" must start with /"#),
+            "{err}"
+        );
+        let err = rule(r#"{ path_prefix = "/login?next=/" }"#).unwrap_err();
+        assert!(err.contains("rules[0].match.path_prefix"), "{err}");
+        let err = rule(&format!(r#"{{ path_prefix = "/{}" }}"#, "a".repeat(1100))).unwrap_err();
+        assert!(err.contains("rules[0].match.path_prefix"), "{err}");
+        // Methods are case-sensitive: a lowercase standard method would never match.
+        let err = rule(r#"{ methods = ["GET", "post"] }"#).unwrap_err();
+        assert!(
+            err.contains("rules[0].match.methods[1]: `post` never matches: methods are case-sensitive; write `POST`"),
+            "{err}"
+        );
+        assert!(
+            rule(r#"{ methods = ["Delete"] }"#)
+                .unwrap_err()
+                .contains("write `DELETE`")
+        );
+        let err = rule(r#"{ methods = ["PO ST"] }"#).unwrap_err();
+        assert!(
+            err.contains("rules[0].match.methods[0]: `PO ST` is not a valid method"),
+            "{err}"
+        );
+        assert!(rule(r#"{ methods = [""] }"#).is_err());
+        // An extension method is a token like any other, and a prefix may be the root.
+        assert!(rule(r#"{ methods = ["PURGE"], path_prefix = "/" }"#).is_ok());
         // Parse-level errors name the field.
         assert!(
             toml_rules("[[rules]]\nname = \"a\"\nlimit = 1\nwindow = \"1s\"\nkey = [\"cookie\"]")

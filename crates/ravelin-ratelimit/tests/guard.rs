@@ -261,6 +261,100 @@ async fn matches_and_key_parts() {
 }
 
 #[tokio::test]
+async fn path_spellings_cannot_walk_around_a_prefix_rule() {
+    // One unit for all of /login: every spelling an origin may route to /login spends it.
+    let spellings = [
+        "/LOGIN",
+        "//login",
+        "/./login",
+        "/x/../login",
+        "/%6cogin",
+        "/login;a=b",
+        "/Login/sso",
+    ];
+    for spelling in spellings {
+        let clock = FakeClock::new();
+        let g = guard(
+            Rules::new().rule(Rule::new("login", 1, Duration::from_secs(60)).path_prefix("/login")),
+            &clock,
+        );
+        let get = |path| request_to("GET", path, "192.0.2.1", &[]);
+        assert_eq!(decide(&g, &get("/login")).await.0, StatusCode::OK);
+        assert_eq!(
+            decide(&g, &get(spelling)).await.0,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{spelling} is under /login"
+        );
+        // Segment-aligned: a longer name is another path.
+        assert_eq!(decide(&g, &get("/loginx")).await.0, StatusCode::OK);
+        assert_eq!(decide(&g, &get("/")).await.0, StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn path_and_host_keys_are_normalized() {
+    let clock = FakeClock::new();
+    let g = guard(
+        Rules::new()
+            .rule(Rule::new("per-path", 1, Duration::from_secs(60)).key(KeyPart::Path))
+            .rule(Rule::new("per-host", 2, Duration::from_secs(60)).key(KeyPart::Host)),
+        &clock,
+    );
+    let get = |path, host| request_to("GET", path, "192.0.2.1", &[("host", host)]);
+    assert_eq!(
+        decide(&g, &get("/login", "a.example")).await.0,
+        StatusCode::OK
+    );
+    // /LOGIN is /login: the same bucket, already spent.
+    assert_eq!(
+        decide(&g, &get("/LOGIN", "b.example")).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // A.EXAMPLE is a.example: its second unit, then nothing (another path, so per-path allows).
+    assert_eq!(
+        decide(&g, &get("/other", "A.EXAMPLE")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        decide(&g, &get("/third", "a.Example")).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn the_ingress_identity_decides_the_path() {
+    // When the ingress stage set a RequestIdentity, its match path is the one compared.
+    let clock = FakeClock::new();
+    let g = guard(
+        Rules::new().rule(Rule::new("admin", 1, Duration::from_secs(60)).path_prefix("/admin")),
+        &clock,
+    );
+    let identified = |uri: &str| {
+        let (mut parts, ()) = Request::get(uri)
+            .header("host", "edge.example")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let identity = ravelin_http::RequestIdentity::from_parts(
+            &parts,
+            http::uri::Scheme::HTTP,
+            &ravelin_http::IdentityOptions::default(),
+        )
+        .unwrap();
+        parts.extensions.insert(identity);
+        Request::from_parts(parts, ())
+    };
+    assert_eq!(
+        decide(&g, &identified("/ADMIN/users")).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        decide(&g, &identified("/public/../admin")).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
 async fn ipv6_clients_are_grouped_by_prefix() {
     let clock = FakeClock::new();
     let g = guard(Rules::new().rule(per_ip(2)), &clock);
