@@ -104,6 +104,27 @@ impl Violations {
         }
     }
 
+    /// Records every violation of `other` (those only counted there stay counted here).
+    pub fn merge(&mut self, other: Violations) {
+        self.merge_under("", other);
+    }
+
+    /// Records every violation of `other` with its path nested under `section`: a document that
+    /// embeds another crate's configuration reports `botscore.routes[0].prefix`, not
+    /// `routes[0].prefix`. An empty `section` keeps the paths as they are.
+    pub fn merge_under(&mut self, section: &str, other: Violations) {
+        let hidden = other.total.saturating_sub(other.kept.len());
+        for violation in other.kept {
+            let path = match (section.is_empty(), violation.path.is_empty()) {
+                (true, _) => violation.path,
+                (false, true) => section.to_owned(),
+                (false, false) => format!("{section}.{}", violation.path),
+            };
+            self.push(path, violation.message);
+        }
+        self.total = self.total.saturating_add(hidden);
+    }
+
     /// Records a violation when `count` exceeds `limit`: `"412 entries exceeds limit 256"`.
     /// Returns `false` when the limit was exceeded, so a validator can stop walking a huge list.
     pub fn check_count(&mut self, path: &str, what: &str, count: usize, limit: usize) -> bool {

@@ -370,6 +370,25 @@ fn violations_are_capped_but_counted() {
     assert!(v.to_string().ends_with("and 968 more"));
 }
 
+#[test]
+fn violations_merge_under_a_section_and_keep_their_count() {
+    let mut inner = Violations::new();
+    inner.push("routes[0].prefix", "\"login\" must start with /");
+    inner.push("", "the document as a whole");
+    for i in 0..40 {
+        inner.push(format!("rows[{i}]"), "bad");
+    }
+    let mut outer = Violations::one("listen", "bad address");
+    outer.merge_under("botscore", inner.clone());
+    assert_eq!(outer.total(), 43);
+    let paths: Vec<&str> = outer.iter().map(|v| v.path.as_str()).take(3).collect();
+    assert_eq!(paths, ["listen", "botscore.routes[0].prefix", "botscore"]);
+    let mut flat = Violations::new();
+    flat.merge(inner);
+    assert_eq!(flat.total(), 42);
+    assert_eq!(flat.iter().next().unwrap().path, "routes[0].prefix");
+}
+
 /// Counts log events so the flapping test can bound them.
 #[derive(Clone, Default)]
 struct CountingLayer(Arc<AtomicUsize>);
