@@ -3,6 +3,8 @@
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
+use ravelin_config::Violations;
+use ravelin_http::{MatchPath, PathPrefix};
 use serde::{Deserialize, Serialize};
 
 use crate::score::BotScore;
@@ -96,26 +98,47 @@ impl ResponseTemplate {
         Self::new(StatusCode::FORBIDDEN, "Forbidden\n")
     }
 
-    pub(crate) fn compile(&self, what: &str) -> Result<CompiledResponse, String> {
-        let status = StatusCode::from_u16(self.status)
+    /// Records what makes this template unusable, under `what` (`routes[0].challenge`).
+    fn check(&self, what: &str, v: &mut Violations) {
+        if self.compile().is_none() {
+            if self.status().is_none() {
+                v.push(
+                    format!("{what}.status"),
+                    format!("{} is not a 4xx or 5xx status", self.status),
+                );
+            }
+            if HeaderValue::from_str(&self.content_type).is_err() {
+                v.push(
+                    format!("{what}.content_type"),
+                    format!("{:?} is not a valid header value", self.content_type),
+                );
+            }
+            if self.body.len() > MAX_BODY_BYTES {
+                v.push(
+                    format!("{what}.body"),
+                    format!(
+                        "{} bytes exceeds the limit of {MAX_BODY_BYTES}",
+                        self.body.len()
+                    ),
+                );
+            }
+        }
+    }
+
+    fn status(&self) -> Option<StatusCode> {
+        StatusCode::from_u16(self.status)
             .ok()
             .filter(|s| s.is_client_error() || s.is_server_error())
-            .ok_or_else(|| format!("{what}.status: {} is not a 4xx or 5xx status", self.status))?;
-        let content_type = HeaderValue::from_str(&self.content_type).map_err(|_| {
-            format!(
-                "{what}.content_type: {:?} is not a valid header value",
-                self.content_type
-            )
-        })?;
+    }
+
+    /// The response, if the template is usable (see [`check`](Self::check) for why not).
+    pub(crate) fn compile(&self) -> Option<CompiledResponse> {
         if self.body.len() > MAX_BODY_BYTES {
-            return Err(format!(
-                "{what}.body: {} bytes exceeds the limit of {MAX_BODY_BYTES}",
-                self.body.len()
-            ));
+            return None;
         }
-        Ok(CompiledResponse {
-            status,
-            content_type,
+        Some(CompiledResponse {
+            status: self.status()?,
+            content_type: HeaderValue::from_str(&self.content_type).ok()?,
             body: Bytes::from(self.body.clone()),
         })
     }
@@ -143,13 +166,21 @@ impl CompiledResponse {
 
 /// The policy of one path prefix.
 ///
+/// The prefix is a [`PathPrefix`], the one definition every Ravelin module matches paths with:
+/// segment-aligned (`/login` covers `/login` and `/login/x`, never `/loginx`; `/api/` covers
+/// what lies below `/api/`, not `/api` itself), compared with the request's normalized path
+/// ([`MatchPath::of`]: the ingress stage's, else the URI path with case folded, dot segments,
+/// repeated slashes, unreserved escapes and `;parameters` resolved). So `/LOGIN`, `//login`,
+/// `/x/../login`, `/%6cogin` and `/login;a=b` all meet the `/login` route.
+///
 /// Decision order: a verified bot is allowed (annotated) when `allow_verified_bots`; a score at or
 /// below `block_at_or_below` is blocked; at or below `challenge_at_or_below` challenged; anything
 /// else annotated (or allowed without headers when `annotate` is off).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
-    /// Path prefix, matched on whole segments (`/api` matches `/api` and `/api/x`, not `/apix`).
+    /// Path prefix, matched on whole segments of the normalized path (`/api` matches `/api` and
+    /// `/api/x`, not `/apix`; see [`Route`]). Must start with `/`.
     pub prefix: String,
     /// Enforce or shadow.
     #[serde(default)]
@@ -257,39 +288,59 @@ impl Route {
         }
     }
 
-    fn check(&self, i: usize) -> Result<(), String> {
-        let what = format!("routes[{i}]");
-        if !self.prefix.starts_with('/') || self.prefix.len() > 1024 {
-            return Err(format!(
-                "{what}.prefix: {:?} must start with '/' and be at most 1024 bytes",
-                self.prefix
-            ));
+    /// Records everything that makes this route unusable, each violation under `at`
+    /// (`routes[2]` → `routes[2].prefix: "login" must start with /`). The default route's
+    /// prefix is ignored (it covers every path), so it is checked with `check_prefix` off.
+    fn check_into(&self, at: &str, check_prefix: bool, v: &mut Violations) {
+        if check_prefix && let Err(error) = PathPrefix::new(self.prefix.as_str()) {
+            v.push(format!("{at}.prefix"), error.to_string());
         }
         for (field, value) in [
             ("challenge_at_or_below", self.challenge_at_or_below),
             ("block_at_or_below", self.block_at_or_below),
         ] {
-            if let Some(v) = value
-                && !(1..=99).contains(&v)
+            if let Some(score) = value
+                && !(1..=99).contains(&score)
             {
-                return Err(format!(
-                    "{what}.{field}: {v} is outside the score range 1..=99"
-                ));
+                v.push(
+                    format!("{at}.{field}"),
+                    format!("{score} is outside the score range 1..=99"),
+                );
             }
         }
-        Ok(())
+        self.challenge.check(&format!("{at}.challenge"), v);
+        self.block.check(&format!("{at}.block"), v);
     }
+}
 
-    fn matches(&self, path: &str) -> bool {
-        let prefix = self.prefix.trim_end_matches('/');
-        if prefix.is_empty() {
-            return true;
-        }
-        match path.strip_prefix(prefix) {
-            Some(rest) => rest.is_empty() || rest.starts_with('/'),
-            None => false,
+/// Checks per-prefix routes the way building a [`BotGuard`](crate::BotGuard) does, without
+/// building one: every violation, named by its field path in the list as configured
+/// (`routes[0].prefix: "login" must start with /`, `routes[3].block.status: 200 is not a 4xx or
+/// 5xx status`). A configuration loader (a proxy's `--check`, a `ravelin_config::Validate`
+/// impl) calls this on the routes it nests, and prefixes the paths with its own section name.
+///
+/// # Errors
+/// Every violation, when there is any: more than [`MAX_ROUTES`] routes, a prefix that
+/// [`PathPrefix::new`] refuses (not starting with `/`, holding `?` or `#`, longer than 1024
+/// bytes), a threshold outside 1..=99, an unusable challenge or block response.
+pub fn validate_routes(routes: &[Route]) -> Result<(), Violations> {
+    let mut v = Violations::new();
+    if v.check_count("routes", "routes", routes.len(), MAX_ROUTES) {
+        for (i, route) in routes.iter().enumerate() {
+            route.check_into(&format!("routes[{i}]"), true, &mut v);
         }
     }
+    v.into_result()
+}
+
+/// Checks the policy of unmatched paths (its prefix is ignored), paths under `default_route`.
+///
+/// # Errors
+/// Every violation: thresholds outside 1..=99, unusable challenge or block responses.
+pub fn validate_default_route(route: &Route) -> Result<(), Violations> {
+    let mut v = Violations::new();
+    route.check_into("default_route", false, &mut v);
+    v.into_result()
 }
 
 impl Default for Route {
@@ -301,50 +352,70 @@ impl Default for Route {
 /// Routes compiled for lookup: longest matching prefix wins.
 #[derive(Debug, Clone)]
 pub(crate) struct Routes {
-    /// Sorted by descending prefix length; the catch-all default is last.
+    /// Sorted by descending prefix specificity; the catch-all default is last.
     entries: Box<[CompiledRoute]>,
 }
 
 #[derive(Debug, Clone)]
 pub(crate) struct CompiledRoute {
     pub(crate) route: Route,
+    prefix: PathPrefix,
     pub(crate) challenge: CompiledResponse,
     pub(crate) block: CompiledResponse,
 }
 
+impl CompiledRoute {
+    /// `None` for a route that does not pass [`Route::check_into`].
+    fn new(route: Route) -> Option<Self> {
+        Some(Self {
+            prefix: PathPrefix::new(route.prefix.as_str()).ok()?,
+            challenge: route.challenge.compile()?,
+            block: route.block.compile()?,
+            route,
+        })
+    }
+}
+
 impl Routes {
-    pub(crate) fn compile(mut routes: Vec<Route>, default: Route) -> Result<Routes, String> {
-        if routes.len() > MAX_ROUTES {
-            return Err(format!(
-                "{} routes exceeds the limit of {MAX_ROUTES}",
-                routes.len()
-            ));
+    /// Validates (as [`validate_routes`] and [`validate_default_route`]) and compiles: each
+    /// prefix becomes a [`PathPrefix`] here, once, not per request.
+    pub(crate) fn compile(routes: Vec<Route>, default: Route) -> Result<Routes, Violations> {
+        let mut v = Violations::new();
+        if let Err(routes) = validate_routes(&routes) {
+            v.merge(routes);
         }
-        // Stable: among equal prefixes the first configured wins.
-        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.trim_end_matches('/').len()));
-        routes.push(Route {
+        if let Err(default) = validate_default_route(&default) {
+            v.merge(default);
+        }
+        v.into_result()?;
+        let mut entries = Vec::with_capacity(routes.len().saturating_add(1));
+        for route in routes {
+            entries.push(CompiledRoute::new(route).ok_or_else(unusable)?);
+        }
+        // Stable: among equally specific prefixes the first configured wins.
+        entries.sort_by_key(|r| std::cmp::Reverse(r.prefix.specificity()));
+        let default = Route {
             prefix: "/".into(),
             ..default
-        });
-        let mut entries = Vec::with_capacity(routes.len());
-        for (i, route) in routes.into_iter().enumerate() {
-            route.check(i)?;
-            let challenge = route.challenge.compile(&format!("routes[{i}].challenge"))?;
-            let block = route.block.compile(&format!("routes[{i}].block"))?;
-            entries.push(CompiledRoute {
-                route,
-                challenge,
-                block,
-            });
-        }
+        };
+        entries.push(CompiledRoute::new(default).ok_or_else(unusable)?);
         Ok(Routes {
             entries: entries.into_boxed_slice(),
         })
     }
 
-    pub(crate) fn lookup(&self, path: &str) -> Option<&CompiledRoute> {
-        self.entries.iter().find(|r| r.route.matches(path))
+    /// The route of the longest prefix `path` lies under (the default when no other).
+    pub(crate) fn lookup(&self, path: &MatchPath) -> Option<&CompiledRoute> {
+        self.entries.iter().find(|r| r.prefix.matches(path))
     }
+}
+
+/// Validation and compilation disagree: a bug, reported rather than panicked on.
+fn unusable() -> Violations {
+    Violations::one(
+        "routes",
+        "a route passed validation but could not be compiled",
+    )
 }
 
 #[cfg(test)]
@@ -381,22 +452,63 @@ mod tests {
         );
     }
 
+    /// The match path of a raw request path, as a request without an ingress stage has it.
+    fn path(raw: &str) -> MatchPath {
+        let uri: http::Uri = raw.parse().unwrap();
+        MatchPath::of(&uri, &http::Extensions::new()).into_owned()
+    }
+
     #[test]
     fn longest_prefix_on_segment_boundaries() {
         let routes = Routes::compile(
             vec![
                 Route::allow("/api"),
-                Route::annotate("/api/login/").block_at_or_below(5),
+                Route::annotate("/api/login").block_at_or_below(5),
+                Route::annotate("/api/admin/").block_at_or_below(9),
             ],
             Route::annotate("/"),
         )
         .unwrap();
-        let prefix = |p: &str| routes.lookup(p).unwrap().route.prefix.clone();
-        assert_eq!(prefix("/api/login"), "/api/login/");
-        assert_eq!(prefix("/api/login/x"), "/api/login/");
+        let prefix = |p: &str| routes.lookup(&path(p)).unwrap().route.prefix.clone();
+        assert_eq!(prefix("/api/login"), "/api/login");
+        assert_eq!(prefix("/api/login/x"), "/api/login");
         assert_eq!(prefix("/api/loginx"), "/api");
         assert_eq!(prefix("/apix"), "/");
         assert_eq!(prefix("/"), "/");
+        // A prefix ending in `/` covers what lies below it (ravelin_http::PathPrefix, the one
+        // definition every module uses), not the bare path.
+        assert_eq!(prefix("/api/admin/users"), "/api/admin/");
+        assert_eq!(prefix("/api/admin/"), "/api/admin/");
+        assert_eq!(prefix("/api/admin"), "/api");
+    }
+
+    #[test]
+    fn every_spelling_of_a_path_meets_its_route() {
+        let routes = Routes::compile(
+            vec![Route::annotate("/login").block_at_or_below(99)],
+            Route::annotate("/"),
+        )
+        .unwrap();
+        for spelling in [
+            "/login",
+            "/LOGIN",
+            "//login",
+            "/./login",
+            "/x/../login",
+            "/%6cogin",
+            "/login;a=b",
+            "/Login/sso",
+        ] {
+            let route = routes.lookup(&path(spelling)).unwrap();
+            assert_eq!(route.route.prefix, "/login", "{spelling}");
+        }
+        assert_eq!(routes.lookup(&path("/loginx")).unwrap().route.prefix, "/");
+        // Configured spellings are normalized too.
+        let routes = Routes::compile(vec![Route::annotate("/%6Cogin/")], Route::default()).unwrap();
+        assert_eq!(
+            routes.lookup(&path("/LOGIN/x")).unwrap().route.prefix,
+            "/%6Cogin/"
+        );
     }
 
     #[test]
@@ -405,7 +517,8 @@ mod tests {
             vec![Route::annotate("/x").challenge_at_or_below(0)],
             Route::default(),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("challenge_at_or_below"), "{err}");
         let err = Routes::compile(
             vec![
@@ -414,15 +527,63 @@ mod tests {
             ],
             Route::default(),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("not a 4xx or 5xx"), "{err}");
         assert!(Routes::compile(vec![Route::annotate("nope")], Route::default()).is_err());
     }
 
     #[test]
+    fn violations_name_the_route_as_configured() {
+        // Indexes are those of the list as written, not of the longest-first order.
+        let routes = vec![
+            Route::annotate("/a"),
+            Route::annotate("/longer/prefix").block_at_or_below(100),
+            Route::annotate("login"),
+            Route::annotate("/q?x=1"),
+            Route::annotate(format!("/{}", "a".repeat(1100))),
+        ];
+        let err = validate_routes(&routes).unwrap_err().to_string();
+        assert!(
+            err.contains("routes[1].block_at_or_below: 100 is outside the score range 1..=99"),
+            "{err}"
+        );
+        assert!(
+            err.contains(r#"routes[2].prefix: "login" must start with /"#),
+            "{err}"
+        );
+        assert!(err.contains("routes[3].prefix"), "{err}");
+        assert!(err.contains("routes[4].prefix"), "{err}");
+        assert!(!err.contains("routes[0]"), "{err}");
+        // Building refuses exactly what validation refuses.
+        let built = Routes::compile(routes, Route::default())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(built, err);
+        // The default route's prefix is ignored; the rest of it is checked.
+        assert!(validate_default_route(&Route::annotate("whatever")).is_ok());
+        let err = validate_default_route(
+            &Route::annotate("/").block_response(ResponseTemplate::new(StatusCode::OK, "")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("default_route.block.status: 200 is not a 4xx or 5xx status"),
+            "{err}"
+        );
+        let too_many = vec![Route::annotate("/x"); MAX_ROUTES + 1];
+        assert!(
+            validate_routes(&too_many)
+                .unwrap_err()
+                .to_string()
+                .contains("1025 routes exceeds limit 1024")
+        );
+    }
+
+    #[test]
     fn responses_are_not_cacheable() {
         let r = ResponseTemplate::new(StatusCode::TOO_MANY_REQUESTS, "slow down")
-            .compile("x")
+            .compile()
             .unwrap()
             .to_response();
         assert_eq!(r.status(), 429);

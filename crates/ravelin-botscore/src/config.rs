@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use http::header::HeaderName;
+use ravelin_config::{Validate, Violations};
 use serde::{Deserialize, Serialize};
 
-use crate::actions::Route;
+use crate::actions::{Route, validate_default_route, validate_routes};
 use crate::guard::{BotGuard, BuildError};
 use crate::layer::BotScoreLayer;
 use crate::score::Scorer;
@@ -43,6 +44,12 @@ use crate::verified::VerifiedBots;
 ///
 /// Every field has a default: an empty table scores with the shipped model, annotates every
 /// request and enforces nothing.
+///
+/// [`Validate::validate`] refuses everything [`guard`](Self::guard) and
+/// [`layer`](Self::layer) would, naming each field (`routes[0].prefix: "login" must start
+/// with /`), so a configuration check (`--check`) or a `ravelin_config::Store` of this type
+/// catches it before anything is built. A loader that nests only the routes calls
+/// [`validate_routes`](crate::validate_routes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BotScoreConfig {
@@ -112,6 +119,43 @@ impl Default for BotScoreConfig {
     }
 }
 
+impl Validate for BotScoreConfig {
+    fn validate(&self) -> Result<(), Violations> {
+        let mut v = Violations::new();
+        if let Err(routes) = validate_routes(&self.routes) {
+            v.merge(routes);
+        }
+        if let Err(default) = validate_default_route(&self.default_route) {
+            v.merge(default);
+        }
+        if let Err(bots) = self.verified_bots.validate() {
+            v.merge_under("verified_bots", bots);
+        }
+        let mut header = |field: &str, value: &str| {
+            if HeaderName::from_bytes(value.as_bytes()).is_err() {
+                v.push(field, format!("{value:?} is not a valid header name"));
+            }
+        };
+        header("score_header", &self.score_header);
+        if let Some(name) = &self.reasons_header {
+            header("reasons_header", name);
+        }
+        if !self.verified_header.is_empty() {
+            header("verified_header", &self.verified_header);
+        }
+        if let Some(name) = &self.fingerprint_header {
+            header("fingerprint_header", name);
+        }
+        if self.timeout.is_zero() {
+            v.push(
+                "timeout",
+                "must be greater than zero (every evaluation would time out)",
+            );
+        }
+        v.into_result()
+    }
+}
+
 impl BotScoreConfig {
     /// The scorer: from [`model`](Self::model) through [`model_store`](crate::model_store)
     /// (shipped model until a valid file is read), or the shipped model alone.
@@ -128,8 +172,10 @@ impl BotScoreConfig {
     /// The guard, scoring with `scorer`.
     ///
     /// # Errors
-    /// [`BuildError`] naming the invalid header name, route or verified-bot entry.
+    /// [`BuildError::Config`] with every violation [`Validate::validate`] finds (invalid header
+    /// names, routes, verified-bot entries, a zero timeout).
     pub fn guard(&self, scorer: Scorer) -> Result<BotGuard, BuildError> {
+        self.validate().map_err(BuildError::Config)?;
         let header = |field: &str, value: &str| {
             HeaderName::from_bytes(value.as_bytes()).map_err(|_| {
                 BuildError::Header(format!("{field}: {value:?} is not a valid header name"))
@@ -204,6 +250,48 @@ mod tests {
             toml::from_str::<BotScoreConfig>("modle = \"x\"").is_err(),
             "typos are errors"
         );
+    }
+
+    #[test]
+    fn validate_refuses_what_building_refuses() {
+        let cases = [
+            (
+                "[[routes]]\nprefix = \"login\"",
+                r#"routes[0].prefix: "login" must start with /"#,
+            ),
+            (
+                "[[routes]]\nprefix = \"/a\"\n[[routes]]\nprefix = \"/b?c\"",
+                "routes[1].prefix",
+            ),
+            (
+                "[[routes]]\nprefix = \"/x\"\nchallenge = { status = 200 }",
+                "routes[0].challenge.status: 200 is not a 4xx or 5xx status",
+            ),
+            (
+                "[default_route]\nprefix = \"/\"\nblock_at_or_below = 0",
+                "default_route.block_at_or_below",
+            ),
+            ("reasons_header = \"a b\"", "reasons_header"),
+            ("fingerprint_header = \"\"", "fingerprint_header"),
+            ("timeout = \"0s\"", "timeout: must be greater than zero"),
+            (
+                "[[verified_bots.bots]]\nname = \"x\"\nuser_agent_token = \"X\"\nranges = []",
+                "verified_bots.bots[0]",
+            ),
+        ];
+        for (text, expected) in cases {
+            let config: BotScoreConfig = toml::from_str(text).unwrap();
+            let violations = config.validate().unwrap_err().to_string();
+            assert!(violations.contains(expected), "{text}: {violations}");
+            let built = config.layer().unwrap_err().to_string();
+            assert!(built.contains(expected), "{text}: {built}");
+        }
+        assert!(BotScoreConfig::default().validate().is_ok());
+        let documented: BotScoreConfig = toml::from_str(
+            "[[routes]]\nprefix = \"/login\"\nchallenge_at_or_below = 29\nblock_at_or_below = 1\n",
+        )
+        .unwrap();
+        assert!(documented.validate().is_ok());
     }
 
     #[test]

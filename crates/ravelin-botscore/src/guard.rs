@@ -8,6 +8,7 @@ use http::header::{HeaderName, HeaderValue};
 use ravelin_failsafe::{
     Allow, Guard, GuardError, GuardErrorKind, LogLimiter, RequestHead, Verdict,
 };
+use ravelin_http::MatchPath;
 
 use crate::actions::{Action, CompiledRoute, Mode, Route, Routes};
 use crate::request::RequestView;
@@ -82,7 +83,9 @@ impl ForwardHeaders {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
-    /// A route is invalid.
+    /// A route is invalid: every violation, by field path (`routes[0].prefix: "login" must
+    /// start with /`); [`validate_routes`](crate::validate_routes) reports the same without
+    /// building.
     #[error("bot-score routes: {0}")]
     Routes(String),
     /// The verified-bot list is invalid.
@@ -94,6 +97,9 @@ pub enum BuildError {
     /// No model to score with.
     #[error("bot-score model: {0}")]
     Model(String),
+    /// A [`BotScoreConfig`](crate::BotScoreConfig) breaks its rules: every violation, by field.
+    #[error("bot-score configuration: {0}")]
+    Config(ravelin_config::Violations),
 }
 
 /// The bot-score guard. Implements [`Guard`]: wrap it in
@@ -167,7 +173,11 @@ impl BotGuard {
         let mut score = inner.scorer.score(&view)?;
         let verified = inner.verified.matches(view.user_agent(), view.peer());
         score.set_verified_bot(verified.is_some());
-        let route = inner.routes.lookup(head.uri.path());
+        // The normalized path, computed once per request (or the ingress stage's), so that
+        // every spelling of a path meets its route.
+        let route = inner
+            .routes
+            .lookup(&MatchPath::of(head.uri, head.extensions));
         let (action, shadow) = match route {
             Some(route) => (route.route.decide(&score), route.route.mode == Mode::Shadow),
             None => (Action::Annotate, false),
@@ -328,7 +338,8 @@ impl BotGuardBuilder {
         } = self;
         verified.validate().map_err(BuildError::VerifiedBots)?;
         verified.prepare();
-        let routes = Routes::compile(routes, default_route).map_err(BuildError::Routes)?;
+        let routes = Routes::compile(routes, default_route)
+            .map_err(|violations| BuildError::Routes(violations.to_string()))?;
         Ok(BotGuard {
             inner: Arc::new(Inner {
                 scorer,

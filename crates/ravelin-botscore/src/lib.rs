@@ -22,7 +22,10 @@ pub mod synth;
 #[cfg_attr(docsrs, doc(cfg(feature = "train")))]
 pub mod train;
 
-pub use actions::{Action, MAX_BODY_BYTES, MAX_ROUTES, Mode, ResponseTemplate, Route};
+pub use actions::{
+    Action, MAX_BODY_BYTES, MAX_ROUTES, Mode, ResponseTemplate, Route, validate_default_route,
+    validate_routes,
+};
 pub use config::BotScoreConfig;
 pub use features::{FeatureKind, MAX_PARAM_LEN};
 pub use guard::{

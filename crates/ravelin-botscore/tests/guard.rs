@@ -206,6 +206,45 @@ async fn failure_yields_unscored_never_a_default_score() {
 }
 
 #[tokio::test]
+async fn every_spelling_of_a_routed_path_meets_the_route() {
+    // Block everything under /login: the route must see what the origin would serve as /login.
+    let layer = BotScoreLayer::new(
+        guard()
+            .route(Route::annotate("/login").block_at_or_below(99))
+            .build()
+            .unwrap(),
+    );
+    for spelling in [
+        "/login",
+        "/LOGIN",
+        "//login",
+        "/./login",
+        "/x/../login",
+        "/%6cogin",
+        "/login;a=b",
+        "/login;jsessionid=1/x",
+    ] {
+        let (status, _, _) = run(layer.clone(), browser_request(spelling)).await;
+        assert_eq!(status, 403, "{spelling}");
+    }
+    for elsewhere in ["/loginx", "/", "/api/login"] {
+        let (status, _, _) = run(layer.clone(), browser_request(elsewhere)).await;
+        assert_eq!(status, 200, "{elsewhere}");
+    }
+}
+
+#[test]
+fn a_route_prefix_without_a_leading_slash_is_refused() {
+    let routes = [Route::annotate("/ok"), Route::annotate("login")];
+    let err = ravelin_botscore::validate_routes(&routes)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, r#"routes[1].prefix: "login" must start with /"#);
+    let built = guard().routes(routes).build().unwrap_err().to_string();
+    assert!(built.contains(&err), "{built}");
+}
+
+#[tokio::test]
 async fn kill_switch_leaves_requests_unscored() {
     let switch = KillSwitch::standalone("botscore");
     let layer = BotScoreLayer::new(
