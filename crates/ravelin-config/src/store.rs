@@ -174,7 +174,11 @@ pub struct Status {
     pub consecutive_rejections: u64,
     /// Rejections since the store was built.
     pub total_rejections: u64,
-    /// The most recent rejection, if any.
+    /// The most recent rejection since the active document was installed, if any: what is
+    /// wrong with the source now, or was at its last look (a watched file that disappears is
+    /// reported missing, not with the reason an earlier version of it was refused for).
+    /// Installing a document clears it; an unchanged reload does not (the rejected candidate
+    /// may come back).
     pub last_rejection: Option<RejectionRecord>,
 }
 
@@ -271,15 +275,19 @@ impl<T: Validate> StoreBuilder<T> {
             initial,
             default,
         } = self;
+        let mut first_seen = None;
         let first: Candidate<T> = match (&path, initial) {
             (Some(path), _) => match read_file(&name, path, max_bytes) {
-                Ok(FileRead::Complete(bytes)) => parse_candidate::<T>(
-                    &name,
-                    format,
-                    max_bytes,
-                    &bytes,
-                    Source::File(path.clone()),
-                ),
+                Ok(FileRead::Complete(bytes)) => {
+                    first_seen = Some(Seen::Bytes(Digest::of(&bytes)));
+                    parse_candidate::<T>(
+                        &name,
+                        format,
+                        max_bytes,
+                        &bytes,
+                        Source::File(path.clone()),
+                    )
+                }
                 Ok(FileRead::Changing) => Err(Box::new((
                     Rejection::Io {
                         name: name.clone(),
@@ -288,7 +296,10 @@ impl<T: Validate> StoreBuilder<T> {
                     },
                     None,
                 ))),
-                Err(rejection) => Err(Box::new((rejection, None))),
+                Err(rejection) => {
+                    first_seen = Some(Seen::unreadable(&rejection));
+                    Err(Box::new((rejection, None)))
+                }
             },
             (None, Some((bytes, source))) => {
                 parse_candidate::<T>(&name, format, max_bytes, &bytes, source)
@@ -344,9 +355,14 @@ impl<T: Validate> StoreBuilder<T> {
             }),
         };
         store.publish_gauges();
-        if let Some((rejection, digest)) = first_rejection {
+        {
             let mut state = store.lock_state();
-            store.record_rejection(&mut state, rejection, digest);
+            // The watcher's first poll compares with what startup read: an unchanged file
+            // (good or bad) is not parsed or counted a second time.
+            state.last_seen = first_seen;
+            if let Some((rejection, digest)) = first_rejection {
+                store.record_rejection(&mut state, rejection, digest);
+            }
         }
         Ok(store)
     }
@@ -401,10 +417,28 @@ struct ReloadState {
     /// Digests already logged as rejected: a generator flapping between a good and a bad file
     /// produces one log line per distinct bad document, not one per attempt.
     logged: VecDeque<Digest>,
-    /// Rejections of unreadable sources are logged once per kind until something succeeds.
-    logged_unreadable: bool,
-    /// The last bytes the watcher saw, so an unchanged file is not parsed again every poll.
-    last_seen: Option<Digest>,
+    /// The last unreadable state logged: each is logged once until something succeeds (a file
+    /// that was too large and is now missing is logged again).
+    logged_unreadable: Option<String>,
+    /// What the last look at the file found, so that the watcher neither parses an unchanged
+    /// file again nor counts an unchanged unreadable state again on every poll.
+    last_seen: Option<Seen>,
+}
+
+/// What a look at the store's file found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    /// Bytes with this digest.
+    Bytes(Digest),
+    /// Nothing readable, for this reason (the rejection's message: a file that was too large
+    /// and is now missing is a change of state, and is reported).
+    Unreadable(String),
+}
+
+impl Seen {
+    fn unreadable(rejection: &Rejection) -> Self {
+        Seen::Unreadable(rejection.to_string())
+    }
 }
 
 impl<T: Validate> Store<T> {
@@ -467,7 +501,7 @@ impl<T: Validate> Store<T> {
         let mut state = self.lock_state();
         match read {
             Ok(FileRead::Complete(bytes)) => {
-                state.last_seen = Some(Digest::of(&bytes));
+                state.last_seen = Some(Seen::Bytes(Digest::of(&bytes)));
                 self.offer(&mut state, &bytes, Source::File(path))
             }
             Ok(FileRead::Changing) => {
@@ -475,6 +509,9 @@ impl<T: Validate> Store<T> {
                 Ok(Outcome::Deferred)
             }
             Err(rejection) => {
+                // Asked for explicitly: always answered and counted. The watcher then knows
+                // this state and does not count it again.
+                state.last_seen = Some(Seen::unreadable(&rejection));
                 self.record_rejection(&mut state, rejection.clone(), None);
                 Err(rejection)
             }
@@ -520,7 +557,7 @@ impl<T: Validate> Store<T> {
     }
 
     /// One watcher step: read the file and offer it only if its bytes differ from the last look.
-    fn poll_file(&self) {
+    pub(crate) fn poll_file(&self) {
         let Some(path) = self.inner.path.clone() else {
             return;
         };
@@ -528,18 +565,21 @@ impl<T: Validate> Store<T> {
         let mut state = self.lock_state();
         match read {
             Ok(FileRead::Complete(bytes)) => {
-                let digest = Digest::of(&bytes);
-                if state.last_seen == Some(digest) {
+                let seen = Seen::Bytes(Digest::of(&bytes));
+                if state.last_seen.as_ref() == Some(&seen) {
                     return;
                 }
-                state.last_seen = Some(digest);
+                state.last_seen = Some(seen);
                 let _ = self.offer(&mut state, &bytes, Source::File(path));
             }
             Ok(FileRead::Changing) => {}
             Err(rejection) => {
-                // Unreadable (e.g. missing mid-rename): count it once per change of state.
-                if state.last_seen.is_some() || state.last_rejection.is_none() {
-                    state.last_seen = None;
+                // Unreadable (missing, too large, no permission): count and report it once per
+                // change of state. Comparing with the last look, not with the last rejection,
+                // is what makes a file deleted after an unrelated rejection say it is missing.
+                let seen = Seen::unreadable(&rejection);
+                if state.last_seen.as_ref() != Some(&seen) {
+                    state.last_seen = Some(seen);
                     self.record_rejection(&mut state, rejection, None);
                 }
             }
@@ -559,7 +599,8 @@ impl<T: Validate> Store<T> {
         }
     }
 
-    /// The most recent rejection, if any.
+    /// The most recent rejection since the active document was installed, if any (see
+    /// [`Status::last_rejection`]).
     pub fn last_rejection(&self) -> Option<RejectionRecord> {
         self.lock_state().last_rejection.clone()
     }
@@ -592,7 +633,7 @@ impl<T: Validate> Store<T> {
             && !active.meta.is_default()
         {
             state.consecutive_rejections = 0;
-            state.logged_unreadable = false;
+            state.logged_unreadable = None;
             metrics::counter!("ravelin_config_reloads_total", "name" => inner.name.clone(), "outcome" => "unchanged").increment(1);
             self.publish_gauges_with(state);
             return Ok(Outcome::Unchanged);
@@ -646,7 +687,9 @@ impl<T: Validate> Store<T> {
             },
         }));
         state.consecutive_rejections = 0;
-        state.logged_unreadable = false;
+        state.logged_unreadable = None;
+        // Whatever was wrong before, the source now holds a good document.
+        state.last_rejection = None;
         inner.installs.send_replace(generation);
         metrics::counter!("ravelin_config_reloads_total", "name" => inner.name.clone(), "outcome" => "installed").increment(1);
         self.publish_gauges_with(state);
@@ -671,7 +714,15 @@ impl<T: Validate> Store<T> {
                 state.logged.push_back(digest);
                 true
             }
-            None => !std::mem::replace(&mut state.logged_unreadable, true),
+            None => {
+                let reason = rejection.to_string();
+                if state.logged_unreadable.as_ref() == Some(&reason) {
+                    false
+                } else {
+                    state.logged_unreadable = Some(reason);
+                    true
+                }
+            }
         };
         if first_sighting {
             tracing::warn!(
@@ -741,7 +792,10 @@ fn read_file(name: &str, path: &Path, max_bytes: u64) -> Result<FileRead, Reject
     let io = |e: std::io::Error| Rejection::Io {
         name: name.to_owned(),
         origin: source(),
-        reason: e.to_string(),
+        reason: match e.kind() {
+            std::io::ErrorKind::NotFound => format!("the file is missing ({e})"),
+            _ => e.to_string(),
+        },
     };
     let mut file = std::fs::File::open(path).map_err(io)?;
     let before = file.metadata().map_err(io)?;

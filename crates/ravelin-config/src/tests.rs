@@ -510,6 +510,152 @@ async fn watcher_installs_changes_and_ignores_unchanged_files() {
     assert_eq!(active_version(&store), 2);
 }
 
+/// The reason `/status` would show: the last rejection's kind and message.
+fn shown_reason(store: &Store<Features>) -> Option<(&'static str, String)> {
+    store
+        .status()
+        .last_rejection
+        .map(|r| (r.rejection.kind(), r.rejection.to_string()))
+}
+
+#[test]
+fn a_deleted_file_is_reported_missing_not_with_an_old_reason() {
+    // The file was rejected at startup (the store serves its default), then deleted.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.json");
+    std::fs::write(&path, doc(1, &["a", "a"])).unwrap();
+    let store = Store::builder("bot features")
+        .format(Format::Json)
+        .file(&path)
+        .default_value(Features {
+            schema_version: 1,
+            version: 0,
+            features: vec![],
+            total_weight: 0.0,
+        })
+        .build()
+        .unwrap();
+    assert_eq!(shown_reason(&store).unwrap().0, "invalid");
+    // Polling the same bad file again neither re-parses nor re-counts it.
+    store.poll_file();
+    assert_eq!(store.status().total_rejections, 1);
+
+    std::fs::remove_file(&path).unwrap();
+    store.poll_file();
+    let (kind, reason) = shown_reason(&store).unwrap();
+    assert_eq!(kind, "io", "{reason}");
+    assert!(reason.contains("the file is missing"), "{reason}");
+    assert!(reason.contains("f.json"), "{reason}");
+    assert_eq!(store.status().total_rejections, 2);
+    // Still missing: counted once per change of state, not per poll.
+    for _ in 0..5 {
+        store.poll_file();
+    }
+    assert_eq!(store.status().total_rejections, 2);
+    assert!(store.load().meta().is_default(), "the default still serves");
+
+    // A good file replaces the reason: nothing is wrong any more.
+    std::fs::write(&path, doc(2, &["a"])).unwrap();
+    store.poll_file();
+    assert_eq!(active_version(&store), 2);
+    assert!(shown_reason(&store).is_none());
+    assert_eq!(store.status().consecutive_rejections, 0);
+    assert_eq!(store.status().total_rejections, 2);
+}
+
+#[test]
+fn a_file_deleted_after_another_unreadable_state_says_missing() {
+    // Serving version 1; the file grows past the cap (unreadable), then is deleted.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.json");
+    std::fs::write(&path, doc(1, &["a"])).unwrap();
+    let store: Store<Features> = Store::builder("bot features")
+        .format(Format::Json)
+        .max_bytes(4096)
+        .file(&path)
+        .build()
+        .unwrap();
+    std::fs::write(&path, vec![b' '; 5000]).unwrap();
+    store.poll_file();
+    assert_eq!(shown_reason(&store).unwrap().0, "too_large");
+    store.poll_file();
+    assert_eq!(
+        store.status().total_rejections,
+        1,
+        "same state, counted once"
+    );
+
+    std::fs::remove_file(&path).unwrap();
+    store.poll_file();
+    let (kind, reason) = shown_reason(&store).unwrap();
+    assert_eq!(kind, "io", "{reason}");
+    assert!(reason.contains("the file is missing"), "{reason}");
+    assert_eq!(store.status().total_rejections, 2);
+    assert_eq!(
+        active_version(&store),
+        1,
+        "the last good document still serves"
+    );
+
+    // An explicit reload of the missing file answers (and counts) once; the watcher does not
+    // count the same state again.
+    assert_eq!(store.reload().unwrap_err().kind(), "io");
+    assert_eq!(store.status().total_rejections, 3);
+    store.poll_file();
+    assert_eq!(store.status().total_rejections, 3);
+
+    // Back, unchanged: nothing new is wrong, but nothing was installed either.
+    std::fs::write(&path, doc(1, &["a"])).unwrap();
+    assert_eq!(store.reload().unwrap(), Outcome::Unchanged);
+    assert_eq!(store.status().consecutive_rejections, 0);
+    // A newer good file: installed, and the reason is cleared.
+    std::fs::write(&path, doc(3, &["a", "b"])).unwrap();
+    store.poll_file();
+    assert_eq!(active_version(&store), 3);
+    assert!(shown_reason(&store).is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn watcher_reports_a_deleted_file_then_clears_on_a_good_one() {
+    let (_dir, path, store) = file_store();
+    let _watch = store.watch(Duration::from_millis(50));
+    let settle = |store: Store<Features>, done: fn(&Store<Features>) -> bool| async move {
+        for _ in 0..100 {
+            if done(&store) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the watcher did not get there: {:?}", store.status());
+    };
+    std::fs::write(&path, doc(2, &["a", "a"])).unwrap();
+    settle(store.clone(), |s| s.status().total_rejections == 1).await;
+    assert_eq!(shown_reason(&store).unwrap().0, "invalid");
+
+    std::fs::remove_file(&path).unwrap();
+    settle(store.clone(), |s| s.status().total_rejections == 2).await;
+    let (kind, reason) = shown_reason(&store).unwrap();
+    assert_eq!(kind, "io");
+    assert!(reason.contains("the file is missing"), "{reason}");
+    assert_eq!(active_version(&store), 1);
+
+    std::fs::write(&path, doc(3, &["a"])).unwrap();
+    settle(store.clone(), |s| s.current().version == 3).await;
+    assert!(shown_reason(&store).is_none());
+    assert_eq!(store.status().total_rejections, 2);
+}
+
+#[test]
+fn an_install_clears_the_reason_of_earlier_rejections() {
+    let store = store_with(&doc(1, &["a"]));
+    store.submit(b"nope", "t").unwrap_err();
+    assert_eq!(shown_reason(&store).unwrap().0, "parse");
+    store.submit(doc(2, &["a"]).as_bytes(), "t").unwrap();
+    assert!(store.last_rejection().is_none());
+    assert!(store.status().last_rejection.is_none());
+    assert_eq!(store.status().total_rejections, 1, "history stays counted");
+}
+
 #[tokio::test]
 async fn reload_async_runs_off_the_runtime_threads() {
     let (_dir, path, store) = file_store();
