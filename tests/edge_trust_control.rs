@@ -21,45 +21,59 @@ use http::Request;
 use http_body_util::Full;
 use support::{BOUND, GENEROUS_RATELIMIT, Harness, TOKEN, config, write_atomically};
 
-/// Documents that parse but that building the modules (or the server) would refuse. Each was
-/// accepted by `--check` and hot reload before the gate built every module's configuration.
-const UNAPPLIABLE: &[(&str, &str)] = &[
+/// Documents that parse but that building the modules (or the server) would refuse, with the
+/// field the refusal must name. Each was accepted by `--check` and hot reload before the gate
+/// built every module's configuration.
+const UNAPPLIABLE: &[(&str, &str, &str)] = &[
     (
         "a bot route prefix without a leading /",
-        "[[botscore.routes]]\nprefix = \"login\"\naction = \"block\"\nthreshold = 30\n",
+        "[[botscore.routes]]\nprefix = \"login\"\nblock_at_or_below = 30\n",
+        "routes[0].prefix",
     ),
-    ("a zero cache", "[cache]\nmax_bytes = 0\n"),
+    (
+        "a zero cache",
+        "[cache]\nmax_bytes = 0\n",
+        "cache.max_bytes",
+    ),
     (
         "a 64 GiB cache on a 24 GiB machine",
         "[cache]\nmax_bytes = 68719476736\n",
+        "max_capacity_bytes",
     ),
     (
         "max_connections past tokio's semaphore",
         "[server]\nmax_connections = 4611686018427387904\n",
+        "max_connections",
     ),
     (
         "20 million header slots per request",
         "[server]\nmax_headers = 20000000\n",
+        "max_headers",
     ),
     (
         "a circuit window the breaker clamps silently",
         "[ratelimit.circuit]\nwindow = 100000\n",
+        "ratelimit.circuit",
     ),
     (
         "a route host with a port, which never matches",
         "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n[[routes]]\nhost = \"example.com:8080\"\nupstream = \"a\"\n",
+        "routes[0].host",
     ),
     (
         "an hour-and-a-day upstream timeout",
         "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\nresponse_timeout = \"25h\"\n",
+        "response_timeout",
     ),
     (
         "a Redis store URL that is not one",
         "[ratelimit]\nstore = \"redis://[::1\"\n",
+        "ratelimit.store",
     ),
     (
         "lower-case methods, which never match",
         "[[ratelimit.rules]]\nname = \"x\"\nlimit = 1\nwindow = \"1s\"\nmatch = { methods = [\"post\"] }\n",
+        "match.methods[0]",
     ),
 ];
 
@@ -70,9 +84,9 @@ fn check_text(text: &str) -> Result<(), String> {
 #[test]
 fn check_refuses_every_document_that_cannot_be_applied() {
     check_text("# defaults\n").expect("the defaults pass");
-    for (what, text) in UNAPPLIABLE {
+    for (what, text, field) in UNAPPLIABLE {
         let error = check_text(text).expect_err(what);
-        assert!(!error.is_empty(), "{what}");
+        assert!(error.contains(field), "{what}: {error}");
     }
 }
 
@@ -99,7 +113,7 @@ async fn a_document_that_cannot_be_applied_is_never_installed_and_rollback_works
     let version = |status: serde_json::Value| status["configs"][0]["version"].clone();
     assert_eq!(version(harness.status().await), 3);
 
-    for (what, bad) in UNAPPLIABLE {
+    for (what, bad, _) in UNAPPLIABLE {
         let text = format!("version = 4\n{}", config(bad));
         write_atomically(&harness.config_path, text.as_bytes());
         let reply = harness.admin_post("/config/reload").await;

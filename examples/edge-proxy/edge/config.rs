@@ -765,29 +765,11 @@ fn check_duration(v: &mut Violations, path: &str, value: Duration, max: Duration
     }
 }
 
-/// `value` must lie in `min..=max`.
-fn check_range<T: PartialOrd + std::fmt::Display>(
-    v: &mut Violations,
-    path: &str,
-    value: T,
-    min: T,
-    max: T,
-) {
-    if value < min || value > max {
-        v.push(path, format!("{value} is outside {min}..={max}"));
-    }
-}
-
 fn check_header_name(v: &mut Violations, path: &str, name: &str) {
     if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
         v.push(path, format!("{name:?} is not a valid header name"));
     }
 }
-
-/// The most idle pooled connections per upstream.
-pub(crate) const MAX_IDLE_CONNECTIONS: usize = 10_000;
-/// The largest cache: 16 GiB of a 24 GiB machine.
-pub(crate) const MAX_CACHE_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 
 /// A route host: a DNS name or IP literal without port; a trailing dot is allowed and ignored.
 fn check_route_host(v: &mut Violations, path: &str, host: &str) {
@@ -872,25 +854,6 @@ impl Validate for EdgeConfig {
                         format!("duplicate upstream name {:?}", u.name),
                     );
                 }
-                check_duration(
-                    &mut v,
-                    &format!("{path}.connect_timeout"),
-                    u.connect_timeout,
-                    MAX_TIMEOUT,
-                );
-                check_duration(
-                    &mut v,
-                    &format!("{path}.response_timeout"),
-                    u.response_timeout,
-                    MAX_TIMEOUT,
-                );
-                check_range(
-                    &mut v,
-                    &format!("{path}.max_idle_connections"),
-                    u.max_idle_connections,
-                    0,
-                    MAX_IDLE_CONNECTIONS,
-                );
                 if let Err(e) = ravelin_proxy::Upstream::builder(&u.name, &u.url)
                     .connect_timeout(u.connect_timeout)
                     .response_timeout(u.response_timeout)
@@ -992,7 +955,7 @@ impl Validate for EdgeConfig {
             v.push("botscore.watch_interval", "must be at most 1h");
         }
         if let Err(reason) = super::botscore::check(&self.botscore) {
-            v.push("botscore", reason);
+            v.push("botscore", reason.trim_start_matches("botscore: "));
         }
         if self.botscore.watch_interval < Duration::from_millis(10)
             && !self.botscore.watch_interval.is_zero()
@@ -1025,15 +988,6 @@ impl Validate for EdgeConfig {
             c.coalesce_timeout,
             Duration::from_secs(300),
         );
-        if c.max_bytes > MAX_CACHE_BYTES {
-            v.push(
-                "cache.max_bytes",
-                format!(
-                    "{} is larger than the limit of {MAX_CACHE_BYTES} (16 GiB)",
-                    c.max_bytes
-                ),
-            );
-        }
         if let Err(reason) = super::cache::check(c) {
             v.push("cache", reason);
         }

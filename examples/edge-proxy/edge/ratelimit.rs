@@ -55,7 +55,7 @@ pub(crate) struct RateLimitModule {
 pub(crate) fn check(section: &RateLimitSection) -> Result<(), String> {
     if let StoreSetting::Redis(url) = &section.store {
         redis::Client::open(url.as_str())
-            .map_err(|e| format!("ratelimit.store: {url:?} is not a usable Redis URL: {e}"))?;
+            .map_err(|e| format!("{url:?} is not a usable Redis URL: {e}"))?;
     }
     Ok(())
 }
