@@ -157,9 +157,14 @@ impl<G> GuardLayer<G> {
     ///   `Pending`, cannot be preempted (no thread can be): the request waits for it, then gets
     ///   the failure policy. Keep synchronous guards cheap.
     ///
-    /// The budget is measured with two reads of the CPU's time-stamp counter (a few
-    /// nanoseconds each; see [`clock`](Self::clock) to measure on another clock). Interrupting
-    /// a pending guard needs a Tokio runtime with time enabled; without one it is awaited
+    /// The budget is wall-clock time, measured with two reads of the CPU's time-stamp counter
+    /// (a few nanoseconds each; see [`clock`](Self::clock) to measure on another clock). Time
+    /// the thread spends preempted counts: on a busy machine the OS (or, in a VM, the
+    /// hypervisor) may take a thread off the CPU for milliseconds in the middle of a check
+    /// (stalls of 12 ms were seen on the project's 2-vCPU test VM while other builds ran), so
+    /// keep budgets well above that or expect the failure policy for a few requests under CPU
+    /// starvation. Interrupting a
+    /// pending guard needs a Tokio runtime with time enabled; without one it is awaited
     /// untimed and an error is logged (a late answer is still discarded).
     pub fn timeout(self, timeout: Duration) -> Self {
         self.configure(|c| c.timeout = timeout)
