@@ -533,8 +533,12 @@ fn default_failure_status() -> u16 {
 fn default_ratelimit_timeout() -> Duration {
     Duration::from_millis(20)
 }
+/// The bot scorer's budget: ravelin-botscore's own default (failsafe's `DEFAULT_TIMEOUT`).
+/// Scoring takes microseconds, but the check runs synchronously and the budget is wall-clock
+/// time: a thread preempted for a few milliseconds on a busy machine must not leave requests
+/// unscored (10 ms did, about one run in three of the incident replay on two cores).
 fn default_botscore_timeout() -> Duration {
-    Duration::from_millis(10)
+    ravelin_failsafe::DEFAULT_TIMEOUT
 }
 fn default_capacity() -> usize {
     100_000
