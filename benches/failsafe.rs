@@ -9,8 +9,9 @@
 //!   panic containment, metrics without a recorder, as in a library test);
 //! - `allow_guard_prometheus`: the same with its metric handles bound to a Prometheus
 //!   recorder, as in a proxy binary;
-//! - `allow_guard_time_every_call`: `allow_guard` with `duration_sampling(1)`, i.e. two clock
-//!   reads per request (the default times one evaluation in 16);
+//! - `allow_guard_time_every_call`: `allow_guard` with `duration_sampling(1)`, i.e. every
+//!   evaluation recorded in the duration histogram (the default records one in 16; the two
+//!   clock reads that enforce the budget happen on every call either way);
 //! - `tower_http_catch_panic`: tower-http's `CatchPanicLayer` over the same inner service, for
 //!   reference (it catches panics of the whole service and boxes the response body).
 //!
