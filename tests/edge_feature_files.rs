@@ -173,3 +173,53 @@ async fn every_bad_feature_file_is_rejected_and_the_model_stays() {
     );
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_feature_file_is_reported_as_missing_not_by_an_old_reason() {
+    // Before: after a rejected file, deleting the file changed nothing in /status: the watcher
+    // only recorded a problem when none was on record, so the old parse error stayed as the
+    // reason while the real state (no file at all) went unreported.
+    let good = feature_file(5, 60, 3.0);
+    let text = config(&format!(
+        "{GENEROUS_RATELIMIT}\n[botscore]\nfeature_file = \"{{dir}}/bot.json\"\nwatch_interval = \"20ms\"\n"
+    ));
+    let harness = Harness::start_with_files(&text, &[("bot.json", good.as_bytes())], None).await;
+    let path = harness.path("bot.json");
+    let reason = |status: &serde_json::Value| {
+        status["feature_files"][0]["last_rejection"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+
+    support::write_atomically(&path, b"{ not json");
+    support::eventually("the bad file is rejected", || async {
+        reason(&harness.status().await).contains("parse")
+    })
+    .await;
+
+    std::fs::remove_file(&path).unwrap();
+    support::eventually("the deleted file is reported as missing", || async {
+        reason(&harness.status().await).contains("missing")
+    })
+    .await;
+    let status = harness.status().await;
+    assert_eq!(
+        status["feature_files"][0]["version"], 5,
+        "the last good model serves: {status:#}"
+    );
+    assert_eq!(harness.get("/").await.status, 200);
+
+    // A good file again clears the reason.
+    support::write_atomically(&path, feature_file(6, 60, 3.0).as_bytes());
+    support::eventually("the good file is installed", || async {
+        harness.status().await["feature_files"][0]["version"] == 6
+    })
+    .await;
+    let status = harness.status().await;
+    assert!(
+        status["feature_files"][0]["last_rejection"].is_null(),
+        "{status:#}"
+    );
+    harness.stop().await;
+}
