@@ -10,12 +10,12 @@ pub use ravelin_cache as cache;
 #[cfg(feature = "config")]
 #[doc(inline)]
 pub use ravelin_config as config;
-#[cfg(feature = "http")]
-#[doc(inline)]
-pub use ravelin_http as http;
 #[cfg(feature = "failsafe")]
 #[doc(inline)]
 pub use ravelin_failsafe as failsafe;
+#[cfg(feature = "http")]
+#[doc(inline)]
+pub use ravelin_http as http;
 #[cfg(feature = "proxy")]
 #[doc(inline)]
 pub use ravelin_proxy as proxy;
