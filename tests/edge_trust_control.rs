@@ -234,3 +234,32 @@ async fn the_demo_outage_switch_is_not_reachable_through_the_proxy() {
     assert_eq!(harness.get("/api/time").await.status, 200);
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_sockets_on_the_admin_port_cannot_lock_operators_out() {
+    // 64 sockets that never send a byte take every admin slot (16 per address from four
+    // addresses). Before: the admin server had no deadline before the first byte, so they held
+    // the slots forever and /healthz never answered; now its 5 s head deadline frees them.
+    let harness = Harness::start(&config(GENEROUS_RATELIMIT), None).await;
+    let admin = harness.running().admin_addr;
+    let mut silent = Vec::new();
+    for host in 2..=5u8 {
+        for _ in 0..16 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket
+                .bind(std::net::SocketAddr::from(([127, 0, 0, host], 0)))
+                .unwrap();
+            silent.push(socket.connect(admin).await.unwrap());
+        }
+    }
+    let health = Request::get(harness.admin_url("/healthz"))
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let reply = harness
+        .send(health)
+        .await
+        .expect("an operator gets in within the bound");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    drop(silent);
+    harness.stop().await;
+}

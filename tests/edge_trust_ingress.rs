@@ -854,6 +854,45 @@ async fn h2_header_count_over_max_headers_is_431() {
     harness.stop().await;
 }
 
+/// An idle HTTP/2 connection is closed (GOAWAY, then the connection ends) after
+/// `[server] idle_timeout`.
+///
+/// Before: HTTP/2 had no idle timeout at all: a connection that had sent one request (or
+/// none) held its slot for as long as the client kept it open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_h2_connection_is_closed() {
+    let origin = Origin::start().await;
+    let harness = Harness::start(
+        &edge_config(
+            &origin,
+            "h2-idle",
+            "",
+            "[server]\nidle_timeout = \"300ms\"\n",
+        ),
+        None,
+    )
+    .await;
+    let stream = TcpStream::connect(harness.running().proxy_addr)
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = Request::get("http://shop.example/x/h2-idle")
+        .body(Full::default())
+        .unwrap();
+    let (status, body) = h2_send(&mut sender, request).await;
+    assert_eq!(status, 200, "{body}");
+    // Nothing more is sent: the proxy ends the connection by itself.
+    let ended = tokio::time::timeout(BOUND, connection)
+        .await
+        .expect("the proxy closes an idle HTTP/2 connection");
+    assert!(ended.is_ok(), "{ended:?}");
+    harness.stop().await;
+}
+
 // === 9. silent sockets from many addresses ===
 
 /// 20 silent sockets from 127.0.0.2..=127.0.0.6 (4 each: every per-IP budget and the whole

@@ -3,7 +3,7 @@
 
 mod framing;
 mod identity;
-mod path;
+pub mod path;
 mod prefix;
 
 pub use framing::CloseDelimited;
