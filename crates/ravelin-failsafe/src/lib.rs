@@ -4,6 +4,7 @@
 mod body;
 mod circuit;
 mod clock;
+mod config;
 mod error;
 pub mod future;
 mod guard;
@@ -19,6 +20,9 @@ mod shared;
 pub use body::GuardBody;
 pub use circuit::{CircuitBreakerConfig, CircuitState, MAX_HALF_OPEN_COUNT, MAX_WINDOW};
 pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
+pub use config::{
+    CircuitConfig, GuardConfig, MAX_CIRCUIT_DURATION, MAX_FAILURE_BODY_BYTES, MAX_GUARD_TIMEOUT,
+};
 pub use error::ConfigError;
 pub use guard::{
     Allow, Guard, GuardError, GuardErrorKind, GuardFn, PeerAddr, RequestHead, SkipReason, Skipped,

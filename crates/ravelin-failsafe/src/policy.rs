@@ -11,8 +11,9 @@ use http::{HeaderMap, Response, StatusCode};
 /// and allowed".
 pub const X_RAVELIN_SKIPPED: HeaderName = HeaderName::from_static("x-ravelin-skipped");
 
-/// Which way a guard fails.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Which way a guard fails. In configuration: `"open"` or `"closed"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum FailureMode {
     /// The request continues as if the guard were absent, marked
     /// [`Skipped`](crate::Skipped).
