@@ -1,7 +1,5 @@
 //! Module and dependency failures against the assembled proxy.
 
-#[path = "../examples/edge-proxy/edge/mod.rs"]
-mod edge;
 #[path = "../crates/ravelin-ratelimit/tests/support/mod.rs"]
 mod redis_support;
 #[allow(
@@ -17,9 +15,7 @@ use std::sync::atomic::AtomicBool;
 
 use std::time::Duration;
 
-use edge::config::{CircuitSection, FailureModeSetting, GuardPolicy};
-use edge::modules::ExtraGuard;
-use edge::stack::BoxGuard;
+use ravelin_edge::{BoxGuard, CircuitSection, ExtraGuard, FailureModeSetting, GuardPolicy};
 use ravelin_failsafe::{GuardError, RequestHead, Verdict, guard_fn};
 use support::{GENEROUS_RATELIMIT, Harness, Reply, config, metric};
 

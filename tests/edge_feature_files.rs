@@ -1,8 +1,6 @@
 //! Bad bot feature files against the assembled proxy: each is rejected with its reason, shown in
 //! `/status` and `/metrics`, and the model in force does not change.
 
-#[path = "../examples/edge-proxy/edge/mod.rs"]
-mod edge;
 #[allow(
     clippy::unwrap_used,
     clippy::expect_used,

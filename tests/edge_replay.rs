@@ -6,8 +6,6 @@
 //! good model, rejections counted in `/metrics` and shown in `/status`, and a bounded number of
 //! log lines.
 
-#[path = "../examples/edge-proxy/edge/mod.rs"]
-mod edge;
 #[allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -9,8 +9,6 @@
 //! settings ab94635); each says what the old code did. Tests of a `[cache]` setting fail there
 //! because the key was refused as unknown.
 
-#[path = "../examples/edge-proxy/edge/mod.rs"]
-mod edge;
 #[allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -2,8 +2,6 @@
 //! reload; bounds on every number; a supervised serve task; the admin token rotating on
 //! reload; DNS-rebinding protection; the demo origin's outage switch out of the data plane.
 
-#[path = "../examples/edge-proxy/edge/mod.rs"]
-mod edge;
 #[allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -15,10 +13,9 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use edge::config::Overrides;
-use edge::runtime::{ConfigSource, check_config};
 use http::Request;
 use http_body_util::Full;
+use ravelin_edge::{ConfigSource, Overrides, check_config};
 use support::{BOUND, GENEROUS_RATELIMIT, Harness, TOKEN, config, write_atomically};
 
 /// Documents that parse but that building the modules (or the server) would refuse, with the

@@ -3,7 +3,7 @@
 //! headers only the edge (or a trusted proxy) may set; refused methods, hosts, paths and header
 //! counts; silent sockets; stalled origin bodies; malformed client bodies.
 //!
-//! Each test starts the proxy through the example's assembly (`support::Harness`) in front of a
+//! Each test starts the proxy through `ravelin-edge` (`support::Harness`) in front of a
 //! recording origin defined here, and states what the code before the fix did. Requests a
 //! client library would never send go over a raw `TcpStream`; HTTP/2 ones over hyper's
 //! low-level client, so `:authority` and `Host` can disagree. No assertion is on timing: every
@@ -17,8 +17,6 @@
     clippy::indexing_slicing
 )]
 
-#[path = "../examples/edge-proxy/edge/mod.rs"]
-mod edge;
 #[allow(
     clippy::unwrap_used,
     clippy::expect_used,

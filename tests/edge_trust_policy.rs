@@ -6,8 +6,6 @@
 //! like nginx, Express or Tomcat, serves `/login` for `/LOGIN` too: what matters is that the
 //! edge's policies see what the origin serves.
 
-#[path = "../examples/edge-proxy/edge/mod.rs"]
-mod edge;
 #[allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -19,11 +17,9 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use edge::config::{CircuitSection, FailureModeSetting, GuardPolicy};
-use edge::modules::ExtraGuard;
-use edge::stack::BoxGuard;
 use http::Request;
 use http_body_util::Full;
+use ravelin_edge::{BoxGuard, CircuitSection, ExtraGuard, FailureModeSetting, GuardPolicy};
 use ravelin_failsafe::{GuardError, RequestHead, Verdict, guard_fn};
 use support::{GENEROUS_RATELIMIT, Harness, Reply, config};
 

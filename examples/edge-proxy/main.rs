@@ -7,8 +7,10 @@
 //! Without `--config` the built-in configuration (the commented `examples/edge-proxy.toml`)
 //! is used; without an upstream, an embedded demo origin serves on loopback. See
 //! `docs/operations.md`.
-
-mod edge;
+//!
+//! This binary is a thin shell: arguments, logging, the Prometheus exporter and signals. The
+//! assembly itself (config, stack, reload, admin API) is the `ravelin-edge` library, which the
+//! end-to-end tests and embedders use directly.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,9 +19,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use edge::config::Overrides;
-use edge::runtime::{EdgeOptions, start};
 use metrics_exporter_prometheus::PrometheusBuilder;
+use ravelin_edge::{ConfigSource, EdgeOptions, Overrides, check_config, start};
 use tracing_subscriber::EnvFilter;
 
 /// The example configuration, used when no `--config` is given.
@@ -83,10 +84,10 @@ fn check(args: &Args) -> ExitCode {
         upstream: args.upstream.clone(),
     };
     let source = match &args.config {
-        Some(path) => edge::runtime::ConfigSource::File(path.clone()),
-        None => edge::runtime::ConfigSource::Text(BUILT_IN_CONFIG.to_owned()),
+        Some(path) => ConfigSource::File(path.clone()),
+        None => ConfigSource::Text(BUILT_IN_CONFIG.to_owned()),
     };
-    let result = edge::runtime::check_config(source, &overrides);
+    let result = check_config(source, &overrides);
     match result {
         Ok(config) => {
             println!(

@@ -2,7 +2,8 @@
 //! assembly code as the `edge-proxy` example, a real HTTP client over loopback sockets, load
 //! generation with bounded count and time, and metrics scraping.
 //!
-//! Each test file declares `mod edge` (the example's assembly, via `#[path]`) and `mod support`.
+//! Each test file declares `mod support`; the assembly is the `ravelin-edge` crate, the same one
+//! the `edge-proxy` example runs.
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::BTreeMap;
@@ -11,9 +12,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::edge::config::Overrides;
-use crate::edge::modules::ExtraGuard;
-use crate::edge::runtime::{EdgeOptions, Running, start};
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -21,6 +19,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use ravelin_edge::{EdgeOptions, ExtraGuard, Overrides, Running, start};
 
 /// The admin token every test config sets.
 pub const TOKEN: &str = "e2e-token";

@@ -11,9 +11,9 @@ use ravelin_failsafe::GuardLayer;
 use ravelin_proxy::ModuleStatus;
 use serde_json::json;
 
-use super::config::{BotScoreSection, EdgeConfig};
-use super::modules::{apply_killed, guard_layer, guard_status};
-use super::stack::{EdgeService, Slot, layered};
+use crate::config::{BotScoreSection, EdgeConfig};
+use crate::modules::{apply_killed, guard_layer, guard_status};
+use crate::stack::{EdgeService, Slot, layered};
 
 /// The module name: kill switch, metric label, skip-header value.
 pub(crate) const NAME: &str = "botscore";

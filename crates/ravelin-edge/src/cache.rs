@@ -4,15 +4,15 @@
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use ravelin_cache::{BodyError, CacheHandle, CacheLayer};
+use ravelin_cache::{BodyError, CacheLayer};
 use ravelin_config::Switchboard;
 use ravelin_proxy::BoxError;
 use ravelin_proxy::{ModuleStatus, Purge};
 use serde_json::json;
 
-use super::config::{CacheSection, EdgeConfig};
-use super::modules::apply_killed;
-use super::stack::{EdgeBody, EdgeService, Slot, boxed};
+use crate::config::{CacheSection, EdgeConfig};
+use crate::modules::apply_killed;
+use crate::stack::{EdgeBody, EdgeService, Slot, boxed};
 
 /// The module name: kill switch and status entry.
 pub(crate) const NAME: &str = "cache";
@@ -133,11 +133,6 @@ impl CacheModule {
             );
             boxed(cached)
         })
-    }
-
-    /// The cache's handle (purge, stats).
-    pub(crate) fn handle(&self) -> CacheHandle {
-        self.layer.handle()
     }
 
     /// The purge entry point for `POST /cache/purge`.

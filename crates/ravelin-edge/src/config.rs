@@ -14,51 +14,51 @@ use serde::Deserialize;
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct EdgeConfig {
+pub struct EdgeConfig {
     /// Optional generation number; when present, an older one is refused on reload.
     #[serde(default)]
-    pub(crate) version: Option<u64>,
+    pub version: Option<u64>,
     /// The proxy listener.
     #[serde(default)]
-    pub(crate) server: ServerSection,
+    pub server: ServerSection,
     /// The admin listener.
     #[serde(default)]
-    pub(crate) admin: AdminSection,
+    pub admin: AdminSection,
     /// Upstream origins; none means: start the embedded demo origin.
     #[serde(default)]
-    pub(crate) upstreams: Vec<UpstreamSection>,
+    pub upstreams: Vec<UpstreamSection>,
     /// Host/path routes to upstreams; none means: everything to the first upstream.
     #[serde(default)]
-    pub(crate) routes: Vec<RouteSection>,
+    pub routes: Vec<RouteSection>,
     /// The rate limiter.
     #[serde(default)]
-    pub(crate) ratelimit: RateLimitSection,
+    pub ratelimit: RateLimitSection,
     /// The bot scorer.
     #[serde(default)]
-    pub(crate) botscore: BotScoreSection,
+    pub botscore: BotScoreSection,
     /// The HTTP cache.
     #[serde(default)]
-    pub(crate) cache: CacheSection,
+    pub cache: CacheSection,
     /// How config files are watched.
     #[serde(default)]
-    pub(crate) reload: ReloadSection,
+    pub reload: ReloadSection,
     /// The ingress stage: path normalization, trusted proxies.
     #[serde(default)]
-    pub(crate) ingress: IngressSection,
+    pub ingress: IngressSection,
 }
 
 /// `[ingress]`: how requests are admitted (see docs/security.md).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct IngressSection {
+pub struct IngressSection {
     /// Fold ASCII case in the path policies match on.
     #[serde(default = "yes")]
-    pub(crate) fold_case: bool,
+    pub fold_case: bool,
     /// CIDRs of proxies in front of the edge whose forwarding headers (`Forwarded`,
     /// `X-Forwarded-*`, `X-Real-IP`) and `x-request-id` are kept; from anyone else they are
     /// removed. Also the rate limiter's trusted proxies when `[ratelimit.client_ip]` names none.
     #[serde(default)]
-    pub(crate) trusted_proxies: Vec<String>,
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for IngressSection {
@@ -72,7 +72,7 @@ impl Default for IngressSection {
 
 impl IngressSection {
     /// The trusted networks (entries that do not parse were refused by validation).
-    pub(crate) fn trusted_networks(&self) -> Vec<ipnet::IpNet> {
+    pub fn trusted_networks(&self) -> Vec<ipnet::IpNet> {
         self.trusted_proxies
             .iter()
             .filter_map(|text| parse_network(text).ok())
@@ -90,101 +90,101 @@ fn parse_network(text: &str) -> Result<ipnet::IpNet, String> {
 /// `[server]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ServerSection {
+pub struct ServerSection {
     /// Address to listen on.
     #[serde(default = "default_listen")]
-    pub(crate) listen: SocketAddr,
+    pub listen: SocketAddr,
     /// Open connections at once.
     #[serde(default = "default_max_connections")]
-    pub(crate) max_connections: usize,
+    pub max_connections: usize,
     /// Open connections per client IP (0 = no limit).
     #[serde(default = "default_max_connections_per_ip")]
-    pub(crate) max_connections_per_ip: usize,
+    pub max_connections_per_ip: usize,
     /// Header fields per request.
     #[serde(default = "default_max_headers")]
-    pub(crate) max_headers: usize,
+    pub max_headers: usize,
     /// Bytes of request head.
     #[serde(default = "default_max_header_bytes")]
-    pub(crate) max_header_bytes: usize,
+    pub max_header_bytes: usize,
     /// Time for a client to send its request head.
     #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
-    pub(crate) header_read_timeout: Duration,
+    pub header_read_timeout: Duration,
     /// Concurrent HTTP/2 streams per connection.
     #[serde(default = "default_max_concurrent_streams")]
-    pub(crate) max_concurrent_streams: u32,
+    pub max_concurrent_streams: u32,
     /// How long shutdown drains in-flight requests.
     #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
-    pub(crate) shutdown_timeout: Duration,
+    pub shutdown_timeout: Duration,
     /// Time from accept until the first request head is complete (silent sockets are closed).
     #[serde(default = "default_request_head_timeout", with = "humantime_serde")]
-    pub(crate) request_head_timeout: Duration,
+    pub request_head_timeout: Duration,
     /// How long a connection with no request in flight stays open (HTTP/1.1 and HTTP/2).
     #[serde(default = "default_idle_timeout", with = "humantime_serde")]
-    pub(crate) idle_timeout: Duration,
+    pub idle_timeout: Duration,
     /// HTTP/2 keep-alive ping interval.
     #[serde(default = "default_h2_ping", with = "humantime_serde")]
-    pub(crate) http2_keep_alive_interval: Duration,
+    pub http2_keep_alive_interval: Duration,
     /// How long an HTTP/2 ping may go unanswered before the connection is closed.
     #[serde(default = "default_h2_ping", with = "humantime_serde")]
-    pub(crate) http2_keep_alive_timeout: Duration,
+    pub http2_keep_alive_timeout: Duration,
     /// IPv4 clients share a per-IP connection budget by this prefix length.
     #[serde(default = "default_ipv4_prefix_len")]
-    pub(crate) per_ip_ipv4_prefix_len: u8,
+    pub per_ip_ipv4_prefix_len: u8,
     /// IPv6 clients share a per-IP connection budget by this prefix length (one customer
     /// usually holds a /64).
     #[serde(default = "default_ipv6_prefix_len")]
-    pub(crate) per_ip_ipv6_prefix_len: u8,
+    pub per_ip_ipv6_prefix_len: u8,
 }
 
 /// `[admin]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct AdminSection {
+pub struct AdminSection {
     /// Address of the admin listener (keep it on loopback unless a firewall guards it).
     #[serde(default = "default_admin_listen")]
-    pub(crate) listen: SocketAddr,
+    pub listen: SocketAddr,
     /// Allows a non-loopback admin address; off by default so a typo cannot expose it.
     #[serde(default)]
-    pub(crate) allow_remote: bool,
+    pub allow_remote: bool,
     /// The bearer token for mutating endpoints (prefer `token_env`).
     #[serde(default)]
-    pub(crate) token: Option<String>,
+    pub token: Option<String>,
     /// Environment variable holding the token.
     #[serde(default = "default_token_env")]
-    pub(crate) token_env: String,
+    pub token_env: String,
     /// Host names the admin API answers to besides IP literals and `localhost` (any other
     /// `Host` gets 421: DNS-rebinding protection).
     #[serde(default)]
-    pub(crate) allowed_hosts: Vec<String>,
+    pub allowed_hosts: Vec<String>,
 }
 
 /// `[[upstreams]]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct UpstreamSection {
+pub struct UpstreamSection {
     /// Name routes refer to.
-    pub(crate) name: String,
+    pub name: String,
     /// `http://host:port[/base]`.
-    pub(crate) url: String,
+    pub url: String,
     /// Speak HTTP/2 with prior knowledge.
     #[serde(default)]
-    pub(crate) http2: bool,
+    pub http2: bool,
     /// Send the client's Host instead of the upstream's authority.
     #[serde(default)]
-    pub(crate) preserve_host: bool,
+    pub preserve_host: bool,
     /// Connect timeout.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
-    pub(crate) connect_timeout: Duration,
+    pub connect_timeout: Duration,
     /// Request sent → response head.
     #[serde(default = "default_response_timeout", with = "humantime_serde")]
-    pub(crate) response_timeout: Duration,
+    pub response_timeout: Duration,
     /// Idle pooled connections kept.
     #[serde(default = "default_max_idle")]
-    pub(crate) max_idle_connections: usize,
+    pub max_idle_connections: usize,
     /// The longest wait for the next piece of a response body (nginx's `proxy_read_timeout`):
     /// a stalled body is then cut, freeing the client and every coalesced follower.
     #[serde(default = "default_body_idle_timeout", with = "humantime_serde")]
-    pub(crate) body_idle_timeout: Duration,
+    pub body_idle_timeout: Duration,
 }
 
 fn default_body_idle_timeout() -> Duration {
@@ -194,27 +194,27 @@ fn default_body_idle_timeout() -> Duration {
 /// `[[routes]]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RouteSection {
+pub struct RouteSection {
     /// Name for logs (default: the path prefix).
     #[serde(default)]
-    pub(crate) name: Option<String>,
+    pub name: Option<String>,
     /// Only requests for this host (without port).
     #[serde(default)]
-    pub(crate) host: Option<String>,
+    pub host: Option<String>,
     /// Path prefix, segment-aligned (default `/`).
     #[serde(default = "default_prefix")]
-    pub(crate) path_prefix: String,
+    pub path_prefix: String,
     /// Upstream name.
-    pub(crate) upstream: String,
+    pub upstream: String,
     /// Overrides the upstream's response timeout.
     #[serde(default, with = "humantime_serde")]
-    pub(crate) response_timeout: Option<Duration>,
+    pub response_timeout: Option<Duration>,
 }
 
 /// `failure_mode = "open" | "closed"`.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub(crate) enum FailureModeSetting {
+pub enum FailureModeSetting {
     /// Skip the module on failure.
     Open,
     /// Answer with the failure response.
@@ -223,7 +223,7 @@ pub(crate) enum FailureModeSetting {
 
 impl FailureModeSetting {
     /// `open` / `closed`.
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             FailureModeSetting::Open => "open",
             FailureModeSetting::Closed => "closed",
@@ -233,46 +233,46 @@ impl FailureModeSetting {
 
 /// The failure policy every guard module declares (inline in its table).
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct GuardPolicy {
+pub struct GuardPolicy {
     /// Open or closed.
-    pub(crate) failure_mode: FailureModeSetting,
+    pub failure_mode: FailureModeSetting,
     /// Time budget per request.
-    pub(crate) timeout: Duration,
+    pub timeout: Duration,
     /// Status of the fail-closed answer.
-    pub(crate) failure_status: u16,
+    pub failure_status: u16,
     /// Body of the fail-closed answer.
-    pub(crate) failure_body: Option<String>,
+    pub failure_body: Option<String>,
     /// Circuit breaker overrides.
-    pub(crate) circuit: CircuitSection,
+    pub circuit: CircuitSection,
 }
 
 /// `[<module>.circuit]`: overrides of the failsafe circuit-breaker defaults.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct CircuitSection {
+pub struct CircuitSection {
     /// Opens when this share of the window failed (0..=1).
     #[serde(default)]
-    pub(crate) failure_rate: Option<f64>,
+    pub failure_rate: Option<f64>,
     /// Calls in the sliding window.
     #[serde(default)]
-    pub(crate) window: Option<u32>,
+    pub window: Option<u32>,
     /// Calls needed before the rate counts.
     #[serde(default)]
-    pub(crate) minimum_calls: Option<u32>,
+    pub minimum_calls: Option<u32>,
     /// Opens after this many failures in a row.
     #[serde(default)]
-    pub(crate) consecutive_failures: Option<u32>,
+    pub consecutive_failures: Option<u32>,
     /// How long it stays open before probing.
     #[serde(default, with = "humantime_serde")]
-    pub(crate) open_for: Option<Duration>,
+    pub open_for: Option<Duration>,
     /// Never open by itself.
     #[serde(default)]
-    pub(crate) disabled: bool,
+    pub disabled: bool,
 }
 
 /// The rate-limit store.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum StoreSetting {
+pub enum StoreSetting {
     /// In-process, bounded.
     Memory,
     /// A shared Redis (`redis://host:port/db`).
@@ -297,54 +297,54 @@ impl<'de> Deserialize<'de> for StoreSetting {
 /// `[ratelimit]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RateLimitSection {
+pub struct RateLimitSection {
     /// Put the module in the stack at all.
     #[serde(default = "yes")]
-    pub(crate) enabled: bool,
+    pub enabled: bool,
     /// Open (default) or closed.
     #[serde(default = "open")]
-    pub(crate) failure_mode: FailureModeSetting,
+    pub failure_mode: FailureModeSetting,
     /// Time budget per request.
     #[serde(default = "default_ratelimit_timeout", with = "humantime_serde")]
-    pub(crate) timeout: Duration,
+    pub timeout: Duration,
     /// Kill switch state set by this file.
     #[serde(default)]
-    pub(crate) killed: bool,
+    pub killed: bool,
     /// Fail-closed status.
     #[serde(default = "default_failure_status")]
-    pub(crate) failure_status: u16,
+    pub failure_status: u16,
     /// Fail-closed body.
     #[serde(default)]
-    pub(crate) failure_body: Option<String>,
+    pub failure_body: Option<String>,
     /// Circuit breaker overrides.
     #[serde(default)]
-    pub(crate) circuit: CircuitSection,
+    pub circuit: CircuitSection,
     /// `"memory"` or a Redis URL.
     #[serde(default = "memory")]
-    pub(crate) store: StoreSetting,
+    pub store: StoreSetting,
     /// Keys held in memory (the memory store's bound; also the local fallback's).
     #[serde(default = "default_capacity")]
-    pub(crate) capacity: usize,
+    pub capacity: usize,
     /// Time budget of one Redis call (below `timeout`).
     #[serde(default = "default_redis_timeout", with = "humantime_serde")]
-    pub(crate) redis_timeout: Duration,
+    pub redis_timeout: Duration,
     /// While Redis is unavailable, enforce the same quotas per process in memory.
     #[serde(default = "yes")]
-    pub(crate) local_fallback: bool,
+    pub local_fallback: bool,
     /// When `RateLimit`/`RateLimit-Policy` are sent: `always`, `denied`, `never`.
     #[serde(default)]
-    pub(crate) response_headers: ravelin_ratelimit::ResponseHeaders,
+    pub response_headers: ravelin_ratelimit::ResponseHeaders,
     /// How the client address is found (`[ratelimit.client_ip]`).
     #[serde(default)]
-    pub(crate) client_ip: ravelin_ratelimit::ClientIp,
+    pub client_ip: ravelin_ratelimit::ClientIp,
     /// The rules (`[[ratelimit.rules]]`, ravelin-ratelimit's `Rule`).
     #[serde(default = "default_rules")]
-    pub(crate) rules: Vec<ravelin_ratelimit::Rule>,
+    pub rules: Vec<ravelin_ratelimit::Rule>,
 }
 
 impl RateLimitSection {
     /// The rule document ravelin-ratelimit validates and installs.
-    pub(crate) fn rules_document(&self, ingress: &IngressSection) -> ravelin_ratelimit::Rules {
+    pub fn rules_document(&self, ingress: &IngressSection) -> ravelin_ratelimit::Rules {
         let mut rules = ravelin_ratelimit::Rules::new();
         rules.client_ip = self.client_ip.clone();
         // The proxies in front are named once: the rate limiter believes the same ones ingress
@@ -361,102 +361,102 @@ impl RateLimitSection {
 /// `[botscore]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct BotScoreSection {
+pub struct BotScoreSection {
     /// Put the module in the stack at all.
     #[serde(default = "yes")]
-    pub(crate) enabled: bool,
+    pub enabled: bool,
     /// Open (default) or closed.
     #[serde(default = "open")]
-    pub(crate) failure_mode: FailureModeSetting,
+    pub failure_mode: FailureModeSetting,
     /// Time budget per request.
     #[serde(default = "default_botscore_timeout", with = "humantime_serde")]
-    pub(crate) timeout: Duration,
+    pub timeout: Duration,
     /// Kill switch state set by this file.
     #[serde(default)]
-    pub(crate) killed: bool,
+    pub killed: bool,
     /// Fail-closed status.
     #[serde(default = "default_failure_status")]
-    pub(crate) failure_status: u16,
+    pub failure_status: u16,
     /// Fail-closed body.
     #[serde(default)]
-    pub(crate) failure_body: Option<String>,
+    pub failure_body: Option<String>,
     /// Circuit breaker overrides.
     #[serde(default)]
-    pub(crate) circuit: CircuitSection,
+    pub circuit: CircuitSection,
     /// The feature file (model); the compiled-in model serves until a valid one loads.
     #[serde(default)]
-    pub(crate) feature_file: Option<PathBuf>,
+    pub feature_file: Option<PathBuf>,
     /// How often the feature file is checked for changes.
     #[serde(default = "default_watch", with = "humantime_serde")]
-    pub(crate) watch_interval: Duration,
+    pub watch_interval: Duration,
     /// Header carrying the score to the origin.
     #[serde(default = "default_score_header")]
-    pub(crate) score_header: String,
+    pub score_header: String,
     /// Also forward the explanation (`x-bot-score-reasons`).
     #[serde(default)]
-    pub(crate) forward_reasons: bool,
+    pub forward_reasons: bool,
     /// Per path-prefix actions (`[[botscore.routes]]`, see ravelin-botscore's `Route`).
     #[serde(default)]
-    pub(crate) routes: Vec<ravelin_botscore::Route>,
+    pub routes: Vec<ravelin_botscore::Route>,
 }
 
 /// `[cache]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct CacheSection {
+pub struct CacheSection {
     /// Put the module in the stack at all.
     #[serde(default = "yes")]
-    pub(crate) enabled: bool,
+    pub enabled: bool,
     /// The cache always fails open (an internal error bypasses it); only `open` is accepted.
     #[serde(default = "open")]
-    pub(crate) failure_mode: FailureModeSetting,
+    pub failure_mode: FailureModeSetting,
     /// Kill switch state set by this file (engaged: every request bypasses the cache).
     #[serde(default)]
-    pub(crate) killed: bool,
+    pub killed: bool,
     /// Bytes of stored responses.
     #[serde(default = "default_cache_bytes")]
-    pub(crate) max_bytes: u64,
+    pub max_bytes: u64,
     /// Largest object stored.
     #[serde(default = "default_object_bytes")]
-    pub(crate) max_object_bytes: u64,
+    pub max_object_bytes: u64,
     /// How long coalesced waiters wait for the first request before going to the origin.
     #[serde(default = "default_coalesce", with = "humantime_serde")]
-    pub(crate) coalesce_timeout: Duration,
+    pub coalesce_timeout: Duration,
     /// `stale-if-error` applied when the origin sends none (0 = off).
     #[serde(default, with = "humantime_serde")]
-    pub(crate) default_stale_if_error: Option<Duration>,
+    pub default_stale_if_error: Option<Duration>,
     /// `stale-while-revalidate` applied when the origin sends none (0 = off).
     #[serde(default, with = "humantime_serde")]
-    pub(crate) default_stale_while_revalidate: Option<Duration>,
+    pub default_stale_while_revalidate: Option<Duration>,
     /// Heuristic freshness for responses without explicit lifetime (unset: the cache crate's
     /// default, on).
     #[serde(default)]
-    pub(crate) heuristic_freshness: Option<bool>,
+    pub heuristic_freshness: Option<bool>,
     /// Heuristic freshness also for responses to requests with `Cookie`/`Authorization`
     /// (unset: off).
     #[serde(default)]
-    pub(crate) heuristic_with_credentials: Option<bool>,
+    pub heuristic_with_credentials: Option<bool>,
     /// Honour clients' `Cache-Control` request directives and `Pragma: no-cache` (unset: off,
     /// as at CDNs: a client cannot force origin fetches).
     #[serde(default)]
-    pub(crate) request_directives: Option<bool>,
+    pub request_directives: Option<bool>,
     /// Unsafe methods (POST, PUT, DELETE, PATCH) invalidate the stored object (unset: off; an
     /// anonymous POST cannot evict a hot object).
     #[serde(default)]
-    pub(crate) invalidate_on_unsafe: Option<bool>,
+    pub invalidate_on_unsafe: Option<bool>,
     /// Responses with `Set-Cookie`: `explicit` (unset: stored only when marked shared, without
     /// the cookie), `never`, or `replay` (RFC 9111 §7.3 as written).
     #[serde(default)]
-    pub(crate) set_cookie: Option<ravelin_cache::SetCookie>,
+    pub set_cookie: Option<ravelin_cache::SetCookie>,
 }
 
 /// `[reload]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ReloadSection {
+pub struct ReloadSection {
     /// How often the config file is checked for changes (`0s` = only SIGHUP and the admin API).
     #[serde(default = "default_watch", with = "humantime_serde")]
-    pub(crate) watch_interval: Duration,
+    pub watch_interval: Duration,
 }
 
 // === defaults ===
@@ -674,7 +674,7 @@ impl Default for ReloadSection {
 
 impl EdgeConfig {
     /// The modules' guard policies, by module name.
-    pub(crate) fn ratelimit_policy(&self) -> GuardPolicy {
+    pub fn ratelimit_policy(&self) -> GuardPolicy {
         let s = &self.ratelimit;
         GuardPolicy {
             failure_mode: s.failure_mode,
@@ -686,7 +686,7 @@ impl EdgeConfig {
     }
 
     /// The bot scorer's guard policy.
-    pub(crate) fn botscore_policy(&self) -> GuardPolicy {
+    pub fn botscore_policy(&self) -> GuardPolicy {
         let s = &self.botscore;
         GuardPolicy {
             failure_mode: s.failure_mode,
@@ -751,7 +751,7 @@ fn check_policy(v: &mut Violations, module: &str, policy: &GuardPolicy) {
 }
 
 /// The longest timeout or interval any setting accepts: past an hour a timer is a mistake.
-pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// `value` must be greater than zero and at most `max`.
 fn check_duration(v: &mut Violations, path: &str, value: Duration, max: Duration) {
@@ -799,9 +799,9 @@ fn check_route_host(v: &mut Violations, path: &str, host: &str) {
 }
 
 /// Limits on list lengths, so a generated config cannot grow the proxy without bound.
-pub(crate) const MAX_UPSTREAMS: usize = 64;
+pub const MAX_UPSTREAMS: usize = 64;
 /// See [`MAX_UPSTREAMS`].
-pub(crate) const MAX_ROUTES: usize = 1024;
+pub const MAX_ROUTES: usize = 1024;
 
 impl Validate for EdgeConfig {
     fn validate(&self) -> Result<(), Violations> {
@@ -1013,20 +1013,20 @@ impl Validate for EdgeConfig {
 
 /// Command-line settings that override the file.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Overrides {
+pub struct Overrides {
     /// `--listen`.
-    pub(crate) listen: Option<SocketAddr>,
+    pub listen: Option<SocketAddr>,
     /// `--admin`.
-    pub(crate) admin: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
     /// `--admin-allow-remote`.
-    pub(crate) admin_allow_remote: bool,
+    pub admin_allow_remote: bool,
     /// `--upstream`: replaces the upstream list with this one URL and drops the routes.
-    pub(crate) upstream: Option<String>,
+    pub upstream: Option<String>,
 }
 
 impl Overrides {
     /// The configuration in force: the file's, with the flags applied.
-    pub(crate) fn apply(&self, file: &EdgeConfig) -> EdgeConfig {
+    pub fn apply(&self, file: &EdgeConfig) -> EdgeConfig {
         let mut config = file.clone();
         if let Some(listen) = self.listen {
             config.server.listen = listen;
@@ -1073,7 +1073,7 @@ mod tests {
 
     #[test]
     fn the_example_file_is_valid() {
-        parse(include_str!("../../edge-proxy.toml")).unwrap();
+        parse(include_str!("../../../examples/edge-proxy.toml")).unwrap();
     }
 
     #[test]

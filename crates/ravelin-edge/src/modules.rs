@@ -1,8 +1,6 @@
 //! Module slots: each module turns its config section into a layer of the stack, keeps its state
 //! across reloads, and reports itself to `/status`.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::StatusCode;
 use hyper::body::Incoming;
@@ -13,8 +11,8 @@ use ravelin_failsafe::{
 use ravelin_proxy::ModuleStatus;
 use serde_json::Value;
 
-use super::config::{CircuitSection, EdgeConfig, FailureModeSetting, GuardPolicy};
-use super::stack::{BoxGuard, EdgeService, Slot, layered};
+use crate::config::{CircuitSection, FailureModeSetting, GuardPolicy};
+use crate::stack::{BoxGuard, EdgeService, Slot, layered};
 
 /// The failsafe policy a config section declares.
 pub(crate) fn failure_policy(policy: &GuardPolicy) -> FailurePolicy {
@@ -99,13 +97,13 @@ pub(crate) fn apply_killed(switch: &KillSwitch, old: Option<bool>, new: bool) {
 /// An additional guard placed after bot scoring: how tests put a misbehaving module (one that
 /// panics on every request) into the real stack.
 #[derive(Clone, Debug)]
-pub(crate) struct ExtraGuard {
+pub struct ExtraGuard {
     /// Module name (kill switch, metrics label).
-    pub(crate) name: &'static str,
+    pub name: &'static str,
     /// The guard.
-    pub(crate) guard: BoxGuard,
+    pub guard: BoxGuard,
     /// Its policy.
-    pub(crate) policy: GuardPolicy,
+    pub policy: GuardPolicy,
 }
 
 /// The extra guard's slot.
@@ -132,37 +130,5 @@ impl ExtraModule {
     /// `/status` entry.
     pub(crate) fn status(&self) -> ModuleStatus {
         guard_status(&self.layer.handle(), Value::Null)
-    }
-
-    /// The control handle.
-    pub(crate) fn handle(&self) -> GuardHandle {
-        self.layer.handle()
-    }
-}
-
-/// The policy fields two configs differ in, to decide whether a guard layer (and its breaker)
-/// must be rebuilt on reload.
-pub(crate) fn policy_changed(old: &GuardPolicy, new: &GuardPolicy) -> bool {
-    old != new
-}
-
-/// Convenience for sections that have no config of their own in tests.
-pub(crate) fn default_policy(mode: FailureModeSetting, timeout: Duration) -> GuardPolicy {
-    GuardPolicy {
-        failure_mode: mode,
-        timeout,
-        failure_status: 503,
-        failure_body: None,
-        circuit: CircuitSection::default(),
-    }
-}
-
-/// Unused-config helper so every module has the same signature.
-pub(crate) fn section_enabled(config: &EdgeConfig, module: &str) -> bool {
-    match module {
-        "ratelimit" => config.ratelimit.enabled,
-        "botscore" => config.botscore.enabled,
-        "cache" => config.cache.enabled,
-        _ => true,
     }
 }

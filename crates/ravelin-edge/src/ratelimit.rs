@@ -10,9 +10,9 @@ use ravelin_ratelimit::redis::{FallbackStore, RedisStore};
 use ravelin_ratelimit::{MemoryStore, RateLimitGuard, Rules};
 use serde_json::json;
 
-use super::config::{EdgeConfig, GuardPolicy, RateLimitSection, StoreSetting};
-use super::modules::{apply_killed, guard_layer, guard_status};
-use super::stack::{BoxGuard, EdgeService, Slot, layered};
+use crate::config::{EdgeConfig, GuardPolicy, RateLimitSection, StoreSetting};
+use crate::modules::{apply_killed, guard_layer, guard_status};
+use crate::stack::{BoxGuard, EdgeService, Slot, layered};
 
 /// The module name: kill switch, metric label, skip-header value.
 pub(crate) const NAME: &str = "ratelimit";

@@ -22,27 +22,27 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::config::{EdgeConfig, Overrides, UpstreamSection};
-use super::modules::{ExtraGuard, ExtraModule};
-use super::stack::{EdgeHandler, EdgeService, Slot, assemble};
-use super::{botscore, cache, ratelimit};
+use crate::config::{EdgeConfig, Overrides, UpstreamSection};
+use crate::modules::{ExtraGuard, ExtraModule};
+use crate::stack::{EdgeHandler, EdgeService, Slot, assemble};
+use crate::{botscore, cache, ratelimit};
 
 /// The largest config file read: 1 MiB.
-pub(crate) const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 
 /// How the proxy starts.
 #[derive(Default)]
-pub(crate) struct EdgeOptions {
+pub struct EdgeOptions {
     /// The config file (watched and reloaded); without one, `config_text` is used.
-    pub(crate) config_path: Option<PathBuf>,
+    pub config_path: Option<PathBuf>,
     /// Config text used when there is no file (the binary passes the built-in example).
-    pub(crate) config_text: Option<String>,
+    pub config_text: Option<String>,
     /// Command-line overrides.
-    pub(crate) overrides: Overrides,
+    pub overrides: Overrides,
     /// Renders `/metrics` (the binary installs the Prometheus recorder).
-    pub(crate) metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     /// A test-only guard placed after bot scoring.
-    pub(crate) extra_guard: Option<ExtraGuard>,
+    pub extra_guard: Option<ExtraGuard>,
 }
 
 impl std::fmt::Debug for EdgeOptions {
@@ -74,7 +74,7 @@ struct Control {
 }
 
 /// The running proxy's shared state.
-pub(crate) struct Edge {
+pub struct Edge {
     store: Store<EdgeConfig>,
     overrides: Overrides,
     switchboard: Switchboard,
@@ -109,43 +109,26 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Edge {
-    /// The main config store.
-    pub(crate) fn store(&self) -> &Store<EdgeConfig> {
+    /// The main config store: its `status()` is what `/status` shows (version, digest, age,
+    /// last rejection).
+    pub fn store(&self) -> &Store<EdgeConfig> {
         &self.store
     }
 
-    /// The kill switches.
-    pub(crate) fn switchboard(&self) -> &Switchboard {
+    /// The kill switches, one per module (`ratelimit`, `botscore`, `cache`, an extra guard's
+    /// name): what `POST /modules/{name}/kill` flips. A switch set here survives unrelated
+    /// reloads.
+    pub fn switchboard(&self) -> &Switchboard {
         &self.switchboard
     }
 
-    /// The configuration in force (file + flags), as last applied.
-    pub(crate) async fn applied(&self) -> Option<EdgeConfig> {
+    /// The configuration in force (file + overrides), as last applied.
+    pub async fn applied(&self) -> Option<EdgeConfig> {
         self.control.lock().await.applied.clone()
     }
 
-    /// The bot module's feature-file store, when bot scoring is on.
-    pub(crate) async fn bot_store(&self) -> Option<Store<ravelin_botscore::Model>> {
-        self.control
-            .lock()
-            .await
-            .botscore
-            .as_ref()
-            .map(|b| b.store().clone())
-    }
-
-    /// The extra guard's handle (tests).
-    pub(crate) async fn extra_handle(&self) -> Option<ravelin_failsafe::GuardHandle> {
-        self.control
-            .lock()
-            .await
-            .extra
-            .as_ref()
-            .map(ExtraModule::handle)
-    }
-
     /// The demo origin, when one was started.
-    pub(crate) async fn demo_url(&self) -> Option<String> {
+    pub async fn demo_url(&self) -> Option<String> {
         self.control
             .lock()
             .await
@@ -159,7 +142,7 @@ impl Edge {
     ///
     /// # Errors
     /// The rejection of the config file, which leaves the running config in force.
-    pub(crate) async fn reload(&self) -> Result<Value, String> {
+    pub async fn reload(&self) -> Result<Value, String> {
         let mut report = serde_json::Map::new();
         let config_result = if self.store.path().is_some() {
             match self.store.reload_async().await {
@@ -472,7 +455,7 @@ impl Edge {
 
 /// Where a config document comes from, for [`check_config`].
 #[derive(Debug, Clone)]
-pub(crate) enum ConfigSource {
+pub enum ConfigSource {
     /// A file on disk.
     File(PathBuf),
     /// Text (the built-in example).
@@ -485,10 +468,7 @@ pub(crate) enum ConfigSource {
 ///
 /// # Errors
 /// Every violation, as one message.
-pub(crate) fn check_config(
-    source: ConfigSource,
-    overrides: &Overrides,
-) -> Result<EdgeConfig, String> {
+pub fn check_config(source: ConfigSource, overrides: &Overrides) -> Result<EdgeConfig, String> {
     let builder = Store::<EdgeConfig>::builder("edge-proxy")
         .format(Format::Toml)
         .max_bytes(MAX_CONFIG_BYTES);
@@ -533,7 +513,7 @@ fn admin_token(config: &EdgeConfig) -> Option<String> {
 
 /// Why the proxy did not start.
 #[derive(Debug)]
-pub(crate) enum StartError {
+pub enum StartError {
     /// The config file was rejected.
     Config(String),
     /// A listener could not be bound.
@@ -552,13 +532,13 @@ impl std::fmt::Display for StartError {
 impl std::error::Error for StartError {}
 
 /// A started proxy: its addresses, its shared state, and how to stop it.
-pub(crate) struct Running {
+pub struct Running {
     /// Where the proxy listens.
-    pub(crate) proxy_addr: SocketAddr,
+    pub proxy_addr: SocketAddr,
     /// Where the admin API listens.
-    pub(crate) admin_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     /// The shared state.
-    pub(crate) edge: Arc<Edge>,
+    pub edge: Arc<Edge>,
     stop: watch::Sender<bool>,
     proxy: JoinHandle<ServeSummary>,
     /// Aborts the inner serve task (tests simulate its death with it).
@@ -587,7 +567,7 @@ impl Running {
     ///
     /// # Errors
     /// Why the serve task ended.
-    pub(crate) async fn run_until(
+    pub async fn run_until(
         mut self,
         signal: impl Future<Output = ()>,
     ) -> Result<ServeSummary, String> {
@@ -603,13 +583,13 @@ impl Running {
     }
 
     /// Kills the proxy's serve task as a crash would (tests of the supervision).
-    pub(crate) fn abort_serve_task(&self) {
+    pub fn abort_serve_task(&self) {
         self.serve_abort.abort();
     }
 
     /// Stops accepting, drains in-flight requests up to the configured deadline, and stops
     /// every background task.
-    pub(crate) async fn shutdown(self) -> ServeSummary {
+    pub async fn shutdown(self) -> ServeSummary {
         self.edge.draining.store(true, Ordering::Relaxed);
         let _ = self.stop.send(true);
         let summary = self.proxy.await.unwrap_or(ServeSummary {
@@ -657,7 +637,7 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// # Errors
 /// [`StartError`] with the reason: an invalid config (FailFast: the proxy never runs on a
 /// guess), or a listener that cannot be bound.
-pub(crate) async fn start(options: EdgeOptions) -> Result<Running, StartError> {
+pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
     let mut builder = Store::<EdgeConfig>::builder("edge-proxy")
         .format(Format::Toml)
         .max_bytes(MAX_CONFIG_BYTES);

@@ -70,11 +70,11 @@ impl<G: Guard> DynGuard for G {
 
 /// A type-erased guard.
 #[derive(Clone)]
-pub(crate) struct BoxGuard(pub Arc<dyn DynGuard>);
+pub struct BoxGuard(Arc<dyn DynGuard>);
 
 impl BoxGuard {
     /// Erases `guard`.
-    pub(crate) fn new(guard: impl Guard) -> Self {
+    pub fn new(guard: impl Guard) -> Self {
         Self(Arc::new(guard))
     }
 }

@@ -1,0 +1,16 @@
+#![doc = include_str!("../README.md")]
+
+mod botscore;
+mod cache;
+pub mod config;
+mod modules;
+mod ratelimit;
+mod runtime;
+mod stack;
+
+pub use config::{CircuitSection, EdgeConfig, FailureModeSetting, GuardPolicy, Overrides};
+pub use modules::ExtraGuard;
+pub use runtime::{
+    ConfigSource, Edge, EdgeOptions, MAX_CONFIG_BYTES, Running, StartError, check_config, start,
+};
+pub use stack::BoxGuard;
