@@ -8,7 +8,8 @@
 //! - `guard_check`: `BotGuard::check` on the same heads (scoring, route lookup, verdict with the
 //!   score header and extensions), i.e. what the tower layer pays besides its own bookkeeping.
 //!
-//! Reproduce: `cargo bench -p ravelin --no-default-features --features botscore --bench botscore`
+//! Reproduce: `cargo bench -p ravelin --no-default-features --features botscore-train --bench botscore`
+//! (the request generator, `ravelin_botscore::synth`, is part of the trainer)
 
 // A benchmark harness, not the data plane: a failed setup must stop the run loudly, the cycling
 // indexes stay in bounds by construction, and criterion's macros generate undocumented items.
