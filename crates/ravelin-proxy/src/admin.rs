@@ -176,15 +176,12 @@ impl AdminBuilder {
         self
     }
 
-    /// Renders `/metrics` (Prometheus text format).
+    /// Renders `/metrics` (Prometheus text format). The binary owns the exporter and passes its
+    /// renderer, e.g. `move || handle.render()` for a `metrics-exporter-prometheus` handle, so
+    /// this library links no exporter. Without it, `/metrics` answers 404.
     pub fn metrics(mut self, render: impl Fn() -> String + Send + Sync + 'static) -> Self {
         self.metrics = Some(Arc::new(render));
         self
-    }
-
-    /// Renders `/metrics` from an installed Prometheus recorder.
-    pub fn prometheus(self, handle: metrics_exporter_prometheus::PrometheusHandle) -> Self {
-        self.metrics(move || handle.render())
     }
 
     /// Decides `/readyz`: `Err(reason)` answers 503 with the reason.
