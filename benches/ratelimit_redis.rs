@@ -21,12 +21,11 @@
     clippy::indexing_slicing
 )]
 
-#[path = "../crates/ravelin-ratelimit/tests/support/mod.rs"]
-mod support;
-
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use ravelin_test_support::redis as support;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use ravelin_ratelimit::redis::RedisStore;

@@ -1,7 +1,5 @@
 //! Module and dependency failures against the assembled proxy.
 
-#[path = "../crates/ravelin-ratelimit/tests/support/mod.rs"]
-mod redis_support;
 #[allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -360,7 +358,7 @@ async fn rate_limit_answers_429_with_headers() {
 /// 5xx, requests keep flowing (local fallback under the open policy).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_on_redis_survives_redis_dying() {
-    let Some(mut redis) = redis_support::RedisServer::spawn() else {
+    let Some(mut redis) = ravelin_test_support::redis::RedisServer::spawn() else {
         return;
     };
     let text = config(&format!(

@@ -11,8 +11,6 @@
     clippy::indexing_slicing
 )]
 
-mod support;
-
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
@@ -23,7 +21,7 @@ use http_body_util::Empty;
 use ravelin_failsafe::{CircuitBreakerConfig, FailurePolicy, X_RAVELIN_SKIPPED};
 use ravelin_ratelimit::redis::RedisStore;
 use ravelin_ratelimit::{KeyPart, RateLimitGuard, Rule, Rules};
-use support::{RedisServer, unique_prefix};
+use ravelin_test_support::redis::{RedisServer, unique_prefix};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
 const STORE_TIMEOUT: Duration = Duration::from_millis(100);

@@ -11,16 +11,14 @@
     clippy::indexing_slicing
 )]
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use ravelin_ratelimit::Quota;
+use ravelin_test_support::redis::{RedisServer, unique_prefix};
 use redis::Value;
-use support::{RedisServer, unique_prefix};
 
 const SCRIPT: &str = include_str!("../src/redis/gcra.lua");
 

@@ -9,15 +9,13 @@
     clippy::indexing_slicing
 )]
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use ravelin_ratelimit::redis::{FallbackStore, RedisStore};
 use ravelin_ratelimit::{Check, Decision, MemoryStore, Quota, RateLimitStore, StoreError};
-use support::{RedisServer, unique_prefix};
+use ravelin_test_support::redis::{RedisServer, unique_prefix};
 
 /// Generous for calls expected to succeed: the test machine is shared and busy.
 const RELAXED: Duration = Duration::from_millis(500);

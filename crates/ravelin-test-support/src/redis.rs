@@ -10,16 +10,6 @@
 //! The binary is `$RAVELIN_REDIS_SERVER` when set, else `redis-server` from `PATH`. The server
 //! runs with `--save '' --appendonly no` in a scratch directory, and is killed (and the directory
 //! removed) on drop.
-// Test-harness code, shared by integration tests and a bench: a setup failure must stop the run
-// loudly (clippy.toml's test exemptions only cover `#[test]` functions themselves).
-#![allow(
-    dead_code,
-    unreachable_pub,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::unwrap_used,
-    clippy::indexing_slicing
-)]
 
 use std::io::Read as _;
 use std::net::{Ipv4Addr, TcpListener};
