@@ -1,13 +1,5 @@
 //! Module and dependency failures against the assembled proxy.
 
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -15,7 +7,8 @@ use std::time::Duration;
 
 use ravelin_edge::{BoxGuard, CircuitSection, ExtraGuard, FailureModeSetting, GuardPolicy};
 use ravelin_failsafe::{GuardError, RequestHead, Verdict, guard_fn};
-use support::{GENEROUS_RATELIMIT, Harness, Reply, config, metric};
+use ravelin_test_support::edge as support;
+use ravelin_test_support::edge::{GENEROUS_RATELIMIT, Harness, Reply, config, metric};
 
 /// A module with a bug: it panics on every request.
 #[allow(clippy::panic)] // the bug under test

@@ -1,15 +1,10 @@
 //! Bad bot feature files against the assembled proxy: each is rejected with its reason, shown in
 //! `/status` and `/metrics`, and the model in force does not change.
 
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-mod support;
-
-use support::{GENEROUS_RATELIMIT, Harness, config, doubled, feature_file, metric};
+use ravelin_test_support::edge as support;
+use ravelin_test_support::edge::{
+    GENEROUS_RATELIMIT, Harness, config, doubled, feature_file, metric,
+};
 
 /// The bot score the origin received for one request through the proxy.
 #[allow(clippy::unwrap_used)] // test helper: a panic is a failing test

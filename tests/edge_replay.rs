@@ -6,20 +6,15 @@
 //! good model, rejections counted in `/metrics` and shown in `/status`, and a bounded number of
 //! log lines.
 
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-mod support;
-
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use support::{GENEROUS_RATELIMIT, Harness, config, doubled, feature_file, metric};
+use ravelin_test_support::edge as support;
+use ravelin_test_support::edge::{
+    GENEROUS_RATELIMIT, Harness, config, doubled, feature_file, metric,
+};
 
 /// Counts the lines the process logs (every level the subscriber lets through).
 #[derive(Clone, Default)]

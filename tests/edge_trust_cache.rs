@@ -9,19 +9,12 @@
 //! settings ab94635); each says what the old code did. Tests of a `[cache]` setting fail there
 //! because the key was refused as unknown.
 
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-mod support;
-
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::Full;
 use origin::{Origin, Seen, chunked, full};
-use support::{GENEROUS_RATELIMIT, Harness, Reply, config};
+use ravelin_test_support::edge as support;
+use ravelin_test_support::edge::{GENEROUS_RATELIMIT, Harness, Reply, config};
 
 /// A recording origin (hyper 1 over hyper-util) and a fixed-answer one (raw TCP), plus a raw
 /// HTTP/1.1 exchange for requests the client library will not send (absolute form).

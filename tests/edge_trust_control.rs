@@ -2,21 +2,15 @@
 //! reload; bounds on every number; a supervised serve task; the admin token rotating on
 //! reload; DNS-rebinding protection; the demo origin's outage switch out of the data plane.
 
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-mod support;
-
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use ravelin_edge::{ConfigSource, Overrides, check_config};
-use support::{BOUND, GENEROUS_RATELIMIT, Harness, TOKEN, config, write_atomically};
+use ravelin_test_support::edge::{
+    BOUND, GENEROUS_RATELIMIT, Harness, TOKEN, config, write_atomically,
+};
 
 /// Documents that parse but that building the modules (or the server) would refuse, with the
 /// field the refusal must name. Each was accepted by `--check` and hot reload before the gate

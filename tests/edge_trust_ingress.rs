@@ -3,7 +3,7 @@
 //! headers only the edge (or a trusted proxy) may set; refused methods, hosts, paths and header
 //! counts; silent sockets; stalled origin bodies; malformed client bodies.
 //!
-//! Each test starts the proxy through `ravelin-edge` (`support::Harness`) in front of a
+//! Each test starts the proxy through `ravelin-edge` (`ravelin_test_support::edge::Harness`) in front of a
 //! recording origin defined here, and states what the code before the fix did. Requests a
 //! client library would never send go over a raw `TcpStream`; HTTP/2 ones over hyper's
 //! low-level client, so `:authority` and `Host` can disagree. No assertion is on timing: every
@@ -16,14 +16,6 @@
     clippy::panic,
     clippy::indexing_slicing
 )]
-
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-mod support;
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -39,7 +31,8 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::{BOUND, GENEROUS_RATELIMIT, Harness, config, eventually, metric};
+use ravelin_test_support::edge as support;
+use ravelin_test_support::edge::{BOUND, GENEROUS_RATELIMIT, Harness, config, eventually, metric};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 

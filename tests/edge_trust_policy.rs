@@ -2,17 +2,9 @@
 //! rule and bot route, route hosts match however the client spells the host, and a module's
 //! time budget holds even for a guard that does its work synchronously.
 //!
-//! Each test runs the assembled proxy (`support::Harness`) in front of the demo origin, which,
+//! Each test runs the assembled proxy (`ravelin_test_support::edge::Harness`) in front of the demo origin, which,
 //! like nginx, Express or Tomcat, serves `/login` for `/LOGIN` too: what matters is that the
 //! edge's policies see what the origin serves.
-
-#[allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-mod support;
 
 use std::time::Duration;
 
@@ -21,7 +13,7 @@ use http::Request;
 use http_body_util::Full;
 use ravelin_edge::{BoxGuard, CircuitSection, ExtraGuard, FailureModeSetting, GuardPolicy};
 use ravelin_failsafe::{GuardError, RequestHead, Verdict, guard_fn};
-use support::{GENEROUS_RATELIMIT, Harness, Reply, config};
+use ravelin_test_support::edge::{GENEROUS_RATELIMIT, Harness, Reply, config};
 
 /// The spellings of `/login` that skipped both modules before the request identity: case,
 /// doubled slashes, dot segments, an escaped unreserved character, path parameters.

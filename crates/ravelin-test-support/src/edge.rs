@@ -2,9 +2,7 @@
 //! assembly code as the `edge-proxy` example, a real HTTP client over loopback sockets, load
 //! generation with bounded count and time, and metrics scraping.
 //!
-//! Each test file declares `mod support`; the assembly is the `ravelin-edge` crate, the same one
-//! the `edge-proxy` example runs.
-#![allow(dead_code, unreachable_pub)]
+//! The assembly is the `ravelin-edge` crate, the same one the `edge-proxy` example runs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -63,10 +61,15 @@ key = ["client_ip"]
 "#;
 
 /// A started proxy with its config file in a temporary directory.
+#[derive(Debug)]
 pub struct Harness {
+    /// The proxy (taken by [`stop`](Self::stop)).
     pub running: Option<Running>,
+    /// The temporary directory holding the config file and any feature files.
     pub dir: tempfile::TempDir,
+    /// The config file the proxy watches.
     pub config_path: PathBuf,
+    /// A pooled HTTP client for requests to the proxy and the admin API.
     pub client: Client<HttpConnector, Full<Bytes>>,
 }
 
@@ -121,14 +124,17 @@ impl Harness {
         self.dir.path().join(name)
     }
 
+    /// The running proxy; panics after [`stop`](Self::stop).
     pub fn running(&self) -> &Running {
         self.running.as_ref().unwrap()
     }
 
+    /// The proxy URL of `path`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.running().proxy_addr)
     }
 
+    /// The admin API URL of `path`.
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.running().admin_addr)
     }
@@ -145,6 +151,7 @@ impl Harness {
         .expect("the proxy answers")
     }
 
+    /// Sends `request` with the harness client, bounded by [`BOUND`].
     pub async fn send(&self, request: Request<Full<Bytes>>) -> Result<Reply, String> {
         send(&self.client, request).await
     }
@@ -158,6 +165,7 @@ impl Harness {
         self.send(request).await.unwrap()
     }
 
+    /// `GET /status` of the admin API, as JSON.
     pub async fn status(&self) -> serde_json::Value {
         let reply = self
             .send(
@@ -170,6 +178,7 @@ impl Harness {
         serde_json::from_slice(&reply.body).unwrap()
     }
 
+    /// The Prometheus text of `GET /metrics`.
     pub async fn metrics(&self) -> String {
         let reply = self
             .send(
@@ -189,6 +198,7 @@ impl Harness {
         text
     }
 
+    /// Shuts the proxy down (bounded by [`BOUND`]).
     pub async fn stop(mut self) {
         if let Some(running) = self.running.take() {
             tokio::time::timeout(BOUND, running.shutdown())
@@ -201,16 +211,21 @@ impl Harness {
 /// A response, fully read.
 #[derive(Debug, Clone)]
 pub struct Reply {
+    /// The status.
     pub status: StatusCode,
+    /// The headers.
     pub headers: HeaderMap,
+    /// The whole body.
     pub body: Bytes,
 }
 
 impl Reply {
+    /// The body as (lossy) UTF-8.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
+    /// The body as JSON (`Null` when it is not JSON).
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
     }
@@ -231,6 +246,7 @@ impl Reply {
     }
 }
 
+/// Sends `request` with `client` and reads the whole reply, bounded by [`BOUND`].
 pub async fn send(
     client: &Client<HttpConnector, Full<Bytes>>,
     request: Request<Full<Bytes>>,
@@ -263,17 +279,23 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) {
 /// What a load run saw.
 #[derive(Debug, Default)]
 pub struct LoadReport {
+    /// Replies by status code.
     pub by_status: BTreeMap<u16, u64>,
+    /// Requests that got no reply.
     pub transport_errors: u64,
+    /// The first few errors (transport or failed checks), for the failure message.
     pub first_errors: Vec<String>,
+    /// Replies the check inspected.
     pub checked: u64,
 }
 
 impl LoadReport {
+    /// Every request sent.
     pub fn total(&self) -> u64 {
         self.by_status.values().sum::<u64>() + self.transport_errors
     }
 
+    /// Replies with a 5xx status.
     pub fn count_5xx(&self) -> u64 {
         self.by_status
             .iter()
@@ -282,6 +304,7 @@ impl LoadReport {
             .sum()
     }
 
+    /// Replies that were not 2xx, plus transport errors.
     pub fn non_2xx(&self) -> u64 {
         self.by_status
             .iter()
@@ -293,6 +316,7 @@ impl LoadReport {
 }
 
 /// [`load`] of `GET /echo` running in the background while a test changes the proxy under it.
+#[derive(Debug)]
 pub struct BackgroundLoad {
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<LoadReport>,
