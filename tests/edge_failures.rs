@@ -5,14 +5,14 @@ use std::sync::atomic::AtomicBool;
 
 use std::time::Duration;
 
-use ravelin_edge::{BoxGuard, CircuitSection, ExtraGuard, FailureModeSetting, GuardPolicy};
+use ravelin_edge::{BoxGuard, ExtraGuard, FailureMode, GuardConfig};
 use ravelin_failsafe::{GuardError, RequestHead, Verdict, guard_fn};
 use ravelin_test_support::edge as support;
 use ravelin_test_support::edge::{GENEROUS_RATELIMIT, Harness, Reply, config, metric};
 
 /// A module with a bug: it panics on every request.
 #[allow(clippy::panic)] // the bug under test
-fn panicking(mode: FailureModeSetting) -> ExtraGuard {
+fn panicking(mode: FailureMode) -> ExtraGuard {
     ExtraGuard {
         name: "panicky",
         guard: BoxGuard::new(guard_fn(
@@ -20,12 +20,12 @@ fn panicking(mode: FailureModeSetting) -> ExtraGuard {
                 panic!("index out of bounds: the len is 200 but the index is 200")
             },
         )),
-        policy: GuardPolicy {
+        policy: GuardConfig {
             failure_mode: mode,
             timeout: Duration::from_millis(100),
             failure_status: 503,
             failure_body: Some("checks unavailable (e2e)\n".into()),
-            circuit: CircuitSection::default(),
+            ..GuardConfig::default()
         },
     }
 }
@@ -44,7 +44,7 @@ fn module<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Valu
 async fn panicking_module_fails_open_without_5xx_and_its_circuit_opens() {
     let harness = Harness::start(
         &config(GENEROUS_RATELIMIT),
-        Some(panicking(FailureModeSetting::Open)),
+        Some(panicking(FailureMode::Open)),
     )
     .await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -108,7 +108,7 @@ async fn panicking_module_fails_open_without_5xx_and_its_circuit_opens() {
 async fn panicking_module_fails_closed_with_the_configured_response() {
     let harness = Harness::start(
         &config(GENEROUS_RATELIMIT),
-        Some(panicking(FailureModeSetting::Closed)),
+        Some(panicking(FailureMode::Closed)),
     )
     .await;
     for _ in 0..50 {
@@ -211,7 +211,7 @@ async fn config_reload_under_load_fails_no_request() {
         // Each generation changes the modules' policies and limits; even ones are also reloaded
         // through the admin API, odd ones only by the file watcher.
         let text = config(&format!(
-            "{GENEROUS_RATELIMIT}\n[botscore]\ntimeout = \"{}ms\"\nforward_reasons = {}\n[cache]\nmax_bytes = {}\n",
+            "{GENEROUS_RATELIMIT}\n[botscore.guard]\ntimeout = \"{}ms\"\n[botscore]\nforward_reasons = {}\n[cache]\nmax_bytes = {}\n",
             10 + i,
             i % 2 == 0,
             64 * 1024 * 1024 + u64::from(i)
@@ -355,7 +355,7 @@ async fn rate_limit_on_redis_survives_redis_dying() {
         return;
     };
     let text = config(&format!(
-        "[ratelimit]\nstore = \"{}\"\ntimeout = \"200ms\"\nredis_timeout = \"100ms\"\n\
+        "[ratelimit]\nstore = \"{}\"\nredis_timeout = \"100ms\"\n[ratelimit.guard]\ntimeout = \"200ms\"\n\
          [[ratelimit.rules]]\nname = \"per-ip\"\nlimit = 5\nwindow = \"60s\"\nkey = [\"client_ip\"]\n",
         redis.url()
     ));

@@ -43,8 +43,8 @@ const UNAPPLIABLE: &[(&str, &str, &str)] = &[
     ),
     (
         "a circuit window the breaker clamps silently",
-        "[ratelimit.circuit]\nwindow = 100000\n",
-        "ratelimit.circuit",
+        "[ratelimit.guard.circuit]\nwindow = 100000\n",
+        "ratelimit.guard.circuit",
     ),
     (
         "a route host with a port, which never matches",

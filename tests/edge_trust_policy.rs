@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use ravelin_edge::{BoxGuard, CircuitSection, ExtraGuard, FailureModeSetting, GuardPolicy};
+use ravelin_edge::{BoxGuard, CircuitConfig, ExtraGuard, FailureMode, GuardConfig};
 use ravelin_failsafe::{GuardError, RequestHead, Verdict, guard_fn};
 use ravelin_test_support::edge::{GENEROUS_RATELIMIT, Harness, Reply, config};
 
@@ -153,7 +153,7 @@ upstream = "other"
 
 /// A guard that does its (too slow) work before returning a ready verdict: nothing can preempt
 /// it, but its verdict must not be believed after the budget.
-fn slow_synchronous_guard(mode: FailureModeSetting) -> ExtraGuard {
+fn slow_synchronous_guard(mode: FailureMode) -> ExtraGuard {
     ExtraGuard {
         name: "slowsync",
         guard: BoxGuard::new(guard_fn(
@@ -162,15 +162,16 @@ fn slow_synchronous_guard(mode: FailureModeSetting) -> ExtraGuard {
                 Ok(Verdict::allow())
             },
         )),
-        policy: GuardPolicy {
+        policy: GuardConfig {
             failure_mode: mode,
             timeout: Duration::from_millis(5),
             failure_status: 503,
             failure_body: Some("slow guard (e2e)\n".into()),
-            circuit: CircuitSection {
+            circuit: CircuitConfig {
                 disabled: true,
-                ..CircuitSection::default()
+                ..CircuitConfig::default()
             },
+            ..GuardConfig::default()
         },
     }
 }
@@ -181,7 +182,7 @@ async fn a_synchronous_guard_over_its_budget_meets_its_failure_policy() {
     // already complete, so a 60 ms check under a 5 ms budget "passed" every time.
     let harness = Harness::start(
         &config(GENEROUS_RATELIMIT),
-        Some(slow_synchronous_guard(FailureModeSetting::Closed)),
+        Some(slow_synchronous_guard(FailureMode::Closed)),
     )
     .await;
     let reply = harness.get("/api/time").await;
@@ -191,7 +192,7 @@ async fn a_synchronous_guard_over_its_budget_meets_its_failure_policy() {
 
     let harness = Harness::start(
         &config(GENEROUS_RATELIMIT),
-        Some(slow_synchronous_guard(FailureModeSetting::Open)),
+        Some(slow_synchronous_guard(FailureMode::Open)),
     )
     .await;
     let reply = harness.get("/echo").await;

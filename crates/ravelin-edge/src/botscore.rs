@@ -80,7 +80,7 @@ impl BotModule {
         let forward = ForwardStrip {
             names: guard.forward_headers().names().cloned().collect(),
         };
-        let layer = guard_layer(guard, NAME, &config.botscore_policy(), switch);
+        let layer = guard_layer(guard, NAME, &section.guard, switch);
         Ok(Some(Self {
             store,
             watch,

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ravelin_config::{Validate, Violations};
+pub use ravelin_failsafe::{CircuitConfig, FailureMode, GuardConfig};
 use serde::Deserialize;
 
 /// The whole file.
@@ -211,65 +212,6 @@ pub struct RouteSection {
     pub response_timeout: Option<Duration>,
 }
 
-/// `failure_mode = "open" | "closed"`.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum FailureModeSetting {
-    /// Skip the module on failure.
-    Open,
-    /// Answer with the failure response.
-    Closed,
-}
-
-impl FailureModeSetting {
-    /// `open` / `closed`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureModeSetting::Open => "open",
-            FailureModeSetting::Closed => "closed",
-        }
-    }
-}
-
-/// The failure policy every guard module declares (inline in its table).
-#[derive(Debug, Clone, PartialEq)]
-pub struct GuardPolicy {
-    /// Open or closed.
-    pub failure_mode: FailureModeSetting,
-    /// Time budget per request.
-    pub timeout: Duration,
-    /// Status of the fail-closed answer.
-    pub failure_status: u16,
-    /// Body of the fail-closed answer.
-    pub failure_body: Option<String>,
-    /// Circuit breaker overrides.
-    pub circuit: CircuitSection,
-}
-
-/// `[<module>.circuit]`: overrides of the failsafe circuit-breaker defaults.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct CircuitSection {
-    /// Opens when this share of the window failed (0..=1).
-    #[serde(default)]
-    pub failure_rate: Option<f64>,
-    /// Calls in the sliding window.
-    #[serde(default)]
-    pub window: Option<u32>,
-    /// Calls needed before the rate counts.
-    #[serde(default)]
-    pub minimum_calls: Option<u32>,
-    /// Opens after this many failures in a row.
-    #[serde(default)]
-    pub consecutive_failures: Option<u32>,
-    /// How long it stays open before probing.
-    #[serde(default, with = "humantime_serde")]
-    pub open_for: Option<Duration>,
-    /// Never open by itself.
-    #[serde(default)]
-    pub disabled: bool,
-}
-
 /// The rate-limit store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreSetting {
@@ -301,24 +243,13 @@ pub struct RateLimitSection {
     /// Put the module in the stack at all.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Open (default) or closed.
-    #[serde(default = "open")]
-    pub failure_mode: FailureModeSetting,
-    /// Time budget per request.
-    #[serde(default = "default_ratelimit_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
     /// Kill switch state set by this file.
     #[serde(default)]
     pub killed: bool,
-    /// Fail-closed status.
-    #[serde(default = "default_failure_status")]
-    pub failure_status: u16,
-    /// Fail-closed body.
-    #[serde(default)]
-    pub failure_body: Option<String>,
-    /// Circuit breaker overrides.
-    #[serde(default)]
-    pub circuit: CircuitSection,
+    /// `[ratelimit.guard]`: how the module fails (ravelin-failsafe's `GuardConfig`; a 20 ms
+    /// budget by default, Envoy's rate-limit timeout).
+    #[serde(default = "default_ratelimit_guard")]
+    pub guard: GuardConfig,
     /// `"memory"` or a Redis URL.
     #[serde(default = "memory")]
     pub store: StoreSetting,
@@ -365,24 +296,12 @@ pub struct BotScoreSection {
     /// Put the module in the stack at all.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Open (default) or closed.
-    #[serde(default = "open")]
-    pub failure_mode: FailureModeSetting,
-    /// Time budget per request.
-    #[serde(default = "default_botscore_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
     /// Kill switch state set by this file.
     #[serde(default)]
     pub killed: bool,
-    /// Fail-closed status.
-    #[serde(default = "default_failure_status")]
-    pub failure_status: u16,
-    /// Fail-closed body.
+    /// `[botscore.guard]`: how the module fails (ravelin-failsafe's `GuardConfig`, its defaults).
     #[serde(default)]
-    pub failure_body: Option<String>,
-    /// Circuit breaker overrides.
-    #[serde(default)]
-    pub circuit: CircuitSection,
+    pub guard: GuardConfig,
     /// The feature file (model); the compiled-in model serves until a valid one loads.
     #[serde(default)]
     pub feature_file: Option<PathBuf>,
@@ -409,7 +328,7 @@ pub struct CacheSection {
     pub enabled: bool,
     /// The cache always fails open (an internal error bypasses it); only `open` is accepted.
     #[serde(default = "open")]
-    pub failure_mode: FailureModeSetting,
+    pub failure_mode: FailureMode,
     /// Kill switch state set by this file (engaged: every request bypasses the cache).
     #[serde(default)]
     pub killed: bool,
@@ -464,8 +383,8 @@ pub struct ReloadSection {
 fn yes() -> bool {
     true
 }
-fn open() -> FailureModeSetting {
-    FailureModeSetting::Open
+fn open() -> FailureMode {
+    FailureMode::Open
 }
 fn memory() -> StoreSetting {
     StoreSetting::Memory
@@ -527,18 +446,17 @@ fn default_response_timeout() -> Duration {
 fn default_max_idle() -> usize {
     64
 }
-fn default_failure_status() -> u16 {
-    503
-}
-fn default_ratelimit_timeout() -> Duration {
-    Duration::from_millis(20)
-}
-/// The bot scorer's budget: ravelin-botscore's own default (failsafe's `DEFAULT_TIMEOUT`).
-/// Scoring takes microseconds, but the check runs synchronously and the budget is wall-clock
-/// time: a thread preempted for a few milliseconds on a busy machine must not leave requests
-/// unscored (10 ms did, about one run in three of the incident replay on two cores).
-fn default_botscore_timeout() -> Duration {
-    ravelin_failsafe::DEFAULT_TIMEOUT
+/// The rate limiter's guard: failsafe's defaults with a 20 ms budget (Envoy's rate-limit
+/// timeout): a Redis round trip must fit, and a dead Redis costs no more than that per request
+/// until the circuit opens. (The bot scorer keeps failsafe's 100 ms: scoring takes
+/// microseconds, but its check runs synchronously and the budget is wall-clock time, so a
+/// thread preempted for a few milliseconds must not leave requests unscored — 10 ms did, in
+/// about one run in three of the incident replay on two cores.)
+fn default_ratelimit_guard() -> GuardConfig {
+    GuardConfig {
+        timeout: Duration::from_millis(20),
+        ..GuardConfig::default()
+    }
 }
 fn default_capacity() -> usize {
     100_000
@@ -606,12 +524,8 @@ impl Default for RateLimitSection {
     fn default() -> Self {
         Self {
             enabled: true,
-            failure_mode: open(),
-            timeout: default_ratelimit_timeout(),
             killed: false,
-            failure_status: default_failure_status(),
-            failure_body: None,
-            circuit: CircuitSection::default(),
+            guard: default_ratelimit_guard(),
             store: memory(),
             capacity: default_capacity(),
             redis_timeout: default_redis_timeout(),
@@ -627,12 +541,8 @@ impl Default for BotScoreSection {
     fn default() -> Self {
         Self {
             enabled: true,
-            failure_mode: open(),
-            timeout: default_botscore_timeout(),
             killed: false,
-            failure_status: default_failure_status(),
-            failure_body: None,
-            circuit: CircuitSection::default(),
+            guard: GuardConfig::default(),
             feature_file: None,
             watch_interval: default_watch(),
             score_header: default_score_header(),
@@ -670,83 +580,10 @@ impl Default for ReloadSection {
     }
 }
 
-// === impl EdgeConfig ===
-
-impl EdgeConfig {
-    /// The modules' guard policies, by module name.
-    pub fn ratelimit_policy(&self) -> GuardPolicy {
-        let s = &self.ratelimit;
-        GuardPolicy {
-            failure_mode: s.failure_mode,
-            timeout: s.timeout,
-            failure_status: s.failure_status,
-            failure_body: s.failure_body.clone(),
-            circuit: s.circuit.clone(),
-        }
-    }
-
-    /// The bot scorer's guard policy.
-    pub fn botscore_policy(&self) -> GuardPolicy {
-        let s = &self.botscore;
-        GuardPolicy {
-            failure_mode: s.failure_mode,
-            timeout: s.timeout,
-            failure_status: s.failure_status,
-            failure_body: s.failure_body.clone(),
-            circuit: s.circuit.clone(),
-        }
-    }
-}
-
-fn check_policy(v: &mut Violations, module: &str, policy: &GuardPolicy) {
-    if policy.timeout.is_zero() {
-        v.push(format!("{module}.timeout"), "must be greater than zero");
-    }
-    if policy.timeout > Duration::from_secs(60) {
-        v.push(
-            format!("{module}.timeout"),
-            "must be at most 60s: a guard's budget is per request",
-        );
-    }
-    if !(400..=599).contains(&policy.failure_status) {
-        v.push(
-            format!("{module}.failure_status"),
-            format!("{} is not a 4xx or 5xx status", policy.failure_status),
-        );
-    }
-    if let Some(body) = &policy.failure_body {
-        v.check_count(&format!("{module}.failure_body"), "bytes", body.len(), 4096);
-    }
-    let c = &policy.circuit;
-    if let Some(rate) = c.failure_rate {
-        v.check_finite(&format!("{module}.circuit.failure_rate"), rate);
-        if !(rate > 0.0 && rate <= 1.0) {
-            v.push(
-                format!("{module}.circuit.failure_rate"),
-                format!("{rate} is outside (0, 1]"),
-            );
-        }
-    }
-    for (field, value) in [
-        ("window", c.window),
-        ("minimum_calls", c.minimum_calls),
-        ("consecutive_failures", c.consecutive_failures),
-    ] {
-        if value == Some(0) {
-            v.push(format!("{module}.circuit.{field}"), "must be at least 1");
-        }
-    }
-    if let Some(open_for) = c.open_for {
-        check_duration(
-            v,
-            &format!("{module}.circuit.open_for"),
-            open_for,
-            MAX_TIMEOUT,
-        );
-    }
-    // The breaker the module would build, checked by failsafe itself (window ≤ 4096, …).
-    if let Err(e) = super::modules::circuit(c).validate() {
-        v.push(format!("{module}.circuit"), e.to_string());
+/// The module's `[<module>.guard]`, checked by failsafe itself and reported under its path.
+fn check_guard(v: &mut Violations, module: &str, guard: &GuardConfig) {
+    if let Err(violations) = guard.validate() {
+        v.merge_under(&format!("{module}.guard"), violations);
     }
 }
 
@@ -899,19 +736,19 @@ impl Validate for EdgeConfig {
         }
 
         let rl = &self.ratelimit;
-        check_policy(&mut v, "ratelimit", &self.ratelimit_policy());
+        check_guard(&mut v, "ratelimit", &rl.guard);
         if rl.capacity == 0 || rl.capacity > 100_000_000 {
             v.push(
                 "ratelimit.capacity",
                 format!("{} is outside 1..=100000000", rl.capacity),
             );
         }
-        if rl.redis_timeout.is_zero() || rl.redis_timeout > rl.timeout {
+        if rl.redis_timeout.is_zero() || rl.redis_timeout > rl.guard.timeout {
             v.push(
                 "ratelimit.redis_timeout",
                 format!(
                     "{:?} must be greater than zero and at most ratelimit.timeout ({:?})",
-                    rl.redis_timeout, rl.timeout
+                    rl.redis_timeout, rl.guard.timeout
                 ),
             );
         }
@@ -953,7 +790,7 @@ impl Validate for EdgeConfig {
             }
         }
 
-        check_policy(&mut v, "botscore", &self.botscore_policy());
+        check_guard(&mut v, "botscore", &self.botscore.guard);
         check_header_name(&mut v, "botscore.score_header", &self.botscore.score_header);
         if self.botscore.watch_interval > MAX_TIMEOUT {
             v.push("botscore.watch_interval", "must be at most 1h");
@@ -971,7 +808,7 @@ impl Validate for EdgeConfig {
         }
 
         let c = &self.cache;
-        if c.failure_mode != FailureModeSetting::Open {
+        if c.failure_mode != FailureMode::Open {
             v.push("cache.failure_mode", "the cache always fails open (an internal error bypasses it); only \"open\" is accepted");
         }
         if c.max_bytes == 0 {
@@ -1097,11 +934,14 @@ mod tests {
         .unwrap_err();
         assert!(err.contains("upstreams[0].url"), "{err}");
         assert!(err.contains("routes[0].upstream"), "{err}");
-        let err = parse("[ratelimit]\ntimeout = \"0s\"\n[[ratelimit.rules]]\nname = \"x\"\nlimit = 0\nwindow = \"1s\"\n").unwrap_err();
+        let err = parse("[ratelimit.guard]\ntimeout = \"0s\"\n[[ratelimit.rules]]\nname = \"x\"\nlimit = 0\nwindow = \"1s\"\n").unwrap_err();
         assert!(
-            err.contains("ratelimit.timeout") && err.contains("ratelimit.rules[0].limit"),
+            err.contains("ratelimit.guard.timeout") && err.contains("ratelimit.rules[0].limit"),
             "{err}"
         );
+        // The old flat keys are errors that name them, not settings silently ignored.
+        let err = parse("[ratelimit]\ntimeout = \"20ms\"\n").unwrap_err();
+        assert!(err.contains("timeout") && err.contains("guard"), "{err}");
         let err = parse(
             "[[ratelimit.rules]]\nname = \"x\"\nlimit = 1\nwindow = \"1s\"\nkey = [\"cookie\"]\n",
         )
@@ -1111,7 +951,7 @@ mod tests {
         assert!(err.contains("admin.listen"), "{err}");
         let err = parse("[ratelimit]\nstore = \"mongodb://x\"\n").unwrap_err();
         assert!(err.contains("store"), "{err}");
-        let err = parse("[botscore]\nfailure_mode = \"sideways\"\n").unwrap_err();
+        let err = parse("[botscore.guard]\nfailure_mode = \"sideways\"\n").unwrap_err();
         assert!(err.contains("sideways"), "{err}");
     }
 

@@ -8,7 +8,7 @@ mod ratelimit;
 mod runtime;
 mod stack;
 
-pub use config::{CircuitSection, EdgeConfig, FailureModeSetting, GuardPolicy, Overrides};
+pub use config::{CircuitConfig, EdgeConfig, FailureMode, GuardConfig, Overrides};
 pub use modules::ExtraGuard;
 pub use runtime::{
     ConfigSource, Edge, EdgeOptions, MAX_CONFIG_BYTES, Running, StartError, check_config, start,

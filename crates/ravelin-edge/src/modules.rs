@@ -1,74 +1,24 @@
 //! Module slots: each module turns its config section into a layer of the stack, keeps its state
 //! across reloads, and reports itself to `/status`.
 
-use bytes::Bytes;
-use http::StatusCode;
 use hyper::body::Incoming;
 use ravelin_config::{KillSwitch, Switchboard};
-use ravelin_failsafe::{
-    CircuitBreakerConfig, FailurePolicy, Guard, GuardHandle, GuardLayer, X_RAVELIN_SKIPPED,
-};
+use ravelin_failsafe::{Guard, GuardConfig, GuardHandle, GuardLayer};
 use ravelin_proxy::ModuleStatus;
 use serde_json::Value;
 
-use crate::config::{CircuitSection, FailureModeSetting, GuardPolicy};
 use crate::stack::{BoxGuard, EdgeService, Slot, layered};
 
-/// The failsafe policy a config section declares.
-pub(crate) fn failure_policy(policy: &GuardPolicy) -> FailurePolicy {
-    match policy.failure_mode {
-        FailureModeSetting::Open => FailurePolicy::open().skip_header(X_RAVELIN_SKIPPED),
-        FailureModeSetting::Closed => {
-            let mut closed = FailurePolicy::closed();
-            if let Ok(status) = StatusCode::from_u16(policy.failure_status) {
-                closed = closed.status(status);
-            }
-            if let Some(body) = &policy.failure_body {
-                closed = closed.body(Bytes::from(body.clone()));
-            }
-            closed
-        }
-    }
-}
-
-/// The circuit breaker a config section declares (failsafe defaults where unset).
-pub(crate) fn circuit(section: &CircuitSection) -> CircuitBreakerConfig {
-    let mut config = if section.disabled {
-        CircuitBreakerConfig::disabled()
-    } else {
-        CircuitBreakerConfig::new()
-    };
-    if let Some(rate) = section.failure_rate {
-        config = config.failure_rate(rate);
-    }
-    if let Some(window) = section.window {
-        config = config.window(window);
-    }
-    if let Some(minimum) = section.minimum_calls {
-        config = config.minimum_calls(minimum);
-    }
-    if let Some(consecutive) = section.consecutive_failures {
-        config = config.consecutive_failures(consecutive);
-    }
-    if let Some(open_for) = section.open_for {
-        config = config.open_for(open_for);
-    }
-    config
-}
-
-/// Wraps `guard` as module `name` with the policy, timeout, breaker and kill switch of its
-/// config section.
+/// Wraps `guard` as module `name` with the policy, timeout and breaker of its `[<module>.guard]`
+/// (failsafe's own `GuardConfig::apply`) and its kill switch.
 pub(crate) fn guard_layer<G: Guard>(
     guard: G,
     name: &'static str,
-    policy: &GuardPolicy,
+    config: &GuardConfig,
     switch: KillSwitch,
 ) -> GuardLayer<G> {
-    GuardLayer::new(guard)
-        .name(name)
-        .policy(failure_policy(policy))
-        .timeout(policy.timeout)
-        .circuit_breaker(circuit(&policy.circuit))
+    config
+        .apply(GuardLayer::new(guard).name(name))
         .kill_switch(switch)
 }
 
@@ -103,7 +53,7 @@ pub struct ExtraGuard {
     /// The guard.
     pub guard: BoxGuard,
     /// Its policy.
-    pub policy: GuardPolicy,
+    pub policy: GuardConfig,
 }
 
 /// The extra guard's slot.

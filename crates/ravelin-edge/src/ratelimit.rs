@@ -10,7 +10,7 @@ use ravelin_ratelimit::redis::{FallbackStore, RedisStore};
 use ravelin_ratelimit::{MemoryStore, RateLimitGuard, Rules};
 use serde_json::json;
 
-use crate::config::{EdgeConfig, GuardPolicy, RateLimitSection, StoreSetting};
+use crate::config::{EdgeConfig, GuardConfig, RateLimitSection, StoreSetting};
 use crate::modules::{apply_killed, guard_layer, guard_status};
 use crate::stack::{BoxGuard, EdgeService, Slot, layered};
 
@@ -43,7 +43,7 @@ pub(crate) struct RateLimitModule {
     rules: Store<Rules>,
     store_key: StoreKey,
     guard: BoxGuard,
-    policy: GuardPolicy,
+    policy: GuardConfig,
     layer: GuardLayer<BoxGuard>,
 }
 
@@ -85,7 +85,7 @@ impl RateLimitModule {
         let document = serde_json::to_vec(&section.rules_document(&config.ingress))
             .map_err(|e| format!("ratelimit rules: {e}"))?;
         let store_key = StoreKey::of(section);
-        let policy = config.ratelimit_policy();
+        let policy = section.guard.clone();
 
         if let Some(previous) = previous
             && previous.store_key == store_key
