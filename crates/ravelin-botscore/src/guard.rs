@@ -125,6 +125,8 @@ struct Inner {
     verified: VerifiedBots,
     routes: Routes,
     headers: ForwardHeaders,
+    /// `headers`' names as a slice: what `Guard::owned_headers` hands to `GuardLayer`.
+    owned: Box<[HeaderName]>,
     fingerprint_header: Option<HeaderName>,
     shadow_logs: LogLimiter,
 }
@@ -246,6 +248,12 @@ impl Guard for BotGuard {
     fn check(&self, head: &RequestHead<'_>) -> Self::Future {
         ready(self.verdict(head))
     }
+
+    /// The score, reasons and verified-bot headers: a plain `GuardLayer<BotGuard>` removes
+    /// forged client copies itself, even when scoring is killed or fails open.
+    fn owned_headers(&self) -> &[HeaderName] {
+        &self.inner.owned
+    }
 }
 
 impl fmt::Debug for BotGuard {
@@ -345,6 +353,7 @@ impl BotGuardBuilder {
                 scorer,
                 verified,
                 routes,
+                owned: headers.names().cloned().collect(),
                 headers,
                 fingerprint_header,
                 shadow_logs: LogLimiter::per_second(SHADOW_LOGS_PER_SECOND),

@@ -433,3 +433,55 @@ fn store_of_models_uses_json_and_the_default_cap() {
         .unwrap();
     assert!(store.current().is_prepared());
 }
+
+/// A plain `GuardLayer<BotGuard>` (no `BotScoreLayer`, no edge) removes forged score headers
+/// itself: the guard declares them as its own. Before, only `BotScoreLayer` or the edge's own
+/// strip did, so a generic wrapper that was killed or failed open let a client hand the origin
+/// `x-bot-score: 99`.
+#[tokio::test]
+async fn a_forged_score_is_stripped_whatever_layer_wraps_the_guard() {
+    let origin = service_fn(|request: Request<()>| async move {
+        let mut response = Response::new(http_body_util::Full::new(Bytes::from_static(b"origin")));
+        response.extensions_mut().insert(seen(&request));
+        Ok::<_, Infallible>(response)
+    });
+    let forged = || {
+        let mut request = curl_request("/");
+        for (name, value) in [
+            ("x-bot-score", "99"),
+            ("x-bot-score-reasons", "trust me"),
+            ("x-bot-verified", "true"),
+        ] {
+            request
+                .headers_mut()
+                .insert(name, http::HeaderValue::from_static(value));
+        }
+        request
+    };
+    let bot_guard = guard()
+        .reasons_header(Some(DEFAULT_REASONS_HEADER))
+        .build()
+        .unwrap();
+
+    // Scoring: the guard's own values replace the forged ones.
+    let layer = ravelin_failsafe::GuardLayer::new(bot_guard.clone()).name("botscore");
+    let mut service = ServiceBuilder::new().layer(layer).service(origin);
+    let response = service.ready().await.unwrap().call(forged()).await.unwrap();
+    let seen = response.extensions().get::<Seen>().cloned().unwrap();
+    assert_ne!(seen.score_header.as_deref(), Some("99"), "{seen:?}");
+    assert_ne!(seen.reasons_header.as_deref(), Some("trust me"), "{seen:?}");
+    assert_eq!(seen.verified_header, None, "{seen:?}");
+
+    // Killed: the guard never runs, and nothing forged reaches the origin either.
+    let switch = KillSwitch::standalone("botscore");
+    switch.set(true, "test");
+    let layer = ravelin_failsafe::GuardLayer::new(bot_guard)
+        .name("botscore")
+        .kill_switch(switch);
+    let mut service = ServiceBuilder::new().layer(layer).service(origin);
+    let response = service.ready().await.unwrap().call(forged()).await.unwrap();
+    let seen = response.extensions().get::<Seen>().cloned().unwrap();
+    assert_eq!(seen.score_header, None, "{seen:?}");
+    assert_eq!(seen.reasons_header, None, "{seen:?}");
+    assert_eq!(seen.verified_header, None, "{seen:?}");
+}

@@ -60,11 +60,18 @@ where
 pub(crate) trait DynGuard: Send + Sync + 'static {
     /// [`Guard::check`], boxed.
     fn check_boxed(&self, head: &RequestHead<'_>) -> GuardFuture;
+
+    /// [`Guard::owned_headers`].
+    fn owned(&self) -> &[HeaderName];
 }
 
 impl<G: Guard> DynGuard for G {
     fn check_boxed(&self, head: &RequestHead<'_>) -> GuardFuture {
         Box::pin(self.check(head))
+    }
+
+    fn owned(&self) -> &[HeaderName] {
+        self.owned_headers()
     }
 }
 
@@ -90,6 +97,10 @@ impl Guard for BoxGuard {
 
     fn check(&self, head: &RequestHead<'_>) -> GuardFuture {
         self.0.check_boxed(head)
+    }
+
+    fn owned_headers(&self) -> &[HeaderName] {
+        self.0.owned()
     }
 }
 

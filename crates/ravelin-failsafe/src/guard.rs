@@ -311,6 +311,15 @@ pub trait Guard: Send + Sync + 'static {
 
     /// Inspects `head` and decides.
     fn check(&self, head: &RequestHead<'_>) -> Self::Future;
+
+    /// The request headers this guard owns: the ones it sets towards the inner service (a bot
+    /// score, say), which the inner service is meant to trust. [`GuardLayer`](crate::GuardLayer)
+    /// removes client-sent copies of them from every request before anything else happens —
+    /// also when the guard is killed, fails open, panics or has its circuit open — so a client
+    /// can never supply its own value, whatever stack wraps the guard. Default: none.
+    fn owned_headers(&self) -> &[HeaderName] {
+        &[]
+    }
 }
 
 impl<G: Guard + ?Sized> Guard for std::sync::Arc<G> {
@@ -318,6 +327,10 @@ impl<G: Guard + ?Sized> Guard for std::sync::Arc<G> {
 
     fn check(&self, head: &RequestHead<'_>) -> Self::Future {
         (**self).check(head)
+    }
+
+    fn owned_headers(&self) -> &[HeaderName] {
+        (**self).owned_headers()
     }
 }
 

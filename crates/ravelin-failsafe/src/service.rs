@@ -110,6 +110,11 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqB>) -> Self::Future {
+        // Client copies of the headers the guard owns go first, whatever happens next: the
+        // inner service trusts them to come from the guard.
+        for name in self.guard.owned_headers() {
+            request.headers_mut().remove(name);
+        }
         if self.shared.is_killed() {
             self.shared.metrics.count(Outcome::Killed);
             self.shared.mark_skipped(&mut request, SkipReason::Killed);
