@@ -292,27 +292,7 @@ fn trim_ows(mut b: &[u8]) -> &[u8] {
     b
 }
 
-/// RFC 9110 §5.6.2 `tchar`.
-pub(crate) fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'!' | b'#'
-                | b'$'
-                | b'%'
-                | b'&'
-                | b'\''
-                | b'*'
-                | b'+'
-                | b'-'
-                | b'.'
-                | b'^'
-                | b'_'
-                | b'`'
-                | b'|'
-                | b'~'
-        )
-}
+pub(crate) use ravelin_http::is_tchar;
 
 /// Walks one `#cache-directive` list, calling `f` for each well-formed member. A malformed member
 /// is skipped up to the next comma outside a quoted string.

@@ -194,30 +194,10 @@ pub fn forwarded_element(peer: Option<IpAddr>, scheme: &str, host: Option<&Heade
 /// with `"` and `\` escaped otherwise; `None` when it holds a character a quoted-string cannot
 /// carry (a control character) or is empty.
 fn forwarded_value(value: &str) -> Option<String> {
-    const fn is_tchar(b: u8) -> bool {
-        b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'!' | b'#'
-                    | b'$'
-                    | b'%'
-                    | b'&'
-                    | b'\''
-                    | b'*'
-                    | b'+'
-                    | b'-'
-                    | b'.'
-                    | b'^'
-                    | b'_'
-                    | b'`'
-                    | b'|'
-                    | b'~'
-            )
-    }
     if value.is_empty() {
         return None;
     }
-    if value.bytes().all(is_tchar) {
+    if value.bytes().all(ravelin_http::is_tchar) {
         return Some(value.to_owned());
     }
     if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
