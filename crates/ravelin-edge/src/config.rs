@@ -747,7 +747,7 @@ impl Validate for EdgeConfig {
             v.push(
                 "ratelimit.redis_timeout",
                 format!(
-                    "{:?} must be greater than zero and at most ratelimit.timeout ({:?})",
+                    "{:?} must be greater than zero and at most ratelimit.guard.timeout ({:?})",
                     rl.redis_timeout, rl.guard.timeout
                 ),
             );
