@@ -57,12 +57,21 @@ impl<B, E> Future for ResponseFuture<B, E> {
         match self.project().state.project() {
             StateProj::Ready(r) => match r.take() {
                 Some(resp) => Poll::Ready(Ok(resp)),
-                // Polled again after completion: stay pending rather than panic, as futures may.
-                None => Poll::Pending,
+                None => polled_after_completion(),
             },
             StateProj::Boxed(f) => f.as_mut().poll(cx),
         }
     }
+}
+
+/// The future was polled again after it completed.
+#[cold]
+#[expect(
+    clippy::unreachable,
+    reason = "polling a future after it completed is a caller bug; `Future::poll` allows a panic there, and a panic is loud where a never-woken `Pending` would hang the caller silently"
+)]
+fn polled_after_completion() -> ! {
+    unreachable!("CacheLayer's ResponseFuture polled after completion")
 }
 
 impl<B, E> fmt::Debug for ResponseFuture<B, E> {

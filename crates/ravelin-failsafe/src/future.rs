@@ -172,10 +172,10 @@ where
                     return Poll::Ready(Ok(response));
                 }
                 StateProj::Respond { response } => {
-                    return match response.take() {
-                        Some(response) => Poll::Ready(Ok(response.map(GuardBody::full))),
-                        None => Poll::Pending,
+                    let Some(response) = response.take() else {
+                        polled_after_completion()
                     };
+                    return Poll::Ready(Ok(response.map(GuardBody::full)));
                 }
                 StateProj::Checking { .. } => {
                     let next = ready!(poll_checking(state.as_mut(), cx));
@@ -184,6 +184,26 @@ where
             }
         }
     }
+}
+
+/// The response state was polled again after it gave its response.
+#[cold]
+#[expect(
+    clippy::unreachable,
+    reason = "polling a future after it completed is a caller bug; `Future::poll` allows a panic there, and a panic is loud where a never-woken `Pending` would hang the caller silently"
+)]
+fn polled_after_completion() -> ! {
+    unreachable!("GuardLayer's ResponseFuture polled after completion")
+}
+
+/// `poll_checking` was called outside the `Checking` state.
+#[cold]
+#[expect(
+    clippy::unreachable,
+    reason = "`ResponseFuture::poll` calls `poll_checking` only from its `Checking` arm, the one place that matches that state"
+)]
+fn not_checking() -> ! {
+    unreachable!("poll_checking called outside the Checking state")
 }
 
 /// Awaits the guard (with its timeout, panics contained) and returns the state that follows.
@@ -202,8 +222,7 @@ where
         tracker,
     } = state.project()
     else {
-        // Only called in `Checking`.
-        return Poll::Pending;
+        not_checking()
     };
 
     // Why `AssertUnwindSafe` is sound: after a panic the guard future is never

@@ -769,13 +769,21 @@ pub mod future {
                     Some(response) => Poll::Ready(Ok(response.map(|body| IngressBody {
                         kind: BodyKind::Refused(body),
                     }))),
-                    // Polled after completion: a contract violation by the caller; never
-                    // completing again is the answer that cannot panic.
-                    None => Poll::Pending,
+                    None => polled_after_completion(),
                 },
             }
         }
     }
+}
+
+/// The future was polled again after it completed.
+#[cold]
+#[expect(
+    clippy::unreachable,
+    reason = "polling a future after it completed is a caller bug; `Future::poll` allows a panic there, and a panic is loud where a never-woken `Pending` would hang the caller silently"
+)]
+fn polled_after_completion() -> ! {
+    unreachable!("IngressLayer's ResponseFuture polled after completion")
 }
 
 #[cfg(test)]

@@ -551,6 +551,16 @@ impl<F> fmt::Debug for ResponseFuture<F> {
     }
 }
 
+/// The future was polled again after it completed.
+#[cold]
+#[expect(
+    clippy::unreachable,
+    reason = "polling a future after it completed is a caller bug; `Future::poll` allows a panic there, and a panic is loud where a never-woken `Pending` would hang the caller silently"
+)]
+fn polled_after_completion() -> ! {
+    unreachable!("the rate-limit check future polled after completion")
+}
+
 impl<F> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Vec<Decision>, StoreError>>,
@@ -559,21 +569,16 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            StateProj::Ready(result) => Poll::Ready(result.take().unwrap_or_else(|| {
-                Err(GuardError::new(
-                    GuardErrorKind::Internal,
-                    "rate-limit future polled after completion",
-                ))
-            })),
+            StateProj::Ready(result) => match result.take() {
+                Some(result) => Poll::Ready(result),
+                None => polled_after_completion(),
+            },
             StateProj::Waiting { future, plan } => {
                 let decisions = std::task::ready!(future.poll(cx));
-                Poll::Ready(match plan.take() {
-                    Some(plan) => plan.verdict(decisions),
-                    None => Err(GuardError::new(
-                        GuardErrorKind::Internal,
-                        "rate-limit future polled after completion",
-                    )),
-                })
+                match plan.take() {
+                    Some(plan) => Poll::Ready(plan.verdict(decisions)),
+                    None => polled_after_completion(),
+                }
             }
         }
     }
