@@ -3,14 +3,17 @@
 
 mod error;
 mod store;
-mod switch;
 
-pub use error::{Format, Rejection, Source, Violation, Violations};
+pub use error::{Format, Rejection, Source};
+// The validation vocabulary and the kill switches live in ravelin-primitives (crates that only
+// declare rules or read a switch need no store); re-exported so every existing path still works.
+pub use ravelin_primitives::{
+    KillSwitch, Switchboard, UnknownSwitch, Validate, Violation, Violations,
+};
 pub use store::{
     Digest, Meta, Outcome, RejectionRecord, Snapshot, Startup, Status, Store, StoreBuilder,
-    Validate, WatchHandle,
+    WatchHandle,
 };
-pub use switch::{KillSwitch, Switchboard, UnknownSwitch};
 
 #[cfg(test)]
 mod tests;

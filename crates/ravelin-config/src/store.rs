@@ -8,31 +8,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use serde::de::DeserializeOwned;
 use sha2::{Digest as _, Sha256};
 
-use crate::error::{Format, Rejection, Source, Violations};
+use ravelin_primitives::Validate;
 
-/// Domain rules for a document type, implemented by the owner of the type.
-///
-/// The store calls [`validate`](Validate::validate) on every parsed candidate and installs it only
-/// when it returns `Ok`. Put every hard limit here (counts, ranges, uniqueness): a document that
-/// passes must be safe to use on the data plane without further checks.
-pub trait Validate: DeserializeOwned + Send + Sync + 'static {
-    /// Checks the document; every broken rule is a [`Violation`](crate::Violation) naming its field path.
-    fn validate(&self) -> Result<(), Violations>;
-
-    /// The document's generation, when its format carries one. Versions are monotonic: a candidate
-    /// older than the active snapshot is rejected as [`Rejection::Stale`].
-    fn version(&self) -> Option<u64> {
-        None
-    }
-
-    /// Precomputes derived state (indexes, compiled matchers) once the document has passed
-    /// validation, so that readers never do it per request. Infallible by design: anything that can
-    /// fail belongs in [`validate`](Validate::validate).
-    fn prepare(&mut self) {}
-}
+use crate::error::{Format, Rejection, Source};
 
 /// A SHA-256 digest of a document's bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
