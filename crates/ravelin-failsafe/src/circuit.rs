@@ -32,6 +32,9 @@ pub const MAX_WINDOW: u32 = 4096;
 /// The largest value for the half-open probe and success counts (12-bit fields of the packed
 /// state).
 pub const MAX_HALF_OPEN_COUNT: u32 = 4095;
+/// The longest cooldown ([`open_for`](CircuitBreakerConfig::open_for)) or half-open wait
+/// ([`max_half_open`](CircuitBreakerConfig::max_half_open)) a breaker accepts: an hour.
+pub const MAX_CIRCUIT_DURATION: Duration = Duration::from_secs(3600);
 
 /// When a guard's circuit opens and how it recovers.
 ///
@@ -133,7 +136,7 @@ impl CircuitBreakerConfig {
         self
     }
 
-    /// How long the circuit stays open before probing.
+    /// How long the circuit stays open before probing (at most [`MAX_CIRCUIT_DURATION`]).
     pub fn open_for(mut self, cooldown: Duration) -> Self {
         self.open_for = cooldown;
         self
@@ -152,7 +155,8 @@ impl CircuitBreakerConfig {
         self
     }
 
-    /// The longest the circuit stays half-open before re-opening (more than zero).
+    /// The longest the circuit stays half-open before re-opening (more than zero, at most
+    /// [`MAX_CIRCUIT_DURATION`]).
     pub fn max_half_open(mut self, max: Duration) -> Self {
         self.max_half_open = max;
         self
@@ -205,17 +209,25 @@ impl CircuitBreakerConfig {
                 format!("1 to {MAX_HALF_OPEN_COUNT}"),
             );
         }
-        if self.max_half_open.is_zero() {
+        if self.open_for > MAX_CIRCUIT_DURATION {
+            return invalid(
+                "open_for",
+                format!("{:?}", self.open_for),
+                format!("at most {MAX_CIRCUIT_DURATION:?}"),
+            );
+        }
+        if self.max_half_open.is_zero() || self.max_half_open > MAX_CIRCUIT_DURATION {
             return invalid(
                 "max_half_open",
                 format!("{:?}", self.max_half_open),
-                "more than zero".into(),
+                format!("more than zero and at most {MAX_CIRCUIT_DURATION:?}"),
             );
         }
         Ok(())
     }
 
-    /// Every value forced into range; what the breaker runs with when `validate` failed.
+    /// Every value forced into range. `GuardLayerBuilder::build` refuses an invalid
+    /// configuration, so there this changes nothing; it keeps `Breaker::new` total for any input.
     fn sanitized(&self) -> Self {
         let defaults = Self::new();
         let window = self.window.clamp(1, MAX_WINDOW);

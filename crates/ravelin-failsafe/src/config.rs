@@ -9,20 +9,19 @@ use http::StatusCode;
 use ravelin_config::{Validate, Violations};
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    CircuitBreakerConfig, DEFAULT_TIMEOUT, FailureMode, FailurePolicy, Guard, GuardLayer,
-    X_RAVELIN_SKIPPED,
-};
+use crate::error::ConfigError;
+use crate::{CircuitBreakerConfig, DEFAULT_TIMEOUT, FailureMode, FailurePolicy, X_RAVELIN_SKIPPED};
 
-/// The longest per-request budget a [`GuardConfig`] accepts: a guard looks at a request head.
+/// The longest per-request budget a [`GuardConfig`] or a [`GuardLayer`](crate::GuardLayer)
+/// builder accepts: a guard looks at a request head.
 pub const MAX_GUARD_TIMEOUT: Duration = Duration::from_secs(60);
-/// The largest fail-closed body a [`GuardConfig`] accepts, in bytes.
+/// The largest fail-closed body a [`GuardConfig`] or a [`GuardLayer`](crate::GuardLayer)
+/// builder accepts, in bytes.
 pub const MAX_FAILURE_BODY_BYTES: usize = 4096;
-/// The longest circuit-breaker cooldown or half-open wait a [`GuardConfig`] accepts.
-pub const MAX_CIRCUIT_DURATION: Duration = Duration::from_secs(3600);
 
 /// How a guard fails, as configuration: the [`FailurePolicy`], the per-request budget and the
-/// circuit breaker of one [`GuardLayer`]. Every field has a default; unknown keys are errors.
+/// circuit breaker of one [`GuardLayer`](crate::GuardLayer). Every field has a default; unknown
+/// keys are errors.
 ///
 /// | key | default |
 /// |---|---|
@@ -30,27 +29,35 @@ pub const MAX_CIRCUIT_DURATION: Duration = Duration::from_secs(3600);
 /// | `timeout` | `"100ms"` ([`DEFAULT_TIMEOUT`]) |
 /// | `failure_status` | `503` (fail-closed answer; any 4xx or 5xx) |
 /// | `failure_body` | the policy's short text |
-/// | `mark_skipped` | `true`: a request that passes because the guard failed open carries `x-ravelin-skipped: <guard>` to the origin |
+/// | `mark_skipped` | `true`: a request that passes because the guard failed open or was killed is marked in `x-ravelin-skipped: <guard>=<reason>` to the origin |
 /// | `circuit` | [`CircuitConfig`]: failsafe's breaker defaults |
 ///
 /// ```
 /// use ravelin_config::Validate;
-/// use ravelin_failsafe::{GuardConfig, GuardLayer, guard_fn, Verdict};
+/// use ravelin_failsafe::{FailureMode, GuardConfig, GuardLayer, guard_fn, Verdict};
 ///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let config: GuardConfig = serde_json::from_str(
 ///     r#"{ "failure_mode": "closed", "timeout": "50ms", "failure_status": 403,
 ///          "circuit": { "window": 50, "minimum_calls": 10 } }"#,
-/// ).unwrap();
-/// config.validate().unwrap();
-/// let layer = config.apply(GuardLayer::new(guard_fn(|_| Ok(Verdict::allow()))).name("authz"));
-/// # let _ = layer;
+/// )?;
+/// config.validate().map_err(|violations| violations.to_string())?;
+/// let layer = GuardLayer::from_config(guard_fn("authz", |_| Ok(Verdict::allow())), &config)?;
+/// assert_eq!(layer.handle().failure_mode(), FailureMode::Closed);
+///
+/// // What `validate` refuses, building refuses too.
+/// let zero: GuardConfig = serde_json::from_str(r#"{ "timeout": "0s" }"#)?;
+/// let refused = GuardLayer::from_config(guard_fn("authz", |_| Ok(Verdict::allow())), &zero);
+/// assert!(refused.unwrap_err().to_string().contains("timeout: must be greater than zero"));
+/// # Ok(())
+/// # }
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GuardConfig {
     /// `open` or `closed`.
     pub failure_mode: FailureMode,
-    /// The guard's budget per request (wall-clock; see [`GuardLayer::timeout`]).
+    /// The guard's budget per request (wall-clock; see [`GuardLayerBuilder::timeout`](crate::GuardLayerBuilder::timeout)).
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     /// Status of the fail-closed answer.
@@ -102,14 +109,6 @@ impl GuardConfig {
     pub fn circuit_breaker(&self) -> CircuitBreakerConfig {
         self.circuit.breaker()
     }
-
-    /// Applies the policy, the timeout and the circuit breaker to `layer`.
-    pub fn apply<G: Guard>(&self, layer: GuardLayer<G>) -> GuardLayer<G> {
-        layer
-            .policy(self.policy())
-            .timeout(self.timeout)
-            .circuit_breaker(self.circuit_breaker())
-    }
 }
 
 impl Validate for GuardConfig {
@@ -135,16 +134,17 @@ impl Validate for GuardConfig {
         if let Some(body) = &self.failure_body {
             v.check_count("failure_body", "bytes", body.len(), MAX_FAILURE_BODY_BYTES);
         }
-        for (field, value) in [
-            ("circuit.open_for", self.circuit.open_for),
-            ("circuit.max_half_open", self.circuit.max_half_open),
-        ] {
-            if value.is_some_and(|d| d > MAX_CIRCUIT_DURATION) {
-                v.push(field, format!("must be at most {MAX_CIRCUIT_DURATION:?}"));
-            }
-        }
-        if let Err(e) = self.circuit_breaker().validate() {
-            v.push("circuit", e.to_string());
+        match self.circuit_breaker().validate() {
+            Ok(()) => {}
+            Err(ConfigError::CircuitBreaker {
+                setting,
+                value,
+                allowed,
+            }) => v.push(
+                format!("circuit.{setting}"),
+                format!("{value} is out of range; allowed: {allowed}"),
+            ),
+            Err(other) => v.push("circuit", other.to_string()),
         }
         v.into_result()
     }

@@ -309,6 +309,23 @@ pub trait Guard: Send + Sync + 'static {
     /// The future of the verdict.
     type Future: Future<Output = Result<Verdict, GuardError>> + Send + 'static;
 
+    /// The guard's name: who it is, everywhere. [`GuardLayer`](crate::GuardLayer) reads it once,
+    /// when it is built, and derives from it the `guard` label of the metrics, the `guard` field
+    /// of the logs, the kill switch it looks up in a
+    /// [`Switchboard`](ravelin_config::Switchboard), its entry in the [`Skipped`] extension and
+    /// its key in the skip header. Callers never retype it.
+    ///
+    /// Use a short stable token that is also a structured-field key (RFC 8941 §3.2: a lowercase
+    /// letter or `*`, then lowercase letters, digits, `_`, `-`, `.`, `*`), such as
+    /// `"ratelimit"` or `"botscore"`; a layer whose policy has a skip header refuses any other
+    /// name ([`ConfigError::Name`](crate::ConfigError::Name)). Give each guard of one stack its
+    /// own name.
+    ///
+    /// A `Cow` so that a guard known at compile time answers `Cow::Borrowed("ratelimit")` (and a
+    /// skipped request records it without allocating), while a guard named at run time (a
+    /// type-erased guard, [`guard_fn`]) can carry its own `String`.
+    fn name(&self) -> Cow<'static, str>;
+
     /// Inspects `head` and decides.
     fn check(&self, head: &RequestHead<'_>) -> Self::Future;
 
@@ -325,6 +342,10 @@ pub trait Guard: Send + Sync + 'static {
 impl<G: Guard + ?Sized> Guard for std::sync::Arc<G> {
     type Future = G::Future;
 
+    fn name(&self) -> Cow<'static, str> {
+        (**self).name()
+    }
+
     fn check(&self, head: &RequestHead<'_>) -> Self::Future {
         (**self).check(head)
     }
@@ -334,23 +355,36 @@ impl<G: Guard + ?Sized> Guard for std::sync::Arc<G> {
     }
 }
 
-/// A guard built from a synchronous closure, for small checks and tests.
-pub fn guard_fn<F>(f: F) -> GuardFn<F>
+/// A guard named `name` built from a synchronous closure, for small checks and tests.
+///
+/// ```
+/// use ravelin_failsafe::{Guard, Verdict, guard_fn};
+///
+/// let guard = guard_fn("noop", |_head| Ok(Verdict::allow()));
+/// assert_eq!(guard.name(), "noop");
+/// ```
+pub fn guard_fn<F>(name: impl Into<Cow<'static, str>>, f: F) -> GuardFn<F>
 where
     F: Fn(&RequestHead<'_>) -> Result<Verdict, GuardError> + Send + Sync + 'static,
 {
-    GuardFn { f }
+    GuardFn {
+        name: name.into(),
+        f,
+    }
 }
 
 /// See [`guard_fn`].
 #[derive(Clone)]
 pub struct GuardFn<F> {
+    name: Cow<'static, str>,
     f: F,
 }
 
 impl<F> std::fmt::Debug for GuardFn<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GuardFn").finish_non_exhaustive()
+        f.debug_struct("GuardFn")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -360,6 +394,10 @@ where
 {
     type Future = std::future::Ready<Result<Verdict, GuardError>>;
 
+    fn name(&self) -> Cow<'static, str> {
+        self.name.clone()
+    }
+
     fn check(&self, head: &RequestHead<'_>) -> Self::Future {
         std::future::ready((self.f)(head))
     }
@@ -368,28 +406,59 @@ where
 /// Which guards were skipped for this request, and why: set as a request extension by
 /// [`GuardLayer`](crate::GuardLayer) when a guard fails open or is killed. Downstream code checks
 /// it instead of guessing from a missing value.
+///
+/// It is also what the skip header carries to the origin: every guard layer whose
+/// [`FailurePolicy`](crate::FailurePolicy) has a [`skip_header`](crate::FailurePolicy::skip_header)
+/// records its entry as marked for that header and (re)writes the header as **one** field,
+/// rendered from every entry marked for it (see [`header_value`](Self::header_value) for the
+/// syntax). So two skipped guards give `x-ravelin-skipped: ratelimit=timed_out, botscore=killed`,
+/// not one field line per guard.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Skipped {
-    entries: Vec<(Cow<'static, str>, SkipReason)>,
+    entries: Vec<SkipEntry>,
+}
+
+/// One skipped guard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SkipEntry {
+    guard: Cow<'static, str>,
+    reason: SkipReason,
+    /// The skip header this entry is shown in, if its layer has one.
+    marker: Option<HeaderName>,
 }
 
 impl Skipped {
-    /// Records that `guard` was skipped for `reason`.
+    /// Records that `guard` was skipped for `reason` (in the extension only: no skip header
+    /// shows it).
     pub fn push(&mut self, guard: Cow<'static, str>, reason: SkipReason) {
-        self.entries.push((guard, reason));
+        self.push_marked(guard, reason, None);
+    }
+
+    /// Records that `guard` was skipped for `reason`, shown in `marker` when given.
+    pub(crate) fn push_marked(
+        &mut self,
+        guard: Cow<'static, str>,
+        reason: SkipReason,
+        marker: Option<&HeaderName>,
+    ) {
+        self.entries.push(SkipEntry {
+            guard,
+            reason,
+            marker: marker.cloned(),
+        });
     }
 
     /// Whether `guard` was skipped, and why.
     pub fn reason(&self, guard: &str) -> Option<SkipReason> {
         self.entries
             .iter()
-            .find(|(name, _)| name == guard)
-            .map(|(_, reason)| *reason)
+            .find(|entry| entry.guard == guard)
+            .map(|entry| entry.reason)
     }
 
     /// Every skipped guard and its reason.
     pub fn iter(&self) -> impl Iterator<Item = (&str, SkipReason)> {
-        self.entries.iter().map(|(n, r)| (n.as_ref(), *r))
+        self.entries.iter().map(|e| (e.guard.as_ref(), e.reason))
     }
 
     /// Whether no guard was skipped.
@@ -401,6 +470,68 @@ impl Skipped {
     pub fn len(&self) -> usize {
         self.entries.len()
     }
+
+    /// Every entry rendered as one header value: an RFC 8941 structured-field **dictionary**
+    /// from guard name to [`SkipReason::as_str`] as a token, in the order the guards were
+    /// skipped (outermost layer first):
+    ///
+    /// ```text
+    /// ratelimit=timed_out, botscore=killed
+    /// ```
+    ///
+    /// An origin can parse it with any structured-field parser, or split on `,` and `=`. A name
+    /// that is not a dictionary key (RFC 8941 §3.2; [`Guard::name`] says which are) is left out,
+    /// and a name recorded twice keeps its first place and reason. `None` when nothing is left.
+    ///
+    /// ```
+    /// use ravelin_failsafe::{SkipReason, Skipped};
+    ///
+    /// let mut skipped = Skipped::default();
+    /// skipped.push("ratelimit".into(), SkipReason::TimedOut);
+    /// skipped.push("botscore".into(), SkipReason::Killed);
+    /// assert_eq!(skipped.header_value().unwrap(), "ratelimit=timed_out, botscore=killed");
+    /// ```
+    pub fn header_value(&self) -> Option<HeaderValue> {
+        self.render(|_| true)
+    }
+
+    /// The value of skip header `marker`: the entries marked for it, rendered as
+    /// [`header_value`](Self::header_value) renders all of them.
+    pub(crate) fn marker_value(&self, marker: &HeaderName) -> Option<HeaderValue> {
+        self.render(|entry| entry.marker.as_ref() == Some(marker))
+    }
+
+    fn render(&self, include: impl Fn(&SkipEntry) -> bool) -> Option<HeaderValue> {
+        let mut value = String::new();
+        let mut seen: Vec<&str> = Vec::new();
+        for entry in self.entries.iter().filter(|e| include(e)) {
+            let name = entry.guard.as_ref();
+            if !is_structured_key(name) || seen.contains(&name) {
+                continue;
+            }
+            seen.push(name);
+            if !value.is_empty() {
+                value.push_str(", ");
+            }
+            value.push_str(name);
+            value.push('=');
+            value.push_str(entry.reason.as_str());
+        }
+        // Only key characters, `=`, `,`, spaces and token characters: always a valid value.
+        HeaderValue::from_str(&value).ok().filter(|v| !v.is_empty())
+    }
+}
+
+/// Whether `name` is an RFC 8941 dictionary key: `( lcalpha / "*" ) *( lcalpha / DIGIT / "_" /
+/// "-" / "." / "*" )`. Every guard name shown in a skip header must be one.
+pub(crate) fn is_structured_key(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b == b'*')
+        && bytes.all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.' | b'*')
+        })
 }
 
 /// Why a guard was skipped.

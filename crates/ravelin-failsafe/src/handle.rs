@@ -19,7 +19,7 @@ use crate::shared::Shared;
 /// ```
 /// use ravelin_failsafe::{CircuitState, FailureMode, GuardLayer, Verdict, guard_fn};
 ///
-/// let layer = GuardLayer::new(guard_fn(|_| Ok(Verdict::allow()))).name("waf");
+/// let layer = GuardLayer::new(guard_fn("waf", |_| Ok(Verdict::allow())));
 /// let handle = layer.handle();
 /// assert_eq!(handle.name(), "waf");
 /// assert_eq!(handle.failure_mode(), FailureMode::Open);
@@ -42,7 +42,7 @@ impl GuardHandle {
         Self { shared }
     }
 
-    /// The guard's name.
+    /// The guard's name ([`Guard::name`](crate::Guard::name)).
     pub fn name(&self) -> &str {
         &self.shared.name
     }
@@ -62,7 +62,7 @@ impl GuardHandle {
         self.shared.breaker.state()
     }
 
-    /// The circuit breaker settings in effect (after clamping).
+    /// The circuit breaker settings in effect.
     pub fn circuit_breaker(&self) -> &CircuitBreakerConfig {
         self.shared.breaker.config()
     }

@@ -18,11 +18,11 @@ mod service;
 mod shared;
 
 pub use body::GuardBody;
-pub use circuit::{CircuitBreakerConfig, CircuitState, MAX_HALF_OPEN_COUNT, MAX_WINDOW};
-pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
-pub use config::{
-    CircuitConfig, GuardConfig, MAX_CIRCUIT_DURATION, MAX_FAILURE_BODY_BYTES, MAX_GUARD_TIMEOUT,
+pub use circuit::{
+    CircuitBreakerConfig, CircuitState, MAX_CIRCUIT_DURATION, MAX_HALF_OPEN_COUNT, MAX_WINDOW,
 };
+pub use clock::{Clock, ManualClock, SystemClock, TokioClock};
+pub use config::{CircuitConfig, GuardConfig, MAX_FAILURE_BODY_BYTES, MAX_GUARD_TIMEOUT};
 pub use error::ConfigError;
 pub use guard::{
     Allow, Guard, GuardError, GuardErrorKind, GuardFn, PeerAddr, RequestHead, SkipReason, Skipped,
@@ -31,6 +31,7 @@ pub use guard::{
 pub use handle::GuardHandle;
 pub use layer::{
     DEFAULT_DURATION_SAMPLING, DEFAULT_LOG_LINES_PER_SECOND, DEFAULT_TIMEOUT, GuardLayer,
+    GuardLayerBuilder,
 };
 pub use log::{LogLimiter, LogPermit};
 pub use metrics::{CIRCUIT_STATE, DECISIONS_TOTAL, DURATION_SECONDS, Outcome};

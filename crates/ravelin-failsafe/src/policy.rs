@@ -7,8 +7,8 @@ use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use http::{HeaderMap, Response, StatusCode};
 
 /// The request header [`FailurePolicy::skip_header`] is usually given: `x-ravelin-skipped`,
-/// one value per skipped guard (its name), so the origin can tell "not checked" from "checked
-/// and allowed".
+/// one field naming every skipped guard and why (`ratelimit=timed_out, botscore=killed`, an
+/// RFC 8941 dictionary), so the origin can tell "not checked" from "checked and allowed".
 pub const X_RAVELIN_SKIPPED: HeaderName = HeaderName::from_static("x-ravelin-skipped");
 
 /// Which way a guard fails. In configuration: `"open"` or `"closed"`.
@@ -107,12 +107,20 @@ impl FailurePolicy {
         self.mode
     }
 
-    /// Adds header `name` (value: the guard's name, one value per skipped guard) to every
-    /// request that goes on without the guard: a fail-open failure, or the kill switch. Off by
-    /// default, as Envoy's `failure_mode_allow_header_add`. Usually [`X_RAVELIN_SKIPPED`].
+    /// Marks every request that goes on without the guard (a fail-open failure, or the kill
+    /// switch) in header `name`. Off by default, as Envoy's `failure_mode_allow_header_add`.
+    /// Usually [`X_RAVELIN_SKIPPED`].
+    ///
+    /// The header is one field for the whole request, rendered from every guard marked in it
+    /// so far (see [`Skipped::header_value`](crate::Skipped::header_value)):
+    /// `x-ravelin-skipped: ratelimit=timed_out, botscore=killed`. Each skipping layer rewrites
+    /// it, so the origin sees one field line, not one per guard. The guard's name must be a
+    /// structured-field key (see [`Guard::name`](crate::Guard::name)); the layer's `build`
+    /// refuses it otherwise.
     ///
     /// The [`Skipped`](crate::Skipped) extension is set either way; the header is for origins
-    /// behind a proxy. Strip client-sent copies of it at the edge if the origin trusts it.
+    /// behind a proxy. Strip client-sent copies of it at the edge if the origin trusts it (a
+    /// skipping layer replaces any copy, but a request no guard skipped keeps it).
     pub fn skip_header(mut self, name: HeaderName) -> Self {
         self.skip_header = Some(name);
         self
@@ -123,7 +131,17 @@ impl FailurePolicy {
         self.skip_header.as_ref()
     }
 
-    /// Fail-closed response status (default 503).
+    /// The fail-closed response status.
+    pub(crate) fn failure_status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The length of the fail-closed response body, in bytes.
+    pub(crate) fn failure_body_len(&self) -> usize {
+        self.body.len()
+    }
+
+    /// Fail-closed response status (default 503; a layer refuses anything but a 4xx or 5xx).
     pub fn status(mut self, status: StatusCode) -> Self {
         self.status = status;
         self

@@ -9,20 +9,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::HeaderValue;
 use http::{Request, Response};
 use ravelin_config::KillSwitch;
 
 use crate::circuit::{Breaker, CircuitBreakerConfig, CircuitState, Transition};
 use crate::clock::{Clock, Stopwatch};
-use crate::error::ConfigError;
 use crate::guard::{Annotations, GuardError, SkipReason, Skipped, Verdict};
 use crate::log::LogLimiter;
 use crate::metrics::{Metrics, Outcome};
 use crate::panic::PanicReport;
 use crate::policy::{FailureMode, FailurePolicy};
 
-/// Everything a `GuardLayer` builder collects.
+/// Everything a [`GuardLayerBuilder`](crate::GuardLayerBuilder) collects; checked by its `build`.
 #[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) name: Cow<'static, str>,
@@ -102,7 +100,6 @@ pub(crate) struct Shared {
     pub(crate) kill_switch: Option<KillSwitch>,
     pub(crate) breaker: Breaker,
     pub(crate) metrics: Arc<Metrics>,
-    skip_value: Option<HeaderValue>,
     log: LogLimiter,
     duration_threshold: u64,
     stopwatch: Stopwatch,
@@ -125,25 +122,6 @@ impl Shared {
             .circuit_state
             .set(CircuitState::Closed.gauge_value());
 
-        if let Err(error) = config.breaker.validate() {
-            tracing::error!(
-                guard = %name,
-                %error,
-                "invalid circuit breaker configuration: running with the value clamped into range"
-            );
-        }
-        let skip_value = match HeaderValue::from_str(&name) {
-            Ok(value) => Some(value),
-            Err(_) => {
-                if config.policy.skip_header_name().is_some() {
-                    let error = ConfigError::Name {
-                        name: name.to_string(),
-                    };
-                    tracing::error!(guard = %name, %error, "guard misconfigured");
-                }
-                None
-            }
-        };
         if cfg!(panic = "abort") {
             tracing::warn!(
                 guard = %name,
@@ -190,7 +168,6 @@ impl Shared {
             timeout: config.timeout,
             kill_switch: config.kill_switch,
             metrics,
-            skip_value,
             duration_threshold: sample_threshold(config.duration_sampling),
             stopwatch,
         }
@@ -204,20 +181,18 @@ impl Shared {
             .is_some_and(KillSwitch::is_engaged)
     }
 
-    /// Marks `request` as not checked by this guard: the `Skipped` extension and, when
-    /// configured, the skip header.
+    /// Marks `request` as not checked by this guard: an entry in the `Skipped` extension and,
+    /// when the policy has a skip header, that header rewritten as one field rendered from every
+    /// entry marked for it (this guard's and those of the layers before it).
     pub(crate) fn mark_skipped<B>(&self, request: &mut Request<B>, reason: SkipReason) {
-        let extensions = request.extensions_mut();
-        match extensions.get_mut::<Skipped>() {
-            Some(skipped) => skipped.push(self.name.clone(), reason),
-            None => {
-                let mut skipped = Skipped::default();
-                skipped.push(self.name.clone(), reason);
-                extensions.insert(skipped);
+        let marker = self.policy.skip_header_name();
+        let skipped = request.extensions_mut().get_or_insert_default::<Skipped>();
+        skipped.push_marked(self.name.clone(), reason, marker);
+        if let Some(header) = marker {
+            let value = skipped.marker_value(header);
+            if let Some(value) = value {
+                request.headers_mut().insert(header.clone(), value);
             }
-        }
-        if let (Some(header), Some(value)) = (self.policy.skip_header_name(), &self.skip_value) {
-            request.headers_mut().append(header.clone(), value.clone());
         }
     }
 

@@ -17,7 +17,7 @@ use tower::{Layer, Service, service_fn};
 #[test]
 #[should_panic(expected = "polled after completion")]
 fn a_guard_answer_polled_after_completion_panics_instead_of_hanging() {
-    let guard = guard_fn(|_head| {
+    let guard = guard_fn("refuser", |_head| {
         let mut response = Response::new(Bytes::from_static(b"no"));
         *response.status_mut() = StatusCode::FORBIDDEN;
         Ok(Verdict::Respond(response))

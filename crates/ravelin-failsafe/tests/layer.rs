@@ -22,7 +22,8 @@ use http::{Request, Response, StatusCode};
 use ravelin_config::KillSwitch;
 use ravelin_failsafe::{
     Allow, CircuitBreakerConfig, CircuitState, FailureMode, FailurePolicy, GuardError,
-    GuardErrorKind, GuardLayer, ManualClock, SkipReason, Verdict, X_RAVELIN_SKIPPED, guard_fn,
+    GuardErrorKind, GuardLayer, MAX_GUARD_TIMEOUT, ManualClock, RequestHead, SkipReason, Verdict,
+    X_RAVELIN_SKIPPED, guard_fn,
 };
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 
@@ -53,7 +54,10 @@ async fn assert_policy_applied<G: ravelin_failsafe::Guard>(
             assert_eq!(origin.calls(), 1);
             let skipped = seen.skipped.expect("fail-open marks the request skipped");
             assert_eq!(skipped.reason(NAME), Some(reason));
-            assert_eq!(seen.headers[X_RAVELIN_SKIPPED], NAME);
+            assert_eq!(
+                seen.headers[X_RAVELIN_SKIPPED],
+                format!("{NAME}={}", reason.as_str())
+            );
             assert_eq!(seen.score, None, "a failed guard annotates nothing");
         }
         FailureMode::Closed => {
@@ -72,7 +76,7 @@ fn modes() -> [FailureMode; 2] {
 
 #[tokio::test]
 async fn allow_applies_annotations() {
-    let layer = GuardLayer::new(guard_fn(|head| {
+    let layer = GuardLayer::new(guard_fn(NAME, |head| {
         assert_eq!(head.uri.path(), "/path");
         Ok(Verdict::Allow(
             Allow::new()
@@ -86,8 +90,7 @@ async fn allow_applies_annotations() {
                 )
                 .extension(Score(77)),
         ))
-    }))
-    .name(NAME);
+    }));
     let origin = Origin::default();
     let mut service = ServiceBuilder::new().layer(layer).service(origin.clone());
     let request = Request::get("/path").body(()).unwrap();
@@ -106,7 +109,7 @@ async fn allow_applies_annotations() {
 
 #[tokio::test]
 async fn response_headers_are_appended_not_replaced() {
-    let layer = GuardLayer::new(guard_fn(|_| {
+    let layer = GuardLayer::new(guard_fn(NAME, |_| {
         Ok(Verdict::Allow(
             Allow::new()
                 .response_header(
@@ -133,12 +136,14 @@ async fn response_headers_are_appended_not_replaced() {
 
 #[tokio::test]
 async fn respond_answers_without_the_origin() {
-    let layer = GuardLayer::new(guard_fn(|_| {
+    let layer = GuardLayer::builder(guard_fn(NAME, |_| {
         let mut response = Response::new(Bytes::from_static(b"slow down"));
         *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
         Ok(Verdict::Respond(response))
     }))
-    .policy(FailurePolicy::closed());
+    .policy(FailurePolicy::closed())
+    .build()
+    .unwrap();
     let origin = Origin::default();
     let mut service = layer.layer(origin.clone());
     let response = send(&mut service, Request::new(())).await;
@@ -151,11 +156,12 @@ async fn respond_answers_without_the_origin() {
 #[tokio::test]
 async fn guard_error_applies_the_policy() {
     for mode in modes() {
-        let layer = GuardLayer::new(guard_fn(|_| {
+        let layer = GuardLayer::builder(guard_fn(NAME, |_| {
             Err(GuardError::new(GuardErrorKind::Dependency, "redis refused"))
         }))
-        .name(NAME)
-        .policy(policy(mode));
+        .policy(policy(mode))
+        .build()
+        .unwrap();
         assert_policy_applied(layer, mode, SkipReason::Failed).await;
     }
 }
@@ -163,7 +169,7 @@ async fn guard_error_applies_the_policy() {
 #[tokio::test]
 async fn synchronous_panic_is_contained() {
     for mode in modes() {
-        let layer = GuardLayer::new(guard_fn(|_| -> Result<Verdict, GuardError> {
+        let layer = GuardLayer::builder(guard_fn(NAME, |_| -> Result<Verdict, GuardError> {
             let features: Vec<u32> = vec![0; 200];
             // The 18 Nov 2025 shape: an index past a preallocated limit.
             let index = features.len() + usize::from(features.is_empty());
@@ -171,8 +177,9 @@ async fn synchronous_panic_is_contained() {
                 Allow::new().extension(Score(features[index] as u8)),
             ))
         }))
-        .name(NAME)
-        .policy(policy(mode));
+        .policy(policy(mode))
+        .build()
+        .unwrap();
         assert_policy_applied(layer, mode, SkipReason::Panicked).await;
     }
 }
@@ -180,17 +187,21 @@ async fn synchronous_panic_is_contained() {
 #[tokio::test]
 async fn panic_inside_the_future_is_contained() {
     for mode in modes() {
-        let layer = GuardLayer::new(async_guard(|_: &ravelin_failsafe::RequestHead<'_>| {
-            Box::pin(async {
-                tokio::task::yield_now().await;
-                let limit: Option<u32> = std::hint::black_box(None);
-                Ok(Verdict::Allow(
-                    Allow::new().extension(Score(limit.unwrap() as u8)),
-                ))
-            }) as BoxVerdict
-        }))
-        .name(NAME)
-        .policy(policy(mode));
+        let layer = GuardLayer::builder(async_guard(
+            NAME,
+            |_: &ravelin_failsafe::RequestHead<'_>| {
+                Box::pin(async {
+                    tokio::task::yield_now().await;
+                    let limit: Option<u32> = std::hint::black_box(None);
+                    Ok(Verdict::Allow(
+                        Allow::new().extension(Score(limit.unwrap() as u8)),
+                    ))
+                }) as BoxVerdict
+            },
+        ))
+        .policy(policy(mode))
+        .build()
+        .unwrap();
         assert_policy_applied(layer, mode, SkipReason::Panicked).await;
     }
 }
@@ -198,15 +209,19 @@ async fn panic_inside_the_future_is_contained() {
 #[tokio::test(start_paused = true)]
 async fn guard_past_its_timeout_applies_the_policy() {
     for mode in modes() {
-        let layer = GuardLayer::new(async_guard(|_: &ravelin_failsafe::RequestHead<'_>| {
-            Box::pin(async {
-                tokio::time::sleep(Duration::from_secs(10)).await;
-                Ok(Verdict::Allow(Allow::new().extension(Score(1))))
-            }) as BoxVerdict
-        }))
-        .name(NAME)
+        let layer = GuardLayer::builder(async_guard(
+            NAME,
+            |_: &ravelin_failsafe::RequestHead<'_>| {
+                Box::pin(async {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    Ok(Verdict::Allow(Allow::new().extension(Score(1))))
+                }) as BoxVerdict
+            },
+        ))
         .timeout(Duration::from_millis(50))
-        .policy(policy(mode));
+        .policy(policy(mode))
+        .build()
+        .unwrap();
         let start = tokio::time::Instant::now();
         assert_policy_applied(layer, mode, SkipReason::TimedOut).await;
         // Paused time jumps straight to the timer that fires first: the guard's deadline.
@@ -216,13 +231,18 @@ async fn guard_past_its_timeout_applies_the_policy() {
 
 #[tokio::test(start_paused = true)]
 async fn slow_guard_within_its_timeout_decides() {
-    let layer = GuardLayer::new(async_guard(|_: &ravelin_failsafe::RequestHead<'_>| {
-        Box::pin(async {
-            tokio::time::sleep(Duration::from_millis(40)).await;
-            Ok(Verdict::Allow(Allow::new().extension(Score(9))))
-        }) as BoxVerdict
-    }))
-    .timeout(Duration::from_millis(50));
+    let layer = GuardLayer::builder(async_guard(
+        NAME,
+        |_: &ravelin_failsafe::RequestHead<'_>| {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                Ok(Verdict::Allow(Allow::new().extension(Score(9))))
+            }) as BoxVerdict
+        },
+    ))
+    .timeout(Duration::from_millis(50))
+    .build()
+    .unwrap();
     let mut service = layer.layer(Origin::default());
     let response = send(&mut service, Request::new(())).await;
     let seen = response.extensions().get::<Seen>().unwrap();
@@ -232,7 +252,7 @@ async fn slow_guard_within_its_timeout_decides() {
 
 /// A synchronous guard that works for `took` (on `clock`) and then allows with a score.
 fn working_guard(clock: ManualClock, took: Duration) -> impl ravelin_failsafe::Guard {
-    guard_fn(move |_| {
+    guard_fn(NAME, move |_| {
         clock.advance(took);
         Ok(Verdict::Allow(Allow::new().extension(Score(7))))
     })
@@ -244,11 +264,12 @@ async fn synchronous_guard_over_its_budget_is_timed_out() {
     // and the failure policy applies, counted as a timeout.
     for mode in modes() {
         let clock = ManualClock::new();
-        let layer = GuardLayer::new(working_guard(clock.clone(), Duration::from_millis(150)))
-            .name(NAME)
+        let layer = GuardLayer::builder(working_guard(clock.clone(), Duration::from_millis(150)))
             .clock(clock)
             .timeout(Duration::from_millis(100))
-            .policy(policy(mode));
+            .policy(policy(mode))
+            .build()
+            .unwrap();
         assert_policy_applied(layer, mode, SkipReason::TimedOut).await;
     }
 }
@@ -256,10 +277,11 @@ async fn synchronous_guard_over_its_budget_is_timed_out() {
 #[tokio::test]
 async fn synchronous_guard_within_its_budget_decides() {
     let clock = ManualClock::new();
-    let layer = GuardLayer::new(working_guard(clock.clone(), Duration::from_millis(100)))
-        .name(NAME)
+    let layer = GuardLayer::builder(working_guard(clock.clone(), Duration::from_millis(100)))
         .clock(clock)
-        .timeout(Duration::from_millis(100));
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
     let mut service = layer.layer(Origin::default());
     let response = send(&mut service, Request::new(())).await;
     let seen = response.extensions().get::<Seen>().unwrap();
@@ -291,15 +313,16 @@ async fn late_answers_of_every_kind_are_discarded() {
         let answer = std::sync::Mutex::new(Some(answer));
         let layer = {
             let clock = clock.clone();
-            GuardLayer::new(guard_fn(move |_| {
+            GuardLayer::builder(guard_fn(NAME, move |_| {
                 clock.advance(Duration::from_secs(1));
                 answer.lock().unwrap().take().unwrap()
             }))
         }
-        .name(NAME)
         .clock(clock)
         .timeout(Duration::from_millis(100))
-        .policy(policy(FailureMode::Open));
+        .policy(policy(FailureMode::Open))
+        .build()
+        .unwrap();
         let origin = Origin::default();
         let mut service = layer.layer(origin.clone());
         let response = send(&mut service, Request::new(())).await;
@@ -322,18 +345,22 @@ async fn async_guard_ready_at_first_poll_after_its_budget_is_timed_out() {
         let clock = ManualClock::new();
         let layer = {
             let clock = clock.clone();
-            GuardLayer::new(async_guard(move |_: &ravelin_failsafe::RequestHead<'_>| {
-                let clock = clock.clone();
-                Box::pin(async move {
-                    clock.advance(Duration::from_millis(150));
-                    Ok(Verdict::Allow(Allow::new().extension(Score(1))))
-                }) as BoxVerdict
-            }))
+            GuardLayer::builder(async_guard(
+                NAME,
+                move |_: &ravelin_failsafe::RequestHead<'_>| {
+                    let clock = clock.clone();
+                    Box::pin(async move {
+                        clock.advance(Duration::from_millis(150));
+                        Ok(Verdict::Allow(Allow::new().extension(Score(1))))
+                    }) as BoxVerdict
+                },
+            ))
         }
-        .name(NAME)
         .clock(clock)
         .timeout(Duration::from_millis(100))
-        .policy(policy(mode));
+        .policy(policy(mode))
+        .build()
+        .unwrap();
         assert_policy_applied(layer, mode, SkipReason::TimedOut).await;
     }
 }
@@ -345,15 +372,19 @@ async fn async_guard_that_spends_its_budget_before_waiting_is_timed_out_at_once(
     let clock = ManualClock::new();
     let layer = {
         let clock = clock.clone();
-        GuardLayer::new(async_guard(move |_: &ravelin_failsafe::RequestHead<'_>| {
-            clock.advance(Duration::from_millis(150));
-            Box::pin(std::future::pending()) as BoxVerdict
-        }))
+        GuardLayer::builder(async_guard(
+            NAME,
+            move |_: &ravelin_failsafe::RequestHead<'_>| {
+                clock.advance(Duration::from_millis(150));
+                Box::pin(std::future::pending()) as BoxVerdict
+            },
+        ))
     }
-    .name(NAME)
     .clock(clock)
     .timeout(Duration::from_millis(100))
-    .policy(policy(FailureMode::Open));
+    .policy(policy(FailureMode::Open))
+    .build()
+    .unwrap();
     let mut service = layer.layer(Origin::default());
     let start = tokio::time::Instant::now();
     let response = send(&mut service, Request::new(())).await;
@@ -372,11 +403,12 @@ async fn async_guard_that_spends_its_budget_before_waiting_is_timed_out_at_once(
 #[tokio::test]
 async fn overruns_count_as_breaker_failures() {
     let clock = ManualClock::new();
-    let layer = GuardLayer::new(working_guard(clock.clone(), Duration::from_millis(150)))
-        .name(NAME)
+    let layer = GuardLayer::builder(working_guard(clock.clone(), Duration::from_millis(150)))
         .clock(clock)
         .timeout(Duration::from_millis(100))
-        .circuit_breaker(CircuitBreakerConfig::new().consecutive_failures(3));
+        .circuit_breaker(CircuitBreakerConfig::new().consecutive_failures(3))
+        .build()
+        .unwrap();
     let handle = layer.handle();
     let mut service = layer.layer(Origin::default());
     for _ in 0..3 {
@@ -388,13 +420,14 @@ async fn overruns_count_as_breaker_failures() {
 #[tokio::test]
 async fn synchronous_overrun_is_measured_on_the_default_clock() {
     // No injected clock: the budget is measured on the time-stamp counter (real time).
-    let layer = GuardLayer::new(guard_fn(|_| {
+    let layer = GuardLayer::builder(guard_fn(NAME, |_| {
         std::thread::sleep(Duration::from_millis(20));
         Ok(Verdict::Allow(Allow::new().extension(Score(3))))
     }))
-    .name(NAME)
     .timeout(Duration::from_millis(5))
-    .policy(policy(FailureMode::Open));
+    .policy(policy(FailureMode::Open))
+    .build()
+    .unwrap();
     assert_policy_applied(layer, FailureMode::Open, SkipReason::TimedOut).await;
 }
 
@@ -405,16 +438,17 @@ async fn killed_guard_is_bypassed_under_both_modes() {
         let switch = KillSwitch::standalone(NAME);
         let layer = {
             let calls = calls.clone();
-            GuardLayer::new(guard_fn(move |_| {
+            GuardLayer::builder(guard_fn(NAME, move |_| {
                 calls.hit();
                 Ok(Verdict::Respond(Response::new(Bytes::from_static(
                     b"blocked",
                 ))))
             }))
         }
-        .name(NAME)
         .policy(policy(mode).skip_header(X_RAVELIN_SKIPPED))
-        .kill_switch(switch.clone());
+        .kill_switch(switch.clone())
+        .build()
+        .unwrap();
         let handle = layer.handle();
         let origin = Origin::default();
         let mut service = layer.layer(origin.clone());
@@ -432,7 +466,7 @@ async fn killed_guard_is_bypassed_under_both_modes() {
             seen.skipped.as_ref().unwrap().reason(NAME),
             Some(SkipReason::Killed)
         );
-        assert_eq!(seen.headers[X_RAVELIN_SKIPPED], NAME);
+        assert_eq!(seen.headers[X_RAVELIN_SKIPPED], "testguard=killed");
         assert_eq!(calls.get(), 0, "a killed guard is not called");
 
         switch.disengage("test");
@@ -445,11 +479,12 @@ async fn killed_guard_is_bypassed_under_both_modes() {
 #[tokio::test]
 async fn skipped_entries_accumulate_across_guards() {
     let failing = |name: &'static str| {
-        GuardLayer::new(guard_fn(|_| {
+        GuardLayer::builder(guard_fn(name, |_| {
             Err(GuardError::new(GuardErrorKind::Config, "no model"))
         }))
-        .name(name)
         .policy(FailurePolicy::open().skip_header(X_RAVELIN_SKIPPED))
+        .build()
+        .unwrap()
     };
     let mut service: tower::util::BoxService<Request<()>, Response<_>, Infallible> =
         tower::util::BoxService::new(
@@ -475,7 +510,70 @@ async fn skipped_entries_accumulate_across_guards() {
         ]
     );
     let header: Vec<_> = seen.headers.get_all(X_RAVELIN_SKIPPED).iter().collect();
-    assert_eq!(header, ["botscore", "ratelimit"]);
+    assert_eq!(
+        header,
+        ["botscore=failed, ratelimit=failed"],
+        "one field line for the whole request"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_skip_header_is_one_field_rendered_from_every_marked_guard() {
+    // Outermost first: a rate limiter that times out, then a killed bot scorer, then a guard
+    // whose policy does not mark skips, then a client's forged copy of the header.
+    let ratelimit = GuardLayer::builder(async_guard("ratelimit", |_: &RequestHead<'_>| {
+        Box::pin(std::future::pending()) as BoxVerdict
+    }))
+    .timeout(Duration::from_millis(20))
+    .policy(FailurePolicy::open().skip_header(X_RAVELIN_SKIPPED))
+    .build()
+    .unwrap();
+    let switch = KillSwitch::standalone("botscore");
+    switch.engage("test");
+    let botscore = GuardLayer::builder(guard_fn("botscore", |_| Ok(Verdict::allow())))
+        .policy(FailurePolicy::open().skip_header(X_RAVELIN_SKIPPED))
+        .kill_switch(switch)
+        .build()
+        .unwrap();
+    let unmarked = GuardLayer::builder(guard_fn("unmarked", |_| {
+        Err(GuardError::new(GuardErrorKind::Dependency, "down"))
+    }))
+    .policy(FailurePolicy::open())
+    .build()
+    .unwrap();
+    let mut service = ServiceBuilder::new()
+        .layer(ratelimit)
+        .layer(botscore)
+        .layer(unmarked)
+        .service(Origin::default());
+    let request = Request::builder()
+        .header(X_RAVELIN_SKIPPED, "ratelimit=forged")
+        .body(())
+        .unwrap();
+    let response = ServiceExt::<Request<()>>::ready(&mut service)
+        .await
+        .unwrap()
+        .call(request)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = response.extensions().get::<Seen>().unwrap();
+    let header: Vec<_> = seen.headers.get_all(X_RAVELIN_SKIPPED).iter().collect();
+    assert_eq!(
+        header,
+        ["ratelimit=timed_out, botscore=killed"],
+        "one field, rendered from the marked entries; the client's copy is replaced"
+    );
+    let skipped: Vec<_> = seen.skipped.as_ref().unwrap().iter().collect();
+    assert_eq!(
+        skipped,
+        [
+            ("ratelimit", SkipReason::TimedOut),
+            ("botscore", SkipReason::Killed),
+            ("unmarked", SkipReason::Failed)
+        ],
+        "the extension has every skipped guard, marked or not"
+    );
 }
 
 #[tokio::test]
@@ -487,7 +585,7 @@ async fn circuit_opens_skips_the_guard_then_recovers() {
         let layer = {
             let calls = calls.clone();
             let healthy = healthy.clone();
-            GuardLayer::new(guard_fn(move |_| {
+            GuardLayer::builder(guard_fn(NAME, move |_| {
                 calls.hit();
                 if healthy.load(std::sync::atomic::Ordering::SeqCst) {
                     Ok(Verdict::allow())
@@ -496,7 +594,6 @@ async fn circuit_opens_skips_the_guard_then_recovers() {
                 }
             }))
         }
-        .name(NAME)
         .policy(policy(mode))
         .clock(clock.clone())
         .circuit_breaker(
@@ -504,7 +601,9 @@ async fn circuit_opens_skips_the_guard_then_recovers() {
                 .consecutive_failures(3)
                 .open_for(Duration::from_secs(10))
                 .half_open_successes(2),
-        );
+        )
+        .build()
+        .unwrap();
         let handle = layer.handle();
         let mut service = layer.layer(Origin::default());
 
@@ -550,7 +649,7 @@ fn switchable_guard(
     gate: Arc<tokio::sync::Semaphore>,
     calls: Calls,
 ) -> impl ravelin_failsafe::Guard {
-    async_guard(move |_: &ravelin_failsafe::RequestHead<'_>| {
+    async_guard(NAME, move |_: &ravelin_failsafe::RequestHead<'_>| {
         calls.hit();
         let fail = failing.load(std::sync::atomic::Ordering::SeqCst);
         let gate = gate.clone();
@@ -590,22 +689,24 @@ async fn tripped_and_cooled_down() -> (
         failing: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         gate: Arc::new(tokio::sync::Semaphore::new(0)),
         calls: Calls::default(),
-        handle: GuardLayer::new(guard_fn(|_| Ok(Verdict::allow()))).handle(),
+        handle: GuardLayer::new(guard_fn(NAME, |_| Ok(Verdict::allow()))).handle(),
     };
-    let layer = GuardLayer::new(switchable_guard(
+    let layer = GuardLayer::builder(switchable_guard(
         p.failing.clone(),
         p.gate.clone(),
         p.calls.clone(),
     ))
-    .name(NAME)
     .clock(p.clock.clone())
-    .timeout(Duration::from_secs(3600))
+    // The longest budget a layer accepts: the gate holds probes for as long as the test needs.
+    .timeout(MAX_GUARD_TIMEOUT)
     .circuit_breaker(
         CircuitBreakerConfig::new()
             .consecutive_failures(2)
             .half_open_probes(1)
             .half_open_successes(1),
-    );
+    )
+    .build()
+    .unwrap();
     let p = Probing {
         handle: layer.handle(),
         ..p
@@ -684,13 +785,14 @@ async fn forced_open_applies_the_policy_without_calling_the_guard() {
         let calls = Calls::default();
         let layer = {
             let calls = calls.clone();
-            GuardLayer::new(guard_fn(move |_| {
+            GuardLayer::builder(guard_fn(NAME, move |_| {
                 calls.hit();
                 Ok(Verdict::allow())
             }))
         }
-        .name(NAME)
-        .policy(policy(mode));
+        .policy(policy(mode))
+        .build()
+        .unwrap();
         let handle = layer.handle();
         handle.force_open();
         assert_eq!(handle.circuit_state().as_str(), "forced_open");
@@ -709,7 +811,7 @@ async fn forced_open_applies_the_policy_without_calling_the_guard() {
 
 #[tokio::test]
 async fn inner_errors_pass_through_unchanged() {
-    let layer = GuardLayer::new(guard_fn(|_| Ok(Verdict::allow())));
+    let layer = GuardLayer::new(guard_fn(NAME, |_| Ok(Verdict::allow())));
     let (mock, mut handle) =
         tower_test::mock::pair::<Request<()>, Response<http_body_util::Full<Bytes>>>();
     let mut service = layer.layer(mock);
@@ -723,7 +825,7 @@ async fn inner_errors_pass_through_unchanged() {
 
 #[tokio::test]
 async fn poll_ready_follows_the_inner_service() {
-    let layer = GuardLayer::new(guard_fn(|_| Ok(Verdict::allow())));
+    let layer = GuardLayer::new(guard_fn(NAME, |_| Ok(Verdict::allow())));
     let (mock, mut handle) =
         tower_test::mock::pair::<Request<()>, Response<http_body_util::Full<Bytes>>>();
     let mut service = tower_test::mock::Spawn::new(layer.layer(mock));
@@ -748,6 +850,10 @@ struct PanicsOn57;
 impl ravelin_failsafe::Guard for PanicsOn57 {
     type Future = BoxVerdict;
 
+    fn name(&self) -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed(NAME)
+    }
+
     fn check(&self, head: &ravelin_failsafe::RequestHead<'_>) -> BoxVerdict {
         let id: u32 = head.headers["x-id"].to_str().unwrap().parse().unwrap();
         Box::pin(async move {
@@ -763,10 +869,11 @@ async fn a_panic_in_one_of_100_concurrent_requests_affects_only_that_one() {
     for mode in modes() {
         // The budget is wall-clock time, so on a loaded machine a preempted check could time out;
         // this test is about panic containment, so the budget is out of its way.
-        let layer = GuardLayer::new(PanicsOn57)
-            .name(NAME)
+        let layer = GuardLayer::builder(PanicsOn57)
             .policy(policy(mode))
-            .timeout(Duration::from_secs(30));
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
         let handle = layer.handle();
         let service = layer.layer(Origin::default());
 
@@ -831,6 +938,10 @@ struct YieldingGuard;
 
 impl ravelin_failsafe::Guard for YieldingGuard {
     type Future = YieldOnce;
+
+    fn name(&self) -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed(NAME)
+    }
 
     fn check(&self, _: &ravelin_failsafe::RequestHead<'_>) -> YieldOnce {
         YieldOnce(false)

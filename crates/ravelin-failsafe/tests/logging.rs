@@ -40,18 +40,19 @@ fn with_lines(f: impl AsyncFnOnce(Lines)) {
 fn ten_thousand_errors_write_a_bounded_number_of_lines() {
     with_lines(async |lines| {
         let clock = ManualClock::new();
-        let layer = GuardLayer::new(guard_fn(|_| {
+        let layer = GuardLayer::builder(guard_fn("flaky", |_| {
             Err(GuardError::new(
                 GuardErrorKind::Dependency,
                 "connection refused",
             ))
         }))
-        .name("flaky")
         .clock(clock.clone())
         // Without a breaker every request reaches the failing guard: the limiter alone must
         // hold the line count.
         .circuit_breaker(CircuitBreakerConfig::disabled())
-        .log_lines_per_second(5);
+        .log_lines_per_second(5)
+        .build()
+        .unwrap();
         let mut service = layer.layer(Origin::default());
 
         for _ in 0..10_000 {
@@ -73,15 +74,17 @@ fn ten_thousand_panics_write_a_bounded_number_of_lines_with_their_location() {
     install_panic_hook();
     with_lines(async |lines| {
         let clock = ManualClock::new();
-        let layer = GuardLayer::new(guard_fn(|head| -> Result<Verdict, GuardError> {
-            let limit: Option<usize> = head.headers.get("x-limit").map(|_| 200);
-            Ok(Verdict::Allow(
-                ravelin_failsafe::Allow::new().extension(Score(limit.unwrap() as u8)),
-            ))
-        }))
-        .name("panicky")
-        .clock(clock.clone())
-        .circuit_breaker(CircuitBreakerConfig::disabled());
+        let layer =
+            GuardLayer::builder(guard_fn("panicky", |head| -> Result<Verdict, GuardError> {
+                let limit: Option<usize> = head.headers.get("x-limit").map(|_| 200);
+                Ok(Verdict::Allow(
+                    ravelin_failsafe::Allow::new().extension(Score(limit.unwrap() as u8)),
+                ))
+            }))
+            .clock(clock.clone())
+            .circuit_breaker(CircuitBreakerConfig::disabled())
+            .build()
+            .unwrap();
         let mut service = layer.layer(Origin::default());
 
         for _ in 0..10_000 {
@@ -107,15 +110,19 @@ fn ten_thousand_panics_write_a_bounded_number_of_lines_with_their_location() {
 fn with_the_default_breaker_a_panic_storm_opens_the_circuit_and_goes_quiet() {
     install_panic_hook();
     with_lines(async |lines| {
-        let layer = GuardLayer::new(guard_fn(|_| -> Result<Verdict, GuardError> {
-            let features = [0_u8; 200];
-            let index = features.len();
-            Ok(Verdict::Allow(
-                ravelin_failsafe::Allow::new().extension(Score(features[index])),
-            ))
-        }))
-        .name("featurefile")
-        .clock(ManualClock::new());
+        let layer = GuardLayer::builder(guard_fn(
+            "featurefile",
+            |_| -> Result<Verdict, GuardError> {
+                let features = [0_u8; 200];
+                let index = features.len();
+                Ok(Verdict::Allow(
+                    ravelin_failsafe::Allow::new().extension(Score(features[index])),
+                ))
+            },
+        ))
+        .clock(ManualClock::new())
+        .build()
+        .unwrap();
         let handle = layer.handle();
         let mut service = layer.layer(Origin::default());
         for _ in 0..10_000 {

@@ -19,8 +19,8 @@ use http::{Request, Response};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use ravelin_config::KillSwitch;
 use ravelin_failsafe::{
-    CircuitState, DECISIONS_TOTAL, FailurePolicy, GuardError, GuardErrorKind, GuardLayer, Outcome,
-    Verdict, guard_fn,
+    CircuitState, DECISIONS_TOTAL, FailurePolicy, GuardError, GuardErrorKind, GuardLayer,
+    GuardLayerBuilder, Outcome, Verdict, guard_fn,
 };
 use tower::util::BoxCloneService;
 use tower::{Layer, ServiceExt};
@@ -32,8 +32,8 @@ type Svc = BoxCloneService<
 >;
 
 /// Times every evaluation, so each guard that ran has exactly one duration sample.
-fn boxed<G: ravelin_failsafe::Guard>(layer: GuardLayer<G>) -> Svc {
-    as_is(layer.duration_sampling(1))
+fn boxed<G: ravelin_failsafe::Guard>(builder: GuardLayerBuilder<G>) -> Svc {
+    as_is(builder.duration_sampling(1).build().unwrap())
 }
 
 fn as_is<G: ravelin_failsafe::Guard>(layer: GuardLayer<G>) -> Svc {
@@ -52,68 +52,62 @@ async fn each_outcome_is_counted_once_under_its_label() {
     switch.engage("test");
 
     let services: Vec<(Outcome, Svc)> = metrics::with_local_recorder(&recorder, || {
-        let forced = GuardLayer::new(guard_fn(|_| Ok(Verdict::allow())))
-            .name("circuit_open")
-            .duration_sampling(1);
+        let forced = GuardLayer::builder(guard_fn("circuit_open", |_| Ok(Verdict::allow())))
+            .duration_sampling(1)
+            .build()
+            .unwrap();
         forced.handle().force_open();
         vec![
             (
                 Outcome::Allowed,
-                boxed(GuardLayer::new(guard_fn(|_| Ok(Verdict::allow()))).name("allowed")),
+                boxed(GuardLayer::builder(guard_fn("allowed", |_| {
+                    Ok(Verdict::allow())
+                }))),
             ),
             (
                 Outcome::Responded,
-                boxed(
-                    GuardLayer::new(guard_fn(|_| {
-                        Ok(Verdict::Respond(Response::new(Bytes::new())))
-                    }))
-                    .name("responded"),
-                ),
+                boxed(GuardLayer::builder(guard_fn("responded", |_| {
+                    Ok(Verdict::Respond(Response::new(Bytes::new())))
+                }))),
             ),
             (
                 Outcome::FailedOpen,
-                boxed(GuardLayer::new(guard_fn(|_| error())).name("failed_open")),
+                boxed(GuardLayer::builder(guard_fn("failed_open", |_| error()))),
             ),
             (
                 Outcome::FailedClosed,
                 boxed(
-                    GuardLayer::new(guard_fn(|_| error()))
-                        .name("failed_closed")
+                    GuardLayer::builder(guard_fn("failed_closed", |_| error()))
                         .policy(FailurePolicy::closed()),
                 ),
             ),
             (
                 Outcome::Panicked,
-                boxed(
-                    GuardLayer::new(guard_fn(|head| {
-                        Ok(Verdict::Allow(
-                            ravelin_failsafe::Allow::new()
-                                .extension(Score(head.headers["missing"].len() as u8)),
-                        ))
-                    }))
-                    .name("panicked"),
-                ),
+                boxed(GuardLayer::builder(guard_fn("panicked", |head| {
+                    Ok(Verdict::Allow(
+                        ravelin_failsafe::Allow::new()
+                            .extension(Score(head.headers["missing"].len() as u8)),
+                    ))
+                }))),
             ),
             (
                 Outcome::TimedOut,
                 boxed(
-                    GuardLayer::new(async_guard(|_| {
+                    GuardLayer::builder(async_guard("timed_out", |_| {
                         Box::pin(async {
                             tokio::time::sleep(Duration::from_secs(60)).await;
                             Ok(Verdict::allow())
                         }) as BoxVerdict
                     }))
-                    .name("timed_out")
                     .timeout(Duration::from_millis(10)),
                 ),
             ),
-            // A builder method would start a new state: box the forced layer as it is.
+            // The forced layer's state is its own from `build`: box it as it is.
             (Outcome::CircuitOpen, as_is(forced)),
             (
                 Outcome::Killed,
                 boxed(
-                    GuardLayer::new(guard_fn(|_| error()))
-                        .name("killed")
+                    GuardLayer::builder(guard_fn("killed", |_| error()))
                         .kill_switch(switch.clone()),
                 ),
             ),
@@ -191,11 +185,10 @@ async fn a_late_synchronous_answer_is_counted_as_a_timeout() {
     let service = metrics::with_local_recorder(&recorder, || {
         let work = clock.clone();
         boxed(
-            GuardLayer::new(guard_fn(move |_| {
+            GuardLayer::builder(guard_fn("late", move |_| {
                 work.advance(Duration::from_millis(250));
                 Ok(Verdict::allow())
             }))
-            .name("late")
             .clock(clock.clone())
             .timeout(Duration::from_millis(100)),
         )

@@ -2,6 +2,7 @@
 //! a tracing layer that counts lines.
 #![allow(dead_code, unreachable_pub)]
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -64,9 +65,9 @@ impl<B> Service<Request<B>> for Origin {
 
 pub type BoxVerdict = Pin<Box<dyn Future<Output = Result<Verdict, GuardError>> + Send>>;
 
-/// A guard from a closure returning a boxed future (fine in tests; real guards name their
-/// future type).
-pub struct AsyncGuard<F>(pub F);
+/// A guard named `.0` from a closure returning a boxed future (fine in tests; real guards name
+/// their future type).
+pub struct AsyncGuard<F>(pub &'static str, pub F);
 
 impl<F> Guard for AsyncGuard<F>
 where
@@ -74,17 +75,21 @@ where
 {
     type Future = BoxVerdict;
 
+    fn name(&self) -> Cow<'static, str> {
+        Cow::Borrowed(self.0)
+    }
+
     fn check(&self, head: &RequestHead<'_>) -> BoxVerdict {
-        (self.0)(head)
+        (self.1)(head)
     }
 }
 
-/// Builds an [`AsyncGuard`], giving the closure its higher-ranked signature.
-pub fn async_guard<F>(f: F) -> AsyncGuard<F>
+/// Builds an [`AsyncGuard`] named `name`, giving the closure its higher-ranked signature.
+pub fn async_guard<F>(name: &'static str, f: F) -> AsyncGuard<F>
 where
     F: Fn(&RequestHead<'_>) -> BoxVerdict + Send + Sync + 'static,
 {
-    AsyncGuard(f)
+    AsyncGuard(name, f)
 }
 
 /// Counts how often a guard was called.
