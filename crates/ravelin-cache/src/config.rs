@@ -112,7 +112,8 @@ pub struct CacheConfig {
     pub stale_if_error_timeout: Option<Duration>,
     /// Whether concurrent misses for one key share one origin request.
     pub coalesce: bool,
-    /// How long a coalesced request waits for the shared fetch before going to the origin itself.
+    /// How long a coalesced request waits for the shared fetch before going to the origin itself
+    /// (positive; turn coalescing off with `coalesce = false`).
     #[serde(with = "humantime_serde")]
     pub coalesce_timeout: Duration,
     /// The most distinct keys being fetched with coalescing at once; beyond it requests go alone.
@@ -271,6 +272,12 @@ impl CacheConfig {
         }
         if self.background_timeout.is_zero() {
             v.push("background_timeout", "value 0s: must be positive");
+        }
+        if self.coalesce_timeout.is_zero() {
+            v.push(
+                "coalesce_timeout",
+                "value 0s: must be positive (set coalesce = false to turn coalescing off)",
+            );
         }
         v.check_range("max_inflight", self.max_inflight, 1..=MAX_INFLIGHT);
         v.check_range("max_tags_per_object", self.max_tags_per_object, 0..=1024);
@@ -502,6 +509,15 @@ mod tests {
                 "coalesce_timeout",
                 "300s",
                 "600s",
+            ),
+            (
+                CacheConfig {
+                    coalesce_timeout: Duration::ZERO,
+                    ..CacheConfig::default()
+                },
+                "coalesce_timeout",
+                "must be positive",
+                "0s",
             ),
             (
                 CacheConfig {
