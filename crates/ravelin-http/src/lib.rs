@@ -2,13 +2,21 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod framing;
+mod hop;
 mod identity;
+pub mod list;
 pub mod path;
+mod peer;
 mod prefix;
+mod response;
 mod token;
 
 pub use framing::CloseDelimited;
+pub use hop::{HOP_BY_HOP, MAX_CONNECTION_OPTIONS, connection_options, is_hop_by_hop};
 pub use identity::{IdentityError, IdentityOptions, RequestIdentity, effective_host};
+pub use list::{split_list, trim_ows};
 pub use path::{MatchPath, PathError, canonical_path, canonical_path_lenient, match_path};
+pub use peer::PeerAddr;
 pub use prefix::{MAX_PREFIX_BYTES, PathPrefix, PrefixError};
+pub use response::{TEXT_PLAIN_UTF8, plain_text};
 pub use token::is_tchar;
