@@ -19,11 +19,12 @@
 
 use std::fmt;
 use std::num::NonZeroU64;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::clock::{Clock, as_nanos, nanos_since};
+use ravelin_primitives::clock::Nanos;
+
+use crate::clock::SharedClock;
 use crate::error::ConfigError;
 
 /// The largest sliding window, in calls. The window is a bitmap (one bit per call); on each
@@ -402,8 +403,8 @@ pub(crate) struct Breaker {
     config: CircuitBreakerConfig,
     open_for: u64,
     max_half_open: u64,
-    clock: Arc<dyn Clock>,
-    origin: Instant,
+    clock: SharedClock,
+    origin: Nanos,
     state: AtomicU64,
     /// When the circuit last entered `Open` or `HalfOpen`, in nanoseconds since `origin`.
     since: AtomicU64,
@@ -417,13 +418,13 @@ pub(crate) struct Breaker {
 impl Breaker {
     pub(crate) fn new(
         config: &CircuitBreakerConfig,
-        clock: Arc<dyn Clock>,
+        clock: SharedClock,
         observer: impl Fn(Transition) + Send + Sync + 'static,
     ) -> Self {
         let config = config.sanitized();
         Self {
-            open_for: as_nanos(config.open_for),
-            max_half_open: as_nanos(config.max_half_open),
+            open_for: Nanos::from_duration(config.open_for).as_u64(),
+            max_half_open: Nanos::from_duration(config.max_half_open).as_u64(),
             origin: clock.now(),
             clock,
             state: AtomicU64::new(Word::new(CLOSED, 0, 0, 0).0),
@@ -449,7 +450,10 @@ impl Breaker {
     }
 
     fn now(&self) -> u64 {
-        nanos_since(self.origin, self.clock.now())
+        self.clock
+            .now()
+            .as_u64()
+            .saturating_sub(self.origin.as_u64())
     }
 
     fn cas(&self, current: Word, next: Word) -> Result<(), Word> {
@@ -800,6 +804,7 @@ mod tests {
     use crate::ManualClock;
     use proptest::prelude::*;
     use std::collections::VecDeque;
+    use std::sync::Arc;
     use std::sync::Mutex;
 
     fn breaker(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
-use ravelin_config::{Validate, Violations};
+use ravelin_primitives::{Validate, Violations};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
@@ -33,8 +33,7 @@ pub const MAX_FAILURE_BODY_BYTES: usize = 4096;
 /// | `circuit` | [`CircuitConfig`]: failsafe's breaker defaults |
 ///
 /// ```
-/// use ravelin_config::Validate;
-/// use ravelin_failsafe::{FailureMode, GuardConfig, GuardLayer, guard_fn, Verdict};
+/// use ravelin_failsafe::{Validate, FailureMode, GuardConfig, GuardLayer, guard_fn, Verdict};
 ///
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let config: GuardConfig = serde_json::from_str(

@@ -52,5 +52,5 @@ pub enum ConfigError {
     },
     /// A [`GuardConfig`](crate::GuardConfig) breaks its rules: every violation, by field.
     #[error("guard configuration: {0}")]
-    Config(ravelin_config::Violations),
+    Config(ravelin_primitives::Violations),
 }

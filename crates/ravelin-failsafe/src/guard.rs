@@ -7,11 +7,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::{Extensions, HeaderMap, Method, Request, Response, Uri, Version};
-
-/// The client's socket address, set as a request extension by the server that accepted the
-/// connection (`ravelin-proxy` does; in axum, copy `ConnectInfo<SocketAddr>` into it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PeerAddr(pub SocketAddr);
+use ravelin_http::PeerAddr;
 
 /// What a guard may look at: the request head, never the body.
 ///
@@ -312,7 +308,7 @@ pub trait Guard: Send + Sync + 'static {
     /// The guard's name: who it is, everywhere. [`GuardLayer`](crate::GuardLayer) reads it once,
     /// when it is built, and derives from it the `guard` label of the metrics, the `guard` field
     /// of the logs, the kill switch it looks up in a
-    /// [`Switchboard`](ravelin_config::Switchboard), its entry in the [`Skipped`] extension and
+    /// [`Switchboard`](crate::Switchboard), its entry in the [`Skipped`] extension and
     /// its key in the skip header. Callers never retype it.
     ///
     /// Use a short stable token that is also a structured-field key (RFC 8941 §3.2: a lowercase

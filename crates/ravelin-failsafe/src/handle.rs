@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ravelin_config::KillSwitch;
+use ravelin_primitives::KillSwitch;
 
 use crate::circuit::{CircuitBreakerConfig, CircuitState};
 use crate::policy::FailureMode;

@@ -6,11 +6,11 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ravelin_config::{KillSwitch, Switchboard, Validate, Violations};
+use ravelin_primitives::clock::{Clock, MonotonicClock, Nanos};
+use ravelin_primitives::{KillSwitch, Switchboard, Validate, Violations};
 use tower_layer::Layer;
 
 use crate::circuit::CircuitBreakerConfig;
-use crate::clock::{Clock, SystemClock};
 use crate::config::{GuardConfig, MAX_FAILURE_BODY_BYTES, MAX_GUARD_TIMEOUT};
 use crate::error::ConfigError;
 use crate::guard::{Guard, is_structured_key};
@@ -55,7 +55,7 @@ pub const DEFAULT_DURATION_SAMPLING: u32 = 16;
 /// | circuit breaker | [`CircuitBreakerConfig::new`] | [`circuit_breaker`](GuardLayerBuilder::circuit_breaker) |
 /// | failure log lines | 5 per second | [`log_lines_per_second`](GuardLayerBuilder::log_lines_per_second) |
 /// | evaluations timed for the duration histogram | 1 in 16 | [`duration_sampling`](GuardLayerBuilder::duration_sampling) |
-/// | clock (breaker, log limiter) | [`SystemClock`] | [`clock`](GuardLayerBuilder::clock) |
+/// | clock (breaker, log limiter) | [`MonotonicClock`] | [`clock`](GuardLayerBuilder::clock) |
 ///
 /// [`GuardLayer::new`] takes every default; [`GuardLayer::builder`] changes them and
 /// [`build`](GuardLayerBuilder::build) refuses an out-of-range value with a [`ConfigError`]
@@ -272,9 +272,9 @@ impl<G: Guard> GuardLayerBuilder<G> {
     /// The clock of the circuit breaker, the log limiter and the guard's time budget (tests
     /// use [`ManualClock`](crate::ManualClock) or [`TokioClock`](crate::TokioClock); a
     /// synchronous guard that advances a `ManualClock` past the timeout overruns it). Without
-    /// one, the breaker and the log limiter read [`SystemClock`] and budgets are measured on
-    /// the time-stamp counter. The wait for a pending guard always uses Tokio's timer.
-    pub fn clock(mut self, clock: impl Clock) -> Self {
+    /// one, the breaker and the log limiter read a [`MonotonicClock`] and budgets are measured
+    /// on the time-stamp counter. The wait for a pending guard always uses Tokio's timer.
+    pub fn clock(mut self, clock: impl Clock<Instant = Nanos>) -> Self {
         self.config.clock = Arc::new(clock);
         self.config.clock_injected = true;
         self
@@ -353,7 +353,7 @@ impl Config {
             timeout: DEFAULT_TIMEOUT,
             kill_switch: None,
             breaker: CircuitBreakerConfig::new(),
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(MonotonicClock::new()),
             clock_injected: false,
             log_lines_per_second: DEFAULT_LOG_LINES_PER_SECOND,
             duration_sampling: DEFAULT_DURATION_SAMPLING,

@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use ravelin_config::KillSwitch;
+use ravelin_primitives::{KillSwitch, LogLimiter};
 
 use crate::circuit::{Breaker, CircuitBreakerConfig, CircuitState, Transition};
-use crate::clock::{Clock, Stopwatch};
+use ravelin_primitives::clock::Nanos;
+
+use crate::clock::{SharedClock, Stopwatch};
 use crate::guard::{Annotations, GuardError, SkipReason, Skipped, Verdict};
-use crate::log::LogLimiter;
 use crate::metrics::{Metrics, Outcome};
 use crate::panic::PanicReport;
 use crate::policy::{FailureMode, FailurePolicy};
@@ -28,7 +29,7 @@ pub(crate) struct Config {
     pub(crate) timeout: Duration,
     pub(crate) kill_switch: Option<KillSwitch>,
     pub(crate) breaker: CircuitBreakerConfig,
-    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) clock: SharedClock,
     /// Whether `clock` was set by the builder: then it also measures guard budgets.
     pub(crate) clock_injected: bool,
     pub(crate) log_lines_per_second: u32,
@@ -108,7 +109,7 @@ pub(crate) struct Shared {
 /// When one guard evaluation started, and whether its duration goes to the histogram.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timing {
-    start: u64,
+    start: Nanos,
     sampled: bool,
 }
 

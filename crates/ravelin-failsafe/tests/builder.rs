@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use http::{Request, StatusCode};
-use ravelin_config::Switchboard;
+use ravelin_failsafe::Switchboard;
 use ravelin_failsafe::{
     CircuitBreakerConfig, CircuitState, ConfigError, FailurePolicy, GuardConfig, GuardError,
     GuardErrorKind, GuardLayer, MAX_FAILURE_BODY_BYTES, MAX_GUARD_TIMEOUT, SkipReason, Verdict,

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use common::*;
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
-use ravelin_config::KillSwitch;
+use ravelin_failsafe::KillSwitch;
 use ravelin_failsafe::{
     Allow, CircuitBreakerConfig, CircuitState, FailureMode, FailurePolicy, GuardError,
     GuardErrorKind, GuardLayer, MAX_GUARD_TIMEOUT, ManualClock, RequestHead, SkipReason, Verdict,

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use common::*;
 use http::{Request, Response};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use ravelin_config::KillSwitch;
+use ravelin_failsafe::KillSwitch;
 use ravelin_failsafe::{
     CircuitState, DECISIONS_TOTAL, FailurePolicy, GuardError, GuardErrorKind, GuardLayer,
     GuardLayerBuilder, Outcome, Verdict, guard_fn,

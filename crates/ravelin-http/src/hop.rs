@@ -89,7 +89,13 @@ mod tests {
         ] {
             assert!(is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
         }
-        for name in ["host", "cache-control", "content-length", "authorization", "via"] {
+        for name in [
+            "host",
+            "cache-control",
+            "content-length",
+            "authorization",
+            "via",
+        ] {
             assert!(!is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
         }
     }

@@ -457,7 +457,11 @@ mod tests {
         b.advance(Duration::from_millis(7));
         assert_eq!(a.now(), Nanos::new(7_000_000));
         a.set(Nanos::new(3));
-        assert_eq!(b.now(), Nanos::new(3), "set may step back, and clones follow");
+        assert_eq!(
+            b.now(),
+            Nanos::new(3),
+            "set may step back, and clones follow"
+        );
     }
 
     #[test]

@@ -142,7 +142,11 @@ impl LogLimiter {
     /// Whether the caller may write a line now. `None`: stay quiet (the call is counted as
     /// suppressed).
     pub fn check(&self) -> Option<LogPermit> {
-        let since = self.clock.now().as_u64().saturating_sub(self.origin.as_u64());
+        let since = self
+            .clock
+            .now()
+            .as_u64()
+            .saturating_sub(self.origin.as_u64());
         let now_window = (since / self.window_nanos) & INDEX_MASK;
         let now_tag = now_window << COUNT_BITS;
         let mut current = self.state.load(Ordering::Relaxed);
