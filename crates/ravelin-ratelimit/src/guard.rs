@@ -2,56 +2,37 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::future::Future;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HOST, RETRY_AFTER};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
-use pin_project::pin_project;
 use ravelin_failsafe::{
-    Allow, FailurePolicy, Guard, GuardError, GuardErrorKind, GuardLayer, LogLimiter, RequestHead,
-    Verdict,
+    Allow, Guard, GuardError, GuardErrorKind, LogLimiter, RequestHead, Verdict,
 };
 use ravelin_http::{MatchPath, RequestIdentity};
 use sha2::Digest as _;
 
+use crate::future::CheckFuture;
 use crate::gcra::Decision;
 use crate::headers::{RATELIMIT, RATELIMIT_POLICY, list_value, ratelimit_item, retry_after_secs};
 use crate::memory::MemoryStore;
 use crate::rules::{Action, Compiled, CompiledRule, KeyPart, ResponseHeaders, Rules, RulesError};
 use crate::store::{Check, MAX_KEY_LEN, RateLimitStore, StoreError};
 
-/// [`GuardLayer`] around a [`RateLimitGuard`]: build one with [`RateLimitGuard::layer`], which
-/// names it `"ratelimit"` and makes it fail open. Every `GuardLayer` builder method applies.
-///
-/// ```
-/// use std::time::Duration;
-/// use ravelin_ratelimit::{KeyPart, RateLimitGuard, RateLimitLayer, Rule, Rules};
-/// use tower::{ServiceBuilder, service_fn};
-///
-/// # fn main() -> Result<(), ravelin_ratelimit::RulesError> {
-/// let rules = Rules::new().rule(Rule::new("per-ip", 100, Duration::from_secs(60)).key(KeyPart::ClientIp));
-/// let layer: RateLimitLayer = RateLimitGuard::new(rules)?
-///     .layer()
-///     .timeout(Duration::from_millis(20));
-/// let _service = ServiceBuilder::new().layer(layer).service(service_fn(|_req: http::Request<()>| async {
-///     Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
-/// }));
-/// # Ok(())
-/// # }
-/// ```
-pub type RateLimitLayer<S = MemoryStore> = GuardLayer<RateLimitGuard<S>>;
+/// The name a [`RateLimitGuard`] gives itself ([`Guard::name`]): the `guard` label of the
+/// `ravelin_guard_*` metrics, its kill switch in a `Switchboard`, its key in
+/// [`Skipped`](ravelin_failsafe::Skipped) and in `x-ravelin-skipped`.
+pub const GUARD_NAME: &str = "ratelimit";
 
 /// Applies a [`Rules`] set to each request: extracts each matching rule's key, asks the store,
 /// and answers 429 when an enforcing rule is out of quota.
 ///
-/// A guard, not a service: wrap it in a [`GuardLayer`] (or use [`layer`](Self::layer)) for its
-/// failure policy (open by default: a store that fails lets requests through), timeout, panic
-/// containment, circuit breaker and kill switch.
+/// A guard, not a service, named [`GUARD_NAME`]: [`RateLimitLayer`](crate::RateLimitLayer)
+/// wraps it in a [`GuardLayer`](ravelin_failsafe::GuardLayer) for its failure policy (open by
+/// default: a store that fails lets requests through), timeout, panic containment, circuit
+/// breaker and kill switch.
 ///
 /// Clones share the rules and the store.
 pub struct RateLimitGuard<S = MemoryStore> {
@@ -68,7 +49,7 @@ struct Inner<S> {
     denial_log: LogLimiter,
 }
 
-enum Source {
+pub(crate) enum Source {
     Fixed(Arc<Compiled>),
     Reloadable(ravelin_config::Store<Rules>),
 }
@@ -107,7 +88,7 @@ impl RateLimitGuard<MemoryStore> {
     /// [`MemoryStore::DEFAULT_CAPACITY`] keys.
     ///
     /// # Errors
-    /// The rule set's violations (see [`Rules::build`]).
+    /// The rule set's violations, by field (as [`Validate::validate`](ravelin_config::Validate::validate) reports them).
     pub fn new(rules: Rules) -> Result<Self, RulesError> {
         Ok(Self::with_source(
             MemoryStore::default(),
@@ -123,8 +104,8 @@ impl RateLimitGuard<MemoryStore> {
     }
 }
 
-fn compile(rules: Rules) -> Result<Arc<Compiled>, RulesError> {
-    let rules = rules.build()?;
+pub(crate) fn compile(rules: Rules) -> Result<Arc<Compiled>, RulesError> {
+    let rules = rules.compile()?;
     rules
         .compiled()
         .cloned()
@@ -134,7 +115,7 @@ fn compile(rules: Rules) -> Result<Arc<Compiled>, RulesError> {
 }
 
 impl<S: RateLimitStore> RateLimitGuard<S> {
-    fn with_source(store: S, rules: Source) -> Self {
+    pub(crate) fn with_source(store: S, rules: Source) -> Self {
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -157,44 +138,6 @@ impl<S: RateLimitStore> RateLimitGuard<S> {
     /// The state store.
     pub fn store(&self) -> &S {
         &self.inner.store
-    }
-
-    /// This guard in a [`GuardLayer`] named `"ratelimit"` failing open: if the store cannot
-    /// decide (Redis down, timeout), requests go through unlimited and the failure is counted
-    /// and logged. Adjust with the layer's builder methods (timeout, kill switch, breaker).
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use ravelin_ratelimit::{KeyPart, RateLimitGuard, Rule, Rules};
-    /// use tower::{ServiceBuilder, ServiceExt, service_fn};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let rules = Rules::new().rule(
-    ///     Rule::new("per-ip", 2, Duration::from_secs(60)).key(KeyPart::ClientIp),
-    /// );
-    /// let layer = RateLimitGuard::new(rules)?.layer();
-    /// let service = ServiceBuilder::new().layer(layer).service(service_fn(|_req| async {
-    ///     Ok::<_, std::convert::Infallible>(http::Response::new(String::from("hello")))
-    /// }));
-    ///
-    /// let request = || {
-    ///     let mut request = http::Request::new(());
-    ///     request.extensions_mut().insert(ravelin_failsafe::PeerAddr("192.0.2.7:5000".parse().unwrap()));
-    ///     request
-    /// };
-    /// assert_eq!(service.clone().oneshot(request()).await?.status(), 200);
-    /// assert_eq!(service.clone().oneshot(request()).await?.status(), 200);
-    /// let limited = service.clone().oneshot(request()).await?;
-    /// assert_eq!(limited.status(), 429);
-    /// assert_eq!(limited.headers()["ratelimit"], r#""per-ip";r=0;t=30"#);
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn layer(self) -> RateLimitLayer<S> {
-        GuardLayer::new(self)
-            .name("ratelimit")
-            .policy(FailurePolicy::open())
     }
 
     fn compiled(&self) -> Option<Arc<Compiled>> {
@@ -333,11 +276,15 @@ fn push_part(buf: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
 }
 
 impl<S: RateLimitStore> Guard for RateLimitGuard<S> {
-    type Future = ResponseFuture<S::Future>;
+    type Future = CheckFuture<S::Future>;
+
+    fn name(&self) -> Cow<'static, str> {
+        Cow::Borrowed(GUARD_NAME)
+    }
 
     fn check(&self, head: &RequestHead<'_>) -> Self::Future {
         let Some(compiled) = self.compiled() else {
-            return ResponseFuture::ready(Ok(Verdict::allow()));
+            return CheckFuture::ready(Ok(Verdict::allow()));
         };
         let mut buf = Vec::with_capacity(64);
         let mut spans: Vec<(usize, usize, usize)> = Vec::with_capacity(compiled.rules.len());
@@ -364,7 +311,7 @@ impl<S: RateLimitStore> Guard for RateLimitGuard<S> {
             }
         }
         if spans.is_empty() {
-            return ResponseFuture::ready(Ok(Verdict::allow()));
+            return CheckFuture::ready(Ok(Verdict::allow()));
         }
         let checks: Vec<Check<'_>> = spans
             .iter()
@@ -381,21 +328,19 @@ impl<S: RateLimitStore> Guard for RateLimitGuard<S> {
             .collect();
         let future = self.inner.store.check(&checks);
         let applied = spans.iter().map(|&(index, _, _)| index).collect();
-        ResponseFuture {
-            state: State::Waiting {
-                future,
-                plan: Some(Plan {
-                    compiled,
-                    applied,
-                    guard: Arc::clone(&self.inner) as Arc<dyn Logs>,
-                }),
+        CheckFuture::waiting(
+            future,
+            Plan {
+                compiled,
+                applied,
+                guard: Arc::clone(&self.inner) as Arc<dyn Logs>,
             },
-        }
+        )
     }
 }
 
 /// What the future needs to turn decisions into a verdict.
-struct Plan {
+pub(crate) struct Plan {
     compiled: Arc<Compiled>,
     /// Indexes of the rules that were checked, in check order.
     applied: Vec<usize>,
@@ -419,7 +364,10 @@ impl<S: Send + Sync> Logs for Inner<S> {
 }
 
 impl Plan {
-    fn verdict(self, decisions: Result<Vec<Decision>, StoreError>) -> Result<Verdict, GuardError> {
+    pub(crate) fn verdict(
+        self,
+        decisions: Result<Vec<Decision>, StoreError>,
+    ) -> Result<Verdict, GuardError> {
         let decisions = decisions?;
         if decisions.len() != self.applied.len() {
             return Err(GuardError::new(
@@ -511,75 +459,5 @@ impl Plan {
             *allow.response_headers_mut() = headers;
         }
         Ok(Verdict::Allow(allow))
-    }
-}
-
-/// The future of a [`RateLimitGuard`]'s verdict.
-#[pin_project]
-pub struct ResponseFuture<F> {
-    #[pin]
-    state: State<F>,
-}
-
-#[pin_project(project = StateProj)]
-enum State<F> {
-    Ready(Option<Result<Verdict, GuardError>>),
-    Waiting {
-        #[pin]
-        future: F,
-        plan: Option<Plan>,
-    },
-}
-
-impl<F> ResponseFuture<F> {
-    fn ready(result: Result<Verdict, GuardError>) -> Self {
-        Self {
-            state: State::Ready(Some(result)),
-        }
-    }
-}
-
-impl<F> fmt::Debug for ResponseFuture<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match self.state {
-            State::Ready(_) => "ready",
-            State::Waiting { .. } => "waiting",
-        };
-        f.debug_struct("ResponseFuture")
-            .field("state", &state)
-            .finish()
-    }
-}
-
-/// The future was polled again after it completed.
-#[cold]
-#[expect(
-    clippy::unreachable,
-    reason = "polling a future after it completed is a caller bug; `Future::poll` allows a panic there, and a panic is loud where a never-woken `Pending` would hang the caller silently"
-)]
-fn polled_after_completion() -> ! {
-    unreachable!("the rate-limit check future polled after completion")
-}
-
-impl<F> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Vec<Decision>, StoreError>>,
-{
-    type Output = Result<Verdict, GuardError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Ready(result) => match result.take() {
-                Some(result) => Poll::Ready(result),
-                None => polled_after_completion(),
-            },
-            StateProj::Waiting { future, plan } => {
-                let decisions = std::task::ready!(future.poll(cx));
-                match plan.take() {
-                    Some(plan) => Poll::Ready(plan.verdict(decisions)),
-                    None => polled_after_completion(),
-                }
-            }
-        }
     }
 }

@@ -3,9 +3,11 @@
 
 pub mod client_ip;
 mod clock;
+pub mod future;
 mod gcra;
 mod guard;
 pub mod headers;
+mod layer;
 mod limiter;
 mod memory;
 pub mod rules;
@@ -19,7 +21,8 @@ pub mod redis;
 pub use client_ip::{ClientIpResolver, ForwardedHeader};
 pub use clock::{Clock, FakeClock, MonotonicClock};
 pub use gcra::{Decision, Evaluation, Quota, QuotaError};
-pub use guard::{RateLimitGuard, RateLimitLayer, ResponseFuture};
+pub use guard::{GUARD_NAME, RateLimitGuard};
+pub use layer::{BuildError, RateLimit, RateLimitLayer, RateLimitLayerBuilder, RulesSource};
 pub use limiter::{DirectLimiter, Limiter};
 pub use memory::MemoryStore;
 pub use rules::{

@@ -69,15 +69,13 @@ pub use fallback::FallbackStore;
 
 use std::borrow::Cow;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::ConnectionManagerConfig;
 use ::redis::{Client, Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 
-use crate::gcra::Decision;
+use crate::future::StoreFuture;
 use crate::store::{Check, RateLimitStore, StoreError};
 
 use connection::Connection;
@@ -98,9 +96,6 @@ const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(1);
 /// Connection attempts in one reconnect round; a failed round ends with an error and the next
 /// call starts a new one. Bounded so that a dropped store stops reconnecting.
 const RECONNECT_ATTEMPTS: usize = 10;
-
-/// A boxed future of a batch's decisions.
-pub type CheckFuture = Pin<Box<dyn Future<Output = Result<Vec<Decision>, StoreError>> + Send>>;
 
 /// A [`RedisStore`] could not be built: the configuration is wrong. (An unreachable Redis is not
 /// a build error; the store connects in the background.)
@@ -255,7 +250,7 @@ impl fmt::Debug for RedisStore {
 }
 
 impl RateLimitStore for RedisStore {
-    type Future = CheckFuture;
+    type Future = StoreFuture;
 
     fn check(&self, checks: &[Check<'_>]) -> Self::Future {
         if checks.is_empty() {

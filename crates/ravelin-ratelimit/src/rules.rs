@@ -47,6 +47,14 @@ pub enum RulesError {
 
 /// A rule set: the document behind a [`RateLimitGuard`](crate::RateLimitGuard).
 ///
+/// A document, like the crates' other configuration types: plain data, read from TOML or JSON
+/// (through a `ravelin_config::Store`, which validates it) or written in code with
+/// [`Rules::new`] and its [`rule`](Self::rule) helpers. It does not build itself: whatever runs
+/// it — [`RateLimitLayer::new`](crate::RateLimitLayer::new),
+/// [`RateLimitLayer::builder`](crate::RateLimitLayer::builder),
+/// [`RateLimitGuard::new`](crate::RateLimitGuard::new) — validates and compiles it, and
+/// [`Validate::validate`] checks it without running it.
+///
 /// ```toml
 /// version = 7
 ///
@@ -375,11 +383,13 @@ impl Rules {
         self
     }
 
-    /// Validates and compiles the rule set for use outside a `ravelin_config::Store`.
+    /// Validates and compiles the rule set for use outside a `ravelin_config::Store` (what
+    /// [`RateLimitLayer::new`](crate::RateLimitLayer::new) and
+    /// [`RateLimitGuard::new`](crate::RateLimitGuard::new) do with the rules they are given).
     ///
     /// # Errors
     /// Every broken rule, as [`Validate::validate`] reports them.
-    pub fn build(mut self) -> Result<Self, RulesError> {
+    pub(crate) fn compile(mut self) -> Result<Self, RulesError> {
         self.validate()
             .map_err(|violations| RulesError::Invalid { violations })?;
         self.prepare();
@@ -675,7 +685,7 @@ mod tests {
 
     fn toml_rules(text: &str) -> Result<Rules, String> {
         let rules: Rules = toml::from_str(text).map_err(|e| e.to_string())?;
-        rules.build().map_err(|v| v.to_string())
+        rules.compile().map_err(|v| v.to_string())
     }
 
     #[test]
@@ -715,7 +725,7 @@ mod tests {
             r#"{"rules":[{"name":"a","limit":10,"window":"10s","key":["method","path"]}]}"#,
         )
         .unwrap();
-        assert!(rules.build().is_ok());
+        assert!(rules.compile().is_ok());
     }
 
     #[test]
@@ -848,7 +858,7 @@ mod tests {
         for i in 0..=MAX_RULES {
             rules = rules.rule(Rule::new(format!("r{i}"), 1, Duration::from_secs(1)));
         }
-        let err = rules.build().unwrap_err().to_string();
+        let err = rules.compile().unwrap_err().to_string();
         assert!(err.contains("33 rules exceeds limit 32"), "{err}");
     }
 

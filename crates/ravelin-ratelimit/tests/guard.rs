@@ -23,8 +23,8 @@ use http_body_util::Full;
 use ravelin_config::{Format, Store};
 use ravelin_failsafe::{Guard, PeerAddr, RequestHead, SkipReason, Skipped, Verdict};
 use ravelin_ratelimit::{
-    Check, Decision, FakeClock, KeyPart, MemoryStore, RateLimitGuard, RateLimitStore,
-    ResponseHeaders, Rule, Rules, StoreError,
+    BuildError, Check, Decision, FakeClock, KeyPart, MemoryStore, RateLimitGuard, RateLimitLayer,
+    RateLimitStore, ResponseHeaders, Rule, Rules, StoreError,
 };
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 
@@ -498,10 +498,11 @@ async fn hello(request: Request<()>) -> Result<Response<Full<Bytes>>, Infallible
 #[tokio::test]
 async fn layer_fails_open_when_the_store_fails() {
     let broken = Broken::default();
-    let layer = RateLimitGuard::new(Rules::new().rule(per_ip(1)))
-        .unwrap()
-        .with_store(broken.clone())
-        .layer();
+    let layer = RateLimitLayer::builder(Rules::new().rule(per_ip(1)))
+        .store(broken.clone())
+        .build()
+        .unwrap();
+    assert_eq!(layer.handle().name(), "ratelimit");
     let mut service = ServiceBuilder::new()
         .layer(layer)
         .service(service_fn(hello));
@@ -525,9 +526,7 @@ async fn layer_fails_open_when_the_store_fails() {
 
 #[tokio::test]
 async fn layer_answers_429_through_the_service() {
-    let layer = RateLimitGuard::new(Rules::new().rule(per_ip(1)))
-        .unwrap()
-        .layer();
+    let layer = RateLimitLayer::new(Rules::new().rule(per_ip(1))).unwrap();
     let service = ServiceBuilder::new()
         .layer(layer)
         .service(service_fn(hello));
@@ -545,6 +544,55 @@ async fn layer_answers_429_through_the_service() {
         .unwrap();
     assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(second.headers()["retry-after"], "60");
+}
+
+#[tokio::test]
+async fn invalid_rules_or_guard_settings_are_refused_by_the_layer() {
+    let broken_rule = Rules::new().rule(Rule::new("bad name!", 0, Duration::from_secs(60)));
+    let error = RateLimitLayer::new(broken_rule.clone()).unwrap_err();
+    assert!(error.to_string().contains("rules[0].limit"), "{error}");
+    let error = RateLimitLayer::builder(broken_rule).build().unwrap_err();
+    assert!(matches!(error, BuildError::Rules(_)), "{error}");
+
+    let error = RateLimitLayer::builder(Rules::new().rule(per_ip(1)))
+        .timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert!(matches!(error, BuildError::Guard(_)), "{error}");
+    assert!(
+        error
+            .to_string()
+            .starts_with("rate-limit guard: guard timeout 0ns"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_limiter_is_skipped_by_name() {
+    let switchboard = ravelin_config::Switchboard::new();
+    let layer = RateLimitLayer::builder(Rules::new().rule(per_ip(1)))
+        .switchboard(&switchboard)
+        .build()
+        .unwrap();
+    let service = ServiceBuilder::new()
+        .layer(layer)
+        .service(service_fn(hello));
+    switchboard
+        .set(ravelin_ratelimit::GUARD_NAME, true, "test")
+        .unwrap();
+    for _ in 0..3 {
+        let response = service
+            .clone()
+            .oneshot(request("192.0.2.1", &[]))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "killed: not limited");
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(body, "killed");
+    }
 }
 
 #[tokio::test]

@@ -1,4 +1,5 @@
-//! `RateLimitGuard` with its state in Redis, in `ravelin-failsafe`'s `GuardLayer`, over a real
+//! `RateLimitLayer` with its state in Redis (a `RateLimitGuard` in `ravelin-failsafe`'s
+//! `GuardLayer`), over a real
 //! `redis-server` killed and restarted under it: requests keep flowing (fail open), each delayed
 //! at most by the store's timeout, the circuit breaker opens so a dead Redis stops costing
 //! timeouts, and limiting resumes when Redis is back, without rebuilding anything.
@@ -20,7 +21,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::Empty;
 use ravelin_failsafe::{CircuitBreakerConfig, FailurePolicy, X_RAVELIN_SKIPPED};
 use ravelin_ratelimit::redis::RedisStore;
-use ravelin_ratelimit::{KeyPart, RateLimitGuard, Rule, Rules};
+use ravelin_ratelimit::{KeyPart, RateLimitLayer, Rule, Rules};
 use ravelin_test_support::redis::{RedisServer, unique_prefix};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
@@ -42,10 +43,8 @@ async fn dead_redis_fails_open_behind_the_breaker_and_limiting_resumes() {
         Rule::new("per-client", 5, Duration::from_secs(3600))
             .key(KeyPart::Header(HeaderName::from_static("x-client"))),
     );
-    let layer = RateLimitGuard::new(rules)
-        .unwrap()
-        .with_store(store)
-        .layer()
+    let layer = RateLimitLayer::builder(rules)
+        .store(store)
         .policy(FailurePolicy::open().skip_header(X_RAVELIN_SKIPPED))
         // Longer than the store's own timeout, so the store's error is what the layer sees.
         .timeout(Duration::from_secs(1))
@@ -53,7 +52,9 @@ async fn dead_redis_fails_open_behind_the_breaker_and_limiting_resumes() {
             CircuitBreakerConfig::new()
                 .consecutive_failures(5)
                 .open_for(Duration::from_millis(500)),
-        );
+        )
+        .build()
+        .unwrap();
     let handle = layer.handle();
     // The origin says whether the request reached it with the guard skipped.
     let mut service =

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use crate::gcra::Quota;
 use crate::store::{Check, RateLimitStore, StoreError};
 
-use super::CheckFuture;
+use crate::future::StoreFuture;
 
 const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -172,7 +172,7 @@ where
     P: RateLimitStore,
     F: RateLimitStore,
 {
-    type Future = CheckFuture;
+    type Future = StoreFuture;
 
     fn check(&self, checks: &[Check<'_>]) -> Self::Future {
         if !self.inner.should_try_primary() {
