@@ -151,6 +151,15 @@ impl Validate for BotScoreConfig {
                 "timeout",
                 "must be greater than zero (every evaluation would time out)",
             );
+        } else if self.timeout > ravelin_failsafe::MAX_GUARD_TIMEOUT {
+            v.push(
+                "timeout",
+                format!(
+                    "{:?} is longer than the limit of {:?}: a guard's budget is per request",
+                    self.timeout,
+                    ravelin_failsafe::MAX_GUARD_TIMEOUT
+                ),
+            );
         }
         v.into_result()
     }
@@ -206,13 +215,17 @@ impl BotScoreConfig {
     /// The layer: [`scorer`](Self::scorer), [`guard`](Self::guard), [`BotScoreLayer`] with the
     /// configured timeout. Start following the file with
     /// `layer.guard().scorer().store().map(|s| s.watch(config.watch_interval))` inside a Tokio
-    /// runtime, and add the kill switch with [`BotScoreLayer::kill_switch`].
+    /// runtime. For a kill switch or other guard settings, build the layer yourself:
+    /// `BotScoreLayer::builder(config.guard(config.scorer()?)?).timeout(config.timeout)…`.
     ///
     /// # Errors
     /// [`BuildError`].
     pub fn layer(&self) -> Result<BotScoreLayer, BuildError> {
         let guard = self.guard(self.scorer()?)?;
-        Ok(BotScoreLayer::new(guard).timeout(self.timeout))
+        BotScoreLayer::builder(guard)
+            .timeout(self.timeout)
+            .build()
+            .map_err(BuildError::Guard)
     }
 }
 
@@ -274,6 +287,10 @@ mod tests {
             ("reasons_header = \"a b\"", "reasons_header"),
             ("fingerprint_header = \"\"", "fingerprint_header"),
             ("timeout = \"0s\"", "timeout: must be greater than zero"),
+            (
+                "timeout = \"2m\"",
+                "timeout: 120s is longer than the limit of 60s",
+            ),
             (
                 "[[verified_bots.bots]]\nname = \"x\"\nuser_agent_token = \"X\"\nranges = []",
                 "verified_bots.bots[0]",

@@ -1,5 +1,6 @@
 //! The bot-score guard: scores a request head, flags verified bots, applies the route's action.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::{Ready, ready};
 use std::sync::Arc;
@@ -15,9 +16,9 @@ use crate::request::RequestView;
 use crate::score::{BotScore, Scorer};
 use crate::verified::VerifiedBots;
 
-/// The name the guard is registered under in [`GuardLayer`](ravelin_failsafe::GuardLayer) and
-/// in [`Skipped`](ravelin_failsafe::Skipped); [`ScoreStatus::of`](crate::ScoreStatus::of) looks
-/// it up.
+/// The name a [`BotGuard`] gives itself ([`Guard::name`]): whatever layer wraps it derives the
+/// metric label, the kill switch and its [`Skipped`](ravelin_failsafe::Skipped) key from it, and
+/// [`ScoreStatus::of`](crate::ScoreStatus::of) looks that key up.
 pub const GUARD_NAME: &str = "botscore";
 
 /// Default header carrying the score to the origin.
@@ -40,9 +41,9 @@ pub struct BotDecision {
     pub shadow: bool,
 }
 
-/// Names of the headers the guard forwards to the origin. The
-/// [`BotScoreLayer`](crate::BotScoreLayer) removes client-sent copies of all of them before the
-/// guard runs, so a client cannot forge its score.
+/// Names of the headers the guard forwards to the origin. The guard owns them
+/// ([`Guard::owned_headers`]): whatever layer wraps it removes client-sent copies of all of them
+/// before the guard runs, so a client cannot forge its score.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForwardHeaders {
     /// The score (default `x-bot-score`).
@@ -100,11 +101,14 @@ pub enum BuildError {
     /// A [`BotScoreConfig`](crate::BotScoreConfig) breaks its rules: every violation, by field.
     #[error("bot-score configuration: {0}")]
     Config(ravelin_config::Violations),
+    /// A guard-layer setting (timeout, breaker, failure response) is out of range.
+    #[error("bot-score guard: {0}")]
+    Guard(ravelin_failsafe::ConfigError),
 }
 
-/// The bot-score guard. Implements [`Guard`]: wrap it in
-/// [`GuardLayer`](ravelin_failsafe::GuardLayer) (or use [`BotScoreLayer`](crate::BotScoreLayer),
-/// which does that with the open failure policy and strips forged headers).
+/// The bot-score guard, named [`GUARD_NAME`]. Implements [`Guard`]: use
+/// [`BotScoreLayer`](crate::BotScoreLayer) (a [`GuardLayer`](ravelin_failsafe::GuardLayer) with
+/// the open failure policy), or wrap it in a `GuardLayer` yourself.
 ///
 /// Per request it reads the active model (lock-free), scores the head, checks the verified-bot
 /// list, looks up the route by path and:
@@ -244,6 +248,10 @@ impl BotGuard {
 
 impl Guard for BotGuard {
     type Future = Ready<Result<Verdict, GuardError>>;
+
+    fn name(&self) -> Cow<'static, str> {
+        Cow::Borrowed(GUARD_NAME)
+    }
 
     fn check(&self, head: &RequestHead<'_>) -> Self::Future {
         ready(self.verdict(head))

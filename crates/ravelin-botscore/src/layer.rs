@@ -1,27 +1,36 @@
-//! [`BotScoreLayer`]: the bot-score guard in a tower stack, failing open, with forged score
-//! headers removed first.
+//! [`BotScoreLayer`]: the bot-score guard in a tower stack, failing open; its builder and its
+//! service, [`BotScoring`].
 
 use std::fmt;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Request;
-use ravelin_config::KillSwitch;
-use ravelin_failsafe::{FailurePolicy, GuardHandle, GuardLayer, GuardService};
+use ravelin_config::{KillSwitch, Switchboard};
+use ravelin_failsafe::{
+    CircuitBreakerConfig, ConfigError, FailurePolicy, GuardConfig, GuardHandle, GuardLayer,
+    GuardLayerBuilder, GuardService,
+};
 use tower_layer::Layer;
-use tower_service::Service;
 
-use crate::guard::{BotGuard, ForwardHeaders, GUARD_NAME};
+use crate::guard::BotGuard;
+
+/// The service of a [`BotScoreLayer`]: the guard layer's [`GuardService`] around a
+/// [`BotGuard`]. Its response future is [`future::ResponseFuture`](crate::future::ResponseFuture).
+pub type BotScoring<S> = GuardService<S, BotGuard>;
 
 /// Scores every request with a [`BotGuard`] inside a
-/// [`GuardLayer`](ravelin_failsafe::GuardLayer) named [`GUARD_NAME`] with the **open** failure
-/// policy: when scoring fails, times out, panics, is circuit-broken or killed, the request goes
-/// on *unscored* ([`ScoreStatus::Unscored`](crate::ScoreStatus)) — never with a made-up score.
+/// [`GuardLayer`](ravelin_failsafe::GuardLayer) with the **open** failure policy: when scoring
+/// fails, times out, panics, is circuit-broken or killed, the request goes on *unscored*
+/// ([`ScoreStatus::Unscored`](crate::ScoreStatus)) — never with a made-up score.
 ///
-/// Before the guard runs, client-sent copies of the score headers ([`ForwardHeaders`]) are
-/// removed, so a client cannot forge its score, and an unscored request reaches the origin
-/// without any.
+/// The guard names itself [`GUARD_NAME`](crate::GUARD_NAME) (`"botscore"`: the metric label, the kill switch in a
+/// [`Switchboard`], the [`Skipped`](ravelin_failsafe::Skipped) key that
+/// [`ScoreStatus::of`](crate::ScoreStatus::of) reads) and owns its score headers
+/// ([`ForwardHeaders`](crate::ForwardHeaders)): client-sent copies are removed before
+/// anything else, so a client cannot forge its score, and an unscored request reaches the
+/// origin without any.
+///
+/// [`BotScoreLayer::new`] takes the failsafe defaults; [`BotScoreLayer::builder`] changes them
+/// and refuses out-of-range values.
 ///
 /// ```
 /// use ravelin_botscore::{BotGuard, BotScoreLayer, Route, ScoreStatus, Scorer};
@@ -33,9 +42,12 @@ use crate::guard::{BotGuard, ForwardHeaders, GUARD_NAME};
 /// let guard = BotGuard::builder(Scorer::builtin()?)
 ///     .route(Route::annotate("/login").challenge_at_or_below(29))
 ///     .build()?;
+/// let layer = BotScoreLayer::builder(guard)
+///     .timeout(Duration::from_millis(5))
+///     .build()?;
 ///
 /// let service = ServiceBuilder::new()
-///     .layer(BotScoreLayer::new(guard).timeout(Duration::from_millis(5)))
+///     .layer(layer)
 ///     .service(service_fn(|request: http::Request<()>| async move {
 ///         // The origin sees x-bot-score; handlers read the extension.
 ///         let score = ScoreStatus::of(request.extensions()).score();
@@ -56,141 +68,136 @@ use crate::guard::{BotGuard, ForwardHeaders, GUARD_NAME};
 /// ```
 #[derive(Clone)]
 pub struct BotScoreLayer {
-    guard: GuardLayer<BotGuard>,
-    headers: Arc<ForwardHeaders>,
+    inner: GuardLayer<BotGuard>,
+}
+
+/// Builds a [`BotScoreLayer`]; from [`BotScoreLayer::builder`]. Consuming setters, then
+/// [`build`](Self::build), which refuses out-of-range settings.
+pub struct BotScoreLayerBuilder {
+    inner: GuardLayerBuilder<BotGuard>,
 }
 
 // === impl BotScoreLayer ===
 
 impl BotScoreLayer {
-    /// Wraps `guard` in a [`GuardLayer`] named [`GUARD_NAME`], failing open, with the default
-    /// timeout.
+    /// Scores with `guard` under the failsafe defaults: fail open, 100 ms timeout
+    /// ([`ravelin_failsafe::DEFAULT_TIMEOUT`]; scoring takes microseconds), the default circuit
+    /// breaker, no kill switch.
     pub fn new(guard: BotGuard) -> Self {
-        let headers = Arc::new(guard.forward_headers().clone());
         Self {
-            guard: GuardLayer::new(guard)
-                .name(GUARD_NAME)
-                .policy(FailurePolicy::open()),
-            headers,
+            inner: GuardLayer::new(guard),
         }
     }
 
-    /// The guard's time budget (default [`ravelin_failsafe::DEFAULT_TIMEOUT`]; scoring takes
-    /// microseconds).
-    pub fn timeout(self, timeout: Duration) -> Self {
-        self.map_guard_layer(|l| l.timeout(timeout))
-    }
-
-    /// Turns bot scoring off while `switch` is engaged: requests pass unscored.
-    pub fn kill_switch(self, switch: KillSwitch) -> Self {
-        self.map_guard_layer(|l| l.kill_switch(switch))
-    }
-
-    /// Replaces the failure policy. Keep it open unless an unscored request must be refused: an
-    /// unavailable scorer should not block humans.
-    pub fn policy(self, policy: FailurePolicy) -> Self {
-        self.map_guard_layer(|l| l.policy(policy))
-    }
-
-    /// Any other [`GuardLayer`] setting (circuit breaker, clock, log budget). Keep the name: it
-    /// is how [`ScoreStatus`](crate::ScoreStatus) finds the skip reason.
-    pub fn map_guard_layer(
-        mut self,
-        f: impl FnOnce(GuardLayer<BotGuard>) -> GuardLayer<BotGuard>,
-    ) -> Self {
-        self.guard = f(self.guard);
-        self
+    /// Starts a layer scoring with `guard`, with the defaults of [`new`](Self::new).
+    pub fn builder(guard: BotGuard) -> BotScoreLayerBuilder {
+        BotScoreLayerBuilder {
+            inner: GuardLayer::builder(guard),
+        }
     }
 
     /// The guard's control handle (circuit state, kill switch).
     pub fn handle(&self) -> GuardHandle {
-        self.guard.handle()
+        self.inner.handle()
     }
 
     /// The guard.
     pub fn guard(&self) -> &BotGuard {
-        self.guard.guard()
+        self.inner.guard()
+    }
+
+    /// The guard layer inside.
+    pub fn guard_layer(&self) -> &GuardLayer<BotGuard> {
+        &self.inner
+    }
+}
+
+/// Any guard layer around a [`BotGuard`], for settings the builder does not offer (a clock,
+/// the log budget): `GuardLayer::builder(guard)….build()?.into()`. The guard's name and owned
+/// headers travel with it whatever the layer.
+impl From<GuardLayer<BotGuard>> for BotScoreLayer {
+    fn from(inner: GuardLayer<BotGuard>) -> Self {
+        Self { inner }
     }
 }
 
 impl fmt::Debug for BotScoreLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BotScoreLayer")
-            .field("guard", &self.guard)
-            .field("headers", &self.headers)
+            .field("inner", &self.inner)
             .finish()
     }
 }
 
 impl<S> Layer<S> for BotScoreLayer {
-    type Service = BotScoring<GuardService<S, BotGuard>>;
+    type Service = BotScoring<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        BotScoring {
-            inner: self.guard.layer(inner),
-            headers: self.headers.clone(),
-        }
+        self.inner.layer(inner)
     }
 }
 
-/// The service of [`BotScoreLayer`]: removes client-sent score headers, then calls the guarded
-/// inner service.
-pub struct BotScoring<S> {
-    inner: S,
-    headers: Arc<ForwardHeaders>,
-}
+// === impl BotScoreLayerBuilder ===
 
-// === impl BotScoring ===
-
-impl<S> BotScoring<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
+impl BotScoreLayerBuilder {
+    /// The guard's time budget (default [`ravelin_failsafe::DEFAULT_TIMEOUT`]).
+    pub fn timeout(self, timeout: Duration) -> Self {
+        self.map(|b| b.timeout(timeout))
     }
 
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
+    /// Takes the kill switch named [`GUARD_NAME`](crate::GUARD_NAME) from `switchboard`: while engaged, requests
+    /// pass unscored.
+    pub fn switchboard(self, switchboard: &Switchboard) -> Self {
+        self.map(|b| b.switchboard(switchboard))
     }
 
-    /// The inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
+    /// Turns bot scoring off while `switch` is engaged: requests pass unscored.
+    pub fn kill_switch(self, switch: KillSwitch) -> Self {
+        self.map(|b| b.kill_switch(switch))
     }
-}
 
-impl<S: Clone> Clone for BotScoring<S> {
-    fn clone(&self) -> Self {
+    /// Replaces the failure policy. Keep it open unless an unscored request must be refused: an
+    /// unavailable scorer should not block humans.
+    pub fn policy(self, policy: FailurePolicy) -> Self {
+        self.map(|b| b.policy(policy))
+    }
+
+    /// When the circuit opens and how it recovers.
+    pub fn circuit_breaker(self, config: CircuitBreakerConfig) -> Self {
+        self.map(|b| b.circuit_breaker(config))
+    }
+
+    /// The failure policy, timeout and circuit breaker of `config` (a `[botscore.guard]`
+    /// section); `build` refuses a configuration that breaks its own rules.
+    pub fn guard_config(self, config: &GuardConfig) -> Self {
+        self.map(|b| b.config(config))
+    }
+
+    fn map(
+        self,
+        f: impl FnOnce(GuardLayerBuilder<BotGuard>) -> GuardLayerBuilder<BotGuard>,
+    ) -> Self {
         Self {
-            inner: self.inner.clone(),
-            headers: self.headers.clone(),
+            inner: f(self.inner),
         }
     }
+
+    /// Checks every setting and builds the layer (its circuit breaker and metric handles,
+    /// once).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the setting out of range.
+    pub fn build(self) -> Result<BotScoreLayer, ConfigError> {
+        Ok(BotScoreLayer {
+            inner: self.inner.build()?,
+        })
+    }
 }
 
-impl<S> fmt::Debug for BotScoring<S> {
+impl fmt::Debug for BotScoreLayerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BotScoring")
-            .field("headers", &self.headers)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<S, B> Service<Request<B>> for BotScoring<S>
-where
-    S: Service<Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    #[inline]
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        self.headers.strip(request.headers_mut());
-        self.inner.call(request)
+        f.debug_struct("BotScoreLayerBuilder")
+            .field("inner", &self.inner)
+            .finish()
     }
 }

@@ -4,6 +4,7 @@
 mod actions;
 mod config;
 mod features;
+pub mod future;
 mod guard;
 mod layer;
 mod model;
@@ -32,7 +33,7 @@ pub use guard::{
     BotDecision, BotGuard, BotGuardBuilder, BuildError, DEFAULT_REASONS_HEADER,
     DEFAULT_SCORE_HEADER, DEFAULT_VERIFIED_HEADER, ForwardHeaders, GUARD_NAME,
 };
-pub use layer::{BotScoreLayer, BotScoring};
+pub use layer::{BotScoreLayer, BotScoreLayerBuilder, BotScoring};
 pub use model::{
     BUILTIN_MODEL_JSON, DEFAULT_MAX_FEATURES, DEFAULT_MAX_FILE_BYTES, FeatureRow, Limits,
     MAX_ABS_WEIGHT, MAX_NAME_LEN, Model, ModelError, SCHEMA_VERSION, Thresholds,

@@ -246,14 +246,18 @@ fn a_route_prefix_without_a_leading_slash_is_refused() {
 
 #[tokio::test]
 async fn kill_switch_leaves_requests_unscored() {
-    let switch = KillSwitch::standalone("botscore");
-    let layer = BotScoreLayer::new(
+    let switchboard = ravelin_config::Switchboard::new();
+    let layer = BotScoreLayer::builder(
         guard()
             .route(Route::annotate("/").block_at_or_below(99))
             .build()
             .unwrap(),
     )
-    .kill_switch(switch.clone());
+    .switchboard(&switchboard)
+    .build()
+    .unwrap();
+    // The switch is the guard's, by the name the guard gives itself.
+    let switch = switchboard.switch(ravelin_botscore::GUARD_NAME);
     let (status, _, _) = run(layer.clone(), curl_request("/")).await;
     assert_eq!(status, 403);
     switch.engage("test");
@@ -464,7 +468,7 @@ async fn a_forged_score_is_stripped_whatever_layer_wraps_the_guard() {
         .unwrap();
 
     // Scoring: the guard's own values replace the forged ones.
-    let layer = ravelin_failsafe::GuardLayer::new(bot_guard.clone()).name("botscore");
+    let layer = ravelin_failsafe::GuardLayer::new(bot_guard.clone());
     let mut service = ServiceBuilder::new().layer(layer).service(origin);
     let response = service.ready().await.unwrap().call(forged()).await.unwrap();
     let seen = response.extensions().get::<Seen>().cloned().unwrap();
@@ -475,9 +479,10 @@ async fn a_forged_score_is_stripped_whatever_layer_wraps_the_guard() {
     // Killed: the guard never runs, and nothing forged reaches the origin either.
     let switch = KillSwitch::standalone("botscore");
     switch.set(true, "test");
-    let layer = ravelin_failsafe::GuardLayer::new(bot_guard)
-        .name("botscore")
-        .kill_switch(switch);
+    let layer = ravelin_failsafe::GuardLayer::builder(bot_guard)
+        .kill_switch(switch)
+        .build()
+        .unwrap();
     let mut service = ServiceBuilder::new().layer(layer).service(origin);
     let response = service.ready().await.unwrap().call(forged()).await.unwrap();
     let seen = response.extensions().get::<Seen>().cloned().unwrap();
