@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use http::header::HeaderName;
-use ravelin_config::{Validate, Violations};
+use ravelin_primitives::{Validate, Violations};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;

@@ -14,6 +14,7 @@
 
 use http::HeaderValue;
 use http::header::HeaderName;
+use ravelin_http::trim_ows;
 
 /// The most members read from one set of field lines; the rest are ignored.
 pub const MAX_DIRECTIVES: usize = 64;
@@ -280,16 +281,6 @@ pub(crate) fn field_names(raw: &[u8]) -> Option<Vec<HeaderName>> {
         }
     }
     Some(names)
-}
-
-fn trim_ows(mut b: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = b {
-        b = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = b {
-        b = rest;
-    }
-    b
 }
 
 pub(crate) use ravelin_http::is_tchar;

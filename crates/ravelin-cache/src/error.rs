@@ -12,7 +12,7 @@ use std::fmt;
 pub enum ConfigError {
     /// One or more fields are out of range; the message names each field and its limit.
     #[error("invalid cache configuration: {0}")]
-    Invalid(ravelin_config::Violations),
+    Invalid(ravelin_primitives::Violations),
 }
 
 /// An error from a [`CacheBody`](crate::CacheBody).

@@ -6,88 +6,22 @@ use std::time::SystemTime;
 use http::HeaderMap;
 use http::HeaderValue;
 use http::header::{self, HeaderName};
+/// The one RFC 9110 list splitter, for every list field here (`Vary`, `If-None-Match`,
+/// surrogate keys) and the cache key.
+pub(crate) use ravelin_http::split_list;
+use ravelin_http::trim_ows as trim;
 
 use crate::date::parse_http_date;
 use crate::directives::{MAX_FIELD_NAMES, parse_delta_seconds};
 
-/// `Proxy-Connection`, `Keep-Alive` and `Proxy-Authentication-Info` have no constant in `http`.
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_AUTHENTICATION_INFO: HeaderName = HeaderName::from_static("proxy-authentication-info");
 /// RFC 9211.
 pub(crate) static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
-/// Fields a cache never stores (RFC 9111 §3.1): connection-specific ones, and the proxy
-/// authentication fields that belong to the hop, not the representation.
+/// Fields a cache never stores (RFC 9111 §3.1): the connection-specific ones and the proxy
+/// authentication fields that belong to the hop, not the representation — the one
+/// [`HOP_BY_HOP`](ravelin_http::HOP_BY_HOP) set the proxy removes before forwarding.
 fn never_stored(name: &HeaderName) -> bool {
-    name == header::CONNECTION
-        || name == PROXY_CONNECTION
-        || name == KEEP_ALIVE
-        || name == header::TE
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name == header::PROXY_AUTHENTICATE
-        || name == header::PROXY_AUTHORIZATION
-        || name == PROXY_AUTHENTICATION_INFO
-}
-
-/// Names listed in `Connection` (connection options are hop-by-hop, RFC 9110 §7.6.1).
-fn connection_options(headers: &HeaderMap) -> Vec<HeaderName> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| crate::directives::field_names(v.as_bytes()).unwrap_or_default())
-        .take(MAX_FIELD_NAMES)
-        .collect()
-}
-
-/// Splits a list field on commas outside quoted strings, trimming optional whitespace and
-/// skipping empty members. Allocation-free: it runs on every `Vary` lookup.
-pub(crate) fn split_list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    SplitList { rest: Some(value) }
-        .map(trim)
-        .filter(|p| !p.is_empty())
-}
-
-struct SplitList<'a> {
-    rest: Option<&'a [u8]>,
-}
-
-impl<'a> Iterator for SplitList<'a> {
-    type Item = &'a [u8];
-
-    fn next(&mut self) -> Option<&'a [u8]> {
-        let rest = self.rest?;
-        let mut quoted = false;
-        let mut escaped = false;
-        for (i, &b) in rest.iter().enumerate() {
-            if escaped {
-                escaped = false;
-                continue;
-            }
-            match b {
-                b'\\' if quoted => escaped = true,
-                b'"' => quoted = !quoted,
-                b',' if !quoted => {
-                    self.rest = rest.get(i + 1..);
-                    return rest.get(..i);
-                }
-                _ => {}
-            }
-        }
-        self.rest = None;
-        Some(rest)
-    }
-}
-
-fn trim(mut b: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = b {
-        b = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = b {
-        b = rest;
-    }
-    b
+    ravelin_http::is_hop_by_hop(name)
 }
 
 /// The header fields of `from` that may be stored: without the fields of RFC 9111 §3.1, the
@@ -100,7 +34,7 @@ pub(crate) fn storable_headers(
     tag_fields: &[HeaderName],
     keep_tags: bool,
 ) -> HeaderMap {
-    let options = connection_options(from);
+    let options = ravelin_http::connection_options(from);
     let mut out = HeaderMap::with_capacity(from.keys_len());
     for (name, value) in from {
         if never_stored(name)
@@ -126,7 +60,7 @@ pub(crate) fn merge_updated(
     tag_fields: &[HeaderName],
     keep_tags: bool,
 ) -> HeaderMap {
-    let options = connection_options(update);
+    let options = ravelin_http::connection_options(update);
     let mut out = stored.clone();
     for name in update.keys() {
         if never_stored(name)

@@ -2,14 +2,14 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use ravelin_config::KillSwitch;
+use ravelin_primitives::KillSwitch;
+use ravelin_primitives::clock::{Clock, WallClock};
 use tower_layer::Layer;
 
-use crate::clock::{Clock, SystemClock};
 use crate::config::{CacheConfig, SetCookie, Settings};
-use crate::engine::Engine;
+use crate::engine::{Engine, WallTime};
 use crate::error::ConfigError;
 use crate::handle::CacheHandle;
 use crate::key::{KeyConfig, QueryMode};
@@ -70,7 +70,7 @@ pub struct CacheLayer {
 }
 
 impl CacheLayer {
-    /// A layer with the given configuration, the system clock and an in-memory store.
+    /// A layer with the given configuration, the wall clock and an in-memory store.
     pub fn new(config: CacheConfig) -> Result<Self, ConfigError> {
         Self::builder().config(config).build()
     }
@@ -106,7 +106,7 @@ impl fmt::Debug for CacheLayer {
 #[derive(Default)]
 pub struct CacheLayerBuilder {
     cfg: CacheConfig,
-    clock: Option<Arc<dyn Clock>>,
+    clock: Option<WallTime>,
     storage: Option<Arc<dyn Storage>>,
     kill_switch: Option<KillSwitch>,
 }
@@ -261,8 +261,9 @@ impl CacheLayerBuilder {
         self
     }
 
-    /// The wall clock (tests inject a [`ManualClock`](crate::ManualClock)).
-    pub fn clock(mut self, clock: impl Clock) -> Self {
+    /// The wall clock freshness is computed against (default [`WallClock`]; tests inject a
+    /// [`ManualClock`](crate::ManualClock)`<SystemTime>` and move time explicitly).
+    pub fn clock(mut self, clock: impl Clock<Instant = SystemTime>) -> Self {
         self.clock = Some(Arc::new(clock));
         self
     }
@@ -295,7 +296,7 @@ impl CacheLayerBuilder {
                 ))
             }
         };
-        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        let clock = self.clock.unwrap_or_else(|| Arc::new(WallClock));
         Ok(CacheLayer {
             engine: Arc::new(Engine::new(
                 settings,

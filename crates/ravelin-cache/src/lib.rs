@@ -2,7 +2,6 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
-mod clock;
 mod config;
 mod date;
 pub mod directives;
@@ -23,7 +22,6 @@ mod status;
 mod store;
 
 pub use body::CacheBody;
-pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{CacheConfig, SetCookie};
 pub use entry::{Object, StoredResponse, VaryRecord};
 pub use error::{BodyError, ConfigError, PurgeError};
@@ -33,6 +31,12 @@ pub use layer::{CacheLayer, CacheLayerBuilder};
 pub use service::Cache;
 pub use stats::CacheStats;
 pub use store::{MemoryStore, Storage, StorageUsage};
+
+// The shared primitives this crate's API takes: the wall clock (`CacheLayerBuilder::clock`), the
+// kill switch, and the validation vocabulary `CacheConfig` implements. Re-exported so users need
+// no other dependency.
+pub use ravelin_primitives::clock::{Clock, ManualClock, WallClock};
+pub use ravelin_primitives::{KillSwitch, Validate, Violations};
 
 /// Entry points for the fuzz targets in `fuzz/`: not part of the API.
 #[doc(hidden)]

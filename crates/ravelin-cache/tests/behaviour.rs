@@ -729,7 +729,7 @@ async fn query_normalisation_is_configurable() {
 
 #[tokio::test]
 async fn the_kill_switch_bypasses_the_cache() {
-    let switch = ravelin_config::KillSwitch::standalone("cache");
+    let switch = ravelin_cache::KillSwitch::standalone("cache");
     let s = switch.clone();
     let h = Harness::with(
         Origin::fixed(Reply::ok(&[("cache-control", "max-age=600")], "x")),

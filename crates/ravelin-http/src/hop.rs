@@ -5,14 +5,14 @@ use http::HeaderMap;
 use http::header::{self, HeaderName};
 
 /// The fields that are always connection-specific: those RFC 9110 §7.6.1 names (`Connection`,
-/// `Proxy-Connection`, `Keep-Alive`, `TE`, `Transfer-Encoding`, `Upgrade`), `Trailer`, and the
-/// proxy authentication fields of §11.7, which belong to one hop (RFC 9111 §3.1 forbids a cache
-/// to store them). The fields a `Connection` header names are hop-by-hop too; see
+/// `Proxy-Connection`, `Keep-Alive`, `TE`, `Transfer-Encoding`, `Upgrade`) and the proxy
+/// authentication fields of §11.7, which belong to one hop (RFC 9111 §3.1 forbids a cache to
+/// store them). The fields a `Connection` header names are hop-by-hop too; see
 /// [`connection_options`].
 ///
 /// One list for the proxy (which removes them before forwarding) and the cache (which never
-/// stores them).
-pub const HOP_BY_HOP: [HeaderName; 10] = [
+/// stores them). `Trailer` is not in it: RFC 9110 does not make it hop-by-hop (RFC 2616 did).
+pub const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -20,7 +20,6 @@ pub const HOP_BY_HOP: [HeaderName; 10] = [
     header::PROXY_AUTHORIZATION,
     HeaderName::from_static("proxy-authentication-info"),
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
@@ -83,7 +82,6 @@ mod tests {
             "proxy-authorization",
             "proxy-authentication-info",
             "te",
-            "trailer",
             "transfer-encoding",
             "upgrade",
         ] {
@@ -95,6 +93,7 @@ mod tests {
             "content-length",
             "authorization",
             "via",
+            "trailer",
         ] {
             assert!(!is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
         }

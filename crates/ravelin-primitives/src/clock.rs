@@ -68,10 +68,10 @@ pub trait Reference: Copy + Ord + Send + Sync + fmt::Debug + 'static {
     const ORIGIN: Self;
 
     /// The time from `earlier` to `self`; zero when `earlier` is later.
-    fn saturating_duration_since(&self, earlier: Self) -> Duration;
+    fn saturating_since(&self, earlier: Self) -> Duration;
 
     /// `self + duration`, saturating at the latest representable instant.
-    fn saturating_add(self, duration: Duration) -> Self;
+    fn saturating_plus(self, duration: Duration) -> Self;
 }
 
 // === Nanos ===
@@ -142,13 +142,13 @@ impl Reference for Nanos {
     const ORIGIN: Self = Nanos::ZERO;
 
     #[inline]
-    fn saturating_duration_since(&self, earlier: Self) -> Duration {
+    fn saturating_since(&self, earlier: Self) -> Duration {
         Duration::from_nanos(self.0.saturating_sub(earlier.0))
     }
 
     #[inline]
-    fn saturating_add(self, duration: Duration) -> Self {
-        Nanos::saturating_add(self, duration)
+    fn saturating_plus(self, duration: Duration) -> Self {
+        self.saturating_add(duration)
     }
 }
 
@@ -192,19 +192,19 @@ impl Sub for Nanos {
     /// The time from `earlier` to `self`; zero when `earlier` is later.
     #[inline]
     fn sub(self, earlier: Nanos) -> Duration {
-        self.saturating_duration_since(earlier)
+        self.saturating_since(earlier)
     }
 }
 
 impl Reference for SystemTime {
     const ORIGIN: Self = SystemTime::UNIX_EPOCH;
 
-    fn saturating_duration_since(&self, earlier: Self) -> Duration {
+    fn saturating_since(&self, earlier: Self) -> Duration {
         self.duration_since(earlier).unwrap_or(Duration::ZERO)
     }
 
     /// `self + duration`, or `self` when the platform cannot represent the sum.
-    fn saturating_add(self, duration: Duration) -> Self {
+    fn saturating_plus(self, duration: Duration) -> Self {
         self.checked_add(duration).unwrap_or(self)
     }
 }
@@ -416,14 +416,14 @@ impl<I: Reference> ManualClock<I> {
 
 /// Nanoseconds from `I::ORIGIN` to `time`, saturating.
 fn offset<I: Reference>(time: I) -> u64 {
-    Nanos::from_duration(time.saturating_duration_since(I::ORIGIN)).0
+    Nanos::from_duration(time.saturating_since(I::ORIGIN)).0
 }
 
 impl<I: Reference> Clock for ManualClock<I> {
     type Instant = I;
 
     fn now(&self) -> I {
-        I::ORIGIN.saturating_add(Duration::from_nanos(self.nanos.load(Ordering::Acquire)))
+        I::ORIGIN.saturating_plus(Duration::from_nanos(self.nanos.load(Ordering::Acquire)))
     }
 }
 
@@ -546,13 +546,10 @@ mod tests {
     #[test]
     fn system_time_reference() {
         let t = UNIX_EPOCH + Duration::from_secs(10);
+        assert_eq!(t.saturating_since(UNIX_EPOCH), Duration::from_secs(10));
+        assert_eq!(UNIX_EPOCH.saturating_since(t), Duration::ZERO);
         assert_eq!(
-            t.saturating_duration_since(UNIX_EPOCH),
-            Duration::from_secs(10)
-        );
-        assert_eq!(UNIX_EPOCH.saturating_duration_since(t), Duration::ZERO);
-        assert_eq!(
-            Reference::saturating_add(UNIX_EPOCH, Duration::from_secs(1)),
+            UNIX_EPOCH.saturating_plus(Duration::from_secs(1)),
             UNIX_EPOCH + Duration::from_secs(1)
         );
     }

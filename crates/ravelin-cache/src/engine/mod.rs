@@ -25,11 +25,11 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, Uri};
-use ravelin_config::KillSwitch;
 use ravelin_http::RequestIdentity;
+use ravelin_primitives::KillSwitch;
+use ravelin_primitives::clock::Clock;
 
 use crate::body::RecordingBudget;
-use crate::clock::Clock;
 use crate::config::Settings;
 use crate::entry::StoredResponse;
 use crate::fill::Fills;
@@ -39,12 +39,17 @@ use crate::stats::Stats;
 use crate::status::{CacheStatus, Fwd};
 use crate::store::Storage;
 
+/// The wall clock freshness arithmetic reads: HTTP ages are computed against `Date`, `Expires`
+/// and `Last-Modified`, which are wall-clock times, so the cache needs a [`SystemTime`], not a
+/// monotonic instant. (Timeouts use `tokio::time`, which tests pause.)
+pub(crate) type WallTime = Arc<dyn Clock<Instant = SystemTime>>;
+
 /// Shared state of one cache: settings, store, coalescing registry, clock and counters.
 pub(crate) struct Engine {
     pub(crate) s: Settings,
     pub(crate) store: Arc<dyn Storage>,
     pub(crate) fills: Arc<Fills>,
-    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) clock: WallTime,
     pub(crate) hasher: KeyHasher,
     pub(crate) stats: Arc<Stats>,
     pub(crate) kill_switch: Option<KillSwitch>,
@@ -187,7 +192,7 @@ impl Engine {
     pub(crate) fn new(
         s: Settings,
         store: Arc<dyn Storage>,
-        clock: Arc<dyn Clock>,
+        clock: WallTime,
         stats: Arc<Stats>,
         kill_switch: Option<KillSwitch>,
     ) -> Self {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use http::header;
 use http::{HeaderMap, HeaderValue, Method, Uri};
-use ravelin_config::KillSwitch;
 use ravelin_http::RequestIdentity;
+use ravelin_primitives::KillSwitch;
 
 use crate::date::fmt_http_date;
 use crate::entry::{Object, StoredResponse};

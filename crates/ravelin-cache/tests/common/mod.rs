@@ -268,7 +268,7 @@ impl Got {
 
 pub struct Harness {
     pub origin: Origin,
-    pub clock: ManualClock,
+    pub clock: ManualClock<SystemTime>,
     pub handle: CacheHandle,
     pub svc: Cache<Origin>,
 }
