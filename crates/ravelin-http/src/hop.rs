@@ -4,6 +4,8 @@
 use http::HeaderMap;
 use http::header::{self, HeaderName};
 
+use crate::list::trim_ows;
+
 /// The fields that are always connection-specific: those RFC 9110 §7.6.1 names (`Connection`,
 /// `Proxy-Connection`, `Keep-Alive`, `TE`, `Transfer-Encoding`, `Upgrade`) and the proxy
 /// authentication fields of §11.7, which belong to one hop (RFC 9111 §3.1 forbids a cache to
@@ -35,7 +37,8 @@ pub const MAX_CONNECTION_OPTIONS: usize = 32;
 
 /// The field names listed in `headers`' `Connection` fields (connection options, RFC 9110
 /// §7.6.1), in order, at most [`MAX_CONNECTION_OPTIONS`]. Tokens that are not field names are
-/// skipped (they could name no field), as are values that are not visible ASCII.
+/// skipped (they could name no field); the others count even on a line that also carries
+/// bytes outside visible ASCII.
 ///
 /// ```
 /// use http::{HeaderMap, HeaderValue, header::CONNECTION};
@@ -50,13 +53,12 @@ pub const MAX_CONNECTION_OPTIONS: usize = 32;
 pub fn connection_options(headers: &HeaderMap) -> Vec<HeaderName> {
     let mut names = Vec::new();
     for value in headers.get_all(header::CONNECTION) {
-        let Ok(text) = value.to_str() else { continue };
-        for token in text.split(',') {
-            let token = token.trim_matches([' ', '\t']);
+        for token in value.as_bytes().split(|&b| b == b',') {
+            let token = trim_ows(token);
             if token.is_empty() {
                 continue;
             }
-            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+            if let Ok(name) = HeaderName::from_bytes(token) {
                 if names.len() >= MAX_CONNECTION_OPTIONS {
                     return names;
                 }
@@ -117,5 +119,10 @@ mod tests {
             HeaderValue::from_static("bad token, (x), ok"),
         );
         assert_eq!(connection_options(&headers), ["ok"]);
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_bytes(b"x-a, caf\xe9, x-b").unwrap(),
+        );
+        assert_eq!(connection_options(&headers), ["x-a", "x-b"]);
     }
 }
