@@ -16,6 +16,9 @@ pub use ravelin_failsafe as failsafe;
 #[cfg(feature = "http")]
 #[doc(inline)]
 pub use ravelin_http as http;
+#[cfg(feature = "primitives")]
+#[doc(inline)]
+pub use ravelin_primitives as primitives;
 #[cfg(feature = "proxy")]
 #[doc(inline)]
 pub use ravelin_proxy as proxy;
