@@ -17,6 +17,8 @@
 //!
 //! Run: `cargo bench -p ravelin --no-default-features --features failsafe --bench failsafe`
 
+#![allow(clippy::expect_used)]
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::hint::black_box;
@@ -29,7 +31,7 @@ use criterion::Criterion;
 use http::{Request, Response};
 use http_body_util::Empty;
 use ravelin::config::KillSwitch;
-use ravelin::failsafe::{FailurePolicy, GuardLayer, Verdict, guard_fn};
+use ravelin::failsafe::{DEFAULT_DURATION_SAMPLING, FailurePolicy, GuardLayer, Verdict, guard_fn};
 use tower::{Layer, Service, service_fn};
 
 /// One request: `poll_ready`, `call`, and the response future polled to completion.
@@ -57,11 +59,14 @@ fn inner()
     service_fn(|_request: Request<()>| std::future::ready(Ok(Response::new(Empty::new()))))
 }
 
-fn guard_layer() -> GuardLayer<impl ravelin::failsafe::Guard> {
-    GuardLayer::new(guard_fn(|_head| Ok(Verdict::allow())))
-        .name("noop")
+/// The no-op guard's layer, timing one evaluation in `duration_sampling`.
+fn guard_layer(duration_sampling: u32) -> GuardLayer<impl ravelin::failsafe::Guard> {
+    GuardLayer::builder(guard_fn("noop", |_head| Ok(Verdict::allow())))
         .policy(FailurePolicy::open())
         .kill_switch(KillSwitch::standalone("noop"))
+        .duration_sampling(duration_sampling)
+        .build()
+        .expect("the bench's guard settings are in range")
 }
 
 fn guard_overhead(c: &mut Criterion) {
@@ -74,16 +79,18 @@ fn guard_overhead(c: &mut Criterion) {
     let mut bare = inner();
     group.bench_function("bare", |b| b.iter(|| one_request(&mut bare)));
 
-    let mut guarded = guard_layer().layer(inner());
+    let mut guarded = guard_layer(DEFAULT_DURATION_SAMPLING).layer(inner());
     group.bench_function("allow_guard", |b| b.iter(|| one_request(&mut guarded)));
 
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
-    let mut recorded = metrics::with_local_recorder(&recorder, || guard_layer().layer(inner()));
+    let mut recorded = metrics::with_local_recorder(&recorder, || {
+        guard_layer(DEFAULT_DURATION_SAMPLING).layer(inner())
+    });
     group.bench_function("allow_guard_prometheus", |b| {
         b.iter(|| one_request(&mut recorded))
     });
 
-    let mut timed = guard_layer().duration_sampling(1).layer(inner());
+    let mut timed = guard_layer(1).layer(inner());
     group.bench_function("allow_guard_time_every_call", |b| {
         b.iter(|| one_request(&mut timed))
     });

@@ -20,7 +20,7 @@ use axum::response::Response;
 use axum::routing::get;
 use ravelin_config::Switchboard;
 use ravelin_failsafe::PeerAddr;
-use ravelin_ratelimit::{KeyPart, RateLimitGuard, Rule, Rules};
+use ravelin_ratelimit::{KeyPart, RateLimitLayer, Rule, Rules};
 
 /// Guards key clients by `PeerAddr`; axum knows the peer as `ConnectInfo`, so copy it over.
 async fn peer_addr(request: Request, next: Next) -> Response {
@@ -47,10 +47,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .key(KeyPart::Header(http::HeaderName::from_static("x-api-key"))),
         );
     let switchboard = Switchboard::new();
-    let limit = RateLimitGuard::new(rules)?
-        .layer()
+    let limit = RateLimitLayer::builder(rules)
         .timeout(Duration::from_millis(20))
-        .kill_switch(switchboard.switch("ratelimit"));
+        // The kill switch named "ratelimit", the name the guard gives itself.
+        .switchboard(&switchboard)
+        .build()?;
 
     let app = Router::new()
         .route("/", get(|| async { "hello\n" }))

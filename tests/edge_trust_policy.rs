@@ -155,8 +155,8 @@ upstream = "other"
 /// it, but its verdict must not be believed after the budget.
 fn slow_synchronous_guard(mode: FailureMode) -> ExtraGuard {
     ExtraGuard {
-        name: "slowsync",
         guard: BoxGuard::new(guard_fn(
+            "slowsync",
             |_: &RequestHead<'_>| -> Result<Verdict, GuardError> {
                 std::thread::sleep(Duration::from_millis(60));
                 Ok(Verdict::allow())
@@ -199,7 +199,7 @@ async fn a_synchronous_guard_over_its_budget_meets_its_failure_policy() {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(
         reply.echoed("x-ravelin-skipped"),
-        ["slowsync"],
+        ["slowsync=timed_out"],
         "{}",
         reply.text()
     );

@@ -15,8 +15,9 @@ use crate::config::{BotScoreSection, EdgeConfig};
 use crate::modules::{apply_killed, guard_layer, guard_status};
 use crate::stack::{EdgeService, Slot, layered};
 
-/// The module name: kill switch, metric label, skip-header value.
-pub(crate) const NAME: &str = "botscore";
+/// The module name: the guard's own ([`ravelin_botscore::GUARD_NAME`]), which names its kill
+/// switch, metric label and skip-header key.
+pub(crate) const NAME: &str = ravelin_botscore::GUARD_NAME;
 
 /// The bot module: the feature-file store (with its watcher) and the guard layer.
 #[derive(Clone)]
@@ -80,7 +81,7 @@ impl BotModule {
         let forward = ForwardStrip {
             names: guard.forward_headers().names().cloned().collect(),
         };
-        let layer = guard_layer(guard, NAME, &section.guard, switch);
+        let layer = guard_layer(guard, &section.guard, switchboard)?;
         Ok(Some(Self {
             store,
             watch,

@@ -9,17 +9,23 @@ use serde_json::Value;
 
 use crate::stack::{BoxGuard, EdgeService, Slot, layered};
 
-/// Wraps `guard` as module `name` with the policy, timeout and breaker of its `[<module>.guard]`
-/// (failsafe's own `GuardConfig::apply`) and its kill switch.
+/// Wraps `guard` (a module under the name it gives itself) with the policy, timeout and breaker
+/// of its `[<module>.guard]` (failsafe's own `GuardLayerBuilder::config`) and the kill switch of
+/// that name.
+///
+/// # Errors
+/// What the guard layer refuses, prefixed with the module's name.
 pub(crate) fn guard_layer<G: Guard>(
     guard: G,
-    name: &'static str,
     config: &GuardConfig,
-    switch: KillSwitch,
-) -> GuardLayer<G> {
-    config
-        .apply(GuardLayer::new(guard).name(name))
-        .kill_switch(switch)
+    switchboard: &Switchboard,
+) -> Result<GuardLayer<G>, String> {
+    let name = guard.name();
+    GuardLayer::builder(guard)
+        .config(config)
+        .switchboard(switchboard)
+        .build()
+        .map_err(|e| format!("{name}.guard: {e}"))
 }
 
 /// A guard module's `/status` entry from its handle.
@@ -48,9 +54,8 @@ pub(crate) fn apply_killed(switch: &KillSwitch, old: Option<bool>, new: bool) {
 /// panics on every request) into the real stack.
 #[derive(Clone, Debug)]
 pub struct ExtraGuard {
-    /// Module name (kill switch, metrics label).
-    pub name: &'static str,
-    /// The guard.
+    /// The guard; its own name ([`Guard::name`]) is the module's (kill switch, metrics label,
+    /// `/status` entry, skip-header key).
     pub guard: BoxGuard,
     /// Its policy.
     pub policy: GuardConfig,
@@ -64,11 +69,13 @@ pub(crate) struct ExtraModule {
 
 impl ExtraModule {
     /// Builds the layer once: its circuit breaker lives as long as the process.
-    pub(crate) fn new(extra: &ExtraGuard, switchboard: &Switchboard) -> Self {
-        let switch = switchboard.switch(extra.name);
-        Self {
-            layer: guard_layer(extra.guard.clone(), extra.name, &extra.policy, switch),
-        }
+    ///
+    /// # Errors
+    /// What the guard layer refuses in the extra guard's policy.
+    pub(crate) fn new(extra: &ExtraGuard, switchboard: &Switchboard) -> Result<Self, String> {
+        Ok(Self {
+            layer: guard_layer(extra.guard.clone(), &extra.policy, switchboard)?,
+        })
     }
 
     /// The slot.

@@ -14,8 +14,9 @@ use crate::config::{EdgeConfig, GuardConfig, RateLimitSection, StoreSetting};
 use crate::modules::{apply_killed, guard_layer, guard_status};
 use crate::stack::{BoxGuard, EdgeService, Slot, layered};
 
-/// The module name: kill switch, metric label, skip-header value.
-pub(crate) const NAME: &str = "ratelimit";
+/// The module name: the guard's own ([`ravelin_ratelimit::GUARD_NAME`]), which names its kill
+/// switch, metric label and skip-header key.
+pub(crate) const NAME: &str = ravelin_ratelimit::GUARD_NAME;
 
 /// What decides where the buckets live: a change starts a new (empty) store.
 #[derive(Clone, PartialEq)]
@@ -98,7 +99,7 @@ impl RateLimitModule {
             let layer = if previous.policy == policy {
                 previous.layer
             } else {
-                guard_layer(previous.guard.clone(), NAME, &policy, switch)
+                guard_layer(previous.guard.clone(), &policy, switchboard)?
             };
             return Ok(Some(Self {
                 policy,
@@ -130,7 +131,7 @@ impl RateLimitModule {
                 }
             }
         };
-        let layer = guard_layer(guard.clone(), NAME, &policy, switch);
+        let layer = guard_layer(guard.clone(), &policy, switchboard)?;
         Ok(Some(Self {
             rules,
             store_key,

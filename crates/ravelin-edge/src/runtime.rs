@@ -658,7 +658,9 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
     let extra = options
         .extra_guard
         .as_ref()
-        .map(|extra| ExtraModule::new(extra, &switchboard));
+        .map(|extra| ExtraModule::new(extra, &switchboard))
+        .transpose()
+        .map_err(StartError::Config)?;
     let placeholder = assemble::<Incoming>(
         SharedRoutes::new(Routes::default()),
         IngressConfig::new(),

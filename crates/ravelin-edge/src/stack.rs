@@ -2,6 +2,7 @@
 //! cache → forward, each guard in its failure policy.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -58,6 +59,9 @@ where
 
 /// Object-safe view of a [`Guard`], so a slot can hold any guard (a test's panicking guard).
 pub(crate) trait DynGuard: Send + Sync + 'static {
+    /// [`Guard::name`].
+    fn dyn_name(&self) -> Cow<'static, str>;
+
     /// [`Guard::check`], boxed.
     fn check_boxed(&self, head: &RequestHead<'_>) -> GuardFuture;
 
@@ -66,6 +70,10 @@ pub(crate) trait DynGuard: Send + Sync + 'static {
 }
 
 impl<G: Guard> DynGuard for G {
+    fn dyn_name(&self) -> Cow<'static, str> {
+        self.name()
+    }
+
     fn check_boxed(&self, head: &RequestHead<'_>) -> GuardFuture {
         Box::pin(self.check(head))
     }
@@ -75,7 +83,7 @@ impl<G: Guard> DynGuard for G {
     }
 }
 
-/// A type-erased guard.
+/// A type-erased guard; it keeps the erased guard's name and owned headers.
 #[derive(Clone)]
 pub struct BoxGuard(Arc<dyn DynGuard>);
 
@@ -88,12 +96,16 @@ impl BoxGuard {
 
 impl std::fmt::Debug for BoxGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BoxGuard")
+        f.debug_tuple("BoxGuard").field(&self.0.dyn_name()).finish()
     }
 }
 
 impl Guard for BoxGuard {
     type Future = GuardFuture;
+
+    fn name(&self) -> Cow<'static, str> {
+        self.0.dyn_name()
+    }
 
     fn check(&self, head: &RequestHead<'_>) -> GuardFuture {
         self.0.check_boxed(head)
