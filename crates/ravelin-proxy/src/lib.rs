@@ -8,6 +8,7 @@ mod error;
 mod forward;
 pub mod headers;
 pub mod ingress;
+pub mod overload;
 mod route;
 mod server;
 
@@ -19,5 +20,6 @@ pub use ingress::{
     Ingress, IngressBody, IngressConfig, IngressConfigError, IngressLayer, Refusal, RefusalKind,
     admit, admit_parts,
 };
+pub use overload::{LoadShed, LoadShedLayer, OverloadConfig};
 pub use route::{Route, Routes, SharedRoutes, request_host};
 pub use server::{ServeSummary, Server, ServerConfig, shutdown_signal};

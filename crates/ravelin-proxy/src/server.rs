@@ -35,6 +35,15 @@ use tower_service::Service;
 
 use crate::error::ServerError;
 use crate::forward::BoxError;
+use crate::overload::OVERFLOW_LIFETIME;
+
+/// The slot a connection is accepted into.
+enum Slot {
+    /// One of `max_connections`.
+    Regular(tokio::sync::OwnedSemaphorePermit),
+    /// Past `max_connections`: answered 503 (see [`ServerConfig::overflow_connections`]).
+    Overflow(tokio::sync::OwnedSemaphorePermit),
+}
 
 /// How long a connection the server has asked to close (idle, head deadline, shutdown) may take
 /// to finish on its own while it has no request in flight; then it is dropped. Graceful closing
@@ -62,6 +71,8 @@ pub struct ServerConfig {
     http2_keep_alive_timeout: Duration,
     keep_alive: bool,
     shutdown_timeout: Duration,
+    overflow_connections: usize,
+    retry_after: Duration,
 }
 
 impl Default for ServerConfig {
@@ -81,6 +92,8 @@ impl Default for ServerConfig {
             http2_keep_alive_timeout: Duration::from_secs(20),
             keep_alive: true,
             shutdown_timeout: Duration::from_secs(30),
+            overflow_connections: 0,
+            retry_after: Duration::from_secs(1),
         }
     }
 }
@@ -112,12 +125,39 @@ impl ServerConfig {
     pub const TIMEOUT_LIMIT: Duration = Duration::from_secs(3600);
     /// The longest `shutdown_timeout`: ten minutes (orchestrators kill long before that).
     pub const SHUTDOWN_TIMEOUT_LIMIT: Duration = Duration::from_secs(600);
+    /// The most `overflow_connections`: each holds a descriptor for at most 2 s.
+    pub const OVERFLOW_CONNECTIONS_LIMIT: usize = 10_000;
 
     /// Open connections at once (default 10,000, at most [`Self::MAX_CONNECTIONS_LIMIT`]).
-    /// When reached, the server stops accepting until one closes: new clients wait in the
-    /// kernel's backlog instead of being served badly.
+    /// When reached, new connections are answered 503 while
+    /// [`overflow_connections`](Self::overflow_connections) allows, and otherwise wait in the
+    /// kernel's backlog until one closes.
     pub fn max_connections(mut self, max: usize) -> Self {
         self.max_connections = max;
+        self
+    }
+
+    /// Connections accepted past `max_connections` only to be answered (default 0, at most
+    /// [`Self::OVERFLOW_CONNECTIONS_LIMIT`]): each one's request gets `503 Service Unavailable`
+    /// with [`retry_after`](Self::retry_after) and `Connection: close` (HTTP/2: `GOAWAY`) at
+    /// once, without reaching the service, and the connection is closed after the answer or
+    /// after 2 s. Counted in `ravelin_proxy_connections_rejected_total{reason="max_connections"}`
+    /// and `ravelin_proxy_shed_total{reason="max_connections"}`.
+    ///
+    /// This is what Envoy does past a listener's connection limit (accept, then close) and
+    /// nginx's `limit_conn` (503), made explicit for the client: a client told to retry later
+    /// can go elsewhere, where one left in the backlog waits for a connection to end, however
+    /// long that takes. With 0, connections past the limit wait in the backlog, which suits a
+    /// proxy behind a load balancer that treats a slow accept as a signal.
+    pub fn overflow_connections(mut self, max: usize) -> Self {
+        self.overflow_connections = max;
+        self
+    }
+
+    /// The `Retry-After` of the server's own 503 answers (default 1 s, 1 s to 1 h, whole
+    /// seconds rounded up).
+    pub fn retry_after(mut self, retry_after: Duration) -> Self {
+        self.retry_after = retry_after;
         self
     }
 
@@ -301,6 +341,14 @@ impl ServerConfig {
                 ));
             }
         }
+        within(
+            "overflow_connections",
+            self.overflow_connections,
+            0,
+            Self::OVERFLOW_CONNECTIONS_LIMIT,
+        )?;
+        crate::overload::check_retry_after(self.retry_after)
+            .map_err(|reason| config_error("retry_after", reason))?;
         if self.shutdown_timeout > Self::SHUTDOWN_TIMEOUT_LIMIT {
             return Err(config_error(
                 "shutdown_timeout",
@@ -351,10 +399,13 @@ fn within<T: PartialOrd + Display>(
 ///
 /// Metrics (handles registered once, when the server is created, so install the recorder
 /// first): `ravelin_proxy_connections_total`, `ravelin_proxy_connections_active`,
-/// `ravelin_proxy_connections_rejected_total{reason="per_ip_limit"}` and
+/// `ravelin_proxy_connections_rejected_total{reason="per_ip_limit"|"max_connections"}`,
+/// `ravelin_proxy_shed_total{reason="max_connections"}` (503s on connections past the limit,
+/// see [`ServerConfig::overflow_connections`]) and
 /// `ravelin_proxy_connections_closed_total{reason}`, where `reason` is one of `completed`,
 /// `head_timeout`, `idle`, `header_read_timeout`, `keep_alive_timeout`, `shutdown`,
-/// `shutdown_forced` and `error`. Every accepted connection ends in exactly one of them.
+/// `shutdown_forced` and `error`. Every accepted connection ends in exactly one of them
+/// (connections answered 503 past the limit are counted as rejected, not accepted).
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
@@ -446,6 +497,18 @@ impl Server {
             .keep_alive_interval(config.http2_keep_alive_interval)
             .keep_alive_timeout(config.http2_keep_alive_timeout);
 
+        // Connections past the limit are answered by a builder of their own: no keep-alive,
+        // one stream, and a head deadline within their short life.
+        let mut overflow_builder = builder.clone();
+        overflow_builder
+            .http1()
+            .keep_alive(false)
+            .header_read_timeout(OVERFLOW_LIFETIME);
+        overflow_builder.http2().max_concurrent_streams(1);
+        let overflow_retry_after = crate::overload::retry_after_value(config.retry_after);
+        let overflow_permits = Arc::new(Semaphore::new(config.overflow_connections));
+        let mut overflow_tasks = JoinSet::new();
+
         let permits = Arc::new(Semaphore::new(config.max_connections));
         let per_ip = PerIp::new(
             config.per_ip_limit(),
@@ -463,12 +526,18 @@ impl Server {
         tracing::info!(addr = ?local, "listening");
 
         loop {
-            let permit = tokio::select! {
+            let slot = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
                 permit = Arc::clone(&permits).acquire_owned() => match permit {
-                    Ok(permit) => permit,
+                    Ok(permit) => Slot::Regular(permit),
                     // The semaphore is never closed; stop serving rather than spin if it is.
+                    Err(_) => break,
+                },
+                // Only when every regular slot is taken (`biased`: the arm above goes first).
+                permit = Arc::clone(&overflow_permits).acquire_owned(),
+                    if config.overflow_connections > 0 => match permit {
+                    Ok(permit) => Slot::Overflow(permit),
                     Err(_) => break,
                 },
             };
@@ -492,6 +561,29 @@ impl Server {
             };
             // Reap finished connection tasks so the set stays bounded by open connections.
             while tasks.try_join_next().is_some() {}
+            while overflow_tasks.try_join_next().is_some() {}
+            let permit = match slot {
+                Slot::Regular(permit) => permit,
+                // A regular slot may have freed while this connection was being accepted.
+                Slot::Overflow(overflow) => match Arc::clone(&permits).try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        metrics.rejected_max_connections.increment(1);
+                        let _ = stream.set_nodelay(true);
+                        let served = crate::overload::serve_overflow(
+                            overflow_builder.clone(),
+                            stream,
+                            overflow_retry_after.clone(),
+                            metrics.shed_connections.clone(),
+                        );
+                        overflow_tasks.spawn(async move {
+                            let _slot = overflow;
+                            served.await;
+                        });
+                        continue;
+                    }
+                },
+            };
             let Some(ip_slot) = per_ip.acquire(peer.ip()) else {
                 metrics.rejected_per_ip.increment(1);
                 if let Some(permit) = reject_log.check() {
@@ -547,6 +639,8 @@ impl Server {
         }
 
         drop(listener);
+        // Overflow connections only carry a 503: they are not drained.
+        overflow_tasks.abort_all();
         while tasks.try_join_next().is_some() {}
         tracing::info!(
             addr = ?local,
@@ -687,6 +781,10 @@ struct ConnMetrics {
     accepted: Counter,
     active: Gauge,
     rejected_per_ip: Counter,
+    /// Connections accepted past `max_connections` and answered 503.
+    rejected_max_connections: Counter,
+    /// Requests answered 503 on those connections.
+    shed_connections: Counter,
     /// One per [`CloseReason`], in [`CloseReason::ALL`] order.
     closed: [Counter; CloseReason::ALL.len()],
 }
@@ -699,6 +797,14 @@ impl ConnMetrics {
             rejected_per_ip: metrics::counter!(
                 "ravelin_proxy_connections_rejected_total",
                 "reason" => "per_ip_limit"
+            ),
+            rejected_max_connections: metrics::counter!(
+                "ravelin_proxy_connections_rejected_total",
+                "reason" => "max_connections"
+            ),
+            shed_connections: metrics::counter!(
+                "ravelin_proxy_shed_total",
+                "reason" => "max_connections"
             ),
             closed: CloseReason::ALL.map(|reason| {
                 metrics::counter!(
