@@ -34,6 +34,15 @@ pub enum UpstreamError {
         /// The value given.
         value: String,
     },
+    /// A health, retry or DNS setting is unusable; each violation names its field
+    /// (`health.open_for`, `retry.budget_ratio`, …).
+    #[error("upstream {name:?}: {violations}")]
+    Policy {
+        /// The upstream's name.
+        name: String,
+        /// What is wrong, field by field.
+        violations: ravelin_primitives::Violations,
+    },
 }
 
 /// The server could not start.

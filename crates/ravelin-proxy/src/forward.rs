@@ -22,18 +22,24 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ravelin_failsafe::{LogLimiter, PeerAddr};
 use ravelin_http::{CloseDelimited, RequestIdentity, canonical_path};
+use ravelin_primitives::clock::{Clock, MonotonicClock, Nanos};
+use ravelin_primitives::{Validate, Violations};
 use tower_service::Service;
 
 use crate::body::{ForwardBody, IdleWatch, WatchedBody};
+use crate::dns::{Addresses, ConnectorResolver, DnsConfig, NameResolver, SystemResolver};
 use crate::error::UpstreamError;
+use crate::exchange::{Resilience, Sent, UpstreamClient};
 use crate::headers;
+use crate::health::{HealthConfig, SharedClock};
+use crate::retry::{Replay, RetryConfig};
 
 /// A boxed error, as hyper and tower use.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The request body type the upstream client sends: any body, boxed once per request so one
 /// pooled client serves every body type the layers above produce.
-type ClientBody = UnsyncBoxBody<Bytes, BoxError>;
+pub(crate) type ClientBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// The scheme the client used to reach this proxy, as a request extension. Absent means
 /// `http` (the server in this crate speaks plain HTTP; a TLS terminator in front sets this).
@@ -77,7 +83,11 @@ struct UpstreamInner {
     preserve_host: bool,
     connect_timeout: Duration,
     response_timeout: Duration,
-    client: Client<HttpConnector, ClientBody>,
+    client: UpstreamClient,
+    /// The circuit, the retry budget and their settings.
+    resilience: Resilience,
+    /// The resolved addresses when the URL names a host (not an IP address).
+    addresses: Option<Arc<Addresses>>,
     metrics: UpstreamMetrics,
     /// The body idle timeout and what it reports to, shared by every response body.
     body_watch: Arc<IdleWatch>,
@@ -154,6 +164,11 @@ impl Upstream {
             body_idle_timeout: UpstreamBuilder::DEFAULT_BODY_IDLE_TIMEOUT,
             pool_idle_timeout: UpstreamBuilder::DEFAULT_POOL_IDLE_TIMEOUT,
             max_idle_per_host: UpstreamBuilder::DEFAULT_MAX_IDLE_PER_HOST,
+            health: HealthConfig::default(),
+            retry: RetryConfig::default(),
+            dns: DnsConfig::default(),
+            resolver: None,
+            clock: None,
         }
     }
 
@@ -195,6 +210,16 @@ impl Upstream {
         self.inner.preserve_host
     }
 
+    /// The last good addresses of the upstream's host name: `None` for an IP address, or
+    /// before the first lookup succeeded.
+    pub fn resolved_addresses(&self) -> Option<Vec<std::net::SocketAddr>> {
+        self.inner
+            .addresses
+            .as_ref()
+            .and_then(|a| a.current())
+            .map(|set| set.as_ref().clone())
+    }
+
     /// The upstream URI for a request path (already canonical) and query.
     fn uri_for(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
         let base = self.inner.base_path.as_str();
@@ -230,6 +255,11 @@ pub struct UpstreamBuilder {
     body_idle_timeout: Duration,
     pool_idle_timeout: Duration,
     max_idle_per_host: usize,
+    health: HealthConfig,
+    retry: RetryConfig,
+    dns: DnsConfig,
+    resolver: Option<Arc<dyn NameResolver>>,
+    clock: Option<SharedClock>,
 }
 
 impl UpstreamBuilder {
@@ -311,12 +341,72 @@ impl UpstreamBuilder {
         self
     }
 
+    /// When the upstream counts as failing and how it is probed again (default
+    /// [`HealthConfig::default`]: open after 5 gateway failures in a row, probe after 5 s to
+    /// 60 s, jittered). While its circuit is open, requests are answered 503 with
+    /// `Retry-After` without contacting it. See [`HealthConfig`].
+    pub fn health(mut self, health: HealthConfig) -> Self {
+        self.health = health;
+        self
+    }
+
+    /// How requests whose connection attempt failed are retried (default
+    /// [`RetryConfig::default`]: once, for bodiless idempotent requests, within a budget of
+    /// 10 % of requests plus 3 per second). See [`RetryConfig`].
+    pub fn retry(mut self, retry: RetryConfig) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// How a host name in the URL is kept resolved (default: refreshed every 30 s, last good
+    /// set kept). See [`DnsConfig`].
+    pub fn dns(mut self, dns: DnsConfig) -> Self {
+        self.dns = dns;
+        self
+    }
+
+    /// Resolves the URL's host name with `resolver` instead of the system resolver.
+    pub fn resolver(mut self, resolver: impl NameResolver) -> Self {
+        self.resolver = Some(Arc::new(resolver));
+        self
+    }
+
+    /// Reads time for the circuit, the retry budget and DNS refreshes from `clock` (default
+    /// [`MonotonicClock`](ravelin_primitives::clock::MonotonicClock)); tests pass a
+    /// [`ManualClock`](ravelin_primitives::clock::ManualClock).
+    pub fn clock(mut self, clock: impl Clock<Instant = Nanos>) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
     /// Checks the settings without building a client: for config validation.
     ///
     /// # Errors
     /// As [`build`](Self::build).
     pub fn check(&self) -> Result<(), UpstreamError> {
         self.parse().map(|_| ())
+    }
+
+    /// The health, retry and DNS settings' violations, under their section names.
+    fn check_policies(&self) -> Result<(), UpstreamError> {
+        let mut violations = Violations::new();
+        for (section, result) in [
+            ("health", self.health.validate()),
+            ("retry", self.retry.validate()),
+            ("dns", self.dns.validate()),
+        ] {
+            if let Err(v) = result {
+                violations.merge_under(section, v);
+            }
+        }
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(UpstreamError::Policy {
+                name: self.name.clone(),
+                violations,
+            })
+        }
     }
 
     fn parse(&self) -> Result<(Scheme, Authority, String), UpstreamError> {
@@ -380,6 +470,7 @@ impl UpstreamBuilder {
                 value: self.max_idle_per_host.to_string(),
             });
         }
+        self.check_policies()?;
         Ok((scheme, authority, base_path))
     }
 
@@ -390,7 +481,28 @@ impl UpstreamBuilder {
     /// a setting is above its upper bound.
     pub fn build(self) -> Result<Upstream, UpstreamError> {
         let (scheme, authority, base_path) = self.parse()?;
-        let mut connector = HttpConnector::new();
+        let name: Arc<str> = self.name.into();
+        let clock: SharedClock = self
+            .clock
+            .unwrap_or_else(|| Arc::new(MonotonicClock::new()));
+        // An IP address is connected to as written; a name is resolved, last good set kept.
+        let host = authority.host();
+        let addresses = (host.parse::<std::net::IpAddr>().is_err()
+            && !(host.starts_with('[') && host.ends_with(']')))
+        .then(|| {
+            let port = authority.port_u16().unwrap_or(80);
+            let resolver = self.resolver.unwrap_or_else(|| Arc::new(SystemResolver));
+            Arc::new(Addresses::new(
+                &name,
+                host,
+                port,
+                self.dns.clone(),
+                resolver,
+                Arc::clone(&clock),
+            ))
+        });
+        let mut connector =
+            HttpConnector::new_with_resolver(ConnectorResolver::new(addresses.clone()));
         connector.set_connect_timeout(Some(self.connect_timeout));
         connector.set_nodelay(true);
         connector.enforce_http(true);
@@ -401,7 +513,7 @@ impl UpstreamBuilder {
             .pool_max_idle_per_host(self.max_idle_per_host)
             .http2_only(self.http2)
             .build(connector);
-        let name: Arc<str> = self.name.into();
+        let resilience = Resilience::new(&name, self.health, self.retry, clock);
         let body_watch = Arc::new(IdleWatch {
             upstream: Arc::clone(&name),
             timeout: self.body_idle_timeout,
@@ -421,6 +533,8 @@ impl UpstreamBuilder {
                 connect_timeout: self.connect_timeout,
                 response_timeout: self.response_timeout,
                 client,
+                resilience,
+                addresses,
             }),
         })
     }
@@ -494,10 +608,14 @@ where
 ///   connection close carries the [`CloseDelimited`] extension (a cache must not store it);
 /// - every method is passed through unchanged except `CONNECT`, answered 501 (no tunnels);
 /// - failures are answers, not errors: 502 when the upstream cannot be reached or breaks the
-///   protocol, 504 when the response head does not arrive in time, 404 when no route matches,
+///   protocol, 504 when the response head does not arrive in time, 503 with `Retry-After`
+///   while the upstream's circuit is open (see [`HealthConfig`]), 404 when no route matches,
 ///   400 when the client's request body fails (a malformed chunk; counted in
 ///   `ravelin_proxy_client_errors_total`, not as an upstream error). The error type is
-///   [`Infallible`].
+///   [`Infallible`];
+/// - a bodiless idempotent request whose connection attempt failed is sent again, within the
+///   upstream's retry budget (see [`RetryConfig`]); an upstream URL naming a host is resolved
+///   with a last good address set (see [`DnsConfig`]).
 ///
 /// The peer address comes from the [`PeerAddr`] extension that [`Server`](crate::Server) sets.
 pub struct Forward<R = Upstream> {
@@ -686,6 +804,13 @@ impl<R: Resolve> ForwardInner<R> {
         } else {
             Version::HTTP_11
         };
+        // A bodiless idempotent request keeps a copy of its head, to go again if the
+        // connection cannot be made (see `retry`).
+        let replay = Replay::of(
+            &parts,
+            body.is_end_stream(),
+            upstream.resilience.max_retries(),
+        );
         // Watch the client's body: when it fails (a malformed chunk, a reset mid-upload) the
         // upstream exchange fails too, and that is the client's fault, not the upstream's.
         let (body, client_body_failed) = WatchedBody::new(body);
@@ -694,10 +819,19 @@ impl<R: Resolve> ForwardInner<R> {
 
         let timeout = target.response_timeout.unwrap_or(upstream.response_timeout);
         let started = Instant::now();
-        let result = tokio::time::timeout(timeout, upstream.client.request(outgoing)).await;
+        let sent = upstream
+            .resilience
+            .send(
+                &upstream.client,
+                outgoing,
+                replay,
+                timeout,
+                &client_body_failed,
+            )
+            .await;
         let elapsed = started.elapsed().as_secs_f64();
-        let failure = match result {
-            Ok(Ok(response)) => {
+        let failure = match sent {
+            Sent::Response(response) => {
                 let (mut parts, body) = response.into_parts();
                 // Before hop-by-hop removal takes Transfer-Encoding away.
                 let close_delimited = is_close_delimited(&parts, &body, &method);
@@ -729,7 +863,11 @@ impl<R: Resolve> ForwardInner<R> {
                     "400 Bad Request: the request body could not be read\n",
                 );
             }
-            Ok(Err(error)) => {
+            // The upstream's circuit is open: it was not contacted (counted by its health).
+            Sent::Refused { retry_after } => {
+                return upstream_unavailable(retry_after);
+            }
+            Sent::Failed(error) => {
                 let failure = if error.is_connect() {
                     Failure::Connect
                 } else {
@@ -738,7 +876,7 @@ impl<R: Resolve> ForwardInner<R> {
                 self.log_failure(&upstream.name, failure, Some(&error));
                 failure
             }
-            Err(_elapsed) => {
+            Sent::TimedOut => {
                 self.log_failure(&upstream.name, Failure::Timeout, None);
                 Failure::Timeout
             }
@@ -822,6 +960,19 @@ fn is_close_delimited(
         .and_then(|v| v.rsplit(',').next())
         .is_some_and(|coding| coding.trim().eq_ignore_ascii_case("chunked"));
     !final_coding_is_chunked
+}
+
+/// The answer while an upstream's circuit is open: 503 with the cooldown left as `Retry-After`.
+fn upstream_unavailable(retry_after: Duration) -> Response<ForwardBody> {
+    let mut response = local_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "503 Service Unavailable: the upstream is failing; it is given another try shortly\n",
+    );
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        crate::overload::retry_after_value(retry_after),
+    );
+    response
 }
 
 /// A short plain-text answer written by the proxy itself.
