@@ -6,19 +6,20 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST, RETRY_AFTER};
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::header::{HOST, RETRY_AFTER};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use ravelin_failsafe::{
     Allow, Guard, GuardError, GuardErrorKind, LogLimiter, RequestHead, Verdict,
 };
-use ravelin_http::{MatchPath, RequestIdentity};
+use ravelin_http::{MatchPath, RequestIdentity, plain_text};
+use ravelin_primitives::Enforcement;
 use sha2::Digest as _;
 
 use crate::future::CheckFuture;
 use crate::gcra::Decision;
 use crate::headers::{RATELIMIT, RATELIMIT_POLICY, list_value, ratelimit_item, retry_after_secs};
 use crate::memory::MemoryStore;
-use crate::rules::{Action, Compiled, CompiledRule, KeyPart, ResponseHeaders, Rules, RulesError};
+use crate::rules::{Compiled, CompiledRule, KeyPart, ResponseHeaders, Rules, RulesError};
 use crate::store::{Check, MAX_KEY_LEN, RateLimitStore, StoreError};
 
 /// The name a [`RateLimitGuard`] gives itself ([`Guard::name`]): the `guard` label of the
@@ -322,7 +323,7 @@ impl<S: RateLimitStore> Guard for RateLimitGuard<S> {
                     key: buf.get(start..end)?,
                     quota: rule.quota,
                     cost: rule.cost,
-                    enforce: rule.action == Action::Enforce,
+                    enforce: rule.action == Enforcement::Enforce,
                 })
             })
             .collect();
@@ -393,7 +394,7 @@ impl Plan {
                 rule.denied.increment(1);
             }
             match rule.action {
-                Action::Shadow => {
+                Enforcement::Shadow => {
                     if !decision.allowed
                         && let Some(permit) = self.guard.log().check()
                     {
@@ -406,7 +407,7 @@ impl Plan {
                     }
                     continue;
                 }
-                Action::Enforce => {
+                Enforcement::Enforce => {
                     if !decision.allowed {
                         blocked = true;
                         retry_after = retry_after.max(retry_after_secs(decision));
@@ -444,14 +445,14 @@ impl Plan {
                     "rate limited"
                 );
             }
-            let mut response = Response::new(Bytes::from_static(b"too many requests\n"));
-            *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-            headers.insert(RETRY_AFTER, HeaderValue::from(retry_after));
-            headers.insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
+            // The edge's own short answer (text/plain, no-store, nosniff), plus Retry-After and
+            // the RateLimit fields.
+            let mut response = plain_text(
+                StatusCode::TOO_MANY_REQUESTS,
+                Bytes::from_static(b"too many requests\n"),
             );
-            *response.headers_mut() = headers;
+            headers.insert(RETRY_AFTER, HeaderValue::from(retry_after));
+            response.headers_mut().extend(headers);
             return Ok(Verdict::Respond(response));
         }
         let mut allow = Allow::new();

@@ -2,7 +2,6 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod client_ip;
-mod clock;
 pub mod future;
 mod gcra;
 mod guard;
@@ -19,15 +18,20 @@ mod table;
 pub mod redis;
 
 pub use client_ip::{ClientIpResolver, ForwardedHeader};
-pub use clock::{Clock, FakeClock, MonotonicClock};
 pub use gcra::{Decision, Evaluation, Quota, QuotaError};
 pub use guard::{GUARD_NAME, RateLimitGuard};
 pub use layer::{BuildError, RateLimit, RateLimitLayer, RateLimitLayerBuilder, RulesSource};
 pub use limiter::{DirectLimiter, Limiter};
 pub use memory::MemoryStore;
 pub use rules::{
-    Action, ClientIp, KeyPart, MAX_KEY_PARTS, MAX_RULES, Match, ResponseHeaders, Rule, Rules,
-    RulesError,
+    ClientIp, KeyPart, MAX_KEY_PARTS, MAX_RULES, Match, ResponseHeaders, Rule, Rules, RulesError,
 };
 pub use store::{Check, RateLimitStore, StoreError};
 pub use table::TableStats;
+
+// The shared primitives this crate's API takes: the one clock abstraction (limiters read a
+// `Clock<Instant = Nanos>`, by default the TSC-backed `MonotonicClock`; tests use `ManualClock`)
+// and the enforce/shadow switch of a rule (`Rule::action`). Re-exported so users need no other
+// dependency.
+pub use ravelin_primitives::Enforcement;
+pub use ravelin_primitives::clock::{Clock, ManualClock, MonotonicClock, Nanos};

@@ -5,7 +5,8 @@ use std::hash::{BuildHasher, Hash};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::clock::{Clock, MonotonicClock};
+use ravelin_primitives::clock::{Clock, MonotonicClock, Nanos};
+
 use crate::gcra::{Decision, Quota};
 use crate::table::{Table, TableStats};
 
@@ -42,7 +43,7 @@ impl DirectLimiter {
     }
 }
 
-impl<C: Clock> DirectLimiter<C> {
+impl<C: Clock<Instant = Nanos>> DirectLimiter<C> {
     /// A limiter reading `clock`.
     pub fn with_clock(quota: Quota, clock: C) -> Self {
         Self {
@@ -59,13 +60,14 @@ impl<C: Clock> DirectLimiter<C> {
 
     /// The clock's current reading, for [`check`](Self::check).
     #[inline]
-    pub fn now(&self) -> u64 {
-        self.clock.now_nanos()
+    pub fn now(&self) -> Nanos {
+        self.clock.now()
     }
 
-    /// Spends `cost` units at `now` (nanoseconds on this limiter's clock) if they are available.
+    /// Spends `cost` units at `now` (a reading of this limiter's clock) if they are available.
     #[inline]
-    pub fn check(&self, cost: u32, now: u64) -> Decision {
+    pub fn check(&self, cost: u32, now: Nanos) -> Decision {
+        let now = now.as_u64();
         let mut stored = self.tat.load(Ordering::Acquire);
         loop {
             let evaluation = self.quota.decide(stored, now, cost);
@@ -90,10 +92,10 @@ impl<C: Clock> DirectLimiter<C> {
         self.check(cost, self.now())
     }
 
-    /// What spending `cost` now would decide, without spending.
-    pub fn peek(&self, cost: u32, now: u64) -> Decision {
+    /// What spending `cost` at `now` would decide, without spending.
+    pub fn peek(&self, cost: u32, now: Nanos) -> Decision {
         self.quota
-            .decide(self.tat.load(Ordering::Acquire), now, cost)
+            .decide(self.tat.load(Ordering::Acquire), now.as_u64(), cost)
             .decision
     }
 }
@@ -139,7 +141,7 @@ impl<K: Hash + ?Sized> Limiter<K> {
     }
 }
 
-impl<K: Hash + ?Sized, C: Clock> Limiter<K, C> {
+impl<K: Hash + ?Sized, C: Clock<Instant = Nanos>> Limiter<K, C> {
     /// A limiter with room for `capacity` keys, reading `clock`.
     pub fn with_clock(quota: Quota, capacity: usize, clock: C) -> Self {
         Self {
@@ -158,14 +160,15 @@ impl<K: Hash + ?Sized, C: Clock> Limiter<K, C> {
 
     /// The clock's current reading, for [`check`](Self::check).
     #[inline]
-    pub fn now(&self) -> u64 {
-        self.clock.now_nanos()
+    pub fn now(&self) -> Nanos {
+        self.clock.now()
     }
 
-    /// Spends `cost` units of `key`'s quota at `now` (nanoseconds on this limiter's clock) if
+    /// Spends `cost` units of `key`'s quota at `now` (a reading of this limiter's clock) if
     /// they are available.
     #[inline]
-    pub fn check(&self, key: &K, cost: u32, now: u64) -> Decision {
+    pub fn check(&self, key: &K, cost: u32, now: Nanos) -> Decision {
+        let now = now.as_u64();
         let quota = self.quota;
         self.table
             .apply(self.hasher.hash_one(key), now, |tat| {
@@ -181,9 +184,9 @@ impl<K: Hash + ?Sized, C: Clock> Limiter<K, C> {
     }
 
     /// What spending `cost` of `key`'s quota at `now` would decide, without spending.
-    pub fn peek(&self, key: &K, cost: u32, now: u64) -> Decision {
+    pub fn peek(&self, key: &K, cost: u32, now: Nanos) -> Decision {
         let tat = self.table.read(self.hasher.hash_one(key));
-        self.quota.decide(tat, now, cost).decision
+        self.quota.decide(tat, now.as_u64(), cost).decision
     }
 
     /// Memory and degradation counters. `slots` and `bytes` never change after construction.
@@ -193,7 +196,7 @@ impl<K: Hash + ?Sized, C: Clock> Limiter<K, C> {
 
     /// How many keys hold state at `now` (a full scan of the table: for tests and status pages,
     /// not for the request path).
-    pub fn live_keys(&self, now: u64) -> usize {
-        self.table.live_entries(now)
+    pub fn live_keys(&self, now: Nanos) -> usize {
+        self.table.live_entries(now.as_u64())
     }
 }

@@ -4,7 +4,8 @@ use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use crate::clock::{Clock, MonotonicClock};
+use ravelin_primitives::clock::{Clock, MonotonicClock, Nanos};
+
 use crate::gcra::Decision;
 use crate::store::{Check, RateLimitStore, StoreError};
 use crate::table::{Table, TableStats};
@@ -58,7 +59,7 @@ impl Default for MemoryStore {
     }
 }
 
-impl<C: Clock> MemoryStore<C> {
+impl<C: Clock<Instant = Nanos>> MemoryStore<C> {
     /// A store with room for `capacity` keys, reading `clock`.
     pub fn with_clock(capacity: usize, clock: C) -> Self {
         Self {
@@ -77,7 +78,9 @@ impl<C: Clock> MemoryStore<C> {
 
     /// How many keys hold state now (a full scan: for tests and status pages).
     pub fn live_keys(&self) -> usize {
-        self.inner.table.live_entries(self.inner.clock.now_nanos())
+        self.inner
+            .table
+            .live_entries(self.inner.clock.now().as_u64())
     }
 
     fn hash(&self, check: &Check<'_>) -> u64 {
@@ -91,7 +94,7 @@ impl<C: Clock> MemoryStore<C> {
 
     /// Decides a batch synchronously, with the semantics of [`RateLimitStore::check`].
     pub fn check_sync(&self, checks: &[Check<'_>]) -> Vec<Decision> {
-        let now = self.inner.clock.now_nanos();
+        let now = self.inner.clock.now().as_u64();
         let table = &self.inner.table;
         let mut decisions = Vec::with_capacity(checks.len());
         if let [check] = checks {
@@ -158,7 +161,7 @@ impl<C: Clock> MemoryStore<C> {
     }
 }
 
-impl<C: Clock> RateLimitStore for MemoryStore<C> {
+impl<C: Clock<Instant = Nanos>> RateLimitStore for MemoryStore<C> {
     type Future = std::future::Ready<Result<Vec<Decision>, StoreError>>;
 
     fn check(&self, checks: &[Check<'_>]) -> Self::Future {

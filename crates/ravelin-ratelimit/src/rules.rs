@@ -10,6 +10,7 @@ use http::header::HeaderName;
 use ipnet::IpNet;
 use ravelin_config::{Validate, Violations};
 use ravelin_http::PathPrefix;
+use ravelin_primitives::Enforcement;
 use serde::{Deserialize, Serialize};
 
 use crate::client_ip::{ClientIpResolver, ForwardedHeader};
@@ -157,27 +158,6 @@ pub enum ResponseHeaders {
     Never,
 }
 
-/// What a rule does when its quota is spent.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// Answer 429 (default).
-    #[default]
-    Enforce,
-    /// Count and log what would have been limited; never block, never send headers.
-    Shadow,
-}
-
-impl Action {
-    /// A short stable name, for logs and metric labels.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Action::Enforce => "enforce",
-            Action::Shadow => "shadow",
-        }
-    }
-}
-
 /// One part of a rule's key. In documents, a string: `"client_ip"`, `"method"`, `"path"`,
 /// `"host"`, or `"header:<name>"`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -276,9 +256,10 @@ pub struct Rule {
     /// Units each matching request spends (default 1).
     #[serde(default = "default_cost")]
     pub cost: u32,
-    /// Enforce (default) or shadow.
+    /// `enforce` (default: answer 429) or `shadow` (count and log what would have been
+    /// limited; never block, never send headers).
     #[serde(default)]
-    pub action: Action,
+    pub action: Enforcement,
     /// What the rule counts per: empty (the default) means one bucket for all requests.
     #[serde(default)]
     pub key: Vec<KeyPart>,
@@ -303,7 +284,7 @@ impl Rule {
             window,
             burst: None,
             cost: 1,
-            action: Action::Enforce,
+            action: Enforcement::Enforce,
             key: Vec::new(),
             matches: Match::default(),
         }
@@ -329,7 +310,7 @@ impl Rule {
 
     /// Only counts, logs and reports; never blocks.
     pub fn shadow(mut self) -> Self {
-        self.action = Action::Shadow;
+        self.action = Enforcement::Shadow;
         self
     }
 
@@ -600,7 +581,7 @@ pub(crate) struct CompiledRule {
     pub(crate) name: String,
     pub(crate) quota: Quota,
     pub(crate) cost: u32,
-    pub(crate) action: Action,
+    pub(crate) action: Enforcement,
     pub(crate) key: Vec<KeyPart>,
     pub(crate) methods: Vec<Method>,
     /// Compiled once here, matched against each request's normalized path.
@@ -715,7 +696,7 @@ mod tests {
         let compiled = rules.compiled().unwrap();
         assert_eq!(compiled.rules.len(), 2);
         assert_eq!(compiled.rules[0].policy_item, r#""per-ip";q=100;w=60"#);
-        assert_eq!(compiled.rules[1].action, Action::Shadow);
+        assert_eq!(compiled.rules[1].action, Enforcement::Shadow);
         assert_eq!(compiled.rules[1].methods, vec![Method::POST]);
     }
 

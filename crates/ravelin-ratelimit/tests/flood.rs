@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use ravelin_ratelimit::{DirectLimiter, FakeClock, Limiter, MemoryStore, Quota};
+use ravelin_ratelimit::{DirectLimiter, Limiter, ManualClock, MemoryStore, Nanos, Quota};
 
 const FLOOD: u32 = 1_000_000;
 const CAPACITY: usize = 100_000;
@@ -25,10 +25,10 @@ fn million_unique_keys_against_capacity_100k() {
     // 10 requests per minute per key: every flood key stays live (and so occupies a slot) for six
     // seconds after its one request, so the whole flood is live at once: 10x the capacity.
     let quota = Quota::per_minute(10).unwrap();
-    let limiter: Limiter<IpAddr, FakeClock> =
-        Limiter::with_clock(quota, CAPACITY, FakeClock::new());
+    let limiter: Limiter<IpAddr, ManualClock> =
+        Limiter::with_clock(quota, CAPACITY, ManualClock::new());
     // The reference: the hot key alone, with nothing else competing for memory.
-    let reference = DirectLimiter::with_clock(quota, FakeClock::new());
+    let reference = DirectLimiter::with_clock(quota, ManualClock::new());
     let hot = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
 
     let initial = limiter.stats();
@@ -42,12 +42,12 @@ fn million_unique_keys_against_capacity_100k() {
         // 1 µs between requests: the flood takes one second of fake time.
         now += 1_000;
         let key = IpAddr::V6(Ipv6Addr::from(0x2001_0db8_ffff_u128 << 80 | u128::from(i)));
-        let d = limiter.check(&key, 1, now);
+        let d = limiter.check(&key, 1, Nanos::new(now));
         assert!(d.allowed, "a fresh key is always allowed");
         if i % 10 == 0 {
             // The hot key hammers every 10 µs: far above its rate.
-            let got = limiter.check(&hot, 1, now);
-            let want = reference.check(1, now);
+            let got = limiter.check(&hot, 1, Nanos::new(now));
+            let want = reference.check(1, Nanos::new(now));
             assert_eq!(got, want, "hot key diverged at request {i}");
             hot_allowed += u32::from(got.allowed);
         }
@@ -58,7 +58,7 @@ fn million_unique_keys_against_capacity_100k() {
     }
     let stats = limiter.stats();
     assert_eq!((stats.slots, stats.bytes), (initial.slots, initial.bytes));
-    assert!(limiter.live_keys(now) <= stats.slots);
+    assert!(limiter.live_keys(Nanos::new(now)) <= stats.slots);
     // The table is over capacity by design: most of the flood was evicted, and counted.
     assert!(stats.evictions > u64::from(FLOOD) / 2, "{stats:?}");
     assert_eq!(stats.overflows, 0);
@@ -70,22 +70,22 @@ fn million_unique_keys_against_capacity_100k() {
     let before = limiter.stats().evictions;
     for i in 0..50_000u32 {
         let key = IpAddr::V6(Ipv6Addr::from(0x2001_0db8_eeee_u128 << 80 | u128::from(i)));
-        assert!(limiter.check(&key, 1, later).allowed);
+        assert!(limiter.check(&key, 1, Nanos::new(later)).allowed);
     }
     assert_eq!(limiter.stats().evictions, before);
 }
 
 #[test]
 fn store_flood_keeps_hot_key_exact_and_memory_flat() {
-    let clock = FakeClock::new();
+    let clock = ManualClock::new();
     let store = MemoryStore::with_clock(10_000, clock.clone());
     let quota = Quota::per_minute(5).unwrap();
-    let reference = DirectLimiter::with_clock(quota, FakeClock::new());
+    let reference = DirectLimiter::with_clock(quota, ManualClock::new());
     let initial = store.stats();
     let mut now = 0u64;
     for i in 0..200_000u32 {
         now += 1_000;
-        clock.set_nanos(now);
+        clock.set(Nanos::new(now));
         let key = i.to_be_bytes();
         let check = ravelin_ratelimit::Check {
             rule: "flood",
@@ -100,7 +100,10 @@ fn store_flood_keeps_hot_key_exact_and_memory_flat() {
                 key: b"hot",
                 ..check
             };
-            assert_eq!(store.check_sync(&[hot])[0], reference.check(1, now));
+            assert_eq!(
+                store.check_sync(&[hot])[0],
+                reference.check(1, Nanos::new(now))
+            );
         }
     }
     assert_eq!(store.stats().bytes, initial.bytes);
@@ -112,8 +115,8 @@ fn store_flood_keeps_hot_key_exact_and_memory_flat() {
 fn concurrent_checks_never_over_admit() {
     for _ in 0..20 {
         let quota = Quota::per_second(1).unwrap().with_burst(1000).unwrap();
-        let limiter: Arc<Limiter<u32, FakeClock>> =
-            Arc::new(Limiter::with_clock(quota, 1024, FakeClock::new()));
+        let limiter: Arc<Limiter<u32, ManualClock>> =
+            Arc::new(Limiter::with_clock(quota, 1024, ManualClock::new()));
         let allowed = Arc::new(AtomicU32::new(0));
         let threads: Vec<_> = (0..4)
             .map(|_| {
@@ -122,10 +125,10 @@ fn concurrent_checks_never_over_admit() {
                 std::thread::spawn(move || {
                     for i in 0..1000u32 {
                         // The hot key, and a churn of other keys competing for inserts.
-                        if limiter.check(&7, 1, 5).allowed {
+                        if limiter.check(&7, 1, Nanos::new(5)).allowed {
                             allowed.fetch_add(1, Ordering::Relaxed);
                         }
-                        limiter.check(&(i % 64 + 100), 1, 5);
+                        limiter.check(&(i % 64 + 100), 1, Nanos::new(5));
                     }
                 })
             })
@@ -144,13 +147,13 @@ fn concurrent_checks_never_over_admit() {
 fn replacement_races_leave_limited_keys_exact() {
     for round in 0..10u64 {
         let quota = Quota::per_second(1).unwrap().with_burst(100).unwrap();
-        let limiter: Arc<Limiter<u64, FakeClock>> =
-            Arc::new(Limiter::with_clock(quota, 16, FakeClock::new()));
+        let limiter: Arc<Limiter<u64, ManualClock>> =
+            Arc::new(Limiter::with_clock(quota, 16, ManualClock::new()));
         let hot: Vec<u64> = (0..4).map(|i| 1_000_000 + i).collect();
         // Bring each hot key to one unit left: its TAT is far above any churn key's.
         for key in &hot {
             for _ in 0..99 {
-                assert!(limiter.check(key, 1, 5).allowed);
+                assert!(limiter.check(key, 1, Nanos::new(5)).allowed);
             }
         }
         let allowed = Arc::new(AtomicU32::new(0));
@@ -162,8 +165,11 @@ fn replacement_races_leave_limited_keys_exact() {
                 std::thread::spawn(move || {
                     for i in 0..20_000u64 {
                         if t % 2 == 0 {
-                            limiter.check(&(round << 40 | t << 32 | i), 1, 5);
-                        } else if limiter.check(&hot[(i % 4) as usize], 1, 5).allowed {
+                            limiter.check(&(round << 40 | t << 32 | i), 1, Nanos::new(5));
+                        } else if limiter
+                            .check(&hot[(i % 4) as usize], 1, Nanos::new(5))
+                            .allowed
+                        {
                             allowed.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -185,7 +191,7 @@ fn replacement_races_leave_limited_keys_exact() {
 #[test]
 fn concurrent_batches_charge_only_admitted_requests() {
     for _ in 0..10 {
-        let clock = FakeClock::new();
+        let clock = ManualClock::new();
         let store = MemoryStore::with_clock(1024, clock.clone());
         let loose = Quota::per_second(1).unwrap().with_burst(1000).unwrap();
         let tight = Quota::per_second(1).unwrap().with_burst(10).unwrap();

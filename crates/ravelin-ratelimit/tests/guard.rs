@@ -23,7 +23,7 @@ use http_body_util::Full;
 use ravelin_config::{Format, Store};
 use ravelin_failsafe::{Guard, PeerAddr, RequestHead, SkipReason, Skipped, Verdict};
 use ravelin_ratelimit::{
-    BuildError, Check, Decision, FakeClock, KeyPart, MemoryStore, RateLimitGuard, RateLimitLayer,
+    BuildError, Check, Decision, KeyPart, ManualClock, MemoryStore, RateLimitGuard, RateLimitLayer,
     RateLimitStore, ResponseHeaders, Rule, Rules, StoreError,
 };
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
@@ -64,7 +64,7 @@ async fn decide<S: RateLimitStore>(
     }
 }
 
-fn guard(rules: Rules, clock: &FakeClock) -> RateLimitGuard<MemoryStore<FakeClock>> {
+fn guard(rules: Rules, clock: &ManualClock) -> RateLimitGuard<MemoryStore<ManualClock>> {
     RateLimitGuard::new(rules)
         .unwrap()
         .with_store(MemoryStore::with_clock(10_000, clock.clone()))
@@ -76,7 +76,7 @@ fn per_ip(limit: u32) -> Rule {
 
 #[tokio::test]
 async fn spoofed_forwarded_for_from_untrusted_peer_is_ignored() {
-    let clock = FakeClock::new();
+    let clock = ManualClock::new();
     let g = guard(
         Rules::new().trusted_proxies(["10.0.0.0/8"]).rule(per_ip(2)),
         &clock,
@@ -111,7 +111,7 @@ async fn spoofed_forwarded_for_from_untrusted_peer_is_ignored() {
 
 #[tokio::test]
 async fn headers_on_allowed_and_denied_responses() {
-    let clock = FakeClock::new();
+    let clock = ManualClock::new();
     let g = guard(
         Rules::new()
             .rule(per_ip(2))
@@ -150,7 +150,7 @@ async fn headers_on_allowed_and_denied_responses() {
 
 #[tokio::test]
 async fn response_header_modes() {
-    let clock = FakeClock::new();
+    let clock = ManualClock::new();
     let denied_only = guard(
         Rules::new()
             .rule(per_ip(1))
@@ -180,7 +180,7 @@ async fn response_header_modes() {
 
 #[tokio::test]
 async fn a_denied_request_spends_nothing_from_other_rules() {
-    let clock = FakeClock::new();
+    let clock = ManualClock::new();
     let api_key = KeyPart::Header(HeaderName::from_static("x-api-key"));
     let g = guard(
         Rules::new()
@@ -213,7 +213,7 @@ async fn a_denied_request_spends_nothing_from_other_rules() {
 
 #[tokio::test]
 async fn shadow_rules_never_block_or_advertise() {
-    let clock = FakeClock::new();
+    let clock = ManualClock::new();
     let g = guard(
         Rules::new().rule(per_ip(100)).rule(
             Rule::new("tight", 1, Duration::from_secs(60))
@@ -232,7 +232,7 @@ async fn shadow_rules_never_block_or_advertise() {
 
 #[tokio::test]
 async fn matches_and_key_parts() {
-    let clock = FakeClock::new();
+    let clock = ManualClock::new();
     let g = guard(
         Rules::new().rule(
             Rule::new("login", 1, Duration::from_secs(60))
@@ -273,7 +273,7 @@ async fn path_spellings_cannot_walk_around_a_prefix_rule() {
         "/Login/sso",
     ];
     for spelling in spellings {
-        let clock = FakeClock::new();
+        let clock = ManualClock::new();
         let g = guard(
             Rules::new().rule(Rule::new("login", 1, Duration::from_secs(60)).path_prefix("/login")),
             &clock,
@@ -293,7 +293,7 @@ async fn path_spellings_cannot_walk_around_a_prefix_rule() {
 
 #[tokio::test]
 async fn path_and_host_keys_are_normalized() {
-    let clock = FakeClock::new();
+    let clock = ManualClock::new();
     let g = guard(
         Rules::new()
             .rule(Rule::new("per-path", 1, Duration::from_secs(60)).key(KeyPart::Path))
@@ -324,7 +324,7 @@ async fn path_and_host_keys_are_normalized() {
 #[tokio::test]
 async fn the_ingress_identity_decides_the_path() {
     // When the ingress stage set a RequestIdentity, its match path is the one compared.
-    let clock = FakeClock::new();
+    let clock = ManualClock::new();
     let g = guard(
         Rules::new().rule(Rule::new("admin", 1, Duration::from_secs(60)).path_prefix("/admin")),
         &clock,
@@ -356,7 +356,7 @@ async fn the_ingress_identity_decides_the_path() {
 
 #[tokio::test]
 async fn ipv6_clients_are_grouped_by_prefix() {
-    let clock = FakeClock::new();
+    let clock = ManualClock::new();
     let g = guard(Rules::new().rule(per_ip(2)), &clock);
     assert_eq!(
         decide(&g, &request("2001:db8:1:2::1", &[])).await.0,
@@ -380,7 +380,7 @@ async fn ipv6_clients_are_grouped_by_prefix() {
 
 #[tokio::test]
 async fn no_peer_address_skips_client_ip_rules() {
-    let clock = FakeClock::new();
+    let clock = ManualClock::new();
     let g = guard(Rules::new().rule(per_ip(1)), &clock);
     for _ in 0..5 {
         let (status, h) = decide(&g, &request("", &[])).await;
@@ -391,7 +391,7 @@ async fn no_peer_address_skips_client_ip_rules() {
 
 #[tokio::test]
 async fn long_keys_are_hashed_and_stay_distinct() {
-    let clock = FakeClock::new();
+    let clock = ManualClock::new();
     let api_key = KeyPart::Header(HeaderName::from_static("x-api-key"));
     let g = guard(
         Rules::new().rule(Rule::new("per-key", 1, Duration::from_secs(60)).key(api_key)),
@@ -431,7 +431,7 @@ key = ["client_ip"]
 
 #[tokio::test]
 async fn reload_keeps_state_of_unchanged_rules() {
-    let clock = FakeClock::new();
+    let clock = ManualClock::new();
     let config: Store<Rules> = Store::builder("ratelimit")
         .format(Format::Toml)
         .initial_bytes(V1, "test")
@@ -600,7 +600,7 @@ async fn decisions_are_counted_per_rule_and_action() {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    let clock = FakeClock::new();
+    let clock = ManualClock::new();
     // Handles are bound when the rules are compiled, so compile under the recorder.
     let g = metrics::with_local_recorder(&recorder, || {
         guard(

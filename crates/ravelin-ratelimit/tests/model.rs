@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use ravelin_ratelimit::{Check, Decision, DirectLimiter, FakeClock, Limiter, MemoryStore, Quota};
+use ravelin_ratelimit::{
+    Check, Decision, DirectLimiter, Limiter, ManualClock, MemoryStore, Nanos, Quota,
+};
 
 /// The leaky bucket: `level` ns of outstanding work as of `last`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -92,14 +94,14 @@ proptest! {
         quota in quota(),
         arrivals in prop::collection::vec((step(), 0u32..70), 1..200),
     ) {
-        let clock = FakeClock::new();
-        clock.set_nanos(1_000_000_000);
+        let clock = ManualClock::new();
+        clock.set(Nanos::new(1_000_000_000));
         let limiter = DirectLimiter::with_clock(quota, clock.clone());
         let mut model = Bucket::default();
         let mut now = 1_000_000_000u64;
         for (step, cost) in arrivals {
             now = advance(now, step);
-            clock.set_nanos(now);
+            clock.set(Nanos::new(now));
             let got = limiter.check_now(cost);
             let (want, next) = model.evaluate(&quota, now, cost);
             prop_assert_eq!(got, want);
@@ -114,19 +116,19 @@ proptest! {
         quota in quota(),
         arrivals in prop::collection::vec((step(), 0u8..6, 0u32..70), 1..300),
     ) {
-        let limiter: Limiter<u8, FakeClock> = Limiter::with_clock(quota, 64, FakeClock::new());
+        let limiter: Limiter<u8, ManualClock> = Limiter::with_clock(quota, 64, ManualClock::new());
         let mut model: HashMap<u8, Bucket> = HashMap::new();
         let mut now = 1_000_000_000u64;
         for (step, key, cost) in arrivals {
             now = advance(now, step);
-            let got = limiter.check(&key, cost, now);
+            let got = limiter.check(&key, cost, Nanos::new(now));
             let bucket = model.entry(key).or_default();
             let (want, next) = bucket.evaluate(&quota, now, cost);
             prop_assert_eq!(got, want, "key {} at {}", key, now);
             if want.allowed {
                 *bucket = next;
             }
-            let peeked = limiter.peek(&key, cost, now);
+            let peeked = limiter.peek(&key, cost, Nanos::new(now));
             let (want_peek, _) = bucket.evaluate(&quota, now, cost);
             prop_assert_eq!(peeked, want_peek);
         }
@@ -140,14 +142,14 @@ proptest! {
         quotas in prop::collection::vec((quota(), any::<bool>(), 0u32..8), 1..4),
         arrivals in prop::collection::vec((step(), 0u8..3), 1..200),
     ) {
-        let clock = FakeClock::new();
+        let clock = ManualClock::new();
         let store = MemoryStore::with_clock(1024, clock.clone());
         let names = ["a", "b", "c", "d"];
         let mut model: HashMap<(usize, u8), Bucket> = HashMap::new();
         let mut now = 1_000_000_000u64;
         for (step, key) in arrivals {
             now = advance(now, step);
-            clock.set_nanos(now);
+            clock.set(Nanos::new(now));
             let key_bytes = [key];
             let checks: Vec<Check<'_>> = quotas
                 .iter()
@@ -188,43 +190,43 @@ proptest! {
 #[test]
 fn burst_then_one_per_interval() {
     let quota = Quota::per_second(10).unwrap().with_burst(3).unwrap();
-    let limiter = DirectLimiter::with_clock(quota, FakeClock::new());
+    let limiter = DirectLimiter::with_clock(quota, ManualClock::new());
     let t = quota.emission_interval_nanos();
     for remaining in [2, 1, 0] {
-        let d = limiter.check(1, 0);
+        let d = limiter.check(1, Nanos::new(0));
         assert!(d.allowed);
         assert_eq!(d.remaining, remaining);
     }
-    let denied = limiter.check(1, 0);
+    let denied = limiter.check(1, Nanos::new(0));
     assert!(!denied.allowed);
     assert_eq!(denied.retry_after, Duration::from_nanos(t));
     assert_eq!(denied.reset_after, Duration::from_nanos(3 * t));
     // One interval later exactly one unit is back.
-    assert!(limiter.check(1, t).allowed);
-    assert!(!limiter.check(1, t).allowed);
+    assert!(limiter.check(1, Nanos::new(t)).allowed);
+    assert!(!limiter.check(1, Nanos::new(t)).allowed);
     // A cost equal to the burst needs a full bucket.
     let full = 10 * t;
-    assert!(limiter.check(3, full).allowed);
-    assert!(!limiter.check(1, full).allowed);
+    assert!(limiter.check(3, Nanos::new(full)).allowed);
+    assert!(!limiter.check(1, Nanos::new(full)).allowed);
 }
 
 #[test]
 fn cost_above_burst_is_denied_without_charging() {
     let quota = Quota::per_second(5).unwrap();
-    let limiter = DirectLimiter::with_clock(quota, FakeClock::new());
-    let d = limiter.check(6, 0);
+    let limiter = DirectLimiter::with_clock(quota, ManualClock::new());
+    let d = limiter.check(6, Nanos::new(0));
     assert!(!d.allowed);
     assert_eq!(d.remaining, 5);
     assert!(d.retry_after > Duration::ZERO);
-    assert_eq!(limiter.check(5, 0).remaining, 0);
+    assert_eq!(limiter.check(5, Nanos::new(0)).remaining, 0);
 }
 
 #[test]
 fn zero_cost_reads_without_charging() {
     let quota = Quota::per_second(2).unwrap();
-    let limiter = DirectLimiter::with_clock(quota, FakeClock::new());
+    let limiter = DirectLimiter::with_clock(quota, ManualClock::new());
     for _ in 0..10 {
-        let d = limiter.check(0, 0);
+        let d = limiter.check(0, Nanos::new(0));
         assert!(d.allowed);
         assert_eq!(d.remaining, 2);
     }
@@ -234,21 +236,21 @@ fn zero_cost_reads_without_charging() {
 fn clock_stepping_back_grants_nothing_extra() {
     let quota = Quota::per_second(1).unwrap().with_burst(2).unwrap();
     let t = quota.emission_interval_nanos();
-    let limiter = DirectLimiter::with_clock(quota, FakeClock::new());
+    let limiter = DirectLimiter::with_clock(quota, ManualClock::new());
     let start = 100 * t;
-    assert!(limiter.check(1, start).allowed);
-    assert!(limiter.check(1, start).allowed);
-    assert!(!limiter.check(1, start).allowed);
+    assert!(limiter.check(1, Nanos::new(start)).allowed);
+    assert!(limiter.check(1, Nanos::new(start)).allowed);
+    assert!(!limiter.check(1, Nanos::new(start)).allowed);
     // Time goes back far: still denied, and the wait grows instead of shrinking.
-    let back = limiter.check(1, start - 50 * t);
+    let back = limiter.check(1, Nanos::new(start - 50 * t));
     assert!(!back.allowed);
     assert_eq!(back.remaining, 0);
     assert!(back.retry_after > Duration::from_nanos(t));
     // Back to zero: no panic, no grant.
-    assert!(!limiter.check(1, 0).allowed);
+    assert!(!limiter.check(1, Nanos::new(0)).allowed);
     // Forward again: the same single unit returns after one interval.
-    assert!(limiter.check(1, start + t).allowed);
-    assert!(!limiter.check(1, start + t).allowed);
+    assert!(limiter.check(1, Nanos::new(start + t)).allowed);
+    assert!(!limiter.check(1, Nanos::new(start + t)).allowed);
 }
 
 #[test]
@@ -259,10 +261,10 @@ fn extreme_quotas_and_times_do_not_panic() {
         Quota::new(1, Duration::from_nanos(1)).unwrap(),
     ];
     for quota in quotas {
-        let limiter = DirectLimiter::with_clock(quota, FakeClock::new());
+        let limiter = DirectLimiter::with_clock(quota, ManualClock::new());
         for now in [0, 1, u64::MAX / 2, u64::MAX - 1, u64::MAX, 3] {
             for cost in [0, 1, u32::MAX] {
-                let _ = limiter.check(cost, now);
+                let _ = limiter.check(cost, Nanos::new(now));
             }
         }
     }
