@@ -5,6 +5,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 use ravelin_config::Violations;
 use ravelin_http::{MatchPath, PathPrefix};
+use ravelin_primitives::Enforcement;
 use serde::{Deserialize, Serialize};
 
 use crate::score::BotScore;
@@ -37,18 +38,6 @@ impl Action {
             Action::Block => "block",
         }
     }
-}
-
-/// Enforce decisions or only log them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// Challenge and block as configured.
-    #[default]
-    Enforce,
-    /// Compute the decision, log it and count it, but let the request through (annotated):
-    /// for trying thresholds on live traffic before enforcing them.
-    Shadow,
 }
 
 /// A response the guard answers with instead of calling the origin.
@@ -182,9 +171,11 @@ pub struct Route {
     /// Path prefix, matched on whole segments of the normalized path (`/api` matches `/api` and
     /// `/api/x`, not `/apix`; see [`Route`]). Must start with `/`.
     pub prefix: String,
-    /// Enforce or shadow.
+    /// `enforce` (default: challenge and block as configured) or `shadow` (compute the
+    /// decision, log and count it, but let the request through annotated: for trying thresholds
+    /// on live traffic before enforcing them).
     #[serde(default)]
-    pub mode: Mode,
+    pub mode: Enforcement,
     /// Forward score headers to the origin.
     #[serde(default = "yes")]
     pub annotate: bool,
@@ -214,7 +205,7 @@ impl Route {
     pub fn annotate(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
-            mode: Mode::Enforce,
+            mode: Enforcement::Enforce,
             annotate: true,
             challenge_at_or_below: None,
             block_at_or_below: None,
@@ -258,7 +249,7 @@ impl Route {
 
     /// Only logs decisions.
     pub fn shadow(mut self) -> Self {
-        self.mode = Mode::Shadow;
+        self.mode = Enforcement::Shadow;
         self
     }
 

@@ -11,7 +11,7 @@ use ravelin_failsafe::{
 };
 use ravelin_http::MatchPath;
 
-use crate::actions::{Action, CompiledRoute, Mode, Route, Routes};
+use crate::actions::{Action, CompiledRoute, Route, Routes};
 use crate::request::RequestView;
 use crate::score::{BotScore, Scorer};
 use crate::verified::VerifiedBots;
@@ -185,7 +185,7 @@ impl BotGuard {
             .routes
             .lookup(&MatchPath::of(head.uri, head.extensions));
         let (action, shadow) = match route {
-            Some(route) => (route.route.decide(&score), route.route.mode == Mode::Shadow),
+            Some(route) => (route.route.decide(&score), route.route.mode.is_shadow()),
             None => (Action::Annotate, false),
         };
         Ok((score, BotDecision { action, shadow }, route))

@@ -24,7 +24,7 @@ pub mod synth;
 pub mod train;
 
 pub use actions::{
-    Action, MAX_BODY_BYTES, MAX_ROUTES, Mode, ResponseTemplate, Route, validate_default_route,
+    Action, MAX_BODY_BYTES, MAX_ROUTES, ResponseTemplate, Route, validate_default_route,
     validate_routes,
 };
 pub use config::BotScoreConfig;
@@ -46,3 +46,7 @@ pub use score::{
 };
 pub use ua::{BrowserFamily, Os};
 pub use verified::{MAX_RANGES_PER_BOT, MAX_VERIFIED_BOTS, VerifiedBot, VerifiedBots};
+
+/// Whether a route acts on its decisions (`enforce`) or only logs and counts them (`shadow`):
+/// ravelin-primitives' one enforce/shadow switch, shared with rate-limit rules ([`Route::mode`]).
+pub use ravelin_primitives::Enforcement;
