@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Load comparison: wrk against the origin directly, edge-proxy with every module on, and nginx
 # configured equivalently (reverse proxy + limit_req + proxy_cache), all on loopback. Writes
-# requests/s and p50/p99 latency into the "edge-proxy: load against nginx" section of
-# docs/performance.md.
+# requests/s and p50/p99 latency, and the edge-proxy's ratios to nginx, into the "edge-proxy:
+# load against nginx" section of docs/performance.md.
+#
+# nginx runs as its best operator would configure it (benches/nginx/nginx.conf): the cache
+# lock only where responses are cacheable ("nginx"), and, as a second anchor, with no cache
+# lock at all ("nginx, no cache lock"). The ratios compare the edge-proxy with the better of
+# the two on each path.
 #
 #   benches/load.sh                 # 10 s per run, 2 threads, 50 connections
 #   DURATION=5s CONNECTIONS=100 benches/load.sh
@@ -45,20 +50,29 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 ORIGIN_PORT=$(free_port)
 NGINX_PORT=$(free_port)
+NGINX_NOLOCK_PORT=$(free_port)
 EDGE_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
 
-fill() {
+fill() { # template proxy-port [instance cache-lock]
   sed -e "s|@PREFIX@|$PREFIX|g" -e "s|@ORIGIN_PORT@|$ORIGIN_PORT|g" \
-      -e "s|@PROXY_PORT@|$2|g" -e "s|@ADMIN_PORT@|$ADMIN_PORT|g" "$1"
+      -e "s|@PROXY_PORT@|$2|g" -e "s|@ADMIN_PORT@|$ADMIN_PORT|g" \
+      -e "s|@INSTANCE@|${3:-nginx}|g" -e "s|@CACHE_LOCK@|${4:-on}|g" "$1"
 }
 fill benches/nginx/origin.conf "$NGINX_PORT" > "$PREFIX/origin.conf"
-fill benches/nginx/nginx.conf "$NGINX_PORT" > "$PREFIX/nginx.conf"
+fill benches/nginx/nginx.conf "$NGINX_PORT" nginx on > "$PREFIX/nginx.conf"
+fill benches/nginx/nginx.conf "$NGINX_NOLOCK_PORT" nginx-nolock off > "$PREFIX/nginx-nolock.conf"
 fill benches/edge-proxy-load.toml "$EDGE_PORT" > "$PREFIX/edge-proxy.toml"
 # nginx workers may run as an unprivileged user: let them write their scratch directories.
-for d in cache client proxy fastcgi uwsgi scgi origin-client origin-proxy origin-fastcgi origin-uwsgi origin-scgi; do
+for d in origin-client origin-proxy origin-fastcgi origin-uwsgi origin-scgi; do
   mkdir -p "$PREFIX/$d"
   chmod 777 "$PREFIX/$d"
+done
+for instance in nginx nginx-nolock; do
+  for d in cache client proxy fastcgi uwsgi scgi; do
+    mkdir -p "$PREFIX/$instance-$d"
+    chmod 777 "$PREFIX/$instance-$d"
+  done
 done
 
 wait_for() {
@@ -80,6 +94,10 @@ wait_for "http://127.0.0.1:$ORIGIN_PORT/api"
 nginx -p "$PREFIX" -c "$PREFIX/nginx.conf" -g 'daemon off;' 2>"$PREFIX/nginx.stderr" &
 PIDS+=($!)
 wait_for "http://127.0.0.1:$NGINX_PORT/api"
+
+nginx -p "$PREFIX" -c "$PREFIX/nginx-nolock.conf" -g 'daemon off;' 2>"$PREFIX/nginx-nolock.stderr" &
+PIDS+=($!)
+wait_for "http://127.0.0.1:$NGINX_NOLOCK_PORT/api"
 
 RUST_LOG=warn "$EDGE" --config "$PREFIX/edge-proxy.toml" >"$PREFIX/edge.log" 2>&1 &
 PIDS+=($!)
@@ -108,7 +126,8 @@ echo "measuring: ${DURATION} per run, ${THREADS} threads, ${CONNECTIONS} connect
 for path in /asset.css /api; do
   run "origin (nginx static, direct)" "$ORIGIN_PORT" "$path"
   run "edge-proxy (all modules)" "$EDGE_PORT" "$path"
-  run "nginx (limit_req + proxy_cache)" "$NGINX_PORT" "$path"
+  run "nginx (limit_req + proxy_cache, lock where cacheable)" "$NGINX_PORT" "$path"
+  run "nginx (limit_req + proxy_cache, no cache lock)" "$NGINX_NOLOCK_PORT" "$path"
 done
 
 TABLE="$PREFIX/table.md"
@@ -132,6 +151,27 @@ print("| target | path | requests/s | p50 | p99 | non-2xx |")
 print("|---|---|---:|---:|---:|---:|")
 for name, path, rps, p50, p99, non2xx, *_ in rows:
     print(f"| {name} | `{path}` | {float(rps):,.0f} | {p50} | {p99} | {non2xx} |")
+
+# Ratios: edge-proxy over nginx on each path, against the better nginx (more requests/s).
+# Above 1 means more requests/s, or a longer latency, than nginx.
+UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+def seconds(text):
+    for unit in sorted(UNITS, key=len, reverse=True):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * UNITS[unit]
+    return float(text)
+print()
+print("| path | edge-proxy ÷ nginx: requests/s | p50 | p99 | nginx compared |")
+print("|---|---:|---:|---:|---|")
+for path in dict.fromkeys(row[1] for row in rows):
+    edge = [r for r in rows if r[1] == path and r[0].startswith("edge-proxy")]
+    nginx = [r for r in rows if r[1] == path and r[0].startswith("nginx")]
+    if not edge or not nginx:
+        continue
+    e = edge[0]
+    n = max(nginx, key=lambda r: float(r[2]))
+    print(f"| `{path}` | {float(e[2]) / float(n[2]):.2f}× | {seconds(e[3]) / seconds(n[3]):.2f}× "
+          f"| {seconds(e[4]) / seconds(n[4]):.2f}× | {n[0]} |")
 EOF
 echo
 cat "$TABLE"
