@@ -9,7 +9,8 @@ use http::{HeaderMap, Response, StatusCode};
 /// The request header [`FailurePolicy::skip_header`] is usually given: `x-ravelin-skipped`,
 /// one field naming every skipped guard and why (`ratelimit=timed_out, botscore=killed`, an
 /// RFC 8941 dictionary), so the origin can tell "not checked" from "checked and allowed".
-pub const X_RAVELIN_SKIPPED: HeaderName = HeaderName::from_static("x-ravelin-skipped");
+/// Defined in `ravelin-http`, where the proxy's ingress stage finds it too.
+pub use ravelin_http::X_RAVELIN_SKIPPED;
 
 /// Which way a guard fails. In configuration: `"open"` or `"closed"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

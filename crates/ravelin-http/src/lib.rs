@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod fields;
 mod framing;
 mod hop;
 mod identity;
@@ -11,6 +12,7 @@ mod prefix;
 mod response;
 mod token;
 
+pub use fields::X_RAVELIN_SKIPPED;
 pub use framing::CloseDelimited;
 pub use hop::{HOP_BY_HOP, MAX_CONNECTION_OPTIONS, connection_options, is_hop_by_hop};
 pub use identity::{IdentityError, IdentityOptions, RequestIdentity, effective_host};

@@ -650,16 +650,7 @@ fn percent_decode(input: &str) -> Option<String> {
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    ravelin_http::plain_text(status, Full::new(body.into()))
 }
 
 fn json_response(status: StatusCode, value: &Value) -> Response<Full<Bytes>> {

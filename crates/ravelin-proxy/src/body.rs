@@ -13,7 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use pin_project::pin_project;
-use ravelin_failsafe::LogLimiter;
+use ravelin_primitives::LogLimiter;
 use tokio::time::{Instant, Sleep};
 
 use crate::forward::BoxError;

@@ -20,7 +20,8 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use ravelin_failsafe::{LogLimiter, PeerAddr};
+use ravelin_http::PeerAddr;
+use ravelin_primitives::LogLimiter;
 use ravelin_http::{CloseDelimited, RequestIdentity, canonical_path};
 use ravelin_primitives::clock::{Clock, MonotonicClock, Nanos};
 use ravelin_primitives::{Validate, Violations};
@@ -975,18 +976,13 @@ fn upstream_unavailable(retry_after: Duration) -> Response<ForwardBody> {
     response
 }
 
-/// A short plain-text answer written by the proxy itself.
+/// A short plain-text answer written by the proxy itself (`no-store`: an error page written by
+/// the proxy must never be cached over good content).
 pub(crate) fn local_response(status: StatusCode, body: &'static str) -> Response<ForwardBody> {
-    let mut response = Response::new(ForwardBody::local(Bytes::from_static(body.as_bytes())));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    // An error page written by the proxy must never be cached over good content.
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    ravelin_http::plain_text(
+        status,
+        ForwardBody::local(Bytes::from_static(body.as_bytes())),
+    )
 }
 
 #[cfg(test)]

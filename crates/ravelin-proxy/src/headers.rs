@@ -6,18 +6,6 @@ use std::net::IpAddr;
 use http::Version;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Fields that are always connection-specific (RFC 9110 §7.6.1, plus the obsolete
-/// `Proxy-Connection` and the hop-specific proxy credentials of §11.7).
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
 
 /// The `X-Forwarded-For` field name.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -45,14 +33,11 @@ pub const FORWARDING_HEADERS: [HeaderName; 7] = [
     X_REAL_IP,
 ];
 
-/// How many field names a `Connection` header may list before the rest are ignored. A client
-/// cannot make the proxy do unbounded work per request through it.
-const MAX_CONNECTION_TOKENS: usize = 32;
-
 /// Removes the hop-by-hop fields from `headers`: the fixed set of RFC 9110 §7.6.1 (`Connection`,
-/// `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`) and the
-/// hop-specific `Proxy-Authenticate`/`Proxy-Authorization`, plus every field named in
-/// `Connection` — except `Host`: a `Connection: host` is ignored, because a request without
+/// `Keep-Alive`, `Proxy-Connection`, `TE`, `Transfer-Encoding`, `Upgrade`), the hop-specific
+/// `Proxy-Authenticate`/`Proxy-Authorization`/`Proxy-Authentication-Info` (§11.7) and
+/// `Trailer`, plus every field named in `Connection` (the first
+/// [`MAX_CONNECTION_OPTIONS`](ravelin_http::MAX_CONNECTION_OPTIONS) names) — except `Host`: a `Connection: host` is ignored, because a request without
 /// `Host` would be routed, cached and forwarded by whatever authority the next reader guesses.
 ///
 /// `TE: trailers` is the one hop-by-hop value that must survive to an HTTP/2 upstream (gRPC
@@ -69,28 +54,9 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// only the edge may set and those it accepts from trusted proxies, so a client cannot use
 /// `Connection: x-request-id` to remove a field a later stage adds or relies on.
 pub fn remove_hop_by_hop_except(headers: &mut HeaderMap, protected: &[HeaderName]) {
-    // Collect the names listed in Connection before removing it. Invalid tokens are ignored:
-    // they could not name a field we would forward anyway.
-    let mut named: Vec<HeaderName> = Vec::new();
-    let mut seen = 0usize;
-    'values: for value in headers.get_all(header::CONNECTION) {
-        let Ok(text) = value.to_str() else { continue };
-        for token in text.split(',') {
-            if seen >= MAX_CONNECTION_TOKENS {
-                break 'values;
-            }
-            let token = token.trim();
-            if token.is_empty() {
-                continue;
-            }
-            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                seen = seen.saturating_add(1);
-                if name != header::HOST && !protected.contains(&name) {
-                    named.push(name);
-                }
-            }
-        }
-    }
+    // Collect the names listed in Connection before removing it (bounded; invalid tokens are
+    // ignored: they could not name a field we would forward anyway).
+    let named = ravelin_http::connection_options(headers);
     let wants_trailers = headers.get_all(header::TE).iter().any(|v| {
         v.to_str().is_ok_and(|t| {
             t.split(',').any(|p| {
@@ -101,12 +67,17 @@ pub fn remove_hop_by_hop_except(headers: &mut HeaderMap, protected: &[HeaderName
         })
     });
     for name in named {
+        if name != header::HOST && !protected.contains(&name) {
+            headers.remove(name);
+        }
+    }
+    // The one hop-by-hop set, shared with the cache (which never stores those fields), and
+    // `Trailer`, which this proxy has always removed too: RFC 2616 §13.5.1 listed it as
+    // hop-by-hop; RFC 9110 does not, so the cache keeps it.
+    for name in &ravelin_http::HOP_BY_HOP {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(header::UPGRADE);
+    headers.remove(header::TRAILER);
     if wants_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
@@ -241,6 +212,11 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// What `remove_hop_by_hop` removes whatever `Connection` says.
+    fn always_removed(name: &HeaderName) -> bool {
+        ravelin_http::is_hop_by_hop(name) || name == header::TRAILER
+    }
+
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
@@ -300,7 +276,7 @@ mod tests {
         remove_hop_by_hop(&mut h);
         // The first 32 named fields are removed; the rest stay (they are still end-to-end by
         // default, and the request is not failed for an oversized Connection header).
-        assert_eq!(h.len(), 100 - MAX_CONNECTION_TOKENS);
+        assert_eq!(h.len(), 100 - ravelin_http::MAX_CONNECTION_OPTIONS);
     }
 
     #[test]
@@ -397,7 +373,7 @@ mod tests {
         fn hop_by_hop_removal_matches_model(
             names in proptest::collection::vec("[a-z][a-z0-9-]{0,8}", 0..12),
             listed in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
-            fixed in proptest::collection::vec(0usize..HOP_BY_HOP.len(), 0..4),
+            fixed in proptest::collection::vec(0usize..=ravelin_http::HOP_BY_HOP.len(), 0..4),
             with_host in any::<bool>(),
             host_listed in any::<bool>(),
         ) {
@@ -405,9 +381,12 @@ mod tests {
             for n in &names {
                 h.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), HeaderValue::from_static("v"));
             }
+            // The shared set, and `Trailer` at the index past its end.
+            let fixed_names: Vec<HeaderName> =
+                ravelin_http::HOP_BY_HOP.iter().cloned().chain([header::TRAILER]).collect();
             for i in &fixed {
-                if HOP_BY_HOP[*i] != header::CONNECTION && HOP_BY_HOP[*i] != header::TE {
-                    h.append(HOP_BY_HOP[*i].clone(), HeaderValue::from_static("v"));
+                if fixed_names[*i] != header::CONNECTION && fixed_names[*i] != header::TE {
+                    h.append(fixed_names[*i].clone(), HeaderValue::from_static("v"));
                 }
             }
             if with_host {
@@ -428,14 +407,14 @@ mod tests {
             let had_host = h.contains_key(header::HOST);
             remove_hop_by_hop(&mut h);
             for name in h.keys() {
-                prop_assert!(!HOP_BY_HOP.contains(name));
+                prop_assert!(!always_removed(name));
                 prop_assert!(name != header::UPGRADE);
                 // Host is the one field Connection can never name away.
                 prop_assert!(!conn.contains(&name.as_str()) || name == header::HOST);
             }
             prop_assert_eq!(h.contains_key(header::HOST), had_host);
             for n in &names {
-                let hop = HOP_BY_HOP.iter().any(|h| h.as_str() == n) || n == "upgrade";
+                let hop = always_removed(&HeaderName::from_bytes(n.as_bytes()).unwrap());
                 if !conn.contains(&n.as_str()) && !hop {
                     prop_assert!(h.contains_key(n.as_str()));
                 }

@@ -62,15 +62,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderName};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use ipnet::IpNet;
 use pin_project::pin_project;
-use ravelin_failsafe::{LogLimiter, PeerAddr};
-use ravelin_http::{IdentityError, IdentityOptions, RequestIdentity};
+use ravelin_http::{IdentityError, IdentityOptions, PeerAddr, RequestIdentity};
+use ravelin_primitives::LogLimiter;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -124,7 +124,7 @@ impl IngressConfig {
         let mut config = Self {
             identity: IdentityOptions::default(),
             owned: vec![
-                ravelin_failsafe::X_RAVELIN_SKIPPED,
+                ravelin_http::X_RAVELIN_SKIPPED,
                 X_BOT_SCORE,
                 X_BOT_SCORE_REASONS,
             ],
@@ -391,19 +391,7 @@ impl Refusal {
             status.canonical_reason().unwrap_or("Refused"),
             self.reason
         );
-        let mut response = Response::new(Full::new(Bytes::from(body)));
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        headers.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-        response
+        ravelin_http::plain_text(status, Full::new(Bytes::from(body)))
     }
 }
 
@@ -790,6 +778,7 @@ fn polled_after_completion() -> ! {
 mod tests {
     use super::*;
     use http::Version;
+    use http::header::HeaderValue;
     use std::net::SocketAddr;
 
     fn request(version: Version, uri: &str, headers: &[(&str, &str)]) -> Request<()> {
