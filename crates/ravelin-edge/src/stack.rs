@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
@@ -168,16 +168,10 @@ impl tower_http::catch_panic::ResponseForPanic for PanicAnswer {
             let suppressed = permit.suppressed();
             tracing::error!(panic = %message, suppressed, "request handler panicked; answered 500");
         }
-        let mut response = Response::new(Full::new(Bytes::from_static(b"500 internal error\n")));
-        *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        response
+        ravelin_http::plain_text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Full::new(Bytes::from_static(b"500 internal error\n")),
+        )
     }
 }
 

@@ -89,10 +89,7 @@ impl FailurePolicy {
 
     fn with_mode(mode: FailureMode) -> Self {
         let mut headers = HeaderMap::with_capacity(2);
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+        headers.insert(CONTENT_TYPE, ravelin_http::TEXT_PLAIN_UTF8);
         headers.insert(RETRY_AFTER, HeaderValue::from(DEFAULT_RETRY_AFTER_SECS));
         Self {
             mode,

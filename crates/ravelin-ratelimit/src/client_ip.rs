@@ -4,7 +4,7 @@
 //! request *appends* the address it received the request from, so the only entries a server can
 //! believe are those appended by proxies it trusts. [`ClientIpResolver`] therefore:
 //!
-//! 1. starts from the socket peer ([`PeerAddr`](ravelin_failsafe::PeerAddr)); if the peer is not
+//! 1. starts from the socket peer ([`PeerAddr`](ravelin_http::PeerAddr)); if the peer is not
 //!    a trusted proxy, the peer *is* the client and the headers are ignored;
 //! 2. otherwise walks the header's addresses from right to left, skipping trusted proxies; the
 //!    first untrusted address is the client (the "rightmost untrusted" rule);
