@@ -6,7 +6,6 @@ use std::net::IpAddr;
 use http::Version;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-
 /// The `X-Forwarded-For` field name.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// The `X-Forwarded-Proto` field name.
