@@ -47,19 +47,23 @@ use tower_service::Service;
 /// The body of a request shed by [`LoadShed`].
 const SHED_BODY: &str = "503 Service Unavailable: the proxy is at capacity; retry later\n";
 
-/// When requests are shed.
+/// When requests and connections are shed: [`LoadShedLayer`] reads `max_requests`,
+/// [`ServerConfig::overload`](crate::ServerConfig::overload) reads `overflow_connections`,
+/// and both answer with `retry_after`.
 ///
 /// | key | default | bounds |
 /// |---|---|---|
 /// | `max_requests` | 10,000 | 1 to 1,000,000 |
+/// | `overflow_connections` | 0 (connections past `max_connections` wait in the backlog) | 0 to 10,000 |
 /// | `retry_after` | 1 s | 1 s to 1 h (whole seconds, rounded up) |
 ///
 /// ```
 /// use ravelin_proxy::OverloadConfig;
 /// use ravelin_primitives::Validate;
 ///
-/// let overload: OverloadConfig =
-///     serde_json::from_str(r#"{ "max_requests": 2000, "retry_after": "2s" }"#).unwrap();
+/// let overload: OverloadConfig = serde_json::from_str(
+///     r#"{ "max_requests": 2000, "overflow_connections": 64, "retry_after": "2s" }"#,
+/// ).unwrap();
 /// overload.validate().unwrap();
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,7 +72,10 @@ pub struct OverloadConfig {
     /// Requests in flight (from arrival until the response body is done) past which new ones
     /// are answered 503.
     pub max_requests: usize,
-    /// The `Retry-After` of the 503.
+    /// Connections accepted past the server's `max_connections` only to be answered 503 (see
+    /// [`ServerConfig::overflow_connections`](crate::ServerConfig::overflow_connections)).
+    pub overflow_connections: usize,
+    /// The `Retry-After` of the 503s.
     #[serde(with = "humantime_serde")]
     pub retry_after: Duration,
 }
@@ -77,6 +84,7 @@ impl Default for OverloadConfig {
     fn default() -> Self {
         Self {
             max_requests: 10_000,
+            overflow_connections: 0,
             retry_after: Duration::from_secs(1),
         }
     }
@@ -99,6 +107,11 @@ impl Validate for OverloadConfig {
             "max_requests",
             self.max_requests,
             1..=Self::MAX_REQUESTS_LIMIT,
+        );
+        v.check_range(
+            "overflow_connections",
+            self.overflow_connections,
+            0..=crate::ServerConfig::OVERFLOW_CONNECTIONS_LIMIT,
         );
         if let Err(reason) = check_retry_after(self.retry_after) {
             v.push("retry_after", reason);
@@ -480,6 +493,7 @@ mod tests {
         OverloadConfig::default().validate().unwrap();
         let bad = OverloadConfig {
             max_requests: 0,
+            overflow_connections: 0,
             retry_after: Duration::from_millis(500),
         };
         let text = bad.validate().unwrap_err().to_string();
@@ -489,9 +503,10 @@ mod tests {
         );
         let big = OverloadConfig {
             max_requests: OverloadConfig::MAX_REQUESTS_LIMIT + 1,
+            overflow_connections: 10_001,
             retry_after: Duration::from_secs(3601),
         };
-        assert_eq!(big.validate().unwrap_err().total(), 2);
+        assert_eq!(big.validate().unwrap_err().total(), 3);
     }
 
     #[test]

@@ -162,6 +162,14 @@ impl ServerConfig {
         self
     }
 
+    /// [`overflow_connections`](Self::overflow_connections) and
+    /// [`retry_after`](Self::retry_after) from an [`OverloadConfig`](crate::OverloadConfig),
+    /// the section that also configures [`LoadShedLayer`](crate::LoadShedLayer).
+    pub fn overload(self, overload: &crate::OverloadConfig) -> Self {
+        self.overflow_connections(overload.overflow_connections)
+            .retry_after(overload.retry_after)
+    }
+
     /// Open connections from one client IP prefix (default 256, or `max_connections` if that
     /// is lower; `0` = no per-IP limit; otherwise at most `max_connections`). Connections over
     /// it are closed at once. The prefix is set by [`Self::per_ip_ipv4_prefix_len`] and
