@@ -130,7 +130,7 @@ impl ServerConfig {
     pub const OVERFLOW_CONNECTIONS_LIMIT: usize = 10_000;
 
     /// Open connections at once (default 10,000, at most [`Self::MAX_CONNECTIONS_LIMIT`]).
-    /// When reached, new connections are answered 503 while
+    /// When reached, new connections take the slot of an idle one or are answered 503 while
     /// [`overflow_connections`](Self::overflow_connections) allows, and otherwise wait in the
     /// kernel's backlog until one closes.
     pub fn max_connections(mut self, max: usize) -> Self {
@@ -138,18 +138,24 @@ impl ServerConfig {
         self
     }
 
-    /// Connections accepted past `max_connections` only to be answered (default 0, at most
-    /// [`Self::OVERFLOW_CONNECTIONS_LIMIT`]): each one's request gets `503 Service Unavailable`
-    /// with [`retry_after`](Self::retry_after) and `Connection: close` (HTTP/2: `GOAWAY`) at
-    /// once, without reaching the service, and the connection is closed after the answer or
-    /// after 2 s. Counted in `ravelin_proxy_connections_rejected_total{reason="max_connections"}`
-    /// and `ravelin_proxy_shed_total{reason="max_connections"}`.
+    /// Connections accepted past `max_connections` (default 0, at most
+    /// [`Self::OVERFLOW_CONNECTIONS_LIMIT`]). Each one first makes room, as nginx does when it
+    /// runs out of connections: an open connection with nothing in flight (an idle keep-alive
+    /// connection, or one that has not sent its first request) is closed, counted in
+    /// `ravelin_proxy_connections_closed_total{reason="reclaimed"}`, and the new connection
+    /// takes its slot. When there is none (every slot carries a request), its request gets
+    /// `503 Service Unavailable` with [`retry_after`](Self::retry_after) and `Connection:
+    /// close` (HTTP/2: `GOAWAY`) at once, without reaching the service, and the connection is
+    /// closed after the answer or after 2 s. Counted in
+    /// `ravelin_proxy_connections_rejected_total{reason="max_connections"}` and
+    /// `ravelin_proxy_shed_total{reason="max_connections"}`.
     ///
     /// This is what Envoy does past a listener's connection limit (accept, then close) and
     /// nginx's `limit_conn` (503), made explicit for the client: a client told to retry later
     /// can go elsewhere, where one left in the backlog waits for a connection to end, however
-    /// long that takes. With 0, connections past the limit wait in the backlog, which suits a
-    /// proxy behind a load balancer that treats a slow accept as a signal.
+    /// long that takes. With 0, connections past the limit wait in the backlog and nothing is
+    /// reclaimed, which suits a proxy behind a load balancer that treats a slow accept as a
+    /// signal.
     pub fn overflow_connections(mut self, max: usize) -> Self {
         self.overflow_connections = max;
         self
@@ -412,8 +418,8 @@ fn within<T: PartialOrd + Display>(
 /// `ravelin_proxy_shed_total{reason="max_connections"}` (503s on connections past the limit,
 /// see [`ServerConfig::overflow_connections`]) and
 /// `ravelin_proxy_connections_closed_total{reason}`, where `reason` is one of `completed`,
-/// `head_timeout`, `idle`, `header_read_timeout`, `keep_alive_timeout`, `shutdown`,
-/// `shutdown_forced` and `error`. Every accepted connection ends in exactly one of them
+/// `head_timeout`, `idle`, `header_read_timeout`, `keep_alive_timeout`, `reclaimed`,
+/// `shutdown`, `shutdown_forced` and `error`. Every accepted connection ends in exactly one of them
 /// (connections answered 503 past the limit are counted as rejected, not accepted).
 #[derive(Debug)]
 pub struct Server {
@@ -517,6 +523,9 @@ impl Server {
         let overflow_retry_after = crate::overload::retry_after_value(config.retry_after);
         let overflow_permits = Arc::new(Semaphore::new(config.overflow_connections));
         let mut overflow_tasks = JoinSet::new();
+        // Connections that could be reclaimed for one past the limit: kept only when there is
+        // overflow handling to use them.
+        let reclaimable = Reclaimable::new(config.overflow_connections > 0);
 
         let permits = Arc::new(Semaphore::new(config.max_connections));
         let per_ip = PerIp::new(
@@ -577,19 +586,38 @@ impl Server {
                 Slot::Overflow(overflow) => match Arc::clone(&permits).try_acquire_owned() {
                     Ok(permit) => permit,
                     Err(_) => {
-                        metrics.rejected_max_connections.increment(1);
-                        let _ = stream.set_nodelay(true);
-                        let served = crate::overload::serve_overflow(
-                            overflow_builder.clone(),
-                            stream,
-                            overflow_retry_after.clone(),
-                            metrics.shed_connections.clone(),
-                        );
-                        overflow_tasks.spawn(async move {
-                            let _slot = overflow;
-                            served.await;
-                        });
-                        continue;
+                        // As nginx does, first make room by closing a connection with nothing
+                        // in flight; the slot it frees goes to this connection.
+                        let freed = if reclaimable.reclaim_one() {
+                            tokio::select! {
+                                biased;
+                                () = &mut shutdown => break,
+                                permit = tokio::time::timeout(
+                                    RECLAIM_WAIT,
+                                    Arc::clone(&permits).acquire_owned(),
+                                ) => permit.ok().and_then(Result::ok),
+                            }
+                        } else {
+                            None
+                        };
+                        if let Some(permit) = freed {
+                            drop(overflow);
+                            permit
+                        } else {
+                            metrics.rejected_max_connections.increment(1);
+                            let _ = stream.set_nodelay(true);
+                            let served = crate::overload::serve_overflow(
+                                overflow_builder.clone(),
+                                stream,
+                                overflow_retry_after.clone(),
+                                metrics.shed_connections.clone(),
+                            );
+                            overflow_tasks.spawn(async move {
+                                let _slot = overflow;
+                                served.await;
+                            });
+                            continue;
+                        }
                     }
                 },
             };
@@ -616,6 +644,7 @@ impl Server {
                 active: metrics.active.clone(),
             };
             let state = Arc::new(ConnState::new());
+            let registered = reclaimable.register(&state);
             let service = ConnService {
                 inner: service.clone(),
                 peer: PeerAddr(peer),
@@ -630,7 +659,10 @@ impl Server {
             tasks.spawn(async move {
                 // Dropped on every exit, the shutdown abort included: frees the slots.
                 let _open = open;
-                let (reason, error) = supervise(connection, &state, timeouts, stopping).await;
+                let reclaim = registered.as_ref().map(|r| &*r.entry);
+                let (reason, error) =
+                    supervise(connection, &state, timeouts, stopping, reclaim).await;
+                drop(registered);
                 metrics.closed(reason).increment(1);
                 if let Some(error) = error {
                     // Client resets, timeouts and protocol errors are routine at an edge.
@@ -748,6 +780,8 @@ enum CloseReason {
     HeaderReadTimeout,
     /// An HTTP/2 keep-alive ping went unanswered.
     KeepAliveTimeout,
+    /// Closed with nothing in flight to make room for a connection past `max_connections`.
+    Reclaimed,
     /// Drained at shutdown.
     Shutdown,
     /// Still open at the shutdown deadline, closed without draining.
@@ -757,12 +791,13 @@ enum CloseReason {
 }
 
 impl CloseReason {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 9] = [
         Self::Completed,
         Self::HeadTimeout,
         Self::Idle,
         Self::HeaderReadTimeout,
         Self::KeepAliveTimeout,
+        Self::Reclaimed,
         Self::Shutdown,
         Self::ShutdownForced,
         Self::Error,
@@ -775,6 +810,7 @@ impl CloseReason {
             Self::Idle => "idle",
             Self::HeaderReadTimeout => "header_read_timeout",
             Self::KeepAliveTimeout => "keep_alive_timeout",
+            Self::Reclaimed => "reclaimed",
             Self::Shutdown => "shutdown",
             Self::ShutdownForced => "shutdown_forced",
             Self::Error => "error",
@@ -974,6 +1010,15 @@ enum Event {
     Done(Result<(), BoxError>),
     Stop,
     Tick,
+    Reclaim,
+}
+
+/// Completes when the connection is asked to make room; never without a registry.
+async fn reclaimed(reclaim: Option<&ReclaimEntry>) {
+    match reclaim {
+        Some(entry) => entry.reclaim.notified().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Drives one connection to its end, enforcing the head and idle deadlines and shutdown, and
@@ -983,6 +1028,7 @@ async fn supervise<C>(
     state: &ConnState,
     timeouts: Timeouts,
     mut stopping: watch::Receiver<bool>,
+    reclaim: Option<&ReclaimEntry>,
 ) -> (CloseReason, Option<BoxError>)
 where
     C: GracefulConnection<Error = BoxError>,
@@ -1011,6 +1057,7 @@ where
             // An error means the server is gone: stop as well.
             _ = stopping.changed(), if !stop_seen => Event::Stop,
             () = &mut timer => Event::Tick,
+            () = reclaimed(reclaim), if closing.is_none() => Event::Reclaim,
         };
         match event {
             Event::Done(result) => return outcome(result, closing.map(|(r, _)| r), state),
@@ -1021,6 +1068,21 @@ where
                     let now = origin.elapsed();
                     closing = Some((CloseReason::Shutdown, now));
                     timer.as_mut().reset(at(now.saturating_add(timeouts.grace)));
+                }
+            }
+            Event::Reclaim => {
+                // Only with nothing in flight. No request can start between this reading and
+                // the shutdown: requests start inside `conn`, which this task polls.
+                let snapshot = state.snapshot();
+                if snapshot.in_flight == 0 {
+                    conn.as_mut().graceful_shutdown();
+                    closing = Some((CloseReason::Reclaimed, snapshot.now));
+                    timer
+                        .as_mut()
+                        .reset(at(snapshot.now.saturating_add(timeouts.grace)));
+                } else if let Some(entry) = reclaim {
+                    // A request started meanwhile: not this one; it may be asked again later.
+                    entry.asked.store(false, Ordering::Release);
                 }
             }
             Event::Tick => {
@@ -1066,6 +1128,123 @@ fn outcome(
                 (true, false) => CloseReason::HeaderReadTimeout,
             };
             (reason, Some(error))
+        }
+    }
+}
+
+// === impl Reclaimable ===
+
+/// The longest a connection past the limit waits for the slot a reclaimed connection frees. A
+/// reclaimed connection has nothing in flight, so it closes at once; the bound only matters
+/// for a peer that will not let go (then it is dropped after `CLOSE_GRACE` anyway).
+const RECLAIM_WAIT: Duration = Duration::from_secs(2);
+
+/// How many registered connections one reclaim looks at, from a rotating cursor: enough to
+/// find an idle one when a few percent are idle, bounded when none is (the cost of a sample,
+/// as Redis's approximated LRU, instead of a scan of every connection).
+const RECLAIM_SAMPLE: usize = 64;
+
+/// The connections that could be closed to make room past `max_connections` (nginx's
+/// "reusable" connections): every open connection is registered, and one with nothing in
+/// flight — an idle keep-alive connection, or one that has not sent its first request yet — is
+/// asked to close. Touched once per connection open and close, and per reclaim; never per
+/// request.
+struct Reclaimable {
+    /// `None` when overflow handling is off: nothing is registered.
+    inner: Option<Arc<Mutex<Registry>>>,
+}
+
+#[derive(Default)]
+struct Registry {
+    entries: Vec<Option<Arc<ReclaimEntry>>>,
+    free: Vec<usize>,
+    cursor: usize,
+}
+
+struct ReclaimEntry {
+    state: Arc<ConnState>,
+    reclaim: tokio::sync::Notify,
+    /// Asked already: not picked twice.
+    asked: AtomicBool,
+}
+
+/// A registered connection; unregisters when dropped.
+struct Registered {
+    entry: Arc<ReclaimEntry>,
+    index: usize,
+    registry: Arc<Mutex<Registry>>,
+}
+
+impl Reclaimable {
+    fn new(enabled: bool) -> Self {
+        Self {
+            inner: enabled.then(|| Arc::new(Mutex::new(Registry::default()))),
+        }
+    }
+
+    fn register(&self, state: &Arc<ConnState>) -> Option<Registered> {
+        let registry = self.inner.as_ref()?;
+        let entry = Arc::new(ReclaimEntry {
+            state: Arc::clone(state),
+            reclaim: tokio::sync::Notify::new(),
+            asked: AtomicBool::new(false),
+        });
+        let mut r = registry.lock().unwrap_or_else(PoisonError::into_inner);
+        let index = match r.free.pop() {
+            Some(index) => {
+                if let Some(slot) = r.entries.get_mut(index) {
+                    *slot = Some(Arc::clone(&entry));
+                }
+                index
+            }
+            None => {
+                r.entries.push(Some(Arc::clone(&entry)));
+                r.entries.len().saturating_sub(1)
+            }
+        };
+        Some(Registered {
+            entry,
+            index,
+            registry: Arc::clone(registry),
+        })
+    }
+
+    /// Asks one connection with nothing in flight to close; `false` when none was found among
+    /// the sampled ones.
+    fn reclaim_one(&self) -> bool {
+        let Some(registry) = &self.inner else {
+            return false;
+        };
+        let mut r = registry.lock().unwrap_or_else(PoisonError::into_inner);
+        let len = r.entries.len();
+        if len == 0 {
+            return false;
+        }
+        let start = r.cursor % len;
+        for step in 0..len.min(RECLAIM_SAMPLE) {
+            let index = (start + step) % len;
+            let Some(Some(entry)) = r.entries.get(index) else {
+                continue;
+            };
+            if entry.state.in_flight.load(Ordering::Acquire) == 0
+                && !entry.asked.swap(true, Ordering::AcqRel)
+            {
+                entry.reclaim.notify_one();
+                r.cursor = index.wrapping_add(1);
+                return true;
+            }
+        }
+        r.cursor = start.wrapping_add(RECLAIM_SAMPLE);
+        false
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut r = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(slot) = r.entries.get_mut(self.index) {
+            *slot = None;
+            r.free.push(self.index);
         }
     }
 }

@@ -373,6 +373,85 @@ async fn connections_past_max_connections_are_answered_503_at_once() {
     proxy.stop().await;
 }
 
+/// At `max_connections = 2`, one slot held by a request and one by a socket that has sent
+/// nothing: a new connection takes the silent socket's slot (closed as `reclaimed`, as nginx
+/// reuses connections with nothing in flight) and is served; the next one, with both slots
+/// carrying requests, is answered 503 at once.
+#[tokio::test]
+async fn a_connection_with_nothing_in_flight_makes_room_before_anyone_gets_503() {
+    let mut origin = HeldOrigin::start().await;
+    let recorder = Arc::new(PrometheusBuilder::new().build_recorder());
+    let upstream = metrics::with_local_recorder(&*recorder, || {
+        Upstream::builder("held", origin.url()).build().unwrap()
+    });
+    let proxy = {
+        let config = ServerConfig::default()
+            .max_connections(2)
+            .overload(&OverloadConfig {
+                overflow_connections: 4,
+                ..OverloadConfig::default()
+            });
+        let bound = Server::bind("127.0.0.1:0".parse().unwrap(), config);
+        let _guard = metrics::set_default_local_recorder(&*recorder);
+        let server = bound.await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(Forward::new(upstream), async {
+            let _ = stopped.await;
+        }));
+        Proxy {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    };
+
+    let mut busy = raw_get(proxy.addr, "/busy").await;
+    origin.arrived(1).await;
+    let mut silent = TcpStream::connect(proxy.addr).await.unwrap();
+    eventually("the silent socket holds the second slot", || {
+        metric(&recorder, "ravelin_proxy_connections_active") == 2.0
+    })
+    .await;
+
+    let mut newcomer = raw_get(proxy.addr, "/newcomer").await;
+    // The newcomer's request reached the origin: it was admitted, in the silent socket's slot.
+    origin.arrived(1).await;
+    assert_eq!(read_to_close(&mut silent).await, "");
+    eventually("the silent socket is counted as reclaimed", || {
+        metric(
+            &recorder,
+            "ravelin_proxy_connections_closed_total{reason=\"reclaimed\"}",
+        ) == 1.0
+    })
+    .await;
+
+    // Both slots now carry requests: nothing to reclaim, so 503 at once.
+    let mut late = raw_get(proxy.addr, "/late").await;
+    let answer = read_to_close(&mut late).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert_eq!(origin.count.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        metric(
+            &recorder,
+            "ravelin_proxy_connections_rejected_total{reason=\"max_connections\"}"
+        ),
+        1.0
+    );
+
+    origin.release();
+    for stream in [&mut busy, &mut newcomer] {
+        let mut head = [0u8; 12];
+        tokio::time::timeout(BOUND, stream.read_exact(&mut head))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+    }
+    drop((busy, newcomer));
+    proxy.stop().await;
+}
+
 #[test]
 fn overflow_and_retry_after_bounds_are_checked() {
     let base = ServerConfig::default;
