@@ -17,15 +17,16 @@ pub(crate) type SharedClock = Arc<dyn Clock<Instant = Nanos>>;
 /// `Instant::now()` (a vDSO `clock_gettime`) costs about 20 ns on the project's benchmark VM,
 /// and every evaluation reads it twice. `quanta` falls back to the OS monotonic clock where the
 /// counter is not invariant. The default is held by value, not behind `dyn`, so the two reads
-/// inline. When the layer was given a clock
+/// inline, and marks are raw counter values ([`MonotonicClock::ticks`]) scaled to a duration
+/// once per evaluation. When the layer was given a clock
 /// ([`GuardLayerBuilder::clock`](crate::GuardLayerBuilder::clock)), the budget is measured on
 /// that clock instead, so tests can make a guard overrun by advancing a
 /// [`ManualClock`](crate::ManualClock) inside it.
 #[derive(Clone)]
 pub(crate) enum Stopwatch {
-    /// The time-stamp counter.
+    /// The time-stamp counter; marks are raw counter values ([`MonotonicClock::ticks`]).
     Counter(MonotonicClock),
-    /// The injected clock.
+    /// The injected clock; marks are its [`Nanos`] as numbers.
     Injected(SharedClock),
 }
 
@@ -40,20 +41,24 @@ impl Stopwatch {
         Stopwatch::Injected(clock)
     }
 
-    /// The current mark: one clock read.
+    /// The current mark: one clock read. Its unit is the stopwatch's own (a stopwatch never
+    /// changes clock), so marks are only compared by the stopwatch that took them.
     #[inline]
-    pub(crate) fn mark(&self) -> Nanos {
+    pub(crate) fn mark(&self) -> u64 {
         match self {
-            Stopwatch::Counter(clock) => clock.now(),
-            Stopwatch::Injected(clock) => clock.now(),
+            Stopwatch::Counter(clock) => clock.ticks(),
+            Stopwatch::Injected(clock) => clock.now().as_u64(),
         }
     }
 
-    /// The time between two marks (zero if `end` reads before `start`, as counters of two
-    /// cores may by a few nanoseconds).
+    /// The time between two marks of this stopwatch (zero if `end` reads before `start`, as
+    /// counters of two cores may by a few nanoseconds).
     #[inline]
-    pub(crate) fn between(&self, start: Nanos, end: Nanos) -> Duration {
-        end - start
+    pub(crate) fn between(&self, start: u64, end: u64) -> Duration {
+        match self {
+            Stopwatch::Counter(clock) => clock.between(start, end),
+            Stopwatch::Injected(_) => Nanos::new(end) - Nanos::new(start),
+        }
     }
 }
 

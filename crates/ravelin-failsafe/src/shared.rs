@@ -13,8 +13,6 @@ use http::{Request, Response};
 use ravelin_primitives::{KillSwitch, LogLimiter};
 
 use crate::circuit::{Breaker, CircuitBreakerConfig, CircuitState, Transition};
-use ravelin_primitives::clock::Nanos;
-
 use crate::clock::{SharedClock, Stopwatch};
 use crate::guard::{Annotations, GuardError, SkipReason, Skipped, Verdict};
 use crate::metrics::{Metrics, Outcome};
@@ -109,7 +107,7 @@ pub(crate) struct Shared {
 /// When one guard evaluation started, and whether its duration goes to the histogram.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timing {
-    start: Nanos,
+    start: u64,
     sampled: bool,
 }
 

@@ -253,6 +253,34 @@ impl Default for MonotonicClock {
     }
 }
 
+impl MonotonicClock {
+    /// The counter as it is, unscaled: one read and nothing else. A value meaningful only to
+    /// this clock's [`between`](Self::between): for timing a span with two reads scaled once,
+    /// where [`now`](Clock::now) would scale both (a guard's budget is checked on every request
+    /// this way).
+    #[inline]
+    pub fn ticks(&self) -> u64 {
+        self.clock.raw()
+    }
+
+    /// The time between two [`ticks`](Self::ticks) readings of this clock; zero if `end` reads
+    /// before `start` (counters of two cores may disagree by a few nanoseconds).
+    ///
+    /// ```
+    /// use ravelin_primitives::clock::MonotonicClock;
+    ///
+    /// let clock = MonotonicClock::new();
+    /// let start = clock.ticks();
+    /// let took = clock.between(start, clock.ticks());
+    /// assert!(took < std::time::Duration::from_secs(1));
+    /// assert_eq!(clock.between(clock.ticks(), start), std::time::Duration::ZERO);
+    /// ```
+    #[inline]
+    pub fn between(&self, start: u64, end: u64) -> Duration {
+        Duration::from_nanos(self.clock.delta_as_nanos(start, end))
+    }
+}
+
 impl Clock for MonotonicClock {
     type Instant = Nanos;
 
@@ -521,6 +549,22 @@ mod tests {
         let elapsed = copy.now() - t0;
         assert!(elapsed >= Duration::from_millis(1), "{elapsed:?}");
         assert!(elapsed < Duration::from_secs(60), "{elapsed:?}");
+    }
+
+    #[test]
+    fn monotonic_ticks_time_a_span_like_now() {
+        let clock = MonotonicClock::new();
+        let (t0, n0) = (clock.ticks(), clock.now());
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_millis(2) {}
+        let (t1, n1) = (clock.ticks(), clock.now());
+        let by_ticks = clock.between(t0, t1);
+        assert!(by_ticks >= Duration::from_millis(1), "{by_ticks:?}");
+        // The two ways of measuring agree to well under a millisecond.
+        let by_now = n1 - n0;
+        let gap = by_ticks.abs_diff(by_now);
+        assert!(gap < Duration::from_millis(1), "{by_ticks:?} vs {by_now:?}");
+        assert_eq!(clock.between(t1, t0), Duration::ZERO);
     }
 
     #[test]
