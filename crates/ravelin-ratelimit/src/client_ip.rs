@@ -22,6 +22,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use http::HeaderMap;
 use http::header::{FORWARDED, HeaderName};
 use ipnet::IpNet;
+use ravelin_http::list::split_quoted;
+use ravelin_http::trim_ows as trim;
 
 /// The most forwarding-header entries examined per request.
 pub const MAX_HOPS: usize = 32;
@@ -170,7 +172,7 @@ fn x_forwarded_for_rev<'h>(
 fn forwarded_for_rev(headers: &HeaderMap) -> impl Iterator<Item = Option<IpAddr>> + '_ {
     let mut last: VecDeque<&[u8]> = VecDeque::with_capacity(MAX_HOPS);
     for line in headers.get_all(FORWARDED) {
-        for element in split_elements(line.as_bytes()) {
+        for element in split_quoted(line.as_bytes(), b',') {
             if last.len() >= MAX_HOPS {
                 last.pop_front();
             }
@@ -190,64 +192,12 @@ fn single(headers: &HeaderMap, name: &HeaderName) -> Option<IpAddr> {
     parse_node(trim(value.as_bytes()))
 }
 
-fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes
-        .iter()
-        .position(|b| !matches!(b, b' ' | b'\t'))
-        .unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !matches!(b, b' ' | b'\t'))
-        .map_or(start, |p| p.saturating_add(1));
-    bytes.get(start..end).unwrap_or(&[])
-}
-
-/// Splits a `Forwarded` field value into elements at commas outside quoted strings.
-fn split_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = Some(value);
-    std::iter::from_fn(move || {
-        let current = rest?;
-        let mut quoted = false;
-        let mut escaped = false;
-        for (i, &b) in current.iter().enumerate() {
-            if escaped {
-                escaped = false;
-            } else if quoted && b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                quoted = !quoted;
-            } else if b == b',' && !quoted {
-                rest = current.get(i.saturating_add(1)..);
-                return current.get(..i);
-            }
-        }
-        rest = None;
-        Some(current)
-    })
-}
-
 /// The address in a `Forwarded` element's `for` parameter (RFC 7239 §4, §6).
 fn forwarded_element_for(element: &[u8]) -> Option<IpAddr> {
     let mut found = None;
-    let mut pairs = element;
-    loop {
-        // Split off one `token=value` pair at a `;` outside quotes.
-        let mut quoted = false;
-        let mut escaped = false;
-        let mut end = pairs.len();
-        for (i, &b) in pairs.iter().enumerate() {
-            if escaped {
-                escaped = false;
-            } else if quoted && b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                quoted = !quoted;
-            } else if b == b';' && !quoted {
-                end = i;
-                break;
-            }
-        }
-        let pair = trim(pairs.get(..end)?);
+    // `token=value` pairs, split at `;` outside quotes.
+    for pair in split_quoted(element, b';') {
+        let pair = trim(pair);
         if let Some(eq) = pair.iter().position(|&b| b == b'=') {
             let (name, value) = (
                 trim(pair.get(..eq)?),
@@ -260,10 +210,6 @@ fn forwarded_element_for(element: &[u8]) -> Option<IpAddr> {
                 }
                 found = Some(unquote(value)?);
             }
-        }
-        match pairs.get(end.saturating_add(1)..) {
-            Some(rest) if end < pairs.len() => pairs = rest,
-            _ => break,
         }
     }
     parse_node(&found?)
@@ -322,7 +268,9 @@ pub fn parse_x_forwarded_for(value: &[u8]) -> Vec<Option<IpAddr>> {
 /// Parses a `Forwarded` value into the `for` address of each element, left to right (`None` for
 /// an element without a usable one). Exposed for fuzzing and tests.
 pub fn parse_forwarded(value: &[u8]) -> Vec<Option<IpAddr>> {
-    split_elements(value).map(forwarded_element_for).collect()
+    split_quoted(value, b',')
+        .map(forwarded_element_for)
+        .collect()
 }
 
 #[cfg(test)]
