@@ -371,12 +371,11 @@ fn skip_to_comma(s: &[u8], i: &mut usize) {
     }
 }
 
-/// Whether a `Pragma` field lists `no-cache` (RFC 9111 §5.4).
+/// Whether a `Pragma` field lists `no-cache` (RFC 9111 §5.4). A `no-cache` inside an
+/// extension's quoted-string (`x="a, no-cache"`) is not a member.
 pub fn pragma_no_cache<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -> bool {
     values.into_iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|t| trim_ows(t).eq_ignore_ascii_case(b"no-cache"))
+        ravelin_http::split_list(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"no-cache"))
     })
 }
 
@@ -882,6 +881,11 @@ mod tests {
         assert!(pragma_no_cache([&v]));
         let v = HeaderValue::from_static("unrecognised-extension");
         assert!(!pragma_no_cache([&v]));
+        // Inside an extension's quoted-string, no-cache is not a member.
+        let v = HeaderValue::from_static(r#"x="a, no-cache, b""#);
+        assert!(!pragma_no_cache([&v]));
+        let v = HeaderValue::from_static(r#"x="a, b", no-cache"#);
+        assert!(pragma_no_cache([&v]));
     }
 
     #[test]

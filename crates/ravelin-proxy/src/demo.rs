@@ -229,8 +229,9 @@ fn asset<B>(
     let not_modified = request
         .headers()
         .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+        .is_some_and(|v| {
+            ravelin_http::split_list(v.as_bytes()).any(|t| t == etag.as_bytes() || t == b"*")
+        });
     let mut response = if not_modified {
         respond(
             StatusCode::NOT_MODIFIED,

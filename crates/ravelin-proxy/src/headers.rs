@@ -56,13 +56,13 @@ pub fn remove_hop_by_hop_except(headers: &mut HeaderMap, protected: &[HeaderName
     // Collect the names listed in Connection before removing it (bounded; invalid tokens are
     // ignored: they could not name a field we would forward anyway).
     let named = ravelin_http::connection_options(headers);
+    // `TE: trailers, gzip;q="0.5"`: members split outside quoted-strings, then the coding
+    // name before any `;` parameter.
     let wants_trailers = headers.get_all(header::TE).iter().any(|v| {
-        v.to_str().is_ok_and(|t| {
-            t.split(',').any(|p| {
-                p.split(';')
-                    .next()
-                    .is_some_and(|n| n.trim().eq_ignore_ascii_case("trailers"))
-            })
+        ravelin_http::split_list(v.as_bytes()).any(|member| {
+            ravelin_http::list::split_quoted(member, b';')
+                .next()
+                .is_some_and(|name| ravelin_http::trim_ows(name).eq_ignore_ascii_case(b"trailers"))
         })
     });
     for name in named {
@@ -257,6 +257,13 @@ mod tests {
         let mut h = map(&[("te", "gzip")]);
         remove_hop_by_hop(&mut h);
         assert!(h.get("te").is_none());
+        // A quoted parameter holding a comma does not make a member of its own.
+        let mut h = map(&[("te", r#"x;p="a, trailers""#)]);
+        remove_hop_by_hop(&mut h);
+        assert!(h.get("te").is_none());
+        let mut h = map(&[("te", r#"x;p="a, b" , Trailers"#)]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.get("te").unwrap(), "trailers");
     }
 
     #[test]
