@@ -19,8 +19,8 @@ mod server;
 
 pub use admin::{Admin, AdminBuilder, ModuleStatus, Purge};
 pub use body::{ForwardBody, ForwardBodyError};
-pub use error::{ServerError, UpstreamError};
 pub use dns::{DnsConfig, NameResolver, SystemResolver};
+pub use error::{ServerError, UpstreamError};
 pub use forward::{BoxError, ClientScheme, Forward, Resolve, Target, Upstream, UpstreamBuilder};
 pub use health::HealthConfig;
 pub use ingress::{
