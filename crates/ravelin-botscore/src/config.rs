@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use http::header::HeaderName;
 use ravelin_config::{Validate, Violations};
+use ravelin_failsafe::GuardConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::actions::{Route, validate_default_route, validate_routes};
@@ -17,9 +18,11 @@ use crate::verified::VerifiedBots;
 ///
 /// ```
 /// # let text = r#"
-/// model = "/etc/ravelin/botscore.json"
+/// feature_file = "/etc/ravelin/botscore.json"
 /// watch_interval = "10s"
 /// reasons_header = "x-bot-score-reasons"
+///
+/// [guard]            # how scoring fails: ravelin-failsafe's GuardConfig
 /// timeout = "5ms"
 ///
 /// [[routes]]
@@ -43,7 +46,8 @@ use crate::verified::VerifiedBots;
 /// ```
 ///
 /// Every field has a default: an empty table scores with the shipped model, annotates every
-/// request and enforces nothing.
+/// request and enforces nothing. The keys, their defaults and their limits are listed once, in
+/// the crate README's configuration table; the edge proxy's `[botscore]` table *is* this type.
 ///
 /// [`Validate::validate`] refuses everything [`guard`](Self::guard) and
 /// [`layer`](Self::layer) would, naming each field (`routes[0].prefix: "login" must start
@@ -53,16 +57,19 @@ use crate::verified::VerifiedBots;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BotScoreConfig {
-    /// The feature file. Absent: the shipped model only.
+    /// The feature file (the model). Absent: the shipped model only.
     #[serde(default)]
-    pub model: Option<PathBuf>,
-    /// How often the feature file is checked for changes (default 10 s).
+    pub feature_file: Option<PathBuf>,
+    /// How often the feature file is checked for changes (default 1 s; `0s`: only when asked,
+    /// e.g. on a reload). Otherwise at least 10 ms and at most 1 h.
     #[serde(default = "default_watch_interval", with = "humantime_serde")]
     pub watch_interval: Duration,
-    /// The guard's time budget (default 100 ms, the failsafe default; scoring takes
-    /// microseconds).
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
+    /// How scoring fails: `ravelin-failsafe`'s [`GuardConfig`] (failure mode, time budget,
+    /// fail-closed answer, circuit breaker). Its defaults: open, 100 ms — scoring takes
+    /// microseconds, but the budget is wall-clock time and a preempted thread must not leave
+    /// requests unscored.
+    #[serde(default)]
+    pub guard: GuardConfig,
     /// Per-prefix policies.
     #[serde(default)]
     pub routes: Vec<Route>,
@@ -86,12 +93,15 @@ pub struct BotScoreConfig {
     pub fingerprint_header: Option<String>,
 }
 
-fn default_watch_interval() -> Duration {
-    Duration::from_secs(10)
-}
+/// The shortest non-zero `watch_interval`.
+pub const MIN_WATCH_INTERVAL: Duration = Duration::from_millis(10);
+/// The longest `watch_interval`.
+pub const MAX_WATCH_INTERVAL: Duration = Duration::from_secs(3600);
 
-fn default_timeout() -> Duration {
-    ravelin_failsafe::DEFAULT_TIMEOUT
+/// One second, as the edge proxy polls its own config file: a feature file pushed to fix a
+/// problem is in force within a second, and a poll costs one `stat` when nothing changed.
+fn default_watch_interval() -> Duration {
+    Duration::from_secs(1)
 }
 
 fn default_score_header() -> String {
@@ -105,9 +115,9 @@ fn default_verified_header() -> String {
 impl Default for BotScoreConfig {
     fn default() -> Self {
         Self {
-            model: None,
+            feature_file: None,
             watch_interval: default_watch_interval(),
-            timeout: default_timeout(),
+            guard: GuardConfig::default(),
             routes: Vec::new(),
             default_route: Route::default(),
             verified_bots: VerifiedBots::default(),
@@ -146,19 +156,14 @@ impl Validate for BotScoreConfig {
         if let Some(name) = &self.fingerprint_header {
             header("fingerprint_header", name);
         }
-        if self.timeout.is_zero() {
+        if let Err(guard) = self.guard.validate() {
+            v.merge_under("guard", guard);
+        }
+        let watch = self.watch_interval;
+        if !watch.is_zero() && !(MIN_WATCH_INTERVAL..=MAX_WATCH_INTERVAL).contains(&watch) {
             v.push(
-                "timeout",
-                "must be greater than zero (every evaluation would time out)",
-            );
-        } else if self.timeout > ravelin_failsafe::MAX_GUARD_TIMEOUT {
-            v.push(
-                "timeout",
-                format!(
-                    "{:?} is longer than the limit of {:?}: a guard's budget is per request",
-                    self.timeout,
-                    ravelin_failsafe::MAX_GUARD_TIMEOUT
-                ),
+                "watch_interval",
+                format!("{watch:?} must be 0s (not watched) or within 10ms..=1h"),
             );
         }
         v.into_result()
@@ -166,13 +171,13 @@ impl Validate for BotScoreConfig {
 }
 
 impl BotScoreConfig {
-    /// The scorer: from [`model`](Self::model) through [`model_store`](crate::model_store)
+    /// The scorer: from [`feature_file`](Self::feature_file) through [`model_store`](crate::model_store)
     /// (shipped model until a valid file is read), or the shipped model alone.
     ///
     /// # Errors
     /// [`BuildError::Model`] only when the shipped model is unusable and the file is too.
     pub fn scorer(&self) -> Result<Scorer, BuildError> {
-        match &self.model {
+        match &self.feature_file {
             Some(path) => Scorer::from_file(path).map_err(|r| BuildError::Model(r.to_string())),
             None => Scorer::builtin().map_err(|e| BuildError::Model(e.to_string())),
         }
@@ -182,7 +187,7 @@ impl BotScoreConfig {
     ///
     /// # Errors
     /// [`BuildError::Config`] with every violation [`Validate::validate`] finds (invalid header
-    /// names, routes, verified-bot entries, a zero timeout).
+    /// names, routes, verified-bot entries, the guard's failure settings, the watch interval).
     pub fn guard(&self, scorer: Scorer) -> Result<BotGuard, BuildError> {
         self.validate().map_err(BuildError::Config)?;
         let header = |field: &str, value: &str| {
@@ -213,17 +218,18 @@ impl BotScoreConfig {
     }
 
     /// The layer: [`scorer`](Self::scorer), [`guard`](Self::guard), [`BotScoreLayer`] with the
-    /// configured timeout. Start following the file with
+    /// failure policy, time budget and circuit breaker of [`guard`](field@Self::guard). Unless
+    /// `watch_interval` is zero, start following the file with
     /// `layer.guard().scorer().store().map(|s| s.watch(config.watch_interval))` inside a Tokio
     /// runtime. For a kill switch or other guard settings, build the layer yourself:
-    /// `BotScoreLayer::builder(config.guard(config.scorer()?)?).timeout(config.timeout)…`.
+    /// `BotScoreLayer::builder(config.guard(config.scorer()?)?).guard_config(&config.guard)…`.
     ///
     /// # Errors
     /// [`BuildError`].
     pub fn layer(&self) -> Result<BotScoreLayer, BuildError> {
         let guard = self.guard(self.scorer()?)?;
         BotScoreLayer::builder(guard)
-            .timeout(self.timeout)
+            .guard_config(&self.guard)
             .build()
             .map_err(BuildError::Guard)
     }
@@ -263,6 +269,13 @@ mod tests {
             toml::from_str::<BotScoreConfig>("modle = \"x\"").is_err(),
             "typos are errors"
         );
+        // The keys this type used to have are unknown now, not silently ignored.
+        for old in ["model = \"x\"", "timeout = \"5ms\""] {
+            let err = toml::from_str::<BotScoreConfig>(old)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("unknown field"), "{old}: {err}");
+        }
     }
 
     #[test]
@@ -286,10 +299,17 @@ mod tests {
             ),
             ("reasons_header = \"a b\"", "reasons_header"),
             ("fingerprint_header = \"\"", "fingerprint_header"),
-            ("timeout = \"0s\"", "timeout: must be greater than zero"),
             (
-                "timeout = \"2m\"",
-                "timeout: 120s is longer than the limit of 60s",
+                "[guard]\ntimeout = \"0s\"",
+                "guard.timeout: must be greater than zero",
+            ),
+            ("[guard]\nfailure_status = 200", "guard.failure_status"),
+            ("[guard.circuit]\nwindow = 100000", "guard.circuit"),
+            ("watch_interval = \"1ms\"", "watch_interval"),
+            ("watch_interval = \"2h\"", "watch_interval"),
+            (
+                "[guard]\ntimeout = \"2m\"",
+                "guard.timeout: 120s is longer than the limit of 60s",
             ),
             (
                 "[[verified_bots.bots]]\nname = \"x\"\nuser_agent_token = \"X\"\nranges = []",
@@ -309,13 +329,31 @@ mod tests {
         )
         .unwrap();
         assert!(documented.validate().is_ok());
+        let unwatched: BotScoreConfig = toml::from_str("watch_interval = \"0s\"").unwrap();
+        assert!(unwatched.validate().is_ok(), "0s: not watched");
+    }
+
+    #[test]
+    fn the_guard_table_is_failsafes_and_reaches_the_layer() {
+        let config: BotScoreConfig = toml::from_str(
+            "[guard]\nfailure_mode = \"closed\"\ntimeout = \"7ms\"\nfailure_status = 429\n",
+        )
+        .unwrap();
+        let layer = config.layer().unwrap();
+        let handle = layer.handle();
+        assert_eq!(handle.failure_mode(), ravelin_failsafe::FailureMode::Closed);
+        assert_eq!(handle.timeout(), Duration::from_millis(7));
+        assert_eq!(handle.name(), crate::GUARD_NAME);
+        let defaults = BotScoreConfig::default().layer().unwrap().handle();
+        assert_eq!(defaults.failure_mode(), ravelin_failsafe::FailureMode::Open);
+        assert_eq!(defaults.timeout(), ravelin_failsafe::DEFAULT_TIMEOUT);
     }
 
     #[test]
     fn model_path_gives_a_watchable_store() {
         let dir = tempfile::tempdir().unwrap();
         let config = BotScoreConfig {
-            model: Some(dir.path().join("missing.json")),
+            feature_file: Some(dir.path().join("missing.json")),
             ..BotScoreConfig::default()
         };
         let layer = config.layer().unwrap();

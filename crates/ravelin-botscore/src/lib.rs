@@ -27,7 +27,7 @@ pub use actions::{
     Action, MAX_BODY_BYTES, MAX_ROUTES, ResponseTemplate, Route, validate_default_route,
     validate_routes,
 };
-pub use config::BotScoreConfig;
+pub use config::{BotScoreConfig, MAX_WATCH_INTERVAL, MIN_WATCH_INTERVAL};
 pub use features::{FeatureKind, MAX_PARAM_LEN};
 pub use guard::{
     BotDecision, BotGuard, BotGuardBuilder, BuildError, DEFAULT_REASONS_HEADER,
