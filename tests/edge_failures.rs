@@ -215,9 +215,13 @@ async fn config_reload_under_load_fails_no_request() {
         // Each generation changes the modules' policies and limits; even ones are also reloaded
         // through the admin API, odd ones only by the file watcher.
         let text = config(&format!(
-            "{GENEROUS_RATELIMIT}\n[botscore.guard]\ntimeout = \"{}ms\"\n[botscore]\nforward_reasons = {}\n[cache]\nmax_bytes = {}\n",
+            "{GENEROUS_RATELIMIT}\n[botscore.guard]\ntimeout = \"{}ms\"\n[botscore]\n{}\n[cache]\nmax_capacity_bytes = {}\n",
             10 + i,
-            i % 2 == 0,
+            if i % 2 == 0 {
+                "reasons_header = \"x-bot-score-reasons\""
+            } else {
+                ""
+            },
             64 * 1024 * 1024 + u64::from(i)
         ));
         support::write_atomically(&harness.config_path, text.as_bytes());

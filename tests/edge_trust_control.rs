@@ -22,14 +22,14 @@ const UNAPPLIABLE: &[(&str, &str, &str)] = &[
         "routes[0].prefix",
     ),
     (
-        "a zero cache",
-        "[cache]\nmax_bytes = 0\n",
-        "cache.max_bytes",
+        "a cache too small to hold anything",
+        "[cache]\nmax_capacity_bytes = 0\n",
+        "cache.max_capacity_bytes",
     ),
     (
         "a 64 GiB cache on a 24 GiB machine",
-        "[cache]\nmax_bytes = 68719476736\n",
-        "max_capacity_bytes",
+        "[cache]\nmax_capacity_bytes = 68719476736\n",
+        "cache.max_capacity_bytes",
     ),
     (
         "max_connections past tokio's semaphore",

@@ -581,7 +581,7 @@ async fn spoofed_headers_never_reach_the_origin_with_bot_scoring_off() {
             &origin,
             "spoof-off",
             "",
-            "[botscore]\nenabled = false\nscore_header = \"x-edge-score\"\n",
+            "[modules.botscore]\nenabled = false\n[botscore]\nscore_header = \"x-edge-score\"\n",
         ),
         None,
     )

@@ -101,9 +101,9 @@ fn check(args: &Args) -> ExitCode {
                     ""
                 },
                 config.routes.len(),
-                on_off(config.ratelimit.enabled),
-                on_off(config.botscore.enabled),
-                on_off(config.cache.enabled),
+                on_off(config.modules.get("ratelimit").enabled),
+                on_off(config.modules.get("botscore").enabled),
+                on_off(config.modules.get("cache").enabled),
             );
             ExitCode::SUCCESS
         }

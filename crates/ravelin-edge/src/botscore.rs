@@ -1,18 +1,18 @@
-//! The bot-score slot: `ravelin-botscore`'s guard in its failure policy, scoring with the model of
-//! a hot-reloaded feature file.
+//! The bot-score module: `ravelin-botscore`'s guard in its failure policy, scoring with the model
+//! of a hot-reloaded feature file. `[botscore]` is the crate's own [`BotScoreConfig`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use http::HeaderName;
 use hyper::body::Incoming;
-use ravelin_botscore::{BotGuard, DEFAULT_MAX_FILE_BYTES, DEFAULT_REASONS_HEADER, Model, Scorer};
-use ravelin_config::{Format, Store, Switchboard, WatchHandle};
+use ravelin_botscore::{BotGuard, BotScoreConfig, DEFAULT_MAX_FILE_BYTES, Model, Scorer};
+use ravelin_config::{Format, Store, Validate, Violations, WatchHandle};
 use ravelin_failsafe::GuardLayer;
 use ravelin_proxy::ModuleStatus;
 use serde_json::json;
 
-use crate::config::{BotScoreSection, EdgeConfig};
-use crate::modules::{apply_killed, guard_layer, guard_status};
+use crate::config::EdgeConfig;
+use crate::modules::{Apply, BoxFuture, Followed, Module, guard_layer, guard_status};
 use crate::stack::{EdgeService, Slot, layered};
 
 /// The module name: the guard's own ([`ravelin_botscore::GUARD_NAME`]), which names its kill
@@ -20,160 +20,141 @@ use crate::stack::{EdgeService, Slot, layered};
 pub(crate) const NAME: &str = ravelin_botscore::GUARD_NAME;
 
 /// The bot module: the feature-file store (with its watcher) and the guard layer.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub(crate) struct BotModule {
-    store: Store<Model>,
-    watch: Option<Arc<WatchHandle>>,
-    layer: GuardLayer<BotGuard>,
-    forward: ForwardStrip,
+    state: Option<State>,
 }
 
-/// Client-sent copies of the score headers, removed before the guard so a client cannot forge
-/// its score even when the guard is skipped (killed or failed open).
 #[derive(Clone)]
-struct ForwardStrip {
-    names: Arc<[HeaderName]>,
+struct State {
+    store: Store<Model>,
+    /// Following the file (started at commit; shared by the copies of one running module).
+    watch: Option<Arc<WatchHandle>>,
+    /// How often the file is checked (`watch_interval`; zero: never).
+    interval: Duration,
+    layer: GuardLayer<BotGuard>,
 }
 
-impl BotModule {
-    /// Builds, updates or removes the module for `config`. The feature-file store survives
-    /// reloads unless its path changed; the guard layer (and its circuit breaker) is rebuilt only
-    /// when the bot settings changed.
-    ///
-    /// # Errors
-    /// A description of what could not be built.
-    pub(crate) fn update(
-        previous: Option<Self>,
-        old: Option<&EdgeConfig>,
-        config: &EdgeConfig,
-        switchboard: &Switchboard,
-    ) -> Result<Option<Self>, String> {
-        let section = &config.botscore;
-        let switch = switchboard.switch(NAME);
-        apply_killed(
-            &switch,
-            old.filter(|o| o.botscore.enabled)
-                .map(|o| o.botscore.killed),
-            section.killed,
-        );
-        if !section.enabled {
-            return Ok(None);
+impl Module for BotModule {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    /// The crate's own validation, which refuses everything `BotScoreConfig::guard` (the
+    /// build below) refuses.
+    fn check(&self, config: &EdgeConfig, v: &mut Violations) {
+        if let Err(violations) = config.botscore.validate() {
+            v.merge_under("botscore", violations);
         }
-        if let (Some(previous), Some(old)) = (&previous, old)
-            && old.botscore == *section
-        {
-            return Ok(Some(previous.clone()));
+    }
+
+    /// The feature-file store survives reloads unless its path or watch interval changed; the
+    /// guard layer (and its circuit breaker) is rebuilt only when the bot settings changed.
+    fn update(&mut self, apply: &Apply<'_>) -> Result<(), String> {
+        let section = &apply.config.botscore;
+        let previous = apply.previous.map(|p| &p.botscore);
+        if self.state.is_some() && previous == Some(section) {
+            return Ok(());
         }
-        let same_file = old.is_some_and(|o| {
-            o.botscore.feature_file == section.feature_file
-                && o.botscore.watch_interval == section.watch_interval
+        let same_file = previous.is_some_and(|p| {
+            p.feature_file == section.feature_file && p.watch_interval == section.watch_interval
         });
-        let (store, watch) = match previous {
-            Some(previous) if same_file => (previous.store, previous.watch),
-            _ => {
-                let store = feature_store(section.feature_file.as_deref())?;
-                let watch = (section.feature_file.is_some() && !section.watch_interval.is_zero())
-                    .then(|| Arc::new(store.watch(section.watch_interval)));
-                (store, watch)
-            }
+        let (store, watch) = match &self.state {
+            Some(running) if same_file => (running.store.clone(), running.watch.clone()),
+            _ => (feature_store(section)?, None),
         };
-        let guard = build_guard(section, Scorer::from_store(store.clone()))?;
-        let forward = ForwardStrip {
-            names: guard.forward_headers().names().cloned().collect(),
-        };
-        let layer = guard_layer(guard, &section.guard, switchboard)?;
-        Ok(Some(Self {
+        let guard = section
+            .guard(Scorer::from_store(store.clone()))
+            .map_err(|e| format!("botscore: {e}"))?;
+        let layer = guard_layer(guard, &section.guard, apply.switchboard)?;
+        self.state = Some(State {
             store,
             watch,
+            interval: section.watch_interval,
             layer,
-            forward,
+        });
+        Ok(())
+    }
+
+    /// Starts following the feature file, unless it is already followed or there is none.
+    fn commit(&mut self) {
+        if let Some(state) = &mut self.state
+            && state.watch.is_none()
+            && state.store.path().is_some()
+            && !state.interval.is_zero()
+        {
+            state.watch = Some(Arc::new(state.store.watch(state.interval)));
+        }
+    }
+
+    fn stop(&mut self) {
+        self.state = None;
+    }
+
+    fn slot(&self) -> Option<Slot<Incoming>> {
+        let layer = self.state.as_ref()?.layer.clone();
+        Some(Box::new(move |inner: EdgeService<Incoming>| {
+            layered(layer, inner)
         }))
     }
 
-    /// The feature-file store.
-    pub(crate) fn store(&self) -> &Store<Model> {
-        &self.store
-    }
-
-    /// Stops following the feature file (shutdown).
-    pub(crate) fn stop_watching(&mut self) {
-        self.watch = None;
-    }
-
-    /// The slot: strip forged score headers, then the guard.
-    pub(crate) fn slot(&self) -> Slot<Incoming> {
-        let layer = self.layer.clone();
-        let strip = self.forward.clone();
-        Box::new(move |inner: EdgeService<Incoming>| {
-            let guarded = layered(layer, inner);
-            let stripped = tower::ServiceExt::map_request(
-                guarded,
-                move |mut request: http::Request<Incoming>| {
-                    for name in strip.names.iter() {
-                        request.headers_mut().remove(name);
-                    }
-                    request
-                },
-            );
-            super::stack::boxed(stripped)
-        })
-    }
-
-    /// `/status` entry: the guard's state and the model in force.
-    pub(crate) fn status(&self) -> ModuleStatus {
-        let snapshot = self.store.load();
+    /// The guard's state and the model in force.
+    fn status(&self) -> Option<ModuleStatus> {
+        let state = self.state.as_ref()?;
+        let snapshot = state.store.load();
         let meta = snapshot.meta();
-        guard_status(
-            &self.layer.handle(),
+        Some(guard_status(
+            &state.layer.handle(),
             json!({
                 "model_version": snapshot.value().model_version(),
                 "features": snapshot.value().features().len(),
                 "model_source": meta.source.to_string(),
                 "model_digest": meta.digest.short(),
             }),
-        )
+        ))
+    }
+
+    fn followed(&self) -> Option<(&'static str, Arc<dyn Followed>)> {
+        let state = self.state.as_ref()?;
+        Some(("bot_feature_file", Arc::new(state.store.clone())))
+    }
+
+    fn clone_module(&self) -> Box<dyn Module> {
+        Box::new(self.clone())
     }
 }
 
-/// Builds the guard for `section` scoring with `scorer`: the one path both [`check`] and the
-/// module take, so `--check` refuses exactly what building refuses.
-fn build_guard(section: &BotScoreSection, scorer: Scorer) -> Result<BotGuard, String> {
-    let score_header = HeaderName::from_bytes(section.score_header.as_bytes())
-        .map_err(|e| format!("botscore.score_header: {e}"))?;
-    let reasons = section.forward_reasons.then_some(DEFAULT_REASONS_HEADER);
-    BotGuard::builder(scorer)
-        .score_header(score_header)
-        .reasons_header(reasons)
-        .routes(section.routes.iter().cloned())
-        .build()
-        .map_err(|e| format!("botscore: {e}"))
-}
+impl Followed for Store<Model> {
+    fn status(&self) -> ravelin_config::Status {
+        Store::status(self)
+    }
 
-/// Everything building the bot guard would refuse in `section` (routes, headers), checked by
-/// building it over the compiled-in model.
-///
-/// # Errors
-/// What the build refuses.
-pub(crate) fn check(section: &BotScoreSection) -> Result<(), String> {
-    static SCORER: std::sync::LazyLock<Result<Scorer, String>> = std::sync::LazyLock::new(|| {
-        Model::builtin()
-            .map(Scorer::from_model)
-            .map_err(|e| format!("the compiled-in bot model is invalid: {e}"))
-    });
-    let scorer = SCORER.as_ref().map_err(Clone::clone)?.clone();
-    build_guard(section, scorer).map(|_| ())
+    fn has_file(&self) -> bool {
+        self.path().is_some()
+    }
+
+    fn reload(&self) -> BoxFuture<Result<&'static str, String>> {
+        let store = self.clone();
+        Box::pin(async move {
+            store
+                .reload_async()
+                .await
+                .map(|outcome| outcome.as_str())
+                .map_err(|rejection| rejection.to_string())
+        })
+    }
 }
 
 /// The feature-file store: JSON, size-capped, last-known-good; the compiled-in model serves
 /// until a valid file loads (a degraded module beats no proxy).
-fn feature_store(path: Option<&std::path::Path>) -> Result<Store<Model>, String> {
+fn feature_store(section: &BotScoreConfig) -> Result<Store<Model>, String> {
     let builtin =
         Model::builtin().map_err(|e| format!("the compiled-in bot model is invalid: {e}"))?;
     let builder = Store::<Model>::builder("bot-features")
         .format(Format::Json)
         .max_bytes(DEFAULT_MAX_FILE_BYTES)
         .default_value(builtin);
-    let builder = match path {
+    let builder = match &section.feature_file {
         Some(path) => builder.file(path),
         None => builder.initial_bytes(
             ravelin_botscore::BUILTIN_MODEL_JSON.as_bytes().to_vec(),

@@ -1,13 +1,17 @@
 //! The edge-proxy configuration file (TOML), validated through `ravelin_config::Validate`.
 //!
 //! Every table denies unknown keys, so a typo is an error that names the key, not a setting
-//! silently ignored. See `docs/configuration.md` for the reference.
+//! silently ignored. The modules' sections are the module crates' own config types — `[cache]`
+//! *is* [`CacheConfig`], `[botscore]` *is* [`BotScoreConfig`], every `[<module>.guard]` *is*
+//! [`GuardConfig`] — so their keys, defaults and checks are written once, in those crates. See
+//! `docs/configuration.md` for the reference.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
+pub use ravelin_botscore::BotScoreConfig;
+pub use ravelin_cache::CacheConfig;
 use ravelin_config::{Validate, Violations};
 pub use ravelin_failsafe::{CircuitConfig, FailureMode, GuardConfig};
 use serde::Deserialize;
@@ -31,21 +35,71 @@ pub struct EdgeConfig {
     /// Host/path routes to upstreams; none means: everything to the first upstream.
     #[serde(default)]
     pub routes: Vec<RouteSection>,
+    /// `[modules.<name>]`: which modules are in the stack, and their kill switches.
+    #[serde(default)]
+    pub modules: ModulesSection,
     /// The rate limiter.
     #[serde(default)]
     pub ratelimit: RateLimitSection,
-    /// The bot scorer.
+    /// The bot scorer: ravelin-botscore's own configuration.
     #[serde(default)]
-    pub botscore: BotScoreSection,
-    /// The HTTP cache.
+    pub botscore: BotScoreConfig,
+    /// The HTTP cache: ravelin-cache's own configuration.
     #[serde(default)]
-    pub cache: CacheSection,
+    pub cache: CacheConfig,
     /// How config files are watched.
     #[serde(default)]
     pub reload: ReloadSection,
     /// The ingress stage: path normalization, trusted proxies.
     #[serde(default)]
     pub ingress: IngressSection,
+}
+
+/// `[modules]`: one `[modules.<name>]` table per module that is not at its defaults (on, not
+/// killed). The names are the modules' (`ratelimit`, `botscore`, `cache`); any other is
+/// refused by validation.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct ModulesSection(BTreeMap<String, ModuleSwitch>);
+
+impl ModulesSection {
+    /// The settings of module `name` (on and not killed when the file has no table for it).
+    pub fn get(&self, name: &str) -> ModuleSwitch {
+        self.0.get(name).copied().unwrap_or_default()
+    }
+
+    /// Sets the settings of module `name`.
+    pub fn set(&mut self, name: impl Into<String>, settings: ModuleSwitch) {
+        self.0.insert(name.into(), settings);
+    }
+
+    /// The module names the file has a table for.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+}
+
+/// `[modules.<name>]`: whether module `<name>` runs, and its kill switch.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleSwitch {
+    /// Put the module in the stack at all (`false`: it is not built and not in `/status`; its
+    /// section is still checked, so turning it back on cannot fail).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The kill switch as set by this file: applied at startup and whenever this value changes,
+    /// so an operator's `POST /modules/<name>/kill` survives unrelated reloads.
+    #[serde(default)]
+    pub killed: bool,
+}
+
+impl Default for ModuleSwitch {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            killed: false,
+        }
+    }
 }
 
 /// `[ingress]`: how requests are admitted (see docs/security.md).
@@ -72,11 +126,17 @@ impl Default for IngressSection {
 }
 
 impl IngressSection {
-    /// The trusted networks (entries that do not parse were refused by validation).
-    pub fn trusted_networks(&self) -> Vec<ipnet::IpNet> {
+    /// The trusted networks.
+    ///
+    /// # Errors
+    /// The first entry that is not a network, named by its field path.
+    pub fn trusted_networks(&self) -> Result<Vec<ipnet::IpNet>, String> {
         self.trusted_proxies
             .iter()
-            .filter_map(|text| parse_network(text).ok())
+            .enumerate()
+            .map(|(i, text)| {
+                parse_network(text).map_err(|e| format!("ingress.trusted_proxies[{i}]: {e}"))
+            })
             .collect()
     }
 }
@@ -240,12 +300,6 @@ impl<'de> Deserialize<'de> for StoreSetting {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSection {
-    /// Put the module in the stack at all.
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// Kill switch state set by this file.
-    #[serde(default)]
-    pub killed: bool,
     /// `[ratelimit.guard]`: how the module fails (ravelin-failsafe's `GuardConfig`; a 20 ms
     /// budget by default, Envoy's rate-limit timeout).
     #[serde(default = "default_ratelimit_guard")]
@@ -289,86 +343,6 @@ impl RateLimitSection {
     }
 }
 
-/// `[botscore]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct BotScoreSection {
-    /// Put the module in the stack at all.
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// Kill switch state set by this file.
-    #[serde(default)]
-    pub killed: bool,
-    /// `[botscore.guard]`: how the module fails (ravelin-failsafe's `GuardConfig`, its defaults).
-    #[serde(default)]
-    pub guard: GuardConfig,
-    /// The feature file (model); the compiled-in model serves until a valid one loads.
-    #[serde(default)]
-    pub feature_file: Option<PathBuf>,
-    /// How often the feature file is checked for changes.
-    #[serde(default = "default_watch", with = "humantime_serde")]
-    pub watch_interval: Duration,
-    /// Header carrying the score to the origin.
-    #[serde(default = "default_score_header")]
-    pub score_header: String,
-    /// Also forward the explanation (`x-bot-score-reasons`).
-    #[serde(default)]
-    pub forward_reasons: bool,
-    /// Per path-prefix actions (`[[botscore.routes]]`, see ravelin-botscore's `Route`).
-    #[serde(default)]
-    pub routes: Vec<ravelin_botscore::Route>,
-}
-
-/// `[cache]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct CacheSection {
-    /// Put the module in the stack at all.
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// The cache always fails open (an internal error bypasses it); only `open` is accepted.
-    #[serde(default = "open")]
-    pub failure_mode: FailureMode,
-    /// Kill switch state set by this file (engaged: every request bypasses the cache).
-    #[serde(default)]
-    pub killed: bool,
-    /// Bytes of stored responses.
-    #[serde(default = "default_cache_bytes")]
-    pub max_bytes: u64,
-    /// Largest object stored.
-    #[serde(default = "default_object_bytes")]
-    pub max_object_bytes: u64,
-    /// How long coalesced waiters wait for the first request before going to the origin.
-    #[serde(default = "default_coalesce", with = "humantime_serde")]
-    pub coalesce_timeout: Duration,
-    /// `stale-if-error` applied when the origin sends none (0 = off).
-    #[serde(default, with = "humantime_serde")]
-    pub default_stale_if_error: Option<Duration>,
-    /// `stale-while-revalidate` applied when the origin sends none (0 = off).
-    #[serde(default, with = "humantime_serde")]
-    pub default_stale_while_revalidate: Option<Duration>,
-    /// Heuristic freshness for responses without explicit lifetime (unset: the cache crate's
-    /// default, on).
-    #[serde(default)]
-    pub heuristic_freshness: Option<bool>,
-    /// Heuristic freshness also for responses to requests with `Cookie`/`Authorization`
-    /// (unset: off).
-    #[serde(default)]
-    pub heuristic_with_credentials: Option<bool>,
-    /// Honour clients' `Cache-Control` request directives and `Pragma: no-cache` (unset: off,
-    /// as at CDNs: a client cannot force origin fetches).
-    #[serde(default)]
-    pub request_directives: Option<bool>,
-    /// Unsafe methods (POST, PUT, DELETE, PATCH) invalidate the stored object (unset: off; an
-    /// anonymous POST cannot evict a hot object).
-    #[serde(default)]
-    pub invalidate_on_unsafe: Option<bool>,
-    /// Responses with `Set-Cookie`: `explicit` (unset: stored only when marked shared, without
-    /// the cookie), `never`, or `replay` (RFC 9111 §7.3 as written).
-    #[serde(default)]
-    pub set_cookie: Option<ravelin_cache::SetCookie>,
-}
-
 /// `[reload]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -382,9 +356,6 @@ pub struct ReloadSection {
 
 fn yes() -> bool {
     true
-}
-fn open() -> FailureMode {
-    FailureMode::Open
 }
 fn memory() -> StoreSetting {
     StoreSetting::Memory
@@ -474,18 +445,6 @@ fn default_rules() -> Vec<ravelin_ratelimit::Rule> {
 fn default_watch() -> Duration {
     Duration::from_secs(1)
 }
-fn default_score_header() -> String {
-    "x-bot-score".into()
-}
-fn default_cache_bytes() -> u64 {
-    64 * 1024 * 1024
-}
-fn default_object_bytes() -> u64 {
-    8 * 1024 * 1024
-}
-fn default_coalesce() -> Duration {
-    Duration::from_secs(5)
-}
 
 impl Default for ServerSection {
     fn default() -> Self {
@@ -523,8 +482,6 @@ impl Default for AdminSection {
 impl Default for RateLimitSection {
     fn default() -> Self {
         Self {
-            enabled: true,
-            killed: false,
             guard: default_ratelimit_guard(),
             store: memory(),
             capacity: default_capacity(),
@@ -533,41 +490,6 @@ impl Default for RateLimitSection {
             response_headers: ravelin_ratelimit::ResponseHeaders::default(),
             client_ip: ravelin_ratelimit::ClientIp::default(),
             rules: default_rules(),
-        }
-    }
-}
-
-impl Default for BotScoreSection {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            killed: false,
-            guard: GuardConfig::default(),
-            feature_file: None,
-            watch_interval: default_watch(),
-            score_header: default_score_header(),
-            forward_reasons: false,
-            routes: Vec::new(),
-        }
-    }
-}
-
-impl Default for CacheSection {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            failure_mode: open(),
-            killed: false,
-            max_bytes: default_cache_bytes(),
-            max_object_bytes: default_object_bytes(),
-            coalesce_timeout: default_coalesce(),
-            default_stale_if_error: None,
-            default_stale_while_revalidate: None,
-            heuristic_freshness: None,
-            heuristic_with_credentials: None,
-            request_directives: None,
-            invalidate_on_unsafe: None,
-            set_cookie: None,
         }
     }
 }
@@ -581,7 +503,7 @@ impl Default for ReloadSection {
 }
 
 /// The module's `[<module>.guard]`, checked by failsafe itself and reported under its path.
-fn check_guard(v: &mut Violations, module: &str, guard: &GuardConfig) {
+pub(crate) fn check_guard(v: &mut Violations, module: &str, guard: &GuardConfig) {
     if let Err(violations) = guard.validate() {
         v.merge_under(&format!("{module}.guard"), violations);
     }
@@ -591,7 +513,7 @@ fn check_guard(v: &mut Violations, module: &str, guard: &GuardConfig) {
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// `value` must be greater than zero and at most `max`.
-fn check_duration(v: &mut Violations, path: &str, value: Duration, max: Duration) {
+pub(crate) fn check_duration(v: &mut Violations, path: &str, value: Duration, max: Duration) {
     if value.is_zero() {
         v.push(path, "must be greater than zero");
     } else if value > max {
@@ -606,32 +528,28 @@ fn check_duration(v: &mut Violations, path: &str, value: Duration, max: Duration
     }
 }
 
-fn check_header_name(v: &mut Violations, path: &str, name: &str) {
-    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-        v.push(path, format!("{name:?} is not a valid header name"));
-    }
-}
-
 /// A route host: a DNS name or IP literal without port; a trailing dot is allowed and ignored.
-fn check_route_host(v: &mut Violations, path: &str, host: &str) {
+/// Validation reports it; building the routes refuses it (a route that could never match).
+pub(crate) fn route_host(host: &str) -> Result<(), String> {
     let bare = host.strip_suffix('.').unwrap_or(host);
     let literal = bare
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .is_some_and(|h| h.parse::<std::net::Ipv6Addr>().is_ok());
     if bare.is_empty() {
-        v.push(path, format!("{host:?} is not a host name"));
+        Err(format!("{host:?} is not a host name"))
     } else if !literal && bare.contains(':') {
-        v.push(
-            path,
-            format!("{host:?} has a port; route hosts match the host without its port"),
-        );
+        Err(format!(
+            "{host:?} has a port; route hosts match the host without its port"
+        ))
     } else if !literal
         && !bare
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
     {
-        v.push(path, format!("{host:?} is not a host name"));
+        Err(format!("{host:?} is not a host name"))
+    } else {
+        Ok(())
     }
 }
 
@@ -729,38 +647,14 @@ impl Validate for EdgeConfig {
                         MAX_TIMEOUT,
                     );
                 }
-                if let Some(host) = &r.host {
-                    check_route_host(&mut v, &format!("{path}.host"), host);
+                if let Some(host) = &r.host
+                    && let Err(reason) = route_host(host)
+                {
+                    v.push(format!("{path}.host"), reason);
                 }
             }
         }
 
-        let rl = &self.ratelimit;
-        check_guard(&mut v, "ratelimit", &rl.guard);
-        if rl.capacity == 0 || rl.capacity > 100_000_000 {
-            v.push(
-                "ratelimit.capacity",
-                format!("{} is outside 1..=100000000", rl.capacity),
-            );
-        }
-        if rl.redis_timeout.is_zero() || rl.redis_timeout > rl.guard.timeout {
-            v.push(
-                "ratelimit.redis_timeout",
-                format!(
-                    "{:?} must be greater than zero and at most ratelimit.guard.timeout ({:?})",
-                    rl.redis_timeout, rl.guard.timeout
-                ),
-            );
-        }
-        check_duration(
-            &mut v,
-            "ratelimit.redis_timeout",
-            rl.redis_timeout,
-            Duration::from_secs(60),
-        );
-        if let Err(reason) = super::ratelimit::check(rl) {
-            v.push("ratelimit.store", reason);
-        }
         for (i, text) in self.ingress.trusted_proxies.iter().enumerate() {
             if let Err(reason) = parse_network(text) {
                 v.push(format!("ingress.trusted_proxies[{i}]"), reason);
@@ -772,66 +666,20 @@ impl Validate for EdgeConfig {
             self.ingress.trusted_proxies.len(),
             1024,
         );
-        if !rl.client_ip.trusted_proxies.is_empty()
-            && !self.ingress.trusted_proxies.is_empty()
-            && rl.client_ip.trusted_proxies != self.ingress.trusted_proxies
-        {
-            v.push(
-                "ratelimit.client_ip.trusted_proxies",
-                "differs from ingress.trusted_proxies: name the proxies in front once, under [ingress]",
-            );
-        }
-        if let Err(rule_violations) = rl.rules_document(&self.ingress).validate() {
-            for violation in rule_violations.iter() {
+
+        // The modules: each one's own checks, which refuse everything building it refuses
+        // (`crate::modules::Module::check`), and no table for a module that does not exist.
+        let known = crate::modules::configurable_names();
+        for name in self.modules.names() {
+            if !known.iter().any(|k| k == name) {
                 v.push(
-                    format!("ratelimit.{}", violation.path),
-                    violation.message.clone(),
+                    format!("modules.{name}"),
+                    format!("unknown module; the modules are {}", known.join(", ")),
                 );
             }
         }
+        crate::modules::check_all(self, &mut v);
 
-        check_guard(&mut v, "botscore", &self.botscore.guard);
-        check_header_name(&mut v, "botscore.score_header", &self.botscore.score_header);
-        if self.botscore.watch_interval > MAX_TIMEOUT {
-            v.push("botscore.watch_interval", "must be at most 1h");
-        }
-        if let Err(reason) = super::botscore::check(&self.botscore) {
-            v.push("botscore", reason.trim_start_matches("botscore: "));
-        }
-        if self.botscore.watch_interval < Duration::from_millis(10)
-            && !self.botscore.watch_interval.is_zero()
-        {
-            v.push(
-                "botscore.watch_interval",
-                "must be 0s (off) or at least 10ms",
-            );
-        }
-
-        let c = &self.cache;
-        if c.failure_mode != FailureMode::Open {
-            v.push("cache.failure_mode", "the cache always fails open (an internal error bypasses it); only \"open\" is accepted");
-        }
-        if c.max_bytes == 0 {
-            v.push(
-                "cache.max_bytes",
-                "must be greater than zero (set cache.enabled = false to turn the cache off)",
-            );
-        }
-        if c.max_object_bytes == 0 || c.max_object_bytes > c.max_bytes {
-            v.push(
-                "cache.max_object_bytes",
-                format!("{} is outside 1..=cache.max_bytes", c.max_object_bytes),
-            );
-        }
-        check_duration(
-            &mut v,
-            "cache.coalesce_timeout",
-            c.coalesce_timeout,
-            Duration::from_secs(300),
-        );
-        if let Err(reason) = super::cache::check(c) {
-            v.push("cache", reason);
-        }
         if self.reload.watch_interval > MAX_TIMEOUT {
             v.push("reload.watch_interval", "must be at most 1h");
         }
@@ -953,6 +801,90 @@ mod tests {
         assert!(err.contains("store"), "{err}");
         let err = parse("[botscore.guard]\nfailure_mode = \"sideways\"\n").unwrap_err();
         assert!(err.contains("sideways"), "{err}");
+    }
+
+    #[test]
+    fn the_module_sections_are_the_crates_own_types() {
+        // One set of names and defaults: an absent section is the crate's default, and the
+        // example file (which shows the defaults) says exactly that.
+        let empty = parse("").unwrap();
+        assert_eq!(empty.cache, CacheConfig::default());
+        assert_eq!(empty.botscore, BotScoreConfig::default());
+        let example = parse(include_str!("../../../examples/edge-proxy.toml")).unwrap();
+        assert_eq!(example.cache, CacheConfig::default());
+        assert_eq!(example.botscore, BotScoreConfig::default());
+        assert_eq!(example.ratelimit, RateLimitSection::default());
+        assert_eq!(example.modules.names().count(), 3);
+        for name in ["ratelimit", "botscore", "cache"] {
+            assert_eq!(example.modules.get(name), ModuleSwitch::default());
+        }
+        // The crates' keys reach the crates.
+        let config = parse(
+            "[cache]\nmax_capacity_bytes = 16777216\nstale_if_error = \"5m\"\n\
+             [botscore]\nreasons_header = \"x-why\"\n[botscore.guard]\ntimeout = \"7ms\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.cache.max_capacity_bytes, 16 * 1024 * 1024);
+        assert_eq!(config.cache.stale_if_error, Duration::from_secs(300));
+        assert_eq!(config.botscore.reasons_header.as_deref(), Some("x-why"));
+        assert_eq!(config.botscore.guard.timeout, Duration::from_millis(7));
+    }
+
+    #[test]
+    fn renamed_keys_are_refused_by_name() {
+        let renamed = [
+            ("[cache]\nmax_bytes = 67108864\n", "max_bytes"),
+            ("[cache]\nenabled = false\n", "enabled"),
+            ("[cache]\nkilled = true\n", "killed"),
+            ("[cache]\nfailure_mode = \"open\"\n", "failure_mode"),
+            (
+                "[cache]\ndefault_stale_if_error = \"5m\"\n",
+                "default_stale_if_error",
+            ),
+            (
+                "[cache]\ndefault_stale_while_revalidate = \"5s\"\n",
+                "default_stale_while_revalidate",
+            ),
+            ("[botscore]\nenabled = false\n", "enabled"),
+            ("[botscore]\nkilled = true\n", "killed"),
+            ("[botscore]\nforward_reasons = true\n", "forward_reasons"),
+            ("[botscore]\nmodel = \"x.json\"\n", "model"),
+            ("[botscore]\ntimeout = \"5ms\"\n", "timeout"),
+            ("[ratelimit]\nenabled = false\n", "enabled"),
+            ("[ratelimit]\nkilled = true\n", "killed"),
+        ];
+        for (text, key) in renamed {
+            let err = parse(text).unwrap_err();
+            assert!(
+                err.contains("unknown field") && err.contains(key),
+                "{text}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn module_tables_name_modules() {
+        let config =
+            parse("[modules.cache]\nenabled = false\n[modules.botscore]\nkilled = true\n").unwrap();
+        assert!(!config.modules.get("cache").enabled);
+        assert!(config.modules.get("botscore").killed && config.modules.get("botscore").enabled);
+        assert_eq!(config.modules.get("ratelimit"), ModuleSwitch::default());
+        let err = parse("[modules.cahce]\nenabled = false\n").unwrap_err();
+        assert!(
+            err.contains(
+                "modules.cahce: unknown module; the modules are ratelimit, botscore, cache"
+            ),
+            "{err}"
+        );
+        let err = parse("[modules.cache]\nenable = false\n").unwrap_err();
+        assert!(
+            err.contains("unknown field") && err.contains("enable"),
+            "{err}"
+        );
+        // A module that is off is still checked: switching it on cannot fail later.
+        let err = parse("[modules.cache]\nenabled = false\n[cache]\nmax_capacity_bytes = 0\n")
+            .unwrap_err();
+        assert!(err.contains("cache.max_capacity_bytes"), "{err}");
     }
 
     #[test]

@@ -8,9 +8,13 @@ mod ratelimit;
 mod runtime;
 mod stack;
 
-pub use config::{CircuitConfig, EdgeConfig, FailureMode, GuardConfig, Overrides};
+pub use config::{
+    BotScoreConfig, CacheConfig, CircuitConfig, EdgeConfig, FailureMode, GuardConfig, ModuleSwitch,
+    ModulesSection, Overrides,
+};
 pub use modules::ExtraGuard;
 pub use runtime::{
     ConfigSource, Edge, EdgeOptions, MAX_CONFIG_BYTES, Running, StartError, check_config, start,
+    try_build,
 };
 pub use stack::BoxGuard;

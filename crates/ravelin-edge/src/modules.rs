@@ -1,13 +1,246 @@
-//! Module slots: each module turns its config section into a layer of the stack, keeps its state
-//! across reloads, and reports itself to `/status`.
+//! The modules of the edge behind one small trait, and the one place their order in the stack is
+//! written ([`registry`]).
+//!
+//! A module turns its config section into one layer of the stack, keeps its state across
+//! reloads, and reports itself to `/status`. The runtime knows no module by name: it iterates
+//! the registry to check a document, to apply it (update every module, then commit), to assemble
+//! the stack, and to answer `/status`, reload and purge. Whether a module runs at all and its
+//! kill switch come from `[modules.<name>]`, handled here once for every module.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use hyper::body::Incoming;
-use ravelin_config::{KillSwitch, Switchboard};
+use ravelin_config::{KillSwitch, Switchboard, Violations};
 use ravelin_failsafe::{Guard, GuardConfig, GuardHandle, GuardLayer};
-use ravelin_proxy::ModuleStatus;
+use ravelin_proxy::admin::{CircuitState, FailureMode};
+use ravelin_proxy::{ModuleStatus, Purge};
 use serde_json::Value;
 
+use crate::config::EdgeConfig;
 use crate::stack::{BoxGuard, EdgeService, Slot, layered};
+use crate::{botscore, cache, ratelimit};
+
+/// A boxed, sendable future.
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+/// The purge entry point behind `POST /cache/purge`.
+pub(crate) type PurgeFn = Arc<dyn Fn(Purge) -> Result<u64, String> + Send + Sync>;
+
+/// What a module is given while a document is applied.
+pub(crate) struct Apply<'a> {
+    /// The document being applied (the file with the command-line overrides).
+    pub(crate) config: &'a EdgeConfig,
+    /// The document this module was last applied with, if it has been running since: `None` at
+    /// startup and when the module was off. A module reuses its state only against it.
+    pub(crate) previous: Option<&'a EdgeConfig>,
+    /// The kill switches, by name (`[modules.<name>] killed`, `POST /modules/<name>/kill`). The
+    /// runtime sets a module's from the document after every module updated; a module only wires
+    /// its own in (a guard's `GuardLayer` finds it by the guard's name).
+    pub(crate) switchboard: &'a Switchboard,
+}
+
+/// A file a module follows besides the main config (the bot feature file).
+pub(crate) trait Followed: Send + Sync {
+    /// For `/status` (`feature_files`).
+    fn status(&self) -> ravelin_config::Status;
+
+    /// Whether the module reads it from a file (else there is nothing to re-read).
+    fn has_file(&self) -> bool;
+
+    /// Re-reads it (`POST /config/reload`, SIGHUP): the outcome, or the rejection.
+    fn reload(&self) -> BoxFuture<Result<&'static str, String>>;
+}
+
+/// One module of the edge.
+///
+/// Its life: [`check`](Self::check) is part of every document's validation (so `--check`
+/// refuses what building refuses); on apply the runtime clones the running module, calls
+/// [`update`](Self::update) on the copy (every module must succeed, or the copies are dropped
+/// and nothing changes), then [`commit`](Self::commit) on each, and installs the new stack from
+/// the [`slot`](Self::slot)s. A module switched off in `[modules.<name>]` is
+/// [`stop`](Self::stop)ped instead, and left out of the stack and `/status`.
+pub(crate) trait Module: Send + Sync + 'static {
+    /// The module's name: its `[modules.<name>]` table, its kill switch (`POST
+    /// /modules/<name>/kill`), its `/status` entry. A guard module's is its guard's own name
+    /// (metric label and skip-header key).
+    fn name(&self) -> &str;
+
+    /// Every check that [`update`](Self::update) would refuse `config` for, as violations
+    /// named by field path (`cache.max_object_bytes`). The module's section is checked whether
+    /// or not the module is enabled, so switching it on cannot fail later.
+    fn check(&self, config: &EdgeConfig, violations: &mut Violations);
+
+    /// Brings the module to `apply.config`: builds its layer, keeping what survives the change
+    /// (limiter buckets, cache entries, the bot model). Called on a copy of the running module;
+    /// nothing that serving can see may change here — that is [`commit`](Self::commit)'s.
+    ///
+    /// # Errors
+    /// What could not be built, naming the field where one is at fault.
+    fn update(&mut self, apply: &Apply<'_>) -> Result<(), String>;
+
+    /// Makes the updated module live: hands new rules to a running store, starts following a
+    /// file. Called once every module updated; it cannot fail.
+    fn commit(&mut self) {}
+
+    /// Drops the module's state: it was switched off, or the edge is shutting down.
+    fn stop(&mut self);
+
+    /// The module's layer as a slot of the stack (`None` before a successful update).
+    fn slot(&self) -> Option<Slot<Incoming>>;
+
+    /// The module's `/status` entry (`None` before a successful update).
+    fn status(&self) -> Option<ModuleStatus>;
+
+    /// A file the module follows besides the main config, with the key its reload outcome is
+    /// reported under.
+    fn followed(&self) -> Option<(&'static str, Arc<dyn Followed>)> {
+        None
+    }
+
+    /// The purge entry point, if the module is a cache.
+    fn purger(&self) -> Option<PurgeFn> {
+        None
+    }
+
+    /// A copy sharing the module's state, to update (see [`update`](Self::update)).
+    fn clone_module(&self) -> Box<dyn Module>;
+}
+
+/// The modules in stack order, **outermost first**: the one place the order is written.
+///
+/// ```text
+/// ingress → request id → ratelimit → botscore → [extra guard] → cache → forward
+/// ```
+///
+/// - **ratelimit** first: it is the cheapest refusal, and it must count every request — also
+///   the ones the cache would answer and the ones the bot scorer would challenge — so a flood
+///   is stopped before any other module spends work on it.
+/// - **botscore** next: a blocked or challenged client is never served from the cache, and the
+///   score reaches the origin on every miss.
+/// - an **extra guard** (tests) after bot scoring, where a site's own checks would go.
+/// - **cache** innermost, just before forwarding: only admitted requests are answered from it or
+///   fill it.
+pub(crate) fn registry(extra: Option<&ExtraGuard>) -> Vec<Box<dyn Module>> {
+    let mut modules: Vec<Box<dyn Module>> = vec![
+        Box::new(ratelimit::RateLimitModule::default()),
+        Box::new(botscore::BotModule::default()),
+    ];
+    if let Some(extra) = extra {
+        modules.push(Box::new(ExtraModule::new(extra)));
+    }
+    modules.push(Box::new(cache::CacheModule::default()));
+    modules
+}
+
+/// The names a `[modules.<name>]` table may have: the registry's (an extra guard is not
+/// configured from the file).
+pub(crate) fn configurable_names() -> Vec<String> {
+    registry(None)
+        .iter()
+        .map(|module| module.name().to_owned())
+        .collect()
+}
+
+/// Every module's check of `config` (see [`Module::check`]).
+pub(crate) fn check_all(config: &EdgeConfig, violations: &mut Violations) {
+    for module in registry(None) {
+        module.check(config, violations);
+    }
+}
+
+// === running modules ===
+
+/// A registered module and whether it runs.
+pub(crate) struct Entry {
+    /// The module.
+    pub(crate) module: Box<dyn Module>,
+    /// In the stack (its `[modules.<name>] enabled`, as last applied).
+    pub(crate) on: bool,
+}
+
+impl Entry {
+    /// A module not yet applied.
+    pub(crate) fn new(module: Box<dyn Module>) -> Self {
+        Self { module, on: false }
+    }
+}
+
+/// The registry's modules brought to `config`, before anything is live.
+pub(crate) struct Updated {
+    entries: Vec<Entry>,
+    /// Per entry: whether it ran under the previous document (for the kill switches).
+    was_on: Vec<bool>,
+}
+
+/// Updates a copy of every module in `running` for `config` (see [`Module::update`]). Nothing
+/// live changes: on an error the copies are dropped.
+///
+/// # Errors
+/// The first module that could not be built.
+pub(crate) fn update_all(
+    running: &[Entry],
+    previous: Option<&EdgeConfig>,
+    config: &EdgeConfig,
+    switchboard: &Switchboard,
+) -> Result<Updated, String> {
+    let mut entries = Vec::with_capacity(running.len());
+    let mut was_on = Vec::with_capacity(running.len());
+    for entry in running {
+        let mut module = entry.module.clone_module();
+        let on = config.modules.get(module.name()).enabled;
+        if on {
+            module.update(&Apply {
+                config,
+                previous: previous.filter(|_| entry.on),
+                switchboard,
+            })?;
+        }
+        entries.push(Entry { module, on });
+        was_on.push(entry.on && previous.is_some());
+    }
+    Ok(Updated { entries, was_on })
+}
+
+impl Updated {
+    /// Makes the updated modules live: kill switches from `[modules.<name>] killed` (only where
+    /// the value changed, so an operator's `POST /modules/{name}/kill` survives unrelated
+    /// reloads), then [`Module::commit`] or [`Module::stop`].
+    pub(crate) fn commit(
+        mut self,
+        previous: Option<&EdgeConfig>,
+        config: &EdgeConfig,
+        switchboard: &Switchboard,
+    ) -> Vec<Entry> {
+        for (entry, was_on) in self.entries.iter_mut().zip(self.was_on) {
+            let name = entry.module.name();
+            let old = previous
+                .filter(|_| was_on)
+                .map(|p| p.modules.get(name).killed);
+            apply_killed(
+                &switchboard.switch(name),
+                old,
+                config.modules.get(name).killed,
+            );
+            if entry.on {
+                entry.module.commit();
+            } else {
+                entry.module.stop();
+            }
+        }
+        self.entries
+    }
+}
+
+/// Sets a kill switch from the config when the config's value changed (or at startup), so an
+/// operator's `POST /modules/{name}/kill` is not undone by an unrelated reload.
+fn apply_killed(switch: &KillSwitch, old: Option<bool>, new: bool) {
+    if old != Some(new) {
+        switch.set(new, "config");
+    }
+}
+
+// === guard modules ===
 
 /// Wraps `guard` (a module under the name it gives itself) with the policy, timeout and breaker
 /// of its `[<module>.guard]` (failsafe's own `GuardLayerBuilder::config`) and the kill switch of
@@ -32,19 +265,32 @@ pub(crate) fn guard_layer<G: Guard>(
 pub(crate) fn guard_status(handle: &GuardHandle, detail: Value) -> ModuleStatus {
     ModuleStatus {
         name: handle.name().to_owned(),
-        failure_mode: handle.failure_mode().as_str().to_owned(),
+        failure_mode: failure_mode(handle.failure_mode()),
         timeout_ms: Some(u64::try_from(handle.timeout().as_millis()).unwrap_or(u64::MAX)),
-        circuit: Some(handle.circuit_state().as_str().to_owned()),
+        circuit: Some(circuit_state(handle.circuit_state())),
         killed: handle.is_killed(),
         detail,
     }
 }
 
-/// Sets a kill switch from the config when the config's value changed (or at startup), so an
-/// operator's `POST /modules/{name}/kill` is not undone by an unrelated reload.
-pub(crate) fn apply_killed(switch: &KillSwitch, old: Option<bool>, new: bool) {
-    if old != Some(new) {
-        switch.set(new, "config");
+/// Failsafe's failure mode as the admin API reports it (exhaustive: a new mode is a compile
+/// error here, not a status page that lies).
+pub(crate) fn failure_mode(mode: ravelin_failsafe::FailureMode) -> FailureMode {
+    match mode {
+        ravelin_failsafe::FailureMode::Open => FailureMode::Open,
+        ravelin_failsafe::FailureMode::Closed => FailureMode::Closed,
+    }
+}
+
+/// Failsafe's circuit state as the admin API reports it (exhaustive, as [`failure_mode`]).
+pub(crate) fn circuit_state(state: ravelin_failsafe::CircuitState) -> CircuitState {
+    use ravelin_failsafe::CircuitState as Failsafe;
+    match state {
+        Failsafe::Closed => CircuitState::Closed,
+        Failsafe::Open => CircuitState::Open,
+        Failsafe::HalfOpen => CircuitState::HalfOpen,
+        Failsafe::ForcedOpen => CircuitState::ForcedOpen,
+        Failsafe::ForcedClosed => CircuitState::ForcedClosed,
     }
 }
 
@@ -61,31 +307,177 @@ pub struct ExtraGuard {
     pub policy: GuardConfig,
 }
 
-/// The extra guard's slot.
+/// The extra guard as a module: always on, not configured from the file.
 #[derive(Clone)]
 pub(crate) struct ExtraModule {
-    layer: GuardLayer<BoxGuard>,
+    name: String,
+    extra: ExtraGuard,
+    layer: Option<GuardLayer<BoxGuard>>,
 }
 
 impl ExtraModule {
+    fn new(extra: &ExtraGuard) -> Self {
+        Self {
+            name: extra.guard.name().into_owned(),
+            extra: extra.clone(),
+            layer: None,
+        }
+    }
+}
+
+impl Module for ExtraModule {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn check(&self, _: &EdgeConfig, _: &mut Violations) {}
+
     /// Builds the layer once: its circuit breaker lives as long as the process.
-    ///
-    /// # Errors
-    /// What the guard layer refuses in the extra guard's policy.
-    pub(crate) fn new(extra: &ExtraGuard, switchboard: &Switchboard) -> Result<Self, String> {
-        Ok(Self {
-            layer: guard_layer(extra.guard.clone(), &extra.policy, switchboard)?,
-        })
+    fn update(&mut self, apply: &Apply<'_>) -> Result<(), String> {
+        if self.layer.is_none() {
+            let guard = self.extra.guard.clone();
+            self.layer = Some(guard_layer(guard, &self.extra.policy, apply.switchboard)?);
+        }
+        Ok(())
     }
 
-    /// The slot.
-    pub(crate) fn slot(&self) -> Slot<Incoming> {
-        let layer = self.layer.clone();
-        Box::new(move |inner: EdgeService<Incoming>| layered(layer, inner))
+    fn stop(&mut self) {
+        self.layer = None;
     }
 
-    /// `/status` entry.
-    pub(crate) fn status(&self) -> ModuleStatus {
-        guard_status(&self.layer.handle(), Value::Null)
+    fn slot(&self) -> Option<Slot<Incoming>> {
+        let layer = self.layer.clone()?;
+        Some(Box::new(move |inner: EdgeService<Incoming>| {
+            layered(layer, inner)
+        }))
+    }
+
+    fn status(&self) -> Option<ModuleStatus> {
+        let layer = self.layer.as_ref()?;
+        Some(guard_status(&layer.handle(), Value::Null))
+    }
+
+    fn clone_module(&self) -> Box<dyn Module> {
+        Box::new(self.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ModuleSwitch;
+    use ravelin_failsafe::{GuardError, RequestHead, Verdict, guard_fn};
+
+    fn extra(name: &'static str) -> ExtraGuard {
+        ExtraGuard {
+            guard: BoxGuard::new(guard_fn(
+                name,
+                |_: &RequestHead<'_>| -> Result<Verdict, GuardError> { Ok(Verdict::allow()) },
+            )),
+            policy: GuardConfig::default(),
+        }
+    }
+
+    #[test]
+    fn the_registry_is_the_stack_order() {
+        let names = |modules: Vec<Box<dyn Module>>| {
+            modules
+                .iter()
+                .map(|m| m.name().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(registry(None)),
+            ["ratelimit", "botscore", "cache"],
+            "outermost first"
+        );
+        assert_eq!(
+            names(registry(Some(&extra("sitecheck")))),
+            ["ratelimit", "botscore", "sitecheck", "cache"]
+        );
+        assert_eq!(configurable_names(), ["ratelimit", "botscore", "cache"]);
+        // The guard modules' names are their guards' own.
+        assert_eq!(ravelin_ratelimit::GUARD_NAME, "ratelimit");
+        assert_eq!(ravelin_botscore::GUARD_NAME, "botscore");
+    }
+
+    #[tokio::test]
+    async fn modules_follow_their_switches_and_a_failed_update_changes_nothing() {
+        let switchboard = Switchboard::new();
+        let running: Vec<Entry> = registry(None).into_iter().map(Entry::new).collect();
+        let config: EdgeConfig =
+            toml::from_str("[modules.cache]\nenabled = false\n[modules.botscore]\nkilled = true\n")
+                .unwrap();
+        let updated = update_all(&running, None, &config, &switchboard).unwrap();
+        let running = updated.commit(None, &config, &switchboard);
+        let on: Vec<_> = running
+            .iter()
+            .filter(|e| e.on)
+            .map(|e| e.module.name().to_owned())
+            .collect();
+        assert_eq!(on, ["ratelimit", "botscore"]);
+        assert!(switchboard.switch("botscore").is_engaged());
+        assert!(!switchboard.switch("ratelimit").is_engaged());
+        assert!(
+            running
+                .iter()
+                .filter(|e| e.on)
+                .all(|e| e.module.slot().is_some())
+        );
+        assert!(
+            running
+                .iter()
+                .find(|e| !e.on)
+                .is_some_and(|e| e.module.slot().is_none())
+        );
+
+        // An operator revives the bot scorer; an unrelated reload keeps it revived.
+        switchboard.switch("botscore").set(false, "operator");
+        let mut next = config.clone();
+        next.version = Some(2);
+        let updated = update_all(&running, Some(&config), &next, &switchboard).unwrap();
+        let running = updated.commit(Some(&config), &next, &switchboard);
+        assert!(!switchboard.switch("botscore").is_engaged());
+
+        // A document one module refuses (checked nowhere before: the build path alone) leaves
+        // the running modules and the switches as they were.
+        let mut bad = next.clone();
+        bad.cache.max_capacity_bytes = 0;
+        bad.modules = Default::default();
+        bad.modules.set(
+            "botscore",
+            ModuleSwitch {
+                enabled: true,
+                killed: true,
+            },
+        );
+        assert!(update_all(&running, Some(&next), &bad, &switchboard).is_err());
+        assert!(!switchboard.switch("botscore").is_engaged());
+    }
+
+    #[test]
+    fn status_strings_are_failsafes() {
+        use ravelin_failsafe::CircuitState as Failsafe;
+        for state in [
+            Failsafe::Closed,
+            Failsafe::Open,
+            Failsafe::HalfOpen,
+            Failsafe::ForcedOpen,
+            Failsafe::ForcedClosed,
+        ] {
+            assert_eq!(
+                serde_json::to_value(circuit_state(state)).unwrap(),
+                state.as_str()
+            );
+        }
+        for mode in [
+            ravelin_failsafe::FailureMode::Open,
+            ravelin_failsafe::FailureMode::Closed,
+        ] {
+            assert_eq!(
+                serde_json::to_value(failure_mode(mode)).unwrap(),
+                mode.as_str()
+            );
+        }
     }
 }

@@ -1,29 +1,40 @@
-//! The rate-limit slot: `ravelin-ratelimit`'s guard (memory or Redis store) in its failure
+//! The rate-limit module: `ravelin-ratelimit`'s guard (memory or Redis store) in its failure
 //! policy. Rules live in a `ravelin-config` store of their own, so a reload that changes them
 //! keeps the state of every rule whose name and quota did not change.
 
+use std::time::Duration;
+
 use hyper::body::Incoming;
-use ravelin_config::{Format, Store, Switchboard};
+use ravelin_config::{Format, Store, Validate, Violations};
 use ravelin_failsafe::GuardLayer;
 use ravelin_proxy::ModuleStatus;
 use ravelin_ratelimit::redis::{FallbackStore, RedisStore};
 use ravelin_ratelimit::{MemoryStore, RateLimitGuard, Rules};
 use serde_json::json;
 
-use crate::config::{EdgeConfig, GuardConfig, RateLimitSection, StoreSetting};
-use crate::modules::{apply_killed, guard_layer, guard_status};
+use crate::config::{
+    EdgeConfig, GuardConfig, RateLimitSection, StoreSetting, check_duration, check_guard,
+};
+use crate::modules::{Apply, Module, guard_layer, guard_status};
 use crate::stack::{BoxGuard, EdgeService, Slot, layered};
 
 /// The module name: the guard's own ([`ravelin_ratelimit::GUARD_NAME`]), which names its kill
 /// switch, metric label and skip-header key.
 pub(crate) const NAME: &str = ravelin_ratelimit::GUARD_NAME;
 
+/// The most keys the in-memory table may hold (1.6 GB).
+const MAX_CAPACITY: usize = 100_000_000;
+/// The longest budget of one Redis call.
+const MAX_REDIS_TIMEOUT: Duration = Duration::from_secs(60);
+/// The label of the rule documents the edge hands the rule store.
+const RULES_SOURCE: &str = "edge-proxy config";
+
 /// What decides where the buckets live: a change starts a new (empty) store.
 #[derive(Clone, PartialEq)]
 struct StoreKey {
     store: StoreSetting,
     capacity: usize,
-    redis_timeout: std::time::Duration,
+    redis_timeout: Duration,
     local_fallback: bool,
 }
 
@@ -39,8 +50,15 @@ impl StoreKey {
 }
 
 /// The rate-limit module.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub(crate) struct RateLimitModule {
+    state: Option<State>,
+    /// A rule document for the running rule store, handed over at commit.
+    pending_rules: Option<Vec<u8>>,
+}
+
+#[derive(Clone)]
+struct State {
     rules: Store<Rules>,
     store_key: StoreKey,
     guard: BoxGuard,
@@ -48,12 +66,35 @@ pub(crate) struct RateLimitModule {
     layer: GuardLayer<BoxGuard>,
 }
 
-/// Everything building the module would refuse in `section` beyond the rule document's own
-/// validation: the Redis URL.
-///
-/// # Errors
-/// What the build refuses.
-pub(crate) fn check(section: &RateLimitSection) -> Result<(), String> {
+// === the checks building performs ===
+
+/// The in-memory table's bound (the memory store itself would take any number).
+fn check_capacity(section: &RateLimitSection) -> Result<(), String> {
+    if (1..=MAX_CAPACITY).contains(&section.capacity) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is outside 1..={MAX_CAPACITY}",
+            section.capacity
+        ))
+    }
+}
+
+/// One Redis call must fit in the guard's budget, or every slow call is a guard timeout.
+fn check_redis_timeout(section: &RateLimitSection) -> Result<(), String> {
+    let timeout = section.redis_timeout;
+    if timeout.is_zero() || timeout > section.guard.timeout {
+        Err(format!(
+            "{timeout:?} must be greater than zero and at most ratelimit.guard.timeout ({:?})",
+            section.guard.timeout
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// The Redis URL, as the Redis client reads it.
+fn check_store(section: &RateLimitSection) -> Result<(), String> {
     if let StoreSetting::Redis(url) = &section.store {
         redis::Client::open(url.as_str())
             .map_err(|e| format!("{url:?} is not a usable Redis URL: {e}"))?;
@@ -61,60 +102,28 @@ pub(crate) fn check(section: &RateLimitSection) -> Result<(), String> {
     Ok(())
 }
 
+/// The rule document of `config` (rules, client address, response headers), as the rule store
+/// reads it.
+fn rules_document(config: &EdgeConfig) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(&config.ratelimit.rules_document(&config.ingress))
+        .map_err(|e| format!("ratelimit rules: {e}"))
+}
+
+/// A rule store holding `document`: the store's own parse and validation, as every later
+/// document it is handed gets.
+fn rule_store(document: Vec<u8>) -> Result<Store<Rules>, String> {
+    Store::<Rules>::builder("ratelimit-rules")
+        .format(Format::Json)
+        .initial_bytes(document, RULES_SOURCE)
+        .build()
+        .map_err(|e| format!("ratelimit rules: {e}"))
+}
+
 impl RateLimitModule {
-    /// Builds, updates or removes the module.
-    ///
-    /// # Errors
-    /// What could not be built.
-    pub(crate) async fn update(
-        previous: Option<Self>,
-        old: Option<&EdgeConfig>,
-        config: &EdgeConfig,
-        switchboard: &Switchboard,
-    ) -> Result<Option<Self>, String> {
-        let section = &config.ratelimit;
-        let switch = switchboard.switch(NAME);
-        apply_killed(
-            &switch,
-            old.filter(|o| o.ratelimit.enabled)
-                .map(|o| o.ratelimit.killed),
-            section.killed,
-        );
-        if !section.enabled {
-            return Ok(None);
-        }
-        let document = serde_json::to_vec(&section.rules_document(&config.ingress))
-            .map_err(|e| format!("ratelimit rules: {e}"))?;
-        let store_key = StoreKey::of(section);
-        let policy = section.guard.clone();
-
-        if let Some(previous) = previous
-            && previous.store_key == store_key
-        {
-            // Same buckets: hand the new rules to the rule store (unchanged rules keep state).
-            previous
-                .rules
-                .submit(&document, "edge-proxy config")
-                .map_err(|e| format!("ratelimit rules: {e}"))?;
-            let layer = if previous.policy == policy {
-                previous.layer
-            } else {
-                guard_layer(previous.guard.clone(), &policy, switchboard)?
-            };
-            return Ok(Some(Self {
-                policy,
-                layer,
-                ..previous
-            }));
-        }
-
-        let rules = Store::<Rules>::builder("ratelimit-rules")
-            .format(Format::Json)
-            .initial_bytes(document, "edge-proxy config")
-            .build()
-            .map_err(|e| format!("ratelimit rules: {e}"))?;
+    /// The guard over a new bucket store.
+    fn guard(section: &RateLimitSection, rules: &Store<Rules>) -> Result<BoxGuard, String> {
         let reloadable = RateLimitGuard::reloadable(rules.clone());
-        let guard = match &section.store {
+        Ok(match &section.store {
             StoreSetting::Memory => {
                 BoxGuard::new(reloadable.with_store(MemoryStore::new(section.capacity)))
             }
@@ -130,39 +139,138 @@ impl RateLimitModule {
                     BoxGuard::new(reloadable.with_store(redis))
                 }
             }
-        };
-        let layer = guard_layer(guard.clone(), &policy, switchboard)?;
-        Ok(Some(Self {
+        })
+    }
+}
+
+impl Module for RateLimitModule {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn check(&self, config: &EdgeConfig, v: &mut Violations) {
+        let section = &config.ratelimit;
+        check_guard(v, "ratelimit", &section.guard);
+        if let Err(reason) = check_capacity(section) {
+            v.push("ratelimit.capacity", reason);
+        }
+        if let Err(reason) = check_redis_timeout(section) {
+            v.push("ratelimit.redis_timeout", reason);
+        }
+        check_duration(
+            v,
+            "ratelimit.redis_timeout",
+            section.redis_timeout,
+            MAX_REDIS_TIMEOUT,
+        );
+        if let Err(reason) = check_store(section) {
+            v.push("ratelimit.store", reason);
+        }
+        // The proxies in front are named once (a policy of the edge, not a build check).
+        let ingress = &config.ingress.trusted_proxies;
+        let own = &section.client_ip.trusted_proxies;
+        if !own.is_empty() && !ingress.is_empty() && own != ingress {
+            v.push(
+                "ratelimit.client_ip.trusted_proxies",
+                "differs from ingress.trusted_proxies: name the proxies in front once, under [ingress]",
+            );
+        }
+        // The rule document, as the rule store validates it.
+        if let Err(rule_violations) = section.rules_document(&config.ingress).validate() {
+            for violation in rule_violations.iter() {
+                v.push(
+                    format!("ratelimit.{}", violation.path),
+                    violation.message.clone(),
+                );
+            }
+        }
+    }
+
+    fn update(&mut self, apply: &Apply<'_>) -> Result<(), String> {
+        let section = &apply.config.ratelimit;
+        check_capacity(section).map_err(|e| format!("ratelimit.capacity: {e}"))?;
+        check_redis_timeout(section).map_err(|e| format!("ratelimit.redis_timeout: {e}"))?;
+        let document = rules_document(apply.config)?;
+        let store_key = StoreKey::of(section);
+        let policy = section.guard.clone();
+
+        if let Some(running) = self.state.as_ref().filter(|_| apply.previous.is_some())
+            && running.store_key == store_key
+        {
+            // Same buckets: the running rule store gets the new rules at commit (rules whose
+            // name and quota did not change keep their state). Refused here, as the store
+            // would refuse them.
+            rule_store(document.clone())?;
+            let layer = if running.policy == policy {
+                running.layer.clone()
+            } else {
+                guard_layer(running.guard.clone(), &policy, apply.switchboard)?
+            };
+            self.state = Some(State {
+                policy,
+                layer,
+                ..running.clone()
+            });
+            self.pending_rules = Some(document);
+            return Ok(());
+        }
+
+        let rules = rule_store(document)?;
+        let guard = Self::guard(section, &rules)?;
+        let layer = guard_layer(guard.clone(), &policy, apply.switchboard)?;
+        self.state = Some(State {
             rules,
             store_key,
             guard,
             policy,
             layer,
+        });
+        self.pending_rules = None;
+        Ok(())
+    }
+
+    fn commit(&mut self) {
+        if let (Some(state), Some(document)) = (&self.state, self.pending_rules.take())
+            && let Err(rejection) = state.rules.submit(&document, RULES_SOURCE)
+        {
+            // Unreachable in practice: `update` had the same document accepted by a store
+            // of the same kind. Logged (and shown in /status) rather than ignored.
+            tracing::error!(%rejection, "the rate-limit rules were not installed");
+        }
+    }
+
+    fn stop(&mut self) {
+        self.state = None;
+        self.pending_rules = None;
+    }
+
+    fn slot(&self) -> Option<Slot<Incoming>> {
+        let layer = self.state.as_ref()?.layer.clone();
+        Some(Box::new(move |inner: EdgeService<Incoming>| {
+            layered(layer, inner)
         }))
     }
 
-    /// The slot.
-    pub(crate) fn slot(&self) -> Slot<Incoming> {
-        let layer = self.layer.clone();
-        Box::new(move |inner: EdgeService<Incoming>| layered(layer, inner))
-    }
-
-    /// `/status` entry.
-    pub(crate) fn status(&self) -> ModuleStatus {
-        let rules = self.rules.load();
-        let store = match &self.store_key.store {
+    fn status(&self) -> Option<ModuleStatus> {
+        let state = self.state.as_ref()?;
+        let rules = state.rules.load();
+        let store = match &state.store_key.store {
             StoreSetting::Memory => "memory".to_owned(),
             StoreSetting::Redis(url) => format!("redis ({})", redact(url)),
         };
-        guard_status(
-            &self.layer.handle(),
+        Some(guard_status(
+            &state.layer.handle(),
             json!({
                 "store": store,
-                "capacity": self.store_key.capacity,
+                "capacity": state.store_key.capacity,
                 "rules": rules.value().rules.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
                 "rules_generation": rules.meta().generation,
             }),
-        )
+        ))
+    }
+
+    fn clone_module(&self) -> Box<dyn Module> {
+        Box::new(self.clone())
     }
 }
 

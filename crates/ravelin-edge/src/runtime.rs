@@ -15,17 +15,15 @@ use ravelin_config::{Format, Store, Switchboard, Validate};
 use ravelin_proxy::IngressConfig;
 use ravelin_proxy::admin::AdminToken;
 use ravelin_proxy::{
-    Admin, ModuleStatus, Purge, Route, Routes, ServeSummary, Server, ServerConfig, SharedRoutes,
-    Target, Upstream, demo,
+    Admin, Route, Routes, ServeSummary, Server, ServerConfig, SharedRoutes, Target, Upstream, demo,
 };
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{EdgeConfig, Overrides, UpstreamSection};
-use crate::modules::{ExtraGuard, ExtraModule};
+use crate::modules::{Entry, ExtraGuard, Followed, Module, PurgeFn, registry, update_all};
 use crate::stack::{EdgeHandler, EdgeService, Slot, assemble};
-use crate::{botscore, cache, ratelimit};
 
 /// The largest config file read: 1 MiB.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
@@ -54,23 +52,45 @@ impl std::fmt::Debug for EdgeOptions {
     }
 }
 
-/// A module's `/status` reporter.
-type StatusFn = Arc<dyn Fn() -> ModuleStatus + Send + Sync>;
-/// A config store's status reporter.
-type StoreStatusFn = Arc<dyn Fn() -> ravelin_config::Status + Send + Sync>;
-/// The cache's purge entry point.
-type PurgeFn = Arc<dyn Fn(Purge) -> Result<u64, String> + Send + Sync>;
+/// A file a module follows, with the key its reload outcome is reported under.
+type FollowedFile = (&'static str, Arc<dyn Followed>);
 
-/// The modules, rebuilt or updated on reload; control plane only.
+/// The upstreams, routes and modules, rebuilt or updated on reload; control plane only.
 struct Control {
     applied: Option<EdgeConfig>,
     generation: Option<u64>,
     upstreams: HashMap<String, (UpstreamSection, Upstream)>,
     demo: Option<demo::DemoHandle>,
-    ratelimit: Option<ratelimit::RateLimitModule>,
-    botscore: Option<botscore::BotModule>,
-    cache: Option<cache::CacheModule>,
-    extra: Option<ExtraModule>,
+    /// The registry's modules in stack order (`crate::modules::registry`), each on or off.
+    modules: Vec<Entry>,
+}
+
+impl Control {
+    fn new(modules: Vec<Box<dyn Module>>) -> Self {
+        Self {
+            applied: None,
+            generation: None,
+            upstreams: HashMap::new(),
+            demo: None,
+            modules: modules.into_iter().map(Entry::new).collect(),
+        }
+    }
+
+    /// The modules in the stack, outermost first.
+    fn running(&self) -> impl Iterator<Item = &dyn Module> {
+        self.modules
+            .iter()
+            .filter(|entry| entry.on)
+            .map(|entry| entry.module.as_ref())
+    }
+}
+
+/// Everything a document builds, before any of it is live.
+struct Built {
+    upstreams: HashMap<String, (UpstreamSection, Upstream)>,
+    routes: Vec<Route>,
+    ingress: IngressConfig,
+    modules: crate::modules::Updated,
 }
 
 /// The running proxy's shared state.
@@ -81,10 +101,12 @@ pub struct Edge {
     routes: SharedRoutes,
     stack: Arc<ArcSwap<EdgeService<Incoming>>>,
     control: tokio::sync::Mutex<Control>,
-    /// Module `/status` reporters, replaced on every apply (read by the admin API).
-    statuses: Mutex<Vec<StatusFn>>,
-    /// Config stores besides the main one (bot feature file), for `/status`.
-    extra_stores: Mutex<Vec<StoreStatusFn>>,
+    /// The modules in the stack, outermost first, as last applied (read by the admin API for
+    /// `/status`).
+    statuses: Mutex<Vec<Arc<dyn Module>>>,
+    /// Files the modules follow besides the main config (bot feature file), for `/status`
+    /// and reloads.
+    followed: Mutex<Vec<FollowedFile>>,
     /// The cache's purge entry point, when the cache is on.
     purger: Mutex<Option<PurgeFn>>,
     apply_error: Mutex<Option<String>>,
@@ -159,21 +181,13 @@ impl Edge {
             );
             Ok(())
         };
-        let bot = self
-            .control
-            .lock()
-            .await
-            .botscore
-            .as_ref()
-            .map(|b| b.store().clone());
-        if let Some(bot) = bot
-            && bot.path().is_some()
-        {
-            let outcome = match bot.reload_async().await {
-                Ok(outcome) => json!(outcome.as_str()),
-                Err(rejection) => json!({"rejected": rejection.to_string()}),
+        let followed = lock(&self.followed).clone();
+        for (key, file) in followed.iter().filter(|(_, file)| file.has_file()) {
+            let outcome = match file.reload().await {
+                Ok(outcome) => json!(outcome),
+                Err(rejection) => json!({ "rejected": rejection }),
             };
-            report.insert("bot_feature_file".into(), outcome);
+            report.insert((*key).into(), outcome);
         }
         config_result?;
         self.apply_latest().await?;
@@ -218,7 +232,7 @@ impl Edge {
             }
         }
 
-        // Upstreams: keep the pool of every upstream whose settings did not change.
+        // Upstreams: with none configured, the embedded demo origin.
         let mut sections = config.upstreams.clone();
         if sections.is_empty() {
             if control.demo.is_none() {
@@ -229,144 +243,42 @@ impl Edge {
                 control.demo = Some(handle);
             }
             if let Some(demo) = &control.demo {
-                sections.push(UpstreamSection {
-                    name: "demo".into(),
-                    url: demo.url(),
-                    http2: false,
-                    preserve_host: false,
-                    connect_timeout: Duration::from_secs(1),
-                    response_timeout: Duration::from_secs(35),
-                    max_idle_connections: 64,
-                    body_idle_timeout: Duration::from_secs(60),
-                });
+                sections.push(demo_upstream(demo.url()));
             }
         } else if let Some(demo) = control.demo.take() {
             demo.shutdown().await;
         }
-        let mut upstreams = HashMap::new();
-        for section in &sections {
-            let reuse = control
-                .upstreams
-                .get(&section.name)
-                .filter(|(old, _)| old == section)
-                .map(|(_, upstream)| upstream.clone());
-            let upstream = match reuse {
-                Some(upstream) => upstream,
-                None => Upstream::builder(&section.name, &section.url)
-                    .http2(section.http2)
-                    .preserve_host(section.preserve_host)
-                    .connect_timeout(section.connect_timeout)
-                    .response_timeout(section.response_timeout)
-                    .max_idle_per_host(section.max_idle_connections)
-                    .body_idle_timeout(section.body_idle_timeout)
-                    .build()
-                    .map_err(|e| e.to_string())?,
-            };
-            upstreams.insert(section.name.clone(), (section.clone(), upstream));
-        }
-        let mut routes = Vec::new();
-        if config.routes.is_empty()
-            && let Some(first) = sections.first().and_then(|s| upstreams.get(&s.name))
-        {
-            routes.push(Route::new("default", "/", Target::from(first.1.clone())));
-        }
-        for route in &config.routes {
-            let Some((_, upstream)) = upstreams.get(&route.upstream) else {
-                return Err(format!("route to unknown upstream {:?}", route.upstream));
-            };
-            let mut built = Route::new(
-                route
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| route.path_prefix.clone()),
-                route.path_prefix.clone(),
-                Target {
-                    upstream: upstream.clone(),
-                    response_timeout: route.response_timeout,
-                },
-            );
-            if let Some(host) = &route.host {
-                built = built.host(host.clone());
-            }
-            routes.push(built);
-        }
 
-        // Modules: each keeps its state (limiter buckets, cache entries, bot model) and rebuilds
-        // its layer only when its policy changed.
-        let ratelimit = ratelimit::RateLimitModule::update(
-            control.ratelimit.take(),
-            old.as_ref(),
-            &config,
-            &self.switchboard,
-        )
-        .await?;
-        let botscore = botscore::BotModule::update(
-            control.botscore.take(),
-            old.as_ref(),
-            &config,
-            &self.switchboard,
-        )?;
-        let cache = cache::CacheModule::update(
-            control.cache.take(),
-            old.as_ref(),
-            &config,
-            &self.switchboard,
-        )?;
+        let built = build(control, old.as_ref(), &config, &sections, &self.switchboard)?;
 
         // Everything is built: nothing below can fail, so the switch to the new config is whole.
-        self.routes.store(Routes::new(routes));
-        control.upstreams = upstreams;
-        control.ratelimit = ratelimit;
-        control.botscore = botscore;
-        control.cache = cache;
+        self.routes.store(Routes::new(built.routes));
+        control.upstreams = built.upstreams;
+        control.modules = built
+            .modules
+            .commit(old.as_ref(), &config, &self.switchboard);
         if self.admin_token.set(admin_token(&config)) {
             tracing::info!("admin token changed: the previous token no longer works");
         }
-        // The stack (its ingress stage included) is built from the config being applied.
         control.applied = Some(config);
-        self.install_stack(control);
+        self.install_stack(control, built.ingress);
         Ok(())
     }
 
-    fn install_stack(&self, control: &Control) {
-        // Innermost first: cache, extra guard, bot score, rate limit.
-        let mut slots: Vec<Slot<Incoming>> = Vec::new();
-        let mut statuses: Vec<StatusFn> = Vec::new();
-        let mut stores: Vec<StoreStatusFn> = Vec::new();
-        let mut purger = None;
-        if let Some(cache) = &control.cache {
-            slots.push(cache.slot());
-            let c = cache.clone();
-            statuses.push(Arc::new(move || c.status()));
-            purger = Some(cache.purger());
-        }
-        if let Some(extra) = &control.extra {
-            slots.push(extra.slot());
-            let e = extra.clone();
-            statuses.push(Arc::new(move || e.status()));
-        }
-        if let Some(bot) = &control.botscore {
-            slots.push(bot.slot());
-            let b = bot.clone();
-            statuses.push(Arc::new(move || b.status()));
-            let store = bot.store().clone();
-            stores.push(Arc::new(move || store.status()));
-        }
-        if let Some(limit) = &control.ratelimit {
-            slots.push(limit.slot());
-            let l = limit.clone();
-            statuses.push(Arc::new(move || l.status()));
-        }
-        let ingress = control
-            .applied
-            .as_ref()
-            .map(ingress_config)
-            .unwrap_or_default();
+    /// Assembles the stack from the running modules (the registry's order) and swaps it in;
+    /// `/status`, reloads and purges follow the same modules.
+    fn install_stack(&self, control: &Control, ingress: IngressConfig) {
+        // `assemble` takes the slots innermost first.
+        let running: Vec<&dyn Module> = control.running().collect();
+        let slots: Vec<Slot<Incoming>> = running.iter().rev().filter_map(|m| m.slot()).collect();
         self.stack
             .store(Arc::new(assemble(self.routes.clone(), ingress, slots)));
-        *lock(&self.statuses) = statuses;
-        *lock(&self.extra_stores) = stores;
-        *lock(&self.purger) = purger;
+        *lock(&self.statuses) = running
+            .iter()
+            .map(|m| Arc::<dyn Module>::from(m.clone_module()))
+            .collect();
+        *lock(&self.followed) = running.iter().filter_map(|m| m.followed()).collect();
+        *lock(&self.purger) = running.iter().find_map(|m| m.purger());
     }
 
     fn admin(
@@ -419,11 +331,11 @@ impl Edge {
         builder = builder.config_status(move || store.status());
         let edge = Arc::clone(self);
         builder = builder.status_extra("feature_files", move || {
-            let stores = lock(&edge.extra_stores).clone();
+            let followed = lock(&edge.followed).clone();
             Value::Array(
-                stores
+                followed
                     .iter()
-                    .map(|f| ravelin_proxy::admin::config_status_json(&f()))
+                    .map(|(_, file)| ravelin_proxy::admin::config_status_json(&file.status()))
                     .collect(),
             )
         });
@@ -431,8 +343,8 @@ impl Edge {
         builder = builder.status_extra("apply_error", move || json!(*lock(&edge.apply_error)));
         let edge = Arc::clone(self);
         builder = builder.modules(move || {
-            let statuses = lock(&edge.statuses).clone();
-            statuses.iter().map(|f| f()).collect()
+            let modules = lock(&edge.statuses).clone();
+            modules.iter().filter_map(|m| m.status()).collect()
         });
         let edge = Arc::clone(self);
         builder = builder.on_reload(move || {
@@ -451,6 +363,124 @@ impl Edge {
         });
         builder.build()
     }
+}
+
+/// The demo origin as an upstream.
+fn demo_upstream(url: String) -> UpstreamSection {
+    UpstreamSection {
+        name: "demo".into(),
+        url,
+        http2: false,
+        preserve_host: false,
+        connect_timeout: Duration::from_secs(1),
+        response_timeout: Duration::from_secs(35),
+        max_idle_connections: 64,
+        body_idle_timeout: Duration::from_secs(60),
+    }
+}
+
+/// Builds everything `config` needs — the server limits, the ingress stage, the upstreams
+/// (`sections`; the pool of every unchanged one is kept) and routes, and every module of
+/// `control` (updated copies) — without changing anything that runs. Applying a document and
+/// [`try_build`] both go through here.
+fn build(
+    control: &Control,
+    previous: Option<&EdgeConfig>,
+    config: &EdgeConfig,
+    sections: &[UpstreamSection],
+    switchboard: &Switchboard,
+) -> Result<Built, String> {
+    // The limits the listener is bound with (`Server::bind` refuses the same).
+    server_config(config)
+        .check()
+        .map_err(|e| format!("server: {e}"))?;
+    let ingress = ingress_config(config)?;
+
+    let mut upstreams = HashMap::new();
+    for section in sections {
+        let reuse = control
+            .upstreams
+            .get(&section.name)
+            .filter(|(old, _)| old == section)
+            .map(|(_, upstream)| upstream.clone());
+        let upstream = match reuse {
+            Some(upstream) => upstream,
+            None => Upstream::builder(&section.name, &section.url)
+                .http2(section.http2)
+                .preserve_host(section.preserve_host)
+                .connect_timeout(section.connect_timeout)
+                .response_timeout(section.response_timeout)
+                .max_idle_per_host(section.max_idle_connections)
+                .body_idle_timeout(section.body_idle_timeout)
+                .build()
+                .map_err(|e| e.to_string())?,
+        };
+        upstreams.insert(section.name.clone(), (section.clone(), upstream));
+    }
+    let mut routes = Vec::new();
+    if config.routes.is_empty()
+        && let Some(first) = sections.first().and_then(|s| upstreams.get(&s.name))
+    {
+        routes.push(Route::new("default", "/", Target::from(first.1.clone())));
+    }
+    for (i, route) in config.routes.iter().enumerate() {
+        let Some((_, upstream)) = upstreams.get(&route.upstream) else {
+            return Err(format!(
+                "routes[{i}].upstream: unknown upstream {:?}",
+                route.upstream
+            ));
+        };
+        // A prefix or host that could never match is refused, not installed as a dead route.
+        ravelin_http::PathPrefix::new(route.path_prefix.as_str())
+            .map_err(|e| format!("routes[{i}].path_prefix: {e}"))?;
+        let mut built = Route::new(
+            route
+                .name
+                .clone()
+                .unwrap_or_else(|| route.path_prefix.clone()),
+            route.path_prefix.clone(),
+            Target {
+                upstream: upstream.clone(),
+                response_timeout: route.response_timeout,
+            },
+        );
+        if let Some(host) = &route.host {
+            crate::config::route_host(host).map_err(|e| format!("routes[{i}].host: {e}"))?;
+            built = built.host(host.clone());
+        }
+        routes.push(built);
+    }
+
+    // Modules: each keeps its state (limiter buckets, cache entries, bot model) and rebuilds
+    // its layer only when its settings changed.
+    let modules = update_all(&control.modules, previous, config, switchboard)?;
+    Ok(Built {
+        upstreams,
+        routes,
+        ingress,
+        modules,
+    })
+}
+
+/// Builds everything applying `config` builds — the server limits, the ingress stage, the
+/// upstreams and routes, and every enabled module's layer through the modules' own builders —
+/// then drops it: nothing is bound, served, installed or followed, and `config` is **not**
+/// validated first. It is how the edge's tests hold [`check_config`] to the build path (every
+/// document the build refuses, `--check` must refuse, naming the field), and how an embedder can
+/// see the build's own words for a document.
+///
+/// Call it inside a Tokio runtime: a Redis store starts its connection task as it is built.
+///
+/// # Errors
+/// The first thing that could not be built.
+pub fn try_build(config: &EdgeConfig) -> Result<(), String> {
+    let control = Control::new(registry(None));
+    let mut sections = config.upstreams.clone();
+    if sections.is_empty() {
+        // What applying starts instead: the demo origin on a loopback port.
+        sections.push(demo_upstream("http://127.0.0.1:9".into()));
+    }
+    build(&control, None, config, &sections, &Switchboard::new()).map(drop)
 }
 
 /// Where a config document comes from, for [`check_config`].
@@ -487,18 +517,29 @@ pub fn check_config(source: ConfigSource, overrides: &Overrides) -> Result<EdgeC
 /// The ingress stage a config asks for: case folding, trusted proxies, the header limit, and
 /// every header the edge owns — the bot scorer's under their default and configured names
 /// whether scoring is on or off, so a client can never hand the origin a score.
-pub(crate) fn ingress_config(config: &EdgeConfig) -> IngressConfig {
+///
+/// # Errors
+/// A trusted proxy that is not a network.
+pub(crate) fn ingress_config(config: &EdgeConfig) -> Result<IngressConfig, String> {
     let mut ingress = IngressConfig::new()
         .fold_case(config.ingress.fold_case)
-        .trusted_proxies(config.ingress.trusted_networks())
+        .trusted_proxies(config.ingress.trusted_networks()?)
         .max_headers(config.server.max_headers)
         .owned_header(ravelin_botscore::DEFAULT_SCORE_HEADER)
         .owned_header(ravelin_botscore::DEFAULT_REASONS_HEADER)
         .owned_header(ravelin_botscore::DEFAULT_VERIFIED_HEADER);
-    if let Ok(name) = http::HeaderName::from_bytes(config.botscore.score_header.as_bytes()) {
-        ingress = ingress.owned_header(name);
+    let bot = &config.botscore;
+    let configured = [
+        Some(bot.score_header.as_str()),
+        bot.reasons_header.as_deref(),
+        Some(bot.verified_header.as_str()).filter(|name| !name.is_empty()),
+    ];
+    for name in configured.into_iter().flatten() {
+        if let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) {
+            ingress = ingress.owned_header(name);
+        }
     }
-    ingress
+    Ok(ingress)
 }
 
 /// The admin token a config names: `admin.token`, else the variable `admin.token_env` names.
@@ -604,9 +645,10 @@ impl Running {
         if let Some(demo) = control.demo.take() {
             demo.shutdown().await;
         }
-        if let Some(bot) = control.botscore.as_mut() {
-            bot.stop_watching();
+        for entry in &mut control.modules {
+            entry.module.stop();
         }
+        *lock(&self.edge.followed) = Vec::new();
         summary
     }
 }
@@ -655,12 +697,6 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
         .map_err(|v| StartError::Config(format!("with command-line overrides: {v}")))?;
 
     let switchboard = Switchboard::new();
-    let extra = options
-        .extra_guard
-        .as_ref()
-        .map(|extra| ExtraModule::new(extra, &switchboard))
-        .transpose()
-        .map_err(StartError::Config)?;
     let placeholder = assemble::<Incoming>(
         SharedRoutes::new(Routes::default()),
         IngressConfig::new(),
@@ -672,18 +708,9 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
         switchboard,
         routes: SharedRoutes::new(Routes::default()),
         stack: Arc::new(ArcSwap::from_pointee(placeholder)),
-        control: tokio::sync::Mutex::new(Control {
-            applied: None,
-            generation: None,
-            upstreams: HashMap::new(),
-            demo: None,
-            ratelimit: None,
-            botscore: None,
-            cache: None,
-            extra,
-        }),
+        control: tokio::sync::Mutex::new(Control::new(registry(options.extra_guard.as_ref()))),
         statuses: Mutex::new(Vec::new()),
-        extra_stores: Mutex::new(Vec::new()),
+        followed: Mutex::new(Vec::new()),
         purger: Mutex::new(None),
         apply_error: Mutex::new(None),
         draining: AtomicBool::new(false),

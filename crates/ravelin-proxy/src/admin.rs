@@ -32,21 +32,55 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 const MAX_ADMIN_BODY: usize = 64 * 1024;
 
 /// One module's state for `/status`.
+///
+/// The failure mode and circuit state are typed ([`FailureMode`], [`CircuitState`]) and
+/// serialize to the strings `ravelin-failsafe` uses for them (`"open"`, `"half_open"`, …). They
+/// are this crate's own small enums rather than failsafe's types, so the admin router does not
+/// tie this crate to the guard machinery; whoever assembles modules (`ravelin-edge`) converts
+/// failsafe's values with an exhaustive `match`, so a new failsafe state cannot go unreported.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ModuleStatus {
     /// The module's name (also its kill switch's name).
     pub name: String,
-    /// `open` or `closed`: what happens to a request when the module fails.
-    pub failure_mode: String,
+    /// What happens to a request when the module fails.
+    pub failure_mode: FailureMode,
     /// The module's time budget per request, in milliseconds.
     pub timeout_ms: Option<u64>,
-    /// The circuit breaker's state (`closed`, `open`, `half_open`), when the module has one.
-    pub circuit: Option<String>,
+    /// The circuit breaker's state, when the module has one.
+    pub circuit: Option<CircuitState>,
     /// Whether the kill switch is engaged (module off).
     pub killed: bool,
     /// Module-specific facts (model version, store kind, …).
     #[serde(skip_serializing_if = "Value::is_null")]
     pub detail: Value,
+}
+
+/// How a module fails, as `/status` shows it: `"open"` or `"closed"` (the values of
+/// `ravelin_failsafe::FailureMode`).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureMode {
+    /// A failing module is skipped: the request continues as if it were absent.
+    Open,
+    /// A failing module answers the request with its failure response.
+    Closed,
+}
+
+/// A module's circuit breaker, as `/status` shows it: `"closed"`, `"open"`, `"half_open"`,
+/// `"forced_open"` or `"forced_closed"` (the values of `ravelin_failsafe::CircuitState`).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    /// The module is called for every request.
+    Closed,
+    /// The module is not called; its failure mode applies.
+    Open,
+    /// A few requests probe the module.
+    HalfOpen,
+    /// Opened by an operator.
+    ForcedOpen,
+    /// Closed by an operator.
+    ForcedClosed,
 }
 
 /// What `POST /cache/purge` asks for.
@@ -897,6 +931,58 @@ mod tests {
         assert_eq!(
             call(&admin, get("/commands/demo-outage")).await.0,
             StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+
+    #[tokio::test]
+    async fn module_status_json_keeps_the_failsafe_strings() {
+        let admin = Admin::builder()
+            .modules(|| {
+                vec![
+                    ModuleStatus {
+                        name: "ratelimit".into(),
+                        failure_mode: FailureMode::Closed,
+                        timeout_ms: Some(20),
+                        circuit: Some(CircuitState::HalfOpen),
+                        killed: false,
+                        detail: Value::Null,
+                    },
+                    ModuleStatus {
+                        name: "cache".into(),
+                        failure_mode: FailureMode::Open,
+                        timeout_ms: None,
+                        circuit: None,
+                        killed: true,
+                        detail: json!({ "entries": 0 }),
+                    },
+                ]
+            })
+            .build();
+        let (status, body) = call(&admin, get("/status")).await;
+        assert_eq!(status, StatusCode::OK);
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            body["modules"],
+            json!([
+                { "name": "ratelimit", "failure_mode": "closed", "timeout_ms": 20,
+                  "circuit": "half_open", "killed": false },
+                { "name": "cache", "failure_mode": "open", "timeout_ms": null,
+                  "circuit": null, "killed": true, "detail": { "entries": 0 } },
+            ])
+        );
+        let states = [
+            (CircuitState::Closed, "closed"),
+            (CircuitState::Open, "open"),
+            (CircuitState::HalfOpen, "half_open"),
+            (CircuitState::ForcedOpen, "forced_open"),
+            (CircuitState::ForcedClosed, "forced_closed"),
+        ];
+        for (state, text) in states {
+            assert_eq!(serde_json::to_value(state).unwrap(), json!(text));
+        }
+        assert_eq!(
+            serde_json::to_value(FailureMode::Open).unwrap(),
+            json!("open")
         );
     }
 
