@@ -528,6 +528,47 @@ pub(crate) fn check_duration(v: &mut Violations, path: &str, value: Duration, ma
     }
 }
 
+/// A refusal of `ServerConfig::check` under the `[server]` key it is about.
+pub(crate) fn server_violation(error: ravelin_proxy::ServerError) -> (String, String) {
+    match error {
+        ravelin_proxy::ServerError::Config { field, reason } => {
+            (format!("server.{field}"), reason)
+        }
+        other => ("server".to_owned(), other.to_string()),
+    }
+}
+
+/// A refusal of the upstream builder under the `[[upstreams]]` key it is about (`path` is
+/// `upstreams[i]`): the builder's `max_idle_per_host` is the file's `max_idle_connections`.
+pub(crate) fn upstream_violation(
+    path: &str,
+    error: ravelin_proxy::UpstreamError,
+) -> (String, String) {
+    use ravelin_proxy::UpstreamError;
+    let key = |field: &str| match field {
+        "max_idle_per_host" => "max_idle_connections".to_owned(),
+        other => other.to_owned(),
+    };
+    match error {
+        UpstreamError::InvalidUrl { url, reason, .. } => {
+            (format!("{path}.url"), format!("{url:?}: {reason}"))
+        }
+        UpstreamError::ZeroTimeout { field, .. } => (
+            format!("{path}.{}", key(field)),
+            "must be greater than zero".to_owned(),
+        ),
+        UpstreamError::TooLarge {
+            field,
+            limit,
+            value,
+            ..
+        } => (
+            format!("{path}.{}", key(field)),
+            format!("must be at most {limit}, got {value}"),
+        ),
+    }
+}
+
 /// A route host: a DNS name or IP literal without port; a trailing dot is allowed and ignored.
 /// Validation reports it; building the routes refuses it (a route that could never match).
 pub(crate) fn route_host(host: &str) -> Result<(), String> {
@@ -565,7 +606,8 @@ impl Validate for EdgeConfig {
         // and timeout with its upper bound (max_connections ≤ 1,000,000, max_headers ≤ 1024, …).
         let s = &self.server;
         if let Err(e) = super::runtime::server_config(self).check() {
-            v.push("server", e.to_string());
+            let (path, message) = server_violation(e);
+            v.push(path, message);
         }
         for host in &self.admin.allowed_hosts {
             if host.is_empty()
@@ -620,7 +662,8 @@ impl Validate for EdgeConfig {
                     .max_idle_per_host(u.max_idle_connections)
                     .check()
                 {
-                    v.push(format!("{path}.url"), e.to_string());
+                    let (field, message) = upstream_violation(&path, e);
+                    v.push(field, message);
                 }
             }
         }

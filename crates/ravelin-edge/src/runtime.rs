@@ -391,13 +391,14 @@ fn build(
     switchboard: &Switchboard,
 ) -> Result<Built, String> {
     // The limits the listener is bound with (`Server::bind` refuses the same).
-    server_config(config)
-        .check()
-        .map_err(|e| format!("server: {e}"))?;
+    server_config(config).check().map_err(|e| {
+        let (path, message) = crate::config::server_violation(e);
+        format!("{path}: {message}")
+    })?;
     let ingress = ingress_config(config)?;
 
     let mut upstreams = HashMap::new();
-    for section in sections {
+    for (i, section) in sections.iter().enumerate() {
         let reuse = control
             .upstreams
             .get(&section.name)
@@ -413,7 +414,11 @@ fn build(
                 .max_idle_per_host(section.max_idle_connections)
                 .body_idle_timeout(section.body_idle_timeout)
                 .build()
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| {
+                    let (path, message) =
+                        crate::config::upstream_violation(&format!("upstreams[{i}]"), e);
+                    format!("{path}: {message}")
+                })?,
         };
         upstreams.insert(section.name.clone(), (section.clone(), upstream));
     }
