@@ -14,6 +14,7 @@ pub use ravelin_botscore::BotScoreConfig;
 pub use ravelin_cache::CacheConfig;
 use ravelin_config::{Validate, Violations};
 pub use ravelin_failsafe::{CircuitConfig, FailureMode, GuardConfig};
+pub use ravelin_proxy::{DnsConfig, HealthConfig, OverloadConfig, RetryConfig};
 use serde::Deserialize;
 
 /// The whole file.
@@ -53,6 +54,11 @@ pub struct EdgeConfig {
     /// The ingress stage: path normalization, trusted proxies.
     #[serde(default)]
     pub ingress: IngressSection,
+    /// `[overload]`: load shedding, ravelin-proxy's own [`OverloadConfig`] (requests in
+    /// flight, connections past `server.max_connections`, the `Retry-After` of both answers).
+    /// Applied at start, as `[server]` is.
+    #[serde(default)]
+    pub overload: OverloadConfig,
 }
 
 /// `[modules]`: one `[modules.<name>]` table per module that is not at its defaults (on, not
@@ -246,6 +252,17 @@ pub struct UpstreamSection {
     /// a stalled body is then cut, freeing the client and every coalesced follower.
     #[serde(default = "default_body_idle_timeout", with = "humantime_serde")]
     pub body_idle_timeout: Duration,
+    /// `[upstreams.health]`: the upstream's circuit, ravelin-proxy's own [`HealthConfig`].
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// `[upstreams.retry]`: retries of failed connection attempts, ravelin-proxy's own
+    /// [`RetryConfig`].
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// `[upstreams.dns]`: how a host name in `url` is kept resolved, ravelin-proxy's own
+    /// [`DnsConfig`].
+    #[serde(default)]
+    pub dns: DnsConfig,
 }
 
 fn default_body_idle_timeout() -> Duration {
@@ -528,45 +545,70 @@ pub(crate) fn check_duration(v: &mut Violations, path: &str, value: Duration, ma
     }
 }
 
-/// A refusal of `ServerConfig::check` under the `[server]` key it is about.
+/// A refusal of `ServerConfig::check` under the key it is about: `[server]`'s, or
+/// `[overload]`'s for the two settings the server reads from there.
 pub(crate) fn server_violation(error: ravelin_proxy::ServerError) -> (String, String) {
     match error {
         ravelin_proxy::ServerError::Config { field, reason } => {
-            (format!("server.{field}"), reason)
+            let section = match field {
+                "overflow_connections" | "retry_after" => "overload",
+                _ => "server",
+            };
+            (format!("{section}.{field}"), reason)
         }
         other => ("server".to_owned(), other.to_string()),
     }
 }
 
-/// A refusal of the upstream builder under the `[[upstreams]]` key it is about (`path` is
-/// `upstreams[i]`): the builder's `max_idle_per_host` is the file's `max_idle_connections`.
-pub(crate) fn upstream_violation(
-    path: &str,
-    error: ravelin_proxy::UpstreamError,
-) -> (String, String) {
+/// The upstream builder with every setting of `section` (the build path and validation use
+/// the same one).
+pub(crate) fn upstream_builder(section: &UpstreamSection) -> ravelin_proxy::UpstreamBuilder {
+    ravelin_proxy::Upstream::builder(&section.name, &section.url)
+        .http2(section.http2)
+        .preserve_host(section.preserve_host)
+        .connect_timeout(section.connect_timeout)
+        .response_timeout(section.response_timeout)
+        .max_idle_per_host(section.max_idle_connections)
+        .body_idle_timeout(section.body_idle_timeout)
+        .health(section.health.clone())
+        .retry(section.retry.clone())
+        .dns(section.dns.clone())
+}
+
+/// A refusal of the upstream builder under the `[[upstreams]]` keys it is about (`path` is
+/// `upstreams[i]`): the builder's `max_idle_per_host` is the file's `max_idle_connections`, and
+/// its health, retry and DNS violations are `upstreams[i].health.…` and so on.
+pub(crate) fn upstream_violations(path: &str, error: ravelin_proxy::UpstreamError) -> Violations {
     use ravelin_proxy::UpstreamError;
     let key = |field: &str| match field {
         "max_idle_per_host" => "max_idle_connections".to_owned(),
         other => other.to_owned(),
     };
+    let mut v = Violations::new();
     match error {
         UpstreamError::InvalidUrl { url, reason, .. } => {
-            (format!("{path}.url"), format!("{url:?}: {reason}"))
+            v.push(format!("{path}.url"), format!("{url:?}: {reason}"));
         }
-        UpstreamError::ZeroTimeout { field, .. } => (
-            format!("{path}.{}", key(field)),
-            "must be greater than zero".to_owned(),
-        ),
+        UpstreamError::ZeroTimeout { field, .. } => {
+            v.push(
+                format!("{path}.{}", key(field)),
+                "must be greater than zero",
+            );
+        }
         UpstreamError::TooLarge {
             field,
             limit,
             value,
             ..
-        } => (
-            format!("{path}.{}", key(field)),
-            format!("must be at most {limit}, got {value}"),
-        ),
+        } => {
+            v.push(
+                format!("{path}.{}", key(field)),
+                format!("must be at most {limit}, got {value}"),
+            );
+        }
+        UpstreamError::Policy { violations, .. } => v.merge_under(path, violations),
     }
+    v
 }
 
 /// A route host: a DNS name or IP literal without port; a trailing dot is allowed and ignored.
@@ -605,9 +647,14 @@ impl Validate for EdgeConfig {
         // The server's own checks, on the same ServerConfig the proxy binds with: every limit
         // and timeout with its upper bound (max_connections ≤ 1,000,000, max_headers ≤ 1024, …).
         let s = &self.server;
-        if let Err(e) = super::runtime::server_config(self).check() {
+        if let Err(e) = super::runtime::server_limits(self).check() {
             let (path, message) = server_violation(e);
             v.push(path, message);
+        }
+        // The overload section's own checks (what `ServerConfig::overload` and
+        // `LoadShedLayer` read from it).
+        if let Err(violations) = self.overload.validate() {
+            v.merge_under("overload", violations);
         }
         for host in &self.admin.allowed_hosts {
             if host.is_empty()
@@ -655,15 +702,8 @@ impl Validate for EdgeConfig {
                         format!("duplicate upstream name {:?}", u.name),
                     );
                 }
-                if let Err(e) = ravelin_proxy::Upstream::builder(&u.name, &u.url)
-                    .connect_timeout(u.connect_timeout)
-                    .response_timeout(u.response_timeout)
-                    .body_idle_timeout(u.body_idle_timeout)
-                    .max_idle_per_host(u.max_idle_connections)
-                    .check()
-                {
-                    let (field, message) = upstream_violation(&path, e);
-                    v.push(field, message);
+                if let Err(e) = upstream_builder(u).check() {
+                    v.merge(upstream_violations(&path, e));
                 }
             }
         }
@@ -781,6 +821,9 @@ impl Overrides {
                     response_timeout: default_response_timeout(),
                     max_idle_connections: default_max_idle(),
                     body_idle_timeout: default_body_idle_timeout(),
+                    health: HealthConfig::default(),
+                    retry: RetryConfig::default(),
+                    dns: DnsConfig::default(),
                 })
             }];
             config.routes.clear();
@@ -857,6 +900,7 @@ mod tests {
         assert_eq!(example.cache, CacheConfig::default());
         assert_eq!(example.botscore, BotScoreConfig::default());
         assert_eq!(example.ratelimit, RateLimitSection::default());
+        assert_eq!(example.overload, OverloadConfig::default());
         assert_eq!(example.modules.names().count(), 3);
         for name in ["ratelimit", "botscore", "cache"] {
             assert_eq!(example.modules.get(name), ModuleSwitch::default());

@@ -227,6 +227,9 @@ impl Edge {
             if old.server != config.server {
                 tracing::warn!("[server] changed: takes effect at the next restart");
             }
+            if old.overload != config.overload {
+                tracing::warn!("[overload] changed: takes effect at the next restart");
+            }
             if old.admin.listen != config.admin.listen {
                 tracing::warn!("admin.listen changed: takes effect at the next restart");
             }
@@ -376,6 +379,9 @@ fn demo_upstream(url: String) -> UpstreamSection {
         response_timeout: Duration::from_secs(35),
         max_idle_connections: 64,
         body_idle_timeout: Duration::from_secs(60),
+        health: Default::default(),
+        retry: Default::default(),
+        dns: Default::default(),
     }
 }
 
@@ -406,18 +412,10 @@ fn build(
             .map(|(_, upstream)| upstream.clone());
         let upstream = match reuse {
             Some(upstream) => upstream,
-            None => Upstream::builder(&section.name, &section.url)
-                .http2(section.http2)
-                .preserve_host(section.preserve_host)
-                .connect_timeout(section.connect_timeout)
-                .response_timeout(section.response_timeout)
-                .max_idle_per_host(section.max_idle_connections)
-                .body_idle_timeout(section.body_idle_timeout)
+            None => crate::config::upstream_builder(section)
                 .build()
                 .map_err(|e| {
-                    let (path, message) =
-                        crate::config::upstream_violation(&format!("upstreams[{i}]"), e);
-                    format!("{path}: {message}")
+                    crate::config::upstream_violations(&format!("upstreams[{i}]"), e).to_string()
                 })?,
         };
         upstreams.insert(section.name.clone(), (section.clone(), upstream));
@@ -750,7 +748,12 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
         .map_err(|e| StartError::Bind(e.to_string()))?;
 
     let (stop, stop_rx) = watch::channel(false);
-    let handler = EdgeHandler::new(Arc::clone(&edge.stack));
+    // Load shedding is outermost and outside the swapped stack: its one count of requests in
+    // flight spans reloads (a reload that changes `[overload]` warns; it applies at restart).
+    let handler = tower::Layer::layer(
+        &ravelin_proxy::LoadShedLayer::new(&effective.overload),
+        EdgeHandler::new(Arc::clone(&edge.stack)),
+    );
     // The serve task is supervised: if it ends while no shutdown was asked for (a panic in
     // the accept loop, an early return), the process reports not ready and `run_until`
     // returns the reason so the binary exits non-zero.
@@ -816,8 +819,14 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
     })
 }
 
-/// The server limits of a config.
+/// The server the proxy listener is bound with: its limits ([`server_limits`]) and what it
+/// reads from `[overload]` (connections past the limit, `Retry-After`).
 pub(crate) fn server_config(config: &EdgeConfig) -> ServerConfig {
+    server_limits(config).overload(&config.overload)
+}
+
+/// The `[server]` limits alone (validation checks `[overload]` through its own type).
+pub(crate) fn server_limits(config: &EdgeConfig) -> ServerConfig {
     let s = &config.server;
     ServerConfig::default()
         .max_connections(s.max_connections)

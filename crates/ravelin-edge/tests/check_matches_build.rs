@@ -48,7 +48,10 @@ const UPSTREAM: &str = "[[upstreams]]\nname = \"origin\"\nurl = \"http://127.0.0
 const REFUSED: &[(&str, &str)] = &[
     // --- server: `ServerConfig::check`, which `Server::bind` runs ---
     ("server.max_connections", "[server]\nmax_connections = 0\n"),
-    ("server.max_connections", "[server]\nmax_connections = 1000001\n"),
+    (
+        "server.max_connections",
+        "[server]\nmax_connections = 1000001\n",
+    ),
     (
         "server.max_connections_per_ip",
         "[server]\nmax_connections = 10\nmax_connections_per_ip = 11\n",
@@ -62,8 +65,14 @@ const REFUSED: &[(&str, &str)] = &[
         "[server]\nper_ip_ipv6_prefix_len = 0\n",
     ),
     ("server.max_headers", "[server]\nmax_headers = 1025\n"),
-    ("server.max_header_bytes", "[server]\nmax_header_bytes = 8191\n"),
-    ("server.max_header_bytes", "[server]\nmax_header_bytes = 1048577\n"),
+    (
+        "server.max_header_bytes",
+        "[server]\nmax_header_bytes = 8191\n",
+    ),
+    (
+        "server.max_header_bytes",
+        "[server]\nmax_header_bytes = 1048577\n",
+    ),
     (
         "server.max_concurrent_streams",
         "[server]\nmax_concurrent_streams = 0\n",
@@ -85,6 +94,12 @@ const REFUSED: &[(&str, &str)] = &[
         "server.http2_keep_alive_timeout",
         "[server]\nhttp2_keep_alive_timeout = \"0s\"\n",
     ),
+    // --- overload: ravelin-proxy's OverloadConfig (the server and the load shedder) ---
+    (
+        "overload.overflow_connections",
+        "[overload]\noverflow_connections = 10001\n",
+    ),
+    ("overload.retry_after", "[overload]\nretry_after = \"0s\"\n"),
     // --- ingress: the trusted networks ---
     (
         "ingress.trusted_proxies[1]",
@@ -118,6 +133,18 @@ const REFUSED: &[(&str, &str)] = &[
     (
         "upstreams[0].max_idle_connections",
         "[[upstreams]]\nname = \"origin\"\nurl = \"http://127.0.0.1:1\"\nmax_idle_connections = 10001\n",
+    ),
+    (
+        "upstreams[0].health.open_for",
+        "[[upstreams]]\nname = \"origin\"\nurl = \"http://127.0.0.1:1\"\n[upstreams.health]\nopen_for = \"1ms\"\n",
+    ),
+    (
+        "upstreams[0].retry.max_retries",
+        "[[upstreams]]\nname = \"origin\"\nurl = \"http://127.0.0.1:1\"\n[upstreams.retry]\nmax_retries = 6\n",
+    ),
+    (
+        "upstreams[0].dns.refresh",
+        "[[upstreams]]\nname = \"origin\"\nurl = \"http://127.0.0.1:1\"\n[upstreams.dns]\nrefresh = \"0s\"\n",
     ),
     // --- routes ---
     (
@@ -408,6 +435,29 @@ const KNOBS: &[Knob] = &[
         "[server]\nshutdown_timeout = {v}\n",
         &["\"0s\"", "\"1s\"", "\"1h\"", "\"2h\""],
     ),
+    // overload
+    knob(
+        "overload.max_requests",
+        "[overload]\nmax_requests = {v}\n",
+        &["0", "1", "1000000", "1000001"],
+    ),
+    knob(
+        "overload.overflow_connections",
+        "[overload]\noverflow_connections = {v}\n",
+        &["0", "1", "10000", "10001"],
+    ),
+    knob(
+        "overload.retry_after",
+        "[overload]\nretry_after = {v}\n",
+        &[
+            "\"0s\"",
+            "\"999ms\"",
+            "\"1s\"",
+            "\"1500ms\"",
+            "\"1h\"",
+            "\"61m\"",
+        ],
+    ),
     // ingress
     knob(
         "ingress.trusted_proxies",
@@ -462,6 +512,56 @@ const KNOBS: &[Knob] = &[
         "upstreams[0].name",
         "[[upstreams]]\nname = {v}\nurl = \"http://127.0.0.1:1\"\n",
         &["\"origin\"", "\"\"", "\"a b\""],
+    ),
+    knob(
+        "upstreams[0].health.consecutive_failures",
+        "[[upstreams]]\nname = \"origin\"\nurl = \"http://127.0.0.1:1\"\n[upstreams.health]\nconsecutive_failures = {v}\n",
+        &["0", "1", "1000", "1001"],
+    ),
+    knob(
+        "upstreams[0].health.open_for",
+        "[[upstreams]]\nname = \"origin\"\nurl = \"http://127.0.0.1:1\"\n[upstreams.health]\nopen_for = {v}\n",
+        &["\"0s\"", "\"99ms\"", "\"100ms\"", "\"60s\"", "\"61m\""],
+    ),
+    knob(
+        "upstreams[0].health.max_open_for",
+        "[[upstreams]]\nname = \"origin\"\nurl = \"http://127.0.0.1:1\"\n[upstreams.health]\nopen_for = \"5s\"\nmax_open_for = {v}\n",
+        &["\"4s\"", "\"5s\"", "\"1h\"", "\"61m\""],
+    ),
+    knob(
+        "upstreams[0].retry.max_retries",
+        "[[upstreams]]\nname = \"origin\"\nurl = \"http://127.0.0.1:1\"\n[upstreams.retry]\nmax_retries = {v}\n",
+        &["0", "1", "5", "6"],
+    ),
+    knob(
+        "upstreams[0].retry.budget_ratio",
+        "[[upstreams]]\nname = \"origin\"\nurl = \"http://127.0.0.1:1\"\n[upstreams.retry]\nbudget_ratio = {v}\n",
+        &["-0.1", "0.0", "0.1", "1.0", "1.1", "nan"],
+    ),
+    knob(
+        "upstreams[0].retry.min_retries_per_second",
+        "[[upstreams]]\nname = \"origin\"\nurl = \"http://127.0.0.1:1\"\n[upstreams.retry]\nmin_retries_per_second = {v}\n",
+        &["0", "3", "1000", "1001"],
+    ),
+    knob(
+        "upstreams[0].retry.backoff_base",
+        "[[upstreams]]\nname = \"origin\"\nurl = \"http://127.0.0.1:1\"\n[upstreams.retry]\nbackoff_max = \"30s\"\nbackoff_base = {v}\n",
+        &["\"0s\"", "\"25ms\"", "\"10s\"", "\"11s\""],
+    ),
+    knob(
+        "upstreams[0].retry.backoff_max",
+        "[[upstreams]]\nname = \"origin\"\nurl = \"http://127.0.0.1:1\"\n[upstreams.retry]\nbackoff_base = \"25ms\"\nbackoff_max = {v}\n",
+        &["\"24ms\"", "\"25ms\"", "\"30s\"", "\"31s\""],
+    ),
+    knob(
+        "upstreams[0].dns.refresh",
+        "[[upstreams]]\nname = \"origin\"\nurl = \"http://127.0.0.1:1\"\n[upstreams.dns]\nrefresh = {v}\n",
+        &["\"0s\"", "\"999ms\"", "\"1s\"", "\"1h\"", "\"61m\""],
+    ),
+    knob(
+        "upstreams[0].dns.lookup_timeout",
+        "[[upstreams]]\nname = \"origin\"\nurl = \"http://127.0.0.1:1\"\n[upstreams.dns]\nlookup_timeout = {v}\n",
+        &["\"0s\"", "\"9ms\"", "\"10ms\"", "\"60s\"", "\"61s\""],
     ),
     // routes
     knob(
