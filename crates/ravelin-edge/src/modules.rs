@@ -14,7 +14,6 @@ use std::sync::Arc;
 use hyper::body::Incoming;
 use ravelin_config::{KillSwitch, Switchboard, Violations};
 use ravelin_failsafe::{Guard, GuardConfig, GuardHandle, GuardLayer};
-use ravelin_proxy::admin::{CircuitState, FailureMode};
 use ravelin_proxy::{ModuleStatus, Purge};
 use serde_json::Value;
 
@@ -265,32 +264,11 @@ pub(crate) fn guard_layer<G: Guard>(
 pub(crate) fn guard_status(handle: &GuardHandle, detail: Value) -> ModuleStatus {
     ModuleStatus {
         name: handle.name().to_owned(),
-        failure_mode: failure_mode(handle.failure_mode()),
+        failure_mode: handle.failure_mode(),
         timeout_ms: Some(u64::try_from(handle.timeout().as_millis()).unwrap_or(u64::MAX)),
-        circuit: Some(circuit_state(handle.circuit_state())),
+        circuit: Some(handle.circuit_state()),
         killed: handle.is_killed(),
         detail,
-    }
-}
-
-/// Failsafe's failure mode as the admin API reports it (exhaustive: a new mode is a compile
-/// error here, not a status page that lies).
-pub(crate) fn failure_mode(mode: ravelin_failsafe::FailureMode) -> FailureMode {
-    match mode {
-        ravelin_failsafe::FailureMode::Open => FailureMode::Open,
-        ravelin_failsafe::FailureMode::Closed => FailureMode::Closed,
-    }
-}
-
-/// Failsafe's circuit state as the admin API reports it (exhaustive, as [`failure_mode`]).
-pub(crate) fn circuit_state(state: ravelin_failsafe::CircuitState) -> CircuitState {
-    use ravelin_failsafe::CircuitState as Failsafe;
-    match state {
-        Failsafe::Closed => CircuitState::Closed,
-        Failsafe::Open => CircuitState::Open,
-        Failsafe::HalfOpen => CircuitState::HalfOpen,
-        Failsafe::ForcedOpen => CircuitState::ForcedOpen,
-        Failsafe::ForcedClosed => CircuitState::ForcedClosed,
     }
 }
 
@@ -453,31 +431,5 @@ mod tests {
         );
         assert!(update_all(&running, Some(&next), &bad, &switchboard).is_err());
         assert!(!switchboard.switch("botscore").is_engaged());
-    }
-
-    #[test]
-    fn status_strings_are_failsafes() {
-        use ravelin_failsafe::CircuitState as Failsafe;
-        for state in [
-            Failsafe::Closed,
-            Failsafe::Open,
-            Failsafe::HalfOpen,
-            Failsafe::ForcedOpen,
-            Failsafe::ForcedClosed,
-        ] {
-            assert_eq!(
-                serde_json::to_value(circuit_state(state)).unwrap(),
-                state.as_str()
-            );
-        }
-        for mode in [
-            ravelin_failsafe::FailureMode::Open,
-            ravelin_failsafe::FailureMode::Closed,
-        ] {
-            assert_eq!(
-                serde_json::to_value(failure_mode(mode)).unwrap(),
-                mode.as_str()
-            );
-        }
     }
 }

@@ -260,64 +260,17 @@ impl Default for CircuitBreakerConfig {
     }
 }
 
-/// Where a guard's circuit stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CircuitState {
-    /// The guard is called for every request; failures are counted.
-    Closed,
-    /// The guard is not called; the failure policy applies to every request.
-    Open,
-    /// A few requests probe the guard; the rest get the failure policy.
-    HalfOpen,
-    /// Opened by an operator; stays open until reset or forced closed.
-    ForcedOpen,
-    /// Closed by an operator; failures are not counted and never open it.
-    ForcedClosed,
-}
+/// Where a guard's circuit stands: defined in `ravelin-primitives`, where `/status` finds it too.
+pub use ravelin_primitives::CircuitState;
 
-impl CircuitState {
-    /// `closed`, `open`, `half_open`, `forced_open` or `forced_closed`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            CircuitState::Closed => "closed",
-            CircuitState::Open => "open",
-            CircuitState::HalfOpen => "half_open",
-            CircuitState::ForcedOpen => "forced_open",
-            CircuitState::ForcedClosed => "forced_closed",
-        }
-    }
-
-    /// The value of the `ravelin_guard_circuit_state` gauge: 0 closed, 1 open, 2 half-open,
-    /// 3 forced open, 4 forced closed.
-    pub const fn gauge_value(self) -> f64 {
-        match self {
-            CircuitState::Closed => 0.0,
-            CircuitState::Open => 1.0,
-            CircuitState::HalfOpen => 2.0,
-            CircuitState::ForcedOpen => 3.0,
-            CircuitState::ForcedClosed => 4.0,
-        }
-    }
-
-    /// Whether requests skip the guard in this state (before any half-open probe cap).
-    pub const fn is_open(self) -> bool {
-        matches!(self, CircuitState::Open | CircuitState::ForcedOpen)
-    }
-
-    const fn from_tag(tag: u64) -> Self {
-        match tag {
-            OPEN => CircuitState::Open,
-            HALF_OPEN => CircuitState::HalfOpen,
-            FORCED_OPEN => CircuitState::ForcedOpen,
-            FORCED_CLOSED => CircuitState::ForcedClosed,
-            _ => CircuitState::Closed,
-        }
-    }
-}
-
-impl fmt::Display for CircuitState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// The state a tag of the circuit's atomic word stands for.
+const fn state_from_tag(tag: u64) -> CircuitState {
+    match tag {
+        OPEN => CircuitState::Open,
+        HALF_OPEN => CircuitState::HalfOpen,
+        FORCED_OPEN => CircuitState::ForcedOpen,
+        FORCED_CLOSED => CircuitState::ForcedClosed,
+        _ => CircuitState::Closed,
     }
 }
 
@@ -441,7 +394,7 @@ impl Breaker {
     }
 
     pub(crate) fn state(&self) -> CircuitState {
-        CircuitState::from_tag(self.load().tag())
+        state_from_tag(self.load().tag())
     }
 
     #[inline]
@@ -465,8 +418,8 @@ impl Breaker {
 
     fn notify(&self, from: Word, to: Word, reason: &'static str) {
         (self.observer)(Transition {
-            from: CircuitState::from_tag(from.tag()),
-            to: CircuitState::from_tag(to.tag()),
+            from: state_from_tag(from.tag()),
+            to: state_from_tag(to.tag()),
             reason,
         });
     }

@@ -12,26 +12,8 @@ use http::{HeaderMap, Response, StatusCode};
 /// Defined in `ravelin-http`, where the proxy's ingress stage finds it too.
 pub use ravelin_http::X_RAVELIN_SKIPPED;
 
-/// Which way a guard fails. In configuration: `"open"` or `"closed"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FailureMode {
-    /// The request continues as if the guard were absent, marked
-    /// [`Skipped`](crate::Skipped).
-    Open,
-    /// The request is answered with the policy's failure response.
-    Closed,
-}
-
-impl FailureMode {
-    /// `"open"` or `"closed"`, for logs, metrics and status pages.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            FailureMode::Open => "open",
-            FailureMode::Closed => "closed",
-        }
-    }
-}
+/// Which way a guard fails: defined in `ravelin-primitives`, where `/status` finds it too.
+pub use ravelin_primitives::FailureMode;
 
 /// What a [`GuardLayer`](crate::GuardLayer) does with a request when its guard errors, panics,
 /// times out or has its circuit open. Declared per guard.

@@ -55,33 +55,9 @@ pub struct ModuleStatus {
     pub detail: Value,
 }
 
-/// How a module fails, as `/status` shows it: `"open"` or `"closed"` (the values of
-/// `ravelin_failsafe::FailureMode`).
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureMode {
-    /// A failing module is skipped: the request continues as if it were absent.
-    Open,
-    /// A failing module answers the request with its failure response.
-    Closed,
-}
-
-/// A module's circuit breaker, as `/status` shows it: `"closed"`, `"open"`, `"half_open"`,
-/// `"forced_open"` or `"forced_closed"` (the values of `ravelin_failsafe::CircuitState`).
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum CircuitState {
-    /// The module is called for every request.
-    Closed,
-    /// The module is not called; its failure mode applies.
-    Open,
-    /// A few requests probe the module.
-    HalfOpen,
-    /// Opened by an operator.
-    ForcedOpen,
-    /// Closed by an operator.
-    ForcedClosed,
-}
+/// How a module fails and where its circuit stands, as `/status` shows them (`"open"`,
+/// `"half_open"`, …): the very types `ravelin-failsafe` acts on, from `ravelin-primitives`.
+pub use ravelin_primitives::{CircuitState, FailureMode};
 
 /// What `POST /cache/purge` asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
