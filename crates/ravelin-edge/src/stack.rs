@@ -142,10 +142,55 @@ impl Default for CounterIds {
 impl MakeRequestId for CounterIds {
     fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        HeaderValue::from_str(&format!("{:08x}-{n}", self.boot))
-            .ok()
+        // Written into a stack buffer (no `format!`): the value's one allocation is the
+        // header value's own copy (issue 13).
+        let mut buf = [0u8; ID_MAX];
+        let len = write_id(&mut buf, self.boot, n);
+        buf.get(..len)
+            .and_then(|id| HeaderValue::from_bytes(id).ok())
             .map(RequestId::new)
     }
+}
+
+/// The longest id: 8 hex digits, `-`, 20 decimal digits (`u64::MAX`).
+const ID_MAX: usize = 8 + 1 + 20;
+
+/// Writes `{boot:08x}-{n}` into `buf` and returns its length.
+fn write_id(buf: &mut [u8; ID_MAX], boot: u32, n: u64) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut len = 0;
+    for shift in (0..8).rev() {
+        let digit = HEX.get(((boot >> (shift * 4)) & 0xf) as usize).copied();
+        if let (Some(slot), Some(digit)) = (buf.get_mut(len), digit) {
+            *slot = digit;
+        }
+        len += 1;
+    }
+    if let Some(slot) = buf.get_mut(len) {
+        *slot = b'-';
+    }
+    len += 1;
+    // Decimal digits of `n`, most significant first.
+    let mut digits = [0u8; 20];
+    let mut count = 0;
+    let mut rest = n;
+    loop {
+        if let Some(slot) = digits.get_mut(count) {
+            *slot = b'0' + (rest % 10) as u8;
+        }
+        count += 1;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for digit in digits.iter().take(count).rev() {
+        if let Some(slot) = buf.get_mut(len) {
+            *slot = *digit;
+        }
+        len += 1;
+    }
+    len
 }
 
 // === panic answer ===
@@ -288,5 +333,32 @@ impl<B: Send + 'static> Service<Request<B>> for EdgeHandler<B> {
             }
             Ok(response)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_formatted_as_before() {
+        for (boot, n) in [
+            (0u32, 0u64),
+            (0xdead_beef, 1),
+            (0x0000_00ff, 42),
+            (u32::MAX, u64::MAX),
+            (0x1234_5678, 1_000_000_007),
+        ] {
+            let mut buf = [0u8; ID_MAX];
+            let len = write_id(&mut buf, boot, n);
+            assert_eq!(&buf[..len], format!("{boot:08x}-{n}").as_bytes());
+        }
+        let mut ids = CounterIds::default();
+        let request = Request::new(());
+        let first = ids.make_request_id(&request).unwrap();
+        let second = ids.make_request_id(&request).unwrap();
+        let boot = format!("{:08x}", ids.boot);
+        assert_eq!(first.header_value(), &format!("{boot}-1"));
+        assert_eq!(second.header_value(), &format!("{boot}-2"));
     }
 }
