@@ -382,8 +382,13 @@ impl Plan {
         }
         let mut blocked = false;
         let mut retry_after = 0u64;
+        // With one rule applied (the usual case) its precomputed policy value is used; the
+        // policy string is built only for two or more. `state` is sized for a typical item so
+        // it is allocated once (issue 13).
         let mut policy = String::new();
-        let mut state = String::new();
+        let mut first: Option<&CompiledRule> = None;
+        let mut items = 0usize;
+        let mut state = String::with_capacity(64);
         for (&index, decision) in self.applied.iter().zip(&decisions) {
             let Some(rule) = self.compiled.rules.get(index) else {
                 continue;
@@ -414,11 +419,25 @@ impl Plan {
                     }
                 }
             }
-            if !policy.is_empty() {
-                policy.push_str(", ");
+            if items > 0 {
                 state.push_str(", ");
             }
-            policy.push_str(&rule.policy_item);
+            match items {
+                0 => first = Some(rule),
+                1 => {
+                    // A second rule: from here on the list is built.
+                    if let Some(first) = first {
+                        policy.push_str(&first.policy_item);
+                    }
+                    policy.push_str(", ");
+                    policy.push_str(&rule.policy_item);
+                }
+                _ => {
+                    policy.push_str(", ");
+                    policy.push_str(&rule.policy_item);
+                }
+            }
+            items += 1;
             ratelimit_item(&mut state, &rule.name, &rule.quota, decision);
         }
         let send_headers = match self.compiled.headers {
@@ -427,8 +446,12 @@ impl Plan {
             ResponseHeaders::Never => false,
         };
         let mut headers = HeaderMap::new();
-        if send_headers && !policy.is_empty() {
-            if let Some(value) = list_value(&policy) {
+        if send_headers && items > 0 {
+            let value = match (items, first) {
+                (1, Some(rule)) => rule.policy_value.clone(),
+                _ => list_value(&policy),
+            };
+            if let Some(value) = value {
                 headers.insert(RATELIMIT_POLICY.clone(), value);
             }
             if let Some(value) = list_value(&state) {

@@ -588,6 +588,9 @@ pub(crate) struct CompiledRule {
     pub(crate) path_prefix: Option<PathPrefix>,
     /// `"name";q=100;w=60`, ready for `RateLimit-Policy`.
     pub(crate) policy_item: String,
+    /// The same as a field value, for a response that only this rule applied to: cloned
+    /// (a reference count) instead of built per request (issue 13).
+    pub(crate) policy_value: Option<http::HeaderValue>,
     pub(crate) allowed: metrics::Counter,
     pub(crate) denied: metrics::Counter,
     pub(crate) skipped: metrics::Counter,
@@ -632,13 +635,15 @@ impl Compiled {
                         "outcome" => outcome,
                     )
                 };
+                let policy_item = format!(
+                    "\"{}\";q={};w={}",
+                    rule.name,
+                    quota.limit(),
+                    quota.window().as_secs()
+                );
                 Some(CompiledRule {
-                    policy_item: format!(
-                        "\"{}\";q={};w={}",
-                        rule.name,
-                        quota.limit(),
-                        quota.window().as_secs()
-                    ),
+                    policy_value: crate::headers::list_value(&policy_item),
+                    policy_item,
                     name: rule.name.clone(),
                     quota,
                     cost: rule.cost,
