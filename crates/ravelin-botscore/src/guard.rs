@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::future::{Ready, ready};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use http::header::{HeaderName, HeaderValue};
 use ravelin_failsafe::{
@@ -13,7 +13,7 @@ use ravelin_http::MatchPath;
 
 use crate::actions::{Action, CompiledRoute, Route, Routes};
 use crate::request::RequestView;
-use crate::score::{BotScore, Scorer};
+use crate::score::{BotScore, Class, Scorer};
 use crate::verified::VerifiedBots;
 
 /// The name a [`BotGuard`] gives itself ([`Guard::name`]): whatever layer wraps it derives the
@@ -133,6 +133,44 @@ struct Inner {
     owned: Box<[HeaderName]>,
     fingerprint_header: Option<HeaderName>,
     shadow_logs: LogLimiter,
+    /// Metric handles, each resolved on first use and then reused: no label vector, hashing
+    /// or registry lookup per request (issue 13). Resolving lazily keeps the exported series
+    /// what they were: one appears when it is first counted.
+    metrics: Metrics,
+}
+
+/// `ravelin_botscore_decisions_total` by action × mode × class, the score histogram and the
+/// verified-bot counter.
+#[derive(Default)]
+struct Metrics {
+    decisions: [OnceLock<metrics::Counter>; DECISION_SERIES],
+    score: OnceLock<metrics::Histogram>,
+    verified: OnceLock<metrics::Counter>,
+}
+
+/// Four actions × two modes × three classes.
+const DECISION_SERIES: usize = 4 * 2 * 3;
+
+impl Metrics {
+    fn decision(&self, action: Action, shadow: bool, class: Class) -> Option<&metrics::Counter> {
+        let action_index = match action {
+            Action::Allow => 0,
+            Action::Annotate => 1,
+            Action::Challenge => 2,
+            Action::Block => 3,
+        };
+        let class_index = match class {
+            Class::Automated => 0,
+            Class::LikelyAutomated => 1,
+            Class::LikelyHuman => 2,
+        };
+        let index = (action_index * 2 + usize::from(shadow)) * 3 + class_index;
+        let slot = self.decisions.get(index)?;
+        Some(slot.get_or_init(|| {
+            let mode = if shadow { "shadow" } else { "enforce" };
+            metrics::counter!("ravelin_botscore_decisions_total", "action" => action.as_str(), "mode" => mode, "class" => class.as_str())
+        }))
+    }
 }
 
 impl BotGuard {
@@ -196,11 +234,24 @@ impl BotGuard {
         let (score, decision, route) = self
             .decide(head)
             .map_err(|e| GuardError::new(GuardErrorKind::Config, e.to_string()))?;
-        let mode = if decision.shadow { "shadow" } else { "enforce" };
-        metrics::counter!("ravelin_botscore_decisions_total", "action" => decision.action.as_str(), "mode" => mode, "class" => score.class().as_str()).increment(1);
-        metrics::histogram!("ravelin_botscore_score").record(f64::from(score.score().get()));
+        if let Some(counter) =
+            inner
+                .metrics
+                .decision(decision.action, decision.shadow, score.class())
+        {
+            counter.increment(1);
+        }
+        inner
+            .metrics
+            .score
+            .get_or_init(|| metrics::histogram!("ravelin_botscore_score"))
+            .record(f64::from(score.score().get()));
         if score.verified_bot() {
-            metrics::counter!("ravelin_botscore_verified_bots_total").increment(1);
+            inner
+                .metrics
+                .verified
+                .get_or_init(|| metrics::counter!("ravelin_botscore_verified_bots_total"))
+                .increment(1);
         }
         if !decision.shadow {
             match (decision.action, route) {
@@ -365,6 +416,7 @@ impl BotGuardBuilder {
                 headers,
                 fingerprint_header,
                 shadow_logs: LogLimiter::per_second(SHADOW_LOGS_PER_SECOND),
+                metrics: Metrics::default(),
             }),
         })
     }
