@@ -57,6 +57,14 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// The per-core workers could not be set up (a worker's runtime, or a shared listening
+    /// socket that could not be cloned).
+    #[error("cannot start the per-core workers: {source}")]
+    Workers {
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// A limit in the server configuration is unusable.
     #[error("server config: {field} {reason}")]
     Config {

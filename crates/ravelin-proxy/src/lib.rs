@@ -30,4 +30,4 @@ pub use ingress::{
 pub use overload::{LoadShed, LoadShedLayer, OverloadConfig};
 pub use retry::RetryConfig;
 pub use route::{Route, Routes, SharedRoutes, request_host};
-pub use server::{ServeSummary, Server, ServerConfig, shutdown_signal};
+pub use server::{RuntimeModel, ServeSummary, Server, ServerConfig, shutdown_signal};

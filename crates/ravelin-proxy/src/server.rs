@@ -74,6 +74,42 @@ pub struct ServerConfig {
     shutdown_timeout: Duration,
     overflow_connections: usize,
     retry_after: Duration,
+    runtime: RuntimeModel,
+    workers: usize,
+}
+
+/// How the server's connections are scheduled (issue 13).
+///
+/// - [`MultiThread`](Self::MultiThread) (the default): one accept loop on the caller's runtime;
+///   with tokio's multi-threaded runtime, connection tasks are spread over its worker threads
+///   by work stealing.
+/// - [`PerCore`](Self::PerCore): nginx's and Envoy's worker model. `workers` threads, each with
+///   its own current-thread tokio runtime and its own listening socket bound with
+///   `SO_REUSEPORT` (Linux; elsewhere the workers share one listening socket), each accepting
+///   and serving its own connections to the end, so a connection never changes threads. The
+///   limits (`max_connections`, per-IP, overflow), metrics and graceful shutdown span all
+///   workers.
+///
+/// The default stays [`MultiThread`](Self::MultiThread) until `benches/load.sh` has measured
+/// both on a quiet machine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeModel {
+    /// One accept loop on the caller's runtime (tokio's work-stealing scheduler in the binary).
+    #[default]
+    MultiThread,
+    /// One current-thread runtime and one `SO_REUSEPORT` listener per worker thread.
+    PerCore,
+}
+
+impl RuntimeModel {
+    /// The name as configured (`"multi_thread"`, `"per_core"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MultiThread => "multi_thread",
+            Self::PerCore => "per_core",
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -95,6 +131,8 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(30),
             overflow_connections: 0,
             retry_after: Duration::from_secs(1),
+            runtime: RuntimeModel::MultiThread,
+            workers: 0,
         }
     }
 }
@@ -128,6 +166,33 @@ impl ServerConfig {
     pub const SHUTDOWN_TIMEOUT_LIMIT: Duration = Duration::from_secs(600);
     /// The most `overflow_connections`: each holds a descriptor for at most 2 s.
     pub const OVERFLOW_CONNECTIONS_LIMIT: usize = 10_000;
+    /// The most `workers`: 256 threads, each with its own runtime and listening socket (far
+    /// more than any core count the proxy is deployed on; more workers than cores only adds
+    /// context switches).
+    pub const MAX_WORKERS_LIMIT: usize = 256;
+
+    /// The runtime model (default [`RuntimeModel::MultiThread`]).
+    pub fn runtime(mut self, runtime: RuntimeModel) -> Self {
+        self.runtime = runtime;
+        self
+    }
+
+    /// Worker threads for [`RuntimeModel::PerCore`] (default 0 = the available parallelism;
+    /// at most [`Self::MAX_WORKERS_LIMIT`]). Ignored by [`RuntimeModel::MultiThread`], whose
+    /// threads are the caller's runtime's.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// The worker threads [`RuntimeModel::PerCore`] starts: `workers`, or the available
+    /// parallelism (at least 1) when it is 0.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            return self.workers;
+        }
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    }
 
     /// Open connections at once (default 10,000, at most [`Self::MAX_CONNECTIONS_LIMIT`]).
     /// When reached, new connections take the slot of an idle one or are answered 503 while
@@ -362,6 +427,7 @@ impl ServerConfig {
             0,
             Self::OVERFLOW_CONNECTIONS_LIMIT,
         )?;
+        within("workers", self.workers, 0, Self::MAX_WORKERS_LIMIT)?;
         crate::overload::check_retry_after(self.retry_after)
             .map_err(|reason| config_error("retry_after", reason))?;
         if self.shutdown_timeout > Self::SHUTDOWN_TIMEOUT_LIMIT {
@@ -423,9 +489,26 @@ fn within<T: PartialOrd + Display>(
 /// (connections answered 503 past the limit are counted as rejected, not accepted).
 #[derive(Debug)]
 pub struct Server {
-    listener: TcpListener,
+    listeners: Listeners,
+    local: SocketAddr,
     config: ServerConfig,
     metrics: Arc<ConnMetrics>,
+}
+
+/// The listening sockets and, for [`RuntimeModel::PerCore`], the workers' runtimes.
+#[derive(Debug)]
+enum Listeners {
+    /// [`RuntimeModel::MultiThread`]: one accept loop on the caller's runtime.
+    One(TcpListener),
+    /// [`RuntimeModel::PerCore`]: one listener (an `SO_REUSEPORT` socket of its own, or a
+    /// clone of one shared socket) and one current-thread runtime per worker.
+    Workers(Vec<Worker>),
+}
+
+#[derive(Debug)]
+struct Worker {
+    listener: std::net::TcpListener,
+    runtime: tokio::runtime::Runtime,
 }
 
 /// What [`Server::serve`] did before it returned.
@@ -437,49 +520,158 @@ pub struct ServeSummary {
     pub forced_closed: usize,
 }
 
+impl ServeSummary {
+    fn add(self, other: Self) -> Self {
+        Self {
+            connections: self.connections.saturating_add(other.connections),
+            forced_closed: self.forced_closed.saturating_add(other.forced_closed),
+        }
+    }
+}
+
+/// The state every accept loop of one server shares: with [`RuntimeModel::PerCore`], the
+/// limits hold across workers because the workers hold the same semaphores and maps.
+struct Shared {
+    config: ServerConfig,
+    metrics: Arc<ConnMetrics>,
+    permits: Arc<Semaphore>,
+    overflow_permits: Arc<Semaphore>,
+    reclaimable: Reclaimable,
+    per_ip: PerIp,
+    accept_log: LogLimiter,
+    reject_log: LogLimiter,
+    conn_log: Arc<LogLimiter>,
+}
+
+impl Shared {
+    fn new(config: ServerConfig, metrics: Arc<ConnMetrics>) -> Self {
+        Self {
+            overflow_permits: Arc::new(Semaphore::new(config.overflow_connections)),
+            // Connections that could be reclaimed for one past the limit: kept only when there
+            // is overflow handling to use them.
+            reclaimable: Reclaimable::new(config.overflow_connections > 0),
+            permits: Arc::new(Semaphore::new(config.max_connections)),
+            per_ip: PerIp::new(
+                config.per_ip_limit(),
+                config.per_ip_ipv4_prefix_len,
+                config.per_ip_ipv6_prefix_len,
+            ),
+            accept_log: LogLimiter::per_second(5),
+            reject_log: LogLimiter::per_second(5),
+            conn_log: Arc::new(LogLimiter::per_second(5)),
+            config,
+            metrics,
+        }
+    }
+}
+
 impl Server {
-    /// Binds `addr` with `config`.
+    /// Binds `addr` with `config`: one listener, or with [`RuntimeModel::PerCore`] one per
+    /// worker ([`ServerConfig::worker_count`]), all on the same address (after binding port
+    /// 0, the others take the port the first one got).
     ///
     /// # Errors
     /// [`ServerError::Bind`] when the address cannot be bound, [`ServerError::Config`] for an
-    /// unusable limit.
+    /// unusable limit, [`ServerError::Workers`] when a worker's runtime cannot be built.
     pub async fn bind(addr: SocketAddr, config: ServerConfig) -> Result<Self, ServerError> {
         config.check()?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Bind { addr, source })?;
-        Ok(Self::new(listener, config))
+        let bind_error = |source| ServerError::Bind { addr, source };
+        match config.runtime {
+            RuntimeModel::MultiThread => {
+                let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+                Self::new(Listeners::One(listener), config)
+            }
+            RuntimeModel::PerCore => {
+                let listeners = bind_workers(addr, config.worker_count()).map_err(bind_error)?;
+                Self::with_workers(listeners, config)
+            }
+        }
     }
 
-    /// Serves on an already bound listener.
+    /// Serves on an already bound listener. With [`RuntimeModel::PerCore`], the workers
+    /// share it (each accepts from a clone of the socket).
     ///
     /// # Errors
-    /// [`ServerError::Config`] for an unusable limit.
+    /// [`ServerError::Config`] for an unusable limit, [`ServerError::Workers`] when the
+    /// socket cannot be shared or a worker's runtime cannot be built.
     pub fn from_listener(listener: TcpListener, config: ServerConfig) -> Result<Self, ServerError> {
         config.check()?;
-        Ok(Self::new(listener, config))
+        match config.runtime {
+            RuntimeModel::MultiThread => Self::new(Listeners::One(listener), config),
+            RuntimeModel::PerCore => {
+                let shared = listener
+                    .into_std()
+                    .map_err(|source| ServerError::Workers { source })?;
+                let listeners = clones(shared, config.worker_count())
+                    .map_err(|source| ServerError::Workers { source })?;
+                Self::with_workers(listeners, config)
+            }
+        }
     }
 
-    fn new(listener: TcpListener, config: ServerConfig) -> Self {
-        Self {
-            listener,
+    fn with_workers(
+        listeners: Vec<std::net::TcpListener>,
+        config: ServerConfig,
+    ) -> Result<Self, ServerError> {
+        let workers = listeners
+            .into_iter()
+            .map(|listener| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                Ok(Worker { listener, runtime })
+            })
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|source| ServerError::Workers { source })?;
+        Self::new(Listeners::Workers(workers), config)
+    }
+
+    fn new(listeners: Listeners, config: ServerConfig) -> Result<Self, ServerError> {
+        let local = match &listeners {
+            Listeners::One(listener) => listener.local_addr(),
+            Listeners::Workers(workers) => workers.first().map_or_else(
+                || Err(std::io::Error::other("no worker listener")),
+                |worker| worker.listener.local_addr(),
+            ),
+        }
+        .map_err(|source| ServerError::Workers { source })?;
+        Ok(Self {
+            listeners,
+            local,
             config,
             metrics: Arc::new(ConnMetrics::new()),
-        }
+        })
     }
 
     /// The bound address (useful after binding port 0).
     ///
     /// # Errors
-    /// The socket's error, if it has one.
+    /// Never today; kept fallible for callers written against a socket's `local_addr`.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        Ok(self.local)
+    }
+
+    /// The threads accepting connections: 1 for [`RuntimeModel::MultiThread`] (the accept
+    /// loop; connections run wherever the caller's runtime puts them), the worker count for
+    /// [`RuntimeModel::PerCore`].
+    pub fn accept_loops(&self) -> usize {
+        match &self.listeners {
+            Listeners::One(_) => 1,
+            Listeners::Workers(workers) => workers.len(),
+        }
     }
 
     /// Serves connections with `service` until `shutdown` completes, then stops accepting,
     /// lets in-flight requests finish (HTTP/1.1 connections close after their current response;
     /// HTTP/2 connections get GOAWAY), and returns when all are done or the shutdown deadline
     /// passes, whichever is first.
+    ///
+    /// With [`RuntimeModel::PerCore`], each worker thread serves its own listener with a clone
+    /// of `service` on its own runtime; this future only waits for `shutdown`, tells every
+    /// worker, and adds up their summaries. The workers' runtimes stay up until every worker
+    /// has drained, so a connection one worker opened to an upstream (and another reuses from
+    /// the shared pool) keeps being driven until the last request is answered. Dropping this
+    /// future shuts the workers down as `shutdown` would.
     pub async fn serve<S, B, F>(self, service: S, shutdown: F) -> ServeSummary
     where
         S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
@@ -491,229 +683,424 @@ impl Server {
         F: Future<Output = ()> + Send,
     {
         let Server {
-            listener,
+            listeners,
+            local,
             config,
             metrics,
         } = self;
-        let local = listener.local_addr().ok();
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .keep_alive(config.keep_alive)
-            .max_headers(config.max_headers)
-            .max_buf_size(config.max_header_bytes)
-            .header_read_timeout(config.header_read_timeout);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_concurrent_streams(config.max_concurrent_streams)
-            .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
-            .keep_alive_interval(config.http2_keep_alive_interval)
-            .keep_alive_timeout(config.http2_keep_alive_timeout);
+        let shared = Arc::new(Shared::new(config, metrics));
+        match listeners {
+            Listeners::One(listener) => {
+                accept_loop(false, listener, local, shared, service, shutdown).await
+            }
+            Listeners::Workers(workers) => {
+                serve_workers(workers, local, shared, service, shutdown).await
+            }
+        }
+    }
+}
 
-        // Connections past the limit are answered by a builder of their own: no keep-alive,
-        // one stream, and a head deadline within their short life.
-        let mut overflow_builder = builder.clone();
-        overflow_builder
-            .http1()
-            .keep_alive(false)
-            .header_read_timeout(OVERFLOW_LIFETIME);
-        overflow_builder.http2().max_concurrent_streams(1);
-        let overflow_retry_after = crate::overload::retry_after_value(config.retry_after);
-        let overflow_permits = Arc::new(Semaphore::new(config.overflow_connections));
-        let mut overflow_tasks = JoinSet::new();
-        // Connections that could be reclaimed for one past the limit: kept only when there is
-        // overflow handling to use them.
-        let reclaimable = Reclaimable::new(config.overflow_connections > 0);
+/// `n` listeners on `addr` with `SO_REUSEPORT`, so the kernel spreads new connections over
+/// them (Linux); elsewhere one listener and `n - 1` clones of it. Returned as std sockets, to
+/// be registered with each worker's own runtime.
+fn bind_workers(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut listeners = Vec::with_capacity(n);
+        let mut at = addr;
+        for _ in 0..n.max(1) {
+            let socket = if at.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.set_reuseaddr(true)?;
+            socket.set_reuseport(true)?;
+            socket.bind(at)?;
+            let listener = socket.listen(LISTEN_BACKLOG)?;
+            // Port 0: the other workers join the port the first one got.
+            at = listener.local_addr()?;
+            listeners.push(listener.into_std()?);
+        }
+        Ok(listeners)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        clones(listener, n)
+    }
+}
 
-        let permits = Arc::new(Semaphore::new(config.max_connections));
-        let per_ip = PerIp::new(
-            config.per_ip_limit(),
-            config.per_ip_ipv4_prefix_len,
-            config.per_ip_ipv6_prefix_len,
-        );
-        let timeouts = config.timeouts();
-        let (stop, _) = watch::channel(false);
-        let mut tasks = JoinSet::new();
-        let accept_log = LogLimiter::per_second(5);
-        let reject_log = LogLimiter::per_second(5);
-        let conn_log = Arc::new(LogLimiter::per_second(5));
-        let mut connections: u64 = 0;
-        tokio::pin!(shutdown);
-        tracing::info!(addr = ?local, "listening");
+/// The backlog of each worker's listener (what tokio's `TcpListener::bind` uses).
+#[cfg(target_os = "linux")]
+const LISTEN_BACKLOG: u32 = 1024;
 
-        loop {
+/// `listener` and `n - 1` clones of it: workers sharing one socket.
+fn clones(
+    listener: std::net::TcpListener,
+    n: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut listeners = Vec::with_capacity(n.max(1));
+    for _ in 1..n.max(1) {
+        listeners.push(listener.try_clone()?);
+    }
+    listeners.push(listener);
+    Ok(listeners)
+}
+
+/// [`RuntimeModel::PerCore`]: starts one thread per worker, waits for `shutdown`, tells the
+/// workers, and adds up what they did.
+async fn serve_workers<S, B, F>(
+    workers: Vec<Worker>,
+    local: SocketAddr,
+    shared: Arc<Shared>,
+    service: S,
+    shutdown: F,
+) -> ServeSummary
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    F: Future<Output = ()> + Send,
+{
+    // `true` once shutdown is asked for; a dropped sender (this future dropped) counts too.
+    let (stop, _) = watch::channel(false);
+    // `true` once every worker has drained: until then each keeps its runtime running.
+    let (release, _) = watch::channel(false);
+    let mut done = Vec::with_capacity(workers.len());
+    tracing::info!(addr = %local, workers = workers.len(), "per-core workers starting");
+    for (index, Worker { listener, runtime }) in workers.into_iter().enumerate() {
+        let (summary_tx, summary_rx) = tokio::sync::oneshot::channel();
+        let stopping = stop.subscribe();
+        let mut released = release.subscribe();
+        let shared = Arc::clone(&shared);
+        let service = service.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("ravelin-worker-{index}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let summary = match TcpListener::from_std(listener) {
+                        Ok(listener) => {
+                            accept_loop(true, listener, local, shared, service, stopped(stopping)).await
+                        }
+                        Err(error) => {
+                            tracing::error!(worker = index, %error, "worker cannot register its listener");
+                            ServeSummary {
+                                connections: 0,
+                                forced_closed: 0,
+                            }
+                        }
+                    };
+                    let _ = summary_tx.send(summary);
+                    // Keep driving this runtime's tasks (upstream connections other workers
+                    // may be using) until every worker has drained.
+                    while !*released.borrow_and_update() {
+                        if released.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            });
+        match spawned {
+            Ok(_) => done.push(summary_rx),
+            Err(error) => {
+                tracing::error!(worker = index, %error, "cannot start a worker thread");
+            }
+        }
+    }
+    if !done.is_empty() {
+        shutdown.await;
+    }
+    stop.send_replace(true);
+    let mut summary = ServeSummary {
+        connections: 0,
+        forced_closed: 0,
+    };
+    for worker in done {
+        if let Ok(worker) = worker.await {
+            summary = summary.add(worker);
+        }
+    }
+    release.send_replace(true);
+    summary
+}
+
+/// Completes when `stop` turns `true` or its sender is gone.
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One accept loop: accepts from `listener` and serves each connection on the current
+/// runtime until `shutdown`, then drains its own connections.
+async fn accept_loop<S, B, F>(
+    accept_first: bool,
+    listener: TcpListener,
+    local: SocketAddr,
+    shared: Arc<Shared>,
+    service: S,
+    shutdown: F,
+) -> ServeSummary
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+    F: Future<Output = ()>,
+{
+    let config = &shared.config;
+    let metrics = &shared.metrics;
+    let permits = &shared.permits;
+    let reclaimable = &shared.reclaimable;
+    let per_ip = &shared.per_ip;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .keep_alive(config.keep_alive)
+        .max_headers(config.max_headers)
+        .max_buf_size(config.max_header_bytes)
+        .header_read_timeout(config.header_read_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(config.http2_keep_alive_interval)
+        .keep_alive_timeout(config.http2_keep_alive_timeout);
+
+    // Connections past the limit are answered by a builder of their own: no keep-alive,
+    // one stream, and a head deadline within their short life.
+    let mut overflow_builder = builder.clone();
+    overflow_builder
+        .http1()
+        .keep_alive(false)
+        .header_read_timeout(OVERFLOW_LIFETIME);
+    overflow_builder.http2().max_concurrent_streams(1);
+    let overflow_retry_after = crate::overload::retry_after_value(config.retry_after);
+    let mut overflow_tasks = JoinSet::new();
+
+    let timeouts = config.timeouts();
+    let (stop, _) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let mut connections: u64 = 0;
+    tokio::pin!(shutdown);
+    tracing::info!(addr = %local, "listening");
+
+    loop {
+        let (slot, (stream, peer)) = if accept_first {
+            // Workers accept first and then take a slot: a worker waiting for a slot before
+            // accepting would hold one while its listener is quiet, and another worker's
+            // connections would wait (or be answered 503) below the limit.
+            let accepted = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                accepted = accept_one(&listener, &shared) => accepted,
+            };
+            let Some(accepted) = accepted else { continue };
+            let slot = match Arc::clone(permits).try_acquire_owned() {
+                Ok(permit) => Some(Slot::Regular(permit)),
+                Err(_) => tokio::select! {
+                    biased;
+                    () = &mut shutdown => break,
+                    slot = next_slot(&shared) => slot,
+                },
+            };
+            // The semaphores are never closed; stop serving rather than spin if they are.
+            let Some(slot) = slot else { break };
+            (slot, accepted)
+        } else {
             let slot = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                permit = Arc::clone(&permits).acquire_owned() => match permit {
-                    Ok(permit) => Slot::Regular(permit),
-                    // The semaphore is never closed; stop serving rather than spin if it is.
-                    Err(_) => break,
-                },
-                // Only when every regular slot is taken (`biased`: the arm above goes first).
-                permit = Arc::clone(&overflow_permits).acquire_owned(),
-                    if config.overflow_connections > 0 => match permit {
-                    Ok(permit) => Slot::Overflow(permit),
-                    Err(_) => break,
-                },
+                slot = next_slot(&shared) => slot,
             };
-            let (stream, peer) = tokio::select! {
+            let Some(slot) = slot else { break };
+            let accepted = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        if let Some(permit) = accept_log.check() {
-                            tracing::warn!(%error, suppressed = permit.suppressed(), "accept failed");
+                accepted = accept_one(&listener, &shared) => accepted,
+            };
+            let Some(accepted) = accepted else { continue };
+            (slot, accepted)
+        };
+        // Reap finished connection tasks so the set stays bounded by open connections.
+        while tasks.try_join_next().is_some() {}
+        while overflow_tasks.try_join_next().is_some() {}
+        let permit = match slot {
+            Slot::Regular(permit) => permit,
+            // A regular slot may have freed while this connection was being accepted.
+            Slot::Overflow(overflow) => match Arc::clone(permits).try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    // As nginx does, first make room by closing a connection with nothing
+                    // in flight; the slot it frees goes to this connection.
+                    let freed = if reclaimable.reclaim_one() {
+                        tokio::select! {
+                            biased;
+                            () = &mut shutdown => break,
+                            permit = tokio::time::timeout(
+                                RECLAIM_WAIT,
+                                Arc::clone(permits).acquire_owned(),
+                            ) => permit.ok().and_then(Result::ok),
                         }
-                        // Out of descriptors or memory: back off briefly instead of spinning.
-                        // Per-connection errors (reset before accept) retry at once.
-                        if is_resource_exhaustion(&error) {
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
+                    } else {
+                        None
+                    };
+                    if let Some(permit) = freed {
+                        drop(overflow);
+                        permit
+                    } else {
+                        metrics.rejected_max_connections.increment(1);
+                        let _ = stream.set_nodelay(true);
+                        let served = crate::overload::serve_overflow(
+                            overflow_builder.clone(),
+                            stream,
+                            overflow_retry_after.clone(),
+                            metrics.shed_connections.clone(),
+                        );
+                        overflow_tasks.spawn(async move {
+                            let _slot = overflow;
+                            served.await;
+                        });
                         continue;
                     }
-                },
-            };
-            // Reap finished connection tasks so the set stays bounded by open connections.
-            while tasks.try_join_next().is_some() {}
-            while overflow_tasks.try_join_next().is_some() {}
-            let permit = match slot {
-                Slot::Regular(permit) => permit,
-                // A regular slot may have freed while this connection was being accepted.
-                Slot::Overflow(overflow) => match Arc::clone(&permits).try_acquire_owned() {
-                    Ok(permit) => permit,
-                    Err(_) => {
-                        // As nginx does, first make room by closing a connection with nothing
-                        // in flight; the slot it frees goes to this connection.
-                        let freed = if reclaimable.reclaim_one() {
-                            tokio::select! {
-                                biased;
-                                () = &mut shutdown => break,
-                                permit = tokio::time::timeout(
-                                    RECLAIM_WAIT,
-                                    Arc::clone(&permits).acquire_owned(),
-                                ) => permit.ok().and_then(Result::ok),
-                            }
-                        } else {
-                            None
-                        };
-                        if let Some(permit) = freed {
-                            drop(overflow);
-                            permit
-                        } else {
-                            metrics.rejected_max_connections.increment(1);
-                            let _ = stream.set_nodelay(true);
-                            let served = crate::overload::serve_overflow(
-                                overflow_builder.clone(),
-                                stream,
-                                overflow_retry_after.clone(),
-                                metrics.shed_connections.clone(),
-                            );
-                            overflow_tasks.spawn(async move {
-                                let _slot = overflow;
-                                served.await;
-                            });
-                            continue;
-                        }
-                    }
-                },
-            };
-            let Some(ip_slot) = per_ip.acquire(peer.ip()) else {
-                metrics.rejected_per_ip.increment(1);
-                if let Some(permit) = reject_log.check() {
+                }
+            },
+        };
+        let Some(ip_slot) = per_ip.acquire(peer.ip()) else {
+            metrics.rejected_per_ip.increment(1);
+            if let Some(permit) = shared.reject_log.check() {
+                tracing::debug!(
+                    %peer,
+                    limit = per_ip.limit,
+                    suppressed = permit.suppressed(),
+                    "per-IP connection limit reached; closing"
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        connections = connections.saturating_add(1);
+        let _ = stream.set_nodelay(true);
+        metrics.accepted.increment(1);
+        metrics.active.increment(1.0);
+        let open = OpenConnection {
+            _permit: permit,
+            _ip_slot: ip_slot,
+            active: metrics.active.clone(),
+        };
+        let state = Arc::new(ConnState::new());
+        let registered = reclaimable.register(&state);
+        let service = ConnService {
+            inner: service.clone(),
+            peer: PeerAddr(peer),
+            state: Arc::clone(&state),
+        };
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let stopping = stop.subscribe();
+        let metrics = Arc::clone(metrics);
+        let conn_log = Arc::clone(&shared.conn_log);
+        tasks.spawn(async move {
+            // Dropped on every exit, the shutdown abort included: frees the slots.
+            let _open = open;
+            let reclaim = registered.as_ref().map(|r| &*r.entry);
+            let (reason, error) = supervise(connection, &state, timeouts, stopping, reclaim).await;
+            drop(registered);
+            metrics.closed(reason).increment(1);
+            if let Some(error) = error {
+                // Client resets, timeouts and protocol errors are routine at an edge.
+                if let Some(permit) = conn_log.check() {
                     tracing::debug!(
                         %peer,
-                        limit = per_ip.limit,
+                        %error,
+                        reason = reason.as_str(),
                         suppressed = permit.suppressed(),
-                        "per-IP connection limit reached; closing"
+                        "connection ended with an error"
                     );
                 }
-                drop(stream);
-                continue;
-            };
-            connections = connections.saturating_add(1);
-            let _ = stream.set_nodelay(true);
-            metrics.accepted.increment(1);
-            metrics.active.increment(1.0);
-            let open = OpenConnection {
-                _permit: permit,
-                _ip_slot: ip_slot,
-                active: metrics.active.clone(),
-            };
-            let state = Arc::new(ConnState::new());
-            let registered = reclaimable.register(&state);
-            let service = ConnService {
-                inner: service.clone(),
-                peer: PeerAddr(peer),
-                state: Arc::clone(&state),
-            };
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            let stopping = stop.subscribe();
-            let metrics = Arc::clone(&metrics);
-            let conn_log = Arc::clone(&conn_log);
-            tasks.spawn(async move {
-                // Dropped on every exit, the shutdown abort included: frees the slots.
-                let _open = open;
-                let reclaim = registered.as_ref().map(|r| &*r.entry);
-                let (reason, error) =
-                    supervise(connection, &state, timeouts, stopping, reclaim).await;
-                drop(registered);
-                metrics.closed(reason).increment(1);
-                if let Some(error) = error {
-                    // Client resets, timeouts and protocol errors are routine at an edge.
-                    if let Some(permit) = conn_log.check() {
-                        tracing::debug!(
-                            %peer,
-                            %error,
-                            reason = reason.as_str(),
-                            suppressed = permit.suppressed(),
-                            "connection ended with an error"
-                        );
-                    }
-                }
-            });
-        }
-
-        drop(listener);
-        // Overflow connections only carry a 503: they are not drained.
-        overflow_tasks.abort_all();
-        while tasks.try_join_next().is_some() {}
-        tracing::info!(
-            addr = ?local,
-            open = tasks.len(),
-            deadline = ?config.shutdown_timeout,
-            "stopped accepting; draining in-flight requests"
-        );
-        stop.send_replace(true);
-        let drained = tokio::time::timeout(config.shutdown_timeout, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await
-        .is_ok();
-        if !drained {
-            tracing::warn!(
-                open = tasks.len(),
-                "shutdown deadline passed; closing remaining connections"
-            );
-            tasks.abort_all();
-        }
-        // Count what the abort really cut: a task that finished just before it was counted
-        // under its own reason.
-        let mut forced_closed: usize = 0;
-        while let Some(joined) = tasks.join_next().await {
-            if joined.is_err_and(|error| error.is_cancelled()) {
-                forced_closed = forced_closed.saturating_add(1);
-                metrics.closed(CloseReason::ShutdownForced).increment(1);
             }
+        });
+    }
+
+    drop(listener);
+    // Overflow connections only carry a 503: they are not drained.
+    overflow_tasks.abort_all();
+    while tasks.try_join_next().is_some() {}
+    tracing::info!(
+        addr = %local,
+        open = tasks.len(),
+        deadline = ?config.shutdown_timeout,
+        "stopped accepting; draining in-flight requests"
+    );
+    stop.send_replace(true);
+    let drained = tokio::time::timeout(config.shutdown_timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_ok();
+    if !drained {
+        tracing::warn!(
+            open = tasks.len(),
+            "shutdown deadline passed; closing remaining connections"
+        );
+        tasks.abort_all();
+    }
+    // Count what the abort really cut: a task that finished just before it was counted
+    // under its own reason.
+    let mut forced_closed: usize = 0;
+    while let Some(joined) = tasks.join_next().await {
+        if joined.is_err_and(|error| error.is_cancelled()) {
+            forced_closed = forced_closed.saturating_add(1);
+            metrics.closed(CloseReason::ShutdownForced).increment(1);
         }
-        ServeSummary {
-            connections,
-            forced_closed,
+    }
+    ServeSummary {
+        connections,
+        forced_closed,
+    }
+}
+
+/// The next connection slot: a regular one, or, only when every regular slot is taken, an
+/// overflow one. `None` if a semaphore was closed (never).
+async fn next_slot(shared: &Shared) -> Option<Slot> {
+    tokio::select! {
+        biased;
+        permit = Arc::clone(&shared.permits).acquire_owned() => permit.ok().map(Slot::Regular),
+        permit = Arc::clone(&shared.overflow_permits).acquire_owned(),
+            if shared.config.overflow_connections > 0 => permit.ok().map(Slot::Overflow),
+    }
+}
+
+/// Accepts one connection; `None` after a failed accept (logged, with a short back-off when
+/// the process is out of descriptors or memory).
+async fn accept_one(
+    listener: &TcpListener,
+    shared: &Shared,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    match listener.accept().await {
+        Ok(accepted) => Some(accepted),
+        Err(error) => {
+            if let Some(permit) = shared.accept_log.check() {
+                tracing::warn!(%error, suppressed = permit.suppressed(), "accept failed");
+            }
+            // Out of descriptors or memory: back off briefly instead of spinning.
+            // Per-connection errors (reset before accept) retry at once.
+            if is_resource_exhaustion(&error) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            None
         }
     }
 }
