@@ -201,6 +201,12 @@ pub struct ServerSection {
     /// usually holds a /64).
     #[serde(default = "default_ipv6_prefix_len")]
     pub per_ip_ipv6_prefix_len: u8,
+    /// How connections are scheduled: `multi_thread` (default) or `per_core` (issue 13).
+    #[serde(default)]
+    pub runtime: ravelin_proxy::RuntimeModel,
+    /// Worker threads for `runtime = "per_core"` (0 = the available parallelism).
+    #[serde(default)]
+    pub workers: usize,
 }
 
 /// `[admin]`.
@@ -480,6 +486,8 @@ impl Default for ServerSection {
             http2_keep_alive_timeout: default_h2_ping(),
             per_ip_ipv4_prefix_len: default_ipv4_prefix_len(),
             per_ip_ipv6_prefix_len: default_ipv6_prefix_len(),
+            runtime: ravelin_proxy::RuntimeModel::default(),
+            workers: 0,
         }
     }
 }
@@ -850,6 +858,21 @@ mod tests {
     #[test]
     fn empty_is_default() {
         assert_eq!(parse("").unwrap(), EdgeConfig::default());
+    }
+
+    #[test]
+    fn runtime_model_and_workers_are_read_and_bounded() {
+        assert_eq!(
+            EdgeConfig::default().server.runtime,
+            ravelin_proxy::RuntimeModel::MultiThread
+        );
+        let config = parse("[server]\nruntime = \"per_core\"\nworkers = 2\n").unwrap();
+        assert_eq!(config.server.runtime, ravelin_proxy::RuntimeModel::PerCore);
+        assert_eq!(config.server.workers, 2);
+        let err = parse("[server]\nruntime = \"per_thread\"\n").unwrap_err();
+        assert!(err.contains("per_thread"), "{err}");
+        let err = parse("[server]\nruntime = \"per_core\"\nworkers = 257\n").unwrap_err();
+        assert!(err.contains("server.workers"), "{err}");
     }
 
     #[test]

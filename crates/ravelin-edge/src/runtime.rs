@@ -842,4 +842,6 @@ pub(crate) fn server_limits(config: &EdgeConfig) -> ServerConfig {
         .http2_keep_alive_timeout(s.http2_keep_alive_timeout)
         .per_ip_ipv4_prefix_len(s.per_ip_ipv4_prefix_len)
         .per_ip_ipv6_prefix_len(s.per_ip_ipv6_prefix_len)
+        .runtime(s.runtime)
+        .workers(s.workers)
 }
