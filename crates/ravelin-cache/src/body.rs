@@ -58,6 +58,17 @@ impl<B> CacheBody<B> {
         }
     }
 
+    /// The origin's body of a response passed through untouched (neither served from nor
+    /// recorded into the cache), or `self` otherwise: a caller that erases body types keeps the
+    /// origin body as it is instead of wrapping it once more. Its frames and errors are the
+    /// ones [`BodyError::Origin`](crate::BodyError::Origin) would carry.
+    pub fn into_pass(self) -> Result<B, Self> {
+        match self.kind {
+            Kind::Pass(body) => Ok(body),
+            kind => Err(Self { kind }),
+        }
+    }
+
     pub(crate) fn record(body: B, recorder: Recorder, on_abandon: Option<Resume<B>>) -> Self {
         Self {
             kind: Kind::Record(Recording {

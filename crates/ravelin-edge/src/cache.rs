@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::config::EdgeConfig;
 use crate::modules::{Apply, Module, PurgeFn};
-use crate::stack::{EdgeBody, EdgeService, Slot, boxed};
+use crate::stack::{EdgeBody, EdgeService, Slot, boxed_with};
 
 /// The module name: kill switch and status entry.
 pub(crate) const NAME: &str = "cache";
@@ -68,22 +68,24 @@ impl Module for CacheModule {
     fn slot(&self) -> Option<Slot<Incoming>> {
         let layer = self.state.as_ref()?.layer.clone();
         Some(Box::new(move |inner: EdgeService<Incoming>| {
-            // The cache's body error wraps the origin body's; unwrap it so the stack keeps one
-            // error type (`BoxError` is not itself an `Error`, so no blanket conversion exists).
-            let cached = tower::ServiceExt::map_response(
+            // A response passed through keeps the origin's body as it is (no box per
+            // request); any other has its cache body boxed, with the cache's body error
+            // unwrapped so the stack keeps one error type (`BoxError` is not itself an
+            // `Error`, so no blanket conversion exists).
+            boxed_with(
                 tower::Layer::layer(&layer, inner),
-                |response: http::Response<ravelin_cache::CacheBody<EdgeBody>>| {
-                    response.map(|body| {
+                |body: ravelin_cache::CacheBody<EdgeBody>| match body.into_pass() {
+                    Ok(origin) => origin,
+                    Err(body) => http_body_util::BodyExt::boxed_unsync(
                         http_body_util::BodyExt::map_err(body, |error| -> BoxError {
                             match error {
                                 BodyError::Origin(inner) => inner,
                                 other => other.to_string().into(),
                             }
-                        })
-                    })
+                        }),
+                    ),
                 },
-            );
-            boxed(cached)
+            )
         }))
     }
 

@@ -16,7 +16,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body;
-use ravelin_failsafe::{Guard, GuardError, RequestHead, Verdict};
+use ravelin_failsafe::{Guard, GuardBody, GuardError, RequestHead, Verdict};
 use ravelin_proxy::{BoxError, Forward, IngressConfig, IngressLayer, SharedRoutes};
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
@@ -50,9 +50,39 @@ where
     ResB::Error: Into<BoxError>,
     B: 'static,
 {
-    BoxCloneSyncService::new(service.map_response(|response: Response<ResB>| {
-        response.map(|body| body.map_err(Into::into).boxed_unsync())
-    }))
+    boxed_with(service, |body: ResB| {
+        body.map_err(Into::into).boxed_unsync()
+    })
+}
+
+/// Erases a service's future type and turns its body into an [`EdgeBody`] with `into`: a
+/// module's slot passes the inner stack's body through as it is (see [`guard_body`]) instead
+/// of boxing it once more per module (issue 13).
+pub(crate) fn boxed_with<S, B, ResB>(service: S, into: fn(ResB) -> EdgeBody) -> EdgeService<B>
+where
+    S: Service<Request<B>, Response = Response<ResB>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    ResB: 'static,
+    B: 'static,
+{
+    BoxCloneSyncService::new(
+        service.map_response(move |response: Response<ResB>| response.map(into)),
+    )
+}
+
+/// A guard slot's body as an [`EdgeBody`]: the inner stack's body itself when the guard let the
+/// request through, the guard's own answer boxed.
+pub(crate) fn guard_body(body: GuardBody<EdgeBody>) -> EdgeBody {
+    if !body.is_inner() {
+        return body.boxed_unsync();
+    }
+    // `is_inner` held, so this is `Some`; the fallback (an empty body) is never taken.
+    body.into_inner()
+        .unwrap_or_else(|| GuardBody::<EdgeBody>::empty().boxed_unsync())
 }
 
 // === impl BoxGuard ===
@@ -256,20 +286,18 @@ where
 }
 
 /// Applies `layer` to the inner stack and erases the result: the usual slot body.
-pub(crate) fn layered<L, B, ResB>(layer: L, inner: EdgeService<B>) -> EdgeService<B>
+pub(crate) fn layered<L, B>(layer: L, inner: EdgeService<B>) -> EdgeService<B>
 where
     L: Layer<EdgeService<B>>,
-    L::Service: Service<Request<B>, Response = Response<ResB>, Error = Infallible>
+    L::Service: Service<Request<B>, Response = Response<GuardBody<EdgeBody>>, Error = Infallible>
         + Clone
         + Send
         + Sync
         + 'static,
     <L::Service as Service<Request<B>>>::Future: Send + 'static,
-    ResB: Body<Data = Bytes> + Send + 'static,
-    ResB::Error: Into<BoxError>,
     B: 'static,
 {
-    boxed(layer.layer(inner))
+    boxed_with(layer.layer(inner), guard_body)
 }
 
 // === impl EdgeHandler ===
