@@ -96,10 +96,21 @@ pub fn via_protocol(version: Version) -> &'static str {
 /// Appends `Via: <protocol> <pseudonym>` to `headers` (as a new field line, which is equivalent
 /// to appending to the list, §5.3).
 pub fn append_via(headers: &mut HeaderMap, version: Version, pseudonym: &str) {
-    let value = format!("{} {}", via_protocol(version), pseudonym);
-    if let Ok(value) = HeaderValue::from_str(&value) {
+    let protocol = via_protocol(version);
+    let mut value = String::with_capacity(protocol.len() + 1 + pseudonym.len());
+    value.push_str(protocol);
+    value.push(' ');
+    value.push_str(pseudonym);
+    if let Some(value) = owned_value(value) {
         headers.append(header::VIA, value);
     }
+}
+
+/// `text` as a header value without copying it once more (issue 13: one allocation per built
+/// field value, the string's own, when it was allocated at its exact length); `None` when it
+/// is not a valid field value.
+fn owned_value(text: String) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text.into_bytes())).ok()
 }
 
 /// Adds the forwarding fields for a request received from `peer` over `scheme`:
@@ -134,7 +145,12 @@ pub fn add_forwarded(
         &header::FORWARDED,
         &forwarded_element(peer, scheme, original_host),
     );
-    if let Ok(value) = HeaderValue::from_str(scheme) {
+    let proto = match scheme {
+        "http" => Some(HeaderValue::from_static("http")),
+        "https" => Some(HeaderValue::from_static("https")),
+        other => HeaderValue::from_str(other).ok(),
+    };
+    if let Some(value) = proto {
         headers.insert(X_FORWARDED_PROTO, value);
     }
     if let Some(host) = original_host {
@@ -144,45 +160,57 @@ pub fn add_forwarded(
 
 /// One RFC 7239 `forwarded-element` (§4) for a hop from `peer` over `scheme` for `host`.
 pub fn forwarded_element(peer: Option<IpAddr>, scheme: &str, host: Option<&HeaderValue>) -> String {
-    let mut pairs: Vec<String> = Vec::with_capacity(3);
+    use std::fmt::Write as _;
+    // Written into one string (no string per pair, no join; issue 13), sized for the usual
+    // element so it is allocated once.
+    let host = host.and_then(|h| h.to_str().ok());
+    let mut out = String::with_capacity(
+        "for=\"[]\";proto=;host=\"\"".len() + 39 + scheme.len() + host.map_or(0, str::len),
+    );
     match peer {
         // §6: an IPv6 address is bracketed, and `[`/`:` are not token characters, so quoted.
-        Some(IpAddr::V6(ip)) => pairs.push(format!("for=\"[{ip}]\"")),
-        Some(IpAddr::V4(ip)) => pairs.push(format!("for={ip}")),
+        Some(IpAddr::V6(ip)) => {
+            let _ = write!(out, "for=\"[{ip}]\"");
+        }
+        Some(IpAddr::V4(ip)) => {
+            let _ = write!(out, "for={ip}");
+        }
         None => {}
     }
-    if let Some(value) = forwarded_value(scheme) {
-        pairs.push(format!("proto={value}"));
+    for (key, value) in [("proto=", Some(scheme)), ("host=", host)] {
+        let Some(value) = value.filter(|v| forwarded_value_ok(v)) else {
+            continue;
+        };
+        if !out.is_empty() {
+            out.push(';');
+        }
+        out.push_str(key);
+        push_forwarded_value(&mut out, value);
     }
-    if let Some(value) = host.and_then(|h| h.to_str().ok()).and_then(forwarded_value) {
-        pairs.push(format!("host={value}"));
-    }
-    pairs.join(";")
+    out
 }
 
-/// `value` as an RFC 7239 `value` (`token / quoted-string`): as is when it is a token, quoted
-/// with `"` and `\` escaped otherwise; `None` when it holds a character a quoted-string cannot
-/// carry (a control character) or is empty.
-fn forwarded_value(value: &str) -> Option<String> {
-    if value.is_empty() {
-        return None;
-    }
+/// Whether `value` can be an RFC 7239 `value` (`token / quoted-string`): not empty and without
+/// a character a quoted-string cannot carry (a control character other than tab).
+fn forwarded_value_ok(value: &str) -> bool {
+    !value.is_empty() && !value.bytes().any(|b| b.is_ascii_control() && b != b'\t')
+}
+
+/// Appends `value` (one [`forwarded_value_ok`] accepts) as an RFC 7239 `value`: as is when it
+/// is a token, quoted with `"` and `\` escaped otherwise.
+fn push_forwarded_value(out: &mut String, value: &str) {
     if value.bytes().all(ravelin_http::is_tchar) {
-        return Some(value.to_owned());
+        out.push_str(value);
+        return;
     }
-    if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
-        return None;
-    }
-    let mut quoted = String::with_capacity(value.len().saturating_add(2));
-    quoted.push('"');
+    out.push('"');
     for c in value.chars() {
         if matches!(c, '"' | '\\') {
-            quoted.push('\\');
+            out.push('\\');
         }
-        quoted.push(c);
+        out.push(c);
     }
-    quoted.push('"');
-    Some(quoted)
+    out.push('"');
 }
 
 /// Appends `item` to the comma-separated list in `name`, as one field line.
@@ -190,18 +218,23 @@ fn append_to_list(headers: &mut HeaderMap, name: &HeaderName, item: &str) {
     if item.is_empty() {
         return;
     }
-    let mut joined = String::new();
-    for value in headers.get_all(name) {
-        if let Ok(text) = value.to_str() {
-            let text = text.trim();
-            if !text.is_empty() {
-                joined.push_str(text);
-                joined.push_str(", ");
-            }
-        }
+    // Sized exactly, so the list is allocated once and becomes the value without a copy.
+    let existing = || {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .map(str::trim)
+            .filter(|text| !text.is_empty())
+    };
+    let len = existing().map(|text| text.len() + 2).sum::<usize>() + item.len();
+    let mut joined = String::with_capacity(len);
+    for text in existing() {
+        joined.push_str(text);
+        joined.push_str(", ");
     }
     joined.push_str(item);
-    if let Ok(value) = HeaderValue::from_str(&joined) {
+    if let Some(value) = owned_value(joined) {
         headers.insert(name.clone(), value);
     }
 }
@@ -210,6 +243,15 @@ fn append_to_list(headers: &mut HeaderMap, name: &HeaderName, item: &str) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// One RFC 7239 `value` as the element writer renders it (`None`: left out).
+    fn forwarded_value(value: &str) -> Option<String> {
+        forwarded_value_ok(value).then(|| {
+            let mut out = String::new();
+            push_forwarded_value(&mut out, value);
+            out
+        })
+    }
 
     /// What `remove_hop_by_hop` removes whatever `Connection` says.
     fn always_removed(name: &HeaderName) -> bool {
