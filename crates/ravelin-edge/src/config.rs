@@ -41,7 +41,7 @@ pub struct EdgeConfig {
     pub modules: ModulesSection,
     /// The rate limiter.
     #[serde(default)]
-    pub ratelimit: RateLimitSection,
+    pub ratelimit: ravelin_ratelimit::RateLimitConfig,
     /// The bot scorer: ravelin-botscore's own configuration.
     #[serde(default)]
     pub botscore: BotScoreConfig,
@@ -295,77 +295,6 @@ pub struct RouteSection {
     pub response_timeout: Option<Duration>,
 }
 
-/// The rate-limit store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreSetting {
-    /// In-process, bounded.
-    Memory,
-    /// A shared Redis (`redis://host:port/db`).
-    Redis(String),
-}
-
-impl<'de> Deserialize<'de> for StoreSetting {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        if text == "memory" {
-            Ok(StoreSetting::Memory)
-        } else if text.starts_with("redis://") || text.starts_with("rediss://") {
-            Ok(StoreSetting::Redis(text))
-        } else {
-            Err(serde::de::Error::custom(format!(
-                "store must be \"memory\" or a redis:// URL, not {text:?}"
-            )))
-        }
-    }
-}
-
-/// `[ratelimit]`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitSection {
-    /// `[ratelimit.guard]`: how the module fails (ravelin-failsafe's `GuardConfig`; a 20 ms
-    /// budget by default, Envoy's rate-limit timeout).
-    #[serde(default = "default_ratelimit_guard")]
-    pub guard: GuardConfig,
-    /// `"memory"` or a Redis URL.
-    #[serde(default = "memory")]
-    pub store: StoreSetting,
-    /// Keys held in memory (the memory store's bound; also the local fallback's).
-    #[serde(default = "default_capacity")]
-    pub capacity: usize,
-    /// Time budget of one Redis call (below `timeout`).
-    #[serde(default = "default_redis_timeout", with = "humantime_serde")]
-    pub redis_timeout: Duration,
-    /// While Redis is unavailable, enforce the same quotas per process in memory.
-    #[serde(default = "yes")]
-    pub local_fallback: bool,
-    /// When `RateLimit`/`RateLimit-Policy` are sent: `always`, `denied`, `never`.
-    #[serde(default)]
-    pub response_headers: ravelin_ratelimit::ResponseHeaders,
-    /// How the client address is found (`[ratelimit.client_ip]`).
-    #[serde(default)]
-    pub client_ip: ravelin_ratelimit::ClientIp,
-    /// The rules (`[[ratelimit.rules]]`, ravelin-ratelimit's `Rule`).
-    #[serde(default = "default_rules")]
-    pub rules: Vec<ravelin_ratelimit::Rule>,
-}
-
-impl RateLimitSection {
-    /// The rule document ravelin-ratelimit validates and installs.
-    pub fn rules_document(&self, ingress: &IngressSection) -> ravelin_ratelimit::Rules {
-        let mut rules = ravelin_ratelimit::Rules::new();
-        rules.client_ip = self.client_ip.clone();
-        // The proxies in front are named once: the rate limiter believes the same ones ingress
-        // keeps forwarding headers from.
-        if rules.client_ip.trusted_proxies.is_empty() {
-            rules.client_ip.trusted_proxies = ingress.trusted_proxies.clone();
-        }
-        rules.response_headers = self.response_headers;
-        rules.rules = self.rules.clone();
-        rules
-    }
-}
-
 /// `[reload]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -379,9 +308,6 @@ pub struct ReloadSection {
 
 fn yes() -> bool {
     true
-}
-fn memory() -> StoreSetting {
-    StoreSetting::Memory
 }
 fn default_prefix() -> String {
     "/".into()
@@ -440,31 +366,6 @@ fn default_response_timeout() -> Duration {
 fn default_max_idle() -> usize {
     64
 }
-/// The rate limiter's guard: failsafe's defaults with a 20 ms budget (Envoy's rate-limit
-/// timeout): a Redis round trip must fit, and a dead Redis costs no more than that per request
-/// until the circuit opens. (The bot scorer keeps failsafe's 100 ms: scoring takes
-/// microseconds, but its check runs synchronously and the budget is wall-clock time, so a
-/// thread preempted for a few milliseconds must not leave requests unscored — 10 ms did, in
-/// about one run in three of the incident replay on two cores.)
-fn default_ratelimit_guard() -> GuardConfig {
-    GuardConfig {
-        timeout: Duration::from_millis(20),
-        ..GuardConfig::default()
-    }
-}
-fn default_capacity() -> usize {
-    100_000
-}
-fn default_redis_timeout() -> Duration {
-    Duration::from_millis(10)
-}
-fn default_rules() -> Vec<ravelin_ratelimit::Rule> {
-    vec![
-        ravelin_ratelimit::Rule::new("per-ip", 100, Duration::from_secs(1))
-            .burst(100)
-            .key(ravelin_ratelimit::KeyPart::ClientIp),
-    ]
-}
 fn default_watch() -> Duration {
     Duration::from_secs(1)
 }
@@ -500,21 +401,6 @@ impl Default for AdminSection {
             token: None,
             token_env: default_token_env(),
             allowed_hosts: Vec::new(),
-        }
-    }
-}
-
-impl Default for RateLimitSection {
-    fn default() -> Self {
-        Self {
-            guard: default_ratelimit_guard(),
-            store: memory(),
-            capacity: default_capacity(),
-            redis_timeout: default_redis_timeout(),
-            local_fallback: true,
-            response_headers: ravelin_ratelimit::ResponseHeaders::default(),
-            client_ip: ravelin_ratelimit::ClientIp::default(),
-            rules: default_rules(),
         }
     }
 }
@@ -922,7 +808,10 @@ mod tests {
         let example = parse(include_str!("../../../examples/edge-proxy.toml")).unwrap();
         assert_eq!(example.cache, CacheConfig::default());
         assert_eq!(example.botscore, BotScoreConfig::default());
-        assert_eq!(example.ratelimit, RateLimitSection::default());
+        assert_eq!(
+            example.ratelimit,
+            ravelin_ratelimit::RateLimitConfig::default()
+        );
         assert_eq!(example.overload, OverloadConfig::default());
         assert_eq!(example.modules.names().count(), 3);
         for name in ["ratelimit", "botscore", "cache"] {

@@ -9,12 +9,10 @@ use ravelin_config::{Format, Store, Validate, Violations};
 use ravelin_failsafe::GuardLayer;
 use ravelin_proxy::ModuleStatus;
 use ravelin_ratelimit::redis::{FallbackStore, RedisStore};
-use ravelin_ratelimit::{MemoryStore, RateLimitGuard, Rules};
+use ravelin_ratelimit::{MemoryStore, RateLimitConfig, RateLimitGuard, Rules, StoreConfig};
 use serde_json::json;
 
-use crate::config::{
-    EdgeConfig, GuardConfig, RateLimitSection, StoreSetting, check_duration, check_guard,
-};
+use crate::config::{EdgeConfig, GuardConfig};
 use crate::modules::{Apply, Module, guard_layer, guard_status};
 use crate::stack::{BoxGuard, EdgeService, Slot, layered};
 
@@ -22,24 +20,20 @@ use crate::stack::{BoxGuard, EdgeService, Slot, layered};
 /// switch, metric label and skip-header key.
 pub(crate) const NAME: &str = ravelin_ratelimit::GUARD_NAME;
 
-/// The most keys the in-memory table may hold (1.6 GB).
-const MAX_CAPACITY: usize = 100_000_000;
-/// The longest budget of one Redis call.
-const MAX_REDIS_TIMEOUT: Duration = Duration::from_secs(60);
 /// The label of the rule documents the edge hands the rule store.
 const RULES_SOURCE: &str = "edge-proxy config";
 
 /// What decides where the buckets live: a change starts a new (empty) store.
 #[derive(Clone, PartialEq)]
 struct StoreKey {
-    store: StoreSetting,
+    store: StoreConfig,
     capacity: usize,
     redis_timeout: Duration,
     local_fallback: bool,
 }
 
 impl StoreKey {
-    fn of(section: &RateLimitSection) -> Self {
+    fn of(section: &RateLimitConfig) -> Self {
         Self {
             store: section.store.clone(),
             capacity: section.capacity,
@@ -66,47 +60,21 @@ struct State {
     layer: GuardLayer<BoxGuard>,
 }
 
-// === the checks building performs ===
-
-/// The in-memory table's bound (the memory store itself would take any number).
-fn check_capacity(section: &RateLimitSection) -> Result<(), String> {
-    if (1..=MAX_CAPACITY).contains(&section.capacity) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} is outside 1..={MAX_CAPACITY}",
-            section.capacity
-        ))
-    }
-}
-
-/// One Redis call must fit in the guard's budget, or every slow call is a guard timeout.
-fn check_redis_timeout(section: &RateLimitSection) -> Result<(), String> {
-    let timeout = section.redis_timeout;
-    if timeout.is_zero() || timeout > section.guard.timeout {
-        Err(format!(
-            "{timeout:?} must be greater than zero and at most ratelimit.guard.timeout ({:?})",
-            section.guard.timeout
-        ))
-    } else {
-        Ok(())
-    }
-}
-
-/// The Redis URL, as the Redis client reads it.
-fn check_store(section: &RateLimitSection) -> Result<(), String> {
-    if let StoreSetting::Redis(url) = &section.store {
-        redis::Client::open(url.as_str())
-            .map_err(|e| format!("{url:?} is not a usable Redis URL: {e}"))?;
-    }
-    Ok(())
-}
-
 /// The rule document of `config` (rules, client address, response headers), as the rule store
 /// reads it.
 fn rules_document(config: &EdgeConfig) -> Result<Vec<u8>, String> {
-    serde_json::to_vec(&config.ratelimit.rules_document(&config.ingress))
-        .map_err(|e| format!("ratelimit rules: {e}"))
+    serde_json::to_vec(&edge_rules(config)).map_err(|e| format!("ratelimit rules: {e}"))
+}
+
+/// The rule document of `config` as the edge installs it: `[ratelimit]`'s, with the proxies in
+/// front named once — when `[ratelimit.client_ip]` names none, the rate limiter believes the
+/// ones ingress keeps forwarding headers from.
+fn edge_rules(config: &EdgeConfig) -> Rules {
+    let mut rules = config.ratelimit.rules_document();
+    if rules.client_ip.trusted_proxies.is_empty() {
+        rules.client_ip.trusted_proxies = config.ingress.trusted_proxies.clone();
+    }
+    rules
 }
 
 /// A rule store holding `document`: the store's own parse and validation, as every later
@@ -121,13 +89,13 @@ fn rule_store(document: Vec<u8>) -> Result<Store<Rules>, String> {
 
 impl RateLimitModule {
     /// The guard over a new bucket store.
-    fn guard(section: &RateLimitSection, rules: &Store<Rules>) -> Result<BoxGuard, String> {
+    fn guard(section: &RateLimitConfig, rules: &Store<Rules>) -> Result<BoxGuard, String> {
         let reloadable = RateLimitGuard::reloadable(rules.clone());
         Ok(match &section.store {
-            StoreSetting::Memory => {
+            StoreConfig::Memory => {
                 BoxGuard::new(reloadable.with_store(MemoryStore::new(section.capacity)))
             }
-            StoreSetting::Redis(url) => {
+            StoreConfig::Redis(url) => {
                 let redis = RedisStore::builder(url)
                     .timeout(section.redis_timeout)
                     .build()
@@ -150,21 +118,9 @@ impl Module for RateLimitModule {
 
     fn check(&self, config: &EdgeConfig, v: &mut Violations) {
         let section = &config.ratelimit;
-        check_guard(v, "ratelimit", &section.guard);
-        if let Err(reason) = check_capacity(section) {
-            v.push("ratelimit.capacity", reason);
-        }
-        if let Err(reason) = check_redis_timeout(section) {
-            v.push("ratelimit.redis_timeout", reason);
-        }
-        check_duration(
-            v,
-            "ratelimit.redis_timeout",
-            section.redis_timeout,
-            MAX_REDIS_TIMEOUT,
-        );
-        if let Err(reason) = check_store(section) {
-            v.push("ratelimit.store", reason);
+        // Every check building the limiter performs, as the crate declares them.
+        if let Err(violations) = section.validate() {
+            v.merge_under("ratelimit", violations);
         }
         // The proxies in front are named once (a policy of the edge, not a build check).
         let ingress = &config.ingress.trusted_proxies;
@@ -175,21 +131,29 @@ impl Module for RateLimitModule {
                 "differs from ingress.trusted_proxies: name the proxies in front once, under [ingress]",
             );
         }
-        // The rule document, as the rule store validates it.
-        if let Err(rule_violations) = section.rules_document(&config.ingress).validate() {
+        // Borrowed from [ingress], the proxies must also suit the rate limiter's resolver.
+        if own.is_empty()
+            && !ingress.is_empty()
+            && let Err(rule_violations) = edge_rules(config).validate()
+        {
             for violation in rule_violations.iter() {
-                v.push(
-                    format!("ratelimit.{}", violation.path),
-                    violation.message.clone(),
-                );
+                if violation.path.starts_with("client_ip") {
+                    v.push(
+                        format!("ratelimit.{}", violation.path),
+                        violation.message.clone(),
+                    );
+                }
             }
         }
     }
 
     fn update(&mut self, apply: &Apply<'_>) -> Result<(), String> {
         let section = &apply.config.ratelimit;
-        check_capacity(section).map_err(|e| format!("ratelimit.capacity: {e}"))?;
-        check_redis_timeout(section).map_err(|e| format!("ratelimit.redis_timeout: {e}"))?;
+        section.validate().map_err(|violations| {
+            let mut named = Violations::new();
+            named.merge_under("ratelimit", violations);
+            named.to_string()
+        })?;
         let document = rules_document(apply.config)?;
         let store_key = StoreKey::of(section);
         let policy = section.guard.clone();
@@ -255,8 +219,8 @@ impl Module for RateLimitModule {
         let state = self.state.as_ref()?;
         let rules = state.rules.load();
         let store = match &state.store_key.store {
-            StoreSetting::Memory => "memory".to_owned(),
-            StoreSetting::Redis(url) => format!("redis ({})", redact(url)),
+            StoreConfig::Memory => "memory".to_owned(),
+            StoreConfig::Redis(url) => format!("redis ({})", redact(url)),
         };
         Some(guard_status(
             &state.layer.handle(),

@@ -9,8 +9,7 @@
 use std::collections::BTreeSet;
 
 use ravelin_edge::config::{
-    AdminSection, IngressSection, RateLimitSection, ReloadSection, RouteSection, ServerSection,
-    UpstreamSection,
+    AdminSection, IngressSection, ReloadSection, RouteSection, ServerSection, UpstreamSection,
 };
 use ravelin_edge::{
     BotScoreConfig, CacheConfig, CircuitConfig, ConfigSource, EdgeConfig, GuardConfig,
@@ -113,6 +112,11 @@ fn the_module_crates_readmes_document_their_config_types() {
         keys::<CircuitConfig>(),
     );
     same(
+        "ravelin-ratelimit README, Configuration",
+        table(RATELIMIT_README, "## Configuration", ""),
+        keys::<ravelin_ratelimit::RateLimitConfig>(),
+    );
+    same(
         "ravelin-ratelimit README, Rules",
         table(RATELIMIT_README, "## Rules", ""),
         keys::<ravelin_ratelimit::Rule>(),
@@ -187,7 +191,11 @@ fn the_configuration_reference_documents_every_key_the_edge_reads() {
     // The failure policy is documented once, above the [ratelimit] table.
     let mut ratelimit = table(doc, "## `[ratelimit]`", "ratelimit.");
     ratelimit.insert("guard".to_owned());
-    same("[ratelimit]", ratelimit, keys::<RateLimitSection>());
+    same(
+        "[ratelimit]",
+        ratelimit,
+        keys::<ravelin_ratelimit::RateLimitConfig>(),
+    );
     same(
         "[ratelimit.client_ip]",
         table(doc, "`[ratelimit.client_ip]`:", ""),
@@ -226,21 +234,25 @@ fn the_configuration_reference_documents_every_key_the_edge_reads() {
 }
 
 #[test]
-fn the_edge_rate_limit_section_carries_the_rules_document() {
-    // [ratelimit] is the edge's (the store, its capacity and Redis budget, the guard policy)
-    // around ravelin-ratelimit's `Rules` document, whose keys it keeps as they are (its
-    // `version` is the edge document's own top-level `version`).
-    let section = keys::<RateLimitSection>();
+fn the_module_sections_are_the_crates_own_types() {
+    // [ratelimit], [botscore] and [cache] are the crates' types themselves; the rate limiter's
+    // carries the keys of its `Rules` document as they are (the document's `version` is the
+    // edge document's own top-level `version`).
+    let section = keys::<ravelin_ratelimit::RateLimitConfig>();
     let mut rules = keys::<ravelin_ratelimit::Rules>();
     assert!(rules.remove("version"), "{rules:?}");
     assert!(rules.is_subset(&section), "{rules:?} ⊄ {section:?}");
-    // [botscore] and [cache] are the crates' types themselves.
+    let defaults = EdgeConfig::default();
+    assert_eq!(
+        defaults.ratelimit,
+        ravelin_ratelimit::RateLimitConfig::default()
+    );
     assert_eq!(
         keys::<EdgeConfig>()
             .into_iter()
-            .filter(|k| k == "botscore" || k == "cache")
+            .filter(|k| k == "ratelimit" || k == "botscore" || k == "cache")
             .count(),
-        2
+        3
     );
 }
 

@@ -2,6 +2,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod client_ip;
+mod config;
 pub mod future;
 mod gcra;
 mod guard;
@@ -18,6 +19,7 @@ mod table;
 pub mod redis;
 
 pub use client_ip::{ClientIpResolver, ForwardedHeader};
+pub use config::{MAX_CAPACITY, MAX_REDIS_TIMEOUT, RateLimitConfig, StoreConfig};
 pub use gcra::{Decision, Evaluation, Quota, QuotaError};
 pub use guard::{GUARD_NAME, RateLimitGuard};
 pub use layer::{BuildError, RateLimit, RateLimitLayer, RateLimitLayerBuilder, RulesSource};

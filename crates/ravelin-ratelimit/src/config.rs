@@ -1,0 +1,279 @@
+//! [`RateLimitConfig`]: the rate limiter as a deployment configures it — where the buckets live,
+//! how the guard fails, and the rules — as one serde type with the checks building it performs.
+//!
+//! It is `[ratelimit]` in the edge's configuration file, nested as it is: the edge declares no
+//! field of its own for the rate limiter.
+
+use std::time::Duration;
+
+use ravelin_failsafe::GuardConfig;
+use ravelin_primitives::{Validate, Violations};
+use serde::{Deserialize, Serialize};
+
+use crate::rules::{ClientIp, KeyPart, ResponseHeaders, Rule, Rules};
+
+/// The most keys the in-memory table may hold (about 1.6 GB at 16 bytes a key).
+pub const MAX_CAPACITY: usize = 100_000_000;
+/// The longest budget of one Redis call.
+pub const MAX_REDIS_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where the buckets live: `"memory"` or a `redis://` / `rediss://` URL.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum StoreConfig {
+    /// In-process, bounded by [`RateLimitConfig::capacity`].
+    Memory,
+    /// A shared Redis (`redis://host:port/db`); needs the `redis` feature.
+    Redis(String),
+}
+
+impl<'de> Deserialize<'de> for StoreConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "memory" {
+            Ok(StoreConfig::Memory)
+        } else if text.starts_with("redis://") || text.starts_with("rediss://") {
+            Ok(StoreConfig::Redis(text))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "store must be \"memory\" or a redis:// URL, not {text:?}"
+            )))
+        }
+    }
+}
+
+impl Serialize for StoreConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            StoreConfig::Memory => s.serialize_str("memory"),
+            StoreConfig::Redis(url) => s.serialize_str(url),
+        }
+    }
+}
+
+/// The rate limiter as deployed: its guard's failure settings, its bucket store and its rules.
+///
+/// | key | default | meaning |
+/// |---|---|---|
+/// | `guard` | failsafe's `GuardConfig` with a 20 ms `timeout` | how the limiter fails (Envoy's rate-limit timeout: a Redis round trip must fit) |
+/// | `store` | `"memory"` | `"memory"` or a Redis URL |
+/// | `capacity` | 100000 | keys held in memory (the memory store's bound; also the local fallback's), 1..=[`MAX_CAPACITY`] |
+/// | `redis_timeout` | `"10ms"` | budget of one Redis call: more than zero, at most `guard.timeout` and [`MAX_REDIS_TIMEOUT`] |
+/// | `local_fallback` | `true` | while Redis is unavailable, enforce the same quotas per process in memory |
+/// | `response_headers` | `"always"` | when `RateLimit`/`RateLimit-Policy` are sent |
+/// | `client_ip` | socket peer | how the client address is found ([`ClientIp`]) |
+/// | `rules` | one rule, `per-ip`: 100/s, burst 100, keyed by client address | the [`Rule`]s |
+///
+/// ```
+/// use ravelin_ratelimit::RateLimitConfig;
+/// use ravelin_primitives::Validate;
+///
+/// let config: RateLimitConfig = toml::from_str(r#"
+///     store = "memory"
+///     [[rules]]
+///     name = "login"
+///     limit = 5
+///     window = "1m"
+///     key = ["client_ip"]
+/// "#).unwrap();
+/// config.validate().unwrap();
+/// assert_eq!(config.rules_document().rules.len(), 1);
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// How the limiter fails (`[ratelimit.guard]`).
+    #[serde(default = "default_guard")]
+    pub guard: GuardConfig,
+    /// `"memory"` or a Redis URL.
+    #[serde(default = "memory")]
+    pub store: StoreConfig,
+    /// Keys held in memory (the memory store's bound; also the local fallback's).
+    #[serde(default = "default_capacity")]
+    pub capacity: usize,
+    /// Time budget of one Redis call (at most `guard.timeout`).
+    #[serde(default = "default_redis_timeout", with = "humantime_serde")]
+    pub redis_timeout: Duration,
+    /// While Redis is unavailable, enforce the same quotas per process in memory.
+    #[serde(default = "yes")]
+    pub local_fallback: bool,
+    /// When `RateLimit`/`RateLimit-Policy` are sent: `always`, `denied`, `never`.
+    #[serde(default)]
+    pub response_headers: ResponseHeaders,
+    /// How the client address is found (`[ratelimit.client_ip]`).
+    #[serde(default)]
+    pub client_ip: ClientIp,
+    /// The rules (`[[ratelimit.rules]]`).
+    #[serde(default = "default_rules")]
+    pub rules: Vec<Rule>,
+}
+
+impl RateLimitConfig {
+    /// The rule document this configuration installs (client address, response headers,
+    /// rules), as a [`Store<Rules>`](ravelin_config::Store) validates and serves it.
+    pub fn rules_document(&self) -> Rules {
+        let mut rules = Rules::new();
+        rules.client_ip = self.client_ip.clone();
+        rules.response_headers = self.response_headers;
+        rules.rules = self.rules.clone();
+        rules
+    }
+
+    /// Whether `store` names a usable Redis URL (the Redis client's own parse).
+    fn check_store(&self) -> Result<(), String> {
+        match &self.store {
+            StoreConfig::Memory => Ok(()),
+            #[cfg(feature = "redis")]
+            StoreConfig::Redis(url) => redis::Client::open(url.as_str())
+                .map(|_| ())
+                .map_err(|e| format!("{url:?} is not a usable Redis URL: {e}")),
+            #[cfg(not(feature = "redis"))]
+            StoreConfig::Redis(_) => {
+                Err("this build of ravelin-ratelimit has no `redis` feature".to_owned())
+            }
+        }
+    }
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            guard: default_guard(),
+            store: memory(),
+            capacity: default_capacity(),
+            redis_timeout: default_redis_timeout(),
+            local_fallback: true,
+            response_headers: ResponseHeaders::default(),
+            client_ip: ClientIp::default(),
+            rules: default_rules(),
+        }
+    }
+}
+
+impl Validate for RateLimitConfig {
+    /// Every check building the limiter performs: the guard's settings, the memory bound, the
+    /// Redis budget and URL, and the rule document as the rule store validates it.
+    fn validate(&self) -> Result<(), Violations> {
+        let mut v = Violations::new();
+        if let Err(guard) = self.guard.validate() {
+            v.merge_under("guard", guard);
+        }
+        if !(1..=MAX_CAPACITY).contains(&self.capacity) {
+            v.push(
+                "capacity",
+                format!("{} is outside 1..={MAX_CAPACITY}", self.capacity),
+            );
+        }
+        let timeout = self.redis_timeout;
+        if timeout.is_zero() || timeout > self.guard.timeout {
+            v.push(
+                "redis_timeout",
+                format!(
+                    "{timeout:?} must be greater than zero and at most ratelimit.guard.timeout ({:?})",
+                    self.guard.timeout
+                ),
+            );
+        } else if timeout > MAX_REDIS_TIMEOUT {
+            v.push(
+                "redis_timeout",
+                format!("{timeout:?} is longer than the limit of {MAX_REDIS_TIMEOUT:?}"),
+            );
+        }
+        if let Err(reason) = self.check_store() {
+            v.push("store", reason);
+        }
+        if let Err(rules) = self.rules_document().validate() {
+            v.merge(rules);
+        }
+        v.into_result()
+    }
+}
+
+// === defaults ===
+
+/// Failsafe's defaults with a 20 ms budget (Envoy's rate-limit timeout): a Redis round trip must
+/// fit, and a dead Redis costs no more than that per request until the circuit opens.
+fn default_guard() -> GuardConfig {
+    GuardConfig {
+        timeout: Duration::from_millis(20),
+        ..GuardConfig::default()
+    }
+}
+fn memory() -> StoreConfig {
+    StoreConfig::Memory
+}
+fn default_capacity() -> usize {
+    100_000
+}
+fn default_redis_timeout() -> Duration {
+    Duration::from_millis(10)
+}
+fn yes() -> bool {
+    true
+}
+fn default_rules() -> Vec<Rule> {
+    vec![
+        Rule::new("per-ip", 100, Duration::from_secs(1))
+            .burst(100)
+            .key(KeyPart::ClientIp),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<RateLimitConfig, String> {
+        let config: RateLimitConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate().map_err(|v| v.to_string())?;
+        Ok(config)
+    }
+
+    #[test]
+    fn the_default_is_valid_and_limits_per_address() {
+        let config = parse("").unwrap();
+        assert_eq!(config, RateLimitConfig::default());
+        assert_eq!(config.rules.len(), 1);
+        assert_eq!(config.guard.timeout, Duration::from_millis(20));
+    }
+
+    #[test]
+    fn every_build_check_is_a_violation_named_by_its_key() {
+        for (text, key) in [
+            ("capacity = 0", "capacity"),
+            ("capacity = 100000001", "capacity"),
+            ("redis_timeout = \"0s\"", "redis_timeout"),
+            ("redis_timeout = \"21ms\"", "redis_timeout"),
+            ("[guard]\ntimeout = \"0s\"", "guard.timeout"),
+            (
+                "[[rules]]\nname = \"x\"\nlimit = 0\nwindow = \"1s\"",
+                "rules[0].limit",
+            ),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(key), "{text:?} → {err}");
+        }
+    }
+
+    #[test]
+    fn store_is_memory_or_a_redis_url() {
+        assert!(
+            parse("store = \"mongodb://x\"")
+                .unwrap_err()
+                .contains("redis://")
+        );
+        let redis = parse("store = \"redis://127.0.0.1:6379/0\"");
+        if cfg!(feature = "redis") {
+            assert_eq!(
+                redis.unwrap().store,
+                StoreConfig::Redis("redis://127.0.0.1:6379/0".into())
+            );
+        } else {
+            assert!(redis.unwrap_err().contains("redis"));
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(parse("timeout = \"20ms\"").unwrap_err().contains("timeout"));
+    }
+}
