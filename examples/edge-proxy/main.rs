@@ -62,10 +62,13 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // With `[server] runtime = "per_core"` the proxy listener brings its own worker threads;
+    // this runtime then only carries the admin API, reloads and upstream health: one thread.
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if per_core(&args) {
+        builder.worker_threads(1);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("edge-proxy: cannot start the async runtime: {error}");
@@ -75,8 +78,8 @@ fn main() -> ExitCode {
     runtime.block_on(run(args))
 }
 
-/// `--check`: the same parse and validation the proxy runs at startup and on reload.
-fn check(args: &Args) -> ExitCode {
+/// The configuration as `--check` and startup read it.
+fn checked(args: &Args) -> Result<ravelin_edge::EdgeConfig, String> {
     let overrides = Overrides {
         listen: args.listen,
         admin: args.admin,
@@ -87,7 +90,18 @@ fn check(args: &Args) -> ExitCode {
         Some(path) => ConfigSource::File(path.clone()),
         None => ConfigSource::Text(BUILT_IN_CONFIG.to_owned()),
     };
-    let result = check_config(source, &overrides);
+    check_config(source, &overrides)
+}
+
+/// Whether the proxy listener runs its own per-core workers (an invalid file: no; startup
+/// reports it).
+fn per_core(args: &Args) -> bool {
+    checked(args).is_ok_and(|config| config.server.runtime == ravelin_proxy::RuntimeModel::PerCore)
+}
+
+/// `--check`: the same parse and validation the proxy runs at startup and on reload.
+fn check(args: &Args) -> ExitCode {
+    let result = checked(args);
     match result {
         Ok(config) => {
             println!(
