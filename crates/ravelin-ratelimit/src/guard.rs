@@ -328,7 +328,9 @@ impl<S: RateLimitStore> Guard for RateLimitGuard<S> {
             })
             .collect();
         let future = self.inner.store.check(&checks);
-        let applied = spans.iter().map(|&(index, _, _)| index).collect();
+        // The spans go with the plan as they are (their rule indexes are what it needs): no
+        // second vector per request (issue 13).
+        let applied = spans;
         CheckFuture::waiting(
             future,
             Plan {
@@ -343,8 +345,9 @@ impl<S: RateLimitStore> Guard for RateLimitGuard<S> {
 /// What the future needs to turn decisions into a verdict.
 pub(crate) struct Plan {
     compiled: Arc<Compiled>,
-    /// Indexes of the rules that were checked, in check order.
-    applied: Vec<usize>,
+    /// The rules that were checked, in check order: `(rule index, key start, key end)`, only
+    /// the index is read.
+    applied: Vec<(usize, usize, usize)>,
     guard: Arc<dyn Logs>,
 }
 
@@ -389,7 +392,7 @@ impl Plan {
         let mut first: Option<&CompiledRule> = None;
         let mut items = 0usize;
         let mut state = String::with_capacity(64);
-        for (&index, decision) in self.applied.iter().zip(&decisions) {
+        for (&(index, _, _), decision) in self.applied.iter().zip(&decisions) {
             let Some(rule) = self.compiled.rules.get(index) else {
                 continue;
             };
