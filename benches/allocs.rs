@@ -13,7 +13,8 @@
 //! measures). A Prometheus recorder is installed, as in the `edge-proxy` binary; no tracing
 //! subscriber is.
 //!
-//! Run: `cargo bench -p ravelin --bench allocs` (`ALLOCS_REQUESTS=<n>` to change the count).
+//! Run: `cargo bench -p ravelin --bench allocs` (`ALLOCS_REQUESTS=<n>` to change the count,
+//! `ALLOCS_ONLY=<text>` to measure only the configurations whose name contains it).
 
 use std::alloc::System;
 use std::convert::Infallible;
@@ -147,7 +148,8 @@ fn main() {
         let direct = Harness::start(&edge_config(origin, MODULES_OFF), None).await;
         let baseline = measure(&direct, &format!("http://{origin}"), n).await;
         direct.stop().await;
-        for (name, modules) in CONFIGS {
+        let only = std::env::var("ALLOCS_ONLY").unwrap_or_default();
+        for (name, modules) in CONFIGS.iter().filter(|(name, _)| name.contains(&*only)) {
             let harness = Harness::start(&edge_config(origin, modules), None).await;
             let base = format!("http://{}", harness.running().proxy_addr);
             rows.push((*name, measure(&harness, &base, n).await));
