@@ -671,7 +671,10 @@ impl Server {
     /// worker, and adds up their summaries. The workers' runtimes stay up until every worker
     /// has drained, so a connection one worker opened to an upstream (and another reuses from
     /// the shared pool) keeps being driven until the last request is answered. Dropping this
-    /// future shuts the workers down as `shutdown` would.
+    /// future shuts the workers down as `shutdown` would. If a worker stops on its own (its
+    /// thread could not start, or its accept loop panicked), the others are shut down and this
+    /// returns early, as a single accept loop's task would end: the caller's supervision sees
+    /// the server stop without having asked.
     pub async fn serve<S, B, F>(self, service: S, shutdown: F) -> ServeSummary
     where
         S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
@@ -771,10 +774,17 @@ where
     let (stop, _) = watch::channel(false);
     // `true` once every worker has drained: until then each keeps its runtime running.
     let (release, _) = watch::channel(false);
-    let mut done = Vec::with_capacity(workers.len());
+    // Every worker reports once when its accept loop ends, a panic included (`WorkerEnd`).
+    let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel::<Option<ServeSummary>>();
+    // One report per worker, a thread that could not start included (its `WorkerEnd` is
+    // dropped with the closure, which ends serving as a worker's panic would).
+    let expected = workers.len();
     tracing::info!(addr = %local, workers = workers.len(), "per-core workers starting");
     for (index, Worker { listener, runtime }) in workers.into_iter().enumerate() {
-        let (summary_tx, summary_rx) = tokio::sync::oneshot::channel();
+        let mut end = WorkerEnd {
+            tx: ended_tx.clone(),
+            summary: None,
+        };
         let stopping = stop.subscribe();
         let mut released = release.subscribe();
         let shared = Arc::clone(&shared);
@@ -795,7 +805,8 @@ where
                             }
                         }
                     };
-                    let _ = summary_tx.send(summary);
+                    end.summary = Some(summary);
+                    drop(end);
                     // Keep driving this runtime's tasks (upstream connections other workers
                     // may be using) until every worker has drained.
                     while !*released.borrow_and_update() {
@@ -806,27 +817,59 @@ where
                 });
             });
         match spawned {
-            Ok(_) => done.push(summary_rx),
+            Ok(_) => {}
             Err(error) => {
                 tracing::error!(worker = index, %error, "cannot start a worker thread");
             }
         }
     }
-    if !done.is_empty() {
-        shutdown.await;
-    }
-    stop.send_replace(true);
+    drop(ended_tx);
     let mut summary = ServeSummary {
         connections: 0,
         forced_closed: 0,
     };
-    for worker in done {
-        if let Ok(worker) = worker.await {
-            summary = summary.add(worker);
+    let mut reported: usize = 0;
+    if expected > 0 {
+        // As with one accept loop, serving ends early if a worker stops on its own (a panic in
+        // its accept loop): the caller learns it, as from any serve task that returns early.
+        tokio::select! {
+            () = shutdown => {}
+            first = ended.recv() => {
+                reported = 1;
+                if let Some(Some(first)) = first {
+                    summary = summary.add(first);
+                }
+                tracing::error!("a per-core worker stopped serving on its own; stopping the others");
+            }
+        }
+    }
+    stop.send_replace(true);
+    while reported < expected {
+        match ended.recv().await {
+            Some(worker) => {
+                reported = reported.saturating_add(1);
+                if let Some(worker) = worker {
+                    summary = summary.add(worker);
+                }
+            }
+            None => break,
         }
     }
     release.send_replace(true);
     summary
+}
+
+/// Reports a worker's end to [`serve_workers`] when dropped: with its summary after a normal
+/// end, with `None` when its thread unwinds.
+struct WorkerEnd {
+    tx: tokio::sync::mpsc::UnboundedSender<Option<ServeSummary>>,
+    summary: Option<ServeSummary>,
+}
+
+impl Drop for WorkerEnd {
+    fn drop(&mut self) {
+        let _ = self.tx.send(self.summary.take());
+    }
 }
 
 /// Completes when `stop` turns `true` or its sender is gone.
