@@ -58,14 +58,20 @@ impl<B> CacheBody<B> {
         }
     }
 
-    /// The origin's body of a response passed through untouched (neither served from nor
-    /// recorded into the cache), or `self` otherwise: a caller that erases body types keeps the
-    /// origin body as it is instead of wrapping it once more. Its frames and errors are the
-    /// ones [`BodyError::Origin`](crate::BodyError::Origin) would carry.
-    pub fn into_pass(self) -> Result<B, Self> {
+    /// Whether this is the origin's body passed through untouched (neither served from nor
+    /// recorded into the cache).
+    pub fn is_pass(&self) -> bool {
+        matches!(self.kind, Kind::Pass(_))
+    }
+
+    /// The origin's body, if this is one passed through ([`is_pass`](Self::is_pass)): a caller
+    /// that erases body types keeps the origin body as it is instead of wrapping it once more.
+    /// Its frames and errors are the ones [`BodyError::Origin`](crate::BodyError::Origin)
+    /// would carry.
+    pub fn into_pass(self) -> Option<B> {
         match self.kind {
-            Kind::Pass(body) => Ok(body),
-            kind => Err(Self { kind }),
+            Kind::Pass(body) => Some(body),
+            _ => None,
         }
     }
 

@@ -72,20 +72,7 @@ impl Module for CacheModule {
             // request); any other has its cache body boxed, with the cache's body error
             // unwrapped so the stack keeps one error type (`BoxError` is not itself an
             // `Error`, so no blanket conversion exists).
-            boxed_with(
-                tower::Layer::layer(&layer, inner),
-                |body: ravelin_cache::CacheBody<EdgeBody>| match body.into_pass() {
-                    Ok(origin) => origin,
-                    Err(body) => http_body_util::BodyExt::boxed_unsync(
-                        http_body_util::BodyExt::map_err(body, |error| -> BoxError {
-                            match error {
-                                BodyError::Origin(inner) => inner,
-                                other => other.to_string().into(),
-                            }
-                        }),
-                    ),
-                },
-            )
+            boxed_with(tower::Layer::layer(&layer, inner), cache_body)
         }))
     }
 
@@ -129,4 +116,22 @@ impl Module for CacheModule {
     fn clone_module(&self) -> Box<dyn Module> {
         Box::new(self.clone())
     }
+}
+
+/// The cache slot's body as an [`EdgeBody`]: the origin's body itself when the response passed
+/// through, else the cache's body boxed with its error unwrapped.
+fn cache_body(body: ravelin_cache::CacheBody<EdgeBody>) -> EdgeBody {
+    if body.is_pass() {
+        // `is_pass` held, so this is `Some`; the fallback (an empty body) is never taken.
+        return body.into_pass().unwrap_or_default();
+    }
+    http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
+        body,
+        |error| -> BoxError {
+            match error {
+                BodyError::Origin(inner) => inner,
+                other => other.to_string().into(),
+            }
+        },
+    ))
 }

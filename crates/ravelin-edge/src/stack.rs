@@ -81,8 +81,7 @@ pub(crate) fn guard_body(body: GuardBody<EdgeBody>) -> EdgeBody {
         return body.boxed_unsync();
     }
     // `is_inner` held, so this is `Some`; the fallback (an empty body) is never taken.
-    body.into_inner()
-        .unwrap_or_else(|| GuardBody::<EdgeBody>::empty().boxed_unsync())
+    body.into_inner().unwrap_or_default()
 }
 
 // === impl BoxGuard ===
@@ -337,10 +336,10 @@ impl<B> EdgeHandler<B> {
     }
 }
 
-impl<B: Send + 'static> Service<Request<B>> for EdgeHandler<B> {
+impl<B: Send + Unpin + 'static> Service<Request<B>> for EdgeHandler<B> {
     type Response = Response<EdgeBody>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<EdgeBody>, Infallible>> + Send>>;
+    type Future = Counted<B>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -350,17 +349,37 @@ impl<B: Send + 'static> Service<Request<B>> for EdgeHandler<B> {
         // A request holds the stack it started with; a reload swaps the pointer for the next
         // request, so no request ever sees half of two configurations.
         let service = EdgeService::clone(&self.current.load());
-        let responses = Arc::clone(&self.responses);
-        Box::pin(async move {
-            let response = service.oneshot(request).await?;
-            let class = usize::from(response.status().as_u16() / 100)
-                .saturating_sub(1)
-                .min(4);
-            if let Some(counter) = responses.get(class) {
-                counter.increment(1);
-            }
-            Ok(response)
-        })
+        Counted {
+            inner: service.oneshot(request),
+            responses: Arc::clone(&self.responses),
+        }
+    }
+}
+
+/// [`EdgeHandler`]'s future: the stack's answer, counted by class (a named future, so a
+/// request costs no box for it; issue 13).
+pub(crate) struct Counted<B> {
+    inner: tower::util::Oneshot<EdgeService<B>, Request<B>>,
+    responses: Arc<[metrics::Counter; 5]>,
+}
+
+impl<B: Unpin> Future for Counted<B> {
+    type Output = Result<Response<EdgeBody>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let response = match Pin::new(&mut this.inner).poll(cx) {
+            Poll::Ready(Ok(response)) => response,
+            Poll::Ready(Err(never)) => match never {},
+            Poll::Pending => return Poll::Pending,
+        };
+        let class = usize::from(response.status().as_u16() / 100)
+            .saturating_sub(1)
+            .min(4);
+        if let Some(counter) = this.responses.get(class) {
+            counter.increment(1);
+        }
+        Poll::Ready(Ok(response))
     }
 }
 
