@@ -20,6 +20,19 @@ fn cache_status(reply: &support::Reply) -> String {
         .join(", ")
 }
 
+/// This process's threads named as per-core workers (`ravelin-worker-<n>`, which the kernel
+/// truncates to 15 bytes).
+#[cfg(target_os = "linux")]
+fn worker_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter(|task| {
+            let comm = task.as_ref().unwrap().path().join("comm");
+            std::fs::read_to_string(comm).is_ok_and(|name| name.starts_with("ravelin-worker"))
+        })
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_core_workers_serve_share_the_stack_reload_and_drain() {
     let harness =
@@ -35,6 +48,10 @@ async fn per_core_workers_serve_share_the_stack_reload_and_drain() {
     for client in clients {
         assert_eq!(client.await.unwrap(), 200);
     }
+    // They were served by two worker threads of this process (started by then: requests were
+    // answered).
+    #[cfg(target_os = "linux")]
+    assert_eq!(worker_threads(), 2);
     // One cache for every worker: stored once, then a hit whichever worker answers.
     let first = harness.get("/assets/style.css").await;
     assert_eq!(first.status, 200);

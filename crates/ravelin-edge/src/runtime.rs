@@ -740,6 +740,7 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
     )
     .await
     .map_err(|e| StartError::Bind(e.to_string()))?;
+    let proxy_loops = proxy.accept_loops();
     let proxy_addr = proxy
         .local_addr()
         .map_err(|e| StartError::Bind(e.to_string()))?;
@@ -804,7 +805,13 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
             let _ = applier.apply_latest().await;
         }
     });
-    tracing::info!(proxy = %proxy_addr, admin = %admin_addr, "edge-proxy started");
+    tracing::info!(
+        proxy = %proxy_addr,
+        admin = %admin_addr,
+        runtime = effective.server.runtime.as_str(),
+        accept_loops = proxy_loops,
+        "edge-proxy started"
+    );
     Ok(Running {
         proxy_addr,
         admin_addr,
