@@ -413,13 +413,6 @@ impl Default for ReloadSection {
     }
 }
 
-/// The module's `[<module>.guard]`, checked by failsafe itself and reported under its path.
-pub(crate) fn check_guard(v: &mut Violations, module: &str, guard: &GuardConfig) {
-    if let Err(violations) = guard.validate() {
-        v.merge_under(&format!("{module}.guard"), violations);
-    }
-}
-
 /// The longest timeout or interval any setting accepts: past an hour a timer is a mistake.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 
