@@ -16,6 +16,9 @@
 //! Run: `cargo bench -p ravelin --bench allocs` (`ALLOCS_REQUESTS=<n>` to change the count,
 //! `ALLOCS_ONLY=<text>` to measure only the configurations whose name contains it).
 
+// A bench binary: a failed setup step or request is a failed run.
+#![allow(clippy::unwrap_used, missing_docs)]
+
 use std::alloc::System;
 use std::convert::Infallible;
 use std::net::SocketAddr;
