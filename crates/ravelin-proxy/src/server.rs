@@ -90,8 +90,9 @@ pub struct ServerConfig {
 ///   limits (`max_connections`, per-IP, overflow), metrics and graceful shutdown span all
 ///   workers.
 ///
-/// The default stays [`MultiThread`](Self::MultiThread) until `benches/load.sh` has measured
-/// both on a quiet machine.
+/// The default is [`MultiThread`](Self::MultiThread): measured with `benches/load.sh` on the
+/// project's 2-core machine (docs/performance.md, 2026-12-07), per-core serving cost the same
+/// CPU per request with a higher p99 on cache hits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuntimeModel {
