@@ -27,6 +27,10 @@
 #   benches/load.sh                         # 3 rounds of 10 s per run, 2 threads, 64 connections
 #   DURATION=2s ROUNDS=1 WRITE_DOCS=0 benches/load.sh   # a smoke run: print the tables only
 #   VARIANTS="off all" MODELS=per_core benches/load.sh  # a subset of the edge-proxy targets
+#   PROFILE=docs/flamegraphs VARIANTS=all ROUNDS=1 WRITE_DOCS=0 benches/load.sh
+#                                           # + a perf profile (flame graph SVG and folded stacks)
+#                                           # of every "all" edge-proxy run, first round; needs
+#                                           # perf (Debian's linux-perf) and inferno
 #
 # Environment: DURATION (10s), WARMUP (2s), ROUNDS (3), THREADS (2), CONNECTIONS (64),
 # VARIANTS ("off ratelimit botscore cache all"), MODELS ("multi_thread per_core"), PATHS
@@ -166,12 +170,13 @@ done
 RESULTS="$PREFIX/results.tsv"
 echo "measuring: $ROUNDS round(s) of ${DURATION} per run (after ${WARMUP} of warm-up), ${THREADS} threads, ${CONNECTIONS} connections"
 python3 - "$TARGETS" "$RESULTS" "$ROUNDS" "$DURATION" "$WARMUP" "$THREADS" "$CONNECTIONS" "$PATHS" <<'EOF'
-import os, re, subprocess, sys
+import os, re, signal, subprocess, sys
 
 targets_path, results_path, rounds, duration, warmup, threads, conns, paths = sys.argv[1:9]
 rounds = int(rounds)
 paths = paths.split()
 targets = [line.rstrip("\n").split("\t") for line in open(targets_path) if line.strip()]
+PROFILE = os.environ.get("PROFILE", "")
 TICK = os.sysconf("SC_CLK_TCK")
 
 def pids_of(kind, pid):
@@ -216,9 +221,30 @@ with open(results_path, "w") as out:
         for path in paths:
             for name, kind, variant, model, port, pid in order:
                 wrk(port, path, warmup, False)
+                perf = None
+                if PROFILE and kind == "edge" and variant == "all" and round_ == 0:
+                    # A CPU profile of the measured run (first round only): perf samples the
+                    # proxy's threads with DWARF call stacks while wrk runs.
+                    stem = os.path.join(PROFILE, f"edge-all-{model}{path.replace('/', '-').replace('.', '-')}")
+                    perf = subprocess.Popen(["perf", "record", "-q", "-F", "499", "--call-graph", "dwarf,16384",
+                                             "-p", pid, "-o", stem + ".perf.data"],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 before = cpu_seconds(kind, pid)
                 text = wrk(port, path, duration, True)
                 cpu = cpu_seconds(kind, pid) - before
+                if perf is not None:
+                    perf.send_signal(signal.SIGINT)
+                    perf.wait()
+                    script = subprocess.run(["perf", "script", "-i", stem + ".perf.data"],
+                                            capture_output=True, text=True).stdout
+                    folded = subprocess.run(["inferno-collapse-perf"], input=script,
+                                            capture_output=True, text=True).stdout
+                    with open(stem + ".folded", "w") as f:
+                        f.write(folded)
+                    with open(stem + ".svg", "w") as f:
+                        subprocess.run(["inferno-flamegraph", "--title", f"edge-proxy, every module on, {model}, {path}"],
+                                       input=folded, stdout=f, text=True)
+                    os.remove(stem + ".perf.data")
                 requests = int(re.search(r"(\d+) requests in", text).group(1))
                 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
                 p50 = seconds(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
