@@ -168,7 +168,7 @@ impl Validate for RateLimitConfig {
             v.push(
                 "redis_timeout",
                 format!(
-                    "{timeout:?} must be greater than zero and at most ratelimit.guard.timeout ({:?})",
+                    "{timeout:?} must be greater than zero and at most guard.timeout ({:?}): one Redis call has to fit in the guard's budget",
                     self.guard.timeout
                 ),
             );
