@@ -34,6 +34,7 @@ use crate::exchange::{Resilience, Sent, UpstreamClient};
 use crate::headers;
 use crate::health::{HealthConfig, SharedClock};
 use crate::retry::{Replay, RetryConfig};
+use crate::worker::PerWorker;
 
 /// A boxed error, as hyper and tower use.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -84,7 +85,7 @@ struct UpstreamInner {
     preserve_host: bool,
     connect_timeout: Duration,
     response_timeout: Duration,
-    client: UpstreamClient,
+    client: PerWorker<UpstreamClient>,
     /// The circuit, the retry budget and their settings.
     resilience: Resilience,
     /// The resolved addresses when the URL names a host (not an IP address).
@@ -507,13 +508,16 @@ impl UpstreamBuilder {
         connector.set_connect_timeout(Some(self.connect_timeout));
         connector.set_nodelay(true);
         connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(self.pool_idle_timeout)
             .pool_max_idle_per_host(self.max_idle_per_host)
-            .http2_only(self.http2)
-            .build(connector);
+            .http2_only(self.http2);
+        // One pool per per-core worker (connections driven on the worker that uses them), one
+        // shared pool everywhere else.
+        let client = PerWorker::new(move || builder.build(connector.clone()));
         let resilience = Resilience::new(&name, self.health, self.retry, clock);
         let body_watch = Arc::new(IdleWatch {
             upstream: Arc::clone(&name),
@@ -823,7 +827,7 @@ impl<R: Resolve> ForwardInner<R> {
         let sent = upstream
             .resilience
             .send(
-                &upstream.client,
+                upstream.client.get(),
                 outgoing,
                 replay,
                 timeout,

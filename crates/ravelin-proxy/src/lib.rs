@@ -16,6 +16,7 @@ pub mod overload;
 pub mod retry;
 mod route;
 mod server;
+mod worker;
 
 pub use admin::{Admin, AdminBuilder, ModuleStatus, Purge};
 pub use body::{ForwardBody, ForwardBodyError};

@@ -670,8 +670,8 @@ impl Server {
     /// With [`RuntimeModel::PerCore`], each worker thread serves its own listener with a clone
     /// of `service` on its own runtime; this future only waits for `shutdown`, tells every
     /// worker, and adds up their summaries. The workers' runtimes stay up until every worker
-    /// has drained, so a connection one worker opened to an upstream (and another reuses from
-    /// the shared pool) keeps being driven until the last request is answered. Dropping this
+    /// has drained. Each worker has its own upstream connection pools, so a request and the
+    /// upstream connection it uses are driven by the same thread (see `worker::PerWorker`). Dropping this
     /// future shuts the workers down as `shutdown` would. If a worker stops on its own (its
     /// thread could not start, or its accept loop panicked), the others are shut down and this
     /// returns early, as a single accept loop's task would end: the caller's supervision sees
@@ -793,6 +793,8 @@ where
         let spawned = std::thread::Builder::new()
             .name(format!("ravelin-worker-{index}"))
             .spawn(move || {
+                // This worker's upstream pools (see `worker::PerWorker`).
+                crate::worker::enter(index);
                 runtime.block_on(async move {
                     let summary = match TcpListener::from_std(listener) {
                         Ok(listener) => {
@@ -808,8 +810,8 @@ where
                     };
                     end.summary = Some(summary);
                     drop(end);
-                    // Keep driving this runtime's tasks (upstream connections other workers
-                    // may be using) until every worker has drained.
+                    // Keep driving this runtime's tasks (connections still finishing a
+                    // response) until every worker has drained.
                     while !*released.borrow_and_update() {
                         if released.changed().await.is_err() {
                             break;
