@@ -9,6 +9,9 @@ use ravelin_primitives::Violations;
 pub enum Source {
     /// A file on disk, read by [`Store::reload`](crate::Store::reload) or the file watcher.
     File(std::path::PathBuf),
+    /// Several files read as one document, their contents in this order
+    /// ([`StoreBuilder::files`](crate::StoreBuilder::files): a certificate chain and its key).
+    Files(Vec<std::path::PathBuf>),
     /// Bytes pushed through an API (an admin endpoint, a test), labelled by the caller.
     Api(String),
     /// The compiled-in default the owner started from.
@@ -19,6 +22,15 @@ impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Source::File(path) => write!(f, "{}", path.display()),
+            Source::Files(paths) => {
+                for (i, path) in paths.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(" + ")?;
+                    }
+                    write!(f, "{}", path.display())?;
+                }
+                Ok(())
+            }
             Source::Api(label) => write!(f, "api:{label}"),
             Source::Default => f.write_str("compiled-in default"),
         }
@@ -32,6 +44,11 @@ pub enum Format {
     Toml,
     /// JSON (files written by generators).
     Json,
+    /// A format read by a custom decoder, named for messages and rejections (`"pem"`): set by
+    /// [`StoreBuilder::with_decoder`](crate::StoreBuilder::with_decoder). Serde has no parser
+    /// for it: given to [`StoreBuilder::format`](crate::StoreBuilder::format), every document is
+    /// rejected as a parse error saying the decoder is missing.
+    Custom(&'static str),
 }
 
 impl Format {
@@ -40,6 +57,7 @@ impl Format {
         match self {
             Format::Toml => "toml",
             Format::Json => "json",
+            Format::Custom(name) => name,
         }
     }
 }
@@ -61,7 +79,8 @@ pub enum Rejection {
         name: String,
         /// Where the document came from.
         origin: Source,
-        /// Bytes seen (for a file still growing: at least this many).
+        /// Bytes seen (for a file still growing: at least this many; for a document of several
+        /// files: the files before this one included).
         size: u64,
         /// The configured cap.
         limit: u64,

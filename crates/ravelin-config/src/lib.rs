@@ -1,9 +1,11 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod decode;
 mod error;
 mod store;
 
+pub use decode::Document;
 pub use error::{Format, Rejection, Source};
 // The validation vocabulary and the kill switches live in ravelin-primitives (crates that only
 // declare rules or read a switch need no store); re-exported so every existing path still works.

@@ -12,6 +12,7 @@ use sha2::{Digest as _, Sha256};
 
 use ravelin_primitives::Validate;
 
+use crate::decode::{Decoder, Document};
 use crate::error::{Format, Rejection, Source};
 
 /// A SHA-256 digest of a document's bytes.
@@ -177,36 +178,96 @@ pub enum Startup {
 #[derive(Debug)]
 pub struct StoreBuilder<T> {
     name: String,
-    format: Format,
+    decoder: Decoder<T>,
     max_bytes: u64,
-    path: Option<PathBuf>,
+    paths: Vec<PathBuf>,
     initial: Option<(Vec<u8>, Source)>,
     default: Option<T>,
 }
 
 impl<T: Validate> StoreBuilder<T> {
+    /// A builder for a store called `name` (used in messages, logs and metric labels) of a serde
+    /// document, parsed as TOML unless [`format`](StoreBuilder::format) says otherwise.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self::with(name, Decoder::serde(Format::Toml))
+    }
+
+    /// The format to parse with serde (default TOML); replaces a decoder set before.
+    pub fn format(mut self, format: Format) -> Self {
+        self.decoder = Decoder::serde(format);
+        self
+    }
+}
+
+impl<T: Document> StoreBuilder<T> {
     /// The default size cap: 1 MiB.
     pub const DEFAULT_MAX_BYTES: u64 = 1024 * 1024;
 
-    /// A builder for a store called `name` (used in messages, logs and metric labels).
-    pub fn new(name: impl Into<String>) -> Self {
+    /// A builder for a store called `name` whose documents are read by `decode` instead of serde:
+    /// for formats serde does not read (PEM certificates, binary models), or a decoding that needs
+    /// context (the files' names, a clock). `format` names the format in messages and in
+    /// [`Rejection::Parse`] ([`Format::Custom`]); an `Err` from `decode` is that rejection's
+    /// reason. Every other stage is the same as for serde documents: the size cap and the
+    /// emptiness check come before `decode`, [`Document::validate`], the version check and
+    /// [`Document::prepare`] after it.
+    ///
+    /// ```
+    /// use ravelin_config::{Document, Rejection, StoreBuilder, Violations};
+    ///
+    /// /// One `key=value` per line: not TOML, not JSON.
+    /// #[derive(Debug)]
+    /// struct Pairs(Vec<(String, String)>);
+    ///
+    /// impl Document for Pairs {
+    ///     fn validate(&self) -> Result<(), Violations> {
+    ///         let mut v = Violations::new();
+    ///         v.check_count("pairs", "entries", self.0.len(), 100);
+    ///         v.into_result()
+    ///     }
+    /// }
+    ///
+    /// fn decode(bytes: &[u8]) -> Result<Pairs, String> {
+    ///     let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
+    ///     text.lines()
+    ///         .enumerate()
+    ///         .map(|(i, line)| match line.split_once('=') {
+    ///             Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
+    ///             None => Err(format!("line {}: no '='", i + 1)),
+    ///         })
+    ///         .collect::<Result<_, _>>()
+    ///         .map(Pairs)
+    /// }
+    ///
+    /// let store = StoreBuilder::with_decoder("pairs", "pairs", decode)
+    ///     .initial_bytes("a=1\nb=2", "inline")
+    ///     .build()?;
+    /// assert_eq!(store.current().0.len(), 2);
+    /// let refused = store.submit(b"a=1\nb", "admin").unwrap_err();
+    /// assert_eq!(refused.to_string(), "pairs (api:admin): pairs parse error: line 2: no '='");
+    /// assert!(matches!(refused, Rejection::Parse { .. }));
+    /// # Ok::<(), Rejection>(())
+    /// ```
+    pub fn with_decoder(
+        name: impl Into<String>,
+        format: &'static str,
+        decode: impl Fn(&[u8]) -> Result<T, String> + Send + Sync + 'static,
+    ) -> Self {
+        Self::with(name, Decoder::custom(format, decode))
+    }
+
+    fn with(name: impl Into<String>, decoder: Decoder<T>) -> Self {
         Self {
             name: name.into(),
-            format: Format::Toml,
+            decoder,
             max_bytes: Self::DEFAULT_MAX_BYTES,
-            path: None,
+            paths: Vec::new(),
             initial: None,
             default: None,
         }
     }
 
-    /// The format to parse (default TOML).
-    pub fn format(mut self, format: Format) -> Self {
-        self.format = format;
-        self
-    }
-
-    /// The size cap, checked before parsing (default 1 MiB).
+    /// The size cap of a document, checked before parsing (default 1 MiB). A document of several
+    /// [`files`](StoreBuilder::files) is capped as a whole.
     pub fn max_bytes(mut self, max_bytes: u64) -> Self {
         self.max_bytes = max_bytes;
         self
@@ -214,7 +275,19 @@ impl<T: Validate> StoreBuilder<T> {
 
     /// Reads the first document from `path`; [`Store::reload`] and [`Store::watch`] re-read it.
     pub fn file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.path = Some(path.into());
+        self.paths = vec![path.into()];
+        self
+    }
+
+    /// Reads each document from several files, as one: the document's bytes are the files'
+    /// contents in this order (a certificate chain, then its private key). Each file is read
+    /// under the size cap (what is left of it after the files before), the digest — and so the
+    /// change detection of [`Store::watch`] — covers all of them, and a document is installed
+    /// only when every file was read whole and none was replaced while the others were read
+    /// (otherwise the reload is [`Outcome::Deferred`]). Rejections name the files
+    /// ([`Source::Files`]); a file that cannot be read is named alone ([`Source::File`]).
+    pub fn files<P: Into<PathBuf>>(mut self, paths: impl IntoIterator<Item = P>) -> Self {
+        self.paths = paths.into_iter().map(Into::into).collect();
         self
     }
 
@@ -249,29 +322,23 @@ impl<T: Validate> StoreBuilder<T> {
     pub fn build(self) -> Result<Store<T>, Rejection> {
         let StoreBuilder {
             name,
-            format,
+            decoder,
             max_bytes,
-            path,
+            paths,
             initial,
             default,
         } = self;
         let mut first_seen = None;
-        let first: Candidate<T> = match (&path, initial) {
-            (Some(path), _) => match read_file(&name, path, max_bytes) {
+        let first: Candidate<T> = match (files_source(&paths), initial) {
+            (Some(source), _) => match read_files(&name, &paths, max_bytes) {
                 Ok(FileRead::Complete(bytes)) => {
                     first_seen = Some(Seen::Bytes(Digest::of(&bytes)));
-                    parse_candidate::<T>(
-                        &name,
-                        format,
-                        max_bytes,
-                        &bytes,
-                        Source::File(path.clone()),
-                    )
+                    parse_candidate::<T>(&name, &decoder, max_bytes, &bytes, source)
                 }
                 Ok(FileRead::Changing) => Err(Box::new((
                     Rejection::Io {
                         name: name.clone(),
-                        origin: Source::File(path.clone()),
+                        origin: source,
                         reason: "file changed while being read at startup".into(),
                     },
                     None,
@@ -282,7 +349,7 @@ impl<T: Validate> StoreBuilder<T> {
                 }
             },
             (None, Some((bytes, source))) => {
-                parse_candidate::<T>(&name, format, max_bytes, &bytes, source)
+                parse_candidate::<T>(&name, &decoder, max_bytes, &bytes, source)
             }
             (None, None) => Err(Box::new((
                 Rejection::Empty {
@@ -326,9 +393,9 @@ impl<T: Validate> StoreBuilder<T> {
         let store = Store {
             inner: Arc::new(Inner {
                 name,
-                format,
+                decoder,
                 max_bytes,
-                path,
+                paths,
                 active: ArcSwap::from_pointee(Snapshot { value, meta }),
                 state: Mutex::new(ReloadState::default()),
                 installs: tx,
@@ -369,18 +436,19 @@ impl<T> fmt::Debug for Store<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
             .field("name", &self.inner.name)
-            .field("format", &self.inner.format)
+            .field("format", &self.inner.decoder.format)
             .field("max_bytes", &self.inner.max_bytes)
-            .field("path", &self.inner.path)
+            .field("paths", &self.inner.paths)
             .finish_non_exhaustive()
     }
 }
 
 struct Inner<T> {
     name: String,
-    format: Format,
+    decoder: Decoder<T>,
     max_bytes: u64,
-    path: Option<PathBuf>,
+    /// The files of the document, in order (empty: no file).
+    paths: Vec<PathBuf>,
     active: ArcSwap<Snapshot<T>>,
     state: Mutex<ReloadState>,
     installs: tokio::sync::watch::Sender<u64>,
@@ -422,19 +490,27 @@ impl Seen {
 }
 
 impl<T: Validate> Store<T> {
-    /// Starts building a store called `name`.
+    /// Starts building a store called `name` of a serde document (see [`StoreBuilder::new`]; for
+    /// a custom decoder, [`StoreBuilder::with_decoder`]).
     pub fn builder(name: impl Into<String>) -> StoreBuilder<T> {
         StoreBuilder::new(name)
     }
+}
 
+impl<T: Document> Store<T> {
     /// The store's name.
     pub fn name(&self) -> &str {
         &self.inner.name
     }
 
-    /// The file this store reads, if any.
+    /// The file this store reads, if any (the first, when it reads several).
     pub fn path(&self) -> Option<&Path> {
-        self.inner.path.as_deref()
+        self.inner.paths.first().map(PathBuf::as_path)
+    }
+
+    /// The files this store reads as one document, in order (empty when it reads none).
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.inner.paths
     }
 
     /// The active snapshot as an owned `Arc` (one atomic increment; lock-free).
@@ -470,19 +546,19 @@ impl<T: Validate> Store<T> {
     /// # Errors
     /// The [`Rejection`]; the active snapshot is unchanged.
     pub fn reload(&self) -> Result<Outcome, Rejection> {
-        let Some(path) = self.inner.path.clone() else {
+        let Some(source) = files_source(&self.inner.paths) else {
             return Err(Rejection::Io {
                 name: self.inner.name.clone(),
                 origin: Source::Default,
                 reason: "this store has no file to reload".into(),
             });
         };
-        let read = read_file(&self.inner.name, &path, self.inner.max_bytes);
+        let read = read_files(&self.inner.name, &self.inner.paths, self.inner.max_bytes);
         let mut state = self.lock_state();
         match read {
             Ok(FileRead::Complete(bytes)) => {
                 state.last_seen = Some(Seen::Bytes(Digest::of(&bytes)));
-                self.offer(&mut state, &bytes, Source::File(path))
+                self.offer(&mut state, &bytes, source)
             }
             Ok(FileRead::Changing) => {
                 metrics::counter!("ravelin_config_reloads_total", "name" => self.inner.name.clone(), "outcome" => "deferred").increment(1);
@@ -508,11 +584,7 @@ impl<T: Validate> Store<T> {
             Ok(result) => result,
             Err(join) => Err(Rejection::Io {
                 name: self.inner.name.clone(),
-                origin: self
-                    .inner
-                    .path
-                    .clone()
-                    .map_or(Source::Default, Source::File),
+                origin: files_source(&self.inner.paths).unwrap_or(Source::Default),
                 reason: format!("reload task failed: {join}"),
             }),
         }
@@ -538,10 +610,10 @@ impl<T: Validate> Store<T> {
 
     /// One watcher step: read the file and offer it only if its bytes differ from the last look.
     pub(crate) fn poll_file(&self) {
-        let Some(path) = self.inner.path.clone() else {
+        let Some(source) = files_source(&self.inner.paths) else {
             return;
         };
-        let read = read_file(&self.inner.name, &path, self.inner.max_bytes);
+        let read = read_files(&self.inner.name, &self.inner.paths, self.inner.max_bytes);
         let mut state = self.lock_state();
         match read {
             Ok(FileRead::Complete(bytes)) => {
@@ -550,7 +622,7 @@ impl<T: Validate> Store<T> {
                     return;
                 }
                 state.last_seen = Some(seen);
-                let _ = self.offer(&mut state, &bytes, Source::File(path));
+                let _ = self.offer(&mut state, &bytes, source);
             }
             Ok(FileRead::Changing) => {}
             Err(rejection) => {
@@ -619,7 +691,8 @@ impl<T: Validate> Store<T> {
             return Ok(Outcome::Unchanged);
         }
         let (mut value, digest, source) =
-            match parse_candidate::<T>(&inner.name, inner.format, inner.max_bytes, bytes, source) {
+            match parse_candidate::<T>(&inner.name, &inner.decoder, inner.max_bytes, bytes, source)
+            {
                 Ok(parsed) => parsed,
                 Err(failed) => {
                     let (rejection, digest) = *failed;
@@ -765,9 +838,60 @@ enum FileRead {
     Changing,
 }
 
-/// Reads at most `max_bytes + 1` bytes, so a huge or growing file is rejected without reading it
-/// all, and checks that the file did not change underneath the read.
-fn read_file(name: &str, path: &Path, max_bytes: u64) -> Result<FileRead, Rejection> {
+/// The source a document read from `paths` is reported as: `None` when there is no file.
+fn files_source(paths: &[PathBuf]) -> Option<Source> {
+    match paths {
+        [] => None,
+        [path] => Some(Source::File(path.clone())),
+        paths => Some(Source::Files(paths.to_vec())),
+    }
+}
+
+/// Reads the files of one document in order, concatenated, under one size cap. With several
+/// files, a file replaced (renamed over) while a later one was read makes the read
+/// [`FileRead::Changing`]: a certificate and its key rotated between the two reads are never
+/// offered as a mismatched pair.
+fn read_files(name: &str, paths: &[PathBuf], max_bytes: u64) -> Result<FileRead, Rejection> {
+    let mut bytes = Vec::new();
+    let mut read = Vec::with_capacity(paths.len());
+    for path in paths {
+        match read_file(name, path, max_bytes, &mut bytes)? {
+            Some(metadata) => read.push((path, metadata)),
+            None => return Ok(FileRead::Changing),
+        }
+    }
+    if paths.len() > 1 {
+        for (path, metadata) in read {
+            match std::fs::metadata(path) {
+                Ok(now) if same_file_version(&now, &metadata) => {}
+                _ => return Ok(FileRead::Changing),
+            }
+        }
+    }
+    Ok(FileRead::Complete(bytes))
+}
+
+/// Whether two looks at a path saw the same version of the same file.
+fn same_file_version(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        if (a.dev(), a.ino()) != (b.dev(), b.ino()) {
+            return false;
+        }
+    }
+    a.len() == b.len() && a.modified().ok() == b.modified().ok()
+}
+
+/// Appends one file to `bytes`, reading at most what is left of `max_bytes` plus one byte, so a
+/// huge or growing file is rejected without reading it all, and checks that the file did not
+/// change underneath the read (`None`). Returns the metadata of the file read.
+fn read_file(
+    name: &str,
+    path: &Path,
+    max_bytes: u64,
+    bytes: &mut Vec<u8>,
+) -> Result<Option<std::fs::Metadata>, Rejection> {
     let source = || Source::File(path.to_path_buf());
     let io = |e: std::io::Error| Rejection::Io {
         name: name.to_owned(),
@@ -777,46 +901,45 @@ fn read_file(name: &str, path: &Path, max_bytes: u64) -> Result<FileRead, Reject
             _ => e.to_string(),
         },
     };
+    let before_us = bytes.len() as u64;
+    let too_large = |size: u64| Rejection::TooLarge {
+        name: name.to_owned(),
+        origin: source(),
+        size,
+        limit: max_bytes,
+    };
     let mut file = std::fs::File::open(path).map_err(io)?;
     let before = file.metadata().map_err(io)?;
-    if before.len() > max_bytes {
-        return Err(Rejection::TooLarge {
-            name: name.to_owned(),
-            origin: source(),
-            size: before.len(),
-            limit: max_bytes,
-        });
+    let size = before_us.saturating_add(before.len());
+    if size > max_bytes {
+        return Err(too_large(size));
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(before.len()).unwrap_or(0));
-    (&mut file)
-        .take(max_bytes.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(io)?;
+    bytes.reserve(usize::try_from(before.len()).unwrap_or(0));
+    let budget = max_bytes.saturating_sub(before_us);
+    let read = (&mut file)
+        .take(budget.saturating_add(1))
+        .read_to_end(bytes)
+        .map_err(io)? as u64;
     if bytes.len() as u64 > max_bytes {
-        return Err(Rejection::TooLarge {
-            name: name.to_owned(),
-            origin: source(),
-            size: bytes.len() as u64,
-            limit: max_bytes,
-        });
+        return Err(too_large(bytes.len() as u64));
     }
     // The same path may now name a new file (atomic rename): that is fine, we read one whole file.
     // A change of the file we read (in-place write) means the bytes may be half old, half new.
     let after = file.metadata().map_err(io)?;
     if after.len() != before.len()
-        || after.len() != bytes.len() as u64
+        || after.len() != read
         || after.modified().ok() != before.modified().ok()
     {
-        return Ok(FileRead::Changing);
+        return Ok(None);
     }
-    Ok(FileRead::Complete(bytes))
+    Ok(Some(after))
 }
 
 /// Size cap, emptiness, parse and validation: everything about a candidate except its relation to
 /// the active snapshot.
-fn parse_candidate<T: Validate>(
+fn parse_candidate<T: Document>(
     name: &str,
-    format: Format,
+    decoder: &Decoder<T>,
     max_bytes: u64,
     bytes: &[u8],
     source: Source,
@@ -847,20 +970,13 @@ fn parse_candidate<T: Validate>(
             Rejection::Parse {
                 name: name.to_owned(),
                 origin: source,
-                format,
+                format: decoder.format,
                 reason,
             },
             Some(digest),
         )
     };
-    let parsed: Result<T, String> = match format {
-        Format::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
-        Format::Toml => match std::str::from_utf8(bytes) {
-            Ok(text) => toml::from_str(text).map_err(|e| e.to_string()),
-            Err(e) => Err(format!("not UTF-8: {e}")),
-        },
-    };
-    let value = match parsed {
+    let value = match decoder.decode(bytes) {
         Ok(value) => value,
         Err(reason) => return Err(Box::new(parse_error(reason.trim_end().to_owned(), source))),
     };

@@ -8,7 +8,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::{Format, Outcome, Rejection, Source, Store, Validate, Violations};
+use crate::{
+    Digest, Document, Format, Outcome, Rejection, Source, Store, StoreBuilder, Validate, Violations,
+};
 
 /// A miniature feature file, shaped like the one behind the 2025-11-18 outage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -669,6 +671,243 @@ async fn reload_async_runs_off_the_runtime_threads() {
     ));
 }
 
+/// A document serde does not read: `version` on the first line, then one `key=value` a line.
+/// `prepared` proves the store ran [`Document::prepare`] after the custom decoder.
+#[derive(Debug)]
+struct Pairs {
+    version: u64,
+    pairs: Vec<(String, String)>,
+    prepared: bool,
+}
+
+impl Document for Pairs {
+    fn validate(&self) -> Result<(), Violations> {
+        let mut v = Violations::new();
+        for (i, (key, _)) in self.pairs.iter().enumerate() {
+            if key.is_empty() {
+                v.push(format!("pairs[{i}].key"), "is empty");
+            }
+        }
+        v.into_result()
+    }
+
+    fn version(&self) -> Option<u64> {
+        Some(self.version)
+    }
+
+    fn prepare(&mut self) {
+        self.prepared = true;
+    }
+}
+
+/// Decodes [`Pairs`]; `max_pairs` is context a plain `fn` could not carry.
+fn pairs_decoder(max_pairs: usize) -> impl Fn(&[u8]) -> Result<Pairs, String> + Send + Sync {
+    move |bytes| {
+        let text = std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?;
+        let mut lines = text.lines();
+        let version = lines
+            .next()
+            .and_then(|l| l.strip_prefix("version "))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or("line 1: expected `version N`")?;
+        let pairs = lines
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| match l.split_once('=') {
+                Some((k, v)) => Ok((k.trim().to_owned(), v.trim().to_owned())),
+                None => Err(format!("line {}: no '='", i + 2)),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if pairs.len() > max_pairs {
+            return Err(format!("{} pairs exceeds {max_pairs}", pairs.len()));
+        }
+        Ok(Pairs {
+            version,
+            pairs,
+            prepared: false,
+        })
+    }
+}
+
+fn pairs_store(first: &str) -> Store<Pairs> {
+    StoreBuilder::with_decoder("pairs", "pairs", pairs_decoder(3))
+        .max_bytes(256)
+        .initial_bytes(first.as_bytes().to_vec(), "test")
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_custom_decoder_goes_through_every_stage() {
+    let store = pairs_store("version 1\na=1\n");
+    assert!(store.current().prepared);
+    assert_eq!(store.current().pairs, [("a".to_owned(), "1".to_owned())]);
+
+    // The decoder's error is a parse rejection under the custom format's name.
+    let err = store.submit(b"version 2\na=1\nb", "t").unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            Rejection::Parse {
+                format: Format::Custom("pairs"),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "pairs (api:t): pairs parse error: line 3: no '='"
+    );
+    // The decoder's context applies.
+    let err = store
+        .submit(b"version 2\na=1\nb=2\nc=3\nd=4", "t")
+        .unwrap_err();
+    assert!(err.to_string().contains("4 pairs exceeds 3"), "{err}");
+    // Then validation, the version check and the size cap, as for serde documents.
+    let err = store.submit(b"version 2\n=1", "t").unwrap_err();
+    assert_eq!(err.kind(), "invalid");
+    assert!(err.to_string().contains("pairs[0].key: is empty"), "{err}");
+    let err = store.submit(b"version 1\nb=1", "t").unwrap_err();
+    assert_eq!(err.kind(), "stale");
+    let err = store.submit(&[b'x'; 300], "t").unwrap_err();
+    assert_eq!(err.kind(), "too_large");
+    assert_eq!(store.submit(b"   \n", "t").unwrap_err().kind(), "empty");
+    assert_eq!(store.current().version, 1, "the last good document stays");
+    assert_eq!(store.status().consecutive_rejections, 6);
+
+    assert!(matches!(
+        store.submit(b"version 2\nb=2", "t").unwrap(),
+        Outcome::Installed {
+            version: Some(2),
+            ..
+        }
+    ));
+    assert!(store.current().prepared);
+    assert_eq!(
+        store.submit(b"version 2\nb=2", "t").unwrap(),
+        Outcome::Unchanged
+    );
+}
+
+#[test]
+fn a_custom_format_without_a_decoder_is_refused_not_guessed() {
+    let err = Store::<Features>::builder("bot features")
+        .format(Format::Custom("pem"))
+        .initial_bytes(doc(1, &["a"]).into_bytes(), "t")
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), "parse");
+    assert!(
+        err.to_string().contains("no decoder for format \"pem\""),
+        "{err}"
+    );
+}
+
+/// A store of `Pairs` read from `head` (the version line) and `body` (the pairs).
+fn two_file_store() -> (tempfile::TempDir, [std::path::PathBuf; 2], Store<Pairs>) {
+    let dir = tempfile::tempdir().unwrap();
+    let head = dir.path().join("head.txt");
+    let body = dir.path().join("body.txt");
+    std::fs::write(&head, "version 1\n").unwrap();
+    std::fs::write(&body, "a=1\n").unwrap();
+    let store = StoreBuilder::with_decoder("pairs", "pairs", pairs_decoder(3))
+        .max_bytes(64)
+        .files([&head, &body])
+        .build()
+        .unwrap();
+    (dir, [head, body], store)
+}
+
+#[test]
+fn several_files_are_read_as_one_document_in_order() {
+    let (_dir, [head, body], store) = two_file_store();
+    assert_eq!(store.paths(), [head.clone(), body.clone()]);
+    assert_eq!(store.path(), Some(head.as_path()));
+    let snapshot = store.load();
+    assert_eq!(snapshot.version, 1);
+    assert_eq!(snapshot.pairs, [("a".to_owned(), "1".to_owned())]);
+    let source = Source::Files(vec![head.clone(), body.clone()]);
+    assert_eq!(snapshot.meta().source, source);
+    assert_eq!(snapshot.meta().digest, Digest::of(b"version 1\na=1\n"));
+    assert_eq!(
+        source.to_string(),
+        format!("{} + {}", head.display(), body.display())
+    );
+    assert_eq!(store.reload().unwrap(), Outcome::Unchanged);
+
+    // A change in the second file alone is a change of the document.
+    std::fs::write(&head, "version 2\n").unwrap();
+    std::fs::write(&body, "a=1\nb=2\n").unwrap();
+    assert!(matches!(
+        store.reload().unwrap(),
+        Outcome::Installed {
+            version: Some(2),
+            ..
+        }
+    ));
+    std::fs::write(&head, "version 3\n").unwrap();
+    std::fs::write(&body, "a=1\nb\n").unwrap();
+    let err = store.reload().unwrap_err();
+    assert_eq!(err.origin(), &source, "a parse error names every file");
+    assert!(err.to_string().contains("line 3: no '='"), "{err}");
+    assert_eq!(store.current().version, 2);
+}
+
+#[test]
+fn an_unreadable_or_oversized_file_of_several_is_named_alone() {
+    let (_dir, [head, body], store) = two_file_store();
+    std::fs::remove_file(&body).unwrap();
+    let err = store.reload().unwrap_err();
+    assert_eq!(err.kind(), "io");
+    assert_eq!(err.origin(), &Source::File(body.clone()));
+    assert!(err.to_string().contains("the file is missing"), "{err}");
+    assert_eq!(store.current().version, 1);
+
+    // The cap is the document's: 10 bytes of head leave 54 for the body.
+    std::fs::write(&head, "version 2\n").unwrap();
+    std::fs::write(&body, "x=".repeat(30)).unwrap();
+    let err = store.reload().unwrap_err();
+    assert!(
+        matches!(&err, Rejection::TooLarge { size: 70, limit: 64, origin, .. } if *origin == Source::File(body.clone())),
+        "{err:?}"
+    );
+    std::fs::write(&head, "x".repeat(100)).unwrap();
+    let err = store.reload().unwrap_err();
+    assert_eq!(err.origin(), &Source::File(head.clone()));
+    assert_eq!(store.current().version, 1);
+    assert_eq!(store.status().consecutive_rejections, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_watcher_sees_a_change_in_any_of_the_files() {
+    let (_dir, [head, body], store) = two_file_store();
+    let mut installs = store.subscribe();
+    let _watch = store.watch(Duration::from_millis(50));
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        store.status().active.generation,
+        0,
+        "unchanged files are not reinstalled"
+    );
+    std::fs::write(&head, "version 2\n").unwrap();
+    tokio::time::timeout(Duration::from_secs(30), installs.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.current().version, 2);
+    std::fs::write(&head, "version 3\n").unwrap();
+    std::fs::write(&body, "a=1\nc=3\n").unwrap();
+    tokio::time::timeout(Duration::from_secs(30), installs.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.current().version, 3);
+    assert_eq!(store.current().pairs.len(), 2);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -680,7 +919,7 @@ proptest! {
             Ok(Outcome::Installed { .. }) => {
                 // Only a document that really is valid may be installed.
                 let parsed: Features = serde_json::from_slice(&bytes).unwrap();
-                prop_assert!(parsed.validate().is_ok());
+                prop_assert!(Validate::validate(&parsed).is_ok());
             }
             Ok(_) => prop_assert!(Arc::ptr_eq(&before, &store.load())),
             Err(_) => prop_assert!(Arc::ptr_eq(&before, &store.load())),
