@@ -610,30 +610,42 @@ impl<T: Document> Store<T> {
 
     /// One watcher step: read the file and offer it only if its bytes differ from the last look.
     pub(crate) fn poll_file(&self) {
-        let Some(source) = files_source(&self.inner.paths) else {
-            return;
-        };
+        let _ = self.poll();
+    }
+
+    /// One step of [`watch`](Store::watch), for callers that schedule it themselves (a thread,
+    /// a timer they already run): re-reads the file(s) and offers the document only if its bytes
+    /// differ from the last look; an unreadable file is counted and reported once per change of
+    /// state. Unlike [`reload`](Store::reload), unchanged bytes — good or bad — are neither
+    /// parsed nor counted again.
+    ///
+    /// Returns `None` when there was nothing new to offer (unchanged bytes, the same unreadable
+    /// state, a file being written, or no file), otherwise what offering it did.
+    pub fn poll(&self) -> Option<Result<Outcome, Rejection>> {
+        let source = files_source(&self.inner.paths)?;
         let read = read_files(&self.inner.name, &self.inner.paths, self.inner.max_bytes);
         let mut state = self.lock_state();
         match read {
             Ok(FileRead::Complete(bytes)) => {
                 let seen = Seen::Bytes(Digest::of(&bytes));
                 if state.last_seen.as_ref() == Some(&seen) {
-                    return;
+                    return None;
                 }
                 state.last_seen = Some(seen);
-                let _ = self.offer(&mut state, &bytes, source);
+                Some(self.offer(&mut state, &bytes, source))
             }
-            Ok(FileRead::Changing) => {}
+            Ok(FileRead::Changing) => None,
             Err(rejection) => {
                 // Unreadable (missing, too large, no permission): count and report it once per
                 // change of state. Comparing with the last look, not with the last rejection,
                 // is what makes a file deleted after an unrelated rejection say it is missing.
                 let seen = Seen::unreadable(&rejection);
-                if state.last_seen.as_ref() != Some(&seen) {
-                    state.last_seen = Some(seen);
-                    self.record_rejection(&mut state, rejection, None);
+                if state.last_seen.as_ref() == Some(&seen) {
+                    return None;
                 }
+                state.last_seen = Some(seen);
+                self.record_rejection(&mut state, rejection.clone(), None);
+                Some(Err(rejection))
             }
         }
     }

@@ -879,6 +879,38 @@ fn an_unreadable_or_oversized_file_of_several_is_named_alone() {
     assert_eq!(store.status().consecutive_rejections, 3);
 }
 
+#[test]
+fn poll_offers_only_what_changed() {
+    let (_dir, [head, body], store) = two_file_store();
+    assert!(
+        store.poll().is_none(),
+        "what startup read is not offered again"
+    );
+    std::fs::write(&body, "a=1\nb\n").unwrap();
+    assert_eq!(store.poll().unwrap().unwrap_err().kind(), "parse");
+    assert!(
+        store.poll().is_none(),
+        "the same bad bytes are not parsed or counted again"
+    );
+    assert_eq!(store.status().consecutive_rejections, 1);
+    std::fs::remove_file(&body).unwrap();
+    assert_eq!(store.poll().unwrap().unwrap_err().kind(), "io");
+    assert!(
+        store.poll().is_none(),
+        "the same unreadable state is reported once"
+    );
+    std::fs::write(&head, "version 2\n").unwrap();
+    std::fs::write(&body, "a=2\n").unwrap();
+    assert!(matches!(
+        store.poll(),
+        Some(Ok(Outcome::Installed {
+            version: Some(2),
+            ..
+        }))
+    ));
+    assert!(store.poll().is_none());
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_watcher_sees_a_change_in_any_of_the_files() {
     let (_dir, [head, body], store) = two_file_store();

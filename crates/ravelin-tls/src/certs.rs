@@ -504,6 +504,10 @@ pub fn covers(san: &str, name: &str) -> bool {
 /// and reload): the Unix time at which the active certificate expires, as Prometheus' blackbox
 /// exporter's `probe_ssl_earliest_cert_expiry` — alert on
 /// `ravelin_tls_certificate_expiry_seconds - time() < 14 * 86400`.
+///
+/// Files are re-read by [`reload`](CertificateSet::reload) (every file, every time: for SIGHUP
+/// and the admin API), [`poll`](CertificateSet::poll) (only what changed) or
+/// [`watch`](CertificateSet::watch) (`poll` on a timer).
 #[derive(Clone)]
 pub struct CertificateSet {
     inner: Arc<SetInner>,
@@ -727,6 +731,54 @@ impl CertificateSet {
         }
     }
 
+    /// One watch step for every certificate: each file whose bytes changed since the last look
+    /// is offered (a good one installed, a bad one rejected once, not again on every poll, while
+    /// the last good certificate keeps serving), and a certificate not loaded yet is tried
+    /// again. Returns whether a certificate was installed; the SNI table and the expiry gauges
+    /// are then rebuilt. [`watch`](CertificateSet::watch) calls this on a timer.
+    pub fn poll(&self) -> bool {
+        let installed = {
+            let _control = lock(&self.inner.control);
+            let mut installed = false;
+            for entry in &self.inner.entries {
+                installed |= match entry.store.load_full() {
+                    Some(store) => matches!(store.poll(), Some(Ok(Outcome::Installed { .. }))),
+                    None => self.reload_entry(entry).is_ok(),
+                };
+            }
+            installed
+        };
+        if installed {
+            self.refresh();
+        }
+        installed
+    }
+
+    /// Polls the certificates' files every `interval` ([`poll`](CertificateSet::poll)) on a
+    /// thread of its own (reading files blocks; no async runtime is needed), until the returned
+    /// handle is dropped.
+    ///
+    /// # Errors
+    /// The operating system's, when the thread cannot be started.
+    pub fn watch(&self, interval: Duration) -> std::io::Result<CertificateWatch> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let set = self.clone();
+        let thread = std::thread::Builder::new()
+            .name("ravelin-tls-certificates".into())
+            .spawn(move || {
+                // Dropping the handle drops the sender: `recv_timeout` returns at once.
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(interval)
+                {
+                    set.poll();
+                }
+            })?;
+        Ok(CertificateWatch {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
     /// Rebuilds the name table from the active certificates and sets the expiry gauges.
     fn refresh(&self) {
         let _control = lock(&self.inner.control);
@@ -839,6 +891,23 @@ impl CertificateSet {
             .iter()
             .flat_map(|e| [e.config.cert_file.as_path(), e.config.key_file.as_path()])
             .collect()
+    }
+}
+
+/// Stops a [`CertificateSet::watch`] thread when dropped (waiting for a poll in progress).
+#[derive(Debug)]
+pub struct CertificateWatch {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for CertificateWatch {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            // A panic in the thread would be a bug here; it has already been reported.
+            let _ = thread.join();
+        }
     }
 }
 

@@ -429,6 +429,83 @@ fn a_certificate_rejected_at_startup_does_not_stop_the_others() {
     assert_eq!(rejections.len(), 3);
 }
 
+#[test]
+fn poll_installs_renewals_once_and_rejects_bad_files_once() {
+    let t = three();
+    let set = CertificateSet::load_with_clock(&t.configs, clock()).unwrap();
+    assert!(!set.poll(), "nothing changed");
+    // A renewal of the wildcard certificate that also covers the bare domain.
+    let renewed = leaf(&["*.example.com", "example.com"], &t.root);
+    publish(&t.configs[2], &[&renewed.cert], &renewed.key);
+    assert!(set.poll());
+    assert_eq!(&served(&set, Some("b.example.com")), renewed.cert.der());
+    // Without configured server_names the certificate's own names route: the table was rebuilt.
+    assert_eq!(&served(&set, Some("example.com")), renewed.cert.der());
+
+    std::fs::write(&t.configs[2].key_file, t.exact.key.serialize_pem()).unwrap();
+    assert!(!set.poll());
+    assert!(!set.poll());
+    let status = &set.status()[2];
+    assert_eq!(
+        status.consecutive_rejections, 1,
+        "an unchanged bad file is not counted again"
+    );
+    assert_eq!(
+        status.last_rejection.as_ref().unwrap().rejection.kind(),
+        "invalid"
+    );
+    assert_eq!(&served(&set, Some("b.example.com")), renewed.cert.der());
+}
+
+#[test]
+fn watch_picks_up_a_renewal() {
+    let t = three();
+    let set = CertificateSet::load_with_clock(&t.configs, clock()).unwrap();
+    let watch = set.watch(Duration::from_millis(10)).unwrap();
+    let renewed = leaf(&["a.example.com"], &t.root);
+    publish(&t.configs[1], &[&renewed.cert], &renewed.key);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while &served(&set, Some("a.example.com")) != renewed.cert.der() {
+        assert!(std::time::Instant::now() < deadline, "not picked up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(watch);
+}
+
+#[test]
+fn the_expiry_gauge_is_the_certificates_expiry_time() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let t = three();
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        CertificateSet::load_with_clock(&t.configs, clock()).unwrap();
+    });
+    let gauges: Vec<(String, f64)> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter(|(key, ..)| key.key().name() == ravelin_tls::certs::EXPIRY_GAUGE)
+        .map(|(key, _, _, value)| {
+            let label = key.key().labels().next().unwrap();
+            assert_eq!(label.key(), "certificate");
+            let DebugValue::Gauge(value) = value else {
+                panic!("a gauge")
+            };
+            (label.value().to_owned(), value.into_inner())
+        })
+        .collect();
+    assert_eq!(gauges.len(), 3);
+    for config in &t.configs {
+        // Valid to 2035-01-01.
+        assert!(
+            gauges.contains(&(config.label(), 2_051_222_400.0)),
+            "{gauges:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_real_handshake_sees_the_certificate_chosen_by_sni() {
     use rustls::pki_types::ServerName;
