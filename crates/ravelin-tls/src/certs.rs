@@ -161,6 +161,10 @@ fn check_server_name(name: &str) -> Result<(), &'static str> {
 /// leaf, that every certificate is within its validity dates at the time of decoding, that each
 /// certificate is issued and signed by the next one, and that every configured server name is
 /// covered by the leaf's DNS names.
+///
+/// Dates are checked when a document is offered: an active certificate that expires later keeps
+/// being served (there is nothing better to serve), and says so through
+/// [`seconds_to_expiry`](ServerCertificate::seconds_to_expiry), the status and the expiry gauge.
 pub struct ServerCertificate {
     key: Arc<CertifiedKey>,
     subject: String,
@@ -193,28 +197,29 @@ impl ServerCertificate {
     /// What is wrong with a well-formed chain and key is not an error here but the
     /// [`Document::validate`] answer of the value returned, so a store reports it as invalid.
     pub fn decode(pem: &[u8], config: &CertificateConfig, now: SystemTime) -> Result<Self, String> {
+        // The store names the files in every rejection; a message adds the one at fault when
+        // it is known (the concatenated bytes do not say where one file ends).
         let cert_file = config.cert_file.display();
         let key_file = config.key_file.display();
-        let files = if config.cert_file == config.key_file {
-            format!("{cert_file}")
-        } else {
-            format!("{cert_file} + {key_file}")
-        };
         let pem = separate_sections(pem);
         let mut chain = Vec::new();
         let mut keys = Vec::new();
         for (i, section) in <(SectionKind, Vec<u8>)>::pem_slice_iter(&pem).enumerate() {
             let (kind, der) = section.map_err(|e| {
-                format!("malformed PEM after {i} well-formed sections (in {files}): {e}")
+                format!(
+                    "malformed PEM after {i} well-formed sections: {}",
+                    pem_error(&e)
+                )
             })?;
             match kind {
                 SectionKind::Certificate if keys.is_empty() => {
                     chain.push(CertificateDer::from(der));
                 }
                 SectionKind::Certificate => {
-                    return Err(format!(
-                        "a CERTIFICATE section follows the private key (in {files}): expected the chain, then the key"
-                    ));
+                    return Err(
+                        "a CERTIFICATE section follows the private key: expected the chain, then the key"
+                            .to_owned(),
+                    );
                 }
                 SectionKind::PrivateKey => {
                     keys.push(PrivateKeyDer::Pkcs8(der.into()));
@@ -223,7 +228,7 @@ impl ServerCertificate {
                 SectionKind::EcPrivateKey => keys.push(PrivateKeyDer::Sec1(der.into())),
                 other => {
                     return Err(format!(
-                        "unexpected PEM section {other:?} (in {files}): expected certificates and one private key"
+                        "unexpected PEM section {other:?}: expected certificates and one private key"
                     ));
                 }
             }
@@ -236,7 +241,7 @@ impl ServerCertificate {
             0 => None,
             n => {
                 return Err(format!(
-                    "{n} private keys found (in {files}): expected exactly one, in key_file {key_file}"
+                    "{n} private keys found: expected exactly one, in key_file {key_file}"
                 ));
             }
         };
@@ -282,13 +287,24 @@ impl ServerCertificate {
 
         let mut problems = Vec::new();
         let key = CertifiedKey::new(chain.clone(), signing_key);
-        if let Err(e) = key.keys_match() {
-            problems.push((
+        match key.keys_match() {
+            // As rustls' own `CertifiedKey::from_der`: a key that cannot tell its public half is
+            // not refused (ring's keys always can).
+            Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+            Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => {
+                problems.push((
+                    "key_file".to_owned(),
+                    format!(
+                        "the private key in {key_file} does not match the certificate in {cert_file}"
+                    ),
+                ));
+            }
+            Err(e) => problems.push((
                 "key_file".to_owned(),
                 format!(
-                    "the private key in {key_file} does not match the certificate in {cert_file} ({e})"
+                    "the private key in {key_file} cannot be checked against the certificate in {cert_file}: {e}"
                 ),
-            ));
+            )),
         }
         for (i, cert) in parsed.iter().enumerate() {
             let path = if i == 0 {
@@ -439,6 +455,23 @@ fn separate_sections(pem: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     }
     out.extend_from_slice(rest);
     std::borrow::Cow::Owned(out)
+}
+
+/// A PEM error in words (rustls-pki-types prints markers and lines as byte arrays).
+fn pem_error(error: &rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error;
+    match error {
+        Error::MissingSectionEnd { end_marker } => format!(
+            "no \"-----END {}-----\" line (a truncated file?)",
+            String::from_utf8_lossy(end_marker)
+        ),
+        Error::IllegalSectionStart { line } => format!(
+            "malformed section start {:?}",
+            String::from_utf8_lossy(line)
+        ),
+        Error::Base64Decode(e) => format!("invalid base64 ({e})"),
+        other => other.to_string(),
+    }
 }
 
 /// A Unix timestamp as a `SystemTime` (certificates may predate 1970 in theory).

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use ravelin_config::Outcome;
 use ravelin_primitives::clock::ManualClock;
 use ravelin_tls::certs::{CertificateError, SharedWallClock, covers};
-use ravelin_tls::{CertificateConfig, CertificateSet};
+use ravelin_tls::{CertificateConfig, CertificateSet, ServerCertificate};
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DnType, IsCa, KeyPair, date_time_ymd,
 };
@@ -195,7 +195,7 @@ fn every_bad_file_is_rejected_and_the_last_good_certificate_stays() {
                 )
             }),
             "parse",
-            vec!["pem parse error: malformed PEM".into()],
+            vec!["pem parse error: malformed PEM after 0 well-formed sections: invalid base64".into()],
         ),
         (
             "a truncated file",
@@ -205,7 +205,7 @@ fn every_bad_file_is_rejected_and_the_last_good_certificate_stays() {
                 write_atomically(&config.key_file, good.key.serialize_pem().as_bytes());
             }),
             "parse",
-            vec!["missing section end marker".into()],
+            vec![r#"no "-----END CERTIFICATE-----" line (a truncated file?)"#.into()],
         ),
         (
             "no key",
@@ -302,6 +302,71 @@ fn every_bad_file_is_rejected_and_the_last_good_certificate_stays() {
     assert!(matches!(set.reload()[0], Ok(Outcome::Installed { .. })));
     assert_eq!(&served(&set, Some("a.example.com")), renewed.cert.der());
     assert!(set.status()[0].last_rejection.is_none());
+}
+
+#[test]
+fn decoding_wants_the_chain_then_one_key() {
+    let root = ca("Test Root");
+    let site = leaf(&["example.com"], &root);
+    let other = leaf(&["example.com"], &root);
+    let config = CertificateConfig::new("/etc/site.crt", "/etc/site.key");
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(NOW);
+    let decode = |pem: String| ServerCertificate::decode(pem.as_bytes(), &config, now);
+
+    let good = decode(site.cert.pem() + &site.key.serialize_pem()).unwrap();
+    assert_eq!(good.subject(), "CN=example.com");
+    assert_eq!(good.dns_names(), ["example.com"]);
+    assert!(good.seconds_to_expiry(now) > 0);
+
+    let err = decode(site.key.serialize_pem() + &site.cert.pem()).unwrap_err();
+    assert!(
+        err.contains("a CERTIFICATE section follows the private key"),
+        "{err}"
+    );
+    let err = decode(site.cert.pem() + &site.key.serialize_pem() + &other.key.serialize_pem())
+        .unwrap_err();
+    assert_eq!(
+        err,
+        "2 private keys found: expected exactly one, in key_file /etc/site.key"
+    );
+    let err = decode(site.key.serialize_pem()).unwrap_err();
+    assert_eq!(err, "no CERTIFICATE section in cert_file /etc/site.crt");
+    let err = decode(site.cert.pem() + &site.key.public_key_pem()).unwrap_err();
+    assert!(err.contains("unexpected PEM section PublicKey"), "{err}");
+    let err = decode(
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_owned()
+            + &site.key.serialize_pem(),
+    )
+    .unwrap_err();
+    assert!(
+        err.starts_with("certificate 0 of the chain in cert_file /etc/site.crt is not X.509"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_configuration_is_strict() {
+    let config: CertificateConfig = toml::from_str(
+        r#"
+        cert_file = "/etc/site.crt"
+        key_file = "/etc/site.key"
+        "#,
+    )
+    .unwrap();
+    assert!(config.server_names.is_empty());
+    assert_eq!(config.files().len(), 2);
+    let err = toml::from_str::<CertificateConfig>(
+        r#"
+        cert_file = "/etc/site.crt"
+        key_file = "/etc/site.key"
+        server_name = ["typo.example.com"]
+        "#,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("unknown field `server_name`"),
+        "{err}"
+    );
 }
 
 #[test]
