@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -524,7 +524,8 @@ pub fn covers(san: &str, name: &str) -> bool {
 /// Several certificates, each a hot-reloaded [`Store`] of a [`ServerCertificate`] (last known
 /// good), chosen by SNI: an exact server name first, then a wildcard (`*.example.com` for
 /// `a.example.com`), then the default — the first certificate (or, while it has none, the first
-/// that has one). A client without SNI gets the default.
+/// that has one). A client without SNI gets the default. A name claimed by two certificates is
+/// the first one's.
 ///
 /// Choosing is lock-free: the name table is an `arc-swap` snapshot rebuilt when a certificate is
 /// installed, and each certificate is read from its store's snapshot. Clones share one set.
@@ -917,12 +918,13 @@ impl CertificateSet {
             .collect()
     }
 
-    /// The files of every certificate, for a caller that watches them.
-    pub fn files(&self) -> Vec<&Path> {
+    /// The files of every certificate, in configuration order (a combined file once), for a
+    /// caller that watches them itself.
+    pub fn files(&self) -> Vec<PathBuf> {
         self.inner
             .entries
             .iter()
-            .flat_map(|e| [e.config.cert_file.as_path(), e.config.key_file.as_path()])
+            .flat_map(|e| e.config.files())
             .collect()
     }
 }
