@@ -17,6 +17,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -34,6 +35,7 @@ use crate::exchange::{Resilience, Sent, UpstreamClient};
 use crate::headers;
 use crate::health::{HealthConfig, SharedClock};
 use crate::retry::{Replay, RetryConfig};
+use crate::upgrade::{self, Upgrades};
 use crate::worker::PerWorker;
 
 /// A boxed error, as hyper and tower use.
@@ -93,6 +95,9 @@ struct UpstreamInner {
     metrics: UpstreamMetrics,
     /// The body idle timeout and what it reports to, shared by every response body.
     body_watch: Arc<IdleWatch>,
+    /// Upgraded (WebSocket) connections: their bound, idle timeout and metrics; `None` when
+    /// upgrades are not passed through (`max_upgraded_connections(0)`, or an HTTP/2 upstream).
+    upgrades: Option<Arc<Upgrades>>,
 }
 
 /// Metric handles registered once per upstream: the request path then only bumps atomics,
@@ -166,6 +171,8 @@ impl Upstream {
             body_idle_timeout: UpstreamBuilder::DEFAULT_BODY_IDLE_TIMEOUT,
             pool_idle_timeout: UpstreamBuilder::DEFAULT_POOL_IDLE_TIMEOUT,
             max_idle_per_host: UpstreamBuilder::DEFAULT_MAX_IDLE_PER_HOST,
+            upgrade_idle_timeout: UpstreamBuilder::DEFAULT_UPGRADE_IDLE_TIMEOUT,
+            max_upgraded_connections: UpstreamBuilder::DEFAULT_MAX_UPGRADED_CONNECTIONS,
             health: HealthConfig::default(),
             retry: RetryConfig::default(),
             dns: DnsConfig::default(),
@@ -205,6 +212,12 @@ impl Upstream {
     /// The time allowed between two frames of a response body.
     pub fn body_idle_timeout(&self) -> Duration {
         self.inner.body_watch.timeout
+    }
+
+    /// The idle timeout of upgraded (WebSocket) connections, or `None` when upgrades are not
+    /// passed through to this upstream (`max_upgraded_connections(0)`, or HTTP/2).
+    pub fn upgrade_idle_timeout(&self) -> Option<Duration> {
+        self.inner.upgrades.as_ref().map(|u| u.idle_timeout())
     }
 
     /// Whether the client's `Host` (the request identity's authority) is sent upstream.
@@ -257,6 +270,8 @@ pub struct UpstreamBuilder {
     body_idle_timeout: Duration,
     pool_idle_timeout: Duration,
     max_idle_per_host: usize,
+    upgrade_idle_timeout: Duration,
+    max_upgraded_connections: usize,
     health: HealthConfig,
     retry: RetryConfig,
     dns: DnsConfig,
@@ -278,6 +293,14 @@ impl UpstreamBuilder {
     pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
     /// Default bound on idle pooled connections per upstream: 64.
     pub const DEFAULT_MAX_IDLE_PER_HOST: usize = 64;
+    /// Default idle timeout of an upgraded (WebSocket) connection: 60 s without a byte either
+    /// way, nginx's `proxy_read_timeout` (which also closes idle WebSockets).
+    pub const DEFAULT_UPGRADE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    /// Default bound on upgraded connections open at once to one upstream: 1,000.
+    pub const DEFAULT_MAX_UPGRADED_CONNECTIONS: usize = 1_000;
+    /// The most upgraded connections per upstream: 10,000 (the server's default connection
+    /// limit; each one holds two descriptors and 16 KiB of buffers).
+    pub const MAX_UPGRADED_CONNECTIONS: usize = 10_000;
     /// The longest any of the timeouts may be: 1 h. Longer is a configuration mistake (a unit
     /// slip), and would let one stalled peer hold a connection for the better part of a day.
     pub const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -340,6 +363,25 @@ impl UpstreamBuilder {
     /// disables pooling): the pool's bound.
     pub fn max_idle_per_host(mut self, max: usize) -> Self {
         self.max_idle_per_host = max;
+        self
+    }
+
+    /// How long an upgraded (WebSocket) connection may stay silent — no byte either way —
+    /// before the proxy closes both sides (default 60 s; more than zero, at most 1 h). Ended
+    /// relays are counted in `ravelin_proxy_upgraded_ended_total{reason="idle_timeout"}`.
+    /// Applications that keep quiet connections open send pings more often than this.
+    pub fn upgrade_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.upgrade_idle_timeout = timeout;
+        self
+    }
+
+    /// How many upgraded (WebSocket) connections to this upstream may be open at once
+    /// (default 1,000, at most 10,000). Past it an upgrade request is answered `503` without
+    /// contacting the upstream. Upgraded connections leave the server's `max_connections`
+    /// accounting once handed over, so this is their bound. Zero turns pass-through off:
+    /// upgrade requests are then forwarded as plain requests, without `Upgrade`.
+    pub fn max_upgraded_connections(mut self, max: usize) -> Self {
+        self.max_upgraded_connections = max;
         self
     }
 
@@ -441,6 +483,7 @@ impl UpstreamBuilder {
             ("connect_timeout", self.connect_timeout),
             ("response_timeout", self.response_timeout),
             ("body_idle_timeout", self.body_idle_timeout),
+            ("upgrade_idle_timeout", self.upgrade_idle_timeout),
         ] {
             if value.is_zero() {
                 return Err(UpstreamError::ZeroTimeout {
@@ -454,6 +497,7 @@ impl UpstreamBuilder {
             ("response_timeout", self.response_timeout),
             ("body_idle_timeout", self.body_idle_timeout),
             ("pool_idle_timeout", self.pool_idle_timeout),
+            ("upgrade_idle_timeout", self.upgrade_idle_timeout),
         ] {
             if value > Self::MAX_TIMEOUT {
                 return Err(UpstreamError::TooLarge {
@@ -470,6 +514,14 @@ impl UpstreamBuilder {
                 field: "max_idle_per_host",
                 limit: Self::MAX_IDLE_PER_HOST.to_string(),
                 value: self.max_idle_per_host.to_string(),
+            });
+        }
+        if self.max_upgraded_connections > Self::MAX_UPGRADED_CONNECTIONS {
+            return Err(UpstreamError::TooLarge {
+                name: self.name.clone(),
+                field: "max_upgraded_connections",
+                limit: Self::MAX_UPGRADED_CONNECTIONS.to_string(),
+                value: self.max_upgraded_connections.to_string(),
             });
         }
         self.check_policies()?;
@@ -525,9 +577,17 @@ impl UpstreamBuilder {
             timeouts: metrics::counter!("ravelin_proxy_upstream_errors_total", "upstream" => Arc::clone(&name), "kind" => "body_idle_timeout"),
             log: LogLimiter::per_second(10),
         });
+        let upgrades = (!self.http2 && self.max_upgraded_connections > 0).then(|| {
+            Arc::new(Upgrades::new(
+                &name,
+                self.max_upgraded_connections,
+                self.upgrade_idle_timeout,
+            ))
+        });
         Ok(Upstream {
             inner: Arc::new(UpstreamInner {
                 metrics: UpstreamMetrics::new(&name),
+                upgrades,
                 body_watch,
                 name,
                 scheme,
@@ -788,8 +848,32 @@ impl<R: Resolve> ForwardInner<R> {
             None => ClientScheme::of(&parts.extensions),
         };
         let peer = parts.extensions.get::<PeerAddr>().map(|p| p.0.ip());
+        // An upgrade (WebSocket) goes on as one only when this upstream passes upgrades
+        // through and the client's connection can be taken over: the server's `OnUpgrade`,
+        // taken out of the request here, before the request becomes the upstream's.
+        let upgrade = match (
+            &upstream.upgrades,
+            upgrade::requested(&method, received_version, &parts.headers),
+        ) {
+            (Some(upgrades), Some(protocols)) => match parts.extensions.remove::<OnUpgrade>() {
+                Some(on_client) => match upgrades.try_acquire() {
+                    Some(permit) => Some((upgrades, protocols, on_client, permit)),
+                    None => {
+                        return local_response(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "503 Service Unavailable: too many upgraded connections to this upstream\n",
+                        );
+                    }
+                },
+                None => None,
+            },
+            _ => None,
+        };
         let headers = &mut parts.headers;
         headers::remove_hop_by_hop(headers);
+        if let Some((_, protocols, _, _)) = &upgrade {
+            upgrade::keep(headers, protocols.clone());
+        }
         headers::add_forwarded(headers, peer, scheme.as_str(), original_host.as_ref());
         headers::append_via(headers, received_version, &self.via);
         match original_host {
@@ -836,7 +920,49 @@ impl<R: Resolve> ForwardInner<R> {
             .await;
         let elapsed = started.elapsed().as_secs_f64();
         let failure = match sent {
-            Sent::Response(response) => {
+            Sent::Response(mut response) => {
+                if let Some((upgrades, protocols, on_client, permit)) = upgrade {
+                    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        upstream.metrics.duration.record(elapsed);
+                        if let Some(counter) = upstream.metrics.response(response.status()) {
+                            counter.increment(1);
+                        }
+                        let Some(chosen) = upgrade::accepted(&protocols, response.headers()) else {
+                            // A switch to something not asked for cannot be relayed safely.
+                            if let Some(permit) = self.log.check() {
+                                tracing::warn!(
+                                    upstream = &*upstream.name,
+                                    kind = Failure::Protocol.as_str(),
+                                    suppressed = permit.suppressed(),
+                                    "upstream switched to a protocol the client did not ask for"
+                                );
+                            }
+                            if let Some(counter) = upstream.metrics.error(Failure::Protocol) {
+                                counter.increment(1);
+                            }
+                            return local_response(
+                                Failure::Protocol.status(),
+                                Failure::Protocol.body(),
+                            );
+                        };
+                        let on_origin = hyper::upgrade::on(&mut response);
+                        upgrades.spawn_relay(
+                            Arc::clone(&upstream.name),
+                            on_client,
+                            on_origin,
+                            permit,
+                        );
+                        let (mut parts, _) = response.into_parts();
+                        headers::remove_hop_by_hop(&mut parts.headers);
+                        upgrade::keep(&mut parts.headers, chosen);
+                        headers::append_via(&mut parts.headers, parts.version, &self.via);
+                        parts.version = received_version;
+                        return Response::from_parts(parts, ForwardBody::empty());
+                    }
+                    // Any other answer is an ordinary response; the slot and the client's
+                    // upgrade handle are let go.
+                    drop((permit, on_client));
+                }
                 let (mut parts, body) = response.into_parts();
                 // Before hop-by-hop removal takes Transfer-Encoding away.
                 let close_delimited = is_close_delimited(&parts, &body, &method);

@@ -42,8 +42,10 @@ pub const FORWARDING_HEADERS: [HeaderName; 7] = [
 /// `TE: trailers` is the one hop-by-hop value that must survive to an HTTP/2 upstream (gRPC
 /// needs it): when the client offered `trailers`, it is put back as exactly `te: trailers`.
 ///
-/// `Upgrade` is removed too: this proxy does not tunnel protocol upgrades (WebSocket), so
-/// passing the request on with `Upgrade` would promise what it cannot do.
+/// `Upgrade` is removed too. An upgrade (WebSocket) request that is passed through gets
+/// `Connection: upgrade` and its `Upgrade` back after this removal, from the
+/// [ingress stage](crate::ingress) and [`Forward`](crate::Forward), which decide whether it
+/// is one; every other request loses them here, so nothing promises a switch no one relays.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     remove_hop_by_hop_except(headers, &[]);
 }

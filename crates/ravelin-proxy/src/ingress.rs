@@ -21,6 +21,10 @@
 //!    named in `Connection` — but `Connection` may never name `Host`, the edge-owned headers,
 //!    the forwarding headers or the request-id header: those tokens are ignored, so a client
 //!    cannot strip what a later stage adds or relies on (`Connection: host, x-request-id`).
+//!    An upgrade request (HTTP/1.1 `GET` without a body, `Connection` listing `upgrade`, one
+//!    `Upgrade` other than `h2c`) keeps exactly `Connection: upgrade` and its `Upgrade`, so
+//!    [`Forward`](crate::Forward) can pass a WebSocket through; every other field named in
+//!    `Connection` still goes.
 //! 4. **Decides the identity** with [`RequestIdentity::from_parts`] (scheme from the
 //!    [`ClientScheme`] extension, `http` without one). `400 Bad Request` for:
 //!    - an HTTP/1.1 request without `Host`, or with more than one (RFC 9112 §3.2: "A server
@@ -453,8 +457,14 @@ pub fn admit_parts(parts: &mut Parts, config: &IngressConfig) -> Result<(), Refu
             ),
         ));
     }
-    // 3. Hop-by-hop fields; Connection cannot name what later stages rely on.
+    // 3. Hop-by-hop fields; Connection cannot name what later stages rely on. An upgrade
+    // (WebSocket) request keeps exactly `Connection: upgrade` and its `Upgrade`, so the guards
+    // see it as one and `Forward` can pass it through.
+    let upgrade = crate::upgrade::requested(&parts.method, parts.version, &parts.headers);
     headers::remove_hop_by_hop_except(&mut parts.headers, &config.protected);
+    if let Some(protocols) = upgrade {
+        crate::upgrade::keep(&mut parts.headers, protocols);
+    }
     // 4. The identity.
     let scheme = ClientScheme::of(&parts.extensions);
     let identity = RequestIdentity::from_parts(parts, scheme, &config.identity)

@@ -16,6 +16,7 @@ pub mod overload;
 pub mod retry;
 mod route;
 mod server;
+mod upgrade;
 mod worker;
 
 pub use admin::{Admin, AdminBuilder, ModuleStatus, Purge};

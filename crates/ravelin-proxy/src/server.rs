@@ -1053,7 +1053,7 @@ where
             state: Arc::clone(&state),
         };
         let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let stopping = stop.subscribe();
         let metrics = Arc::clone(metrics);
