@@ -10,6 +10,7 @@ pub mod path;
 mod peer;
 mod prefix;
 mod response;
+mod tls;
 mod token;
 
 pub use fields::X_RAVELIN_SKIPPED;
@@ -21,4 +22,5 @@ pub use path::{MatchPath, PathError, canonical_path, canonical_path_lenient, mat
 pub use peer::PeerAddr;
 pub use prefix::{MAX_PREFIX_BYTES, PathPrefix, PrefixError};
 pub use response::{TEXT_PLAIN_UTF8, plain_text};
+pub use tls::TlsInfo;
 pub use token::is_tchar;
