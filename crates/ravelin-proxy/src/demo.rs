@@ -249,7 +249,7 @@ fn asset<B>(
 }
 
 /// The headers the page reports, so a reader sees what the proxy added.
-const SHOWN: [&str; 9] = [
+const SHOWN: [&str; 10] = [
     "x-bot-score",
     "x-bot-score-reasons",
     "x-ravelin-skipped",
@@ -257,6 +257,7 @@ const SHOWN: [&str; 9] = [
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
+    "x-ja4",
     "via",
     "user-agent",
 ];

@@ -16,6 +16,7 @@ pub mod overload;
 pub mod retry;
 mod route;
 mod server;
+pub mod tls;
 mod upgrade;
 mod worker;
 

@@ -24,8 +24,9 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
 use metrics::{Counter, Gauge};
 use pin_project::pin_project;
-use ravelin_http::PeerAddr;
+use ravelin_http::{PeerAddr, TlsInfo};
 use ravelin_primitives::LogLimiter;
+use ravelin_tls::acceptor::TlsAcceptor;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -35,7 +36,7 @@ use tower::util::Oneshot;
 use tower_service::Service;
 
 use crate::error::ServerError;
-use crate::forward::BoxError;
+use crate::forward::{BoxError, ClientScheme};
 use crate::overload::OVERFLOW_LIFETIME;
 
 /// The slot a connection is accepted into.
@@ -494,6 +495,8 @@ pub struct Server {
     local: SocketAddr,
     config: ServerConfig,
     metrics: Arc<ConnMetrics>,
+    /// Terminates TLS on every accepted connection when set (see [`Server::tls`]).
+    tls: Option<TlsAcceptor>,
 }
 
 /// The listening sockets and, for [`RuntimeModel::PerCore`], the workers' runtimes.
@@ -534,6 +537,7 @@ impl ServeSummary {
 /// limits hold across workers because the workers hold the same semaphores and maps.
 struct Shared {
     config: ServerConfig,
+    tls: Option<TlsAcceptor>,
     metrics: Arc<ConnMetrics>,
     permits: Arc<Semaphore>,
     overflow_permits: Arc<Semaphore>,
@@ -545,8 +549,9 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(config: ServerConfig, metrics: Arc<ConnMetrics>) -> Self {
+    fn new(config: ServerConfig, metrics: Arc<ConnMetrics>, tls: Option<TlsAcceptor>) -> Self {
         Self {
+            tls,
             overflow_permits: Arc::new(Semaphore::new(config.overflow_connections)),
             // Connections that could be reclaimed for one past the limit: kept only when there
             // is overflow handling to use them.
@@ -641,7 +646,20 @@ impl Server {
             local,
             config,
             metrics: Arc::new(ConnMetrics::new()),
+            tls: None,
         })
+    }
+
+    /// Terminates TLS on every connection this server accepts, with `acceptor`: the
+    /// handshake runs in the connection's own task (holding its connection slot), bounded by
+    /// the acceptor's handshake timeout and concurrent-handshake limit; HTTP/2 or HTTP/1.1 is
+    /// then served as ALPN agreed. Every request of the connection carries the handshake's
+    /// [`TlsInfo`] (SNI, ALPN, version, JA4) and [`ClientScheme`]`("https")` as extensions, so
+    /// the ingress stage, `X-Forwarded-Proto` and cache keys see `https`.
+    #[must_use]
+    pub fn tls(mut self, acceptor: TlsAcceptor) -> Self {
+        self.tls = Some(acceptor);
+        self
     }
 
     /// The bound address (useful after binding port 0).
@@ -691,8 +709,9 @@ impl Server {
             local,
             config,
             metrics,
+            tls,
         } = self;
-        let shared = Arc::new(Shared::new(config, metrics));
+        let shared = Arc::new(Shared::new(config, metrics, tls));
         match listeners {
             Listeners::One(listener) => {
                 accept_loop(false, listener, local, shared, service, shutdown).await
@@ -751,6 +770,26 @@ fn clones(
     }
     listeners.push(listener);
     Ok(listeners)
+}
+
+/// Client resets, timeouts, failed handshakes and protocol errors are routine at an edge: logged
+/// at debug level, rate-limited.
+fn log_connection_error(
+    conn_log: &LogLimiter,
+    peer: SocketAddr,
+    reason: CloseReason,
+    error: Option<BoxError>,
+) {
+    let Some(error) = error else { return };
+    if let Some(permit) = conn_log.check() {
+        tracing::debug!(
+            %peer,
+            %error,
+            reason = reason.as_str(),
+            suppressed = permit.suppressed(),
+            "connection ended with an error"
+        );
+    }
 }
 
 /// [`RuntimeModel::PerCore`]: starts one thread per worker, waits for `shutdown`, tells the
@@ -1047,36 +1086,50 @@ where
         };
         let state = Arc::new(ConnState::new());
         let registered = reclaimable.register(&state);
-        let service = ConnService {
+        let mut service = ConnService {
             inner: service.clone(),
             peer: PeerAddr(peer),
             state: Arc::clone(&state),
+            tls: None,
         };
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
         let stopping = stop.subscribe();
         let metrics = Arc::clone(metrics);
         let conn_log = Arc::clone(&shared.conn_log);
+        let Some(acceptor) = shared.tls.clone() else {
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            tasks.spawn(async move {
+                // Dropped on every exit, the shutdown abort included: frees the slots.
+                let _open = open;
+                let reclaim = registered.as_ref().map(|r| &*r.entry);
+                let (reason, error) =
+                    supervise(connection, &state, timeouts, stopping, reclaim).await;
+                drop(registered);
+                metrics.closed(reason).increment(1);
+                log_connection_error(&conn_log, peer, reason, error);
+            });
+            continue;
+        };
+        // The handshake runs in the connection's task, so a slow one never holds up accepting.
+        let builder = builder.clone();
         tasks.spawn(async move {
             // Dropped on every exit, the shutdown abort included: frees the slots.
             let _open = open;
             let reclaim = registered.as_ref().map(|r| &*r.entry);
-            let (reason, error) = supervise(connection, &state, timeouts, stopping, reclaim).await;
+            let (reason, error) = match acceptor.accept(stream).await {
+                Ok(accepted) => {
+                    service.tls = Some(accepted.info);
+                    let connection = builder
+                        .serve_connection_with_upgrades(TokioIo::new(accepted.stream), service)
+                        .into_owned();
+                    supervise(connection, &state, timeouts, stopping, reclaim).await
+                }
+                Err(error) => (CloseReason::Handshake, Some(BoxError::from(error))),
+            };
             drop(registered);
             metrics.closed(reason).increment(1);
-            if let Some(error) = error {
-                // Client resets, timeouts and protocol errors are routine at an edge.
-                if let Some(permit) = conn_log.check() {
-                    tracing::debug!(
-                        %peer,
-                        %error,
-                        reason = reason.as_str(),
-                        suppressed = permit.suppressed(),
-                        "connection ended with an error"
-                    );
-                }
-            }
+            log_connection_error(&conn_log, peer, reason, error);
         });
     }
 
@@ -1221,10 +1274,13 @@ enum CloseReason {
     ShutdownForced,
     /// An I/O or protocol error: resets, malformed requests.
     Error,
+    /// The TLS handshake did not complete (failed, timed out, or refused past the handshake
+    /// bound); counted by outcome in `ravelin_tls_handshakes_total` too.
+    Handshake,
 }
 
 impl CloseReason {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 10] = [
         Self::Completed,
         Self::HeadTimeout,
         Self::Idle,
@@ -1234,6 +1290,7 @@ impl CloseReason {
         Self::Shutdown,
         Self::ShutdownForced,
         Self::Error,
+        Self::Handshake,
     ];
 
     fn as_str(self) -> &'static str {
@@ -1247,6 +1304,7 @@ impl CloseReason {
             Self::Shutdown => "shutdown",
             Self::ShutdownForced => "shutdown_forced",
             Self::Error => "error",
+            Self::Handshake => "tls_handshake",
         }
     }
 }
@@ -1780,6 +1838,8 @@ struct ConnService<S> {
     inner: S,
     peer: PeerAddr,
     state: Arc<ConnState>,
+    /// The handshake of a TLS connection, set on each of its requests.
+    tls: Option<TlsInfo>,
 }
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for ConnService<S>
@@ -1792,6 +1852,10 @@ where
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         request.extensions_mut().insert(self.peer);
+        if let Some(tls) = &self.tls {
+            request.extensions_mut().insert(tls.clone());
+            request.extensions_mut().insert(ClientScheme("https"));
+        }
         let in_flight = InFlight::start(&self.state, request.version());
         TrackedFuture {
             inner: self.inner.clone().oneshot(request),
