@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 pub use ravelin_botscore::BotScoreConfig;
@@ -237,9 +238,9 @@ pub struct AdminSection {
 pub struct UpstreamSection {
     /// Name routes refer to.
     pub name: String,
-    /// `http://host:port[/base]`.
+    /// `http://host[:port][/base]` or `https://host[:port][/base]`.
     pub url: String,
-    /// Speak HTTP/2 with prior knowledge.
+    /// Speak HTTP/2: with prior knowledge over `http://`, by ALPN (`h2`) over `https://`.
     #[serde(default)]
     pub http2: bool,
     /// Send the client's Host instead of the upstream's authority.
@@ -258,6 +259,27 @@ pub struct UpstreamSection {
     /// a stalled body is then cut, freeing the client and every coalesced follower.
     #[serde(default = "default_body_idle_timeout", with = "humantime_serde")]
     pub body_idle_timeout: Duration,
+    /// `https://` only: trust only the CA certificates in this PEM file instead of the
+    /// public roots (read when the upstream is built).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// `https://` only: the client certificate chain (PEM) presented to the upstream (mTLS).
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// `https://` only: the private key (PEM) of `client_cert_file`.
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
+    /// `https://` only: the name the upstream's certificate must carry (and the SNI sent),
+    /// instead of the URL's host.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    /// An upgraded (WebSocket) connection silent this long either way is closed.
+    #[serde(default = "default_upgrade_idle_timeout", with = "humantime_serde")]
+    pub upgrade_idle_timeout: Duration,
+    /// Upgraded (WebSocket) connections open at once to this upstream; past it, 503. 0 turns
+    /// upgrade pass-through off for it.
+    #[serde(default = "default_max_upgraded_connections")]
+    pub max_upgraded_connections: usize,
     /// `[upstreams.health]`: the upstream's circuit, ravelin-proxy's own [`HealthConfig`].
     #[serde(default)]
     pub health: HealthConfig,
@@ -273,6 +295,14 @@ pub struct UpstreamSection {
 
 fn default_body_idle_timeout() -> Duration {
     Duration::from_secs(60)
+}
+
+fn default_upgrade_idle_timeout() -> Duration {
+    ravelin_proxy::UpstreamBuilder::DEFAULT_UPGRADE_IDLE_TIMEOUT
+}
+
+fn default_max_upgraded_connections() -> usize {
+    ravelin_proxy::UpstreamBuilder::DEFAULT_MAX_UPGRADED_CONNECTIONS
 }
 
 /// `[[routes]]`.
@@ -450,16 +480,34 @@ pub(crate) fn server_violation(error: ravelin_proxy::ServerError) -> (String, St
 /// The upstream builder with every setting of `section` (the build path and validation use
 /// the same one).
 pub(crate) fn upstream_builder(section: &UpstreamSection) -> ravelin_proxy::UpstreamBuilder {
-    ravelin_proxy::Upstream::builder(&section.name, &section.url)
+    let builder = ravelin_proxy::Upstream::builder(&section.name, &section.url)
         .http2(section.http2)
         .preserve_host(section.preserve_host)
         .connect_timeout(section.connect_timeout)
         .response_timeout(section.response_timeout)
         .max_idle_per_host(section.max_idle_connections)
         .body_idle_timeout(section.body_idle_timeout)
+        .upgrade_idle_timeout(section.upgrade_idle_timeout)
+        .max_upgraded_connections(section.max_upgraded_connections)
         .health(section.health.clone())
         .retry(section.retry.clone())
-        .dns(section.dns.clone())
+        .dns(section.dns.clone());
+    let builder = match &section.ca_file {
+        Some(path) => builder.ca_file(path),
+        None => builder,
+    };
+    let builder = match &section.client_cert_file {
+        Some(path) => builder.client_cert_file(path),
+        None => builder,
+    };
+    let builder = match &section.client_key_file {
+        Some(path) => builder.client_key_file(path),
+        None => builder,
+    };
+    match &section.tls_server_name {
+        Some(name) => builder.tls_server_name(name),
+        None => builder,
+    }
 }
 
 /// A refusal of the upstream builder under the `[[upstreams]]` keys it is about (`path` is
@@ -494,6 +542,8 @@ pub(crate) fn upstream_violations(path: &str, error: ravelin_proxy::UpstreamErro
             );
         }
         UpstreamError::Policy { violations, .. } => v.merge_under(path, violations),
+        // The field is the file's key (`ca_file`, `client_key_file`, `tls_server_name`, …).
+        UpstreamError::Tls { field, reason, .. } => v.push(format!("{path}.{field}"), reason),
     }
     v
 }
@@ -708,6 +758,12 @@ impl Overrides {
                     response_timeout: default_response_timeout(),
                     max_idle_connections: default_max_idle(),
                     body_idle_timeout: default_body_idle_timeout(),
+                    ca_file: None,
+                    client_cert_file: None,
+                    client_key_file: None,
+                    tls_server_name: None,
+                    upgrade_idle_timeout: default_upgrade_idle_timeout(),
+                    max_upgraded_connections: default_max_upgraded_connections(),
                     health: HealthConfig::default(),
                     retry: RetryConfig::default(),
                     dns: DnsConfig::default(),
@@ -764,10 +820,9 @@ mod tests {
 
     #[test]
     fn invalid_values_are_named() {
-        let err = parse(
-            "[[upstreams]]\nname = \"a\"\nurl = \"https://x\"\n[[routes]]\nupstream = \"b\"\n",
-        )
-        .unwrap_err();
+        let err =
+            parse("[[upstreams]]\nname = \"a\"\nurl = \"ftp://x\"\n[[routes]]\nupstream = \"b\"\n")
+                .unwrap_err();
         assert!(err.contains("upstreams[0].url"), "{err}");
         assert!(err.contains("routes[0].upstream"), "{err}");
         let err = parse("[ratelimit.guard]\ntimeout = \"0s\"\n[[ratelimit.rules]]\nname = \"x\"\nlimit = 0\nwindow = \"1s\"\n").unwrap_err();

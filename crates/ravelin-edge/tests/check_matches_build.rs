@@ -146,6 +146,35 @@ const REFUSED: &[(&str, &str)] = &[
         "upstreams[0].dns.refresh",
         "[[upstreams]]\nname = \"origin\"\nurl = \"http://127.0.0.1:1\"\n[upstreams.dns]\nrefresh = \"0s\"\n",
     ),
+    (
+        "upstreams[0].upgrade_idle_timeout",
+        "[[upstreams]]\nname = \"origin\"\nurl = \"http://127.0.0.1:1\"\nupgrade_idle_timeout = \"0s\"\n",
+    ),
+    (
+        "upstreams[0].max_upgraded_connections",
+        "[[upstreams]]\nname = \"origin\"\nurl = \"http://127.0.0.1:1\"\nmax_upgraded_connections = 10001\n",
+    ),
+    // --- upstream TLS: the files are read by the build, and by the check ---
+    (
+        "upstreams[0].ca_file",
+        "[[upstreams]]\nname = \"origin\"\nurl = \"https://127.0.0.1:1\"\nca_file = \"/nonexistent/ravelin/ca.pem\"\n",
+    ),
+    (
+        "upstreams[0].ca_file",
+        "[[upstreams]]\nname = \"origin\"\nurl = \"http://127.0.0.1:1\"\nca_file = \"/nonexistent/ravelin/ca.pem\"\n",
+    ),
+    (
+        "upstreams[0].client_cert_file",
+        "[[upstreams]]\nname = \"origin\"\nurl = \"https://127.0.0.1:1\"\nclient_cert_file = \"/nonexistent/ravelin/client.pem\"\nclient_key_file = \"/nonexistent/ravelin/client.key\"\n",
+    ),
+    (
+        "upstreams[0].client_key_file",
+        "[[upstreams]]\nname = \"origin\"\nurl = \"https://127.0.0.1:1\"\nclient_cert_file = \"/nonexistent/ravelin/client.pem\"\n",
+    ),
+    (
+        "upstreams[0].tls_server_name",
+        "[[upstreams]]\nname = \"origin\"\nurl = \"https://127.0.0.1:1\"\ntls_server_name = \"not a name!\"\n",
+    ),
     // --- routes ---
     (
         "routes[0].upstream",
@@ -502,6 +531,21 @@ const KNOBS: &[Knob] = &[
         "upstreams[0].body_idle_timeout",
         "[[upstreams]]\nname = \"origin\"\nurl = \"http://127.0.0.1:1\"\nbody_idle_timeout = {v}\n",
         DURATIONS,
+    ),
+    knob(
+        "upstreams[0].upgrade_idle_timeout",
+        "[[upstreams]]\nname = \"origin\"\nurl = \"http://127.0.0.1:1\"\nupgrade_idle_timeout = {v}\n",
+        DURATIONS,
+    ),
+    knob(
+        "upstreams[0].max_upgraded_connections",
+        "[[upstreams]]\nname = \"origin\"\nurl = \"http://127.0.0.1:1\"\nmax_upgraded_connections = {v}\n",
+        &["0", "1", "1000", "10000", "10001"],
+    ),
+    knob(
+        "upstreams[0].tls_server_name",
+        "[[upstreams]]\nname = \"origin\"\nurl = \"https://127.0.0.1:1\"\ntls_server_name = {v}\n",
+        &["\"origin.test\"", "\"127.0.0.1\"", "\"\"", "\"a b\""],
     ),
     knob(
         "upstreams[0].max_idle_connections",

@@ -3,7 +3,7 @@
 /// An upstream could not be built from its configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UpstreamError {
-    /// The URL is not `http://host[:port][/base]`.
+    /// The URL is not `http://host[:port][/base]` or `https://host[:port][/base]`.
     #[error("upstream {name:?}: invalid url {url:?}: {reason}")]
     InvalidUrl {
         /// The upstream's name.
@@ -33,6 +33,18 @@ pub enum UpstreamError {
         limit: String,
         /// The value given.
         value: String,
+    },
+    /// A TLS setting is unusable: a CA or client certificate file that cannot be read or
+    /// holds no usable PEM, a key that does not go with its certificate, a server name that is
+    /// not one, or a TLS setting on an `http://` upstream.
+    #[error("upstream {name:?}: {field}: {reason}")]
+    Tls {
+        /// The upstream's name.
+        name: String,
+        /// The setting (`ca_file`, `client_cert_file`, `client_key_file`, `tls_server_name`).
+        field: &'static str,
+        /// What is wrong, with the file's path where there is one.
+        reason: String,
     },
     /// A health, retry or DNS setting is unusable; each violation names its field
     /// (`health.open_for`, `retry.budget_ratio`, …).

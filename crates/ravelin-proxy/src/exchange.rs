@@ -8,6 +8,7 @@ use std::time::Duration;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 
@@ -16,8 +17,10 @@ use crate::forward::ClientBody;
 use crate::health::{Admission, Health, HealthConfig, SharedClock};
 use crate::retry::{Replay, RetryBudget, RetryConfig};
 
-/// The pooled client of one upstream.
-pub(crate) type UpstreamClient = Client<HttpConnector<ConnectorResolver>, ClientBody>;
+/// The pooled client of one upstream: TLS (for `https://` upstreams) over the plain connector
+/// with the upstream's resolver and connect timeout.
+pub(crate) type UpstreamClient =
+    Client<HttpsConnector<HttpConnector<ConnectorResolver>>, ClientBody>;
 
 /// How an exchange ended.
 pub(crate) enum Sent {

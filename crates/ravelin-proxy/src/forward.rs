@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,6 +19,7 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::upgrade::OnUpgrade;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -36,6 +38,7 @@ use crate::headers;
 use crate::health::{HealthConfig, SharedClock};
 use crate::retry::{Replay, RetryConfig};
 use crate::upgrade::{self, Upgrades};
+use crate::upstream_tls::{Prepared, TlsSettings};
 use crate::worker::PerWorker;
 
 /// A boxed error, as hyper and tower use.
@@ -159,7 +162,8 @@ impl fmt::Debug for Upstream {
 
 impl Upstream {
     /// Starts building an upstream called `name` (used in logs and metric labels) at `url`
-    /// (`http://host:port` with an optional base path).
+    /// (`http://host[:port]` or `https://host[:port]`, with an optional base path; see
+    /// [`UpstreamBuilder::ca_file`] for what an `https` upstream verifies).
     pub fn builder(name: impl Into<String>, url: impl Into<String>) -> UpstreamBuilder {
         UpstreamBuilder {
             name: name.into(),
@@ -178,6 +182,7 @@ impl Upstream {
             dns: DnsConfig::default(),
             resolver: None,
             clock: None,
+            tls: TlsSettings::default(),
         }
     }
 
@@ -194,7 +199,7 @@ impl Upstream {
         )
     }
 
-    /// Whether requests go out as HTTP/2 (prior knowledge, `h2c`).
+    /// Whether requests go out as HTTP/2 (`h2c` with prior knowledge, or `h2` by ALPN over TLS).
     pub fn is_http2(&self) -> bool {
         self.inner.http2
     }
@@ -277,6 +282,7 @@ pub struct UpstreamBuilder {
     dns: DnsConfig,
     resolver: Option<Arc<dyn NameResolver>>,
     clock: Option<SharedClock>,
+    tls: TlsSettings,
 }
 
 impl UpstreamBuilder {
@@ -308,7 +314,9 @@ impl UpstreamBuilder {
     /// limit; more would hold descriptors no one uses).
     pub const MAX_IDLE_PER_HOST: usize = 10_000;
 
-    /// Speak HTTP/2 to the upstream with prior knowledge (`h2c`) instead of HTTP/1.1.
+    /// Speak HTTP/2 to the upstream instead of HTTP/1.1: with prior knowledge (`h2c`) over
+    /// `http://`, by ALPN (`h2`, and nothing else offered) over `https://`. HTTP/2 upstreams
+    /// get protocol upgrades (WebSocket) as plain requests: HTTP/2 has no `Upgrade`.
     pub fn http2(mut self, enabled: bool) -> Self {
         self.http2 = enabled;
         self
@@ -415,6 +423,44 @@ impl UpstreamBuilder {
         self
     }
 
+    /// Trusts only the CA certificates in the PEM file `path` for this `https://` upstream,
+    /// instead of the public roots (the Mozilla set compiled in through `webpki-roots`). Use
+    /// it for origins with certificates from a private CA: the public roots are then not
+    /// trusted for this upstream at all, so no public CA can vouch for it.
+    ///
+    /// Without it, an `https://` upstream's certificate must chain to a public root and name
+    /// the URL's host (or [`tls_server_name`](Self::tls_server_name)); verification cannot be
+    /// turned off. A failed verification is a 502, counted as
+    /// `ravelin_proxy_upstream_errors_total{kind="connect"}`. The file is read by
+    /// [`build`](Self::build) (and [`check`](Self::check)): unreadable, empty or invalid is an
+    /// [`UpstreamError::Tls`]. A TLS setting on an `http://` upstream is refused too.
+    pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls.ca_file = Some(path.into());
+        self
+    }
+
+    /// Presents the certificate chain in the PEM file `path` (leaf first) to the upstream
+    /// (mutual TLS); [`client_key_file`](Self::client_key_file) must be set too.
+    pub fn client_cert_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls.client_cert_file = Some(path.into());
+        self
+    }
+
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of
+    /// [`client_cert_file`](Self::client_cert_file); it must match the certificate.
+    pub fn client_key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls.client_key_file = Some(path.into());
+        self
+    }
+
+    /// The name the upstream's certificate must carry and the SNI sent, instead of the URL's
+    /// host: for an upstream addressed by IP address, or by a name its certificate does not
+    /// list (a DNS name or an IP address).
+    pub fn tls_server_name(mut self, name: impl Into<String>) -> Self {
+        self.tls.server_name = Some(name.into());
+        self
+    }
+
     /// Reads time for the circuit, the retry budget and DNS refreshes from `clock` (default
     /// [`MonotonicClock`](ravelin_primitives::clock::MonotonicClock)); tests pass a
     /// [`ManualClock`](ravelin_primitives::clock::ManualClock).
@@ -428,7 +474,10 @@ impl UpstreamBuilder {
     /// # Errors
     /// As [`build`](Self::build).
     pub fn check(&self) -> Result<(), UpstreamError> {
-        self.parse().map(|_| ())
+        let (scheme, _, _) = self.parse()?;
+        self.tls
+            .prepare(&self.name, scheme == Scheme::HTTPS)
+            .map(|_| ())
     }
 
     /// The health, retry and DNS settings' violations, under their section names.
@@ -464,9 +513,9 @@ impl UpstreamBuilder {
             .scheme()
             .cloned()
             .ok_or_else(|| invalid("missing scheme; write http://host:port".into()))?;
-        if scheme != Scheme::HTTP {
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
             return Err(invalid(format!(
-                "scheme {scheme} is not supported: upstreams are plain http (terminate TLS in front)"
+                "scheme {scheme} is not supported: write http:// or https://"
             )));
         }
         let authority = uri
@@ -531,10 +580,13 @@ impl UpstreamBuilder {
     /// Validates the URL and builds the pooled client.
     ///
     /// # Errors
-    /// [`UpstreamError`] when the URL is not `http://host[:port][/base]`, a timeout is zero, or
-    /// a setting is above its upper bound.
+    /// [`UpstreamError`] when the URL is not `http(s)://host[:port][/base]`, a timeout is zero,
+    /// a setting is above its upper bound, or a TLS setting is unusable (a file that cannot be
+    /// read or parsed; see [`ca_file`](Self::ca_file)).
     pub fn build(self) -> Result<Upstream, UpstreamError> {
         let (scheme, authority, base_path) = self.parse()?;
+        let https = scheme == Scheme::HTTPS;
+        let tls = self.tls.prepare(&self.name, https)?;
         let name: Arc<str> = self.name.into();
         let clock: SharedClock = self
             .clock
@@ -544,7 +596,7 @@ impl UpstreamBuilder {
         let addresses = (host.parse::<std::net::IpAddr>().is_err()
             && !(host.starts_with('[') && host.ends_with(']')))
         .then(|| {
-            let port = authority.port_u16().unwrap_or(80);
+            let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
             let resolver = self.resolver.unwrap_or_else(|| Arc::new(SystemResolver));
             Arc::new(Addresses::new(
                 &name,
@@ -559,7 +611,9 @@ impl UpstreamBuilder {
             HttpConnector::new_with_resolver(ConnectorResolver::new(addresses.clone()));
         connector.set_connect_timeout(Some(self.connect_timeout));
         connector.set_nodelay(true);
-        connector.enforce_http(true);
+        // The TLS connector below is what sees the scheme.
+        connector.enforce_http(false);
+        let connector = https_connector(connector, tls, self.http2);
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_timer(TokioTimer::new())
@@ -602,6 +656,31 @@ impl UpstreamBuilder {
                 addresses,
             }),
         })
+    }
+}
+
+/// Wraps the plain connector (resolver, connect timeout) in the TLS one (which passes
+/// `http://` connections through untouched).
+fn https_connector(
+    connector: HttpConnector<ConnectorResolver>,
+    tls: Prepared,
+    http2: bool,
+) -> HttpsConnector<HttpConnector<ConnectorResolver>> {
+    let Prepared {
+        config,
+        server_name,
+    } = tls;
+    let builder = HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http();
+    let builder = match server_name {
+        Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(name)),
+        None => builder,
+    };
+    if http2 {
+        builder.enable_http2().wrap_connector(connector)
+    } else {
+        builder.enable_http1().wrap_connector(connector)
     }
 }
 

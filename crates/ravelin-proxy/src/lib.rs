@@ -18,6 +18,7 @@ mod route;
 mod server;
 pub mod tls;
 mod upgrade;
+mod upstream_tls;
 mod worker;
 
 pub use admin::{Admin, AdminBuilder, ModuleStatus, Purge};
