@@ -175,8 +175,12 @@ async fn run(args: Args) -> ExitCode {
         }
     };
     let upstream = running.edge.demo_url().await;
+    let tls = running
+        .tls_addr
+        .map(|addr| format!(", https://{addr}"))
+        .unwrap_or_default();
     println!(
-        "edge-proxy listening on http://{} (admin http://{}){}",
+        "edge-proxy listening on http://{}{tls} (admin http://{}){}",
         running.proxy_addr,
         running.admin_addr,
         upstream

@@ -60,6 +60,122 @@ pub struct EdgeConfig {
     /// Applied at start, as `[server]` is.
     #[serde(default)]
     pub overload: OverloadConfig,
+    /// `[tls]`: a TLS listener with its certificates; absent, the edge speaks plaintext only.
+    /// Applied at start, as `[server]` is; the certificate files are followed and reloaded.
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
+}
+
+/// `[tls]`: TLS termination (issue 14). See `docs/operations.md` → *Certificates*.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// Address of the TLS listener (the same limits as `[server]` apply to it).
+    pub listen: SocketAddr,
+    /// What `[server] listen` does beside it: `serve` (plaintext too, the default),
+    /// `redirect` (answers `308` to the same URL over HTTPS), or `off` (not bound).
+    #[serde(default)]
+    pub plaintext: PlaintextMode,
+    /// The certificates, chosen by SNI (exact name, then wildcard); the first is the default
+    /// for clients that send no name or one no certificate covers. 1 to [`MAX_CERTIFICATES`].
+    pub certificates: Vec<ravelin_tls::certs::CertificateConfig>,
+    /// The whole handshake must finish within this (1 ms to 60 s).
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Handshakes in progress at once; one past it is closed (1 to 65,536).
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: usize,
+    /// Read each ClientHello and compute the client's JA4 fingerprint (for guards and the
+    /// origin header).
+    #[serde(default = "yes")]
+    pub fingerprint: bool,
+    /// The request header the JA4 is forwarded to the origin in (a client's own is always
+    /// removed); empty: not forwarded.
+    #[serde(default = "default_ja4_header")]
+    pub ja4_header: String,
+}
+
+/// The most `[[tls.certificates]]` entries.
+pub const MAX_CERTIFICATES: usize = 64;
+
+/// `[tls] plaintext`: what the plaintext listener does when TLS is on.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PlaintextMode {
+    /// Serve plaintext HTTP as well.
+    #[default]
+    Serve,
+    /// Answer every plaintext request with `308` to the same URL over HTTPS.
+    Redirect,
+    /// Do not bind `[server] listen` at all.
+    Off,
+}
+
+impl TlsSection {
+    /// The acceptor bounds this section asks for.
+    pub fn acceptor_config(&self) -> ravelin_tls::acceptor::AcceptorConfig {
+        ravelin_tls::acceptor::AcceptorConfig {
+            handshake_timeout: self.handshake_timeout,
+            max_handshakes: self.max_handshakes,
+            fingerprint: self.fingerprint,
+        }
+    }
+
+    /// The JA4 header, when it is forwarded (`None` for `""`).
+    ///
+    /// # Errors
+    /// When `ja4_header` is not a header name, or names a field the proxy manages itself
+    /// (a hop-by-hop field, `Host`).
+    pub fn ja4_header_name(&self) -> Result<Option<http::HeaderName>, String> {
+        if self.ja4_header.is_empty() {
+            return Ok(None);
+        }
+        let name = http::HeaderName::from_bytes(self.ja4_header.as_bytes())
+            .map_err(|_| format!("{:?} is not a header name", self.ja4_header))?;
+        if ravelin_http::is_hop_by_hop(&name) || name == http::header::HOST {
+            return Err(format!(
+                "{:?} is a field the proxy manages itself",
+                self.ja4_header
+            ));
+        }
+        Ok(Some(name))
+    }
+
+    fn check(&self, server: &ServerSection, admin: &AdminSection, v: &mut Violations) {
+        if self.listen == server.listen
+            && self.listen.port() != 0
+            && self.plaintext != PlaintextMode::Off
+        {
+            v.push("tls.listen", "must differ from server.listen");
+        }
+        if self.listen == admin.listen && self.listen.port() != 0 {
+            v.push("tls.listen", "must differ from admin.listen");
+        }
+        if self.certificates.is_empty() {
+            v.push(
+                "tls.certificates",
+                "at least one [[tls.certificates]] entry is needed",
+            );
+        }
+        if v.check_count(
+            "tls.certificates",
+            "certificates",
+            self.certificates.len(),
+            MAX_CERTIFICATES,
+        ) {
+            for (i, certificate) in self.certificates.iter().enumerate() {
+                if let Err(violations) = certificate.validate() {
+                    v.merge_under(&format!("tls.certificates[{i}]"), violations);
+                }
+            }
+        }
+        if let Err(violations) = self.acceptor_config().violations() {
+            v.merge_under("tls", violations);
+        }
+        if let Err(reason) = self.ja4_header_name() {
+            v.push("tls.ja4_header", reason);
+        }
+    }
 }
 
 /// `[modules]`: one `[modules.<name>]` table per module that is not at its defaults (on, not
@@ -336,6 +452,15 @@ pub struct ReloadSection {
 
 // === defaults ===
 
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_handshakes() -> usize {
+    1024
+}
+fn default_ja4_header() -> String {
+    ravelin_proxy::tls::DEFAULT_JA4_HEADER.to_owned()
+}
 fn yes() -> bool {
     true
 }
@@ -619,6 +744,9 @@ impl Validate for EdgeConfig {
         }
         if self.admin.listen == s.listen && s.listen.port() != 0 {
             v.push("admin.listen", "must differ from server.listen");
+        }
+        if let Some(tls) = &self.tls {
+            tls.check(s, &self.admin, &mut v);
         }
 
         let mut names = HashSet::new();

@@ -17,11 +17,13 @@ use ravelin_proxy::admin::AdminToken;
 use ravelin_proxy::{
     Admin, Route, Routes, ServeSummary, Server, ServerConfig, SharedRoutes, Target, Upstream, demo,
 };
+use ravelin_tls::acceptor::TlsAcceptor;
+use ravelin_tls::certs::CertificateSet;
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
-use crate::config::{EdgeConfig, Overrides, UpstreamSection};
+use crate::config::{EdgeConfig, Overrides, PlaintextMode, UpstreamSection};
 use crate::modules::{Entry, ExtraGuard, Followed, Module, PurgeFn, registry, update_all};
 use crate::stack::{EdgeHandler, EdgeService, Slot, assemble};
 
@@ -116,6 +118,9 @@ pub struct Edge {
     /// Set when the proxy's serve task ended on its own (a panic or an early return): the
     /// process is then not ready and exits non-zero.
     serve_failure: Mutex<Option<String>>,
+    /// `[tls]`'s certificates, each with its last known good (followed, reloaded, in
+    /// `/status`).
+    certificates: Option<CertificateSet>,
 }
 
 impl std::fmt::Debug for Edge {
@@ -188,6 +193,12 @@ impl Edge {
                 Err(rejection) => json!({ "rejected": rejection }),
             };
             report.insert((*key).into(), outcome);
+        }
+        if let Some(certificates) = &self.certificates {
+            report.insert(
+                "certificates".into(),
+                reload_certificates(certificates).await,
+            );
         }
         config_result?;
         self.apply_latest().await?;
@@ -343,6 +354,12 @@ impl Edge {
             )
         });
         let edge = Arc::clone(self);
+        builder = builder.status_extra("certificates", move || {
+            edge.certificates
+                .as_ref()
+                .map_or(Value::Null, certificates_status_json)
+        });
+        let edge = Arc::clone(self);
         builder = builder.status_extra("apply_error", move || json!(*lock(&edge.apply_error)));
         let edge = Arc::clone(self);
         builder = builder.modules(move || {
@@ -366,6 +383,59 @@ impl Edge {
         });
         builder.build()
     }
+}
+
+/// Re-reads every certificate's files (off the async threads: file reads and signature
+/// checks), one outcome per certificate in configuration order.
+async fn reload_certificates(certificates: &CertificateSet) -> Value {
+    let set = certificates.clone();
+    let outcomes = tokio::task::spawn_blocking(move || set.reload())
+        .await
+        .unwrap_or_default();
+    Value::Array(
+        outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
+                Ok(outcome) => json!(outcome.as_str()),
+                Err(rejection) => json!({ "rejected": rejection.to_string() }),
+            })
+            .collect(),
+    )
+}
+
+/// `/status` → `certificates`: each certificate's files, what is served, its expiry and its
+/// last rejection.
+fn certificates_status_json(certificates: &CertificateSet) -> Value {
+    let unix = |at: std::time::SystemTime| {
+        at.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs())
+    };
+    Value::Array(
+        certificates
+            .status()
+            .into_iter()
+            .map(|status| {
+                json!({
+                    "label": status.label,
+                    "files": status.files,
+                    "configured_names": status.configured_names,
+                    "active": status.active.map(|active| json!({
+                        "subject": active.subject,
+                        "server_names": active.server_names,
+                        "dns_names": active.dns_names,
+                        "not_after_unix": unix(active.not_after),
+                        "seconds_to_expiry": active.seconds_to_expiry,
+                        "loaded_at_unix": unix(active.loaded_at),
+                    })),
+                    "consecutive_rejections": status.consecutive_rejections,
+                    "last_rejection": status.last_rejection.map(|record| json!({
+                        "reason": record.rejection.to_string(),
+                        "at_unix": unix(record.at),
+                    })),
+                })
+            })
+            .collect(),
+    )
 }
 
 /// The demo origin as an upstream.
@@ -489,7 +559,16 @@ pub fn try_build(config: &EdgeConfig) -> Result<(), String> {
         // What applying starts instead: the demo origin on a loopback port.
         sections.push(demo_upstream("http://127.0.0.1:9".into()));
     }
-    build(&control, None, config, &sections, &Switchboard::new()).map(drop)
+    build(&control, None, config, &sections, &Switchboard::new())?;
+    // The TLS listener's parts, as `start` builds them: the certificates (read and checked),
+    // the acceptor's bounds, the JA4 header.
+    if let (Some(tls), Some(certificates)) = (&config.tls, load_certificates(config)?) {
+        TlsAcceptor::new(Arc::new(certificates), tls.acceptor_config())
+            .map_err(|e| format!("tls: {e}"))?;
+        tls.ja4_header_name()
+            .map_err(|e| format!("tls.ja4_header: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Where a config document comes from, for [`check_config`].
@@ -503,7 +582,8 @@ pub enum ConfigSource {
 
 /// The gate `--check` runs: the same store (size cap, parse, [`Validate`], which builds every
 /// module's configuration exactly as applying it would) as startup and reload, then the
-/// command-line overrides. A document this accepts is one the running proxy applies.
+/// command-line overrides, then `[tls]`'s certificate files as startup loads them. A document
+/// this accepts is one the running proxy applies.
 ///
 /// # Errors
 /// Every violation, as one message.
@@ -519,8 +599,11 @@ pub fn check_config(source: ConfigSource, overrides: &Overrides) -> Result<EdgeC
     let effective = overrides.apply(store.current().value());
     effective
         .validate()
-        .map(|()| effective)
-        .map_err(|v| format!("with command-line overrides: {v}"))
+        .map_err(|v| format!("with command-line overrides: {v}"))?;
+    // The certificate files, read and checked as startup reads them: a config whose
+    // certificates cannot serve is refused here, not at the next restart.
+    load_certificates(&effective)?;
+    Ok(effective)
 }
 
 /// The ingress stage a config asks for: case folding, trusted proxies, the header limit, and
@@ -583,8 +666,11 @@ impl std::error::Error for StartError {}
 
 /// A started proxy: its addresses, its shared state, and how to stop it.
 pub struct Running {
-    /// Where the proxy listens.
+    /// Where the proxy listens: the plaintext listener (`[server] listen`), or the TLS
+    /// listener when `[tls] plaintext = "off"`.
     pub proxy_addr: SocketAddr,
+    /// Where the TLS listener listens, when `[tls]` is configured.
+    pub tls_addr: Option<SocketAddr>,
     /// Where the admin API listens.
     pub admin_addr: SocketAddr,
     /// The shared state.
@@ -704,6 +790,7 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
     effective
         .validate()
         .map_err(|v| StartError::Config(format!("with command-line overrides: {v}")))?;
+    let certificates = load_certificates(&effective).map_err(StartError::Config)?;
 
     let switchboard = Switchboard::new();
     let placeholder = assemble::<Incoming>(
@@ -725,13 +812,36 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
         draining: AtomicBool::new(false),
         admin_token: AdminToken::new(admin_token(&effective)),
         serve_failure: Mutex::new(None),
+        certificates,
     });
     edge.apply_latest().await.map_err(StartError::Config)?;
 
     let server_config = server_config(&effective);
-    let proxy = Server::bind(effective.server.listen, server_config)
-        .await
-        .map_err(|e| StartError::Bind(e.to_string()))?;
+    let plaintext = effective
+        .tls
+        .as_ref()
+        .map_or(PlaintextMode::Serve, |tls| tls.plaintext);
+    let proxy = if plaintext == PlaintextMode::Off {
+        None
+    } else {
+        Some(
+            Server::bind(effective.server.listen, server_config.clone())
+                .await
+                .map_err(|e| StartError::Bind(e.to_string()))?,
+        )
+    };
+    let tls_server = match (&effective.tls, &edge.certificates) {
+        (Some(section), Some(certificates)) => {
+            let acceptor =
+                TlsAcceptor::new(Arc::new(certificates.clone()), section.acceptor_config())
+                    .map_err(|e| StartError::Config(format!("tls: {e}")))?;
+            let server = Server::bind(section.listen, server_config)
+                .await
+                .map_err(|e| StartError::Bind(e.to_string()))?;
+            Some(server.tls(acceptor))
+        }
+        _ => None,
+    };
     let admin_server = Server::bind(
         effective.admin.listen,
         // Its own small server: a flood on the data plane cannot take these slots, and silent or
@@ -746,10 +856,26 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
     )
     .await
     .map_err(|e| StartError::Bind(e.to_string()))?;
-    let proxy_loops = proxy.accept_loops();
-    let proxy_addr = proxy
-        .local_addr()
+    let proxy_loops = proxy
+        .as_ref()
+        .or(tls_server.as_ref())
+        .map_or(0, Server::accept_loops);
+    let tls_addr = tls_server
+        .as_ref()
+        .map(Server::local_addr)
+        .transpose()
         .map_err(|e| StartError::Bind(e.to_string()))?;
+    let plaintext_addr = proxy
+        .as_ref()
+        .map(Server::local_addr)
+        .transpose()
+        .map_err(|e| StartError::Bind(e.to_string()))?;
+    let Some(proxy_addr) = plaintext_addr.or(tls_addr) else {
+        // Validation refuses `plaintext = "off"` without a `[tls]` section to serve instead.
+        return Err(StartError::Config(
+            "no listener: [tls] plaintext = \"off\" needs a [tls] section".into(),
+        ));
+    };
     let admin_addr = admin_server
         .local_addr()
         .map_err(|e| StartError::Bind(e.to_string()))?;
@@ -761,21 +887,75 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
         &ravelin_proxy::LoadShedLayer::new(&effective.overload),
         EdgeHandler::new(Arc::clone(&edge.stack)),
     );
-    // The serve task is supervised: if it ends while no shutdown was asked for (a panic in
-    // the accept loop, an early return), the process reports not ready and `run_until`
-    // returns the reason so the binary exits non-zero.
-    let serve = tokio::spawn(proxy.serve(handler, stopped(stop_rx.clone())));
+    // With TLS, every request's client-supplied JA4 header is removed and, on TLS
+    // connections, set from the handshake (outermost: the modules see the edge's value).
+    let ja4 = match &effective.tls {
+        Some(tls) => tls
+            .ja4_header_name()
+            .map_err(|e| StartError::Config(format!("tls.ja4_header: {e}")))?,
+        None => None,
+    };
+    let handler = tower::Layer::layer(
+        &tower::util::option_layer(ja4.map(ravelin_proxy::tls::Ja4HeaderLayer::new)),
+        handler,
+    );
+    let mut listeners = JoinSet::new();
+    if let Some(proxy) = proxy {
+        if plaintext == PlaintextMode::Redirect {
+            let tls_port = tls_addr.map_or(443, |addr| addr.port());
+            let redirect = tower::ServiceBuilder::new()
+                .layer(ravelin_proxy::IngressLayer::new(
+                    ingress_config(&effective).map_err(StartError::Config)?,
+                ))
+                .service(ravelin_proxy::tls::HttpsRedirect::new(tls_port));
+            listeners.spawn(proxy.serve(redirect, stopped(stop_rx.clone())));
+        } else {
+            listeners.spawn(proxy.serve(handler.clone(), stopped(stop_rx.clone())));
+        }
+    }
+    if let Some(tls_server) = tls_server {
+        listeners.spawn(tls_server.serve(handler, stopped(stop_rx.clone())));
+    }
+    // The serve task is supervised: if a listener ends while no shutdown was asked for (a
+    // panic in an accept loop, an early return), the process reports not ready and
+    // `run_until` returns the reason so the binary exits non-zero.
+    let stopping = stop_rx.clone();
+    let serve = tokio::spawn(async move {
+        let mut total = ServeSummary {
+            connections: 0,
+            forced_closed: 0,
+        };
+        while let Some(joined) = listeners.join_next().await {
+            match joined {
+                Ok(summary) => {
+                    total.connections = total.connections.saturating_add(summary.connections);
+                    total.forced_closed = total.forced_closed.saturating_add(summary.forced_closed);
+                    if !*stopping.borrow() {
+                        return Err((
+                            "the proxy listener stopped serving on its own".to_owned(),
+                            total,
+                        ));
+                    }
+                }
+                Err(error) => {
+                    let reason = if error.is_panic() {
+                        "the proxy listener task panicked"
+                    } else {
+                        "the proxy listener task was cancelled"
+                    };
+                    return Err((reason.to_owned(), total));
+                }
+            }
+        }
+        Ok(total)
+    });
     let serve_abort = serve.abort_handle();
     let (failed_tx, serve_failed) = watch::channel(None::<String>);
     let supervised = Arc::clone(&edge);
-    let stopping = stop_rx.clone();
     let proxy_task = tokio::spawn(async move {
         let (summary, reason) = match serve.await {
-            Ok(summary) if *stopping.borrow() => (summary, None),
-            Ok(summary) => (
-                summary,
-                Some("the proxy listener stopped serving on its own".to_owned()),
-            ),
+            Ok(Ok(summary)) => (summary, None),
+            Ok(Err((reason, summary))) => (summary, Some(reason)),
             Err(error) => (
                 ServeSummary {
                     connections: 0,
@@ -818,8 +998,34 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
         accept_loops = proxy_loops,
         "edge-proxy started"
     );
+    let mut background = vec![apply_task];
+    if let Some(certificates) = edge.certificates.clone() {
+        // Certificates renewed on disk are picked up as the config file is: polled, each good
+        // file installed, each bad one reported while the last good keeps serving. The
+        // seconds-to-expiry gauges count down on the same timer (every 10 s without polling).
+        let watching = !interval.is_zero();
+        let period = if watching {
+            interval
+        } else {
+            Duration::from_secs(10)
+        };
+        background.push(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                if watching {
+                    let set = certificates.clone();
+                    let _ = tokio::task::spawn_blocking(move || set.poll()).await;
+                }
+                certificates.publish_expiry();
+            }
+        }));
+    }
     Ok(Running {
         proxy_addr,
+        tls_addr,
         admin_addr,
         edge,
         stop,
@@ -827,9 +1033,24 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
         serve_abort,
         serve_failed,
         admin: admin_task,
-        background: vec![apply_task],
+        background,
         _watch: watch,
     })
+}
+
+/// `[tls]`'s certificates, loaded as the TLS listener will serve them: at least one must load
+/// (the others are reported in `/status` and retried on every reload).
+///
+/// # Errors
+/// Why none can be served.
+pub(crate) fn load_certificates(config: &EdgeConfig) -> Result<Option<CertificateSet>, String> {
+    config
+        .tls
+        .as_ref()
+        .map(|tls| {
+            CertificateSet::load(&tls.certificates).map_err(|e| format!("tls.certificates: {e}"))
+        })
+        .transpose()
 }
 
 /// The server the proxy listener is bound with: its limits ([`server_limits`]) and what it

@@ -175,6 +175,32 @@ const REFUSED: &[(&str, &str)] = &[
         "upstreams[0].tls_server_name",
         "[[upstreams]]\nname = \"origin\"\nurl = \"https://127.0.0.1:1\"\ntls_server_name = \"not a name!\"\n",
     ),
+    // --- tls: the certificates (read and checked by both: a file that does not exist is as
+    // refused as a bad one), the acceptor's bounds, the JA4 header ---
+    (
+        "tls.certificates",
+        "[tls]\nlisten = \"127.0.0.1:0\"\ncertificates = []\n",
+    ),
+    (
+        "tls.certificates",
+        "[tls]\nlisten = \"127.0.0.1:0\"\n[[tls.certificates]]\ncert_file = \"/nonexistent/edge.pem\"\nkey_file = \"/nonexistent/edge.key\"\n",
+    ),
+    (
+        "tls.handshake_timeout",
+        "[tls]\nlisten = \"127.0.0.1:0\"\nhandshake_timeout = \"0s\"\n[[tls.certificates]]\ncert_file = \"/nonexistent/edge.pem\"\nkey_file = \"/nonexistent/edge.key\"\n",
+    ),
+    (
+        "tls.max_handshakes",
+        "[tls]\nlisten = \"127.0.0.1:0\"\nmax_handshakes = 65537\n[[tls.certificates]]\ncert_file = \"/nonexistent/edge.pem\"\nkey_file = \"/nonexistent/edge.key\"\n",
+    ),
+    (
+        "tls.ja4_header",
+        "[tls]\nlisten = \"127.0.0.1:0\"\nja4_header = \"x ja4\"\n[[tls.certificates]]\ncert_file = \"/nonexistent/edge.pem\"\nkey_file = \"/nonexistent/edge.key\"\n",
+    ),
+    (
+        "tls.certificates[0].server_names[0]",
+        "[tls]\nlisten = \"127.0.0.1:0\"\n[[tls.certificates]]\ncert_file = \"/nonexistent/edge.pem\"\nkey_file = \"/nonexistent/edge.key\"\nserver_names = [\"Not A Name\"]\n",
+    ),
     // --- routes ---
     (
         "routes[0].upstream",

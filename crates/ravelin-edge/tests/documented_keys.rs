@@ -212,6 +212,16 @@ fn the_configuration_reference_documents_every_key_the_edge_reads() {
         keys::<ReloadSection>(),
     );
     same(
+        "[tls]",
+        table(doc, "## `[tls]`", ""),
+        keys::<ravelin_edge::config::TlsSection>(),
+    );
+    same(
+        "[[tls.certificates]]",
+        table(doc, "`[[tls.certificates]]` (chosen by SNI", ""),
+        keys::<ravelin_tls::certs::CertificateConfig>(),
+    );
+    same(
         "[overload]",
         table(doc, "### `[overload]`", ""),
         keys::<OverloadConfig>(),
@@ -298,6 +308,17 @@ fn every_key_the_example_shows_is_read_and_valid() {
     ] {
         assert!(full.contains(key), "{key:?} was not uncommented:\n{full}");
     }
+    // The example's certificate paths, with a certificate made now for `localhost`.
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(dir.path().join("edge.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("edge.key"), key.serialize_pem()).unwrap();
+    assert!(full.contains("\n[tls]") && full.contains("/etc/ravelin/tls/"));
+    let full = full.replace("/etc/ravelin/tls", &dir.path().display().to_string());
     check_config(ConfigSource::Text(full.clone()), &Overrides::default())
         .unwrap_or_else(|e| panic!("{e}\n{full}"));
     check_config(

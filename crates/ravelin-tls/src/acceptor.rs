@@ -23,10 +23,10 @@ pub const ALPN_PROTOCOLS: [&[u8]; 2] = [b"h2", b"http/1.1"];
 /// clients resume with stateless tickets instead.
 pub const SESSION_CACHE_ENTRIES: usize = 4096;
 
-/// The most bytes read from a client before its ClientHello is complete: the hello itself
-/// ([`MAX_CLIENT_HELLO_BYTES`]) and room for the record headers of a hello split into many
-/// records. A client that needs more is handshaken without a fingerprint.
-pub const MAX_HELLO_READ_BYTES: usize = 2 * MAX_CLIENT_HELLO_BYTES;
+/// The most bytes read from a client before its ClientHello is complete: the parser's own
+/// bound ([`MAX_CLIENT_HELLO_BYTES`], record headers included). A client that needs more is
+/// handshaken without a fingerprint.
+pub const MAX_HELLO_READ_BYTES: usize = MAX_CLIENT_HELLO_BYTES;
 
 /// How the acceptor bounds handshakes.
 #[derive(Debug, Clone, PartialEq, Eq)]

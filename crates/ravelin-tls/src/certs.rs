@@ -28,8 +28,13 @@ use x509_parser::prelude::FromDer;
 /// A wall clock, shared: what a [`CertificateSet`] checks validity dates against.
 pub type SharedWallClock = Arc<dyn Clock<Instant = SystemTime>>;
 
-/// The metric gauge of each certificate's expiry (see [`CertificateSet`]).
-pub const EXPIRY_GAUGE: &str = "ravelin_tls_certificate_expiry_seconds";
+/// The metric gauge of the Unix time each active certificate expires at (see
+/// [`CertificateSet`]).
+pub const NOT_AFTER_GAUGE: &str = "ravelin_tls_certificate_not_after_timestamp_seconds";
+
+/// The metric gauge of the seconds until each active certificate expires (negative once it
+/// has), refreshed by [`CertificateSet::publish_expiry`].
+pub const SECONDS_TO_EXPIRY_GAUGE: &str = "ravelin_tls_certificate_expiry_seconds";
 
 /// The size cap of a certificate's files together: a chain of a few certificates and a key is a
 /// few KiB; 256 KiB leaves room for long chains and refuses a runaway file before parsing.
@@ -534,10 +539,12 @@ pub fn covers(san: &str, name: &str) -> bool {
 /// as long as one certificate loads, reports the rejected one in [`status`](CertificateSet::status),
 /// and loads it on a later [`reload`](CertificateSet::reload) once its files are good.
 ///
-/// Metric: `ravelin_tls_certificate_expiry_seconds{certificate}` (a gauge, set on every install
-/// and reload): the Unix time at which the active certificate expires, as Prometheus' blackbox
-/// exporter's `probe_ssl_earliest_cert_expiry` — alert on
-/// `ravelin_tls_certificate_expiry_seconds - time() < 14 * 86400`.
+/// Metrics (gauges per `certificate`): `ravelin_tls_certificate_not_after_timestamp_seconds`,
+/// the Unix time at which the active certificate expires (set on every install and reload, as
+/// Prometheus' blackbox exporter's `probe_ssl_earliest_cert_expiry`), and
+/// `ravelin_tls_certificate_expiry_seconds`, the seconds until then (set on install and by
+/// [`publish_expiry`](CertificateSet::publish_expiry), which a server calls on a timer). Alert
+/// on `ravelin_tls_certificate_expiry_seconds < 14 * 86400`.
 ///
 /// Files are re-read by [`reload`](CertificateSet::reload) (every file, every time: for SIGHUP
 /// and the admin API), [`poll`](CertificateSet::poll) (only what changed) or
@@ -838,9 +845,30 @@ impl CertificateSet {
                 .not_after()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64());
-            metrics::gauge!(EXPIRY_GAUGE, "certificate" => entry.config.label()).set(expiry);
+            metrics::gauge!(NOT_AFTER_GAUGE, "certificate" => entry.config.label()).set(expiry);
         }
         self.inner.table.store(Arc::new(table));
+        self.publish_expiry();
+    }
+
+    /// Sets `ravelin_tls_certificate_expiry_seconds{certificate}` to the seconds until each
+    /// active certificate expires (negative once it has). Call it on a timer (the edge does,
+    /// every few seconds) so the gauge counts down between reloads.
+    pub fn publish_expiry(&self) {
+        let now = self.inner.clock.now();
+        for entry in &self.inner.entries {
+            let Some(store) = entry.store.load_full() else {
+                continue;
+            };
+            let seconds = store.load().value().seconds_to_expiry(now);
+            #[expect(
+                clippy::cast_precision_loss,
+                reason = "seconds to expiry are far below 2^52; a gauge is an f64"
+            )]
+            let seconds = seconds as f64;
+            metrics::gauge!(SECONDS_TO_EXPIRY_GAUGE, "certificate" => entry.config.label())
+                .set(seconds);
+        }
     }
 
     /// The certificate for a ClientHello's SNI (`None`: no SNI): exact name, then wildcard, then

@@ -1,7 +1,12 @@
 //! The acceptor over real loopback sockets, with certificates generated at test time and a
 //! rustls client: ALPN, versions, the JA4 of the hello, resumption, and the bounds.
 // Test code, helpers included: a panic is a failing test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -551,7 +551,7 @@ fn the_expiry_gauge_is_the_certificates_expiry_time() {
         .snapshot()
         .into_vec()
         .into_iter()
-        .filter(|(key, ..)| key.key().name() == ravelin_tls::certs::EXPIRY_GAUGE)
+        .filter(|(key, ..)| key.key().name() == ravelin_tls::certs::NOT_AFTER_GAUGE)
         .map(|(key, _, _, value)| {
             let label = key.key().labels().next().unwrap();
             assert_eq!(label.key(), "certificate");
