@@ -372,3 +372,51 @@ async fn an_http2_upstream_gets_upgrades_as_plain_requests() {
     );
     proxy.stop().await;
 }
+
+/// The whole edge (ingress, request ids, rate limit, bot score, cache, Forward) in front of the
+/// echo origin: every module runs on the upgrade request, the socket is relayed, and a module's
+/// refusal is answered without the origin being contacted.
+#[tokio::test]
+async fn through_the_edge_every_module_runs_on_the_upgrade() {
+    use ravelin_test_support::edge::{Harness, config};
+    let origin = EchoOrigin::start().await;
+    // One upgrade per client address per hour: the second is the rate limiter's.
+    let text = config(&format!(
+        "[[upstreams]]\nname = \"origin\"\nurl = \"{}\"\n\
+         [ratelimit]\n[[ratelimit.rules]]\nname = \"per-ip\"\nlimit = 1\nwindow = \"1h\"\nkey = [\"client_ip\"]\n",
+        origin.url()
+    ));
+    let harness = Harness::start(&text, None).await;
+    let addr = harness.running().proxy_addr;
+    let connect = |path: &str| {
+        let request = format!("ws://{addr}{path}").into_client_request().unwrap();
+        async move {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            tokio::time::timeout(BOUND, tokio_tungstenite::client_async(request, stream))
+                .await
+                .unwrap()
+                .map(|(ws, _)| ws)
+        }
+    };
+    let mut ws = connect("/live").await.unwrap();
+    for i in 0..3u8 {
+        let message = Message::binary(vec![i; 64]);
+        ws.send(message.clone()).await.unwrap();
+        assert_eq!(next(&mut ws).await, message);
+    }
+    let heads = origin.heads();
+    assert_eq!(heads.len(), 1);
+    // The stages in front of Forward ran: the edge's request id and the bot score reached the
+    // origin with the upgrade intact.
+    assert!(heads[0].contains_key("x-request-id"), "{:?}", heads[0]);
+    assert_eq!(heads[0]["upgrade"], "websocket");
+    assert_eq!(heads[0]["connection"], "upgrade");
+    assert_eq!(
+        refused_status(connect("/again").await),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(origin.heads().len(), 1);
+    ws.close(None).await.unwrap();
+    drop(ws);
+    harness.stop().await;
+}
