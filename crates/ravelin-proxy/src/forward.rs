@@ -751,6 +751,15 @@ where
 ///   [`body_idle_timeout`](UpstreamBuilder::body_idle_timeout); a response framed by
 ///   connection close carries the [`CloseDelimited`] extension (a cache must not store it);
 /// - every method is passed through unchanged except `CONNECT`, answered 501 (no tunnels);
+/// - an HTTP/1.1 upgrade request (WebSocket) keeps `Connection: upgrade` and its `Upgrade`;
+///   when the upstream answers `101` with a protocol asked for, both connections are taken
+///   over and relayed under the upstream's
+///   [`upgrade_idle_timeout`](UpstreamBuilder::upgrade_idle_timeout) and
+///   [`max_upgraded_connections`](UpstreamBuilder::max_upgraded_connections) (503 past it);
+///   the client connection must come from a server that serves upgrades, as
+///   [`Server`](crate::Server) does;
+/// - `https://` upstreams are reached over TLS with the certificate verified (see
+///   [`UpstreamBuilder::ca_file`]);
 /// - failures are answers, not errors: 502 when the upstream cannot be reached or breaks the
 ///   protocol, 504 when the response head does not arrive in time, 503 with `Retry-After`
 ///   while the upstream's circuit is open (see [`HealthConfig`]), 404 when no route matches,

@@ -21,10 +21,12 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use ravelin_proxy::{
     Forward, ForwardBody, Ingress, IngressConfig, Server, ServerConfig, Upstream, demo,
 };
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
@@ -97,12 +99,17 @@ impl EchoOrigin {
 struct Proxy {
     addr: SocketAddr,
     guard_saw: Arc<Mutex<Vec<HeaderMap>>>,
+    recorder: Arc<PrometheusRecorder>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<ravelin_proxy::ServeSummary>,
 }
 
 impl Proxy {
-    async fn start(upstream: Upstream) -> Self {
+    /// Server → Ingress → guard → Forward(upstream built from `builder` under this test's
+    /// metrics recorder).
+    async fn start(builder: ravelin_proxy::UpstreamBuilder) -> Self {
+        let recorder = Arc::new(PrometheusBuilder::new().build_recorder());
+        let upstream = metrics::with_local_recorder(&*recorder, || builder.build().unwrap());
         let server = Server::bind("127.0.0.1:0".parse().unwrap(), ServerConfig::default())
             .await
             .unwrap();
@@ -131,9 +138,31 @@ impl Proxy {
         Self {
             addr,
             guard_saw,
+            recorder,
             stop: Some(stop),
             task,
         }
+    }
+
+    /// The value of one metric series (name and labels as rendered), 0 when absent.
+    fn metric(&self, series: &str) -> f64 {
+        self.recorder
+            .handle()
+            .render()
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0.0, |value| value.trim().parse().unwrap())
+    }
+
+    /// Waits (bounded in count, not timed) until `series` reads `value`.
+    async fn metric_reaches(&self, series: &str, value: f64) {
+        for _ in 0..1000 {
+            if self.metric(series) == value {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("{series} never reached {value}: {}", self.metric(series));
     }
 
     fn ws_request(&self, path: &str) -> http::Request<()> {
@@ -185,7 +214,7 @@ async fn next(ws: &mut Ws) -> Message {
 #[tokio::test]
 async fn text_and_binary_messages_are_echoed_through_the_proxy() {
     let origin = EchoOrigin::start().await;
-    let proxy = Proxy::start(upstream(&origin.url()).build().unwrap()).await;
+    let proxy = Proxy::start(upstream(&origin.url())).await;
     let mut request = proxy.ws_request("/chat?room=1");
     request
         .headers_mut()
@@ -224,7 +253,7 @@ async fn text_and_binary_messages_are_echoed_through_the_proxy() {
 #[tokio::test]
 async fn a_guard_denies_the_upgrade_without_contacting_the_upstream() {
     let origin = EchoOrigin::start().await;
-    let proxy = Proxy::start(upstream(&origin.url()).build().unwrap()).await;
+    let proxy = Proxy::start(upstream(&origin.url())).await;
     let mut request = proxy.ws_request("/chat");
     request.headers_mut().insert("x-deny", "1".parse().unwrap());
     assert_eq!(
@@ -239,13 +268,9 @@ async fn a_guard_denies_the_upgrade_without_contacting_the_upstream() {
 #[tokio::test]
 async fn an_idle_relay_is_closed() {
     let origin = EchoOrigin::start().await;
-    let proxy = Proxy::start(
-        upstream(&origin.url())
-            .upgrade_idle_timeout(Duration::from_millis(200))
-            .build()
-            .unwrap(),
-    )
-    .await;
+    let proxy =
+        Proxy::start(upstream(&origin.url()).upgrade_idle_timeout(Duration::from_millis(200)))
+            .await;
     let mut ws = proxy.connect(proxy.ws_request("/idle")).await.unwrap();
     ws.send(Message::text("ping")).await.unwrap();
     assert_eq!(next(&mut ws).await, Message::text("ping"));
@@ -255,19 +280,25 @@ async fn an_idle_relay_is_closed() {
         !matches!(ended, Some(Ok(Message::Text(_) | Message::Binary(_)))),
         "{ended:?}"
     );
+    proxy
+        .metric_reaches(
+            "ravelin_proxy_upgraded_ended_total{upstream=\"origin\",reason=\"idle_timeout\"}",
+            1.0,
+        )
+        .await;
+    proxy
+        .metric_reaches(
+            "ravelin_proxy_upgraded_connections{upstream=\"origin\"}",
+            0.0,
+        )
+        .await;
     proxy.stop().await;
 }
 
 #[tokio::test]
 async fn upgrades_past_the_bound_are_answered_503() {
     let origin = EchoOrigin::start().await;
-    let proxy = Proxy::start(
-        upstream(&origin.url())
-            .max_upgraded_connections(1)
-            .build()
-            .unwrap(),
-    )
-    .await;
+    let proxy = Proxy::start(upstream(&origin.url()).max_upgraded_connections(1)).await;
     let mut first = proxy.connect(proxy.ws_request("/a")).await.unwrap();
     first.send(Message::text("one")).await.unwrap();
     assert_eq!(next(&mut first).await, Message::text("one"));
@@ -277,6 +308,14 @@ async fn upgrades_past_the_bound_are_answered_503() {
     );
     // Only the first reached the origin.
     assert_eq!(origin.heads().len(), 1);
+    assert_eq!(
+        proxy.metric("ravelin_proxy_upgrades_refused_total{upstream=\"origin\"}"),
+        1.0
+    );
+    assert_eq!(
+        proxy.metric("ravelin_proxy_upgraded_connections{upstream=\"origin\"}"),
+        1.0
+    );
     // Once the first relay ends, its slot is free again.
     first.close(None).await.unwrap();
     while first.next().await.is_some() {}
@@ -301,7 +340,7 @@ async fn upgrades_past_the_bound_are_answered_503() {
 #[tokio::test]
 async fn an_upstream_answering_200_to_an_upgrade_is_passed_through() {
     let origin = demo::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let proxy = Proxy::start(upstream(&origin.url()).build().unwrap()).await;
+    let proxy = Proxy::start(upstream(&origin.url())).await;
     assert_eq!(
         refused_status(proxy.connect(proxy.ws_request("/echo")).await),
         StatusCode::OK
@@ -312,7 +351,7 @@ async fn an_upstream_answering_200_to_an_upgrade_is_passed_through() {
 #[tokio::test]
 async fn requests_that_are_not_upgrades_lose_upgrade() {
     let origin = demo::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let proxy = Proxy::start(upstream(&origin.url()).build().unwrap()).await;
+    let proxy = Proxy::start(upstream(&origin.url())).await;
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let cases = [
         // Upgrade without Connection: upgrade.
@@ -365,7 +404,7 @@ async fn requests_that_are_not_upgrades_lose_upgrade() {
 async fn an_http2_upstream_gets_upgrades_as_plain_requests() {
     // The origin does not matter here beyond answering: demo speaks both protocols.
     let origin = demo::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let proxy = Proxy::start(upstream(&origin.url()).http2(true).build().unwrap()).await;
+    let proxy = Proxy::start(upstream(&origin.url()).http2(true)).await;
     assert_eq!(
         refused_status(proxy.connect(proxy.ws_request("/echo")).await),
         StatusCode::OK
@@ -419,4 +458,46 @@ async fn through_the_edge_every_module_runs_on_the_upgrade() {
     ws.close(None).await.unwrap();
     drop(ws);
     harness.stop().await;
+}
+
+/// An origin that switches to a protocol the client did not ask for: a 502, nothing relayed.
+#[tokio::test]
+async fn a_switch_to_another_protocol_is_a_502() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // Read the head, then answer 101 to `other`.
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: other\r\n\r\n",
+                    )
+                    .await;
+                let _ = stream.read(&mut buf).await;
+            });
+        }
+    });
+    let proxy = Proxy::start(upstream(&format!("http://{origin}"))).await;
+    assert_eq!(
+        refused_status(proxy.connect(proxy.ws_request("/x")).await),
+        StatusCode::BAD_GATEWAY
+    );
+    assert_eq!(
+        proxy.metric("ravelin_proxy_upstream_errors_total{upstream=\"origin\",kind=\"protocol\"}"),
+        1.0
+    );
+    assert_eq!(
+        proxy.metric("ravelin_proxy_upgraded_connections{upstream=\"origin\"}"),
+        0.0
+    );
+    proxy.stop().await;
 }
