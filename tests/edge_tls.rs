@@ -79,6 +79,8 @@ struct Seen {
     body: String,
     /// The leaf certificate the server presented.
     leaf: CertificateDer<'static>,
+    /// The response's `Cache-Status`.
+    cache_status: String,
 }
 
 /// One GET over a fresh TLS connection to `addr` with SNI `name`, offering `alpn`.
@@ -140,12 +142,19 @@ async fn tls_get(
     };
     let status = response.status().as_u16();
     let version = response.version();
+    let cache_status = response
+        .headers()
+        .get("cache-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     Seen {
         status,
         version,
         body: String::from_utf8_lossy(&body).into_owned(),
         leaf,
+        cache_status,
     }
 }
 
@@ -395,5 +404,42 @@ async fn plaintext_can_be_redirected_and_cannot_forge_the_ja4() {
         reply.headers["location"],
         format!("https://a.test:{port}/p/q?x=1").as_str()
     );
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_and_http_are_cached_apart() {
+    let ca = Ca::new();
+    let harness = start(&ca, "").await;
+    let addr = tls_addr(&harness);
+    let first = tls_get(
+        addr,
+        &ca.root(),
+        "a.test",
+        &[b"http/1.1"],
+        "/assets/style.css",
+    )
+    .await;
+    assert_eq!(first.status, 200);
+    assert!(
+        !first.cache_status.contains("hit"),
+        "{}",
+        first.cache_status
+    );
+    let second = tls_get(addr, &ca.root(), "a.test", &[b"h2"], "/assets/style.css").await;
+    assert!(
+        second.cache_status.contains("hit"),
+        "{}",
+        second.cache_status
+    );
+    // The same host and path over plaintext is another URL (`http://`): not that entry.
+    let request = Request::get(harness.url("/assets/style.css"))
+        .header("host", "a.test")
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let plain = harness.send(request).await.unwrap();
+    assert_eq!(plain.status, 200);
+    let status = plain.headers["cache-status"].to_str().unwrap().to_owned();
+    assert!(!status.contains("hit"), "{status}");
     harness.stop().await;
 }

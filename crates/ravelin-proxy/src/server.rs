@@ -979,7 +979,7 @@ where
     let mut tasks = JoinSet::new();
     let mut connections: u64 = 0;
     tokio::pin!(shutdown);
-    tracing::info!(addr = %local, "listening");
+    tracing::info!(addr = %local, tls = shared.tls.is_some(), "listening");
 
     loop {
         let (slot, (stream, peer)) = if accept_first {
