@@ -4,7 +4,10 @@
 //! The directory holds the files described in `crates/ravelin-botscore/data/README.md`:
 //! `crawlers.train.json` (crawler entries with example UAs; label bot), `browsers.train.jsonl`
 //! (real browsers; label human) and `browsers-spoofed.train.jsonl` (browser-looking UAs seen only
-//! from spoofing clients; label bot, never human).
+//! from spoofing clients; label bot, never human). Beside them, `ja4-clients.json` lists TLS
+//! fingerprints captured from real clients ([`load_ja4_clients`]); it labels no example and
+//! becomes the `ja4_stack_mismatch` rows the trainer adds as priors
+//! ([`crate::train::ja4_priors`]).
 
 use std::path::{Path, PathBuf};
 
@@ -190,6 +193,50 @@ impl Dataset {
     pub fn held_out(&self) -> impl Iterator<Item = &UaSample> {
         self.samples.iter().filter(|s| s.held_out)
     }
+}
+
+/// The file of captured TLS fingerprints in a data directory.
+pub const JA4_CLIENTS_FILE: &str = "ja4-clients.json";
+
+/// One JA4 fingerprint captured from a real client (a `clients` entry of
+/// [`JA4_CLIENTS_FILE`]; how each was captured is in the data directory's README).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ja4Capture {
+    /// What connected (`chromium`, `curl`, `python3-urllib`, …).
+    pub client: String,
+    /// Its version, and the TLS library's, as the client reports them.
+    pub version: String,
+    /// The browser family (a [`crate::BrowserFamily`] name) whose TLS stack this fingerprint
+    /// stands for; `None` for HTTP libraries and tools.
+    pub family: Option<String>,
+    /// The URL it fetched (an IP address sends no SNI, a name does).
+    pub url: String,
+    /// The JA4 the TLS terminator computed.
+    pub ja4: String,
+}
+
+#[derive(Deserialize)]
+struct Ja4ClientsFile {
+    clients: Vec<Ja4Capture>,
+}
+
+/// Loads [`JA4_CLIENTS_FILE`] from `dir`; `Ok(None)` when the directory has none.
+///
+/// # Errors
+/// [`DataError`] naming the file.
+pub fn load_ja4_clients(dir: &Path) -> Result<Option<Vec<Ja4Capture>>, DataError> {
+    let path = dir.join(JA4_CLIENTS_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = read(&path)?;
+    let file: Ja4ClientsFile = serde_json::from_str(&text).map_err(|e| DataError::Format {
+        path: path.clone(),
+        line: e.line(),
+        message: e.to_string(),
+    })?;
+    Ok(Some(file.clients))
 }
 
 fn read(path: &Path) -> Result<String, DataError> {

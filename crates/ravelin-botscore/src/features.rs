@@ -89,11 +89,33 @@ pub enum FeatureKind {
     /// The JA4 fingerprint's ALPN part (characters 9–10, e.g. `h2`, `h1`, `00`) equals `alpn`.
     /// Params: `alpn`.
     Ja4Alpn,
+    /// The User-Agent claims browser `family`, the request carries a JA4 fingerprint, and that
+    /// fingerprint's TLS *stack* is not the stack of any of the `ja4` fingerprints captured from
+    /// that browser: a client that copies a browser's User-Agent and headers but not its TLS
+    /// library. Params: `family`, `ja4` (an array of 1 to [`MAX_JA4_PER_ROW`] JA4 strings as the
+    /// terminator computes them, e.g. `t13d1516h2_8daaf6152771_02713d6af862`).
+    ///
+    /// Two fingerprints have the same stack when JA4_a's TLS version (characters 2–3) and cipher
+    /// count (5–6) and JA4_b, the hash of the sorted cipher suites, are equal. The rest varies
+    /// for one browser and so is ignored: the protocol letter and ALPN (the transport and what
+    /// the page asked for), the SNI letter and extension count (a URL with an IP address sends
+    /// no SNI extension; browsers add extensions across versions) and JA4_c (it hashes the
+    /// extensions: Chrome adds some in new versions; its random extension order is already
+    /// sorted away by JA4). The cipher list is what a TLS library fixes and an HTTP client built
+    /// on another library cannot change without replacing it.
+    ///
+    /// Never fires without a JA4 (plaintext, or a hello that could not be read), on a malformed
+    /// one, for a family no row names (no evidence), or on iOS for a family other than Safari
+    /// (every iOS browser uses Apple's TLS stack, so a `CriOS` client is not Chrome's stack).
+    Ja4StackMismatch,
 }
+
+/// Most fingerprints one `ja4_stack_mismatch` row lists.
+pub const MAX_JA4_PER_ROW: usize = 32;
 
 impl FeatureKind {
     /// Every kind, in documentation order.
-    pub const ALL: [FeatureKind; 26] = [
+    pub const ALL: [FeatureKind; 27] = [
         FeatureKind::UaMissing,
         FeatureKind::UaMalformed,
         FeatureKind::UaLength,
@@ -120,6 +142,7 @@ impl FeatureKind {
         FeatureKind::Ja4Present,
         FeatureKind::Ja4Prefix,
         FeatureKind::Ja4Alpn,
+        FeatureKind::Ja4StackMismatch,
     ];
 
     /// The name used in feature files.
@@ -151,6 +174,7 @@ impl FeatureKind {
             FeatureKind::Ja4Present => "ja4_present",
             FeatureKind::Ja4Prefix => "ja4_prefix",
             FeatureKind::Ja4Alpn => "ja4_alpn",
+            FeatureKind::Ja4StackMismatch => "ja4_stack_mismatch",
         }
     }
 
@@ -174,6 +198,7 @@ impl FeatureKind {
             FeatureKind::HttpVersion => &["version"],
             FeatureKind::Ja4Prefix => &["prefix"],
             FeatureKind::Ja4Alpn => &["alpn"],
+            FeatureKind::Ja4StackMismatch => &["family", "ja4"],
             _ => &[],
         }
     }
@@ -257,6 +282,8 @@ pub(crate) enum Test {
     Ja4Present,
     Ja4Prefix(Box<str>),
     Ja4Alpn(Box<str>),
+    /// The family and the stacks captured from it (deduplicated, in file order).
+    Ja4StackMismatch(BrowserFamily, Box<[Ja4Stack]>),
 }
 
 impl Test {
@@ -386,6 +413,13 @@ impl Test {
                     None
                 }
             }),
+            FeatureKind::Ja4StackMismatch => {
+                let family = p.family(violations);
+                let stacks = p.ja4_stacks("ja4", violations);
+                family
+                    .zip(stacks)
+                    .map(|(f, s)| Test::Ja4StackMismatch(f, s))
+            }
         };
         if violations.total() > before {
             None
@@ -472,7 +506,51 @@ impl Test {
                 .ja4
                 .and_then(|j| j.get(8..10))
                 .is_some_and(|a| a == &**alpn),
+            Test::Ja4StackMismatch(family, stacks) => {
+                ua.family == Some(*family)
+                    && (ua.os != Some(crate::ua::Os::Ios) || *family == BrowserFamily::Safari)
+                    && cx
+                        .ja4
+                        .and_then(Ja4Stack::of)
+                        .is_some_and(|seen| !stacks.contains(&seen))
+            }
         }
+    }
+}
+
+/// The parts of a JA4 fingerprint that identify the client's TLS stack (see
+/// [`FeatureKind::Ja4StackMismatch`]): JA4_a's TLS version and cipher count, and JA4_b.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ja4Stack {
+    version: [u8; 2],
+    ciphers: [u8; 2],
+    cipher_hash: [u8; 12],
+}
+
+impl Ja4Stack {
+    /// The stack of a well-formed JA4 (`t13d1516h2_8daaf6152771_02713d6af862`: 10 characters of
+    /// JA4_a, then two 12-hex-digit hashes); `None` for anything else.
+    pub(crate) fn of(ja4: &str) -> Option<Self> {
+        let b = ja4.as_bytes();
+        let hex = |part: &[u8]| part.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+        let (a, rest) = (b.get(..10)?, b.get(10..)?);
+        if rest.len() != 26 || rest.first() != Some(&b'_') || rest.get(13) != Some(&b'_') {
+            return None;
+        }
+        let (cipher_hash, extension_hash) = (rest.get(1..13)?, rest.get(14..)?);
+        let (version, ciphers) = (a.get(1..3)?, a.get(4..6)?);
+        if !a.iter().all(u8::is_ascii_alphanumeric)
+            || !ciphers.iter().all(u8::is_ascii_digit)
+            || !hex(cipher_hash)
+            || !hex(extension_hash)
+        {
+            return None;
+        }
+        Some(Self {
+            version: version.try_into().ok()?,
+            ciphers: ciphers.try_into().ok()?,
+            cipher_hash: cipher_hash.try_into().ok()?,
+        })
     }
 }
 
@@ -782,6 +860,65 @@ impl<'p> Params<'p> {
         family
     }
 
+    /// A non-empty array of at most [`MAX_JA4_PER_ROW`] well-formed JA4 strings, as their stacks
+    /// (duplicates dropped).
+    fn ja4_stacks(&self, key: &str, violations: &mut Violations) -> Option<Box<[Ja4Stack]>> {
+        let field = format!("{}.params.{key}", self.path);
+        let items = match self.params.get(key) {
+            None => {
+                violations.push(
+                    field,
+                    format!("kind {} requires parameter {key:?}", self.kind),
+                );
+                return None;
+            }
+            Some(Value::Array(items)) if (1..=MAX_JA4_PER_ROW).contains(&items.len()) => items,
+            Some(Value::Array(items)) => {
+                violations.push(
+                    field,
+                    format!(
+                        "must list 1..={MAX_JA4_PER_ROW} fingerprints, got {}",
+                        items.len()
+                    ),
+                );
+                return None;
+            }
+            Some(other) => {
+                violations.push(
+                    field,
+                    format!("must be an array of JA4 strings, got {}", type_name(other)),
+                );
+                return None;
+            }
+        };
+        let mut stacks: Vec<Ja4Stack> = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            match item.as_str().and_then(Ja4Stack::of) {
+                Some(stack) => {
+                    if !stacks.contains(&stack) {
+                        stacks.push(stack);
+                    }
+                }
+                None => {
+                    ok = false;
+                    let shown = match item.as_str() {
+                        Some(s) if s.len() <= 64 => format!("{s:?}"),
+                        Some(s) => format!("a string of {} bytes", s.len()),
+                        None => type_name(item).to_owned(),
+                    };
+                    violations.push(
+                        format!("{field}[{i}]"),
+                        format!(
+                            "{shown} is not a JA4 fingerprint such as \"t13d1516h2_8daaf6152771_02713d6af862\""
+                        ),
+                    );
+                }
+            }
+        }
+        ok.then(|| stacks.into_boxed_slice())
+    }
+
     fn u64(&self, key: &str, violations: &mut Violations) -> Option<u64> {
         let field = format!("{}.params.{key}", self.path);
         match self.params.get(key) {
@@ -1068,6 +1205,167 @@ mod tests {
             .fires(&cx)
         );
         assert!(!compile(FeatureKind::Ja4Alpn, serde_json::json!({"alpn": "h1"})).fires(&cx));
+    }
+
+    // Fingerprints captured on this machine (data/ja4-clients.json): Chromium 156 with and
+    // without SNI, curl 7.88.1 and Python 3 (both OpenSSL 3.0), Node 20.
+    const CHROMIUM_SNI: &str = "t13d1517h2_8daaf6152771_cb7bf5808d99";
+    const CHROMIUM_IP: &str = "t13i1516h2_8daaf6152771_cb7bf5808d99";
+    const CURL: &str = "t13d3112h2_e8f1e7e78f70_b26ce05bbdd6";
+    const PYTHON: &str = "t13i181000_85036bcba153_d41ae481755e";
+
+    fn stack_test() -> Test {
+        compile(
+            FeatureKind::Ja4StackMismatch,
+            serde_json::json!({"family": "chrome", "ja4": [CHROMIUM_SNI]}),
+        )
+    }
+
+    fn mismatch(test: &Test, ua: &str, ja4: Option<&str>) -> bool {
+        let map = headers(&[("user-agent", ua)]);
+        test.fires(&Context::new(
+            &RequestView::new(Version::HTTP_2, &map).with_ja4(ja4),
+        ))
+    }
+
+    #[test]
+    fn ja4_stack_mismatch_fires_for_a_browser_ua_over_another_tls_stack() {
+        let test = stack_test();
+        let linux_chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36";
+        for ua in [CHROME, linux_chrome] {
+            assert!(mismatch(&test, ua, Some(CURL)), "curl's stack under {ua}");
+            assert!(
+                mismatch(&test, ua, Some(PYTHON)),
+                "Python's stack under {ua}"
+            );
+        }
+        // Another TLS version or cipher count with Chrome's cipher hash is another stack too.
+        assert!(mismatch(
+            &test,
+            CHROME,
+            Some("t12d1516h2_8daaf6152771_cb7bf5808d99")
+        ));
+        assert!(mismatch(
+            &test,
+            CHROME,
+            Some("t13d1416h2_8daaf6152771_cb7bf5808d99")
+        ));
+    }
+
+    #[test]
+    fn ja4_stack_mismatch_ignores_what_varies_within_one_browser() {
+        let test = stack_test();
+        // The captured JA4 itself; no SNI (an IP address in the URL: one extension fewer);
+        // HTTP/1.1 ALPN; another version's extensions (JA4_c); QUIC's protocol letter.
+        for ja4 in [
+            CHROMIUM_SNI,
+            CHROMIUM_IP,
+            "t13d1516h1_8daaf6152771_02713d6af862",
+            "q13d1517h3_8daaf6152771_e5627efa2ab1",
+        ] {
+            assert!(!mismatch(&test, CHROME, Some(ja4)), "{ja4}");
+        }
+    }
+
+    #[test]
+    fn ja4_stack_mismatch_needs_evidence() {
+        let test = stack_test();
+        // No JA4 (plaintext) or a malformed one: nothing to compare.
+        assert!(!mismatch(&test, CHROME, None));
+        for bad in [
+            "",
+            "t13d1516h2",
+            "t13d1516h2_8daaf6152771",
+            "t13d15x6h2_8daaf6152771_cb7bf5808d99",
+            "t13d1516h2_8DAAF6152771_cb7bf5808d99",
+            "t13d1516h2_8daaf6152771_cb7bf5808d99x",
+        ] {
+            assert!(!mismatch(&test, CHROME, Some(bad)), "{bad:?}");
+        }
+        // A family the row does not cover (Firefox, Safari, Edge), or no browser at all.
+        let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+        let edge = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36 Edg/130.0.0.0";
+        for ua in [firefox, edge, "curl/7.88.1", "python-requests/2.32.3"] {
+            assert!(!mismatch(&test, ua, Some(CURL)), "{ua}");
+        }
+        // Chrome on iOS is WebKit over Apple's TLS stack, not Chrome's.
+        let crios = "Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/130.0.6723.90 Mobile/15E148 Safari/604.1";
+        assert!(!mismatch(&test, crios, Some(CURL)));
+        // Headless Chromium is read as Chrome (its `HeadlessChrome/` token is scored on its own):
+        // its real stack does not fire, the same UA over curl's does.
+        let headless = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/156.0.0.0 Safari/537.36";
+        assert!(!mismatch(&test, headless, Some(CHROMIUM_IP)));
+        assert!(mismatch(&test, headless, Some(CURL)));
+    }
+
+    #[test]
+    fn ja4_stack_mismatch_params_are_checked() {
+        let reasons = |params: serde_json::Value| {
+            let mut v = Violations::new();
+            let map = params.as_object().cloned().unwrap_or_default();
+            assert!(
+                Test::compile(FeatureKind::Ja4StackMismatch, &map, "features[0]", &mut v).is_none()
+            );
+            v.to_string()
+        };
+        let text = reasons(serde_json::json!({"family": "chrome"}));
+        assert!(
+            text.contains("features[0].params.ja4: kind ja4_stack_mismatch requires parameter"),
+            "{text}"
+        );
+        let text = reasons(serde_json::json!({"family": "chrome", "ja4": []}));
+        assert!(
+            text.contains("must list 1..=32 fingerprints, got 0"),
+            "{text}"
+        );
+        let text = reasons(serde_json::json!({"family": "chrome", "ja4": CURL}));
+        assert!(
+            text.contains("must be an array of JA4 strings, got a string"),
+            "{text}"
+        );
+        let text = reasons(
+            serde_json::json!({"family": "chrome", "ja4": [CURL, "t13d", 7, "x".repeat(5000)]}),
+        );
+        assert!(
+            text.contains("features[0].params.ja4[1]: \"t13d\" is not a JA4 fingerprint"),
+            "{text}"
+        );
+        assert!(
+            text.contains("features[0].params.ja4[2]: a number is not"),
+            "{text}"
+        );
+        assert!(
+            text.contains("features[0].params.ja4[3]: a string of 5000 bytes is not"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("xxxx"),
+            "a hostile value is not echoed: {text}"
+        );
+        let text = reasons(serde_json::json!({"family": "netscape", "ja4": [CURL]}));
+        assert!(
+            text.contains("unknown browser family \"netscape\""),
+            "{text}"
+        );
+        let too_many: Vec<&str> = std::iter::repeat_n(CURL, MAX_JA4_PER_ROW + 1).collect();
+        let text = reasons(serde_json::json!({"family": "chrome", "ja4": too_many}));
+        assert!(text.contains("got 33"), "{text}");
+    }
+
+    #[test]
+    fn ja4_stack_of_matches_the_documented_positions() {
+        let stack = Ja4Stack::of("t13d1516h2_8daaf6152771_02713d6af862").unwrap();
+        assert_eq!(&stack.version, b"13");
+        assert_eq!(&stack.ciphers, b"15");
+        assert_eq!(&stack.cipher_hash, b"8daaf6152771");
+    }
+
+    proptest! {
+        #[test]
+        fn ja4_stack_of_never_panics(s in "\\PC{0,48}", t in "[tqd][0-9a-z]{2}[di][0-9]{4}[0-9a-z]{2}_[0-9a-f]{12}_[0-9a-f]{12}") {
+            let _ = Ja4Stack::of(&s);
+            prop_assert!(Ja4Stack::of(&t).is_some(), "{}", t);
+        }
     }
 
     /// A model with every kind, padded to the default limit: the bench's `max_features` model.

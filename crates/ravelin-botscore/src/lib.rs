@@ -28,7 +28,7 @@ pub use actions::{
     validate_routes,
 };
 pub use config::{BotScoreConfig, MAX_WATCH_INTERVAL, MIN_WATCH_INTERVAL};
-pub use features::{FeatureKind, MAX_PARAM_LEN};
+pub use features::{FeatureKind, MAX_JA4_PER_ROW, MAX_PARAM_LEN};
 pub use guard::{
     BotDecision, BotGuard, BotGuardBuilder, BuildError, DEFAULT_REASONS_HEADER,
     DEFAULT_SCORE_HEADER, DEFAULT_VERIFIED_HEADER, ForwardHeaders, GUARD_NAME,

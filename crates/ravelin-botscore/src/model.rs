@@ -543,6 +543,9 @@ pub fn max_features_model() -> Model {
         FeatureRow::new("k_ja4", K::Ja4Present),
         FeatureRow::new("k_ja4_prefix", K::Ja4Prefix).param("prefix", "t13d"),
         FeatureRow::new("k_ja4_alpn", K::Ja4Alpn).param("alpn", "h2"),
+        FeatureRow::new("k_ja4_stack", K::Ja4StackMismatch)
+            .param("family", "chrome")
+            .param("ja4", vec!["t13d1516h2_8daaf6152771_02713d6af862"]),
     ];
     let mut i = 0usize;
     while rows.len() < DEFAULT_MAX_FEATURES {

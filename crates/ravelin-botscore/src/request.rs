@@ -6,13 +6,16 @@ use std::sync::Arc;
 use http::header::{HeaderMap, HeaderName, USER_AGENT};
 use http::{Extensions, Version};
 use ravelin_failsafe::RequestHead;
+use ravelin_http::TlsInfo;
 
 /// A TLS fingerprint computed by the TLS terminator, set as a request extension.
 ///
-/// Ravelin does not compute fingerprints: the component that terminates TLS sees the ClientHello
-/// and inserts this extension (or a trusted header, see
-/// [`BotGuardBuilder::fingerprint_header`](crate::BotGuardBuilder::fingerprint_header)). Feature kinds
-/// `ja4_*` read it.
+/// The scorer does not compute fingerprints: the component that terminates TLS sees the
+/// ClientHello and supplies one. Ravelin's own terminator (`ravelin-tls`, the edge's `[tls]`)
+/// sets the [`ravelin_http::TlsInfo`] extension, which the scorer reads without configuration;
+/// this extension is for other terminators (and takes precedence), as is a trusted header (see
+/// [`BotGuardBuilder::fingerprint_header`](crate::BotGuardBuilder::fingerprint_header)). Feature
+/// kinds `ja4_*` read the fingerprint.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TlsFingerprint {
     ja4: Arc<str>,
@@ -75,9 +78,12 @@ impl<'a> RequestView<'a> {
         }
     }
 
-    /// The head of a request as a guard sees it: version, headers, the [`TlsFingerprint`]
-    /// extension (or, when `fingerprint_header` is set and the extension is absent, that header)
-    /// and the peer address.
+    /// The head of a request as a guard sees it: version, headers, the JA4 fingerprint and the
+    /// peer address.
+    ///
+    /// The fingerprint is the first of: the [`TlsFingerprint`] extension, the JA4 of the
+    /// [`ravelin_http::TlsInfo`] extension (set by Ravelin's TLS terminator), and, when
+    /// `fingerprint_header` is set, that header.
     pub fn from_head(head: &RequestHead<'a>, fingerprint_header: Option<&HeaderName>) -> Self {
         let mut view = Self::new(head.version, head.headers);
         view.ja4 = fingerprint_of(head.extensions, head.headers, fingerprint_header);
@@ -126,6 +132,9 @@ fn fingerprint_of<'a>(
     if let Some(fp) = extensions.get::<TlsFingerprint>() {
         return Some(fp.as_ja4());
     }
+    if let Some(ja4) = TlsInfo::of(extensions).and_then(|tls| tls.ja4.as_deref()) {
+        return Some(ja4);
+    }
     let value = headers.get(header?)?;
     value.to_str().ok()
 }
@@ -136,5 +145,79 @@ pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHROME_JA4: &str = "t13d1517h2_8daaf6152771_cb7bf5808d99";
+    const CURL_JA4: &str = "t13d3112h2_e8f1e7e78f70_b26ce05bbdd6";
+
+    fn view_ja4(
+        extensions: &Extensions,
+        headers: &HeaderMap,
+        header: Option<&HeaderName>,
+    ) -> Option<String> {
+        let method = http::Method::GET;
+        let uri = http::Uri::from_static("/");
+        let head = RequestHead {
+            method: &method,
+            uri: &uri,
+            version: Version::HTTP_2,
+            headers,
+            extensions,
+            peer: None,
+        };
+        RequestView::from_head(&head, header).ja4.map(str::to_owned)
+    }
+
+    fn tls_info(ja4: Option<&str>) -> TlsInfo {
+        TlsInfo {
+            version: "TLSv1.3",
+            ja4: ja4.map(Arc::from),
+            ..TlsInfo::default()
+        }
+    }
+
+    #[test]
+    fn the_edge_tls_info_supplies_the_ja4_after_the_extension_and_before_the_header() {
+        let header = HeaderName::from_static("x-ja4");
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            &header,
+            http::HeaderValue::from_static("t12i0000h1_from_header"),
+        );
+
+        let mut ext = Extensions::new();
+        ext.insert(tls_info(Some(CHROME_JA4)));
+        assert_eq!(
+            view_ja4(&ext, &HeaderMap::new(), None).as_deref(),
+            Some(CHROME_JA4)
+        );
+        assert_eq!(
+            view_ja4(&ext, &headers, Some(&header)).as_deref(),
+            Some(CHROME_JA4),
+            "the terminator's extension wins over a header"
+        );
+
+        ext.insert(TlsFingerprint::ja4(CURL_JA4));
+        assert_eq!(
+            view_ja4(&ext, &headers, Some(&header)).as_deref(),
+            Some(CURL_JA4),
+            "the scorer's own extension comes first"
+        );
+
+        // TLS without a fingerprint (the hello could not be read): the header, when configured.
+        let mut ext = Extensions::new();
+        ext.insert(tls_info(None));
+        assert_eq!(view_ja4(&ext, &HeaderMap::new(), None), None);
+        assert_eq!(
+            view_ja4(&ext, &headers, Some(&header)).as_deref(),
+            Some("t12i0000h1_from_header")
+        );
+        // Plaintext: no extension, no fingerprint.
+        assert_eq!(view_ja4(&Extensions::new(), &headers, None), None);
     }
 }

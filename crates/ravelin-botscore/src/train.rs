@@ -15,7 +15,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::dataset::{Dataset, UaSource};
+use crate::dataset::{Dataset, Ja4Capture, UaSource};
 use crate::features::FeatureKind;
 use crate::model::{FeatureRow, Model, Thresholds};
 use crate::request::RequestView;
@@ -164,7 +164,66 @@ pub fn default_template() -> Vec<FeatureRow> {
     rows
 }
 
-/// Trainer settings. [`Default`] reproduces the shipped model.
+/// The weight of every `ja4_stack_mismatch_<family>` row: a prior, set here, not learned.
+///
+/// The labelled data are User-Agent strings without TLS, so no training example carries a JA4
+/// and the feature never fires in training: its weight cannot be learned, and, for the same
+/// reason, adding it changes no learned weight nor any held-out figure. The value is chosen so
+/// that the most browser-like request the other features can describe — a Chrome User-Agent
+/// with Chrome's full header set, order and client hints: score 96 over HTTP/1.1, 91 over
+/// HTTP/2 — falls to 9 (4) when it arrives over another TLS stack (curl, Python), well inside the
+/// "likely automated" band (≤ 29), yet above 1, the usual block threshold: a TLS-intercepting
+/// middlebox (a corporate proxy, antivirus) re-originates a real person's connection with its
+/// own stack, so the mismatch is a reason to challenge, not proof.
+pub const JA4_STACK_MISMATCH_WEIGHT: f64 = -6.0;
+
+/// The `ja4_stack_mismatch` rows for `captures`: one per browser family that has captures, named
+/// `ja4_stack_mismatch_<family>`, listing one captured JA4 per distinct TLS stack (in file
+/// order), weighted [`JA4_STACK_MISMATCH_WEIGHT`]. Captures of HTTP libraries (no family) add
+/// nothing: the rule compares a browser's claim with that browser's stacks. A family or a JA4
+/// the model refuses is kept as written, so training reports it by field.
+pub fn ja4_priors(captures: &[Ja4Capture]) -> Vec<FeatureRow> {
+    let mut families: Vec<(&str, Vec<&str>)> = Vec::new();
+    for capture in captures {
+        let Some(family) = capture.family.as_deref() else {
+            continue;
+        };
+        let at = match families.iter().position(|(f, _)| *f == family) {
+            Some(at) => at,
+            None => {
+                families.push((family, Vec::new()));
+                families.len().saturating_sub(1)
+            }
+        };
+        let Some((_, list)) = families.get_mut(at) else {
+            continue;
+        };
+        let stack = crate::features::Ja4Stack::of(&capture.ja4);
+        let known = stack.is_some()
+            && list
+                .iter()
+                .any(|seen| crate::features::Ja4Stack::of(seen) == stack);
+        if !known {
+            list.push(&capture.ja4);
+        }
+    }
+    families
+        .into_iter()
+        .map(|(family, ja4)| {
+            FeatureRow::new(
+                format!("ja4_stack_mismatch_{family}"),
+                FeatureKind::Ja4StackMismatch,
+            )
+            .param("family", family)
+            .param("ja4", ja4)
+            .weight(JA4_STACK_MISMATCH_WEIGHT)
+        })
+        .collect()
+}
+
+/// Trainer settings. [`Default`] reproduces the shipped model (with
+/// [`priors`](Self::priors) from the data directory's `ja4-clients.json`, as `botscore train`
+/// sets them).
 #[derive(Debug, Clone)]
 pub struct TrainConfig {
     /// Seed of the split and of the synthetic requests.
@@ -186,6 +245,9 @@ pub struct TrainConfig {
     pub requests_per_browser: u32,
     /// Synthetic requests per library / headless kind.
     pub requests_per_library_kind: u32,
+    /// Rows appended to the model after training with their weights as given (not learned):
+    /// features the training data cannot exercise, such as [`ja4_priors`].
+    pub priors: Vec<FeatureRow>,
 }
 
 impl Default for TrainConfig {
@@ -200,6 +262,7 @@ impl Default for TrainConfig {
             template: default_template(),
             requests_per_browser: 12,
             requests_per_library_kind: 200,
+            priors: Vec::new(),
         }
     }
 }
@@ -412,13 +475,24 @@ pub fn train(
     for (row, w) in features.iter_mut().zip(weights) {
         row.weight = round3(*w);
     }
-    let description = format!(
+    features.extend(config.priors.iter().cloned());
+    let mut description = format!(
         "logistic regression trained by `botscore train` (seed {}, holdout {}, epochs {}, l2 {l2} chosen on a validation split of the training data) on {} examples: crawler-user-agents (MIT), user-agents (BSD-2-Clause) and seeded synthetic request heads",
         config.seed,
         config.holdout,
         config.epochs,
         rows.len()
     );
+    if !config.priors.is_empty() {
+        let names: Vec<String> = config
+            .priors
+            .iter()
+            .map(|row| format!("{} = {}", row.name, row.weight))
+            .collect();
+        description.push_str("; priors, not learned (the data has no TLS): ");
+        description.push_str(&names.join(", "));
+        description.push_str(", fingerprints captured from real clients (ja4-clients.json)");
+    }
     let model = Model::new(
         config.model_version,
         round3(*bias),

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use http::Version;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use ravelin_botscore::dataset::Dataset;
+use ravelin_botscore::dataset::{self, Dataset};
 use ravelin_botscore::train::{self, Progress, TrainConfig};
 use ravelin_botscore::{
     DEFAULT_MAX_FILE_BYTES, FeatureKind, Limits, Model, RequestView, Scorer, VerifiedBots,
@@ -70,7 +70,8 @@ enum Command {
     /// Train a model from labelled UA data plus seeded synthetic requests; print the held-out
     /// evaluation.
     Train {
-        /// Directory with crawlers.train.json, browsers.train.jsonl, browsers-spoofed.train.jsonl.
+        /// Directory with crawlers.train.json, browsers.train.jsonl, browsers-spoofed.train.jsonl
+        /// and, optionally, ja4-clients.json (captured TLS fingerprints: ja4_stack_mismatch priors).
         #[arg(long)]
         data: PathBuf,
         /// Where to write the model.
@@ -482,6 +483,27 @@ fn train_cmd(
             return ExitCode::from(1);
         }
     };
+    let mut config = config.clone();
+    match dataset::load_ja4_clients(data_dir) {
+        Ok(Some(captures)) => {
+            config.priors.extend(train::ja4_priors(&captures));
+            eprintln!(
+                "ja4: {} captured fingerprints -> {} ja4_stack_mismatch rows (prior weight {})",
+                captures.len(),
+                config.priors.len(),
+                train::JA4_STACK_MISMATCH_WEIGHT
+            );
+        }
+        Ok(None) => eprintln!(
+            "ja4: no {} in the data directory: the model gets no ja4_stack_mismatch rows",
+            dataset::JA4_CLIENTS_FILE
+        ),
+        Err(e) => {
+            eprintln!("cannot load training data: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let config = &config;
     eprintln!(
         "data: {} UAs ({} held out) from {}",
         data.samples.len(),
