@@ -16,11 +16,12 @@ use crate::dns::ConnectorResolver;
 use crate::forward::ClientBody;
 use crate::health::{Admission, Health, HealthConfig, SharedClock};
 use crate::retry::{Replay, RetryBudget, RetryConfig};
+use crate::upstream_tls::ConnectTimeout;
 
 /// The pooled client of one upstream: TLS (for `https://` upstreams) over the plain connector
-/// with the upstream's resolver and connect timeout.
+/// with the upstream's resolver, the whole setup under the upstream's connect timeout.
 pub(crate) type UpstreamClient =
-    Client<HttpsConnector<HttpConnector<ConnectorResolver>>, ClientBody>;
+    Client<ConnectTimeout<HttpsConnector<HttpConnector<ConnectorResolver>>>, ClientBody>;
 
 /// How an exchange ended.
 pub(crate) enum Sent {

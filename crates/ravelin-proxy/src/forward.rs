@@ -38,7 +38,7 @@ use crate::headers;
 use crate::health::{HealthConfig, SharedClock};
 use crate::retry::{Replay, RetryConfig};
 use crate::upgrade::{self, Upgrades};
-use crate::upstream_tls::{Prepared, TlsSettings};
+use crate::upstream_tls::{ConnectTimeout, Prepared, TlsSettings};
 use crate::worker::PerWorker;
 
 /// A boxed error, as hyper and tower use.
@@ -334,8 +334,9 @@ impl UpstreamBuilder {
         self
     }
 
-    /// The time allowed to establish a TCP connection (default 1 s, at most 1 h). Exceeding it
-    /// is a 502.
+    /// The time allowed to establish a connection — the TCP connect and, for `https://`, the
+    /// TLS handshake (default 1 s, at most 1 h). Exceeding it is a 502 (`kind="connect"`),
+    /// retried like any failed connect.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -613,7 +614,10 @@ impl UpstreamBuilder {
         connector.set_nodelay(true);
         // The TLS connector below is what sees the scheme.
         connector.enforce_http(false);
-        let connector = https_connector(connector, tls, self.http2);
+        let connector = ConnectTimeout::new(
+            https_connector(connector, tls, self.http2),
+            self.connect_timeout,
+        );
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_timer(TokioTimer::new())

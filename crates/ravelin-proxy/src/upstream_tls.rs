@@ -20,14 +20,22 @@
 //! Every file is read when the upstream is built (and by `check`), so a bad path or a bad PEM
 //! is an [`UpstreamError::Tls`] naming the field, never a failure at the first request.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Uri;
+use tower_service::Service;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 
 use crate::error::UpstreamError;
+use crate::forward::BoxError;
 
 /// The TLS settings of one upstream, as given to the builder.
 #[derive(Debug, Clone, Default)]
@@ -171,6 +179,58 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     )]
     let provider = rustls::crypto::ring::default_provider();
     Arc::new(provider)
+}
+
+// === impl ConnectTimeout ===
+
+/// Bounds the whole connection setup — TCP connect and, for `https://`, the TLS handshake —
+/// by the upstream's `connect_timeout`. The plain connector's own timeout covers only the TCP
+/// connect; without this, an origin that accepts and never finishes the handshake would hold
+/// the request until its response timeout (a 504) instead of failing fast as a connect error
+/// (a 502, retried like any failed connect).
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectTimeout<C> {
+    inner: C,
+    timeout: Duration,
+}
+
+impl<C> ConnectTimeout<C> {
+    pub(crate) fn new(inner: C, timeout: Duration) -> Self {
+        Self { inner, timeout }
+    }
+}
+
+impl<C> Service<Uri> for ConnectTimeout<C>
+where
+    C: Service<Uri>,
+    C::Future: Send + 'static,
+    C::Error: Into<BoxError>,
+{
+    type Response = C::Response;
+    type Error = BoxError;
+    // Boxed: one allocation per new connection (not per request), and hyper-util needs an
+    // `Unpin` future.
+    type Future = Pin<Box<dyn Future<Output = Result<C::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(result) => result.map_err(Into::into),
+                Err(_elapsed) => Err(Box::new(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "connection not established within connect_timeout ({timeout:?}), TLS handshake included"
+                    ),
+                )) as BoxError),
+            }
+        })
+    }
 }
 
 /// The certificates of a PEM file: at least one, at most [`MAX_PEM_CERTIFICATES`].

@@ -438,3 +438,31 @@ fn bad_tls_settings_are_refused_at_build_time() {
         "{ftp}"
     );
 }
+
+#[tokio::test]
+async fn a_handshake_that_never_finishes_is_a_connect_failure() {
+    // Accepts TCP connections and holds them open without a byte of TLS.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            open.push(stream);
+        }
+    });
+    // The response timeout is far above the bound of every wait here: only the connect
+    // timeout, which covers the handshake, can answer in time.
+    let proxy = Proxy::start(
+        Upstream::builder("origin", format!("https://{addr}"))
+            .connect_timeout(Duration::from_millis(100))
+            .response_timeout(Duration::from_secs(600)),
+    )
+    .await;
+    assert_eq!(
+        proxy.get().await,
+        (StatusCode::BAD_GATEWAY, UNREACHABLE.to_owned())
+    );
+    assert!(proxy.connect_errors() >= 1.0);
+    proxy.stop().await;
+    held.abort();
+}
