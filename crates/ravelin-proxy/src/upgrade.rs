@@ -175,13 +175,25 @@ impl Upgrades {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let _permit = permit;
-            // The client's side resolves once the 101 is written to it; the upstream's is
-            // already there. Neither waits for the peer (hyper resolves or fails them).
-            let (client, origin) = match tokio::try_join!(client, origin) {
-                Ok(both) => both,
-                Err(error) => {
+            // The client's side resolves once the 101 is written to it (or fails when its
+            // connection goes); the upstream's is already there. A client that does not take
+            // its 101 within the idle timeout is treated as idle.
+            let handover = tokio::time::timeout(this.idle_timeout, async {
+                tokio::try_join!(client, origin)
+            });
+            let (client, origin) = match handover.await {
+                Ok(Ok(both)) => both,
+                Ok(Err(error)) => {
                     this.ended(End::HandoverFailed);
                     tracing::debug!(upstream = &*upstream, %error, "upgraded connection not handed over");
+                    return;
+                }
+                Err(_elapsed) => {
+                    this.ended(End::HandoverFailed);
+                    tracing::debug!(
+                        upstream = &*upstream,
+                        "upgraded connection not handed over within the idle timeout"
+                    );
                     return;
                 }
             };
@@ -208,7 +220,8 @@ pub(crate) enum End {
     IdleTimeout = 1,
     /// A read or write failed (a reset).
     Error = 2,
-    /// hyper could not hand over one of the connections (the client left before the 101).
+    /// hyper could not hand over one of the connections (the client left before the 101, or
+    /// did not take it within the idle timeout).
     HandoverFailed = 3,
 }
 
