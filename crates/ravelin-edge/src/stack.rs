@@ -18,7 +18,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Body;
 use ravelin_failsafe::{Guard, GuardBody, GuardError, RequestHead, Verdict};
 use ravelin_proxy::{BoxError, Forward, IngressConfig, IngressLayer, SharedRoutes};
-use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
@@ -29,7 +28,72 @@ use tower_http::request_id::{
 pub(crate) type EdgeBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// One assembled stack (or a slot of it), type-erased so slots compose whichever modules are on.
-pub(crate) type EdgeService<B> = BoxCloneSyncService<Request<B>, Response<EdgeBody>, Infallible>;
+///
+/// Shared, not boxed per clone: tower's `BoxCloneSyncService` allocates a new box for every
+/// clone, and a request clones the stack it runs on (hyper calls through `&self`), so each boxed
+/// slot cost an allocation per request on top of its future (issue 13). Here a clone is a
+/// reference count; each call clones the concrete service inside (reference counts all the way
+/// down) into the one boxed future it returns.
+pub(crate) struct EdgeService<B>(Arc<dyn ErasedService<B>>);
+
+impl<B> Clone for EdgeService<B> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+/// The future of an [`EdgeService`].
+pub(crate) type EdgeFuture =
+    Pin<Box<dyn Future<Output = Result<Response<EdgeBody>, Infallible>> + Send>>;
+
+/// What an [`EdgeService`] erases: a service called through a shared reference.
+trait ErasedService<B>: Send + Sync {
+    fn call(&self, request: Request<B>) -> EdgeFuture;
+}
+
+/// A concrete service with the function that makes its body an [`EdgeBody`].
+struct Erased<S, ResB> {
+    service: S,
+    into: fn(ResB) -> EdgeBody,
+}
+
+impl<S, B, ResB> ErasedService<B> for Erased<S, ResB>
+where
+    S: Service<Request<B>, Response = Response<ResB>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+    ResB: 'static,
+{
+    fn call(&self, request: Request<B>) -> EdgeFuture {
+        let service = self.service.clone();
+        let into = self.into;
+        Box::pin(async move {
+            match service.oneshot(request).await {
+                Ok(response) => Ok(response.map(into)),
+                Err(never) => match never {},
+            }
+        })
+    }
+}
+
+impl<B> Service<Request<B>> for EdgeService<B> {
+    type Response = Response<EdgeBody>;
+    type Error = Infallible;
+    type Future = EdgeFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Readiness is the inner service's, awaited inside the call's future (`oneshot`).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        self.0.call(request)
+    }
+}
 
 /// A boxed guard future.
 pub(crate) type GuardFuture = Pin<Box<dyn Future<Output = Result<Verdict, GuardError>> + Send>>;
@@ -48,7 +112,7 @@ where
     S::Future: Send + 'static,
     ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
-    B: 'static,
+    B: Send + 'static,
 {
     boxed_with(service, |body: ResB| {
         body.map_err(Into::into).boxed_unsync()
@@ -67,11 +131,9 @@ where
         + 'static,
     S::Future: Send + 'static,
     ResB: 'static,
-    B: 'static,
+    B: Send + 'static,
 {
-    BoxCloneSyncService::new(
-        service.map_response(move |response: Response<ResB>| response.map(into)),
-    )
+    EdgeService(Arc::new(Erased { service, into }))
 }
 
 /// A guard slot's body as an [`EdgeBody`]: the inner stack's body itself when the guard let the
@@ -294,7 +356,7 @@ where
         + Sync
         + 'static,
     <L::Service as Service<Request<B>>>::Future: Send + 'static,
-    B: 'static,
+    B: Send + 'static,
 {
     boxed_with(layer.layer(inner), guard_body)
 }
