@@ -9,14 +9,23 @@
 //!
 //! A follower never hangs: the leader handle marks the fill failed when dropped unfinished, every
 //! wait has a deadline, and the map of fills is bounded.
+//!
+//! **Hit-for-pass.** When a leader's response turns out not storable, its key is remembered as
+//! uncacheable for [`HIT_FOR_PASS`] (Varnish's "hit-for-miss" object): the next requests for it go
+//! to the origin at once, side by side, instead of queueing behind a leader only to be sent to
+//! the origin one after the other when it answers (issue 13: on an uncacheable URL that queue
+//! cost more than the rest of the cache layer). Only coalescing is skipped: a response that is
+//! storable again is stored as always, which ends the pass at the next fill.
 
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use tokio::time::Instant;
 
 use crate::entry::StoredResponse;
 
@@ -116,9 +125,20 @@ impl Fill {
     }
 }
 
-/// The registry of fills, bounded by `max`.
+/// How long a key whose response was not storable skips coalescing (see the module docs).
+pub(crate) const HIT_FOR_PASS: Duration = Duration::from_secs(30);
+
+/// What the registry holds for a key.
+enum Slot {
+    /// A fetch in flight.
+    Fill(Arc<Fill>),
+    /// The last fetch was not storable: requests until `until` go alone.
+    Pass { until: Instant },
+}
+
+/// The registry of fills and hit-for-pass marks, bounded by `max` together.
 pub(crate) struct Fills {
-    map: Mutex<HashMap<u64, Arc<Fill>, foldhash::fast::RandomState>>,
+    map: Mutex<HashMap<u64, Slot, foldhash::fast::RandomState>>,
     max: usize,
 }
 
@@ -130,6 +150,8 @@ pub(crate) enum Join {
     Follow(Arc<Fill>),
     /// Too many fills in flight: go alone.
     Full,
+    /// The key's last response was not storable (hit-for-pass): go alone.
+    Pass,
 }
 
 impl Fills {
@@ -141,15 +163,26 @@ impl Fills {
     }
 
     pub(crate) fn join(self: &Arc<Self>, key: u64) -> Join {
+        let now = Instant::now();
         let mut map = self.map.lock();
-        if let Some(fill) = map.get(&key) {
-            return Join::Follow(fill.clone());
-        }
-        if map.len() >= self.max {
-            return Join::Full;
+        match map.get(&key) {
+            Some(Slot::Fill(fill)) => return Join::Follow(fill.clone()),
+            Some(Slot::Pass { until }) if now < *until => return Join::Pass,
+            // An expired mark is replaced by the fill below.
+            Some(Slot::Pass { .. }) => {}
+            None => {
+                if map.len() >= self.max {
+                    // Make room from expired marks before giving up; a full map of live fills
+                    // and marks sends the request alone.
+                    map.retain(|_, slot| !matches!(slot, Slot::Pass { until } if now >= *until));
+                    if map.len() >= self.max {
+                        return Join::Full;
+                    }
+                }
+            }
         }
         let fill = Arc::new(Fill::new());
-        map.insert(key, fill.clone());
+        map.insert(key, Slot::Fill(fill.clone()));
         Join::Lead(Leader {
             fills: self.clone(),
             key,
@@ -160,18 +193,29 @@ impl Fills {
 
     /// Whether a fill for `key` is in flight (background revalidation runs once per key).
     pub(crate) fn in_flight(&self, key: u64) -> bool {
-        self.map.lock().contains_key(&key)
+        matches!(self.map.lock().get(&key), Some(Slot::Fill(_)))
     }
 
-    fn forget(&self, key: u64, fill: &Arc<Fill>) {
+    /// Removes `fill` from `key`, or with `pass`, leaves a hit-for-pass mark in its place.
+    fn forget(&self, key: u64, fill: &Arc<Fill>, pass: bool) {
         let mut map = self.map.lock();
-        if map.get(&key).is_some_and(|f| Arc::ptr_eq(f, fill)) {
-            map.remove(&key);
+        if matches!(map.get(&key), Some(Slot::Fill(f)) if Arc::ptr_eq(f, fill)) {
+            if pass {
+                let until = Instant::now() + HIT_FOR_PASS;
+                map.insert(key, Slot::Pass { until });
+            } else {
+                map.remove(&key);
+            }
         }
     }
 
+    /// Fills in flight (hit-for-pass marks not counted).
     pub(crate) fn len(&self) -> usize {
-        self.map.lock().len()
+        self.map
+            .lock()
+            .values()
+            .filter(|slot| matches!(slot, Slot::Fill(_)))
+            .count()
     }
 }
 
@@ -204,7 +248,8 @@ impl Leader {
 
     fn finish(mut self, phase: Phase) {
         self.done = true;
-        self.fills.forget(self.key, &self.fill);
+        self.fills
+            .forget(self.key, &self.fill, phase == Phase::Uncacheable);
         self.fill.update(|s| s.phase = phase);
     }
 
@@ -232,7 +277,7 @@ impl Leader {
 impl Drop for Leader {
     fn drop(&mut self) {
         if !self.done {
-            self.fills.forget(self.key, &self.fill);
+            self.fills.forget(self.key, &self.fill, false);
             self.fill.update(|s| s.phase = Phase::Failed);
         }
     }
@@ -263,6 +308,49 @@ mod tests {
         leader.uncacheable();
         assert_eq!(waiter.await.unwrap(), Phase::Uncacheable);
         assert_eq!(fills.len(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_uncacheable_response_sends_the_next_requests_alone_for_a_while() {
+        let fills = Fills::new(8);
+        let Join::Lead(leader) = fills.join(3) else {
+            panic!("first is leader")
+        };
+        leader.uncacheable();
+        // Hit-for-pass: no leader to queue behind, no fill in flight.
+        assert!(matches!(fills.join(3), Join::Pass));
+        assert!(matches!(fills.join(3), Join::Pass));
+        assert!(!fills.in_flight(3));
+        assert_eq!(fills.len(), 0);
+        // Other keys coalesce as before.
+        assert!(matches!(fills.join(4), Join::Lead(_)));
+        tokio::time::advance(HIT_FOR_PASS).await;
+        // The mark has expired: the next request leads a fill again.
+        let Join::Lead(again) = fills.join(3) else {
+            panic!("leads after the pass expired")
+        };
+        again.complete();
+        assert!(
+            matches!(fills.join(3), Join::Lead(_)),
+            "a stored response leaves no mark"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_marks_make_room_in_a_full_registry() {
+        let fills = Fills::new(2);
+        for key in [1, 2] {
+            let Join::Lead(leader) = fills.join(key) else {
+                panic!("leads")
+            };
+            leader.uncacheable();
+        }
+        assert!(
+            matches!(fills.join(9), Join::Full),
+            "two live marks fill it"
+        );
+        tokio::time::advance(HIT_FOR_PASS).await;
+        assert!(matches!(fills.join(9), Join::Lead(_)));
     }
 
     #[tokio::test]

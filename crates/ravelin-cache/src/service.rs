@@ -219,7 +219,7 @@ where
                 engine.stats.coalesced(false);
                 fwd.collapsed = Some(false);
             }
-            Join::Full => {}
+            Join::Full | Join::Pass => {}
         }
     }
     fetch(engine, svc, req, fwd, leader).await

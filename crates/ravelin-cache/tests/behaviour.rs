@@ -1114,6 +1114,33 @@ async fn set_cookie_modes_never_and_replay() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_uncacheable_url_is_not_coalesced_again_hit_for_pass() {
+    let h = Arc::new(Harness::new(Origin::fixed(
+        Reply::ok(&[("cache-control", "no-store")], "private").delayed(Duration::from_millis(100)),
+    )));
+    // The first miss finds the response is not storable and leaves a hit-for-pass mark.
+    assert_eq!(h.get("/api").await.text(), "private");
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let h = h.clone();
+            tokio::spawn(async move { h.get("/api").await })
+        })
+        .collect();
+    for t in tasks {
+        let got = t.await.unwrap();
+        assert_eq!(got.text(), "private");
+        // Neither collapsed nor sent to wait behind a leader and then alone (`collapsed=?0`).
+        assert!(
+            !got.cache_status().contains("collapsed"),
+            "{}",
+            got.cache_status()
+        );
+    }
+    assert_eq!(h.origin.calls(), 21);
+    assert_eq!(h.handle.stats().coalesced, 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn coalesced_followers_never_get_the_leaders_cookie() {
     let h = Arc::new(Harness::new(Origin::fixed(
         Reply::ok(&[("cache-control", "public, max-age=60")], "shared")
