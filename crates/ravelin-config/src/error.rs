@@ -16,6 +16,10 @@ pub enum Source {
     Api(String),
     /// The compiled-in default the owner started from.
     Default,
+    /// The last known good document persisted in the store's state directory
+    /// ([`StoreBuilder::state_dir`](crate::StoreBuilder::state_dir)), started from because the
+    /// store's own source was missing or rejected at startup.
+    Persisted(std::path::PathBuf),
 }
 
 impl fmt::Display for Source {
@@ -33,6 +37,7 @@ impl fmt::Display for Source {
             }
             Source::Api(label) => write!(f, "api:{label}"),
             Source::Default => f.write_str("compiled-in default"),
+            Source::Persisted(path) => write!(f, "persisted copy {}", path.display()),
         }
     }
 }
@@ -140,6 +145,38 @@ pub enum Rejection {
         /// The active snapshot's version.
         active: u64,
     },
+    /// The document is many times the size of the active one (a generator that duplicated its
+    /// rows): refused before parsing, even under the size cap
+    /// ([`StoreBuilder::max_growth`](crate::StoreBuilder::max_growth)).
+    #[error(
+        "{name} ({origin}): {size} bytes is more than the growth limit of {limit} bytes ({active} bytes active); if the growth is intended, raise or turn off max_growth"
+    )]
+    Growth {
+        /// The store's name.
+        name: String,
+        /// Where the document came from.
+        origin: Source,
+        /// The candidate's size in bytes.
+        size: u64,
+        /// The active document's size in bytes.
+        active: u64,
+        /// The largest candidate accepted: the active size times the growth factor.
+        limit: u64,
+    },
+    /// The document carries no version while the active one does: a versionless document after
+    /// a versioned one would reset the version check, letting any older generation in next
+    /// ([`StoreBuilder::refuse_versionless`](crate::StoreBuilder::refuse_versionless)).
+    #[error(
+        "{name} ({origin}): the document has no version: active version is {active}; publish a version greater than {active}"
+    )]
+    Unversioned {
+        /// The store's name.
+        name: String,
+        /// Where the document came from.
+        origin: Source,
+        /// The active snapshot's version.
+        active: u64,
+    },
 }
 
 impl Rejection {
@@ -152,6 +189,8 @@ impl Rejection {
             Rejection::Parse { .. } => "parse",
             Rejection::Invalid { .. } => "invalid",
             Rejection::Stale { .. } => "stale",
+            Rejection::Growth { .. } => "growth",
+            Rejection::Unversioned { .. } => "unversioned",
         }
     }
 
@@ -163,7 +202,9 @@ impl Rejection {
             | Rejection::Io { origin, .. }
             | Rejection::Parse { origin, .. }
             | Rejection::Invalid { origin, .. }
-            | Rejection::Stale { origin, .. } => origin,
+            | Rejection::Stale { origin, .. }
+            | Rejection::Growth { origin, .. }
+            | Rejection::Unversioned { origin, .. } => origin,
         }
     }
 }

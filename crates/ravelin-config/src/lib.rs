@@ -3,6 +3,7 @@
 
 mod decode;
 mod error;
+mod persist;
 mod store;
 
 pub use decode::Document;

@@ -10,10 +10,12 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use sha2::{Digest as _, Sha256};
 
-use ravelin_primitives::Validate;
+use ravelin_primitives::clock::{Clock, MonotonicClock, Nanos};
+use ravelin_primitives::{LogLimiter, Validate};
 
 use crate::decode::{Decoder, Document};
 use crate::error::{Format, Rejection, Source};
+use crate::persist;
 
 /// A SHA-256 digest of a document's bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,6 +58,9 @@ pub struct Meta {
     pub version: Option<u64>,
     /// SHA-256 of the bytes it was parsed from (of the empty string for a compiled-in default).
     pub digest: Digest,
+    /// The size of the bytes it was parsed from (0 for a compiled-in default): what
+    /// [`StoreBuilder::max_growth`] compares a candidate with.
+    pub size: u64,
     /// Where it came from.
     pub source: Source,
     /// Wall-clock time of installation, for reports.
@@ -75,6 +80,12 @@ impl Meta {
     /// Whether this is the compiled-in default rather than a loaded document.
     pub fn is_default(&self) -> bool {
         self.source == Source::Default
+    }
+
+    /// Whether this is the persisted last known good ([`Source::Persisted`]), started from
+    /// because the store's own source was missing or rejected at startup.
+    pub fn is_persisted(&self) -> bool {
+        matches!(self.source, Source::Persisted(_))
     }
 }
 
@@ -155,12 +166,29 @@ pub struct Status {
     pub consecutive_rejections: u64,
     /// Rejections since the store was built.
     pub total_rejections: u64,
+    /// Rejections within the last [`StoreBuilder::rejection_window`] (0 when the window is
+    /// off). Unlike `consecutive_rejections`, a good document does not reset it, so a source
+    /// alternating good and bad files shows here: alert when it exceeds 2.
+    pub rejections_window: u64,
+    /// Times the active document could not be persisted to the state directory since the
+    /// store was built ([`StoreBuilder::state_dir`]).
+    pub persist_failures: u64,
     /// The most recent rejection since the active document was installed, if any: what is
     /// wrong with the source now, or was at its last look (a watched file that disappears is
     /// reported missing, not with the reason an earlier version of it was refused for).
     /// Installing a document clears it; an unchanged reload does not (the rejected candidate
     /// may come back).
     pub last_rejection: Option<RejectionRecord>,
+}
+
+impl Status {
+    /// Whether the store serves something other than a document its source offered: the
+    /// compiled-in default, or the persisted last known good after the source was rejected at
+    /// startup. A readiness check reports such a store "degraded" (and
+    /// [`last_rejection`](Status::last_rejection) says why) until a good document is installed.
+    pub fn degraded(&self) -> bool {
+        self.active.is_default() || self.active.is_persisted()
+    }
 }
 
 /// How a store starts when its first document is missing or invalid.
@@ -174,6 +202,9 @@ pub enum Startup {
     UseDefault,
 }
 
+/// A clock shared by a store and its log limiter.
+type SharedClock = Arc<dyn Clock<Instant = Nanos>>;
+
 /// Builds a [`Store`]. See the [crate docs](crate) for a complete example.
 #[derive(Debug)]
 pub struct StoreBuilder<T> {
@@ -183,6 +214,13 @@ pub struct StoreBuilder<T> {
     paths: Vec<PathBuf>,
     initial: Option<(Vec<u8>, Source)>,
     default: Option<T>,
+    max_growth: Option<f64>,
+    growth_floor: u64,
+    refuse_versionless: bool,
+    rejection_window: Option<Duration>,
+    clock: SharedClock,
+    state_dir: Option<PathBuf>,
+    persist: bool,
 }
 
 impl<T: Validate> StoreBuilder<T> {
@@ -202,6 +240,14 @@ impl<T: Validate> StoreBuilder<T> {
 impl<T: Document> StoreBuilder<T> {
     /// The default size cap: 1 MiB.
     pub const DEFAULT_MAX_BYTES: u64 = 1024 * 1024;
+    /// The default growth bound: a file more than 4 times the active document's size is refused.
+    pub const DEFAULT_MAX_GROWTH: f64 = 4.0;
+    /// The default size under which an active document may grow without bound: 1 KiB.
+    pub const DEFAULT_GROWTH_FLOOR: u64 = 1024;
+    /// The default window of [`Status::rejections_window`]: 10 minutes.
+    pub const DEFAULT_REJECTION_WINDOW: Duration = Duration::from_secs(600);
+    /// The largest growth factor [`max_growth`](StoreBuilder::max_growth) accepts.
+    pub const MAX_GROWTH_LIMIT: f64 = 1_000_000.0;
 
     /// A builder for a store called `name` whose documents are read by `decode` instead of serde:
     /// for formats serde does not read (PEM certificates, binary models), or a decoding that needs
@@ -263,6 +309,13 @@ impl<T: Document> StoreBuilder<T> {
             paths: Vec::new(),
             initial: None,
             default: None,
+            max_growth: Some(Self::DEFAULT_MAX_GROWTH),
+            growth_floor: Self::DEFAULT_GROWTH_FLOOR,
+            refuse_versionless: true,
+            rejection_window: Some(Self::DEFAULT_REJECTION_WINDOW),
+            clock: Arc::new(MonotonicClock::new()),
+            state_dir: None,
+            persist: true,
         }
     }
 
@@ -305,6 +358,81 @@ impl<T: Document> StoreBuilder<T> {
         self
     }
 
+    /// The growth bound (default 4): a document read from the store's file(s) more than
+    /// `factor` times the size of the active document is refused as [`Rejection::Growth`],
+    /// before it is parsed — a generator that duplicated its rows is caught even under the size
+    /// cap, which stays. It applies only while the active document is at least
+    /// [`growth_floor`](StoreBuilder::growth_floor) bytes (tiny files may grow freely) and is
+    /// not the compiled-in default; at startup it compares the file with the persisted last
+    /// known good ([`state_dir`](StoreBuilder::state_dir)), if any. Documents offered through
+    /// [`Store::submit`] are not bounded: they come from the owner's own code or an API with
+    /// checks of its own. `None` turns the bound off; [`build`](StoreBuilder::build) refuses a
+    /// factor below 1, above [`MAX_GROWTH_LIMIT`](Self::MAX_GROWTH_LIMIT) or not finite.
+    pub fn max_growth(mut self, factor: Option<f64>) -> Self {
+        self.max_growth = factor;
+        self
+    }
+
+    /// The size below which an active document may grow without bound (default 1 KiB): see
+    /// [`max_growth`](StoreBuilder::max_growth).
+    pub fn growth_floor(mut self, bytes: u64) -> Self {
+        self.growth_floor = bytes;
+        self
+    }
+
+    /// Whether, once a document with a version is active, a candidate without one is refused
+    /// as [`Rejection::Unversioned`] (default `true`). Otherwise a versionless document would
+    /// reset the version check and let any older generation in after it (v8, versionless, v5).
+    /// A candidate with a lower version is refused either way ([`Rejection::Stale`]).
+    pub fn refuse_versionless(mut self, refuse: bool) -> Self {
+        self.refuse_versionless = refuse;
+        self
+    }
+
+    /// The window of [`Status::rejections_window`] and the gauge
+    /// `ravelin_config_rejections_window` (default 10 minutes): rejections within it, which a
+    /// good document does not reset, so a source alternating good and bad files can be alerted
+    /// on (`ravelin_config_rejections_window > 2`). The times are kept in a ring of at most
+    /// 1,024 entries. `None` turns the window off (the gauge stays 0).
+    pub fn rejection_window(mut self, window: Option<Duration>) -> Self {
+        self.rejection_window = window;
+        self
+    }
+
+    /// The clock of the rejection window and of the rate limit on persistence failure logs
+    /// (default: the monotonic clock; tests use a `ManualClock`).
+    pub fn clock(mut self, clock: impl Clock<Instant = Nanos>) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Persists every installed document to `<dir>/<name>.lkg` (the store's name reduced to
+    /// letters, digits, `.`, `_` and `-`), atomically, with a header holding its digest,
+    /// version and source; the directory is created if needed. At build, when the store's own
+    /// source is missing or rejected, the store starts from that copy — parsed and validated
+    /// again, and ignored with a log if it no longer passes — before the compiled-in default or
+    /// failing: [`Meta::source`] is then [`Source::Persisted`], [`Status::last_rejection`] says
+    /// why the source was refused and [`Status::degraded`] is true. The persisted copy also
+    /// plays the active document's part for the source at startup: a file older than it
+    /// ([`Rejection::Stale`]), without a version after it, or many times its size is refused as
+    /// on a reload (delete the copy to start from the file regardless). Reading is bounded by
+    /// the size cap. A copy that cannot be written is logged (at most once a minute) and
+    /// counted (`ravelin_config_persist_failures_total`, [`Status::persist_failures`]), never
+    /// fatal. Default: none (nothing persisted).
+    pub fn state_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// Whether installed documents are written to the [`state_dir`](StoreBuilder::state_dir)
+    /// (default `true`). `false` reads the persisted copy as the last known good but never
+    /// writes it: for a dry run such as a `--check` that should compare a file with what the
+    /// running process holds.
+    pub fn persist(mut self, persist: bool) -> Self {
+        self.persist = persist;
+        self
+    }
+
     /// The startup policy this builder will apply.
     pub fn startup(&self) -> Startup {
         if self.default.is_some() {
@@ -314,11 +442,16 @@ impl<T: Document> StoreBuilder<T> {
         }
     }
 
-    /// Loads the first document and returns the store.
+    /// Loads the first document and returns the store. When the first document is missing or
+    /// rejected, the store starts from the persisted last known good
+    /// ([`state_dir`](StoreBuilder::state_dir)) if there is a valid one, else from the
+    /// compiled-in default if there is one, else building fails.
     ///
     /// # Errors
-    /// With [`Startup::FailFast`], the rejection of the first document (or [`Rejection::Empty`]
-    /// when no source was given at all).
+    /// With [`Startup::FailFast`] and no valid persisted copy, the rejection of the first
+    /// document (or [`Rejection::Empty`] when no source was given at all); a
+    /// [`max_growth`](StoreBuilder::max_growth) out of range, as [`Rejection::Invalid`] naming
+    /// it.
     pub fn build(self) -> Result<Store<T>, Rejection> {
         let StoreBuilder {
             name,
@@ -327,13 +460,48 @@ impl<T: Document> StoreBuilder<T> {
             paths,
             initial,
             default,
+            max_growth,
+            growth_floor,
+            refuse_versionless,
+            rejection_window,
+            clock,
+            state_dir,
+            persist,
         } = self;
+        if let Some(factor) = max_growth
+            && !(factor.is_finite() && (1.0..=Self::MAX_GROWTH_LIMIT).contains(&factor))
+        {
+            return Err(Rejection::Invalid {
+                name,
+                origin: Source::Api("StoreBuilder".into()),
+                violations: ravelin_primitives::Violations::one(
+                    "max_growth",
+                    format!(
+                        "{factor} is not a number from 1 to {}",
+                        Self::MAX_GROWTH_LIMIT
+                    ),
+                ),
+            });
+        }
+        let guards = Guards {
+            max_growth,
+            growth_floor,
+            refuse_versionless,
+            window: rejection_window,
+            persist_log: LogLimiter::new(1, PERSIST_LOG_INTERVAL).with_clock(Arc::clone(&clock)),
+            clock,
+            lkg: state_dir.map(|dir| persist::path_in(&dir, &name)),
+            persist,
+        };
         let mut first_seen = None;
+        let mut first_bytes = None;
         let first: Candidate<T> = match (files_source(&paths), initial) {
             (Some(source), _) => match read_files(&name, &paths, max_bytes) {
                 Ok(FileRead::Complete(bytes)) => {
                     first_seen = Some(Seen::Bytes(Digest::of(&bytes)));
-                    parse_candidate::<T>(&name, &decoder, max_bytes, &bytes, source)
+                    let parsed = parse_candidate::<T>(&name, &decoder, max_bytes, &bytes, source);
+                    first_bytes = Some(bytes);
+                    parsed
                 }
                 Ok(FileRead::Changing) => Err(Box::new((
                     Rejection::Io {
@@ -349,7 +517,9 @@ impl<T: Document> StoreBuilder<T> {
                 }
             },
             (None, Some((bytes, source))) => {
-                parse_candidate::<T>(&name, &decoder, max_bytes, &bytes, source)
+                let parsed = parse_candidate::<T>(&name, &decoder, max_bytes, &bytes, source);
+                first_bytes = Some(bytes);
+                parsed
             }
             (None, None) => Err(Box::new((
                 Rejection::Empty {
@@ -359,13 +529,56 @@ impl<T: Document> StoreBuilder<T> {
                 None,
             ))),
         };
-        let (value, digest, source, first_rejection) = match (first, default) {
-            (Ok((mut value, digest, source)), _) => {
-                value.prepare();
-                (value, digest, source, None)
+        let persisted = guards
+            .lkg
+            .as_deref()
+            .and_then(|path| load_persisted::<T>(&name, &decoder, max_bytes, path));
+        // The persisted copy is the last known good: the source must pass against it exactly as
+        // a reload would against the active document (unless it is that very document).
+        let first = match (first, &persisted) {
+            (Ok(parsed), Some((_, active))) if parsed.1 != active.digest => {
+                let checked = guards
+                    .check_growth(&name, &parsed.2, parsed.3, active)
+                    .and_then(|()| {
+                        guards.check_version(&name, &parsed.2, parsed.0.version(), active)
+                    });
+                match checked {
+                    Ok(()) => Ok(parsed),
+                    Err(rejection) => Err(Box::new((rejection, Some(parsed.1)))),
+                }
             }
-            (Err(failed), None) => return Err(failed.0),
-            (Err(failed), Some(mut value)) => {
+            (first, _) => first,
+        };
+        let (value, meta, first_rejection, persist_first) = match (first, persisted, default) {
+            (Ok((mut value, digest, source, size)), persisted, _) => {
+                value.prepare();
+                let known = persisted.is_some_and(|(_, meta)| meta.digest == digest);
+                let meta = Meta {
+                    version: value.version(),
+                    digest,
+                    source,
+                    size,
+                    loaded_at: SystemTime::now(),
+                    installed_at: Instant::now(),
+                    generation: 0,
+                };
+                (value, meta, None, !known)
+            }
+            (Err(failed), Some((mut value, meta)), _) => {
+                let (rejection, digest) = *failed;
+                tracing::warn!(
+                    store = %name,
+                    source = %meta.source,
+                    version = ?meta.version,
+                    digest = %meta.digest.short(),
+                    reason = %rejection,
+                    "starting from the persisted last known good: the first document was rejected"
+                );
+                value.prepare();
+                (value, meta, Some((rejection, digest)), false)
+            }
+            (Err(failed), None, None) => return Err(failed.0),
+            (Err(failed), None, Some(mut value)) => {
                 let (rejection, digest) = *failed;
                 tracing::warn!(
                     store = %name,
@@ -373,21 +586,17 @@ impl<T: Document> StoreBuilder<T> {
                     "starting from the compiled-in default: the first document was rejected"
                 );
                 value.prepare();
-                (
-                    value,
-                    Digest::of(b""),
-                    Source::Default,
-                    Some((rejection, digest)),
-                )
+                let meta = Meta {
+                    version: value.version(),
+                    digest: Digest::of(b""),
+                    source: Source::Default,
+                    size: 0,
+                    loaded_at: SystemTime::now(),
+                    installed_at: Instant::now(),
+                    generation: 0,
+                };
+                (value, meta, Some((rejection, digest)), false)
             }
-        };
-        let meta = Meta {
-            version: value.version(),
-            digest,
-            source,
-            loaded_at: SystemTime::now(),
-            installed_at: Instant::now(),
-            generation: 0,
         };
         let (tx, _rx) = tokio::sync::watch::channel(0);
         let store = Store {
@@ -399,6 +608,7 @@ impl<T: Document> StoreBuilder<T> {
                 active: ArcSwap::from_pointee(Snapshot { value, meta }),
                 state: Mutex::new(ReloadState::default()),
                 installs: tx,
+                guards,
             }),
         };
         store.publish_gauges();
@@ -409,6 +619,10 @@ impl<T: Document> StoreBuilder<T> {
             state.last_seen = first_seen;
             if let Some((rejection, digest)) = first_rejection {
                 store.record_rejection(&mut state, rejection, digest);
+            }
+            if let (true, Some(bytes)) = (persist_first, first_bytes) {
+                let active = store.load();
+                store.persist_active(&mut state, &bytes, active.meta());
             }
         }
         Ok(store)
@@ -452,10 +666,116 @@ struct Inner<T> {
     active: ArcSwap<Snapshot<T>>,
     state: Mutex<ReloadState>,
     installs: tokio::sync::watch::Sender<u64>,
+    guards: Guards,
 }
 
 /// How many distinct rejected digests are remembered for log de-duplication.
 const LOGGED_DIGESTS: usize = 16;
+/// The most rejection times the window keeps: past it the window's count stops growing.
+const WINDOW_ENTRIES: usize = 1024;
+/// At most one log line per this interval about failing to persist a document.
+const PERSIST_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The store's own guards beyond the size cap, parse, validation and version order: the growth
+/// bound, versionless after versioned, the rejection window and persistence.
+struct Guards {
+    max_growth: Option<f64>,
+    growth_floor: u64,
+    refuse_versionless: bool,
+    window: Option<Duration>,
+    clock: SharedClock,
+    /// `<state_dir>/<name>.lkg`, when the store has a state directory.
+    lkg: Option<PathBuf>,
+    /// Whether installs are written to `lkg` (false: read only, for dry runs).
+    persist: bool,
+    persist_log: LogLimiter,
+}
+
+impl Guards {
+    /// The growth bound: a file candidate of `size` bytes against the active document.
+    fn check_growth(
+        &self,
+        name: &str,
+        source: &Source,
+        size: u64,
+        active: &Meta,
+    ) -> Result<(), Rejection> {
+        let Some(factor) = self.max_growth else {
+            return Ok(());
+        };
+        if !matches!(source, Source::File(_) | Source::Files(_))
+            || active.is_default()
+            || active.size < self.growth_floor
+        {
+            return Ok(());
+        }
+        // `as` saturates; the factor is finite and at least 1 (checked by `build`).
+        let limit = (active.size as f64 * factor).floor() as u64;
+        if size > limit {
+            return Err(Rejection::Growth {
+                name: name.to_owned(),
+                origin: source.clone(),
+                size,
+                active: active.size,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// The version order: an older (or equal, with other content) version is stale, and no
+    /// version after a versioned document is refused. A compiled-in default is a placeholder,
+    /// not a generation: any valid document replaces it.
+    fn check_version(
+        &self,
+        name: &str,
+        source: &Source,
+        candidate: Option<u64>,
+        active: &Meta,
+    ) -> Result<(), Rejection> {
+        let Some(current) = active.version.filter(|_| !active.is_default()) else {
+            return Ok(());
+        };
+        match candidate {
+            // Equal bytes are `Unchanged` before this check, so an equal version has other content.
+            Some(candidate) if candidate <= current => Err(Rejection::Stale {
+                name: name.to_owned(),
+                origin: source.clone(),
+                candidate,
+                active: current,
+            }),
+            None if self.refuse_versionless => Err(Rejection::Unversioned {
+                name: name.to_owned(),
+                origin: source.clone(),
+                active: current,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Rejections within the window at this moment.
+    fn window_count(&self, state: &ReloadState) -> u64 {
+        let Some(window) = self.window else {
+            return 0;
+        };
+        let now = self.clock.now();
+        state.window.iter().filter(|&&at| now - at < window).count() as u64
+    }
+
+    /// Notes a rejection now, dropping the times that left the window.
+    fn note_rejection(&self, state: &mut ReloadState) {
+        let Some(window) = self.window else {
+            return;
+        };
+        let now = self.clock.now();
+        while state.window.front().is_some_and(|&at| now - at >= window)
+            || state.window.len() >= WINDOW_ENTRIES
+        {
+            state.window.pop_front();
+        }
+        state.window.push_back(now);
+    }
+}
 
 #[derive(Default)]
 struct ReloadState {
@@ -471,6 +791,10 @@ struct ReloadState {
     /// What the last look at the file found, so that the watcher neither parses an unchanged
     /// file again nor counts an unchanged unreadable state again on every poll.
     last_seen: Option<Seen>,
+    /// When the latest rejections happened (at most [`WINDOW_ENTRIES`], oldest first).
+    window: VecDeque<Nanos>,
+    /// Times the active document could not be persisted.
+    persist_failures: u64,
 }
 
 /// What a look at the store's file found.
@@ -629,18 +953,24 @@ impl<T: Document> Store<T> {
             Ok(FileRead::Complete(bytes)) => {
                 let seen = Seen::Bytes(Digest::of(&bytes));
                 if state.last_seen.as_ref() == Some(&seen) {
+                    // Nothing new, but the window moves on: the gauge decays as time passes.
+                    self.publish_window(&state);
                     return None;
                 }
                 state.last_seen = Some(seen);
                 Some(self.offer(&mut state, &bytes, source))
             }
-            Ok(FileRead::Changing) => None,
+            Ok(FileRead::Changing) => {
+                self.publish_window(&state);
+                None
+            }
             Err(rejection) => {
                 // Unreadable (missing, too large, no permission): count and report it once per
                 // change of state. Comparing with the last look, not with the last rejection,
                 // is what makes a file deleted after an unrelated rejection say it is missing.
                 let seen = Seen::unreadable(&rejection);
                 if state.last_seen.as_ref() == Some(&seen) {
+                    self.publish_window(&state);
                     return None;
                 }
                 state.last_seen = Some(seen);
@@ -650,17 +980,32 @@ impl<T: Document> Store<T> {
         }
     }
 
-    /// A report for status pages.
+    /// A report for status pages (it also brings the rejection-window gauge up to date).
     pub fn status(&self) -> Status {
         let active = self.load().meta.clone();
         let state = self.lock_state();
+        let rejections_window = self.publish_window(&state);
         Status {
             name: self.inner.name.clone(),
             active,
             consecutive_rejections: state.consecutive_rejections,
             total_rejections: state.total_rejections,
+            rejections_window,
+            persist_failures: state.persist_failures,
             last_rejection: state.last_rejection.clone(),
         }
+    }
+
+    /// Rejections within the last [`StoreBuilder::rejection_window`] (see
+    /// [`Status::rejections_window`]).
+    pub fn rejections_window(&self) -> u64 {
+        let state = self.lock_state();
+        self.publish_window(&state)
+    }
+
+    /// Where the store persists its last known good ([`StoreBuilder::state_dir`]), if anywhere.
+    pub fn persisted_path(&self) -> Option<&Path> {
+        self.inner.guards.lkg.as_deref()
     }
 
     /// The most recent rejection since the active document was installed, if any (see
@@ -692,9 +1037,13 @@ impl<T: Document> Store<T> {
         let inner = &*self.inner;
         let active = self.load();
         let digest = Digest::of(bytes);
+        // The persisted copy's very bytes, offered by the source again: installed (the source
+        // is good again, the store no longer degraded), not compared with itself.
+        let restores_persisted = active.meta.is_persisted() && digest == active.meta.digest;
         if bytes.len() as u64 <= inner.max_bytes
             && digest == active.meta.digest
             && !active.meta.is_default()
+            && !restores_persisted
         {
             state.consecutive_rejections = 0;
             state.logged_unreadable = None;
@@ -702,7 +1051,18 @@ impl<T: Document> Store<T> {
             self.publish_gauges_with(state);
             return Ok(Outcome::Unchanged);
         }
-        let (mut value, digest, source) =
+        // Before parsing: a file many times the active one's size is not looked at twice.
+        if bytes.len() as u64 <= inner.max_bytes
+            && !restores_persisted
+            && let Err(rejection) =
+                inner
+                    .guards
+                    .check_growth(&inner.name, &source, bytes.len() as u64, &active.meta)
+        {
+            self.record_rejection(state, rejection.clone(), Some(digest));
+            return Err(rejection);
+        }
+        let (mut value, digest, source, size) =
             match parse_candidate::<T>(&inner.name, &inner.decoder, inner.max_bytes, bytes, source)
             {
                 Ok(parsed) => parsed,
@@ -712,23 +1072,14 @@ impl<T: Document> Store<T> {
                     return Err(rejection);
                 }
             };
-        // A compiled-in default is a placeholder, not a generation: any valid document replaces it.
-        if let (Some(candidate), Some(current), false) = (
-            value.version(),
-            active.meta.version,
-            active.meta.is_default(),
-        ) {
-            // Equal bytes returned `Unchanged` above, so an equal version here has other content.
-            if candidate <= current {
-                let rejection = Rejection::Stale {
-                    name: inner.name.clone(),
-                    origin: source,
-                    candidate,
-                    active: current,
-                };
-                self.record_rejection(state, rejection.clone(), Some(digest));
-                return Err(rejection);
-            }
+        if !restores_persisted
+            && let Err(rejection) =
+                inner
+                    .guards
+                    .check_version(&inner.name, &source, value.version(), &active.meta)
+        {
+            self.record_rejection(state, rejection.clone(), Some(digest));
+            return Err(rejection);
         }
         value.prepare();
         let version = value.version();
@@ -746,11 +1097,14 @@ impl<T: Document> Store<T> {
                 version,
                 digest,
                 source,
+                size,
                 loaded_at: SystemTime::now(),
                 installed_at: Instant::now(),
                 generation,
             },
         }));
+        let installed = self.load();
+        self.persist_active(state, bytes, installed.meta());
         state.consecutive_rejections = 0;
         state.logged_unreadable = None;
         // Whatever was wrong before, the source now holds a good document.
@@ -770,6 +1124,7 @@ impl<T: Document> Store<T> {
         let inner = &*self.inner;
         state.consecutive_rejections = state.consecutive_rejections.saturating_add(1);
         state.total_rejections = state.total_rejections.saturating_add(1);
+        inner.guards.note_rejection(state);
         let first_sighting = match digest {
             Some(digest) if state.logged.contains(&digest) => false,
             Some(digest) => {
@@ -827,8 +1182,51 @@ impl<T: Document> Store<T> {
             .map_or(0.0, |d| d.as_secs_f64());
         metrics::gauge!("ravelin_config_active_loaded_timestamp_seconds", "name" => name.clone())
             .set(loaded);
-        metrics::gauge!("ravelin_config_active_is_default", "name" => name)
+        metrics::gauge!("ravelin_config_active_is_default", "name" => name.clone())
             .set(if active.meta.is_default() { 1.0 } else { 0.0 });
+        metrics::gauge!("ravelin_config_active_is_persisted", "name" => name)
+            .set(if active.meta.is_persisted() { 1.0 } else { 0.0 });
+        self.publish_window(state);
+    }
+
+    /// Sets `ravelin_config_rejections_window` to the rejections within the window now, and
+    /// returns that count.
+    fn publish_window(&self, state: &ReloadState) -> u64 {
+        let count = self.inner.guards.window_count(state);
+        metrics::gauge!("ravelin_config_rejections_window", "name" => self.inner.name.clone())
+            .set(count as f64);
+        count
+    }
+
+    /// Writes the active document's `bytes` to the state directory, when there is one and
+    /// persisting is on. A failure is counted and logged (at most once a minute), never fatal:
+    /// the previous copy, if any, stays whole.
+    fn persist_active(&self, state: &mut ReloadState, bytes: &[u8], meta: &Meta) {
+        let guards = &self.inner.guards;
+        let Some(path) = guards.lkg.as_deref().filter(|_| guards.persist) else {
+            return;
+        };
+        let header = persist::header(
+            &self.inner.name,
+            meta.digest,
+            meta.version,
+            bytes,
+            &meta.source,
+        );
+        if let Err(error) = persist::write(path, &header, bytes) {
+            state.persist_failures = state.persist_failures.saturating_add(1);
+            metrics::counter!("ravelin_config_persist_failures_total", "name" => self.inner.name.clone())
+                .increment(1);
+            if let Some(permit) = guards.persist_log.check() {
+                tracing::warn!(
+                    store = %self.inner.name,
+                    path = %path.display(),
+                    %error,
+                    suppressed = permit.suppressed(),
+                    "cannot persist the last known good; a restart with a bad file will not find it"
+                );
+            }
+        }
     }
 }
 
@@ -1002,8 +1400,52 @@ fn parse_candidate<T: Document>(
             Some(digest),
         )));
     }
-    Ok((value, digest, source))
+    Ok((value, digest, source, bytes.len() as u64))
 }
 
-/// A parsed and validated candidate, or why not (boxed: rejections are rare and large).
-type Candidate<T> = Result<(T, Digest, Source), Box<(Rejection, Option<Digest>)>>;
+/// The persisted last known good at `path`, parsed and validated again (not prepared), with the
+/// metadata it is installed under; `None`, logged, when it is missing, unreadable, corrupt or no
+/// longer valid.
+fn load_persisted<T: Document>(
+    name: &str,
+    decoder: &Decoder<T>,
+    max_bytes: u64,
+    path: &Path,
+) -> Option<(T, Meta)> {
+    let persisted = match persist::read(path, max_bytes) {
+        Ok(persisted) => persisted?,
+        Err(reason) => {
+            tracing::warn!(store = %name, path = %path.display(), %reason, "ignoring the persisted last known good");
+            return None;
+        }
+    };
+    let source = Source::Persisted(path.to_path_buf());
+    match parse_candidate::<T>(name, decoder, max_bytes, &persisted.bytes, source) {
+        Ok((value, digest, source, size)) => {
+            let meta = Meta {
+                version: value.version(),
+                digest,
+                source,
+                size,
+                loaded_at: SystemTime::now(),
+                installed_at: Instant::now(),
+                generation: 0,
+            };
+            Some((value, meta))
+        }
+        Err(failed) => {
+            tracing::warn!(
+                store = %name,
+                path = %path.display(),
+                saved_from = %persisted.header.source,
+                reason = %failed.0,
+                "ignoring the persisted last known good: it no longer passes"
+            );
+            None
+        }
+    }
+}
+
+/// A parsed and validated candidate with its digest, source and size, or why not (boxed:
+/// rejections are rare and large).
+type Candidate<T> = Result<(T, Digest, Source, u64), Box<(Rejection, Option<Digest>)>>;
