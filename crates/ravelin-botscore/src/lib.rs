@@ -3,6 +3,7 @@
 
 mod actions;
 mod config;
+pub mod effect;
 mod features;
 pub mod future;
 mod guard;

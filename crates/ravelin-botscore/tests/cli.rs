@@ -361,3 +361,103 @@ fn train_writes_a_model_that_check_accepts_and_is_reproducible() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("crawlers.train.json"));
 }
+
+/// A sample file: three browser heads for each tool head (`score`'s input format).
+fn sample_file(dir: &Path, n: usize) -> PathBuf {
+    let chrome = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+    let mut lines = String::new();
+    for i in 0..n {
+        let record = if i % 4 == 0 {
+            json!({"version": "HTTP/1.1", "headers": [["user-agent", "curl/8.5.0"], ["accept", "*/*"]]})
+        } else {
+            json!({"version": "HTTP/2", "headers": [
+                ["user-agent", chrome],
+                ["accept", "text/html,application/xhtml+xml"],
+                ["accept-language", "en-US,en;q=0.9"],
+                ["sec-fetch-mode", "navigate"],
+                ["sec-fetch-site", "none"],
+                ["sec-fetch-dest", "document"],
+                ["upgrade-insecure-requests", "1"]
+            ]})
+        };
+        lines.push_str(&record.to_string());
+        lines.push('\n');
+    }
+    let path = dir.join("sample.jsonl");
+    std::fs::write(&path, lines).unwrap();
+    path
+}
+
+#[test]
+fn check_with_a_sample_refuses_a_model_with_an_absurd_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped: Value = serde_json::from_str(ravelin_botscore::BUILTIN_MODEL_JSON).unwrap();
+    let mut absurd = shipped.clone();
+    absurd["bias"] = json!(-1000.0);
+    absurd["model_version"] = json!(2);
+    let absurd = model_file(dir.path(), "absurd.json", &absurd);
+    let sample = sample_file(dir.path(), 400);
+    let sample = sample.to_str().unwrap();
+
+    // Without a sample the file is well-formed: accepted (the gap scenario 11 is about).
+    let out = run(&["check", absurd.to_str().unwrap()], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // With one, its effect against the published (here: built-in) model refuses it.
+    let out = run(
+        &["check", absurd.to_str().unwrap(), "--sample", sample],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("REJECTED (effect)"), "{stderr}");
+    assert!(
+        stderr.contains("75.0% of 400 sampled requests would newly be called automated"),
+        "{stderr}"
+    );
+
+    // The shipped model against itself moves nothing.
+    let same = model_file(dir.path(), "same.json", &shipped);
+    let out = run(&["check", same.to_str().unwrap(), "--sample", sample], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("class changed 0 (0.0%)"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Looser bounds are the operator's to set.
+    let out = run(
+        &[
+            "check",
+            absurd.to_str().unwrap(),
+            "--sample",
+            sample,
+            "--max-bot-share",
+            "0.9",
+            "--max-class-change",
+            "0.9",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // A malformed sample line is an error, not a pass.
+    std::fs::write(dir.path().join("bad.jsonl"), "{\"nope\": 1}\n").unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    let out = run(
+        &[
+            "check",
+            same.to_str().unwrap(),
+            "--sample",
+            bad.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("sample line 1"),
+        "{}",
+        text(&out.stderr)
+    );
+}

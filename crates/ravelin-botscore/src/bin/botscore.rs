@@ -2,6 +2,9 @@
 //!
 //! ```text
 //! botscore check FILE                 validate a feature file (exit 0 + summary, or 1 + every reason)
+//! botscore check FILE --sample S      ... and refuse it when, on the sampled requests (JSON lines,
+//!                                     as `score` reads), it moves too many of them against the
+//!                                     published model (--previous, else the built-in one)
 //! botscore score [--model FILE]       JSON lines in (stdin), JSON lines out (stdout), same order
 //! botscore train --data DIR -o FILE   train, write the model, print the held-out evaluation
 //! ```
@@ -15,6 +18,7 @@ use clap::{Parser, Subcommand};
 use http::Version;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use ravelin_botscore::dataset::{self, Dataset};
+use ravelin_botscore::effect::{self, EffectBounds, SampledRequest};
 use ravelin_botscore::train::{self, Progress, TrainConfig};
 use ravelin_botscore::{
     DEFAULT_MAX_FILE_BYTES, FeatureKind, Limits, Model, RequestView, Scorer, VerifiedBots,
@@ -52,6 +56,20 @@ enum Command {
         /// Size cap in bytes.
         #[arg(long, default_value_t = DEFAULT_MAX_FILE_BYTES)]
         max_bytes: u64,
+        /// Sampled request heads (JSON lines in `score`'s input format): FILE is scored beside
+        /// the published model (--previous, else the built-in one) and refused when it moves
+        /// them past the bounds below — the gate the edge runs before a new file serves.
+        #[arg(long)]
+        sample: Option<PathBuf>,
+        /// Largest share of sampled requests FILE may newly call automated.
+        #[arg(long, default_value_t = EffectBounds::default().max_newly_automated)]
+        max_bot_share: f64,
+        /// Largest share of sampled requests whose class FILE may change.
+        #[arg(long, default_value_t = EffectBounds::default().max_class_change)]
+        max_class_change: f64,
+        /// Fewer scored requests than this are no evidence: the sample gate passes.
+        #[arg(long, default_value_t = EffectBounds::default().min_samples)]
+        min_samples: usize,
     },
     /// Score JSON-line records from stdin; write one JSON line per input line to stdout.
     ///
@@ -110,7 +128,24 @@ fn main() -> ExitCode {
             max_features,
             previous,
             max_bytes,
-        } => check(&file, max_features, previous.as_deref(), max_bytes),
+            sample,
+            max_bot_share,
+            max_class_change,
+            min_samples,
+        } => {
+            let code = check(&file, max_features, previous.as_deref(), max_bytes);
+            match sample {
+                Some(sample) if code == ExitCode::SUCCESS => {
+                    let bounds = EffectBounds {
+                        max_class_change,
+                        max_newly_automated: max_bot_share,
+                        min_samples,
+                    };
+                    check_sample(&file, previous.as_deref(), &sample, max_bytes, &bounds)
+                }
+                _ => code,
+            }
+        }
         Command::Score { model, verified } => score(model.as_deref(), verified.as_deref()),
         Command::Train {
             data,
@@ -244,6 +279,83 @@ fn check(path: &Path, max_features: usize, previous: Option<&Path>, max_bytes: u
     ExitCode::SUCCESS
 }
 
+/// The sample gate: FILE against the published model on the sampled requests.
+fn check_sample(
+    path: &Path,
+    previous: Option<&Path>,
+    sample: &Path,
+    max_bytes: u64,
+    bounds: &EffectBounds,
+) -> ExitCode {
+    let load = |path: &Path| -> Result<Model, String> {
+        let bytes = read_capped(path, max_bytes)?;
+        Model::from_json(&bytes).map_err(|e| e.to_string())
+    };
+    let candidate = match load(path) {
+        Ok(model) => model,
+        Err(message) => {
+            eprintln!("REJECTED (io): {}\n  - {message}", path.display());
+            return ExitCode::from(1);
+        }
+    };
+    let active = match previous
+        .map(load)
+        .unwrap_or_else(|| Model::builtin().map_err(|e| format!("the built-in model: {e}")))
+    {
+        Ok(model) => model,
+        Err(message) => {
+            eprintln!("the published model cannot be read: {message}");
+            return ExitCode::from(1);
+        }
+    };
+    let text = match read_capped(sample, 256 * 1024 * 1024) {
+        Ok(bytes) => bytes,
+        Err(message) => {
+            eprintln!("the sample {} cannot be read: {message}", sample.display());
+            return ExitCode::from(1);
+        }
+    };
+    let mut heads: Vec<SampledRequest> = Vec::new();
+    for (index, line) in text.split(|b| *b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match record_of(line) {
+            Ok(head) => heads.push(head),
+            Err(message) => {
+                eprintln!("sample line {}: {message}", index + 1);
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let effect = effect::compare(&active, &candidate, heads.iter().map(SampledRequest::view));
+    println!(
+        "  sample:         {} requests ({} unscored); automated {} -> {}; class changed {} ({:.1}%); newly automated {} ({:.1}%)",
+        effect.samples,
+        effect.unscored,
+        effect.automated_before,
+        effect.automated_after,
+        effect.class_changed,
+        effect.class_change_share() * 100.0,
+        effect.newly_automated,
+        effect.newly_automated_share() * 100.0
+    );
+    if effect.samples < bounds.min_samples {
+        println!(
+            "  (fewer than {} scored requests: no evidence either way, the gate passes)",
+            bounds.min_samples
+        );
+    }
+    match bounds.check(&effect) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(reason) => {
+            eprintln!("REJECTED (effect): {}\n  - {reason}", path.display());
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn read_capped(path: &Path, max_bytes: u64) -> Result<Vec<u8>, String> {
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let mut bytes = Vec::new();
@@ -373,6 +485,46 @@ fn load_verified(path: &Path) -> Result<VerifiedBots, String> {
     bots.validate().map_err(|v| v.to_string())?;
     bots.prepare();
     Ok(bots)
+}
+
+/// One record line (`score`'s input format) as an owned request head.
+fn record_of(line: &[u8]) -> Result<SampledRequest, String> {
+    let record: Record = serde_json::from_slice(line).map_err(|e| format!("not a record: {e}"))?;
+    let peer = record
+        .peer
+        .as_deref()
+        .map(|p| {
+            p.parse::<IpAddr>()
+                .map_err(|_| format!("peer {p:?} is not an IP address"))
+        })
+        .transpose()?;
+    let head = match (&record.headers, &record.user_agent) {
+        (Some(_), Some(_)) => {
+            return Err("give either \"headers\" or \"user_agent\", not both".into());
+        }
+        (None, Some(ua)) => SampledRequest::user_agent_only(ua.as_deref()),
+        (Some(list), None) => {
+            let version = match record.version.as_deref() {
+                None | Some("HTTP/1.1") => Version::HTTP_11,
+                Some("HTTP/1.0") => Version::HTTP_10,
+                Some("HTTP/2" | "HTTP/2.0") => Version::HTTP_2,
+                Some(other) => return Err(format!("unknown version {other:?}")),
+            };
+            let mut map = HeaderMap::with_capacity(list.len());
+            for (name, value) in list {
+                let name = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| format!("invalid header name {name:?}"))?;
+                let value = HeaderValue::from_str(value)
+                    .map_err(|_| format!("invalid value for header {name}"))?;
+                map.append(name, value);
+            }
+            SampledRequest::new(version, map)
+        }
+        (None, None) => {
+            return Err("a record needs \"headers\" (a full request) or \"user_agent\"".into());
+        }
+    };
+    Ok(head.with_peer(peer).with_ja4(record.ja4.as_deref()))
 }
 
 fn score_line(line: &[u8], scorer: &Scorer, verified: &VerifiedBots) -> Result<String, String> {

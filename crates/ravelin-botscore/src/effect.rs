@@ -1,0 +1,447 @@
+//! What a candidate model would change, measured before it serves: the candidate and the active
+//! model score the same sample of real request heads side by side, and the candidate is refused
+//! when its effect moves past bounds (issue 15, scenario 11: a well-formed file with an absurd
+//! effect, such as `bias = -1000`, which passes every validation and then calls everyone a bot).
+//!
+//! - [`RequestSample`]: a bounded, in-memory sample of recent request heads (one in `every`
+//!   requests, the last `capacity` kept), recorded by whoever sees the traffic.
+//! - [`compare`]: both models over a sample → an [`Effect`] (class changes, requests newly
+//!   called automated).
+//! - [`EffectBounds::check`]: the gate. `botscore check FILE --sample S.jsonl` runs the same
+//!   gate in CI against a sample file.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use http::{HeaderMap, Version};
+
+use crate::model::Model;
+use crate::request::RequestView;
+use crate::score::Class;
+
+/// The most request heads a [`RequestSample`] keeps.
+pub const MAX_SAMPLE_CAPACITY: usize = 10_000;
+
+/// A sampled head whose header bytes exceed this is not kept (the sample's memory is bounded
+/// by `capacity` × this).
+pub const MAX_SAMPLED_HEAD_BYTES: usize = 16 * 1024;
+
+/// One request head, owned, as the scorer reads it.
+#[derive(Debug, Clone)]
+pub struct SampledRequest {
+    version: Version,
+    /// `None`: a record of which only the User-Agent is known.
+    headers: Option<HeaderMap>,
+    user_agent: Option<Box<str>>,
+    ja4: Option<Box<str>>,
+    peer: Option<IpAddr>,
+}
+
+impl SampledRequest {
+    /// A full request head.
+    pub fn new(version: Version, headers: HeaderMap) -> Self {
+        Self {
+            version,
+            headers: Some(headers),
+            user_agent: None,
+            ja4: None,
+            peer: None,
+        }
+    }
+
+    /// A record of which only the User-Agent is known.
+    pub fn user_agent_only(user_agent: Option<&str>) -> Self {
+        Self {
+            version: Version::HTTP_11,
+            headers: None,
+            user_agent: user_agent.map(Box::from),
+            ja4: None,
+            peer: None,
+        }
+    }
+
+    /// Sets the JA4 fingerprint.
+    #[must_use]
+    pub fn with_ja4(mut self, ja4: Option<&str>) -> Self {
+        self.ja4 = ja4.map(Box::from);
+        self
+    }
+
+    /// Sets the client's address.
+    #[must_use]
+    pub fn with_peer(mut self, peer: Option<IpAddr>) -> Self {
+        self.peer = peer;
+        self
+    }
+
+    /// The view the scorer reads.
+    pub fn view(&self) -> RequestView<'_> {
+        let view = match &self.headers {
+            Some(headers) => RequestView::new(self.version, headers),
+            None => RequestView::user_agent_only(self.user_agent.as_deref()),
+        };
+        view.with_ja4(self.ja4.as_deref()).with_peer(self.peer)
+    }
+
+    /// An owned copy of `view`, or `None` when its headers are larger than
+    /// [`MAX_SAMPLED_HEAD_BYTES`].
+    pub fn of(view: &RequestView<'_>) -> Option<Self> {
+        let sampled = match view.headers {
+            Some(headers) => {
+                let bytes: usize = headers
+                    .iter()
+                    .map(|(name, value)| name.as_str().len().saturating_add(value.len()))
+                    .sum();
+                if bytes > MAX_SAMPLED_HEAD_BYTES {
+                    return None;
+                }
+                Self::new(view.version, headers.clone())
+            }
+            None => {
+                let user_agent = view.user_agent.map(String::from_utf8_lossy);
+                Self::user_agent_only(user_agent.as_deref())
+            }
+        };
+        Some(sampled.with_ja4(view.ja4).with_peer(view.peer))
+    }
+}
+
+/// A bounded sample of recent request heads: one in every `every` recorded, the last
+/// `capacity` kept. Recording a request that is not sampled is one atomic increment.
+#[derive(Debug)]
+pub struct RequestSample {
+    ring: Mutex<VecDeque<SampledRequest>>,
+    capacity: usize,
+    every: u64,
+    seen: AtomicU64,
+}
+
+impl RequestSample {
+    /// Keeps the last `capacity` (1 to [`MAX_SAMPLE_CAPACITY`], clamped) of one in every
+    /// `every` (at least 1) requests.
+    pub fn new(capacity: usize, every: u64) -> Self {
+        let capacity = capacity.clamp(1, MAX_SAMPLE_CAPACITY);
+        Self {
+            ring: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
+            capacity,
+            every: every.max(1),
+            seen: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<SampledRequest>> {
+        // A panic while holding the lock leaves a consistent ring (pushes and pops only).
+        self.ring.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Offers one request head.
+    pub fn record(&self, view: &RequestView<'_>) {
+        let n = self.seen.fetch_add(1, Ordering::Relaxed);
+        if !n.is_multiple_of(self.every) {
+            return;
+        }
+        let Some(sampled) = SampledRequest::of(view) else {
+            return;
+        };
+        let mut ring = self.lock();
+        if ring.len() >= self.capacity {
+            ring.pop_front();
+        }
+        ring.push_back(sampled);
+    }
+
+    /// Adds a head as it is (a sample file, tests).
+    pub fn push(&self, sampled: SampledRequest) {
+        let mut ring = self.lock();
+        if ring.len() >= self.capacity {
+            ring.pop_front();
+        }
+        ring.push_back(sampled);
+    }
+
+    /// The heads kept now.
+    pub fn snapshot(&self) -> Vec<SampledRequest> {
+        self.lock().iter().cloned().collect()
+    }
+
+    /// How many heads are kept.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a candidate model changes on a sample, against the active one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Effect {
+    /// Requests scored by both models.
+    pub samples: usize,
+    /// Requests whose [`Class`] differs between the two.
+    pub class_changed: usize,
+    /// Requests the active model calls likely human and the candidate calls (likely) automated.
+    pub newly_automated: usize,
+    /// Requests the active model calls (likely) automated.
+    pub automated_before: usize,
+    /// Requests the candidate calls (likely) automated.
+    pub automated_after: usize,
+    /// Requests one of the models could not score (not counted in the shares).
+    pub unscored: usize,
+}
+
+impl Effect {
+    /// The share of requests whose class changes (0 without samples).
+    pub fn class_change_share(&self) -> f64 {
+        share(self.class_changed, self.samples)
+    }
+
+    /// The share of requests newly called automated (0 without samples).
+    pub fn newly_automated_share(&self) -> f64 {
+        share(self.newly_automated, self.samples)
+    }
+}
+
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "sample counts are at most MAX_SAMPLE_CAPACITY or a sample file's lines, far below 2^52"
+)]
+fn share(part: usize, whole: usize) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+fn automated(class: Class) -> bool {
+    matches!(class, Class::Automated | Class::LikelyAutomated)
+}
+
+/// Scores every request of `sample` with both models.
+pub fn compare<'a>(
+    active: &Model,
+    candidate: &Model,
+    sample: impl IntoIterator<Item = RequestView<'a>>,
+) -> Effect {
+    let mut effect = Effect::default();
+    for view in sample {
+        let (Ok(before), Ok(after)) = (active.score(&view), candidate.score(&view)) else {
+            effect.unscored = effect.unscored.saturating_add(1);
+            continue;
+        };
+        let (before, after) = (before.class(), after.class());
+        effect.samples = effect.samples.saturating_add(1);
+        if before != after {
+            effect.class_changed = effect.class_changed.saturating_add(1);
+        }
+        if automated(before) {
+            effect.automated_before = effect.automated_before.saturating_add(1);
+        }
+        if automated(after) {
+            effect.automated_after = effect.automated_after.saturating_add(1);
+            if !automated(before) {
+                effect.newly_automated = effect.newly_automated.saturating_add(1);
+            }
+        }
+    }
+    effect
+}
+
+/// How far a candidate may move the sample before it is refused.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EffectBounds {
+    /// The largest share of requests whose class may change (default 0.10).
+    pub max_class_change: f64,
+    /// The largest share of requests the candidate may newly call automated (default 0.05).
+    pub max_newly_automated: f64,
+    /// Below this many scored requests there is no evidence either way and the check passes
+    /// (default 100); the effect is still reported.
+    pub min_samples: usize,
+}
+
+impl Default for EffectBounds {
+    fn default() -> Self {
+        Self {
+            max_class_change: 0.10,
+            max_newly_automated: 0.05,
+            min_samples: 100,
+        }
+    }
+}
+
+impl EffectBounds {
+    /// Passes `effect`, or says which bound it crosses, with the numbers.
+    ///
+    /// # Errors
+    /// The reason, e.g. `92.0% of 500 sampled requests would newly be called automated (bound
+    /// 5.0%)`.
+    pub fn check(&self, effect: &Effect) -> Result<(), String> {
+        if effect.samples < self.min_samples {
+            return Ok(());
+        }
+        let mut reasons = Vec::new();
+        if effect.newly_automated_share() > self.max_newly_automated {
+            reasons.push(format!(
+                "{:.1}% of {} sampled requests would newly be called automated (bound {:.1}%)",
+                effect.newly_automated_share() * 100.0,
+                effect.samples,
+                self.max_newly_automated * 100.0
+            ));
+        }
+        if effect.class_change_share() > self.max_class_change {
+            reasons.push(format!(
+                "{:.1}% of {} sampled requests would change class (bound {:.1}%)",
+                effect.class_change_share() * 100.0,
+                effect.samples,
+                self.max_class_change * 100.0
+            ));
+        }
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(reasons.join("; "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::header::{ACCEPT, ACCEPT_LANGUAGE, HeaderValue, USER_AGENT};
+
+    use super::*;
+
+    const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+
+    fn browser() -> SampledRequest {
+        let mut headers = HeaderMap::new();
+        headers.insert(USER_AGENT, HeaderValue::from_static(CHROME));
+        headers.insert(
+            ACCEPT,
+            HeaderValue::from_static("text/html,application/xhtml+xml"),
+        );
+        headers.insert(ACCEPT_LANGUAGE, HeaderValue::from_static("en-US,en;q=0.9"));
+        headers.insert("sec-fetch-mode", HeaderValue::from_static("navigate"));
+        headers.insert("sec-fetch-site", HeaderValue::from_static("none"));
+        headers.insert("sec-fetch-dest", HeaderValue::from_static("document"));
+        headers.insert("upgrade-insecure-requests", HeaderValue::from_static("1"));
+        SampledRequest::new(Version::HTTP_2, headers)
+    }
+
+    fn tool() -> SampledRequest {
+        let mut headers = HeaderMap::new();
+        headers.insert(USER_AGENT, HeaderValue::from_static("curl/8.5.0"));
+        headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+        SampledRequest::new(Version::HTTP_11, headers)
+    }
+
+    fn mixed(n: usize) -> Vec<SampledRequest> {
+        (0..n)
+            .map(|i| if i % 4 == 0 { tool() } else { browser() })
+            .collect()
+    }
+
+    fn with_bias(bias: f64) -> Model {
+        let mut json: serde_json::Value =
+            serde_json::from_str(crate::model::BUILTIN_MODEL_JSON).unwrap();
+        json["bias"] = serde_json::json!(bias);
+        json["model_version"] = serde_json::json!(2);
+        Model::from_json(json.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn the_same_model_changes_nothing() {
+        let active = Model::builtin().unwrap();
+        let sample = mixed(200);
+        let effect = compare(&active, &active, sample.iter().map(SampledRequest::view));
+        assert_eq!(effect.samples, 200);
+        assert_eq!(effect.class_changed, 0);
+        assert_eq!(effect.newly_automated, 0);
+        assert!(effect.automated_before >= 50, "{effect:?}");
+        assert!(EffectBounds::default().check(&effect).is_ok());
+    }
+
+    #[test]
+    fn a_bias_of_minus_1000_is_refused_with_the_numbers() {
+        let active = Model::builtin().unwrap();
+        let absurd = with_bias(-1000.0);
+        let sample = mixed(200);
+        let effect = compare(&active, &absurd, sample.iter().map(SampledRequest::view));
+        assert_eq!(effect.newly_automated, 150, "{effect:?}");
+        assert_eq!(effect.automated_after, 200);
+        let reason = EffectBounds::default().check(&effect).unwrap_err();
+        assert!(
+            reason.contains("75.0% of 200 sampled requests would newly be called automated"),
+            "{reason}"
+        );
+        assert!(reason.contains("change class"), "{reason}");
+    }
+
+    #[test]
+    fn too_few_samples_are_no_evidence() {
+        let active = Model::builtin().unwrap();
+        let absurd = with_bias(-1000.0);
+        let sample = mixed(20);
+        let effect = compare(&active, &absurd, sample.iter().map(SampledRequest::view));
+        assert_eq!(effect.samples, 20);
+        assert!(EffectBounds::default().check(&effect).is_ok());
+        let strict = EffectBounds {
+            min_samples: 10,
+            ..EffectBounds::default()
+        };
+        assert!(strict.check(&effect).is_err());
+    }
+
+    #[test]
+    fn the_sample_is_bounded_and_keeps_one_in_every() {
+        let sample = RequestSample::new(5, 3);
+        let head = browser();
+        for _ in 0..30 {
+            sample.record(&head.view());
+        }
+        // 30 offered, one in three kept (10), the last five of them held.
+        assert_eq!(sample.len(), 5);
+        let capped = RequestSample::new(usize::MAX, 0);
+        assert_eq!(capped.capacity, MAX_SAMPLE_CAPACITY);
+        assert_eq!(capped.every, 1);
+    }
+
+    #[test]
+    fn oversized_heads_are_not_sampled() {
+        let mut headers = HeaderMap::new();
+        let big = "x".repeat(MAX_SAMPLED_HEAD_BYTES + 1);
+        headers.insert("x-big", HeaderValue::from_str(&big).unwrap());
+        let view = RequestView::new(Version::HTTP_11, &headers);
+        assert!(SampledRequest::of(&view).is_none());
+        let sample = RequestSample::new(10, 1);
+        sample.record(&view);
+        assert!(sample.is_empty());
+    }
+
+    #[test]
+    fn a_sampled_head_scores_as_the_original() {
+        let model = Model::builtin().unwrap();
+        let original = browser();
+        let copy = SampledRequest::of(
+            &original
+                .view()
+                .with_ja4(Some("t13d1516h2_8daaf6152771_02713d6af862")),
+        )
+        .unwrap();
+        assert_eq!(
+            model
+                .score(
+                    &original
+                        .view()
+                        .with_ja4(Some("t13d1516h2_8daaf6152771_02713d6af862"))
+                )
+                .unwrap()
+                .score(),
+            model.score(&copy.view()).unwrap().score()
+        );
+    }
+}
