@@ -48,6 +48,10 @@ THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-64}
 VARIANTS=${VARIANTS:-off ratelimit botscore cache all}
 MODELS=${MODELS:-multi_thread per_core}
+# The edge-proxy binary's allocator: `system` (glibc) and/or `mimalloc` (the root package's
+# `mimalloc` feature). Each one past the first adds every variant × model again, labelled
+# "<model>, <allocator>".
+ALLOCATORS=${ALLOCATORS:-system}
 PATHS=${PATHS:-/asset.css /api}
 WRITE_DOCS=${WRITE_DOCS:-1}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -63,10 +67,20 @@ done
 for model in $MODELS; do
   case "$model" in multi_thread|per_core) ;; *) echo "load.sh: unknown model $model" >&2; exit 1 ;; esac
 done
+for alloc in $ALLOCATORS; do
+  case "$alloc" in system|mimalloc) ;; *) echo "load.sh: unknown allocator $alloc" >&2; exit 1 ;; esac
+done
 
-echo "building edge-proxy (release)..."
-cargo build --release --example edge-proxy >/dev/null
-EDGE="$TARGET_DIR/release/examples/edge-proxy"
+# One binary per allocator, copied aside (the builds share one output path).
+for alloc in $ALLOCATORS; do
+  echo "building edge-proxy (release, $alloc allocator)..."
+  if [ "$alloc" = system ]; then
+    cargo build --release --example edge-proxy >/dev/null
+  else
+    cargo build --release --example edge-proxy --features "$alloc" >/dev/null
+  fi
+  cp "$TARGET_DIR/release/examples/edge-proxy" "$TARGET_DIR/release/examples/edge-proxy-$alloc"
+done
 
 PREFIX=$(mktemp -d /tmp/ravelin-load.XXXXXX)
 chmod 755 "$PREFIX"
@@ -155,15 +169,21 @@ PIDS+=($!)
 printf '%s\t%s\t%s\t%s\t%s\t%s\n' "nginx (limit_req + proxy_cache, no cache lock)" nginx - - "$NGINX_NOLOCK_PORT" "$!" >> "$TARGETS"
 wait_for "http://127.0.0.1:$NGINX_NOLOCK_PORT/api"
 
-for model in $MODELS; do
-  for variant in $VARIANTS; do
-    port=$(free_port)
-    admin=$(free_port)
-    edge_config "$variant" "$model" "$port" "$admin" > "$PREFIX/edge-$variant-$model.toml"
-    RUST_LOG=warn "$EDGE" --config "$PREFIX/edge-$variant-$model.toml" >"$PREFIX/edge-$variant-$model.log" 2>&1 &
-    PIDS+=($!)
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "edge-proxy ($variant, $model)" edge "$variant" "$model" "$port" "$!" >> "$TARGETS"
-    wait_for "http://127.0.0.1:$port/api"
+for alloc in $ALLOCATORS; do
+  EDGE="$TARGET_DIR/release/examples/edge-proxy-$alloc"
+  for model in $MODELS; do
+    label="$model"
+    [ "$alloc" = system ] || label="$model, $alloc"
+    for variant in $VARIANTS; do
+      port=$(free_port)
+      admin=$(free_port)
+      stem="edge-$variant-$model-$alloc"
+      edge_config "$variant" "$model" "$port" "$admin" > "$PREFIX/$stem.toml"
+      RUST_LOG=warn "$EDGE" --config "$PREFIX/$stem.toml" >"$PREFIX/$stem.log" 2>&1 &
+      PIDS+=($!)
+      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "edge-proxy ($variant, $label)" edge "$variant" "$label" "$port" "$!" >> "$TARGETS"
+      wait_for "http://127.0.0.1:$port/api"
+    done
   done
 done
 
@@ -225,7 +245,7 @@ with open(results_path, "w") as out:
                 if PROFILE and kind == "edge" and variant == "all" and round_ == 0:
                     # A CPU profile of the measured run (first round only): perf samples the
                     # proxy's threads with DWARF call stacks while wrk runs.
-                    stem = os.path.join(PROFILE, f"edge-all-{model}{path.replace('/', '-').replace('.', '-')}")
+                    stem = os.path.join(PROFILE, f"edge-all-{model.replace(', ', '-')}{path.replace('/', '-').replace('.', '-')}")
                     perf = subprocess.Popen(["perf", "record", "-q", "-F", "499", "--call-graph", "dwarf,16384",
                                              "-p", pid, "-o", stem + ".perf.data"],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

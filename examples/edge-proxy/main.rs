@@ -23,6 +23,12 @@ use metrics_exporter_prometheus::PrometheusBuilder;
 use ravelin_edge::{ConfigSource, EdgeOptions, Overrides, check_config, start};
 use tracing_subscriber::EnvFilter;
 
+/// With `--features mimalloc`, the binary allocates through mimalloc instead of glibc's malloc
+/// (`benches/load.sh` measures both; `docs/performance.md`).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The example configuration, used when no `--config` is given.
 const BUILT_IN_CONFIG: &str = include_str!("../edge-proxy.toml");
 
