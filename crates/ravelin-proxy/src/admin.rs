@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -265,6 +265,7 @@ impl AdminBuilder {
 ///
 /// | Endpoint | Answer |
 /// |---|---|
+/// | `GET /` | the admin page (HTML, [below](#the-admin-page)); with `Accept: application/json`, the list of endpoints |
 /// | `GET /healthz` | 200 while the process serves |
 /// | `GET /readyz` | 200, or 503 with the reason |
 /// | `GET /metrics` | Prometheus text |
@@ -274,6 +275,19 @@ impl AdminBuilder {
 /// | `POST /cache/purge?url=…` or `?tag=…` (or a JSON body `{"url":…}` / `{"tag":…}`) | purges |
 ///
 /// `POST` endpoints need `Authorization: Bearer <token>`.
+///
+/// # The admin page
+///
+/// `GET /` answers one self-contained HTML page (its style and script inline, compiled into
+/// the binary, so it works offline and loads nothing from elsewhere). It polls `/status` and
+/// `/metrics` and shows the modules (failure mode, circuit, kill switch), each document's
+/// active version, digest, age, source and last rejection, TLS certificates with their
+/// expiry, a rollout when `/status` reports one, and sparklines of the main counters over
+/// the last 60 scrapes. Its buttons (kill/revive, reload, purge by tag) send the token typed
+/// into a password field, kept in the tab's memory only. The page is served with a
+/// `Content-Security-Policy` that allows its own inline script and style by their SHA-256
+/// hashes and nothing else (`connect-src 'self'`), `Cache-Control: no-store` and
+/// `X-Frame-Options: DENY`; the `Host` check (421) applies to it as to every endpoint.
 #[derive(Clone)]
 pub struct Admin {
     inner: Arc<AdminInner>,
@@ -358,10 +372,11 @@ impl AdminInner {
                 None => text(StatusCode::NOT_FOUND, "no metrics recorder installed\n"),
             },
             ["status"] if get => json_response(StatusCode::OK, &self.status()),
+            [""] if get && !wants_json(&request) => page(),
             [""] if get => json_response(
                 StatusCode::OK,
                 &json!({"endpoints": [
-                    "GET /healthz", "GET /readyz", "GET /metrics", "GET /status",
+                    "GET / (the admin page, as HTML)", "GET /healthz", "GET /readyz", "GET /metrics", "GET /status",
                     "POST /modules/{name}/kill", "POST /modules/{name}/revive",
                     "POST /config/reload", "POST /cache/purge?url=URL | ?tag=TAG",
                     "POST /commands/{name}"
@@ -657,6 +672,104 @@ fn percent_decode(input: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+// === the admin page ===
+
+/// The admin page: one HTML document with its `<style>` and `<script>` inline.
+const PAGE: &str = include_str!("admin/page.html");
+
+/// The page's `Content-Security-Policy`, computed once: nothing may load but the page's own
+/// inline style and script (allowed by hash, so an injected element would not run) and
+/// `fetch`es to this origin.
+static PAGE_CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
+    let policy = page_csp(PAGE);
+    HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static("default-src 'none'"))
+});
+
+/// The CSP for `html`: its one inline `<style>` and one inline `<script>` allowed by their
+/// SHA-256 hashes. An element missing from the page gets no source at all (`'none'`).
+fn page_csp(html: &str) -> String {
+    let hash = |open: &str, close: &str| {
+        html.split_once(open)
+            .and_then(|(_, rest)| rest.split_once(close))
+            .map_or_else(
+                || "'none'".to_owned(),
+                |(inline, _)| {
+                    let digest = ravelin_config::Digest::of(inline.as_bytes());
+                    format!("'sha256-{}'", base64(digest.as_bytes()))
+                },
+            )
+    };
+    format!(
+        "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src data:; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        hash("<script>", "</script>"),
+        hash("<style>", "</style>"),
+    )
+}
+
+/// Standard base64 with padding (RFC 4648 §4), as CSP hash sources are written.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let symbol = |index: u32| {
+        let index = usize::try_from(index & 63).unwrap_or(0);
+        ALPHABET.get(index).copied().map_or('=', char::from)
+    };
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let [a, b, c] = [0, 1, 2].map(|i| chunk.get(i).copied().map_or(0, u32::from));
+        let n = (a << 16) | (b << 8) | c;
+        out.push(symbol(n >> 18));
+        out.push(symbol(n >> 12));
+        out.push(if chunk.len() > 1 { symbol(n >> 6) } else { '=' });
+        out.push(if chunk.len() > 2 { symbol(n) } else { '=' });
+    }
+    out
+}
+
+/// Whether a `GET /` asks for the endpoint list (JSON) rather than the page: its `Accept`
+/// names `application/json` and not `text/html`. Browsers ask for HTML; `curl` (`*/*`) gets
+/// the page too.
+fn wants_json<B>(request: &Request<B>) -> bool {
+    let accept = request
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",")
+        .to_ascii_lowercase();
+    accept.contains("application/json") && !accept.contains("text/html")
+}
+
+fn page() -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(PAGE.as_bytes())));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CONTENT_SECURITY_POLICY, PAGE_CSP.clone());
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        "cross-origin-opener-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(
+        "cross-origin-resource-policy",
+        HeaderValue::from_static("same-origin"),
+    );
+    response
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -960,6 +1073,97 @@ mod tests {
             serde_json::to_value(FailureMode::Open).unwrap(),
             json!("open")
         );
+    }
+
+    #[tokio::test]
+    async fn the_page_is_served_with_a_strict_policy() {
+        let admin = Admin::builder().build();
+        let response = admin.clone().oneshot(get("/")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let headers = response.headers().clone();
+        assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+        assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY");
+        let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert_eq!(csp, page_csp(PAGE));
+        assert!(
+            csp.starts_with("default-src 'none'; script-src 'sha256-"),
+            "{csp}"
+        );
+        assert!(csp.contains("connect-src 'self'"), "{csp}");
+        assert!(!csp.contains("unsafe"), "{csp}");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, PAGE.as_bytes());
+
+        // Asked for JSON, `/` still lists the endpoints.
+        let request = Request::get("/")
+            .header("accept", "application/json")
+            .body(Full::default())
+            .unwrap();
+        let (status, body) = call(&admin, request).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("GET /status"), "{body}");
+
+        // The Host check covers the page.
+        let request = Request::get("/")
+            .header("host", "rebound.attacker.example")
+            .body(Full::default())
+            .unwrap();
+        assert_eq!(
+            call(&admin, request).await.0,
+            StatusCode::MISDIRECTED_REQUEST
+        );
+    }
+
+    #[test]
+    fn the_page_is_self_contained() {
+        // One inline style and one inline script, so the policy's two hashes cover everything.
+        assert_eq!(PAGE.matches("<script").count(), 1);
+        assert_eq!(PAGE.matches("<style").count(), 1);
+        assert!(!PAGE.contains("<script src"));
+        for attribute in ["src=", "href=", "action="] {
+            for (at, _) in PAGE.match_indices(attribute) {
+                let value = PAGE[at + attribute.len()..].trim_start_matches(['"', '\'']);
+                assert!(
+                    value.starts_with("data:")
+                        || (value.starts_with('/') && !value.starts_with("//"))
+                        || value.starts_with('#'),
+                    "{attribute} must be relative or data:, found {}",
+                    &value[..value.len().min(40)]
+                );
+            }
+        }
+        assert!(!PAGE.contains("localStorage") && !PAGE.contains("sessionStorage"));
+        assert!(
+            !PAGE.contains("innerHTML"),
+            "server text is never parsed as HTML"
+        );
+        // The only absolute URL is the SVG namespace, an identifier that is never fetched.
+        assert_eq!(PAGE.matches("://").count(), 1);
+        assert!(PAGE.contains("\"http://www.w3.org/2000/svg\""));
+    }
+
+    #[test]
+    fn csp_hashes_are_base64_sha256() {
+        assert_eq!(
+            page_csp("<style></style><script></script>"),
+            "default-src 'none'; \
+             script-src 'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='; \
+             style-src 'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='; \
+             connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; \
+             frame-ancestors 'none'"
+        );
+        assert!(page_csp("<p>no script</p>").contains("script-src 'none'"));
+        for (input, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(input.as_bytes()), encoded);
+        }
     }
 
     #[test]
