@@ -1,0 +1,378 @@
+//! The admin page (`GET /` on the admin listener) against the assembled edge: served
+//! self-contained with a strict policy, readable without a token, and, rendered by a real
+//! headless Chromium, showing what `/status` and `/metrics` say — modules with their failure
+//! modes and kill switches, document versions, live charts — and a kill made through the API.
+//!
+//! The browser is Debian's `chromium` (`$RAVELIN_CHROMIUM` overrides it). Missing, the browser
+//! tests are a printed skip, and a failure under `CI=true` (`.ci/run` installs chromium).
+//!
+//! `screenshot` (ignored) remakes `docs/images/admin-page.png`:
+//!
+//! ```text
+//! cargo test --test edge_admin_page -- --ignored screenshot
+//! ```
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use http::Request;
+use http_body_util::Full;
+use ravelin_proxy::demo::{self, DemoHandle};
+use ravelin_test_support::edge::{
+    GENEROUS_RATELIMIT, Harness, Reply, config, feature_file, write_atomically,
+};
+
+/// A bound on each Chromium run (its first start on a cold machine included): a hang is a
+/// failure, not a timing measurement.
+const BROWSER_BOUND: Duration = Duration::from_secs(90);
+
+/// The config version the page must show.
+const VERSION: u64 = 42;
+
+/// The feature file version the page must show.
+const FEATURES_VERSION: u64 = 5;
+
+/// Every module in the stack, a versioned config and a followed bot feature file, in front of
+/// a demo origin started here (kept alive by the returned handle).
+async fn start() -> (Harness, DemoHandle) {
+    let origin = demo::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let text = format!(
+        "version = {VERSION}\n{}",
+        config(&format!(
+            "{GENEROUS_RATELIMIT}\n[[upstreams]]\nname = \"origin\"\nurl = \"{}\"\n\n\
+             [botscore]\nfeature_file = \"{{dir}}/bot.json\"\nwatch_interval = \"0s\"\n",
+            origin.url()
+        ))
+    );
+    let features = feature_file(FEATURES_VERSION, 60, 3.0);
+    let harness =
+        Harness::start_with_files(&text, &[("bot.json", features.as_bytes())], None).await;
+    (harness, origin)
+}
+
+/// `GET` on the admin listener with `headers`, no token.
+async fn admin_get(harness: &Harness, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = Request::get(harness.admin_url(path));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    harness
+        .send(request.body(Full::default()).unwrap())
+        .await
+        .unwrap()
+}
+
+/// Every `src=`/`href=`/`action=` value in `html`.
+fn references(html: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for attribute in ["src=", "href=", "action="] {
+        for (at, _) in html.match_indices(attribute) {
+            let rest = &html[at + attribute.len()..];
+            let quote = rest.chars().next().unwrap();
+            let value = rest[1..].split(quote).next().unwrap();
+            found.push(value.to_owned());
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_is_self_contained_strict_and_needs_no_token() {
+    let (harness, _origin) = start().await;
+    let browser_accept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+    let reply = admin_get(&harness, "/", &[("accept", browser_accept)]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let header = |name: &str| {
+        reply
+            .headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} header"))
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(header("content-type"), "text/html; charset=utf-8");
+    assert_eq!(header("cache-control"), "no-store");
+    assert_eq!(header("x-frame-options"), "DENY");
+    let csp = header("content-security-policy");
+    for directive in [
+        "default-src 'none'",
+        "script-src 'sha256-",
+        "style-src 'sha256-",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "{directive} in {csp}");
+    }
+    assert!(!csp.contains("unsafe-"), "{csp}");
+
+    let html = reply.text();
+    assert!(html.starts_with("<!doctype html>"), "{html:.80}");
+    assert_eq!(html.matches("<script").count(), 1, "one inline script");
+    assert!(!html.contains("<script src"));
+    let references = references(&html);
+    assert!(!references.is_empty());
+    for reference in &references {
+        assert!(
+            reference.starts_with("data:")
+                || (reference.starts_with('/') && !reference.starts_with("//")),
+            "an external reference: {reference:?}"
+        );
+    }
+    assert!(!html.contains("localStorage"), "the token is never stored");
+    assert!(html.contains("type=\"password\""));
+
+    // curl's `*/*` gets the page too; asking for JSON still lists the endpoints.
+    let reply = admin_get(&harness, "/", &[("accept", "*/*")]).await;
+    assert_eq!(reply.text(), html);
+    let reply = admin_get(&harness, "/", &[("accept", "application/json")]).await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.json()["endpoints"].is_array(), "{}", reply.text());
+
+    // DNS rebinding: a foreign name gets no page.
+    let reply = admin_get(&harness, "/", &[("host", "admin.attacker.example")]).await;
+    assert_eq!(reply.status, 421, "{}", reply.text());
+
+    // What the page reads needs no token either; what it changes does.
+    assert_eq!(admin_get(&harness, "/status", &[]).await.status, 200);
+    assert_eq!(admin_get(&harness, "/metrics", &[]).await.status, 200);
+    let unauthorized = harness
+        .send(
+            Request::post(harness.admin_url("/modules/cache/kill"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(unauthorized.status, 401);
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_renders_modules_versions_charts_and_a_kill() {
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let (harness, _origin) = start().await;
+    for _ in 0..5 {
+        assert_eq!(harness.get("/").await.status, 200);
+    }
+    let status = harness.status().await;
+    let modules = status["modules"].as_array().unwrap().clone();
+    let names: Vec<&str> = modules.iter().filter_map(|m| m["name"].as_str()).collect();
+    for expected in ["ratelimit", "botscore", "cache"] {
+        assert!(names.contains(&expected), "{expected} in {status:#}");
+    }
+
+    let dom = dump_dom(&chromium, &harness.admin_url("/")).await;
+    for module in &modules {
+        let name = module["name"].as_str().unwrap();
+        let mode = module["failure_mode"].as_str().unwrap();
+        let (tag, cells) = row(&dom, &format!("data-module=\"{name}\""));
+        assert!(
+            tag.contains(&format!("data-failure-mode=\"{mode}\"")),
+            "{name}: {tag}"
+        );
+        assert!(tag.contains("data-killed=\"false\""), "{name}: {tag}");
+        assert!(cells.contains(&format!(">fail {mode}<")), "{name}: {cells}");
+        assert!(cells.contains(">running<"), "{name}: {cells}");
+    }
+    let (tag, cells) = row(&dom, "data-document=\"edge-proxy\"");
+    assert!(
+        tag.contains(&format!("data-version=\"{VERSION}\"")),
+        "{tag}"
+    );
+    assert!(cells.contains(&format!(">{VERSION}")), "{cells}");
+    let digest = status["configs"][0]["digest"].as_str().unwrap();
+    assert!(cells.contains(digest), "the digest {digest}: {cells}");
+    let feature_files = status["feature_files"][0]["name"].as_str().unwrap();
+    let (tag, _) = row(&dom, &format!("data-document=\"{feature_files}\""));
+    assert!(
+        tag.contains(&format!("data-version=\"{FEATURES_VERSION}\"")),
+        "{tag}"
+    );
+    assert!(dom.contains("no rollout in progress"), "{dom}");
+    assert!(dom.contains("no TLS listener configured"), "{dom}");
+    for chart in ["responses", "guards", "rejections"] {
+        assert!(
+            dom.contains(&format!("<figure class=\"chart\" data-chart=\"{chart}\"")),
+            "{chart} chart: {dom}"
+        );
+    }
+    let (_, responses) = row_of(&dom, "data-chart=\"responses\"", "</figure>");
+    assert!(
+        responses.contains("<svg class=\"spark\"") && responses.contains("data-series=\"2xx\""),
+        "a 2xx sparkline: {responses}"
+    );
+    assert!(
+        dom.contains("<span class=\"meta\" id=\"updated\""),
+        "every fetch worked (no stale banner): {dom}"
+    );
+
+    // A kill through the API shows on the next load.
+    let reply = harness.admin_post("/modules/botscore/kill").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let dom = dump_dom(&chromium, &harness.admin_url("/")).await;
+    let (tag, cells) = row(&dom, "data-module=\"botscore\"");
+    assert!(tag.contains("data-killed=\"true\""), "{tag}");
+    assert!(
+        cells.contains(">killed<") && cells.contains(">Revive<"),
+        "{cells}"
+    );
+    let (tag, _) = row(&dom, "data-module=\"ratelimit\"");
+    assert!(tag.contains("data-killed=\"false\""), "{tag}");
+    harness.admin_post("/modules/botscore/revive").await;
+    harness.stop().await;
+}
+
+/// Remakes the screenshot in docs/images with some traffic, a rejected feature file and a
+/// killed module, so every part of the page has something to show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "remakes docs/images/admin-page.png"]
+async fn screenshot() {
+    let chromium = chromium().expect("chromium");
+    let (harness, _origin) = start().await;
+    write_atomically(&harness.path("bot.json"), b"{\"truncated\": ");
+    harness.admin_post("/config/reload").await;
+    harness.admin_post("/modules/cache/kill").await;
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/images/admin-page.png");
+    let traffic = async {
+        for i in 0..600u32 {
+            let path = if i % 9 == 0 { "/missing" } else { "/" };
+            harness.get(path).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let (args, _profile) = browser_args(
+        &[
+            "--virtual-time-budget=40000".into(),
+            "--window-size=1280,900".into(),
+            "--hide-scrollbars".into(),
+            format!("--screenshot={}", out.display()),
+        ],
+        &harness.admin_url("/"),
+    );
+    let shot = run(&chromium, &args);
+    tokio::join!(traffic, shot);
+    eprintln!("wrote {}", out.display());
+    harness.stop().await;
+}
+
+// === the browser ===
+
+/// Chromium from `$RAVELIN_CHROMIUM` or `PATH`: `None` after printing a skip, a panic under
+/// `CI=true`.
+fn chromium() -> Option<PathBuf> {
+    let env = "RAVELIN_CHROMIUM";
+    if let Some(path) = std::env::var_os(env).filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("chromium"))
+            .find(|candidate| candidate.is_file())
+    });
+    if found.is_none() {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("chromium not found, and CI=true forbids skipping: install it (or set {env})");
+        }
+        eprintln!("skipped: chromium not found (install it, or set {env})");
+    }
+    found
+}
+
+/// Chromium's arguments for one headless run of `url` with a fresh profile (returned too, so
+/// it lives until the run ends).
+fn browser_args(extra: &[String], url: &str) -> (Vec<String>, tempfile::TempDir) {
+    let profile = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.push(format!("--user-data-dir={}", profile.path().display()));
+    args.extend_from_slice(extra);
+    args.push(url.to_owned());
+    (args, profile)
+}
+
+/// The DOM after the page's script ran its first refreshes (`--virtual-time-budget` lets its
+/// timers and fetches run before the dump, without waiting in real time).
+async fn dump_dom(chromium: &PathBuf, url: &str) -> String {
+    let (args, _profile) = browser_args(
+        &["--virtual-time-budget=5000".into(), "--dump-dom".into()],
+        url,
+    );
+    let dom = run(chromium, &args).await;
+    assert!(dom.contains("data-refreshed="), "the script ran: {dom}");
+    dom
+}
+
+/// The opening tag of the `<tr>` carrying `marker`, and the whole row.
+fn row<'a>(dom: &'a str, marker: &str) -> (&'a str, &'a str) {
+    row_of(dom, marker, "</tr>")
+}
+
+/// The opening tag of the element carrying `marker`, and the text up to `end`.
+fn row_of<'a>(dom: &'a str, marker: &str, end: &str) -> (&'a str, &'a str) {
+    let at = dom
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker} in the page: {dom}"));
+    let start = dom[..at].rfind('<').unwrap();
+    let tag_end = at + dom[at..].find('>').unwrap() + 1;
+    let row_end = at + dom[at..].find(end).unwrap() + end.len();
+    (&dom[start..tag_end], &dom[start..row_end])
+}
+
+/// Runs `program` to completion within [`BROWSER_BOUND`] in its own process group (killed as a
+/// whole if it overruns, so no Chromium helper outlives the test); its stdout.
+async fn run(program: &PathBuf, args: &[String]) -> String {
+    let mut command = tokio::process::Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let child = command.spawn().unwrap();
+    let pid = child.id().unwrap();
+    match tokio::time::timeout(BROWSER_BOUND, child.wait_with_output()).await {
+        Ok(output) => {
+            let output = output.unwrap();
+            let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+            assert!(
+                output.status.success(),
+                "{} {args:?}: {}\nstdout: {stdout}\nstderr: {}",
+                program.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            );
+            stdout
+        }
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .status();
+            panic!(
+                "{} {args:?} did not finish within {BROWSER_BOUND:?}",
+                program.display()
+            );
+        }
+    }
+}
