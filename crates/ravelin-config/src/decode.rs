@@ -79,16 +79,47 @@ impl<T: DeserializeOwned> Decoder<T> {
     pub(crate) fn serde(format: Format) -> Self {
         Self {
             format,
-            decode: Arc::new(move |bytes: &[u8]| match format {
-                Format::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
-                Format::Toml => match std::str::from_utf8(bytes) {
-                    Ok(text) => toml::from_str(text).map_err(|e| e.to_string()),
-                    Err(e) => Err(format!("not UTF-8: {e}")),
-                },
-                Format::Custom(name) => Err(format!(
-                    "no decoder for format {name:?}: set one with StoreBuilder::with_decoder"
-                )),
-            }),
+            decode: Arc::new(move |bytes: &[u8]| format.parse(bytes)),
+        }
+    }
+}
+
+impl Format {
+    /// Parses `bytes` in this format with serde, as a store of this format would before
+    /// validation — without a store: for reading a few settings of a document leniently (into a
+    /// type that ignores the rest) before, or whether or not, the whole document passes. Nothing
+    /// is validated, counted or logged. [`Format::Custom`] has no serde parser and is refused.
+    ///
+    /// # Errors
+    /// The parser's message, which names the line or field.
+    ///
+    /// ```
+    /// use ravelin_config::Format;
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct Reload {
+    ///     watch_interval: String,
+    /// }
+    /// #[derive(serde::Deserialize)]
+    /// struct Peek {
+    ///     reload: Reload,
+    /// }
+    ///
+    /// let text = b"[server]\nlisten = 'nonsense'\n[reload]\nwatch_interval = '1s'\n";
+    /// let peek: Peek = Format::Toml.parse(text).unwrap();
+    /// assert_eq!(peek.reload.watch_interval, "1s");
+    /// assert!(Format::Json.parse::<Peek>(text).is_err());
+    /// ```
+    pub fn parse<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, String> {
+        match self {
+            Format::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+            Format::Toml => match std::str::from_utf8(bytes) {
+                Ok(text) => toml::from_str(text).map_err(|e| e.to_string()),
+                Err(e) => Err(format!("not UTF-8: {e}")),
+            },
+            Format::Custom(name) => Err(format!(
+                "no decoder for format {name:?}: set one with StoreBuilder::with_decoder"
+            )),
         }
     }
 }

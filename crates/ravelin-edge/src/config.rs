@@ -448,6 +448,127 @@ pub struct ReloadSection {
     /// How often the config file is checked for changes (`0s` = only SIGHUP and the admin API).
     #[serde(default = "default_watch", with = "humantime_serde")]
     pub watch_interval: Duration,
+    /// Where the last good config is persisted (`<state_dir>/edge-proxy.lkg`), so that a
+    /// restart whose file is missing or rejected starts from it, degraded, instead of refusing
+    /// to start; an absolute path. None (the default): nothing is persisted. Applied at start
+    /// (read from the file even when the rest of it is rejected: see [`ReloadSection::peek`]).
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// A changed config file more than this many times the size of the one in force (once that
+    /// is at least 1 KiB) is refused before it is parsed; `0` = no bound. 1 to 1,000,000, or 0;
+    /// default 4. Applied at start.
+    #[serde(default = "default_max_growth")]
+    pub max_growth: f64,
+}
+
+// === impl ReloadSection ===
+
+impl ReloadSection {
+    /// The `[reload]` settings the config store is built with, read from the config file's
+    /// text before — and whether or not — the whole document passes, so that a restart with a
+    /// rejected file still finds the persisted last good config: the `[reload]` table of the
+    /// file parsed as TOML (other tables' keys and values are not looked at), or, when the file
+    /// is not TOML at all (cut short, half-written), its `[reload]` table's lines as far as
+    /// they go. A value out of range, or missing, is the default's; the document's own check
+    /// then refuses it as usual.
+    pub fn peek(text: &[u8]) -> Self {
+        #[derive(Deserialize, Default)]
+        struct Document {
+            #[serde(default)]
+            reload: Lenient,
+        }
+        #[derive(Deserialize, Default)]
+        struct Lenient {
+            #[serde(default)]
+            state_dir: Option<toml_value::Loose>,
+            #[serde(default)]
+            max_growth: Option<toml_value::Loose>,
+        }
+        let lenient = match ravelin_config::Format::Toml.parse::<Document>(text) {
+            Ok(document) => document.reload,
+            Err(_) => {
+                // Line by line through the `[reload]` table: each `key = value` line is a TOML
+                // document of its own.
+                let mut lenient = Lenient::default();
+                let mut in_reload = false;
+                for line in String::from_utf8_lossy(text).lines() {
+                    let line = line.trim();
+                    if line.starts_with('[') {
+                        in_reload = line.split('#').next().map(str::trim) == Some("[reload]");
+                    } else if in_reload
+                        && let Ok(one) =
+                            ravelin_config::Format::Toml.parse::<Lenient>(line.as_bytes())
+                    {
+                        lenient.state_dir = one.state_dir.or(lenient.state_dir);
+                        lenient.max_growth = one.max_growth.or(lenient.max_growth);
+                    }
+                }
+                lenient
+            }
+        };
+        let mut section = Self::default();
+        if let Some(toml_value::Loose::Text(dir)) = lenient.state_dir {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                section.state_dir = Some(dir);
+            }
+        }
+        match lenient.max_growth {
+            Some(toml_value::Loose::Float(factor)) if max_growth_ok(factor) => {
+                section.max_growth = factor;
+            }
+            Some(toml_value::Loose::Integer(factor)) if max_growth_ok(factor as f64) => {
+                section.max_growth = factor as f64;
+            }
+            _ => {}
+        }
+        section
+    }
+
+    /// [`peek`](Self::peek) at the file at `path` (at most `max_bytes` of it); the defaults when
+    /// it cannot be read.
+    pub fn peek_file(path: &std::path::Path, max_bytes: u64) -> Self {
+        use std::io::Read as _;
+        let mut text = Vec::new();
+        match std::fs::File::open(path) {
+            Ok(file) => match file.take(max_bytes).read_to_end(&mut text) {
+                Ok(_) => Self::peek(&text),
+                Err(_) => Self::default(),
+            },
+            Err(_) => Self::default(),
+        }
+    }
+
+    /// `builder` with this section's store settings: the growth bound and the state directory.
+    pub fn configure<T: ravelin_config::Document>(
+        &self,
+        builder: ravelin_config::StoreBuilder<T>,
+    ) -> ravelin_config::StoreBuilder<T> {
+        let factor = (self.max_growth > 0.0).then_some(self.max_growth);
+        let builder = builder.max_growth(factor);
+        match &self.state_dir {
+            Some(dir) => builder.state_dir(dir),
+            None => builder,
+        }
+    }
+}
+
+/// Whether `factor` is a valid `[reload] max_growth`: 0 (off), or 1 to 1,000,000.
+fn max_growth_ok(factor: f64) -> bool {
+    factor == 0.0 || (1.0..=1_000_000.0).contains(&factor)
+}
+
+/// The few TOML value shapes [`ReloadSection::peek`] reads, without failing on the others.
+mod toml_value {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    pub(super) enum Loose {
+        Integer(i64),
+        Float(f64),
+        Text(String),
+        #[allow(dead_code)] // read only to be ignored
+        Other(serde::de::IgnoredAny),
+    }
 }
 
 // === defaults ===
@@ -524,6 +645,9 @@ fn default_max_idle() -> usize {
 fn default_watch() -> Duration {
     Duration::from_secs(1)
 }
+fn default_max_growth() -> f64 {
+    ravelin_config::StoreBuilder::<EdgeConfig>::DEFAULT_MAX_GROWTH
+}
 
 impl Default for ServerSection {
     fn default() -> Self {
@@ -564,6 +688,8 @@ impl Default for ReloadSection {
     fn default() -> Self {
         Self {
             watch_interval: default_watch(),
+            state_dir: None,
+            max_growth: default_max_growth(),
         }
     }
 }
@@ -835,6 +961,23 @@ impl Validate for EdgeConfig {
             && !self.reload.watch_interval.is_zero()
         {
             v.push("reload.watch_interval", "must be 0s (off) or at least 10ms");
+        }
+        if !max_growth_ok(self.reload.max_growth) {
+            v.push(
+                "reload.max_growth",
+                format!(
+                    "{} must be 0 (off) or from 1 to 1000000",
+                    self.reload.max_growth
+                ),
+            );
+        }
+        if let Some(dir) = &self.reload.state_dir
+            && !dir.is_absolute()
+        {
+            v.push(
+                "reload.state_dir",
+                format!("{} must be an absolute path", dir.display()),
+            );
         }
         v.into_result()
     }

@@ -591,11 +591,25 @@ pub fn check_config(source: ConfigSource, overrides: &Overrides) -> Result<EdgeC
     let builder = Store::<EdgeConfig>::builder("edge-proxy")
         .format(Format::Toml)
         .max_bytes(MAX_CONFIG_BYTES);
+    // `[reload]`'s store settings as start applies them, the persisted last good config read
+    // but never written: the file is judged against it as a restart (and the running proxy,
+    // which holds the same document) would judge it.
     let builder = match source {
-        ConfigSource::File(path) => builder.file(path),
-        ConfigSource::Text(text) => builder.initial_bytes(text.into_bytes(), "built-in"),
-    };
+        ConfigSource::File(path) => {
+            crate::config::ReloadSection::peek_file(&path, MAX_CONFIG_BYTES)
+                .configure(builder)
+                .file(path)
+        }
+        ConfigSource::Text(text) => crate::config::ReloadSection::peek(text.as_bytes())
+            .configure(builder)
+            .initial_bytes(text.into_bytes(), "built-in"),
+    }
+    .persist(false);
     let store = builder.build().map_err(|rejection| rejection.to_string())?;
+    // Started from the persisted copy: the file itself was refused, and so is it here.
+    if let Some(record) = store.last_rejection() {
+        return Err(record.rejection.to_string());
+    }
     let effective = overrides.apply(store.current().value());
     effective
         .validate()
@@ -778,9 +792,15 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
     let mut builder = Store::<EdgeConfig>::builder("edge-proxy")
         .format(Format::Toml)
         .max_bytes(MAX_CONFIG_BYTES);
+    // `[reload] state_dir` and `max_growth`, read from the file before the store judges it, so
+    // that a rejected file still finds the persisted last good config (applied at start).
     builder = match (&options.config_path, &options.config_text) {
-        (Some(path), _) => builder.file(path.clone()),
-        (None, Some(text)) => builder.initial_bytes(text.clone().into_bytes(), "built-in"),
+        (Some(path), _) => crate::config::ReloadSection::peek_file(path, MAX_CONFIG_BYTES)
+            .configure(builder)
+            .file(path.clone()),
+        (None, Some(text)) => crate::config::ReloadSection::peek(text.as_bytes())
+            .configure(builder)
+            .initial_bytes(text.clone().into_bytes(), "built-in"),
         (None, None) => builder.initial_bytes(Vec::<u8>::from(&b"# defaults\n"[..]), "built-in"),
     };
     let store = builder
