@@ -74,7 +74,9 @@ fn check_text(text: &str) -> Result<(), String> {
 
 #[test]
 fn check_refuses_every_document_that_cannot_be_applied() {
-    check_text("# defaults\n").expect("the defaults pass");
+    // A comment-only document is refused (issue 15); the defaults with the demo asked for pass.
+    check_text("# defaults\n").expect_err("a document with no settings");
+    check_text("[demo]\nenabled = true\n").expect("the defaults pass");
     for (what, text, field) in UNAPPLIABLE {
         let error = check_text(text).expect_err(what);
         assert!(error.contains(field), "{what}: {error}");
@@ -87,7 +89,7 @@ fn a_remote_admin_address_needs_its_own_flag() {
         admin: Some("0.0.0.0:0".parse().unwrap()),
         ..Overrides::default()
     };
-    let defaults = || ConfigSource::Text("# defaults\n".to_owned());
+    let defaults = || ConfigSource::Text("[demo]\nenabled = true\n".to_owned());
     let error = check_config(defaults(), &remote).unwrap_err();
     assert!(error.contains("admin.listen"), "{error}");
     let allowed = Overrides {

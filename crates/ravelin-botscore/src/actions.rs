@@ -5,7 +5,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 use ravelin_config::Violations;
 use ravelin_http::{MatchPath, PathPrefix};
-use ravelin_primitives::Enforcement;
+use ravelin_primitives::{Enforcement, KillSwitch};
 use serde::{Deserialize, Serialize};
 
 use crate::score::BotScore;
@@ -171,6 +171,24 @@ pub struct Route {
     /// Path prefix, matched on whole segments of the normalized path (`/api` matches `/api` and
     /// `/api/x`, not `/apix`; see [`Route`]). Must start with `/`.
     pub prefix: String,
+    /// The route's name, for its kill switch (`botscore.route.<name>`, see
+    /// [`Route::switch_name`]): 1 to 64 of `A-Z a-z 0-9 _ - .`, unique among the routes.
+    /// Absent: the switch is named by the route's index in the list (`botscore.route.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The route's kill switch as the document sets it: a killed route is skipped and the
+    /// default route decides for its paths (no challenge, no block unless the default route
+    /// has them). With a switchboard ([`BotScoreConfig::guard_with_switches`]) the switch
+    /// named [`Route::switch_name`] is read instead; its loader sets it from this value when
+    /// it changes.
+    ///
+    /// [`BotScoreConfig::guard_with_switches`]: crate::BotScoreConfig::guard_with_switches
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub killed: bool,
+    /// The switch read per request (from a switchboard), attached by the loader; not part of
+    /// the document or of the route's value.
+    #[serde(skip)]
+    pub(crate) switch: RouteSwitch,
     /// `enforce` (default: challenge and block as configured) or `shadow` (compute the
     /// decision, log and count it, but let the request through annotated: for trying thresholds
     /// on live traffic before enforcing them).
@@ -200,11 +218,57 @@ fn yes() -> bool {
     true
 }
 
+/// The prefix of the routes' kill switches in a switchboard: `botscore.route.<name>`.
+pub(crate) const ROUTE_SWITCH_PREFIX: &str = "botscore.route.";
+
+/// A route's kill switch as attached by its loader; equal whatever it holds (it is not part of
+/// the route's value).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RouteSwitch(pub(crate) Option<KillSwitch>);
+
+impl PartialEq for RouteSwitch {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for RouteSwitch {}
+
 impl Route {
+    /// The name of this route's kill switch when it is `routes[index]`:
+    /// `botscore.route.<name>`, or `botscore.route.<index>` for a route without a name.
+    pub fn switch_name(&self, index: usize) -> String {
+        match &self.name {
+            Some(name) => format!("{ROUTE_SWITCH_PREFIX}{name}"),
+            None => format!("{ROUTE_SWITCH_PREFIX}{index}"),
+        }
+    }
+
+    /// Names the route (see [`Route::name`]).
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Sets the route's kill switch as the document does (see [`Route::killed`]).
+    pub fn killed(mut self, killed: bool) -> Self {
+        self.killed = killed;
+        self
+    }
+
+    /// Reads the kill switch `switch` per request instead of [`Route::killed`].
+    pub(crate) fn with_switch(mut self, switch: KillSwitch) -> Self {
+        self.switch = RouteSwitch(Some(switch));
+        self
+    }
+
     /// A route that annotates requests under `prefix` and enforces nothing (the default policy).
     pub fn annotate(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
+            name: None,
+            killed: false,
+            switch: RouteSwitch::default(),
             mode: Enforcement::Enforce,
             annotate: true,
             challenge_at_or_below: None,
@@ -319,9 +383,38 @@ pub fn validate_routes(routes: &[Route]) -> Result<(), Violations> {
     if v.check_count("routes", "routes", routes.len(), MAX_ROUTES) {
         for (i, route) in routes.iter().enumerate() {
             route.check_into(&format!("routes[{i}]"), true, &mut v);
+            if let Some(name) = &route.name {
+                if !valid_route_name(name) {
+                    v.push(
+                        format!("routes[{i}].name"),
+                        format!("{name:?} must be 1 to 64 characters of A-Z a-z 0-9 _ - ."),
+                    );
+                }
+                if let Some(first) = routes
+                    .iter()
+                    .position(|r| r.name.as_deref() == Some(name.as_str()))
+                    && first < i
+                {
+                    v.push(
+                        format!("routes[{i}].name"),
+                        format!(
+                            "{name:?} is also the name of routes[{first}]; names must be unique"
+                        ),
+                    );
+                }
+            }
         }
     }
     v.into_result()
+}
+
+/// A route name: what a switch name and a URL path segment can hold.
+fn valid_route_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// Checks the policy of unmatched paths (its prefix is ignored), paths under `default_route`.
@@ -331,6 +424,18 @@ pub fn validate_routes(routes: &[Route]) -> Result<(), Violations> {
 pub fn validate_default_route(route: &Route) -> Result<(), Violations> {
     let mut v = Violations::new();
     route.check_into("default_route", false, &mut v);
+    if route.killed {
+        v.push(
+            "default_route.killed",
+            "the default route is what a killed route falls back to and cannot be killed (kill the module instead)",
+        );
+    }
+    if route.name.is_some() {
+        v.push(
+            "default_route.name",
+            "the default route has no kill switch to name",
+        );
+    }
     v.into_result()
 }
 
@@ -351,6 +456,9 @@ pub(crate) struct Routes {
 pub(crate) struct CompiledRoute {
     pub(crate) route: Route,
     prefix: PathPrefix,
+    /// The route's kill switch: the one its loader attached, else a standalone one set from
+    /// `killed`. Read per request (an atomic load).
+    kill: KillSwitch,
     pub(crate) challenge: CompiledResponse,
     pub(crate) block: CompiledResponse,
 }
@@ -358,7 +466,15 @@ pub(crate) struct CompiledRoute {
 impl CompiledRoute {
     /// `None` for a route that does not pass [`Route::check_into`].
     fn new(route: Route) -> Option<Self> {
+        let kill = route.switch.0.clone().unwrap_or_else(|| {
+            let switch = KillSwitch::standalone(route.switch_name(0));
+            if route.killed {
+                switch.engage("routes document");
+            }
+            switch
+        });
         Some(Self {
+            kill,
             prefix: PathPrefix::new(route.prefix.as_str()).ok()?,
             challenge: route.challenge.compile()?,
             block: route.block.compile()?,
@@ -385,8 +501,11 @@ impl Routes {
         }
         // Stable: among equally specific prefixes the first configured wins.
         entries.sort_by_key(|r| std::cmp::Reverse(r.prefix.specificity()));
+        // The default route has no kill switch: it is what a killed route falls back to.
         let default = Route {
             prefix: "/".into(),
+            killed: false,
+            switch: RouteSwitch::default(),
             ..default
         };
         entries.push(CompiledRoute::new(default).ok_or_else(unusable)?);
@@ -395,9 +514,14 @@ impl Routes {
         })
     }
 
-    /// The route of the longest prefix `path` lies under (the default when no other).
+    /// The route of the longest prefix `path` lies under (the default when no other); when
+    /// that route's kill switch is engaged, the default route (last, never killed).
     pub(crate) fn lookup(&self, path: &MatchPath) -> Option<&CompiledRoute> {
-        self.entries.iter().find(|r| r.prefix.matches(path))
+        let found = self.entries.iter().find(|r| r.prefix.matches(path))?;
+        if found.kill.is_engaged() {
+            return self.entries.last();
+        }
+        Some(found)
     }
 }
 

@@ -189,14 +189,49 @@ impl BotScoreConfig {
     /// [`BuildError::Config`] with every violation [`Validate::validate`] finds (invalid header
     /// names, routes, verified-bot entries, the guard's failure settings, the watch interval).
     pub fn guard(&self, scorer: Scorer) -> Result<BotGuard, BuildError> {
+        self.build_guard(scorer, None)
+    }
+
+    /// As [`guard`](Self::guard), with each route's kill switch read from `switchboard`, under
+    /// [`Route::switch_name`] (`botscore.route.<name>`, or `botscore.route.<index>`), which
+    /// this registers: a killed route is skipped and the default route decides for its paths.
+    /// The switchboard owns the switches' state; a loader sets each from the route's `killed`
+    /// when that value changes (so an operator's flip survives unrelated reloads).
+    ///
+    /// # Errors
+    /// As [`guard`](Self::guard).
+    pub fn guard_with_switches(
+        &self,
+        scorer: Scorer,
+        switchboard: &ravelin_primitives::Switchboard,
+    ) -> Result<BotGuard, BuildError> {
+        self.build_guard(scorer, Some(switchboard))
+    }
+
+    fn build_guard(
+        &self,
+        scorer: Scorer,
+        switchboard: Option<&ravelin_primitives::Switchboard>,
+    ) -> Result<BotGuard, BuildError> {
         self.validate().map_err(BuildError::Config)?;
+        let routes: Vec<Route> = self
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(index, route)| match switchboard {
+                Some(board) => route
+                    .clone()
+                    .with_switch(board.switch(&route.switch_name(index))),
+                None => route.clone(),
+            })
+            .collect();
         let header = |field: &str, value: &str| {
             HeaderName::from_bytes(value.as_bytes()).map_err(|_| {
                 BuildError::Header(format!("{field}: {value:?} is not a valid header name"))
             })
         };
         let mut builder = BotGuard::builder(scorer)
-            .routes(self.routes.iter().cloned())
+            .routes(routes)
             .default_route(self.default_route.clone())
             .verified_bots(self.verified_bots.clone())
             .score_header(header("score_header", &self.score_header)?)

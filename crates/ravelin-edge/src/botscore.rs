@@ -23,6 +23,11 @@ pub(crate) const NAME: &str = ravelin_botscore::GUARD_NAME;
 #[derive(Clone, Default)]
 pub(crate) struct BotModule {
     state: Option<State>,
+    /// The routes' kill switches (`botscore.route.<name>`) with the file's `killed` when it
+    /// changed (or is new), set at commit: an operator's flip survives unrelated reloads.
+    pending_switches: Vec<(String, bool)>,
+    /// Where the routes' switches live (the edge's one switchboard).
+    switchboard: Option<ravelin_config::Switchboard>,
 }
 
 #[derive(Clone)]
@@ -53,6 +58,23 @@ impl Module for BotModule {
     fn update(&mut self, apply: &Apply<'_>) -> Result<(), String> {
         let section = &apply.config.botscore;
         let previous = apply.previous.map(|p| &p.botscore);
+        self.switchboard = Some(apply.switchboard.clone());
+        self.pending_switches = section
+            .routes
+            .iter()
+            .enumerate()
+            .filter_map(|(index, route)| {
+                let name = route.switch_name(index);
+                let before = previous.and_then(|p| {
+                    p.routes
+                        .iter()
+                        .enumerate()
+                        .find(|(i, r)| r.switch_name(*i) == name)
+                        .map(|(_, r)| r.killed)
+                });
+                (before != Some(route.killed)).then_some((name, route.killed))
+            })
+            .collect();
         if self.state.is_some() && previous == Some(section) {
             return Ok(());
         }
@@ -64,7 +86,7 @@ impl Module for BotModule {
             _ => (feature_store(section)?, None),
         };
         let guard = section
-            .guard(Scorer::from_store(store.clone()))
+            .guard_with_switches(Scorer::from_store(store.clone()), apply.switchboard)
             .map_err(|e| format!("botscore: {e}"))?;
         let layer = guard_layer(guard, &section.guard, apply.switchboard)?;
         self.state = Some(State {
@@ -78,6 +100,11 @@ impl Module for BotModule {
 
     /// Starts following the feature file, unless it is already followed or there is none.
     fn commit(&mut self) {
+        if let Some(board) = &self.switchboard {
+            for (name, killed) in self.pending_switches.drain(..) {
+                board.switch(&name).set(killed, "config");
+            }
+        }
         if let Some(state) = &mut self.state
             && state.watch.is_none()
             && state.store.path().is_some()
@@ -89,6 +116,7 @@ impl Module for BotModule {
 
     fn stop(&mut self) {
         self.state = None;
+        self.pending_switches.clear();
     }
 
     fn slot(&self) -> Option<Slot<Incoming>> {

@@ -31,7 +31,13 @@ pub struct EdgeConfig {
     /// The admin listener.
     #[serde(default)]
     pub admin: AdminSection,
-    /// Upstream origins; none means: start the embedded demo origin.
+    /// `[demo]`: the embedded demo origin, served only when asked for.
+    #[serde(default)]
+    pub demo: DemoSection,
+    /// `[lists]`: how the document's lists are checked against the one in force.
+    #[serde(default)]
+    pub lists: ListsSection,
+    /// Upstream origins; none is refused unless `[demo] enabled = true`.
     #[serde(default)]
     pub upstreams: Vec<UpstreamSection>,
     /// Host/path routes to upstreams; none means: everything to the first upstream.
@@ -93,6 +99,30 @@ pub struct TlsSection {
     /// removed); empty: not forwarded.
     #[serde(default = "default_ja4_header")]
     pub ja4_header: String,
+}
+
+/// `[demo]`: the embedded demo origin (issue 15).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DemoSection {
+    /// Serve the embedded demo origin when `[[upstreams]]` names none. Off by default: a
+    /// document naming no upstream is refused unless it asks for the demo, so a file cut short
+    /// before `[[upstreams]]`, a comment-only file or `upstreams = []` never sends production
+    /// traffic to it. Ignored when upstreams are named.
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+/// `[lists]`: the checks of the document's lists against the one in force (issue 15).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ListsSection {
+    /// On reload, let a list that had entries in the document in force become empty (or, for
+    /// `[[ratelimit.rules]]`, vanish back to its default): `[[upstreams]]`, `[[routes]]`,
+    /// `[[ratelimit.rules]]`, `[[botscore.routes]]`. Off by default: such a document is refused
+    /// and the one in force stays (see [`EdgeConfig::check_against`]).
+    #[serde(default)]
+    pub allow_empty: bool,
 }
 
 /// The most `[[tls.certificates]]` entries.
@@ -829,9 +859,83 @@ pub const MAX_UPSTREAMS: usize = 64;
 /// See [`MAX_UPSTREAMS`].
 pub const MAX_ROUTES: usize = 1024;
 
+impl EdgeConfig {
+    /// The checks of a document against the one in force (`previous`), which a document alone
+    /// cannot answer: a list that had entries and has none now — `[[upstreams]]`,
+    /// `[[routes]]`, `[[ratelimit.rules]]` (emptied, or gone so that the default per-ip rule
+    /// would replace them), `[[botscore.routes]]` — is refused unless the new document says
+    /// `[lists] allow_empty = true`. An empty list from a generator or a file cut short must never read
+    /// as "allow all" or "send everything to the first upstream".
+    ///
+    /// # Errors
+    /// Every list that would empty, named by its key, with what it held.
+    pub fn check_against(&self, previous: &EdgeConfig) -> Result<(), Violations> {
+        let mut v = Violations::new();
+        if self.lists.allow_empty {
+            return Ok(());
+        }
+        let hint = "set [lists] allow_empty = true in the new document if this is intended";
+        let mut emptied = |key: &str, before: usize, now: usize, what: &str| {
+            if before > 0 && now == 0 {
+                v.push(
+                    key,
+                    format!("the document in force has {before} {what} and this one has none; refused, the running config stays ({hint})"),
+                );
+            }
+        };
+        emptied(
+            "upstreams",
+            previous.upstreams.len(),
+            self.upstreams.len(),
+            "upstreams",
+        );
+        emptied("routes", previous.routes.len(), self.routes.len(), "routes");
+        emptied(
+            "ratelimit.rules",
+            previous.ratelimit.rules.len(),
+            self.ratelimit.rules.len(),
+            "rate-limit rules",
+        );
+        emptied(
+            "botscore.routes",
+            previous.botscore.routes.len(),
+            self.botscore.routes.len(),
+            "bot routes",
+        );
+        let old = &previous.ratelimit;
+        let new = &self.ratelimit;
+        if old.rules_written() && !old.rules.is_empty() && !new.rules_written() {
+            v.push(
+                "ratelimit.rules",
+                format!(
+                    "the document in force writes {} rate-limit rules and this one none: [[ratelimit.rules]] is gone (a file cut short?), so the default per-ip rule would replace them; refused, the running config stays (write the rules, or {hint})",
+                    old.rules.len()
+                ),
+            );
+        }
+        v.into_result()
+    }
+}
+
 impl Validate for EdgeConfig {
     fn validate(&self) -> Result<(), Violations> {
         let mut v = Violations::new();
+        // A document with no settings (empty, or comments only: TOML parses it to every
+        // default) is never a configuration: refused outright, so a file truncated to nothing
+        // or a generator's empty output leaves the running config in force.
+        if *self == EdgeConfig::default() {
+            v.push(
+                "",
+                "the document has no settings (empty, comments only, or only empty lists); refused — a config names its [[upstreams]] (or sets [demo] enabled = true)",
+            );
+            return v.into_result();
+        }
+        if self.upstreams.is_empty() && !self.demo.enabled {
+            v.push(
+                "upstreams",
+                "no [[upstreams]]: name the origin(s) to forward to, or set [demo] enabled = true to serve the embedded demo origin (never implied: a file cut short before [[upstreams]] must not send traffic to the demo)",
+            );
+        }
         // The server's own checks, on the same ServerConfig the proxy binds with: every limit
         // and timeout with its upper bound (max_connections ≤ 1,000,000, max_headers ≤ 1024, …).
         let s = &self.server;
@@ -1050,7 +1154,12 @@ impl Overrides {
 mod tests {
     use super::*;
 
+    /// `text` with the demo origin asked for (the tests below name no upstream).
     fn parse(text: &str) -> Result<EdgeConfig, String> {
+        parse_raw(&format!("{text}\n[demo]\nenabled = true\n"))
+    }
+
+    fn parse_raw(text: &str) -> Result<EdgeConfig, String> {
         let config: EdgeConfig = toml::from_str(text).map_err(|e| e.to_string())?;
         config.validate().map_err(|v| v.to_string())?;
         Ok(config)
@@ -1058,12 +1167,86 @@ mod tests {
 
     #[test]
     fn the_example_file_is_valid() {
-        parse(include_str!("../../../examples/edge-proxy.toml")).unwrap();
+        parse_raw(include_str!("../../../examples/edge-proxy.toml")).unwrap();
     }
 
     #[test]
-    fn empty_is_default() {
-        assert_eq!(parse("").unwrap(), EdgeConfig::default());
+    fn an_empty_or_comment_only_document_is_refused() {
+        for text in ["", "# only a comment\n", "\n# a\n\n# b\n"] {
+            let err = parse_raw(text).unwrap_err();
+            assert!(err.contains("no settings"), "{text:?}: {err}");
+        }
+        let demo = parse_raw("[demo]\nenabled = true\n").unwrap();
+        assert_eq!(
+            demo,
+            EdgeConfig {
+                demo: DemoSection { enabled: true },
+                ..EdgeConfig::default()
+            }
+        );
+    }
+
+    #[test]
+    fn no_upstream_needs_the_demo_asked_for() {
+        for text in [
+            "[server]\nlisten = \"127.0.0.1:1\"\n",
+            "upstreams = []\n",
+            "[ratelimit]\n[[ratelimit.rules]]\nname = \"a\"\nlimit = 1\nwindow = \"1s\"\n",
+        ] {
+            let err = parse_raw(text).unwrap_err();
+            assert!(
+                err.contains("[[upstreams]]") && err.contains("[demo] enabled"),
+                "{text:?}: {err}"
+            );
+        }
+        parse_raw("upstreams = []\n[demo]\nenabled = true\n").unwrap();
+        // With upstreams, [demo] changes nothing.
+        parse_raw(
+            "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n[demo]\nenabled = true\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn lists_that_empty_on_reload_are_refused_unless_allowed() {
+        let active = parse_raw(
+            "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n\
+             [[routes]]\nupstream = \"a\"\n\
+             [[ratelimit.rules]]\nname = \"r\"\nlimit = 1\nwindow = \"1s\"\n\
+             [[botscore.routes]]\nprefix = \"/login\"\n",
+        )
+        .unwrap();
+        active.check_against(&active).unwrap();
+        let cases = [
+            ("[demo]\nenabled = true\n", "upstreams"),
+            (
+                "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n",
+                "routes",
+            ),
+            (
+                "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n[ratelimit]\nrules = []\n",
+                "ratelimit.rules",
+            ),
+            (
+                "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n",
+                "[[ratelimit.rules]] is gone",
+            ),
+            (
+                "[[upstreams]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n",
+                "botscore.routes",
+            ),
+        ];
+        for (text, named) in cases {
+            let next = parse_raw(text).unwrap();
+            let err = next.check_against(&active).unwrap_err().to_string();
+            assert!(err.contains(named), "{text:?}: {err}");
+            let allowed = parse_raw(&format!("{text}\n[lists]\nallow_empty = true\n")).unwrap();
+            allowed.check_against(&active).unwrap();
+        }
+        // From a document that had none, nothing is refused.
+        let demo = parse_raw("[demo]\nenabled = true\n").unwrap();
+        demo.check_against(&demo).unwrap();
+        active.check_against(&demo).unwrap();
     }
 
     #[test]
@@ -1124,7 +1307,7 @@ mod tests {
         let empty = parse("").unwrap();
         assert_eq!(empty.cache, CacheConfig::default());
         assert_eq!(empty.botscore, BotScoreConfig::default());
-        let example = parse(include_str!("../../../examples/edge-proxy.toml")).unwrap();
+        let example = parse_raw(include_str!("../../../examples/edge-proxy.toml")).unwrap();
         assert_eq!(example.cache, CacheConfig::default());
         assert_eq!(example.botscore, BotScoreConfig::default());
         assert_eq!(

@@ -49,6 +49,12 @@ pub(crate) struct RateLimitModule {
     state: Option<State>,
     /// A rule document for the running rule store, handed over at commit.
     pending_rules: Option<Vec<u8>>,
+    /// The rules' kill switches (`ratelimit.rule.<name>`) to register at commit, each with the
+    /// file's `killed` when it changed (or is new): an operator's flip survives unrelated
+    /// reloads, as the modules' switches do.
+    pending_switches: Vec<(String, Option<bool>)>,
+    /// Where the rules' switches live (the edge's one switchboard).
+    switchboard: Option<ravelin_config::Switchboard>,
 }
 
 #[derive(Clone)]
@@ -89,8 +95,12 @@ fn rule_store(document: Vec<u8>) -> Result<Store<Rules>, String> {
 
 impl RateLimitModule {
     /// The guard over a new bucket store.
-    fn guard(section: &RateLimitConfig, rules: &Store<Rules>) -> Result<BoxGuard, String> {
-        let reloadable = RateLimitGuard::reloadable(rules.clone());
+    fn guard(
+        section: &RateLimitConfig,
+        rules: &Store<Rules>,
+        switchboard: &ravelin_config::Switchboard,
+    ) -> Result<BoxGuard, String> {
+        let reloadable = RateLimitGuard::reloadable(rules.clone()).switchboard(switchboard);
         Ok(match &section.store {
             StoreConfig::Memory => {
                 BoxGuard::new(reloadable.with_store(MemoryStore::new(section.capacity)))
@@ -157,6 +167,19 @@ impl Module for RateLimitModule {
         let document = rules_document(apply.config)?;
         let store_key = StoreKey::of(section);
         let policy = section.guard.clone();
+        self.switchboard = Some(apply.switchboard.clone());
+        self.pending_switches = section
+            .rules
+            .iter()
+            .map(|rule| {
+                let before = apply
+                    .previous
+                    .and_then(|p| p.ratelimit.rules.iter().find(|r| r.name == rule.name))
+                    .map(|r| r.killed);
+                let set = (before != Some(rule.killed)).then_some(rule.killed);
+                (ravelin_ratelimit::rule_switch_name(&rule.name), set)
+            })
+            .collect();
 
         if let Some(running) = self.state.as_ref().filter(|_| apply.previous.is_some())
             && running.store_key == store_key
@@ -180,7 +203,7 @@ impl Module for RateLimitModule {
         }
 
         let rules = rule_store(document)?;
-        let guard = Self::guard(section, &rules)?;
+        let guard = Self::guard(section, &rules, apply.switchboard)?;
         let layer = guard_layer(guard.clone(), &policy, apply.switchboard)?;
         self.state = Some(State {
             rules,
@@ -194,6 +217,14 @@ impl Module for RateLimitModule {
     }
 
     fn commit(&mut self) {
+        if let Some(board) = &self.switchboard {
+            for (name, set) in self.pending_switches.drain(..) {
+                let switch = board.switch(&name);
+                if let Some(killed) = set {
+                    switch.set(killed, "config");
+                }
+            }
+        }
         if let (Some(state), Some(document)) = (&self.state, self.pending_rules.take())
             && let Err(rejection) = state.rules.submit(&document, RULES_SOURCE)
         {
@@ -206,6 +237,7 @@ impl Module for RateLimitModule {
     fn stop(&mut self) {
         self.state = None;
         self.pending_rules = None;
+        self.pending_switches.clear();
     }
 
     fn slot(&self) -> Option<Slot<Incoming>> {
@@ -222,12 +254,24 @@ impl Module for RateLimitModule {
             StoreConfig::Memory => "memory".to_owned(),
             StoreConfig::Redis(url) => format!("redis ({})", redact(url)),
         };
+        let killed: Vec<String> = self.switchboard.as_ref().map_or_else(Vec::new, |board| {
+            rules
+                .value()
+                .rules
+                .iter()
+                .filter(|r| {
+                    board.is_engaged(&ravelin_ratelimit::rule_switch_name(&r.name)) == Some(true)
+                })
+                .map(|r| r.name.clone())
+                .collect()
+        });
         Some(guard_status(
             &state.layer.handle(),
             json!({
                 "store": store,
                 "capacity": state.store_key.capacity,
                 "rules": rules.value().rules.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
+                "killed_rules": killed,
                 "rules_generation": rules.meta().generation,
             }),
         ))

@@ -234,6 +234,14 @@ impl Edge {
             .validate()
             .map_err(|v| format!("with command-line overrides: {v}"))?;
         let old = control.applied.clone();
+        // What a document alone cannot answer: a list that had entries and would now be empty
+        // (scenarios 4, 5, 24). Refused here, before anything is built: the config in force
+        // stays, and the reason is `/status`'s apply_error and the reload's answer.
+        if let Some(old) = &old {
+            config
+                .check_against(old)
+                .map_err(|v| format!("refused against the config in force: {v}"))?;
+        }
         if let Some(old) = &old {
             if old.server != config.server {
                 tracing::warn!("[server] changed: takes effect at the next restart");
@@ -801,7 +809,10 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
         (None, Some(text)) => crate::config::ReloadSection::peek(text.as_bytes())
             .configure(builder)
             .initial_bytes(text.clone().into_bytes(), "built-in"),
-        (None, None) => builder.initial_bytes(Vec::<u8>::from(&b"# defaults\n"[..]), "built-in"),
+        (None, None) => builder.initial_bytes(
+            Vec::<u8>::from(&b"[demo]\nenabled = true\n"[..]),
+            "built-in",
+        ),
     };
     let store = builder
         .build()

@@ -28,15 +28,31 @@ use std::collections::BTreeSet;
 use ravelin_edge::{ConfigSource, EdgeConfig, Overrides, check_config, try_build};
 use ravelin_test_support::edge::Harness;
 
-/// `check_config` on `text`, as `edge-proxy --check` runs it.
+/// `check_config` on `text` (with the demo origin asked for, see [`with_demo`]), as
+/// `edge-proxy --check` runs it.
 fn check(text: &str) -> Result<EdgeConfig, String> {
+    check_raw(&with_demo(text))
+}
+
+/// `check_config` on `text` as it is.
+fn check_raw(text: &str) -> Result<EdgeConfig, String> {
     check_config(ConfigSource::Text(text.to_owned()), &Overrides::default())
 }
 
 /// The document parsed without validation, for the build path; `None` when it does not parse
 /// (then `check_config` refuses it at the parse, which needs no build to agree with).
 fn parse(text: &str) -> Option<EdgeConfig> {
-    toml::from_str(text).ok()
+    toml::from_str(&with_demo(text)).ok()
+}
+
+/// `text` asking for the demo origin unless it says whether it wants it: most rows name no
+/// upstream, which a document may only do with `[demo] enabled = true` (issue 15).
+fn with_demo(text: &str) -> String {
+    if text.contains("[demo]") {
+        text.to_owned()
+    } else {
+        format!("{text}\n[demo]\nenabled = true\n")
+    }
 }
 
 /// An upstream for the sections that need one (nothing listens on port 1: nothing here sends a
@@ -373,6 +389,19 @@ const REFUSED: &[(&str, &str)] = &[
         "[cache]\ntargeted_fields = [\"a b\"]\n",
     ),
     ("cache.name", "[cache]\nname = \"1cache\"\n"),
+    // --- bot routes' kill switches (issue 15): names a switch and a URL segment can hold ---
+    (
+        "botscore.routes[0].name",
+        "[[botscore.routes]]\nprefix = \"/a\"\nname = \"a b\"\n",
+    ),
+    (
+        "botscore.routes[1].name",
+        "[[botscore.routes]]\nprefix = \"/a\"\nname = \"x\"\n[[botscore.routes]]\nprefix = \"/b\"\nname = \"x\"\n",
+    ),
+    (
+        "botscore.default_route.killed",
+        "[botscore.default_route]\nprefix = \"/\"\nkilled = true\n",
+    ),
 ];
 
 /// A knob of the document: the field `check_config` must name when it refuses a value, the
@@ -1375,7 +1404,7 @@ async fn documents_check_accepts_start_and_serve() {
     }
     assert!(documents.len() > 100, "{} documents", documents.len());
     for text in documents {
-        let harness = Harness::start(&text, None).await;
+        let harness = Harness::start(&with_demo(&text), None).await;
         // The stack serves: an answer of any status (the upstream on port 1 refuses to connect,
         // a one-header limit answers 431), never a connection the edge drops.
         let reply = harness
@@ -1445,6 +1474,31 @@ async fn policy_checks_refuse_what_the_build_would_run() {
             "routes name upstreams: two with one name make a route ambiguous",
         ),
     ];
+    // Documents that say nothing of the demo origin, checked as they are (issue 15): naming no
+    // upstream is refused unless `demo_origin = true`, although the build would start the demo.
+    let raw: &[(&str, &str, &str)] = &[
+        (
+            "upstreams",
+            "[server]\nlisten = \"127.0.0.1:8080\"\n[admin]\nallow_remote = false\n",
+            "a file cut short before [[upstreams]] must not send traffic to the demo origin",
+        ),
+        (
+            "upstreams",
+            "upstreams = []\n",
+            "an empty upstream list from a generator is not a request for the demo origin",
+        ),
+        (
+            "no settings",
+            "# generated: nothing\n\n# end\n",
+            "a comment-only document is no configuration (it parses to every default)",
+        ),
+    ];
+    for (field, text, why) in raw {
+        let message = check_raw(text).map(drop).expect_err(why);
+        assert!(message.contains(field), "{field} ({why}): {message}");
+        let config: EdgeConfig = toml::from_str(text).unwrap();
+        try_build(&config).unwrap_or_else(|e| panic!("{field}: the build refuses: {e}"));
+    }
     for (field, text, why) in policy {
         let message = check(text).map(drop).expect_err(why);
         assert!(message.contains(field), "{field} ({why}): {message}");

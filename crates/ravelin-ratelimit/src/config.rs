@@ -79,35 +79,97 @@ impl Serialize for StoreConfig {
 /// assert_eq!(config.rules_document().rules.len(), 1);
 /// ```
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "Document")]
 pub struct RateLimitConfig {
     /// How the limiter fails (`[ratelimit.guard]`).
-    #[serde(default = "default_guard")]
     pub guard: GuardConfig,
     /// `"memory"` or a Redis URL.
-    #[serde(default = "memory")]
     pub store: StoreConfig,
     /// Keys held in memory (the memory store's bound; also the local fallback's).
-    #[serde(default = "default_capacity")]
     pub capacity: usize,
     /// Time budget of one Redis call (at most `guard.timeout`).
-    #[serde(default = "default_redis_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub redis_timeout: Duration,
     /// While Redis is unavailable, enforce the same quotas per process in memory.
-    #[serde(default = "yes")]
     pub local_fallback: bool,
     /// When `RateLimit`/`RateLimit-Policy` are sent: `always`, `denied`, `never`.
-    #[serde(default)]
     pub response_headers: ResponseHeaders,
     /// How the client address is found (`[ratelimit.client_ip]`).
-    #[serde(default)]
     pub client_ip: ClientIp,
     /// The rules (`[[ratelimit.rules]]`).
-    #[serde(default = "default_rules")]
     pub rules: Vec<Rule>,
+    /// Whether the document wrote `rules` (`[[ratelimit.rules]]` or `rules = […]`), or
+    /// `rules` is the default per-ip rule because the key is absent — from a file cut short,
+    /// too. A loader comparing documents tells "the rules are gone" from "the defaults".
+    #[serde(skip)]
+    rules_written: Written,
+}
+
+/// Whether a key was in the document; not part of the value (two configurations with the same
+/// settings are equal however they were written).
+#[derive(Debug, Clone, Copy, Default)]
+struct Written(bool);
+
+impl PartialEq for Written {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// `[ratelimit]` as written: [`RateLimitConfig`] plus whether `rules` was.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Document {
+    #[serde(default = "default_guard")]
+    guard: GuardConfig,
+    #[serde(default = "memory")]
+    store: StoreConfig,
+    #[serde(default = "default_capacity")]
+    capacity: usize,
+    #[serde(default = "default_redis_timeout", with = "humantime_serde")]
+    redis_timeout: Duration,
+    #[serde(default = "yes")]
+    local_fallback: bool,
+    #[serde(default)]
+    response_headers: ResponseHeaders,
+    #[serde(default)]
+    client_ip: ClientIp,
+    #[serde(default)]
+    rules: Option<Vec<Rule>>,
+}
+
+impl From<Document> for RateLimitConfig {
+    fn from(document: Document) -> Self {
+        Self {
+            guard: document.guard,
+            store: document.store,
+            capacity: document.capacity,
+            redis_timeout: document.redis_timeout,
+            local_fallback: document.local_fallback,
+            response_headers: document.response_headers,
+            client_ip: document.client_ip,
+            rules_written: Written(document.rules.is_some()),
+            rules: document.rules.unwrap_or_else(default_rules),
+        }
+    }
 }
 
 impl RateLimitConfig {
+    /// Whether the document this came from wrote `rules` (`false`: absent, so `rules` is the
+    /// default per-ip rule; also `false` for [`RateLimitConfig::default`]). Setting `rules` in
+    /// code does not change it; [`with_rules`](Self::with_rules) does.
+    pub fn rules_written(&self) -> bool {
+        self.rules_written.0
+    }
+
+    /// These rules, as a document writing them would have them.
+    #[must_use]
+    pub fn with_rules(mut self, rules: Vec<Rule>) -> Self {
+        self.rules = rules;
+        self.rules_written = Written(true);
+        self
+    }
+
     /// The rule document this configuration installs (client address, response headers,
     /// rules), as a [`Store<Rules>`](ravelin_config::Store) validates and serves it.
     pub fn rules_document(&self) -> Rules {
@@ -145,6 +207,7 @@ impl Default for RateLimitConfig {
             response_headers: ResponseHeaders::default(),
             client_ip: ClientIp::default(),
             rules: default_rules(),
+            rules_written: Written(false),
         }
     }
 }

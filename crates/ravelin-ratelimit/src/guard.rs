@@ -12,7 +12,7 @@ use ravelin_failsafe::{
     Allow, Guard, GuardError, GuardErrorKind, LogLimiter, RequestHead, Verdict,
 };
 use ravelin_http::{MatchPath, RequestIdentity, plain_text};
-use ravelin_primitives::Enforcement;
+use ravelin_primitives::{Enforcement, KillSwitch};
 use sha2::Digest as _;
 
 use crate::future::CheckFuture;
@@ -48,6 +48,9 @@ struct Inner<S> {
     /// Enforced denials at debug level: their own budget, so a flood of 429s cannot crowd out
     /// the shadow lines above.
     denial_log: LogLimiter,
+    /// Where the rules' kill switches live (`ratelimit.rule.<name>`); `None`: each rule's
+    /// `killed` as its document wrote it.
+    switchboard: Option<ravelin_primitives::Switchboard>,
 }
 
 pub(crate) enum Source {
@@ -123,6 +126,7 @@ impl<S: RateLimitStore> RateLimitGuard<S> {
                 rules,
                 log: LogLimiter::per_second(5),
                 denial_log: LogLimiter::per_second(5),
+                switchboard: None,
             }),
         }
     }
@@ -133,7 +137,39 @@ impl<S: RateLimitStore> RateLimitGuard<S> {
             Source::Fixed(compiled) => Source::Fixed(Arc::clone(compiled)),
             Source::Reloadable(config) => Source::Reloadable(config.clone()),
         };
-        RateLimitGuard::with_source(store, rules)
+        let mut guard = RateLimitGuard::with_source(store, rules);
+        if let (Some(inner), Some(board)) =
+            (Arc::get_mut(&mut guard.inner), &self.inner.switchboard)
+        {
+            inner.switchboard = Some(board.clone());
+        }
+        guard
+    }
+
+    /// Reads each rule's kill switch from `switchboard`, under [`rule_switch_name`]
+    /// (`ratelimit.rule.<name>`): a killed rule is skipped — not counted, not enforced —
+    /// and counted as `outcome="skipped"`. The switchboard then owns the state: a document's
+    /// `killed` is applied by whoever loads the documents, when it changes (the edge does).
+    /// The switches of the rules in force are registered here, so they are listed at once.
+    ///
+    /// Call it on the guard as built, before it is cloned: clones share one state, and a
+    /// guard already shared is returned unchanged (logged).
+    ///
+    /// [`rule_switch_name`]: crate::rule_switch_name
+    #[must_use]
+    pub fn switchboard(mut self, switchboard: &ravelin_primitives::Switchboard) -> Self {
+        if let Some(compiled) = self.compiled() {
+            for rule in &compiled.rules {
+                switchboard.switch(&crate::rules::rule_switch_name(&rule.name));
+            }
+        }
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.switchboard = Some(switchboard.clone()),
+            None => tracing::error!(
+                "RateLimitGuard::switchboard on a shared guard: the rules keep their own switches"
+            ),
+        }
+        self
     }
 
     /// The state store.
@@ -290,7 +326,13 @@ impl<S: RateLimitStore> Guard for RateLimitGuard<S> {
         let mut buf = Vec::with_capacity(64);
         let mut spans: Vec<(usize, usize, usize)> = Vec::with_capacity(compiled.rules.len());
         let mut derived = Derived::new();
+        let switches = compiled.switches(self.inner.switchboard.as_ref());
         for (index, rule) in compiled.rules.iter().enumerate() {
+            // A killed rule is skipped before anything is derived for it: an atomic load.
+            if switches.get(index).is_some_and(KillSwitch::is_engaged) {
+                rule.skipped.increment(1);
+                continue;
+            }
             let start = buf.len();
             match write_key(rule, head, &mut derived, &compiled, &mut buf) {
                 Ok(()) => spans.push((index, start, buf.len())),

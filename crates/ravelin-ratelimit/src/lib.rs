@@ -26,7 +26,8 @@ pub use layer::{BuildError, RateLimit, RateLimitLayer, RateLimitLayerBuilder, Ru
 pub use limiter::{DirectLimiter, Limiter};
 pub use memory::MemoryStore;
 pub use rules::{
-    ClientIp, KeyPart, MAX_KEY_PARTS, MAX_RULES, Match, ResponseHeaders, Rule, Rules, RulesError,
+    ClientIp, KeyPart, MAX_KEY_PARTS, MAX_RULES, Match, RULE_SWITCH_PREFIX, ResponseHeaders, Rule,
+    Rules, RulesError, rule_switch_name,
 };
 pub use store::{Check, RateLimitStore, StoreError};
 pub use table::TableStats;

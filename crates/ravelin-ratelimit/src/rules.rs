@@ -266,6 +266,22 @@ pub struct Rule {
     /// Which requests the rule applies to (default: all).
     #[serde(default, rename = "match")]
     pub matches: Match,
+    /// The rule's kill switch as this document sets it: a killed rule is skipped (not counted,
+    /// not enforced, counted as `outcome="skipped"`). A guard given a switchboard
+    /// ([`RateLimitGuard::switchboard`](crate::RateLimitGuard::switchboard)) reads the switch
+    /// named [`rule_switch_name`] there instead, and whoever loads the documents sets it from
+    /// this value when it changes (the edge does), so an operator's flip survives unrelated
+    /// reloads.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub killed: bool,
+}
+
+/// The prefix of the rules' kill switches in a `Switchboard`: `ratelimit.rule.<name>`.
+pub const RULE_SWITCH_PREFIX: &str = "ratelimit.rule.";
+
+/// The name of rule `rule`'s kill switch in a `Switchboard` (`ratelimit.rule.login`).
+pub fn rule_switch_name(rule: &str) -> String {
+    format!("{RULE_SWITCH_PREFIX}{rule}")
 }
 
 fn default_cost() -> u32 {
@@ -287,7 +303,14 @@ impl Rule {
             action: Enforcement::Enforce,
             key: Vec::new(),
             matches: Match::default(),
+            killed: false,
         }
+    }
+
+    /// Sets the rule's kill switch as the document does (see [`Rule::killed`]).
+    pub fn killed(mut self, killed: bool) -> Self {
+        self.killed = killed;
+        self
     }
 
     /// Counts per `part` as well (e.g. [`KeyPart::ClientIp`]).
@@ -574,6 +597,11 @@ pub(crate) struct Compiled {
     pub(crate) rules: Vec<CompiledRule>,
     pub(crate) client_ip: ClientIpResolver,
     pub(crate) headers: ResponseHeaders,
+    /// One kill switch per rule of `rules` (same order), looked up once per document by the
+    /// first guard that runs it: its switchboard's `ratelimit.rule.<name>`, or, without one, a
+    /// standalone switch set from the rule's `killed`. Reading one per request is an atomic
+    /// load; the switchboard's lock is taken once per document, never per request.
+    pub(crate) switches: std::sync::OnceLock<Box<[ravelin_primitives::KillSwitch]>>,
 }
 
 #[derive(Debug)]
@@ -594,9 +622,36 @@ pub(crate) struct CompiledRule {
     pub(crate) allowed: metrics::Counter,
     pub(crate) denied: metrics::Counter,
     pub(crate) skipped: metrics::Counter,
+    /// `killed` as the document wrote it (the standalone switch's state without a switchboard).
+    pub(crate) killed: bool,
 }
 
 impl Compiled {
+    /// The rules' kill switches (see [`Compiled::switches`]).
+    pub(crate) fn switches(
+        &self,
+        board: Option<&ravelin_primitives::Switchboard>,
+    ) -> &[ravelin_primitives::KillSwitch] {
+        self.switches.get_or_init(|| {
+            self.rules
+                .iter()
+                .map(|rule| {
+                    let name = rule_switch_name(&rule.name);
+                    match board {
+                        Some(board) => board.switch(&name),
+                        None => {
+                            let switch = ravelin_primitives::KillSwitch::standalone(name);
+                            if rule.killed {
+                                switch.engage("rules document");
+                            }
+                            switch
+                        }
+                    }
+                })
+                .collect()
+        })
+    }
+
     /// Compiles a validated rule set; rules that fail validation are left out (never reached:
     /// the store only prepares documents that passed).
     pub(crate) fn from_rules(rules: &Rules) -> Self {
@@ -654,6 +709,7 @@ impl Compiled {
                     allowed: counter("allowed"),
                     denied: counter("denied"),
                     skipped: counter("skipped"),
+                    killed: rule.killed,
                 })
             })
             .collect();
@@ -661,6 +717,7 @@ impl Compiled {
             rules: compiled,
             client_ip: resolver,
             headers: rules.response_headers,
+            switches: std::sync::OnceLock::new(),
         }
     }
 }

@@ -35,10 +35,14 @@ pub fn prometheus() -> Option<PrometheusHandle> {
 }
 
 /// A config for tests: loopback ephemeral ports (flags), a known admin token, limits high
-/// enough that load tests are not rate limited, fast file watching. `extra` is appended.
+/// enough that load tests are not rate limited, fast file watching, and the demo origin asked
+/// for (it serves when `extra` names no `[[upstreams]]`). `extra` is appended.
 pub fn config(extra: &str) -> String {
     format!(
         r#"
+[demo]
+enabled = true
+
 [admin]
 token = "{TOKEN}"
 
