@@ -509,10 +509,11 @@ impl Test {
             Test::Ja4StackMismatch(family, stacks) => {
                 ua.family == Some(*family)
                     && (ua.os != Some(crate::ua::Os::Ios) || *family == BrowserFamily::Safari)
-                    && cx
-                        .ja4
-                        .and_then(Ja4Stack::of)
-                        .is_some_and(|seen| !stacks.contains(&seen))
+                    && (cx.tls_without_ja4
+                        || cx
+                            .ja4
+                            .and_then(Ja4Stack::of)
+                            .is_some_and(|seen| !stacks.contains(&seen)))
             }
         }
     }
@@ -575,6 +576,7 @@ pub(crate) struct Context<'a> {
     pub(crate) headers: Option<&'a HeaderMap>,
     pub(crate) version: Version,
     pub(crate) ja4: Option<&'a str>,
+    pub(crate) tls_without_ja4: bool,
     pub(crate) hints: ClientHints<'a>,
 }
 
@@ -597,6 +599,7 @@ impl<'a> Context<'a> {
             headers: view.headers,
             version: view.version,
             ja4: view.ja4,
+            tls_without_ja4: view.tls_without_ja4,
             hints: view.headers.map(ClientHints::read).unwrap_or_default(),
         }
     }
@@ -1296,6 +1299,20 @@ mod tests {
         let headless = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/156.0.0.0 Safari/537.36";
         assert!(!mismatch(&test, headless, Some(CHROMIUM_IP)));
         assert!(mismatch(&test, headless, Some(CURL)));
+    }
+
+    #[test]
+    fn ja4_stack_mismatch_fires_when_the_edge_could_not_read_a_browsers_hello() {
+        // TLS terminated by the edge, but no JA4: a hello the parser refused (oversized or
+        // malformed, which a browser never sends) is not the claimed browser's stack — a client
+        // cannot switch the signal off by padding its hello.
+        let test = stack_test();
+        let map = headers(&[("user-agent", CHROME)]);
+        let mut view = RequestView::new(Version::HTTP_2, &map);
+        view.tls_without_ja4 = true;
+        assert!(test.fires(&Context::new(&view)));
+        // Plaintext (no TLS at all) is still no evidence.
+        assert!(!mismatch(&test, CHROME, None));
     }
 
     #[test]

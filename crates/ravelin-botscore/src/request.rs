@@ -46,6 +46,10 @@ pub struct RequestView<'a> {
     pub(crate) headers: Option<&'a HeaderMap>,
     pub(crate) version: Version,
     pub(crate) ja4: Option<&'a str>,
+    /// The connection is TLS terminated by Ravelin (a `TlsInfo` extension) and its ClientHello
+    /// gave no fingerprint: a hello the parser refused (oversized, malformed) — which real
+    /// browsers never send, so `ja4_stack_mismatch` treats it as a stack that is not theirs.
+    pub(crate) tls_without_ja4: bool,
     pub(crate) peer: Option<IpAddr>,
 }
 
@@ -62,6 +66,7 @@ impl<'a> RequestView<'a> {
             headers: Some(headers),
             version,
             ja4: None,
+            tls_without_ja4: false,
             peer: None,
         }
     }
@@ -74,6 +79,7 @@ impl<'a> RequestView<'a> {
             headers: None,
             version: Version::HTTP_11,
             ja4: None,
+            tls_without_ja4: false,
             peer: None,
         }
     }
@@ -83,10 +89,12 @@ impl<'a> RequestView<'a> {
     ///
     /// The fingerprint is the first of: the [`TlsFingerprint`] extension, the JA4 of the
     /// [`ravelin_http::TlsInfo`] extension (set by Ravelin's TLS terminator), and, when
-    /// `fingerprint_header` is set, that header.
+    /// `fingerprint_header` is set and the edge did not terminate TLS itself (no `TlsInfo`),
+    /// that header.
     pub fn from_head(head: &RequestHead<'a>, fingerprint_header: Option<&HeaderName>) -> Self {
         let mut view = Self::new(head.version, head.headers);
         view.ja4 = fingerprint_of(head.extensions, head.headers, fingerprint_header);
+        view.tls_without_ja4 = view.ja4.is_none() && TlsInfo::of(head.extensions).is_some();
         view.peer = head.peer.map(|addr| canonical_ip(addr.ip()));
         view
     }
@@ -132,8 +140,10 @@ fn fingerprint_of<'a>(
     if let Some(fp) = extensions.get::<TlsFingerprint>() {
         return Some(fp.as_ja4());
     }
-    if let Some(ja4) = TlsInfo::of(extensions).and_then(|tls| tls.ja4.as_deref()) {
-        return Some(ja4);
+    if let Some(tls) = TlsInfo::of(extensions) {
+        // The edge terminated TLS itself: its fingerprint (or its absence) is the truth, and a
+        // header could only be the client's own words.
+        return tls.ja4.as_deref();
     }
     let value = headers.get(header?)?;
     value.to_str().ok()
@@ -209,12 +219,25 @@ mod tests {
             "the scorer's own extension comes first"
         );
 
-        // TLS without a fingerprint (the hello could not be read): the header, when configured.
+        // TLS the edge terminated without a fingerprint (a hello the parser refused): never
+        // the header — with the edge as terminator it could only be the client's own words —
+        // and the view says so, for `ja4_stack_mismatch`.
         let mut ext = Extensions::new();
         ext.insert(tls_info(None));
         assert_eq!(view_ja4(&ext, &HeaderMap::new(), None), None);
+        assert_eq!(view_ja4(&ext, &headers, Some(&header)), None);
+        let head = RequestHead {
+            method: &http::Method::GET,
+            uri: &http::Uri::from_static("/"),
+            version: http::Version::HTTP_2,
+            headers: &headers,
+            extensions: &ext,
+            peer: None,
+        };
+        assert!(RequestView::from_head(&head, Some(&header)).tls_without_ja4);
+        // A terminator in front of the edge (no TlsInfo): its header, when configured.
         assert_eq!(
-            view_ja4(&ext, &headers, Some(&header)).as_deref(),
+            view_ja4(&Extensions::new(), &headers, Some(&header)).as_deref(),
             Some("t12i0000h1_from_header")
         );
         // Plaintext: no extension, no fingerprint.

@@ -630,7 +630,8 @@ pub fn check_config(source: ConfigSource, overrides: &Overrides) -> Result<EdgeC
 
 /// The ingress stage a config asks for: case folding, trusted proxies, the header limit, and
 /// every header the edge owns — the bot scorer's under their default and configured names
-/// whether scoring is on or off, so a client can never hand the origin a score.
+/// whether scoring is on or off, so a client can never hand the origin a score, and with
+/// `[tls]` the JA4 header.
 ///
 /// # Errors
 /// A trusted proxy that is not a network.
@@ -651,6 +652,20 @@ pub(crate) fn ingress_config(config: &EdgeConfig) -> Result<IngressConfig, Strin
     for name in configured.into_iter().flatten() {
         if let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) {
             ingress = ingress.owned_header(name);
+        }
+    }
+    // With TLS, the JA4 header is the edge's: a client's own is removed (under the default name
+    // too, even when forwarding is off: an origin may have trusted it) and, when forwarded, it
+    // is set by the ingress stage from the handshake, where `Connection` cannot remove it.
+    if let Some(tls) = &config.tls {
+        ingress = ingress.owned_header(http::HeaderName::from_static(
+            ravelin_proxy::tls::DEFAULT_JA4_HEADER,
+        ));
+        if let Some(name) = tls
+            .ja4_header_name()
+            .map_err(|e| format!("tls.ja4_header: {e}"))?
+        {
+            ingress = ingress.ja4_header(name);
         }
     }
     Ok(ingress)
@@ -917,18 +932,6 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
     let handler = tower::Layer::layer(
         &ravelin_proxy::LoadShedLayer::new(&effective.overload),
         EdgeHandler::new(Arc::clone(&edge.stack)),
-    );
-    // With TLS, every request's client-supplied JA4 header is removed and, on TLS
-    // connections, set from the handshake (outermost: the modules see the edge's value).
-    let ja4 = match &effective.tls {
-        Some(tls) => tls
-            .ja4_header_name()
-            .map_err(|e| StartError::Config(format!("tls.ja4_header: {e}")))?,
-        None => None,
-    };
-    let handler = tower::Layer::layer(
-        &tower::util::option_layer(ja4.map(ravelin_proxy::tls::Ja4HeaderLayer::new)),
-        handler,
     );
     let mut listeners = JoinSet::new();
     if let Some(proxy) = proxy {

@@ -1054,6 +1054,21 @@ impl<R: Resolve> ForwardInner<R> {
                     // Any other answer is an ordinary response; the slot and the client's
                     // upgrade handle are let go.
                     drop((permit, on_client));
+                } else if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    // A switch nobody asked for (and that HTTP/2 cannot carry, RFC 9113 §8.6):
+                    // the upstream broke the protocol.
+                    if let Some(permit) = self.log.check() {
+                        tracing::warn!(
+                            upstream = &*upstream.name,
+                            kind = Failure::Protocol.as_str(),
+                            suppressed = permit.suppressed(),
+                            "upstream answered 101 to a request that asked for no upgrade"
+                        );
+                    }
+                    if let Some(counter) = upstream.metrics.error(Failure::Protocol) {
+                        counter.increment(1);
+                    }
+                    return local_response(Failure::Protocol.status(), Failure::Protocol.body());
                 }
                 let (mut parts, body) = response.into_parts();
                 // Before hop-by-hop removal takes Transfer-Encoding away.

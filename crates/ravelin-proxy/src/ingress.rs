@@ -48,6 +48,9 @@
 //!    header unless the peer (the [`PeerAddr`] extension) is a
 //!    [trusted proxy](IngressConfig::trusted_proxies). A request without `PeerAddr` is from
 //!    an untrusted peer.
+//!    With a [JA4 header](IngressConfig::ja4_header), the edge's own value is then set from
+//!    the connection's [`TlsInfo`](ravelin_http::TlsInfo) (on TLS connections whose ClientHello
+//!    was fingerprinted).
 //! 7. **Inserts the [`RequestIdentity`]** as a request extension, which
 //!    [`MatchPath::of`](ravelin_http::MatchPath::of),
 //!    [`effective_host`](ravelin_http::effective_host), [`Routes`](crate::Routes) and
@@ -66,7 +69,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{self, HeaderName};
+use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
@@ -99,10 +102,13 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// | [`trusted_proxies`](Self::trusted_proxies) | none: every peer is a client |
 /// | [`request_id_header`](Self::request_id_header) | `x-request-id` |
 /// | [`max_headers`](Self::max_headers) | 100 (as [`ServerConfig`](crate::ServerConfig)) |
+/// | [`ja4_header`](Self::ja4_header) | none: no JA4 forwarded |
 #[derive(Debug, Clone)]
 pub struct IngressConfig {
     identity: IdentityOptions,
     owned: Vec<HeaderName>,
+    /// Where the connection's JA4 goes (an owned header too).
+    ja4_header: Option<HeaderName>,
     trusted: Vec<IpNet>,
     request_id: HeaderName,
     max_headers: usize,
@@ -132,6 +138,7 @@ impl IngressConfig {
                 X_BOT_SCORE,
                 X_BOT_SCORE_REASONS,
             ],
+            ja4_header: None,
             trusted: Vec::new(),
             request_id: X_REQUEST_ID,
             max_headers: Self::DEFAULT_MAX_HEADERS,
@@ -220,6 +227,15 @@ impl IngressConfig {
     /// The header line limit.
     pub fn header_limit(&self) -> usize {
         self.max_headers
+    }
+
+    /// Forwards the client's JA4 fingerprint in `name`: an [owned header](Self::owned_header)
+    /// (a client's own is removed and `Connection` cannot name it), set to the JA4 of the
+    /// connection's [`TlsInfo`](ravelin_http::TlsInfo) when there is one. Set here, after the
+    /// client's fields are dealt with, so nothing the client sends can remove or replace it.
+    pub fn ja4_header(mut self, name: HeaderName) -> Self {
+        self.ja4_header = Some(name.clone());
+        self.owned_header(name)
     }
 
     /// Whether `ip` is a trusted proxy.
@@ -488,6 +504,14 @@ pub fn admit_parts(parts: &mut Parts, config: &IngressConfig) -> Result<(), Refu
     // 6. What a client may not say.
     for name in &config.owned {
         parts.headers.remove(name);
+    }
+    if let Some(name) = &config.ja4_header {
+        let ja4 = ravelin_http::TlsInfo::of(&parts.extensions)
+            .and_then(|tls| tls.ja4.as_deref())
+            .and_then(|ja4| HeaderValue::from_str(ja4).ok());
+        if let Some(ja4) = ja4 {
+            parts.headers.insert(name.clone(), ja4);
+        }
     }
     let trusted = parts
         .extensions
@@ -970,6 +994,34 @@ mod tests {
         );
         admit(&mut r, &custom).unwrap();
         assert_eq!(names(&r), ["host", "x-request-id"]);
+    }
+
+    #[test]
+    fn the_ja4_header_is_the_edges_and_connection_cannot_remove_it() {
+        let config = IngressConfig::new().ja4_header(HeaderName::from_static("x-ja4"));
+        let mut r = request(
+            Version::HTTP_11,
+            "/",
+            &[
+                ("host", "a.example"),
+                ("x-ja4", "forged"),
+                ("connection", "x-ja4"),
+            ],
+        );
+        r.extensions_mut().insert(ravelin_http::TlsInfo {
+            ja4: Some("t13d1516h2_8daaf6152771_02713d6af862".into()),
+            ..ravelin_http::TlsInfo::default()
+        });
+        admit(&mut r, &config).unwrap();
+        assert_eq!(r.headers()["x-ja4"], "t13d1516h2_8daaf6152771_02713d6af862");
+        // Plaintext: a client's own is removed, none is set.
+        let mut plain = request(
+            Version::HTTP_11,
+            "/",
+            &[("host", "a.example"), ("x-ja4", "forged")],
+        );
+        admit(&mut plain, &config).unwrap();
+        assert!(plain.headers().get("x-ja4").is_none());
     }
 
     #[test]

@@ -1046,6 +1046,13 @@ where
                         permit
                     } else {
                         metrics.rejected_max_connections.increment(1);
+                        if shared.tls.is_some() {
+                            // A TLS client cannot read a plaintext 503: closing at once is the
+                            // honest answer (and costs no handshake while overloaded).
+                            drop(overflow);
+                            drop(stream);
+                            continue;
+                        }
                         let _ = stream.set_nodelay(true);
                         let served = crate::overload::serve_overflow(
                             overflow_builder.clone(),
@@ -1084,18 +1091,18 @@ where
             _ip_slot: ip_slot,
             active: metrics.active.clone(),
         };
-        let state = Arc::new(ConnState::new());
-        let registered = reclaimable.register(&state);
-        let mut service = ConnService {
-            inner: service.clone(),
-            peer: PeerAddr(peer),
-            state: Arc::clone(&state),
-            tls: None,
-        };
         let stopping = stop.subscribe();
         let metrics = Arc::clone(metrics);
         let conn_log = Arc::clone(&shared.conn_log);
         let Some(acceptor) = shared.tls.clone() else {
+            let state = Arc::new(ConnState::new());
+            let registered = reclaimable.register(&state);
+            let service = ConnService {
+                inner: service.clone(),
+                peer: PeerAddr(peer),
+                state: Arc::clone(&state),
+                tls: None,
+            };
             let connection = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .into_owned();
@@ -1112,22 +1119,35 @@ where
             continue;
         };
         // The handshake runs in the connection's task, so a slow one never holds up accepting.
+        // The connection's own clock (first-head deadline, idle time) and its registration as
+        // reclaimable start once it is established: the handshake has its own deadline, and a
+        // connection mid-handshake is not an idle one to close for room.
         let builder = builder.clone();
+        let service = service.clone();
+        let shared = Arc::clone(&shared);
         tasks.spawn(async move {
             // Dropped on every exit, the shutdown abort included: frees the slots.
             let _open = open;
-            let reclaim = registered.as_ref().map(|r| &*r.entry);
             let (reason, error) = match acceptor.accept(stream).await {
                 Ok(accepted) => {
-                    service.tls = Some(accepted.info);
+                    let state = Arc::new(ConnState::new());
+                    let registered = shared.reclaimable.register(&state);
+                    let service = ConnService {
+                        inner: service,
+                        peer: PeerAddr(peer),
+                        state: Arc::clone(&state),
+                        tls: Some(accepted.info),
+                    };
                     let connection = builder
                         .serve_connection_with_upgrades(TokioIo::new(accepted.stream), service)
                         .into_owned();
-                    supervise(connection, &state, timeouts, stopping, reclaim).await
+                    let reclaim = registered.as_ref().map(|r| &*r.entry);
+                    let ended = supervise(connection, &state, timeouts, stopping, reclaim).await;
+                    drop(registered);
+                    ended
                 }
                 Err(error) => (CloseReason::Handshake, Some(BoxError::from(error))),
             };
-            drop(registered);
             metrics.closed(reason).increment(1);
             log_connection_error(&conn_log, peer, reason, error);
         });

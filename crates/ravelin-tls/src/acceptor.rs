@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
 
-use crate::clienthello::{MAX_CLIENT_HELLO_BYTES, parse_client_hello};
+use crate::clienthello::{MAX_CLIENT_HELLO_BYTES, parse_client_hello, record_bytes_needed};
 use crate::ja4::Ja4;
 use crate::replay::Rewind;
 
@@ -34,9 +34,11 @@ pub struct AcceptorConfig {
     /// The whole handshake, ClientHello read included, must finish within this (default 10 s;
     /// at most [`Self::MAX_HANDSHAKE_TIMEOUT`]).
     pub handshake_timeout: Duration,
-    /// Handshakes in progress at once (default 1024; 1 to [`Self::MAX_HANDSHAKES`]). One past
-    /// the bound is closed at once: handshakes are the expensive part of a connection (key
-    /// exchange, signatures), and a flood of them must not starve established connections.
+    /// Handshakes in progress at once, counted from the moment a client's ClientHello has
+    /// arrived (default 1024; 1 to [`Self::MAX_HANDSHAKES`]). One past the bound is closed at
+    /// once: handshakes are the expensive part of a connection (key exchange, signatures), and a
+    /// flood of them must not starve established connections. Waiting for a silent client's
+    /// hello takes no slot (the server's connection limits and the deadline bound that).
     pub max_handshakes: usize,
     /// Read the ClientHello and compute its JA4 (default on).
     pub fingerprint: bool,
@@ -287,10 +289,6 @@ impl TlsAcceptor {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let Ok(_permit) = self.handshakes.try_acquire() else {
-            self.metrics.busy.increment(1);
-            return Err(HandshakeError::Busy);
-        };
         let handshake = tokio::time::timeout(self.config.handshake_timeout, self.handshake(io));
         let result = match handshake.await {
             Ok(result) => result,
@@ -313,18 +311,21 @@ impl TlsAcceptor {
     where
         IO: AsyncRead + AsyncWrite + Unpin,
     {
-        let (prefix, ja4) = if self.config.fingerprint {
-            let (prefix, ja4) = read_client_hello(&mut io)
-                .await
-                .map_err(HandshakeError::Failed)?;
-            if ja4.is_none() {
-                // Not a hello this parser reads (or too large): rustls decides; the
-                // connection goes on without a fingerprint.
-                self.metrics.unfingerprinted.increment(1);
-            }
-            (prefix, ja4)
-        } else {
-            (Vec::new(), None)
+        // The ClientHello is read before a handshake slot is taken: waiting for a client's first
+        // bytes costs a buffer, not CPU, so silent sockets (bounded by the server's connection
+        // limits and this deadline) cannot hold the slots that real handshakes need. The slot
+        // covers rustls' part: key exchange and signatures.
+        let (prefix, ja4) = read_client_hello(&mut io, self.config.fingerprint)
+            .await
+            .map_err(HandshakeError::Failed)?;
+        if self.config.fingerprint && ja4.is_none() {
+            // Not a hello this parser reads: rustls decides; the connection goes on without a
+            // fingerprint (and a guard can tell: TLS without a JA4).
+            self.metrics.unfingerprinted.increment(1);
+        }
+        let Ok(_permit) = self.handshakes.try_acquire() else {
+            self.metrics.busy.increment(1);
+            return Err(HandshakeError::Busy);
         };
         let stream = self
             .inner
@@ -350,31 +351,47 @@ impl TlsAcceptor {
     }
 }
 
-/// Reads from `io` until the bytes hold a whole ClientHello (its JA4 returned) or can never
-/// become one this parser reads (`None`: the handshake goes on without a fingerprint), at most
-/// [`MAX_HELLO_READ_BYTES`]. Returns every byte read, to be replayed to rustls.
-async fn read_client_hello<IO>(io: &mut IO) -> io::Result<(Vec<u8>, Option<Arc<str>>)>
+/// Reads from `io` until the bytes hold a whole ClientHello (its JA4 returned when
+/// `fingerprint`) or can never become one this parser reads (`None`: the handshake goes on
+/// without a fingerprint), at most [`MAX_HELLO_READ_BYTES`]. Returns every byte read, to be
+/// replayed to rustls.
+///
+/// Only record and handshake headers are looked at while bytes arrive
+/// ([`record_bytes_needed`]), and each read asks for exactly what is still missing, so a client
+/// sending one byte at a time costs reads, not re-parses; the hello is parsed once.
+async fn read_client_hello<IO>(
+    io: &mut IO,
+    fingerprint: bool,
+) -> io::Result<(Vec<u8>, Option<Arc<str>>)>
 where
     IO: AsyncRead + Unpin,
 {
     let mut buf = Vec::with_capacity(1024);
     loop {
-        match parse_client_hello(&buf) {
-            Ok(hello) => {
-                let ja4 = Ja4::from_client_hello(&hello).to_string();
-                return Ok((buf, Some(Arc::from(ja4))));
-            }
-            Err(error) if error.is_incomplete() && buf.len() < MAX_HELLO_READ_BYTES => {
-                let room = MAX_HELLO_READ_BYTES.saturating_sub(buf.len());
-                let mut limited = (&mut *io).take(u64::try_from(room).unwrap_or(u64::MAX));
-                if limited.read_buf(&mut buf).await? == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the client closed before its ClientHello was complete",
-                    ));
-                }
-            }
+        let needed = match record_bytes_needed(&buf) {
+            Ok(0) => break,
+            Ok(needed) => needed,
+            // Not a hello this parser reads: rustls takes it from here.
             Err(_) => return Ok((buf, None)),
+        };
+        let room = MAX_HELLO_READ_BYTES.saturating_sub(buf.len());
+        let want = needed.min(room);
+        if want == 0 {
+            return Ok((buf, None));
+        }
+        let mut limited = (&mut *io).take(u64::try_from(want).unwrap_or(u64::MAX));
+        if limited.read_buf(&mut buf).await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the client closed before its ClientHello was complete",
+            ));
         }
     }
+    if !fingerprint {
+        return Ok((buf, None));
+    }
+    let ja4 = parse_client_hello(&buf)
+        .ok()
+        .map(|hello| Arc::from(Ja4::from_client_hello(&hello).to_string()));
+    Ok((buf, ja4))
 }

@@ -108,6 +108,10 @@ impl CertificateConfig {
             move |bytes: &[u8]| ServerCertificate::decode(bytes, &config, clock.now()),
         )
         .max_bytes(MAX_CERTIFICATE_BYTES)
+        // No growth bound: a renewal from an ECDSA leaf to an RSA chain is legitimately many
+        // times larger, and refusing it would keep an expiring certificate serving.
+        // MAX_CERTIFICATE_BYTES bounds the files.
+        .max_growth(None)
         .files(self.files())
         .build()
     }

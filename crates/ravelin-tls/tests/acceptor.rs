@@ -195,21 +195,75 @@ async fn past_the_bound_a_handshake_is_refused_at_once() {
     };
     let acceptor = TlsAcceptor::new(pki.resolver.clone(), config).unwrap();
     let (listener, addr) = listener().await;
-    // The first client connects and says nothing: its handshake holds the only slot.
-    let _silent = TcpStream::connect(addr).await.unwrap();
+    // The first client sends a real ClientHello, then says nothing more: its handshake is under
+    // way and holds the only slot.
+    let hello = client_hello(&pki.root);
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled.write_all(&hello).await.unwrap();
     let (first, _) = listener.accept().await.unwrap();
     let holder = {
         let acceptor = acceptor.clone();
         tokio::spawn(async move { acceptor.accept(first).await.map(|_| ()) })
     };
-    while acceptor.handshakes_in_progress() == 0 {
-        tokio::task::yield_now().await;
-    }
-    let _second_client = TcpStream::connect(addr).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while acceptor.handshakes_in_progress() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the first handshake takes the slot");
+    let mut second_client = TcpStream::connect(addr).await.unwrap();
+    second_client.write_all(&hello).await.unwrap();
     let (second, _) = listener.accept().await.unwrap();
     let outcome = acceptor.accept(second).await;
     assert!(matches!(outcome, Err(HandshakeError::Busy)), "{outcome:?}");
     holder.abort();
+}
+
+#[tokio::test]
+async fn silent_clients_take_no_handshake_slot() {
+    let pki = pki();
+    let config = AcceptorConfig {
+        max_handshakes: 1,
+        handshake_timeout: Duration::from_secs(5),
+        ..AcceptorConfig::default()
+    };
+    let acceptor = TlsAcceptor::new(pki.resolver.clone(), config).unwrap();
+    let (listener, addr) = listener().await;
+    // Silent sockets wait for their ClientHello without a slot...
+    let mut silent = Vec::new();
+    let mut waiting = Vec::new();
+    for _ in 0..3 {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+        let (tcp, _) = listener.accept().await.unwrap();
+        let acceptor = acceptor.clone();
+        waiting.push(tokio::spawn(async move {
+            acceptor.accept(tcp).await.map(|_| ())
+        }));
+    }
+    assert_eq!(acceptor.handshakes_in_progress(), 0);
+    // ...so a real client still gets its handshake.
+    let client_config = client(&pki.root, &[b"h2"], &[&rustls::version::TLS13]);
+    let (info, ()) = tokio::join!(
+        serve_one(&listener, &acceptor),
+        connect(addr, client_config)
+    );
+    assert!(info.is_ok(), "{info:?}");
+    for task in waiting {
+        task.abort();
+    }
+}
+
+/// The first flight of a rustls client for `edge.test`: a ClientHello, as bytes.
+fn client_hello(root: &CertificateDer<'static>) -> Vec<u8> {
+    let config = client(root, &[b"h2"], &[&rustls::version::TLS13]);
+    let mut connection =
+        rustls::ClientConnection::new(config, ServerName::try_from("edge.test").unwrap()).unwrap();
+    let mut bytes = Vec::new();
+    while connection.wants_write() {
+        connection.write_tls(&mut bytes).unwrap();
+    }
+    bytes
 }
 
 #[tokio::test]
