@@ -598,6 +598,55 @@ mod tests {
     }
 
     #[test]
+    fn a_killed_route_falls_back_to_the_default_route() {
+        let live = Route::annotate("/login").challenge_at_or_below(99);
+        let killed = Route::annotate("/api")
+            .named("api")
+            .block_at_or_below(99)
+            .killed(true);
+        let routes = Routes::compile(vec![live, killed], Route::allow("/")).unwrap();
+        assert_eq!(
+            routes.lookup(&path("/login")).unwrap().route.prefix,
+            "/login"
+        );
+        // The killed route's paths get the default route's decision (allow), not its block.
+        let decided = routes.lookup(&path("/api/x")).unwrap();
+        assert_eq!(decided.route.prefix, "/");
+        assert_eq!(decided.route.decide(&scored(1, false)), Action::Allow);
+
+        // With a switch attached, the switch decides, and flips take effect at once.
+        let switch = KillSwitch::standalone("botscore.route.login");
+        let login = Route::annotate("/login")
+            .challenge_at_or_below(99)
+            .with_switch(switch.clone());
+        assert_eq!(login.switch_name(0), "botscore.route.0");
+        assert_eq!(
+            login.clone().named("login").switch_name(0),
+            "botscore.route.login"
+        );
+        let routes = Routes::compile(vec![login], Route::default()).unwrap();
+        for i in 0..20 {
+            switch.set(i % 2 == 0, "test");
+            let prefix = &routes.lookup(&path("/login")).unwrap().route.prefix;
+            assert_eq!(prefix, if i % 2 == 0 { "/" } else { "/login" });
+        }
+    }
+
+    #[test]
+    fn route_names_are_checked_and_the_default_route_cannot_be_killed() {
+        let err = validate_routes(&[Route::annotate("/a").named("a b")]).unwrap_err();
+        assert!(err.to_string().contains("routes[0].name"), "{err}");
+        let err = validate_routes(&[
+            Route::annotate("/a").named("x"),
+            Route::annotate("/b").named("x"),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("routes[1].name"), "{err}");
+        let err = validate_default_route(&Route::default().killed(true)).unwrap_err();
+        assert!(err.to_string().contains("default_route.killed"), "{err}");
+    }
+
+    #[test]
     fn every_spelling_of_a_path_meets_its_route() {
         let routes = Routes::compile(
             vec![Route::annotate("/login").block_at_or_below(99)],

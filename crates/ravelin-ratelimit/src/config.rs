@@ -336,6 +336,30 @@ mod tests {
     }
 
     #[test]
+    fn whether_rules_were_written_is_kept_and_not_part_of_the_value() {
+        let absent = parse("").unwrap();
+        assert!(!absent.rules_written());
+        assert_eq!(absent.rules.len(), 1, "the default per-ip rule");
+        let empty = parse("rules = []").unwrap();
+        assert!(empty.rules_written() && empty.rules.is_empty());
+        let written = parse(
+            "[[rules]]\nname = \"per-ip\"\nlimit = 100\nwindow = \"1s\"\nburst = 100\nkey = [\"client_ip\"]",
+        )
+        .unwrap();
+        assert!(written.rules_written());
+        // The same settings are equal however they were written.
+        assert_eq!(written, absent);
+        let killed =
+            parse("[[rules]]\nname = \"x\"\nlimit = 1\nwindow = \"1s\"\nkilled = true").unwrap();
+        assert!(killed.rules[0].killed);
+        assert!(
+            RateLimitConfig::default()
+                .with_rules(Vec::new())
+                .rules_written()
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         assert!(parse("timeout = \"20ms\"").unwrap_err().contains("timeout"));
     }

@@ -530,3 +530,83 @@ impl Plan {
         Ok(Verdict::Allow(allow))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::time::Duration;
+
+    use http::Request;
+    use ravelin_failsafe::{Guard, RequestHead, Verdict};
+    use ravelin_primitives::Switchboard;
+
+    use super::RateLimitGuard;
+    use crate::{KeyPart, ManualClock, MemoryStore, Rule, Rules, rule_switch_name};
+
+    /// Two rules, one request a minute each, keyed by their own header.
+    fn rules(alpha_killed: bool) -> Rules {
+        Rules::new()
+            .rule(
+                Rule::new("alpha", 1, Duration::from_secs(60))
+                    .key(KeyPart::Header(http::HeaderName::from_static("x-alpha")))
+                    .killed(alpha_killed),
+            )
+            .rule(
+                Rule::new("beta", 1, Duration::from_secs(60))
+                    .key(KeyPart::Header(http::HeaderName::from_static("x-beta"))),
+            )
+    }
+
+    async fn allowed<S: crate::RateLimitStore>(guard: &RateLimitGuard<S>, header: &str) -> bool {
+        let request = Request::get("/").header(header, "k").body(()).unwrap();
+        matches!(
+            guard.check(&RequestHead::from_request(&request)).await,
+            Ok(Verdict::Allow(_))
+        )
+    }
+
+    #[tokio::test]
+    async fn a_rule_killed_by_its_document_is_skipped_and_the_others_still_limit() {
+        let clock = ManualClock::new();
+        let guard = RateLimitGuard::new(rules(true))
+            .unwrap()
+            .with_store(MemoryStore::with_clock(1000, clock));
+        for _ in 0..5 {
+            assert!(
+                allowed(&guard, "x-alpha").await,
+                "a killed rule never limits"
+            );
+        }
+        assert!(allowed(&guard, "x-beta").await);
+        assert!(!allowed(&guard, "x-beta").await, "the live rule limits");
+    }
+
+    #[tokio::test]
+    async fn with_a_switchboard_the_switch_decides_and_flips_at_once() {
+        let board = Switchboard::new();
+        let clock = ManualClock::new();
+        // The document says killed, but the switchboard owns the state (its loader applies
+        // the document's value when it changes).
+        let guard = RateLimitGuard::new(rules(true))
+            .unwrap()
+            .switchboard(&board)
+            .with_store(MemoryStore::with_clock(1000, clock));
+        let switch = rule_switch_name("alpha");
+        assert_eq!(switch, "ratelimit.rule.alpha");
+        assert_eq!(board.is_engaged(&switch), Some(false), "registered at once");
+        assert!(allowed(&guard, "x-alpha").await);
+        assert!(!allowed(&guard, "x-alpha").await);
+        board.set(&switch, true, "test").unwrap();
+        for _ in 0..5 {
+            assert!(allowed(&guard, "x-alpha").await, "killed: skipped");
+        }
+        assert!(allowed(&guard, "x-beta").await);
+        assert!(
+            !allowed(&guard, "x-beta").await,
+            "the other rule still limits"
+        );
+        board.set(&switch, false, "test").unwrap();
+        assert!(!allowed(&guard, "x-alpha").await, "revived: limits again");
+    }
+}
