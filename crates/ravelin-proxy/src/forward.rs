@@ -949,7 +949,10 @@ impl<R: Resolve> ForwardInner<R> {
         ) {
             (Some(upgrades), Some(protocols)) => match parts.extensions.remove::<OnUpgrade>() {
                 Some(on_client) => match upgrades.try_acquire() {
-                    Some(permit) => Some((upgrades, protocols, on_client, permit)),
+                    Some(permit) => {
+                        let hold = parts.extensions.remove::<crate::server::ConnectionHold>();
+                        Some((upgrades, protocols, on_client, (permit, hold)))
+                    }
                     None => {
                         return local_response(
                             StatusCode::SERVICE_UNAVAILABLE,

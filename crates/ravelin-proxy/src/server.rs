@@ -1086,11 +1086,13 @@ where
         let _ = stream.set_nodelay(true);
         metrics.accepted.increment(1);
         metrics.active.increment(1.0);
-        let open = OpenConnection {
+        // Shared with the connection's upgrade requests (`ConnectionHold`): a WebSocket relay
+        // outlives the connection's task and keeps its connection and per-IP slots.
+        let open = Arc::new(OpenConnection {
             _permit: permit,
             _ip_slot: ip_slot,
             active: metrics.active.clone(),
-        };
+        });
         let stopping = stop.subscribe();
         let metrics = Arc::clone(metrics);
         let conn_log = Arc::clone(&shared.conn_log);
@@ -1102,6 +1104,7 @@ where
                 peer: PeerAddr(peer),
                 state: Arc::clone(&state),
                 tls: None,
+                hold: Arc::clone(&open),
             };
             let connection = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -1127,7 +1130,7 @@ where
         let shared = Arc::clone(&shared);
         tasks.spawn(async move {
             // Dropped on every exit, the shutdown abort included: frees the slots.
-            let _open = open;
+            let open = open;
             let (reason, error) = match acceptor.accept(stream).await {
                 Ok(accepted) => {
                     let state = Arc::new(ConnState::new());
@@ -1137,6 +1140,7 @@ where
                         peer: PeerAddr(peer),
                         state: Arc::clone(&state),
                         tls: Some(accepted.info),
+                        hold: Arc::clone(&open),
                     };
                     let connection = builder
                         .serve_connection_with_upgrades(TokioIo::new(accepted.stream), service)
@@ -1257,6 +1261,20 @@ pub async fn shutdown_signal() {
 }
 
 /// What one accepted connection holds until its task ends, however it ends.
+/// A connection's place in the server's limits, as a request extension of its upgrade
+/// requests: `Forward` hands it to the relay of an upgraded connection, so the relay counts
+/// against `max_connections` and the per-address limit until it ends, as the connection did.
+#[derive(Clone)]
+pub(crate) struct ConnectionHold {
+    _connection: Arc<OpenConnection>,
+}
+
+impl std::fmt::Debug for ConnectionHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectionHold")
+    }
+}
+
 struct OpenConnection {
     _permit: tokio::sync::OwnedSemaphorePermit,
     _ip_slot: IpSlot,
@@ -1860,6 +1878,8 @@ struct ConnService<S> {
     state: Arc<ConnState>,
     /// The handshake of a TLS connection, set on each of its requests.
     tls: Option<TlsInfo>,
+    /// The connection's slots, lent to its upgrade requests.
+    hold: Arc<OpenConnection>,
 }
 
 impl<S, B> hyper::service::Service<Request<Incoming>> for ConnService<S>
@@ -1875,6 +1895,11 @@ where
         if let Some(tls) = &self.tls {
             request.extensions_mut().insert(tls.clone());
             request.extensions_mut().insert(ClientScheme("https"));
+        }
+        if request.headers().contains_key(http::header::UPGRADE) {
+            request.extensions_mut().insert(ConnectionHold {
+                _connection: Arc::clone(&self.hold),
+            });
         }
         let in_flight = InFlight::start(&self.state, request.version());
         TrackedFuture {

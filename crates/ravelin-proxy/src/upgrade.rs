@@ -170,11 +170,14 @@ impl Upgrades {
         upstream: Arc<str>,
         client: OnUpgrade,
         origin: OnUpgrade,
-        permit: OwnedSemaphorePermit,
+        (permit, hold): (OwnedSemaphorePermit, Option<crate::server::ConnectionHold>),
     ) {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let _permit = permit;
+            // The client connection's server slots (connection and per-address limits): the
+            // relay is that connection, past its HTTP life.
+            let _hold = hold;
             // The client's side resolves once the 101 is written to it (or fails when its
             // connection goes); the upstream's is already there. A client that does not take
             // its 101 within the idle timeout is treated as idle.

@@ -108,9 +108,14 @@ impl Proxy {
     /// Server → Ingress → guard → Forward(upstream built from `builder` under this test's
     /// metrics recorder).
     async fn start(builder: ravelin_proxy::UpstreamBuilder) -> Self {
+        Self::start_with(builder, ServerConfig::default()).await
+    }
+
+    /// [`start`](Self::start) with the server's limits.
+    async fn start_with(builder: ravelin_proxy::UpstreamBuilder, config: ServerConfig) -> Self {
         let recorder = Arc::new(PrometheusBuilder::new().build_recorder());
         let upstream = metrics::with_local_recorder(&*recorder, || builder.build().unwrap());
-        let server = Server::bind("127.0.0.1:0".parse().unwrap(), ServerConfig::default())
+        let server = Server::bind("127.0.0.1:0".parse().unwrap(), config)
             .await
             .unwrap();
         let addr = server.local_addr().unwrap();
@@ -247,6 +252,43 @@ async fn text_and_binary_messages_are_echoed_through_the_proxy() {
     assert_eq!(saw.len(), 1);
     assert_eq!(saw[0]["upgrade"], "websocket");
     assert_eq!(saw[0]["connection"], "upgrade");
+    proxy.stop().await;
+}
+
+#[tokio::test]
+async fn a_relay_keeps_its_connections_place_in_the_per_address_limit() {
+    let origin = EchoOrigin::start().await;
+    let proxy = Proxy::start_with(
+        upstream(&origin.url()),
+        ServerConfig::default().max_connections_per_ip(1),
+    )
+    .await;
+    let mut ws = proxy.connect(proxy.ws_request("/one")).await.unwrap();
+    ws.send(Message::text("up")).await.unwrap();
+    assert_eq!(next(&mut ws).await, Message::text("up"));
+    // The upgraded connection left hyper, but its relay still holds the address's only slot:
+    // a second connection from the same address is closed at accept.
+    assert!(proxy.connect(proxy.ws_request("/two")).await.is_err());
+    // Once the relay ends, the slot is free again.
+    ws.close(None).await.unwrap();
+    drop(ws);
+    proxy
+        .metric_reaches(
+            "ravelin_proxy_upgraded_connections{upstream=\"origin\"}",
+            0.0,
+        )
+        .await;
+    let mut again = None;
+    for _ in 0..200 {
+        if let Ok(ws) = proxy.connect(proxy.ws_request("/three")).await {
+            again = Some(ws);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut ws = again.expect("the slot comes back when the relay ends");
+    ws.send(Message::text("again")).await.unwrap();
+    assert_eq!(next(&mut ws).await, Message::text("again"));
     proxy.stop().await;
 }
 
