@@ -22,7 +22,9 @@ async fn score(harness: &Harness) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bad_feature_file_is_rejected_and_the_model_stays() {
-    let good = feature_file(5, 60, 3.0);
+    // 150 features in force: doubling them (the 18 November file) passes the 256-feature limit
+    // while the file only doubles in size, under the store's growth bound (4x).
+    let good = feature_file(5, 150, 3.0);
     let text = config(&format!(
         "{GENEROUS_RATELIMIT}\n[botscore]\nfeature_file = \"{{dir}}/bot.json\"\nwatch_interval = \"0s\"\n"
     ));
@@ -85,9 +87,15 @@ async fn every_bad_feature_file_is_rejected_and_the_model_stays() {
         ),
         (
             "doubled rows (18 November)",
-            doubled(&feature_file(5, 150, 3.0)).into_bytes(),
+            doubled(&good).into_bytes(),
             "invalid",
             "256",
+        ),
+        (
+            "six times the size (scenario 2)",
+            format!("{good}{}", " ".repeat(good.len() * 5)).into_bytes(),
+            "growth",
+            "growth limit",
         ),
         (
             "older version",
@@ -135,7 +143,7 @@ async fn every_bad_feature_file_is_rejected_and_the_model_stays() {
     }
 
     let metrics = harness.metrics().await;
-    for kind in ["empty", "parse", "too_large", "invalid", "stale"] {
+    for kind in ["empty", "parse", "too_large", "invalid", "stale", "growth"] {
         let n = metric(
             &metrics,
             "ravelin_config_rejections_total",
