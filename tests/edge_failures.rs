@@ -231,6 +231,13 @@ async fn config_reload_under_load_fails_no_request() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The last generation is reloaded by the watcher alone: wait until it is in force (on a
+    // busy machine 100 ms may not be enough), so the invalid file below is refused against it.
+    support::eventually("the last good generation is in force", || {
+        let harness = Arc::clone(&harness);
+        async move { module(&harness.status().await, "botscore")["timeout_ms"] == 29 }
+    })
+    .await;
     // An invalid file in the middle of it all is refused and changes nothing.
     support::write_atomically(&harness.config_path, b"[server]\nmax_conections = 1\n");
     let reply = harness.admin_post("/config/reload").await;
