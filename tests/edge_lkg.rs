@@ -79,7 +79,23 @@ async fn a_restart_with_a_broken_config_starts_from_the_persisted_one() {
         "{active:#}"
     );
     assert_eq!(active["last_rejection"]["kind"], "parse", "{active:#}");
+    assert_eq!(active["degraded"], true, "{active:#}");
     assert_eq!(restarted.get("/").await.status, 200);
+    // Ready (it serves the last good config), and degraded, saying why (scenario 8).
+    let ready = restarted
+        .send(
+            http::Request::get(restarted.admin_url("/readyz"))
+                .body(http_body_util::Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ready.status, 200);
+    let text = ready.text();
+    assert!(
+        text.starts_with("ready, degraded: edge-proxy serves persisted copy"),
+        "{text}"
+    );
 
     // The file is fixed: the watcher installs it and the proxy is no longer degraded.
     write_atomically(
@@ -92,6 +108,15 @@ async fn a_restart_with_a_broken_config_starts_from_the_persisted_one() {
     })
     .await;
     assert!(main_config(&restarted).await["last_rejection"].is_null());
+    let ready = restarted
+        .send(
+            http::Request::get(restarted.admin_url("/readyz"))
+                .body(http_body_util::Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ready.text(), "ready\n");
     restarted.stop().await;
 }
 

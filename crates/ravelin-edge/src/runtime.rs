@@ -332,6 +332,30 @@ impl Edge {
             }
         });
         let edge = Arc::clone(self);
+        builder = builder.degraded(move || {
+            use ravelin_proxy::admin::degraded_reason;
+            let mut reasons: Vec<String> = Vec::new();
+            reasons.extend(degraded_reason(&edge.store.status()));
+            for (_, file) in lock(&edge.followed).iter() {
+                reasons.extend(degraded_reason(&file.status()));
+            }
+            if let Some(certificates) = &edge.certificates {
+                for certificate in certificates.status() {
+                    if certificate.active.is_none() {
+                        let why = certificate
+                            .last_rejection
+                            .map(|record| record.rejection.to_string())
+                            .unwrap_or_default();
+                        reasons.push(format!(
+                            "tls certificate {} is not served ({why})",
+                            certificate.label
+                        ));
+                    }
+                }
+            }
+            reasons
+        });
+        let edge = Arc::clone(self);
         builder = builder.command("demo-outage", move |query| {
             let edge = Arc::clone(&edge);
             Box::pin(async move {

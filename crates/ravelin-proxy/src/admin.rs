@@ -70,6 +70,7 @@ pub enum Purge {
 
 type MetricsFn = Arc<dyn Fn() -> String + Send + Sync>;
 type ReadyFn = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+type DegradedFn = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
 type ConfigFn = Arc<dyn Fn() -> Status + Send + Sync>;
 type ModulesFn = Arc<dyn Fn() -> Vec<ModuleStatus> + Send + Sync>;
 type ExtraFn = Arc<dyn Fn() -> Value + Send + Sync>;
@@ -130,6 +131,7 @@ pub struct AdminBuilder {
     commands: Vec<(String, CommandFn)>,
     metrics: Option<MetricsFn>,
     ready: Option<ReadyFn>,
+    degraded: Option<DegradedFn>,
     configs: Vec<ConfigFn>,
     modules: Option<ModulesFn>,
     extras: Vec<(String, ExtraFn)>,
@@ -200,6 +202,17 @@ impl AdminBuilder {
         self
     }
 
+    /// What `/readyz` reports as degraded: a module serving something other than what its
+    /// source offers (a persisted last good copy, the compiled-in default after its file was
+    /// refused). A degraded edge is still ready — it serves its last good state, and taking every
+    /// instance out of rotation because the same bad file reached them all would be the outage —
+    /// so `/readyz` answers 200 with `ready, degraded: <reasons>`: alert on it, do not route on
+    /// it.
+    pub fn degraded(mut self, degraded: impl Fn() -> Vec<String> + Send + Sync + 'static) -> Self {
+        self.degraded = Some(Arc::new(degraded));
+        self
+    }
+
     /// Adds a config store to `/status` (call once per store: main config, feature files, …).
     pub fn config_status(mut self, status: impl Fn() -> Status + Send + Sync + 'static) -> Self {
         self.configs.push(Arc::new(status));
@@ -267,7 +280,7 @@ impl AdminBuilder {
 /// |---|---|
 /// | `GET /` | the admin page (HTML, [below](#the-admin-page)); with `Accept: application/json`, the list of endpoints |
 /// | `GET /healthz` | 200 while the process serves |
-/// | `GET /readyz` | 200, or 503 with the reason |
+/// | `GET /readyz` | 200 (`ready`, or `ready, degraded: …` while a module serves a fallback), or 503 with the reason |
 /// | `GET /metrics` | Prometheus text |
 /// | `GET /status` | JSON: configs (version, digest, age, last rejection), modules, switches |
 /// | `POST /modules/{name}/kill`, `/revive` | flips the module's kill switch |
@@ -354,7 +367,22 @@ impl AdminInner {
         match segments.as_slice() {
             ["healthz"] if get => text(StatusCode::OK, "ok\n"),
             ["readyz"] if get => match self.builder.ready.as_ref().map_or(Ok(()), |f| f()) {
-                Ok(()) => text(StatusCode::OK, "ready\n"),
+                Ok(()) => {
+                    let degraded = self
+                        .builder
+                        .degraded
+                        .as_ref()
+                        .map(|f| f())
+                        .unwrap_or_default();
+                    if degraded.is_empty() {
+                        text(StatusCode::OK, "ready\n")
+                    } else {
+                        text(
+                            StatusCode::OK,
+                            format!("ready, degraded: {}\n", degraded.join("; ")),
+                        )
+                    }
+                }
                 Err(reason) => text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!("not ready: {reason}\n"),
@@ -591,8 +619,34 @@ pub fn config_status_json(status: &Status) -> Value {
         "age_seconds": active.age().as_secs(),
         "consecutive_rejections": status.consecutive_rejections,
         "total_rejections": status.total_rejections,
+        "rejections_window": status.rejections_window,
+        "persist_failures": status.persist_failures,
+        "degraded": is_degraded(status),
         "last_rejection": last,
     })
+}
+
+/// Whether a store serves a fallback because its source was refused: the persisted last good
+/// copy or the compiled-in default, with a rejection on record (a store that simply has no file,
+/// such as the built-in bot model, is not degraded).
+pub fn is_degraded(status: &Status) -> bool {
+    status.degraded() && status.last_rejection.is_some()
+}
+
+/// The `/readyz` line of a degraded store: its name, what it serves and why.
+pub fn degraded_reason(status: &Status) -> Option<String> {
+    if !is_degraded(status) {
+        return None;
+    }
+    let why = status
+        .last_rejection
+        .as_ref()
+        .map(|record| record.rejection.to_string())
+        .unwrap_or_default();
+    Some(format!(
+        "{} serves {} ({why})",
+        status.name, status.active.source
+    ))
 }
 
 fn unix(at: SystemTime) -> u64 {
@@ -832,6 +886,23 @@ mod tests {
         let (status, body) = call(&admin, get("/readyz")).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.contains("config not loaded"));
+        // Degraded is still ready, and says so.
+        let degraded = Admin::builder()
+            .degraded(|| vec!["bot-features serves the compiled-in default (parse error)".into()])
+            .build();
+        assert_eq!(
+            call(&degraded, get("/readyz")).await,
+            (
+                StatusCode::OK,
+                "ready, degraded: bot-features serves the compiled-in default (parse error)\n"
+                    .into()
+            )
+        );
+        let fine = Admin::builder().degraded(Vec::new).build();
+        assert_eq!(
+            call(&fine, get("/readyz")).await,
+            (StatusCode::OK, "ready\n".into())
+        );
         assert_eq!(call(&admin, get("/metrics")).await.1, "ravelin_up 1\n");
         assert_eq!(
             call(&admin, post("/metrics", None)).await.0,
