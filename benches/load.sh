@@ -48,10 +48,10 @@ THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-64}
 VARIANTS=${VARIANTS:-off ratelimit botscore cache all}
 MODELS=${MODELS:-multi_thread per_core}
-# The edge-proxy binary's allocator: `system` (glibc) and/or `mimalloc` (the root package's
-# `mimalloc` feature). Each one past the first adds every variant × model again, labelled
-# "<model>, <allocator>".
-ALLOCATORS=${ALLOCATORS:-system}
+# The edge-proxy binary's allocator: `mimalloc` (the binary's default) and/or `system` (glibc,
+# the root package's `system-allocator` feature). Each one past the first adds every variant ×
+# model again, labelled "<model>, <allocator>".
+ALLOCATORS=${ALLOCATORS:-mimalloc}
 PATHS=${PATHS:-/asset.css /api}
 WRITE_DOCS=${WRITE_DOCS:-1}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
@@ -75,9 +75,9 @@ done
 for alloc in $ALLOCATORS; do
   echo "building edge-proxy (release, $alloc allocator)..."
   if [ "$alloc" = system ]; then
-    cargo build --release --example edge-proxy >/dev/null
+    cargo build --release --example edge-proxy --features system-allocator >/dev/null
   else
-    cargo build --release --example edge-proxy --features "$alloc" >/dev/null
+    cargo build --release --example edge-proxy >/dev/null
   fi
   cp "$TARGET_DIR/release/examples/edge-proxy" "$TARGET_DIR/release/examples/edge-proxy-$alloc"
 done
@@ -173,7 +173,7 @@ for alloc in $ALLOCATORS; do
   EDGE="$TARGET_DIR/release/examples/edge-proxy-$alloc"
   for model in $MODELS; do
     label="$model"
-    [ "$alloc" = system ] || label="$model, $alloc"
+    [ "$alloc" = mimalloc ] || label="$model, $alloc"
     for variant in $VARIANTS; do
       port=$(free_port)
       admin=$(free_port)
