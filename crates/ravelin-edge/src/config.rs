@@ -348,8 +348,10 @@ pub struct ServerSection {
     /// usually holds a /64).
     #[serde(default = "default_ipv6_prefix_len")]
     pub per_ip_ipv6_prefix_len: u8,
-    /// How connections are scheduled: `multi_thread` (default) or `per_core` (issue 13).
-    #[serde(default)]
+    /// How connections are scheduled: `per_core` (default: the edge's measured winner, issue 13)
+    /// or `multi_thread`. (`ravelin_proxy::ServerConfig`'s own default stays `multi_thread`: a
+    /// library serves on its caller's runtime unless asked to start threads.)
+    #[serde(default = "default_runtime")]
     pub runtime: ravelin_proxy::RuntimeModel,
     /// Worker threads for `runtime = "per_core"` (0 = the available parallelism).
     #[serde(default)]
@@ -612,6 +614,9 @@ fn default_max_handshakes() -> usize {
 fn default_ja4_header() -> String {
     ravelin_proxy::tls::DEFAULT_JA4_HEADER.to_owned()
 }
+fn default_runtime() -> ravelin_proxy::RuntimeModel {
+    ravelin_proxy::RuntimeModel::PerCore
+}
 fn yes() -> bool {
     true
 }
@@ -696,7 +701,7 @@ impl Default for ServerSection {
             http2_keep_alive_timeout: default_h2_ping(),
             per_ip_ipv4_prefix_len: default_ipv4_prefix_len(),
             per_ip_ipv6_prefix_len: default_ipv6_prefix_len(),
-            runtime: ravelin_proxy::RuntimeModel::default(),
+            runtime: default_runtime(),
             workers: 0,
         }
     }
@@ -1251,8 +1256,15 @@ mod tests {
 
     #[test]
     fn runtime_model_and_workers_are_read_and_bounded() {
+        // The edge's default is the measured winner (docs/performance.md); the library's own
+        // ServerConfig keeps serving on its caller's runtime.
         assert_eq!(
             EdgeConfig::default().server.runtime,
+            ravelin_proxy::RuntimeModel::PerCore
+        );
+        let config = parse("[server]\nruntime = \"multi_thread\"\n").unwrap();
+        assert_eq!(
+            config.server.runtime,
             ravelin_proxy::RuntimeModel::MultiThread
         );
         let config = parse("[server]\nruntime = \"per_core\"\nworkers = 2\n").unwrap();
