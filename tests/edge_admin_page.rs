@@ -19,7 +19,6 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use http::Request;
@@ -270,22 +269,7 @@ async fn screenshot() {
 /// Chromium from `$RAVELIN_CHROMIUM` or `PATH`: `None` after printing a skip, a panic under
 /// `CI=true`.
 fn chromium() -> Option<PathBuf> {
-    let env = "RAVELIN_CHROMIUM";
-    if let Some(path) = std::env::var_os(env).filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(path));
-    }
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("chromium"))
-            .find(|candidate| candidate.is_file())
-    });
-    if found.is_none() {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("chromium not found, and CI=true forbids skipping: install it (or set {env})");
-        }
-        eprintln!("skipped: chromium not found (install it, or set {env})");
-    }
-    found
+    ravelin_test_support::tools::find_tool("chromium")
 }
 
 /// Chromium's arguments for one headless run of `url` with a fresh profile (returned too, so
@@ -339,40 +323,7 @@ fn row_of<'a>(dom: &'a str, marker: &str, end: &str) -> (&'a str, &'a str) {
     (&dom[start..tag_end], &dom[start..row_end])
 }
 
-/// Runs `program` to completion within [`BROWSER_BOUND`] in its own process group (killed as a
-/// whole if it overruns, so no Chromium helper outlives the test); its stdout.
+/// Runs `program` within [`BROWSER_BOUND`] (see `ravelin_test_support::tools::run_bounded`).
 async fn run(program: &PathBuf, args: &[String]) -> String {
-    let mut command = tokio::process::Command::new(program);
-    command
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let child = command.spawn().unwrap();
-    let pid = child.id().unwrap();
-    match tokio::time::timeout(BROWSER_BOUND, child.wait_with_output()).await {
-        Ok(output) => {
-            let output = output.unwrap();
-            let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-            assert!(
-                output.status.success(),
-                "{} {args:?}: {}\nstdout: {stdout}\nstderr: {}",
-                program.display(),
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            );
-            stdout
-        }
-        Err(_) => {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pid}")])
-                .status();
-            panic!(
-                "{} {args:?} did not finish within {BROWSER_BOUND:?}",
-                program.display()
-            );
-        }
-    }
+    ravelin_test_support::tools::run_bounded(program, args, BROWSER_BOUND).await
 }

@@ -13,3 +13,6 @@
 #[cfg_attr(docsrs, doc(cfg(feature = "edge")))]
 pub mod edge;
 pub mod redis;
+#[cfg(feature = "edge")]
+#[cfg_attr(docsrs, doc(cfg(feature = "edge")))]
+pub mod tools;
