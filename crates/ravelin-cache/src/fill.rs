@@ -128,17 +128,24 @@ impl Fill {
 /// How long a key whose response was not storable skips coalescing (see the module docs).
 pub(crate) const HIT_FOR_PASS: Duration = Duration::from_secs(30);
 
-/// What the registry holds for a key.
-enum Slot {
-    /// A fetch in flight.
-    Fill(Arc<Fill>),
-    /// The last fetch was not storable: requests until `until` go alone.
-    Pass { until: Instant },
+/// The registry's state: the fills in flight, and the hit-for-pass marks beside them (each
+/// map bounded by `max`, so marks never take the room of fills).
+#[derive(Default)]
+struct Registry {
+    fills: HashMap<u64, Arc<Fill>, foldhash::fast::RandomState>,
+    /// Key → until when it skips coalescing.
+    marks: HashMap<u64, Instant, foldhash::fast::RandomState>,
+    /// When expired marks were last swept (at most once per [`MARK_SWEEP`]).
+    swept: Option<Instant>,
 }
 
-/// The registry of fills and hit-for-pass marks, bounded by `max` together.
+/// The least time between two sweeps of expired marks: a sweep walks every mark, so it is
+/// rationed to keep each request's work constant.
+const MARK_SWEEP: Duration = Duration::from_secs(1);
+
+/// The registry of fills in flight and hit-for-pass marks, each bounded by `max`.
 pub(crate) struct Fills {
-    map: Mutex<HashMap<u64, Slot, foldhash::fast::RandomState>>,
+    map: Mutex<Registry>,
     max: usize,
 }
 
@@ -157,32 +164,27 @@ pub(crate) enum Join {
 impl Fills {
     pub(crate) fn new(max: usize) -> Arc<Self> {
         Arc::new(Self {
-            map: Mutex::new(HashMap::default()),
+            map: Mutex::new(Registry::default()),
             max,
         })
     }
 
     pub(crate) fn join(self: &Arc<Self>, key: u64) -> Join {
-        let now = Instant::now();
-        let mut map = self.map.lock();
-        match map.get(&key) {
-            Some(Slot::Fill(fill)) => return Join::Follow(fill.clone()),
-            Some(Slot::Pass { until }) if now < *until => return Join::Pass,
-            // An expired mark is replaced by the fill below.
-            Some(Slot::Pass { .. }) => {}
-            None => {
-                if map.len() >= self.max {
-                    // Make room from expired marks before giving up; a full map of live fills
-                    // and marks sends the request alone.
-                    map.retain(|_, slot| !matches!(slot, Slot::Pass { until } if now >= *until));
-                    if map.len() >= self.max {
-                        return Join::Full;
-                    }
-                }
+        let mut registry = self.map.lock();
+        if let Some(fill) = registry.fills.get(&key) {
+            return Join::Follow(fill.clone());
+        }
+        if let Some(until) = registry.marks.get(&key).copied() {
+            if Instant::now() < until {
+                return Join::Pass;
             }
+            registry.marks.remove(&key);
+        }
+        if registry.fills.len() >= self.max {
+            return Join::Full;
         }
         let fill = Arc::new(Fill::new());
-        map.insert(key, Slot::Fill(fill.clone()));
+        registry.fills.insert(key, fill.clone());
         Join::Lead(Leader {
             fills: self.clone(),
             key,
@@ -193,29 +195,42 @@ impl Fills {
 
     /// Whether a fill for `key` is in flight (background revalidation runs once per key).
     pub(crate) fn in_flight(&self, key: u64) -> bool {
-        matches!(self.map.lock().get(&key), Some(Slot::Fill(_)))
+        self.map.lock().fills.contains_key(&key)
     }
 
-    /// Removes `fill` from `key`, or with `pass`, leaves a hit-for-pass mark in its place.
+    /// Removes `fill` from `key` and, with `pass`, leaves a hit-for-pass mark. A full set of
+    /// marks is swept of expired ones at most once per [`MARK_SWEEP`]; when still full, no mark
+    /// is left (marks only save work; fills never wait for room).
     fn forget(&self, key: u64, fill: &Arc<Fill>, pass: bool) {
-        let mut map = self.map.lock();
-        if matches!(map.get(&key), Some(Slot::Fill(f)) if Arc::ptr_eq(f, fill)) {
-            if pass {
-                let until = Instant::now() + HIT_FOR_PASS;
-                map.insert(key, Slot::Pass { until });
-            } else {
-                map.remove(&key);
-            }
+        let mut registry = self.map.lock();
+        if !registry
+            .fills
+            .get(&key)
+            .is_some_and(|f| Arc::ptr_eq(f, fill))
+        {
+            return;
+        }
+        registry.fills.remove(&key);
+        if !pass {
+            return;
+        }
+        let now = Instant::now();
+        if registry.marks.len() >= self.max
+            && registry
+                .swept
+                .is_none_or(|at| now.saturating_duration_since(at) >= MARK_SWEEP)
+        {
+            registry.marks.retain(|_, until| now < *until);
+            registry.swept = Some(now);
+        }
+        if registry.marks.len() < self.max || registry.marks.contains_key(&key) {
+            registry.marks.insert(key, now + HIT_FOR_PASS);
         }
     }
 
     /// Fills in flight (hit-for-pass marks not counted).
     pub(crate) fn len(&self) -> usize {
-        self.map
-            .lock()
-            .values()
-            .filter(|slot| matches!(slot, Slot::Fill(_)))
-            .count()
+        self.map.lock().fills.len()
     }
 }
 
@@ -263,9 +278,20 @@ impl Leader {
         self.finish(Phase::ServedStale);
     }
 
-    /// The response may not be shared.
+    /// The response may not be shared, and says so of itself (`no-store`, `private`, …): the
+    /// key is remembered for [`HIT_FOR_PASS`].
     pub(crate) fn uncacheable(self) {
         self.finish(Phase::Uncacheable);
+    }
+
+    /// The response may not be shared this time, for a reason of this request or this moment
+    /// (its `Authorization`, a range, an error, the recording budget): followers go alone, and
+    /// no hit-for-pass mark is left — one client's request must not switch coalescing off for
+    /// everyone.
+    pub(crate) fn not_shared(mut self) {
+        self.done = true;
+        self.fills.forget(self.key, &self.fill, false);
+        self.fill.update(|s| s.phase = Phase::Uncacheable);
     }
 
     /// The fetch failed.
@@ -337,20 +363,52 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn expired_marks_make_room_in_a_full_registry() {
+    async fn a_response_not_shared_for_this_request_leaves_no_mark() {
+        let fills = Fills::new(8);
+        let Join::Lead(leader) = fills.join(5) else {
+            panic!("leads")
+        };
+        let Join::Follow(follower) = fills.join(5) else {
+            panic!("follows")
+        };
+        leader.not_shared();
+        assert_eq!(follower.outcome().await.0, Phase::Uncacheable);
+        assert!(
+            matches!(fills.join(5), Join::Lead(_)),
+            "coalescing stays on"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn marks_never_take_the_room_of_fills_and_are_bounded() {
         let fills = Fills::new(2);
-        for key in [1, 2] {
+        for key in [1, 2, 3] {
             let Join::Lead(leader) = fills.join(key) else {
                 panic!("leads")
             };
             leader.uncacheable();
         }
+        // Two marks at most (the third was not kept), and fills still have all their room.
+        assert_eq!(fills.map.lock().marks.len(), 2);
+        let Join::Lead(three) = fills.join(3) else {
+            panic!("no mark for 3: it leads")
+        };
+        let Join::Lead(nine) = fills.join(9) else {
+            panic!("leads")
+        };
         assert!(
-            matches!(fills.join(9), Join::Full),
-            "two live marks fill it"
+            matches!(fills.join(10), Join::Full),
+            "two fills in flight fill it"
         );
+        drop((three, nine));
+        // Expired marks are swept when a new one needs the room.
         tokio::time::advance(HIT_FOR_PASS).await;
-        assert!(matches!(fills.join(9), Join::Lead(_)));
+        let Join::Lead(eleven) = fills.join(11) else {
+            panic!("leads")
+        };
+        eleven.uncacheable();
+        assert!(matches!(fills.join(11), Join::Pass));
+        assert_eq!(fills.map.lock().marks.len(), 1);
     }
 
     #[tokio::test]

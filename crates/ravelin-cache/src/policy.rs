@@ -73,6 +73,27 @@ pub(crate) enum NotStored {
 }
 
 impl NotStored {
+    /// Whether the reason is the response's own (`no-store`, `private`, `Vary: *`, `Set-Cookie`,
+    /// …), so the URL's next responses are likely the same — the reasons that leave a
+    /// hit-for-pass mark — as opposed to one of this request (`Authorization`, request
+    /// `no-store`) or this moment (a status such as a 5xx or 206, an error over a stored copy),
+    /// given by its [`as_str`](Self::as_str) name.
+    pub(crate) fn is_intrinsic_name(name: &str) -> bool {
+        [
+            NotStored::NoStore,
+            NotStored::Private,
+            NotStored::MustUnderstand,
+            NotStored::NotCacheable,
+            NotStored::VaryStar,
+            NotStored::NotReusable,
+            NotStored::TooLarge,
+            NotStored::SetCookie,
+            NotStored::CloseDelimited,
+        ]
+        .iter()
+        .any(|reason| reason.as_str() == name)
+    }
+
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             NotStored::Status => "status",

@@ -394,7 +394,17 @@ where
         }
         Decision::Pass { status } => {
             if let Some(l) = leader {
-                l.uncacheable();
+                // Hit-for-pass only when the response itself says it is not for sharing; a
+                // reason of this request (Authorization, a range) or this moment (an error over
+                // a stored copy, a status) must not switch coalescing off for everyone.
+                if status
+                    .detail
+                    .is_some_and(crate::policy::NotStored::is_intrinsic_name)
+                {
+                    l.uncacheable();
+                } else {
+                    l.not_shared();
+                }
             }
             engine.finish_forwarded(&mut parts.headers, &status);
             Ok(Response::from_parts(parts, CacheBody::pass(body)))
@@ -486,8 +496,9 @@ where
     let reserved = size.unwrap_or(0);
     if !engine.recording.take(reserved) {
         if let Some(l) = leader {
-            // Followers go to the origin themselves; nothing is buffered for them.
-            l.uncacheable();
+            // Followers go to the origin themselves; nothing is buffered for them. The budget
+            // is this moment's, not the URL's: no hit-for-pass mark.
+            l.not_shared();
         }
         status.detail = Some(RECORDING_LIMIT);
         if not_modified {

@@ -1141,6 +1141,28 @@ async fn an_uncacheable_url_is_not_coalesced_again_hit_for_pass() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn one_clients_authorization_does_not_switch_coalescing_off() {
+    let h = Arc::new(Harness::new(Origin::fixed(
+        Reply::ok(&[("cache-control", "max-age=60")], "shared").delayed(Duration::from_millis(100)),
+    )));
+    // Not stored because of this request's Authorization: no hit-for-pass mark is left.
+    let private = h.get_with("/hot", &[("authorization", "Bearer x")]).await;
+    assert_eq!(private.text(), "shared");
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let h = h.clone();
+            tokio::spawn(async move { h.get("/hot").await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().text(), "shared");
+    }
+    // One fetch for the authorized request, one shared by the twenty.
+    assert_eq!(h.origin.calls(), 2);
+    assert_eq!(h.handle.stats().coalesced, 19);
+}
+
+#[tokio::test(start_paused = true)]
 async fn coalesced_followers_never_get_the_leaders_cookie() {
     let h = Arc::new(Harness::new(Origin::fixed(
         Reply::ok(&[("cache-control", "public, max-age=60")], "shared")

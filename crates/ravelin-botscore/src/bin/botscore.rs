@@ -58,7 +58,8 @@ enum Command {
         max_bytes: u64,
         /// Sampled request heads (JSON lines in `score`'s input format): FILE is scored beside
         /// the published model (--previous, else the built-in one) and refused when it moves
-        /// them past the bounds below — the gate the edge runs before a new file serves.
+        /// them past the bounds below — a gate for CI before a file is published (the edge does
+        /// not run it on its own reloads yet).
         #[arg(long)]
         sample: Option<PathBuf>,
         /// Largest share of sampled requests FILE may newly call automated.
