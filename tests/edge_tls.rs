@@ -193,12 +193,16 @@ server_names = ["*.b.test"]
 "#;
 
 async fn start(ca: &Ca, extra: &str) -> Harness {
+    start_with(ca, &config(&format!("{TLS_SECTION}{extra}"))).await
+}
+
+/// The edge with config `text` and the three certificates of [`TLS_SECTION`], freshly issued.
+async fn start_with(ca: &Ca, text: &str) -> Harness {
     let (default_pem, default_key) = ca.leaf(&["default.test"], 30);
     let (a_pem, a_key) = ca.leaf(&["a.test"], 30);
     let (b_pem, b_key) = ca.leaf(&["*.b.test"], 30);
-    let text = config(&format!("{TLS_SECTION}{extra}"));
     Harness::start_with_files(
-        &text,
+        text,
         &[
             ("default.pem", default_pem.as_bytes()),
             ("default.key", default_key.as_bytes()),
@@ -377,22 +381,7 @@ async fn plaintext_can_be_redirected_and_cannot_forge_the_ja4() {
         "listen = \"127.0.0.1:0\"\nplaintext = \"redirect\"\n",
         1,
     );
-    let (default_pem, default_key) = ca.leaf(&["default.test"], 30);
-    let (a_pem, a_key) = ca.leaf(&["a.test"], 30);
-    let (b_pem, b_key) = ca.leaf(&["*.b.test"], 30);
-    let harness = Harness::start_with_files(
-        &text,
-        &[
-            ("default.pem", default_pem.as_bytes()),
-            ("default.key", default_key.as_bytes()),
-            ("a.pem", a_pem.as_bytes()),
-            ("a.key", a_key.as_bytes()),
-            ("b.pem", b_pem.as_bytes()),
-            ("b.key", b_key.as_bytes()),
-        ],
-        None,
-    )
-    .await;
+    let harness = start_with(&ca, &text).await;
     let request = Request::get(harness.url("/p/q?x=1"))
         .header("host", "a.test")
         .body(http_body_util::Full::default())
