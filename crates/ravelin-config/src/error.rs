@@ -177,6 +177,30 @@ pub enum Rejection {
         /// The active snapshot's version.
         active: u64,
     },
+    /// The document passed validation but the store's pre-activation check refused it
+    /// ([`StoreBuilder::check`](crate::StoreBuilder::check)): its effect on recent requests, or
+    /// on the active document, is past a bound.
+    #[error("{name} ({origin}): refused before activation: {reason}")]
+    Refused {
+        /// The store's name.
+        name: String,
+        /// Where the document came from.
+        origin: Source,
+        /// The check's reason, with its numbers.
+        reason: String,
+    },
+    /// The document was tried on a canary share of clients and rolled back (or aborted by
+    /// hand); offered again, the same bytes are refused for the same reason
+    /// ([`StoreBuilder::rollout`](crate::StoreBuilder::rollout)).
+    #[error("{name} ({origin}): rolled back: {reason}; publish a corrected version")]
+    RolledBack {
+        /// The store's name.
+        name: String,
+        /// Where the document came from.
+        origin: Source,
+        /// Why its canary was rolled back.
+        reason: String,
+    },
 }
 
 impl Rejection {
@@ -191,6 +215,8 @@ impl Rejection {
             Rejection::Stale { .. } => "stale",
             Rejection::Growth { .. } => "growth",
             Rejection::Unversioned { .. } => "unversioned",
+            Rejection::Refused { .. } => "refused",
+            Rejection::RolledBack { .. } => "rolled_back",
         }
     }
 
@@ -204,7 +230,9 @@ impl Rejection {
             | Rejection::Invalid { origin, .. }
             | Rejection::Stale { origin, .. }
             | Rejection::Growth { origin, .. }
-            | Rejection::Unversioned { origin, .. } => origin,
+            | Rejection::Unversioned { origin, .. }
+            | Rejection::Refused { origin, .. }
+            | Rejection::RolledBack { origin, .. } => origin,
         }
     }
 }

@@ -4,6 +4,7 @@
 mod decode;
 mod error;
 mod persist;
+pub mod rollout;
 mod store;
 
 pub use decode::Document;
@@ -12,6 +13,10 @@ pub use error::{Format, Rejection, Source};
 // declare rules or read a switch need no store); re-exported so every existing path still works.
 pub use ravelin_primitives::{
     KillSwitch, Switchboard, UnknownSwitch, Validate, Violation, Violations,
+};
+pub use rollout::{
+    Assignment, Cohort, CohortBounds, CohortHealth, CohortKey, Observation, RolloutEnd,
+    RolloutPolicy, RolloutRecord, RolloutStatus,
 };
 pub use store::{
     Digest, Meta, Outcome, RejectionRecord, Snapshot, Startup, Status, Store, StoreBuilder,

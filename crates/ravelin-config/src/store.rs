@@ -7,15 +7,19 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use sha2::{Digest as _, Sha256};
 
 use ravelin_primitives::clock::{Clock, MonotonicClock, Nanos};
-use ravelin_primitives::{LogLimiter, Validate};
+use ravelin_primitives::{LogLimiter, Validate, Violations};
 
 use crate::decode::{Decoder, Document};
 use crate::error::{Format, Rejection, Source};
 use crate::persist;
+use crate::rollout::{
+    Assignment, Canary, CohortKey, Judgement, Observation, RolloutEnd, RolloutPolicy,
+    RolloutRecord, RolloutStatus, judge,
+};
 
 /// A SHA-256 digest of a document's bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -109,6 +113,25 @@ impl<T> Snapshot<T> {
     }
 }
 
+#[cfg(test)]
+impl Snapshot<()> {
+    /// A snapshot of nothing whose digest is that of `bytes`.
+    pub(crate) fn for_tests(bytes: &[u8]) -> Self {
+        Snapshot {
+            value: (),
+            meta: Meta {
+                version: None,
+                digest: Digest::of(bytes),
+                source: Source::Default,
+                size: 0,
+                loaded_at: SystemTime::now(),
+                installed_at: Instant::now(),
+                generation: 0,
+            },
+        }
+    }
+}
+
 impl<T> std::ops::Deref for Snapshot<T> {
     type Target = T;
     fn deref(&self) -> &T {
@@ -126,7 +149,15 @@ pub enum Outcome {
         /// Its digest.
         digest: Digest,
     },
-    /// The candidate is byte-for-byte the active document; nothing changed.
+    /// The candidate passed and now serves a share of clients as a canary
+    /// ([`StoreBuilder::rollout`]); it is promoted or rolled back by [`Store::tick`].
+    Canary {
+        /// Its version, when it carries one.
+        version: Option<u64>,
+        /// Its digest.
+        digest: Digest,
+    },
+    /// The candidate is byte-for-byte the active document (or the canary); nothing changed.
     Unchanged,
     /// The file changed while it was being read; nothing was installed and the next poll or reload
     /// will read it again. Writers should write a temporary file and rename it into place.
@@ -138,6 +169,7 @@ impl Outcome {
     pub fn as_str(&self) -> &'static str {
         match self {
             Outcome::Installed { .. } => "installed",
+            Outcome::Canary { .. } => "canary",
             Outcome::Unchanged => "unchanged",
             Outcome::Deferred => "deferred",
         }
@@ -179,6 +211,10 @@ pub struct Status {
     /// Installing a document clears it; an unchanged reload does not (the rejected candidate
     /// may come back).
     pub last_rejection: Option<RejectionRecord>,
+    /// The rollout in progress, if a candidate is under canary.
+    pub rollout: Option<RolloutStatus>,
+    /// How the last finished rollout ended.
+    pub last_rollout: Option<RolloutRecord>,
 }
 
 impl Status {
@@ -221,6 +257,21 @@ pub struct StoreBuilder<T> {
     clock: SharedClock,
     state_dir: Option<PathBuf>,
     persist: bool,
+    check: Option<CheckFn<T>>,
+    rollout: Option<RolloutPolicy>,
+}
+
+/// A pre-activation check: the active document, the candidate; `Err` refuses the candidate.
+#[derive(Clone)]
+struct CheckFn<T>(Arc<CheckDyn<T>>);
+
+/// The erased closure of a [`CheckFn`].
+type CheckDyn<T> = dyn Fn(&T, &T) -> Result<(), String> + Send + Sync;
+
+impl<T> fmt::Debug for CheckFn<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CheckFn")
+    }
 }
 
 impl<T: Validate> StoreBuilder<T> {
@@ -316,6 +367,8 @@ impl<T: Document> StoreBuilder<T> {
             clock: Arc::new(MonotonicClock::new()),
             state_dir: None,
             persist: true,
+            check: None,
+            rollout: None,
         }
     }
 
@@ -433,6 +486,33 @@ impl<T: Document> StoreBuilder<T> {
         self
     }
 
+    /// A pre-activation check: called with the active document and a candidate that passed
+    /// validation and the version and growth guards, before the candidate serves anyone (not
+    /// even a canary). An `Err` refuses it as [`Rejection::Refused`] with that reason, like any
+    /// other rejection: the active document stays, the rejection is counted and reported. Use it
+    /// for what a document alone cannot answer: its effect on a sample of recent requests, or a
+    /// list that had entries and would now be empty. At startup it also compares the source
+    /// with the persisted last known good ([`state_dir`](StoreBuilder::state_dir)). It runs on
+    /// the control plane, under the store's reload lock: keep it bounded.
+    pub fn check(
+        mut self,
+        check: impl Fn(&T, &T) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.check = Some(CheckFn(Arc::new(check)));
+        self
+    }
+
+    /// Stages every candidate through a canary (see [`crate::rollout`]): a candidate that
+    /// passes validation and the [`check`](StoreBuilder::check) serves `policy.share` of
+    /// clients ([`Store::load_for`]) until [`Store::tick`] promotes it (baked within bounds)
+    /// or rolls it back (its cohort did worse than the baseline). Only a promoted document is
+    /// persisted. A policy with `canary = false` installs candidates at once. Default: none
+    /// (install at once).
+    pub fn rollout(mut self, policy: RolloutPolicy) -> Self {
+        self.rollout = Some(policy);
+        self
+    }
+
     /// The startup policy this builder will apply.
     pub fn startup(&self) -> Startup {
         if self.default.is_some() {
@@ -467,7 +547,18 @@ impl<T: Document> StoreBuilder<T> {
             clock,
             state_dir,
             persist,
+            check,
+            rollout,
         } = self;
+        if let Some(policy) = &rollout
+            && let Err(violations) = Validate::validate(policy)
+        {
+            return Err(Rejection::Invalid {
+                name,
+                origin: Source::Api("StoreBuilder::rollout".into()),
+                violations,
+            });
+        }
         if let Some(factor) = max_growth
             && !(factor.is_finite() && (1.0..=Self::MAX_GROWTH_LIMIT).contains(&factor))
         {
@@ -536,11 +627,21 @@ impl<T: Document> StoreBuilder<T> {
         // The persisted copy is the last known good: the source must pass against it exactly as
         // a reload would against the active document (unless it is that very document).
         let first = match (first, &persisted) {
-            (Ok(parsed), Some((_, active))) if parsed.1 != active.digest => {
+            (Ok(parsed), Some((persisted_value, active))) if parsed.1 != active.digest => {
                 let checked = guards
                     .check_growth(&name, &parsed.2, parsed.3, active)
                     .and_then(|()| {
                         guards.check_version(&name, &parsed.2, parsed.0.version(), active)
+                    })
+                    .and_then(|()| match &check {
+                        Some(check) => (check.0)(persisted_value, &parsed.0).map_err(|reason| {
+                            Rejection::Refused {
+                                name: name.clone(),
+                                origin: parsed.2.clone(),
+                                reason,
+                            }
+                        }),
+                        None => Ok(()),
                     });
                 match checked {
                     Ok(()) => Ok(parsed),
@@ -609,6 +710,10 @@ impl<T: Document> StoreBuilder<T> {
                 state: Mutex::new(ReloadState::default()),
                 installs: tx,
                 guards,
+                check,
+                policy: Mutex::new(rollout),
+                canary: ArcSwapOption::empty(),
+                rollouts: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         store.publish_gauges();
@@ -667,7 +772,17 @@ struct Inner<T> {
     state: Mutex<ReloadState>,
     installs: tokio::sync::watch::Sender<u64>,
     guards: Guards,
+    check: Option<CheckFn<T>>,
+    /// The rollout policy (`None`: install at once); the control plane may change it.
+    policy: Mutex<Option<RolloutPolicy>>,
+    /// The candidate under canary, if any: read per request by [`Store::load_for`].
+    canary: ArcSwapOption<Canary<T>>,
+    /// Rollouts started, for their ids.
+    rollouts: std::sync::atomic::AtomicU64,
 }
+
+/// How many rolled-back digests are remembered: offered again, they are refused.
+const ROLLED_BACK_DIGESTS: usize = 16;
 
 /// How many distinct rejected digests are remembered for log de-duplication.
 const LOGGED_DIGESTS: usize = 16;
@@ -795,6 +910,11 @@ struct ReloadState {
     window: VecDeque<Nanos>,
     /// Times the active document could not be persisted.
     persist_failures: u64,
+    /// How the last rollout ended.
+    last_rollout: Option<RolloutRecord>,
+    /// Candidates rolled back or aborted (at most [`ROLLED_BACK_DIGESTS`]): the same bytes
+    /// offered again are refused rather than tried on clients a second time.
+    rolled_back: VecDeque<(Digest, String)>,
 }
 
 /// What a look at the store's file found.
@@ -926,7 +1046,11 @@ impl<T: Document> Store<T> {
                 let polled = store.clone();
                 // A panic here would be a bug in this crate; the JoinError keeps it from killing
                 // the watcher loop, and the next tick tries again.
-                let _ = tokio::task::spawn_blocking(move || polled.poll_file()).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    polled.poll_file();
+                    polled.tick();
+                })
+                .await;
             }
         });
         WatchHandle { task }
@@ -993,6 +1117,8 @@ impl<T: Document> Store<T> {
             rejections_window,
             persist_failures: state.persist_failures,
             last_rejection: state.last_rejection.clone(),
+            rollout: self.rollout_status(),
+            last_rollout: state.last_rollout.clone(),
         }
     }
 
@@ -1017,6 +1143,291 @@ impl<T: Document> Store<T> {
     /// Rejections since the last good or unchanged document.
     pub fn consecutive_rejections(&self) -> u64 {
         self.lock_state().consecutive_rejections
+    }
+
+    // === rollout ===
+
+    /// The snapshot client `key` is served: the canary's when a rollout is in progress and the
+    /// key falls in its share, the active one otherwise; with the client's [`Assignment`] while
+    /// a rollout runs (file observations of this request under it, [`Store::observe`]). One
+    /// atomic load when no rollout runs.
+    pub fn load_for(&self, key: CohortKey) -> (Arc<Snapshot<T>>, Option<Assignment>) {
+        let canary = self.inner.canary.load();
+        match canary.as_deref() {
+            None => (self.load(), None),
+            Some(canary) => {
+                let cohort = canary.cohort(key);
+                let snapshot = match cohort {
+                    crate::rollout::Cohort::Canary => Arc::clone(&canary.snapshot),
+                    crate::rollout::Cohort::Baseline => self.load(),
+                };
+                let assignment = Assignment {
+                    rollout: canary.id,
+                    cohort,
+                };
+                (snapshot, Some(assignment))
+            }
+        }
+    }
+
+    /// Client `key`'s cohort in the rollout in progress, if any (what
+    /// [`load_for`](Store::load_for) decides, without the snapshot).
+    pub fn assignment(&self, key: CohortKey) -> Option<Assignment> {
+        self.inner
+            .canary
+            .load()
+            .as_deref()
+            .map(|canary| Assignment {
+                rollout: canary.id,
+                cohort: canary.cohort(key),
+            })
+    }
+
+    /// Whether a candidate is under canary.
+    pub fn in_rollout(&self) -> bool {
+        self.inner.canary.load().is_some()
+    }
+
+    /// Files how one request of `assignment`'s cohort went. Ignored when that rollout has
+    /// ended. Lock-free (a few relaxed atomic increments).
+    pub fn observe(&self, assignment: Assignment, observation: &Observation) {
+        if let Some(canary) = self.inner.canary.load().as_deref()
+            && canary.id == assignment.rollout
+        {
+            canary.counters(assignment.cohort).observe(observation);
+        }
+    }
+
+    /// Files a value computed for one request of `assignment`'s cohort (a bot score), whose
+    /// means the cohorts compare ([`CohortBounds::max_value_shift`](crate::CohortBounds)).
+    pub fn observe_value(&self, assignment: Assignment, value: f64) {
+        if let Some(canary) = self.inner.canary.load().as_deref()
+            && canary.id == assignment.rollout
+        {
+            canary.counters(assignment.cohort).observe_value(value);
+        }
+    }
+
+    /// The rollout policy in force (`None`: candidates install at once).
+    pub fn rollout_policy(&self) -> Option<RolloutPolicy> {
+        self.policy()
+    }
+
+    /// Replaces the rollout policy, e.g. when the config that sets it is reloaded. A rollout in
+    /// progress keeps the policy it started with; with `None` or `canary = false` the next
+    /// candidate installs at once (and supersedes a canary still running).
+    ///
+    /// # Errors
+    /// The policy's violations; the policy in force stays.
+    pub fn set_rollout(&self, policy: Option<RolloutPolicy>) -> Result<(), Violations> {
+        if let Some(policy) = &policy {
+            Validate::validate(policy)?;
+        }
+        *self
+            .inner
+            .policy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = policy;
+        Ok(())
+    }
+
+    fn policy(&self) -> Option<RolloutPolicy> {
+        self.inner
+            .policy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Where the rollout in progress stands.
+    pub fn rollout_status(&self) -> Option<RolloutStatus> {
+        let canary = self.inner.canary.load_full()?;
+        let now = self.inner.guards.clock.now();
+        Some(RolloutStatus {
+            candidate: canary.snapshot.meta.clone(),
+            share: canary.policy.share,
+            elapsed: now - canary.started,
+            bake: canary.policy.bake,
+            min_requests: canary.policy.min_requests,
+            started_at: canary.started_wall,
+            canary: canary.canary.health(),
+            baseline: canary.baseline.health(),
+        })
+    }
+
+    /// Advances the rollout in progress: rolls the candidate back as soon as its cohort is
+    /// measurably worse than the baseline, promotes it once it has baked within bounds (or
+    /// after `max_wait` with too little traffic to compare). [`watch`](Store::watch) calls it
+    /// on every poll; a store without a watcher needs a timer that does (a second is plenty).
+    /// Returns how the rollout ended, if it did.
+    pub fn tick(&self) -> Option<RolloutEnd> {
+        self.inner.canary.load().as_deref()?;
+        let mut state = self.lock_state();
+        let canary = self.inner.canary.load_full()?;
+        let elapsed = self.inner.guards.clock.now() - canary.started;
+        let verdict = judge(
+            &canary.policy,
+            &canary.canary.health(),
+            &canary.baseline.health(),
+        );
+        let end = match verdict {
+            Judgement::Worse(reason) => RolloutEnd::RolledBack(reason),
+            Judgement::Within if elapsed >= canary.policy.bake => RolloutEnd::Promoted,
+            Judgement::TooFew if elapsed >= canary.policy.max_wait => RolloutEnd::PromotedOnTime,
+            Judgement::Within | Judgement::TooFew => return None,
+        };
+        self.end_rollout(&mut state, end.clone());
+        Some(end)
+    }
+
+    /// Promotes the candidate under canary now, whatever its cohort shows (an operator's
+    /// call, e.g. from an admin endpoint).
+    ///
+    /// # Errors
+    /// When no rollout is in progress.
+    pub fn promote(&self) -> Result<RolloutEnd, String> {
+        let mut state = self.lock_state();
+        if self.inner.canary.load().is_none() {
+            return Err(format!("{}: no rollout in progress", self.inner.name));
+        }
+        self.end_rollout(&mut state, RolloutEnd::PromotedByHand);
+        Ok(RolloutEnd::PromotedByHand)
+    }
+
+    /// Rolls the candidate under canary back now, for `reason` (an operator's call). The same
+    /// bytes offered again are refused ([`Rejection::RolledBack`]).
+    ///
+    /// # Errors
+    /// When no rollout is in progress.
+    pub fn abort(&self, reason: impl Into<String>) -> Result<RolloutEnd, String> {
+        let mut state = self.lock_state();
+        if self.inner.canary.load().is_none() {
+            return Err(format!("{}: no rollout in progress", self.inner.name));
+        }
+        let end = RolloutEnd::Aborted(reason.into());
+        self.end_rollout(&mut state, end.clone());
+        Ok(end)
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the parts of one parsed candidate, passed from `offer` once"
+    )]
+    fn start_canary(
+        &self,
+        state: &mut ReloadState,
+        value: T,
+        bytes: &[u8],
+        digest: Digest,
+        source: Source,
+        size: u64,
+        generation: u64,
+        policy: RolloutPolicy,
+    ) -> Outcome {
+        let inner = &*self.inner;
+        self.end_rollout(state, RolloutEnd::Superseded);
+        let version = value.version();
+        let id = inner
+            .rollouts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let snapshot = Arc::new(Snapshot {
+            value,
+            meta: Meta {
+                version,
+                digest,
+                source,
+                size,
+                loaded_at: SystemTime::now(),
+                installed_at: Instant::now(),
+                generation,
+            },
+        });
+        tracing::info!(
+            store = %inner.name,
+            version = ?version,
+            digest = %digest.short(),
+            share = policy.share,
+            bake = ?policy.bake,
+            "candidate passed its checks: serving it to a canary share of clients"
+        );
+        metrics::counter!("ravelin_config_rollout_transitions_total", "name" => inner.name.clone(), "to" => "canary").increment(1);
+        metrics::gauge!("ravelin_config_rollout_in_progress", "name" => inner.name.clone())
+            .set(1.0);
+        let started = inner.guards.clock.now();
+        inner.canary.store(Some(Arc::new(Canary::new(
+            id,
+            snapshot,
+            bytes.to_vec(),
+            policy,
+            started,
+        ))));
+        // The source's document is now under way: whatever was wrong before is not its state.
+        state.consecutive_rejections = 0;
+        state.logged_unreadable = None;
+        state.last_rejection = None;
+        metrics::counter!("ravelin_config_reloads_total", "name" => inner.name.clone(), "outcome" => "canary").increment(1);
+        self.publish_gauges_with(state);
+        Outcome::Canary { version, digest }
+    }
+
+    /// Ends the rollout in progress, if any, as `end` says: installs and persists the candidate
+    /// when promoted, remembers and reports it when rolled back or aborted.
+    fn end_rollout(&self, state: &mut ReloadState, end: RolloutEnd) {
+        let inner = &*self.inner;
+        let Some(canary) = inner.canary.swap(None) else {
+            return;
+        };
+        metrics::gauge!("ravelin_config_rollout_in_progress", "name" => inner.name.clone())
+            .set(0.0);
+        metrics::counter!("ravelin_config_rollout_transitions_total", "name" => inner.name.clone(), "to" => end.as_str()).increment(1);
+        let meta = &canary.snapshot.meta;
+        let record = RolloutRecord {
+            version: meta.version,
+            digest: meta.digest,
+            end: end.clone(),
+            at: SystemTime::now(),
+            elapsed: inner.guards.clock.now() - canary.started,
+            canary: canary.canary.health(),
+            baseline: canary.baseline.health(),
+        };
+        match &end {
+            RolloutEnd::Promoted | RolloutEnd::PromotedOnTime | RolloutEnd::PromotedByHand => {
+                tracing::info!(
+                    store = %inner.name,
+                    version = ?meta.version,
+                    digest = %meta.digest.short(),
+                    how = end.as_str(),
+                    canary_requests = record.canary.requests,
+                    "candidate promoted: now serving every client"
+                );
+                inner.active.store(Arc::clone(&canary.snapshot));
+                self.persist_active(state, &canary.bytes, meta);
+                inner.installs.send_replace(meta.generation);
+                metrics::counter!("ravelin_config_reloads_total", "name" => inner.name.clone(), "outcome" => "installed").increment(1);
+            }
+            RolloutEnd::RolledBack(reason) | RolloutEnd::Aborted(reason) => {
+                if state.rolled_back.len() >= ROLLED_BACK_DIGESTS {
+                    state.rolled_back.pop_front();
+                }
+                state.rolled_back.push_back((meta.digest, reason.clone()));
+                let rejection = Rejection::RolledBack {
+                    name: inner.name.clone(),
+                    origin: meta.source.clone(),
+                    reason: reason.clone(),
+                };
+                self.record_rejection(state, rejection, Some(meta.digest));
+            }
+            RolloutEnd::Superseded => {
+                tracing::info!(
+                    store = %inner.name,
+                    version = ?meta.version,
+                    digest = %meta.digest.short(),
+                    "candidate superseded by a newer one before its rollout finished"
+                );
+            }
+        }
+        state.last_rollout = Some(record);
+        self.publish_gauges_with(state);
     }
 
     fn lock_state(&self) -> MutexGuard<'_, ReloadState> {
@@ -1051,6 +1462,21 @@ impl<T: Document> Store<T> {
             self.publish_gauges_with(state);
             return Ok(Outcome::Unchanged);
         }
+        if let Some(canary) = inner.canary.load().as_deref()
+            && canary.snapshot.meta.digest == digest
+        {
+            metrics::counter!("ravelin_config_reloads_total", "name" => inner.name.clone(), "outcome" => "unchanged").increment(1);
+            return Ok(Outcome::Unchanged);
+        }
+        if let Some((_, reason)) = state.rolled_back.iter().find(|(d, _)| *d == digest) {
+            let rejection = Rejection::RolledBack {
+                name: inner.name.clone(),
+                origin: source,
+                reason: reason.clone(),
+            };
+            self.record_rejection(state, rejection.clone(), Some(digest));
+            return Err(rejection);
+        }
         // Before parsing: a file many times the active one's size is not looked at twice.
         if bytes.len() as u64 <= inner.max_bytes
             && !restores_persisted
@@ -1081,9 +1507,30 @@ impl<T: Document> Store<T> {
             self.record_rejection(state, rejection.clone(), Some(digest));
             return Err(rejection);
         }
+        if !restores_persisted
+            && let Some(check) = &inner.check
+            && let Err(reason) = (check.0)(active.value(), &value)
+        {
+            let rejection = Rejection::Refused {
+                name: inner.name.clone(),
+                origin: source,
+                reason,
+            };
+            self.record_rejection(state, rejection.clone(), Some(digest));
+            return Err(rejection);
+        }
         value.prepare();
         let version = value.version();
         let generation = active.meta.generation.saturating_add(1);
+        let policy = self.policy().filter(|p| p.canary);
+        if let Some(policy) = policy
+            && !restores_persisted
+        {
+            return Ok(self.start_canary(
+                state, value, bytes, digest, source, size, generation, policy,
+            ));
+        }
+        self.end_rollout(state, RolloutEnd::Superseded);
         tracing::info!(
             store = %inner.name,
             source = %source,

@@ -985,3 +985,231 @@ proptest! {
         prop_assert_eq!(store.submit(&again, "roundtrip").unwrap(), Outcome::Unchanged);
     }
 }
+
+// === rollout: pre-activation check, canary, promotion, rollback ===
+
+mod rollout {
+    use std::time::Duration;
+
+    use ravelin_primitives::clock::{ManualClock, Nanos};
+
+    use super::{Features, doc};
+    use crate::{
+        Cohort, CohortKey, Format, Observation, Outcome, Rejection, RolloutEnd, RolloutPolicy,
+        Store,
+    };
+
+    fn policy() -> RolloutPolicy {
+        RolloutPolicy {
+            share: 0.5,
+            bake: Duration::from_secs(60),
+            max_wait: Duration::from_secs(600),
+            min_requests: 20,
+            ..RolloutPolicy::default()
+        }
+    }
+
+    fn staged(clock: &ManualClock<Nanos>) -> Store<Features> {
+        Store::builder("staged")
+            .format(Format::Json)
+            .initial_bytes(doc(1, &["a"]).into_bytes(), "test")
+            .clock(clock.clone())
+            .rollout(policy())
+            .build()
+            .unwrap()
+    }
+
+    /// A client key of each cohort of the rollout in progress.
+    fn keys(store: &Store<Features>) -> (CohortKey, CohortKey) {
+        let mut canary = None;
+        let mut baseline = None;
+        for client in 0u32..1000 {
+            let key = CohortKey::of(&client.to_be_bytes());
+            match store.assignment(key).unwrap().cohort {
+                Cohort::Canary => canary = canary.or(Some(key)),
+                Cohort::Baseline => baseline = baseline.or(Some(key)),
+            }
+        }
+        (canary.unwrap(), baseline.unwrap())
+    }
+
+    fn serve(store: &Store<Features>, key: CohortKey, n: usize, observation: Observation) {
+        for _ in 0..n {
+            let (_, assignment) = store.load_for(key);
+            store.observe(assignment.unwrap(), &observation);
+        }
+    }
+
+    #[test]
+    fn a_candidate_serves_its_share_then_is_promoted_after_the_bake() {
+        let clock = ManualClock::new();
+        let store = staged(&clock);
+        let outcome = store.submit(doc(2, &["a", "b"]).as_bytes(), "t").unwrap();
+        assert!(matches!(
+            outcome,
+            Outcome::Canary {
+                version: Some(2),
+                ..
+            }
+        ));
+        assert_eq!(store.current().version, 1, "not active before promotion");
+        let (canary, baseline) = keys(&store);
+        assert_eq!(store.load_for(canary).0.version, 2);
+        assert_eq!(store.load_for(baseline).0.version, 1);
+        serve(&store, canary, 30, Observation::default());
+        serve(&store, baseline, 30, Observation::default());
+        assert_eq!(store.tick(), None, "within bounds but not baked");
+        clock.advance(Duration::from_secs(61));
+        assert_eq!(store.tick(), Some(RolloutEnd::Promoted));
+        assert_eq!(store.current().version, 2);
+        assert!(!store.in_rollout());
+        assert_eq!(store.load_for(baseline).0.version, 2);
+        let status = store.status();
+        assert!(status.rollout.is_none());
+        let last = status.last_rollout.unwrap();
+        assert_eq!(last.end, RolloutEnd::Promoted);
+        assert_eq!(last.canary.requests, 30);
+    }
+
+    #[test]
+    fn a_canary_that_fails_is_rolled_back_before_the_bake_and_refused_when_offered_again() {
+        let clock = ManualClock::new();
+        let store = staged(&clock);
+        store.submit(doc(2, &["a", "b"]).as_bytes(), "t").unwrap();
+        let (canary, baseline) = keys(&store);
+        let failed = Observation {
+            guard_failed: true,
+            ..Observation::default()
+        };
+        serve(&store, canary, 25, failed);
+        serve(&store, baseline, 100, Observation::default());
+        let Some(RolloutEnd::RolledBack(reason)) = store.tick() else {
+            panic!("a canary failing every request is rolled back")
+        };
+        assert!(reason.contains("guard failures"), "{reason}");
+        assert_eq!(store.current().version, 1);
+        assert_eq!(store.load_for(canary).0.version, 1, "the canary is gone");
+        let status = store.status();
+        assert_eq!(status.consecutive_rejections, 1);
+        assert!(matches!(
+            status.last_rejection.unwrap().rejection,
+            Rejection::RolledBack { .. }
+        ));
+        let again = store
+            .submit(doc(2, &["a", "b"]).as_bytes(), "t")
+            .unwrap_err();
+        assert_eq!(again.kind(), "rolled_back");
+        assert!(again.to_string().contains("guard failures"), "{again}");
+        // A corrected version is tried afresh.
+        assert!(matches!(
+            store.submit(doc(3, &["a", "c"]).as_bytes(), "t").unwrap(),
+            Outcome::Canary { .. }
+        ));
+    }
+
+    #[test]
+    fn too_little_traffic_promotes_on_time_and_by_hand_or_abort_end_it_at_once() {
+        let clock = ManualClock::new();
+        let store = staged(&clock);
+        store.submit(doc(2, &["a", "b"]).as_bytes(), "t").unwrap();
+        clock.advance(Duration::from_secs(120));
+        assert_eq!(store.tick(), None, "baked, but no evidence yet");
+        clock.advance(Duration::from_secs(600));
+        assert_eq!(store.tick(), Some(RolloutEnd::PromotedOnTime));
+        assert_eq!(store.current().version, 2);
+
+        store.submit(doc(3, &["a"]).as_bytes(), "t").unwrap();
+        assert_eq!(store.promote(), Ok(RolloutEnd::PromotedByHand));
+        assert_eq!(store.current().version, 3);
+        assert!(store.promote().is_err(), "nothing left to promote");
+
+        store.submit(doc(4, &["a", "d"]).as_bytes(), "t").unwrap();
+        assert!(matches!(
+            store.abort("operator"),
+            Ok(RolloutEnd::Aborted(_))
+        ));
+        assert_eq!(store.current().version, 3);
+    }
+
+    #[test]
+    fn a_newer_candidate_supersedes_the_canary_and_an_observation_of_the_old_one_is_ignored() {
+        let clock = ManualClock::new();
+        let store = staged(&clock);
+        store.submit(doc(2, &["a", "b"]).as_bytes(), "t").unwrap();
+        let (canary, _) = keys(&store);
+        let (_, old) = store.load_for(canary);
+        store.submit(doc(3, &["a", "c"]).as_bytes(), "t").unwrap();
+        store.observe(
+            old.unwrap(),
+            &Observation {
+                panicked: true,
+                ..Observation::default()
+            },
+        );
+        let status = store.status();
+        assert_eq!(status.last_rollout.unwrap().end, RolloutEnd::Superseded);
+        let rollout = status.rollout.unwrap();
+        assert_eq!(rollout.candidate.version, Some(3));
+        assert_eq!(rollout.canary.requests + rollout.baseline.requests, 0);
+        // The same bytes as the canary are unchanged, not a new rollout.
+        assert_eq!(
+            store.submit(doc(3, &["a", "c"]).as_bytes(), "t").unwrap(),
+            Outcome::Unchanged
+        );
+    }
+
+    #[test]
+    fn the_pre_activation_check_refuses_before_any_client_sees_the_candidate() {
+        let store: Store<Features> = Store::builder("checked")
+            .format(Format::Json)
+            .initial_bytes(doc(1, &["a", "b"]).into_bytes(), "test")
+            .check(|active: &Features, candidate: &Features| {
+                if candidate.features.len() < active.features.len() {
+                    Err(format!(
+                        "{} features would drop to {}",
+                        active.features.len(),
+                        candidate.features.len()
+                    ))
+                } else {
+                    Ok(())
+                }
+            })
+            .build()
+            .unwrap();
+        let refused = store.submit(doc(2, &["a"]).as_bytes(), "t").unwrap_err();
+        assert_eq!(refused.kind(), "refused");
+        assert_eq!(
+            refused.to_string(),
+            "checked (api:t): refused before activation: 2 features would drop to 1"
+        );
+        assert_eq!(store.current().version, 1);
+        assert!(matches!(
+            store
+                .submit(doc(2, &["a", "b", "c"]).as_bytes(), "t")
+                .unwrap(),
+            Outcome::Installed { .. }
+        ));
+    }
+
+    #[test]
+    fn an_immediate_policy_installs_at_once_and_an_invalid_one_is_refused() {
+        let clock = ManualClock::new();
+        let store = staged(&clock);
+        store.set_rollout(Some(RolloutPolicy::immediate())).unwrap();
+        assert!(matches!(
+            store.submit(doc(2, &["a"]).as_bytes(), "t").unwrap(),
+            Outcome::Installed { .. }
+        ));
+        let bad = RolloutPolicy {
+            share: 0.0,
+            ..RolloutPolicy::default()
+        };
+        assert!(store.set_rollout(Some(bad.clone())).is_err());
+        let built = Store::<Features>::builder("x")
+            .format(Format::Json)
+            .initial_bytes(doc(1, &["a"]).into_bytes(), "t")
+            .rollout(bad)
+            .build();
+        assert!(built.is_err());
+    }
+}
