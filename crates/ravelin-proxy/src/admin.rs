@@ -608,8 +608,38 @@ pub fn config_status_json(status: &Status) -> Value {
             "at_unix": unix(r.at),
         })
     });
+    let rollout = status.rollout.as_ref().map(|r| {
+        json!({
+            "stage": "canary",
+            "version": r.candidate.version,
+            "digest": r.candidate.digest.short(),
+            "source": r.candidate.source.to_string(),
+            "share": r.share,
+            "elapsed_seconds": r.elapsed.as_secs_f64(),
+            "bake_seconds": r.bake.as_secs_f64(),
+            "min_requests": r.min_requests,
+            "started_at_unix": unix(r.started_at),
+            "canary": r.canary,
+            "baseline": r.baseline,
+        })
+    });
+    let last_rollout = status.last_rollout.as_ref().map(|r| {
+        json!({
+            "end": r.end.as_str(),
+            "reason": r.end.reason(),
+            "version": r.version,
+            "digest": r.digest.short(),
+            "at_unix": unix(r.at),
+            "elapsed_seconds": r.elapsed.as_secs_f64(),
+            "canary": r.canary,
+            "baseline": r.baseline,
+        })
+    });
     json!({
         "name": status.name,
+        "stage": if status.rollout.is_some() { "canary" } else { "promoted" },
+        "rollout": rollout,
+        "last_rollout": last_rollout,
         "version": active.version,
         "digest": active.digest.short(),
         "source": active.source.to_string(),
