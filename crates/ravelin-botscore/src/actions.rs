@@ -172,7 +172,8 @@ pub struct Route {
     /// `/api/x`, not `/apix`; see [`Route`]). Must start with `/`.
     pub prefix: String,
     /// The route's name, for its kill switch (`botscore.route.<name>`, see
-    /// [`Route::switch_name`]): 1 to 64 of `A-Z a-z 0-9 _ - .`, unique among the routes.
+    /// [`Route::switch_name`]): 1 to 64 of `A-Z a-z 0-9 _ - .`, unique among the routes, and
+    /// not all digits (`"0"` would take the switch of an unnamed `routes[0]`).
     /// Absent: the switch is named by the route's index in the list (`botscore.route.0`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -388,6 +389,14 @@ pub fn validate_routes(routes: &[Route]) -> Result<(), Violations> {
                     v.push(
                         format!("routes[{i}].name"),
                         format!("{name:?} must be 1 to 64 characters of A-Z a-z 0-9 _ - ."),
+                    );
+                } else if name.bytes().all(|b| b.is_ascii_digit()) {
+                    v.push(
+                        format!("routes[{i}].name"),
+                        format!(
+                            "{name:?} is all digits, the kill switch name of an unnamed route \
+                             ({ROUTE_SWITCH_PREFIX}{name}); include a letter or one of _ - ."
+                        ),
                     );
                 }
                 if let Some(first) = routes
@@ -642,6 +651,22 @@ mod tests {
         ])
         .unwrap_err();
         assert!(err.to_string().contains("routes[1].name"), "{err}");
+        // An all-digit name would share the switch of an unnamed route at that index.
+        let err = validate_routes(&[Route::annotate("/a"), Route::annotate("/b").named("0")])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "routes[1].name: \"0\" is all digits, the kill switch name of an unnamed route \
+             (botscore.route.0); include a letter or one of _ - ."
+        );
+        let err = validate_routes(&[Route::annotate("/a").named("2025")]).unwrap_err();
+        assert_eq!(err.total(), 1, "{err}");
+        for name in ["v1", "1.0", "0_", "-1", "route-7"] {
+            assert!(
+                validate_routes(&[Route::annotate("/a").named(name)]).is_ok(),
+                "{name}"
+            );
+        }
         let err = validate_default_route(&Route::default().killed(true)).unwrap_err();
         assert!(err.to_string().contains("default_route.killed"), "{err}");
     }

@@ -340,6 +340,10 @@ mod tests {
             ),
             ("[guard]\nfailure_status = 200", "guard.failure_status"),
             ("[guard.circuit]\nwindow = 100000", "guard.circuit"),
+            (
+                "[[routes]]\nprefix = \"/a\"\nname = \"12\"",
+                r#"routes[0].name: "12" is all digits"#,
+            ),
             ("watch_interval = \"1ms\"", "watch_interval"),
             ("watch_interval = \"2h\"", "watch_interval"),
             (

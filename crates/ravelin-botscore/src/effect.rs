@@ -1,14 +1,22 @@
 //! What a candidate model would change, measured before it serves: the candidate and the active
 //! model score the same sample of real request heads side by side, and the candidate is refused
 //! when its effect moves past bounds (issue 15, scenario 11: a well-formed file with an absurd
-//! effect, such as `bias = -1000`, which passes every validation and then calls everyone a bot).
+//! effect, such as `bias = -1000`, which passes every validation and then calls everyone a bot;
+//! or `bias = +1000`, which lets every bot in).
 //!
 //! - [`RequestSample`]: a bounded, in-memory sample of recent request heads (one in `every`
 //!   requests, the last `capacity` kept), recorded by whoever sees the traffic.
-//! - [`compare`]: both models over a sample → an [`Effect`] (class changes, requests newly
-//!   called automated).
-//! - [`EffectBounds::check`]: the gate. `botscore check FILE --sample S.jsonl` runs the same
-//!   gate in CI against a sample file.
+//! - [`compare`]: both models over a sample → an [`Effect`]: class changes, requests newly
+//!   called automated, automated requests newly called human, and requests the active model
+//!   scores but the candidate cannot (these count against the candidate; requests the active
+//!   model cannot score are left out).
+//! - [`EffectBounds::check`]: the gate, with one bound per share — `max_class_change` (default
+//!   10 %), `max_newly_automated` (5 %), `max_newly_human` (10 % of the automated requests),
+//!   `max_newly_unscored` (1 %) — and `min_samples` (100) below which a sample is no evidence.
+//!   [`EffectBounds`] is also a validated serde section for a configuration file.
+//!
+//! `botscore check FILE --sample S.jsonl` runs the same gate in CI against a sample file; a
+//! server runs it on its own reloads against a [`RequestSample`].
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -16,6 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use http::{HeaderMap, Version};
+use ravelin_primitives::{Validate, Violations};
+use serde::{Deserialize, Serialize};
 
 use crate::model::Model;
 use crate::request::RequestView;
@@ -178,31 +188,77 @@ impl RequestSample {
 }
 
 /// What a candidate model changes on a sample, against the active one.
+///
+/// Every request of the sample falls in exactly one of three counts:
+/// [`samples`](Self::samples) (both models scored it), [`newly_unscored`](Self::newly_unscored)
+/// (the active model scored it, the candidate could not) and [`unscored`](Self::unscored) (the
+/// active model could not score it). The first two are the requests the active model scores
+/// today, [`compared`](Self::compared): the denominator of the shares and of
+/// [`EffectBounds::min_samples`], so a candidate that cannot score what is scored today counts
+/// against itself instead of vanishing from the statistics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Effect {
     /// Requests scored by both models.
     pub samples: usize,
-    /// Requests whose [`Class`] differs between the two.
+    /// Of [`samples`](Self::samples), requests whose [`Class`] differs between the two.
     pub class_changed: usize,
-    /// Requests the active model calls likely human and the candidate calls (likely) automated.
+    /// Of [`samples`](Self::samples), requests the active model calls likely human and the
+    /// candidate calls (likely) automated.
     pub newly_automated: usize,
-    /// Requests the active model calls (likely) automated.
+    /// Of [`samples`](Self::samples), requests the active model calls (likely) automated.
     pub automated_before: usize,
-    /// Requests the candidate calls (likely) automated.
+    /// Of [`samples`](Self::samples), requests the candidate calls (likely) automated.
     pub automated_after: usize,
-    /// Requests one of the models could not score (not counted in the shares).
+    /// Requests the active model could not score, whether the candidate could or not: there is
+    /// nothing to compare them with, and they are left out of the shares. (Before
+    /// `newly_unscored` existed this also counted requests only the candidate failed on.)
     pub unscored: usize,
+    /// Requests the active model scored and the candidate could not
+    /// ([`ScoreError`](crate::ScoreError)): counted in the shares' denominator
+    /// ([`compared`](Self::compared)), so a candidate that fails on everything is refused.
+    pub newly_unscored: usize,
+    /// Of [`samples`](Self::samples), requests the active model calls (likely) automated and
+    /// the candidate calls likely human: bots the candidate would let in.
+    pub newly_human: usize,
 }
 
 impl Effect {
-    /// The share of requests whose class changes (0 without samples).
-    pub fn class_change_share(&self) -> f64 {
-        share(self.class_changed, self.samples)
+    /// The requests the active model scored: [`samples`](Self::samples) plus
+    /// [`newly_unscored`](Self::newly_unscored). The denominator of the class-change,
+    /// newly-automated and newly-unscored shares, and what [`EffectBounds::min_samples`] is
+    /// compared with.
+    pub fn compared(&self) -> usize {
+        self.samples.saturating_add(self.newly_unscored)
     }
 
-    /// The share of requests newly called automated (0 without samples).
+    /// The share of [`compared`](Self::compared) requests whose class changes (0 without any).
+    pub fn class_change_share(&self) -> f64 {
+        share(self.class_changed, self.compared())
+    }
+
+    /// The share of [`compared`](Self::compared) requests newly called automated (0 without
+    /// any).
     pub fn newly_automated_share(&self) -> f64 {
-        share(self.newly_automated, self.samples)
+        share(self.newly_automated, self.compared())
+    }
+
+    /// The share of [`compared`](Self::compared) requests the candidate cannot score (0 without
+    /// any).
+    pub fn newly_unscored_share(&self) -> f64 {
+        share(self.newly_unscored, self.compared())
+    }
+
+    /// The share of the requests the active model calls (likely) automated
+    /// ([`automated_before`](Self::automated_before)) that the candidate calls likely human (0
+    /// when the active model calls none automated).
+    ///
+    /// Its denominator is the automated requests, not the whole sample, so that a candidate
+    /// letting every bot in (`bias = +1000`) is refused however few bots the sample holds: 20
+    /// bots in 1 000 requests all turned human is 100 % here, 2 % of the sample. The price is
+    /// noise when the sample holds very few automated requests (one of three is 33 %); the
+    /// reason names the counts.
+    pub fn newly_human_share(&self) -> f64 {
+        share(self.newly_human, self.automated_before)
     }
 }
 
@@ -230,8 +286,12 @@ pub fn compare<'a>(
 ) -> Effect {
     let mut effect = Effect::default();
     for view in sample {
-        let (Ok(before), Ok(after)) = (active.score(&view), candidate.score(&view)) else {
+        let Ok(before) = active.score(&view) else {
             effect.unscored = effect.unscored.saturating_add(1);
+            continue;
+        };
+        let Ok(after) = candidate.score(&view) else {
+            effect.newly_unscored = effect.newly_unscored.saturating_add(1);
             continue;
         };
         let (before, after) = (before.class(), after.class());
@@ -241,6 +301,9 @@ pub fn compare<'a>(
         }
         if automated(before) {
             effect.automated_before = effect.automated_before.saturating_add(1);
+            if !automated(after) {
+                effect.newly_human = effect.newly_human.saturating_add(1);
+            }
         }
         if automated(after) {
             effect.automated_after = effect.automated_after.saturating_add(1);
@@ -253,14 +316,47 @@ pub fn compare<'a>(
 }
 
 /// How far a candidate may move the sample before it is refused.
-#[derive(Debug, Clone, Copy, PartialEq)]
+///
+/// Also a configuration section: every key is optional (an empty table is
+/// [`EffectBounds::default`]) and an unknown key is an error. [`Validate`] refuses a share that
+/// is not a finite number in 0..=1 and a `min_samples` above [`MAX_SAMPLE_CAPACITY`] (a sample
+/// that can never hold that many would never be evidence):
+///
+/// ```
+/// use ravelin_botscore::effect::EffectBounds;
+/// use ravelin_primitives::Validate;
+///
+/// # let text = r#"
+/// max_newly_automated = 0.02
+/// max_newly_human = 0.05
+/// min_samples = 500
+/// # "#;
+/// let bounds: EffectBounds = toml::from_str(text).unwrap();
+/// assert!(bounds.validate().is_ok());
+/// assert_eq!(bounds.max_class_change, EffectBounds::default().max_class_change);
+///
+/// let wrong: EffectBounds = toml::from_str("max_newly_unscored = 1.5").unwrap();
+/// assert_eq!(
+///     wrong.validate().unwrap_err().to_string(),
+///     "max_newly_unscored: value 1.5 is outside 0..=1"
+/// );
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct EffectBounds {
     /// The largest share of requests whose class may change (default 0.10).
     pub max_class_change: f64,
     /// The largest share of requests the candidate may newly call automated (default 0.05).
     pub max_newly_automated: f64,
-    /// Below this many scored requests there is no evidence either way and the check passes
-    /// (default 100); the effect is still reported.
+    /// The largest share of the requests the active model calls automated that the candidate
+    /// may call likely human (default 0.10; see [`Effect::newly_human_share`]).
+    pub max_newly_human: f64,
+    /// The largest share of the requests the active model scores that the candidate may fail
+    /// to score (default 0.01).
+    pub max_newly_unscored: f64,
+    /// Below this many requests scored by the active model ([`Effect::compared`]) there is no
+    /// evidence either way and the check passes (default 100, at most
+    /// [`MAX_SAMPLE_CAPACITY`]); the effect is still reported.
     pub min_samples: usize,
 }
 
@@ -269,35 +365,90 @@ impl Default for EffectBounds {
         Self {
             max_class_change: 0.10,
             max_newly_automated: 0.05,
+            max_newly_human: 0.10,
+            max_newly_unscored: 0.01,
             min_samples: 100,
         }
     }
 }
 
+impl Validate for EffectBounds {
+    fn validate(&self) -> Result<(), Violations> {
+        let mut v = Violations::new();
+        for (path, value) in self.shares() {
+            if value.is_finite() {
+                v.check_range(path, value, 0.0..=1.0);
+            } else {
+                v.check_finite(path, value);
+            }
+        }
+        v.check_range("min_samples", self.min_samples, 0..=MAX_SAMPLE_CAPACITY);
+        v.into_result()
+    }
+}
+
 impl EffectBounds {
+    /// The share bounds by field name.
+    fn shares(&self) -> [(&'static str, f64); 4] {
+        [
+            ("max_class_change", self.max_class_change),
+            ("max_newly_automated", self.max_newly_automated),
+            ("max_newly_human", self.max_newly_human),
+            ("max_newly_unscored", self.max_newly_unscored),
+        ]
+    }
+
+    /// Whether `effect` holds enough requests ([`Effect::compared`] at least
+    /// [`min_samples`](Self::min_samples)) for [`check`](Self::check) to judge it.
+    pub fn is_evidence(&self, effect: &Effect) -> bool {
+        effect.compared() >= self.min_samples
+    }
+
     /// Passes `effect`, or says which bound it crosses, with the numbers.
     ///
+    /// Bounds that [`Validate`] refuses (a NaN share would let everything through) refuse the
+    /// candidate too, whatever the sample: build them from a validated configuration.
+    ///
     /// # Errors
-    /// The reason, e.g. `92.0% of 500 sampled requests would newly be called automated (bound
-    /// 5.0%)`.
+    /// Every reason, joined by `; `, e.g. `92.0% of 500 sampled requests would newly be called
+    /// automated (bound 5.0%)`.
     pub fn check(&self, effect: &Effect) -> Result<(), String> {
-        if effect.samples < self.min_samples {
+        if let Err(violations) = self.validate() {
+            return Err(format!("the effect bounds are invalid: {violations}"));
+        }
+        if !self.is_evidence(effect) {
             return Ok(());
         }
+        let compared = effect.compared();
         let mut reasons = Vec::new();
+        if effect.newly_unscored_share() > self.max_newly_unscored {
+            reasons.push(format!(
+                "{:.1}% of {compared} sampled requests could not be scored by the candidate ({} requests; bound {:.1}%)",
+                effect.newly_unscored_share() * 100.0,
+                effect.newly_unscored,
+                self.max_newly_unscored * 100.0
+            ));
+        }
         if effect.newly_automated_share() > self.max_newly_automated {
             reasons.push(format!(
-                "{:.1}% of {} sampled requests would newly be called automated (bound {:.1}%)",
+                "{:.1}% of {compared} sampled requests would newly be called automated (bound {:.1}%)",
                 effect.newly_automated_share() * 100.0,
-                effect.samples,
                 self.max_newly_automated * 100.0
+            ));
+        }
+        if effect.newly_human_share() > self.max_newly_human {
+            reasons.push(format!(
+                "{:.1}% of the {} sampled requests called automated would newly be called human ({} requests; bound {:.1}%)",
+                effect.newly_human_share() * 100.0,
+                effect.automated_before,
+                effect.newly_human,
+                self.max_newly_human * 100.0
             ));
         }
         if effect.class_change_share() > self.max_class_change {
             reasons.push(format!(
-                "{:.1}% of {} sampled requests would change class (bound {:.1}%)",
+                "{:.1}% of {compared} sampled requests would change class (bound {:.1}%)",
                 effect.class_change_share() * 100.0,
-                effect.samples,
                 self.max_class_change * 100.0
             ));
         }
@@ -379,6 +530,149 @@ mod tests {
             "{reason}"
         );
         assert!(reason.contains("change class"), "{reason}");
+    }
+
+    /// One tool head in every `every`, browsers otherwise.
+    fn sparse(n: usize, every: usize) -> Vec<SampledRequest> {
+        (0..n)
+            .map(|i| if i % every == 0 { tool() } else { browser() })
+            .collect()
+    }
+
+    #[test]
+    fn a_bias_of_plus_1000_is_refused_however_few_bots_it_lets_in() {
+        let active = Model::builtin().unwrap();
+        let lenient = with_bias(1000.0);
+        // 20 tools in 400 requests: letting all of them in changes the class of 5 % (under the
+        // class-change bound), but it is every automated request.
+        let sample = sparse(400, 20);
+        let effect = compare(&active, &lenient, sample.iter().map(SampledRequest::view));
+        assert_eq!(effect.automated_before, 20, "{effect:?}");
+        assert_eq!(effect.newly_human, 20, "{effect:?}");
+        assert_eq!(effect.automated_after, 0);
+        assert_eq!(effect.class_changed, 20);
+        assert!(effect.class_change_share() <= EffectBounds::default().max_class_change);
+        assert!((effect.newly_human_share() - 1.0).abs() < f64::EPSILON);
+        let reason = EffectBounds::default().check(&effect).unwrap_err();
+        assert_eq!(
+            reason,
+            "100.0% of the 20 sampled requests called automated would newly be called human \
+             (20 requests; bound 10.0%)"
+        );
+        // The same model against itself lets nobody in.
+        let same = compare(&active, &active, sample.iter().map(SampledRequest::view));
+        assert_eq!(same.newly_human, 0);
+        assert!(EffectBounds::default().check(&same).is_ok());
+    }
+
+    /// Every file a store or `Model::from_json` accepts scores every request (weights are
+    /// bounded by `MAX_ABS_WEIGHT`, so the logit is finite), so an unscoreable candidate cannot
+    /// come from a file: the `botscore` CLI cannot show this case, and this test uses a model
+    /// that was never prepared ([`crate::ScoreError::NotPrepared`]), the failure a caller can
+    /// still reach.
+    #[test]
+    fn a_candidate_that_cannot_score_counts_against_itself() {
+        let active = Model::builtin().unwrap();
+        let unprepared: Model = serde_json::from_str(crate::model::BUILTIN_MODEL_JSON).unwrap();
+        assert!(unprepared.score(&browser().view()).is_err());
+        let sample = mixed(200);
+        let effect = compare(
+            &active,
+            &unprepared,
+            sample.iter().map(SampledRequest::view),
+        );
+        assert_eq!(
+            effect,
+            Effect {
+                newly_unscored: 200,
+                ..Effect::default()
+            }
+        );
+        assert_eq!(effect.compared(), 200);
+        let reason = EffectBounds::default().check(&effect).unwrap_err();
+        assert_eq!(
+            reason,
+            "100.0% of 200 sampled requests could not be scored by the candidate (200 requests; \
+             bound 1.0%)"
+        );
+
+        // One in a hundred is at the default bound and passes; one and a half is over it.
+        let partly = Effect {
+            samples: 197,
+            newly_unscored: 3,
+            ..Effect::default()
+        };
+        assert!(EffectBounds::default().check(&partly).is_err());
+        let within = Effect {
+            samples: 198,
+            newly_unscored: 2,
+            ..Effect::default()
+        };
+        assert!(EffectBounds::default().check(&within).is_ok());
+
+        // What the active model cannot score is no evidence either way.
+        let effect = compare(
+            &unprepared,
+            &active,
+            sample.iter().map(SampledRequest::view),
+        );
+        assert_eq!((effect.unscored, effect.compared()), (200, 0));
+        assert!(EffectBounds::default().check(&effect).is_ok());
+        let effect = compare(
+            &unprepared,
+            &unprepared,
+            sample.iter().map(SampledRequest::view),
+        );
+        assert_eq!((effect.unscored, effect.newly_unscored), (200, 0));
+    }
+
+    #[test]
+    fn bounds_are_a_validated_config_section() {
+        let bounds: EffectBounds = toml::from_str("").unwrap();
+        assert_eq!(bounds, EffectBounds::default());
+        assert!(bounds.validate().is_ok());
+        let bounds: EffectBounds =
+            toml::from_str("max_newly_human = 0.2\nmax_newly_unscored = 0\nmin_samples = 10000")
+                .unwrap();
+        assert!(bounds.validate().is_ok());
+        assert!((bounds.max_newly_human - 0.2).abs() < f64::EPSILON);
+        assert!(bounds.max_newly_unscored.abs() < f64::EPSILON);
+        assert_eq!(
+            bounds.max_class_change,
+            EffectBounds::default().max_class_change
+        );
+        let err = toml::from_str::<EffectBounds>("max_bot_share = 0.1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field"), "{err}");
+
+        let wrong = EffectBounds {
+            max_class_change: f64::NAN,
+            max_newly_automated: -0.1,
+            max_newly_human: f64::INFINITY,
+            max_newly_unscored: 1.5,
+            min_samples: MAX_SAMPLE_CAPACITY + 1,
+        };
+        let violations = wrong.validate().unwrap_err();
+        assert_eq!(violations.total(), 5, "{violations}");
+        assert_eq!(
+            violations.to_string(),
+            "max_class_change: value NaN is not finite; \
+             max_newly_automated: value -0.1 is outside 0..=1; \
+             max_newly_human: value inf is not finite; \
+             max_newly_unscored: value 1.5 is outside 0..=1; \
+             min_samples: value 10001 is outside 0..=10000"
+        );
+        // Bounds that would pass everything (NaN compares false) refuse instead.
+        let nan = EffectBounds {
+            max_newly_automated: f64::NAN,
+            ..EffectBounds::default()
+        };
+        let reason = nan.check(&Effect::default()).unwrap_err();
+        assert!(
+            reason.starts_with("the effect bounds are invalid: max_newly_automated"),
+            "{reason}"
+        );
     }
 
     #[test]

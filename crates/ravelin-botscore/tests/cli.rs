@@ -461,3 +461,110 @@ fn check_with_a_sample_refuses_a_model_with_an_absurd_effect() {
         text(&out.stderr)
     );
 }
+
+/// A file with `bias = +1000` lets every bot in: refused for the automated requests it would
+/// call human even when the class-change bound is loosened.
+///
+/// There is no CLI test for a candidate refused for requests it cannot score: `check` loads
+/// FILE through the same validation as the store, and a valid file scores every request (its
+/// weights are bounded by `MAX_ABS_WEIGHT`, so the logit is finite). That bound is tested
+/// through the library, with a model that was never prepared
+/// (`effect::tests::a_candidate_that_cannot_score_counts_against_itself`).
+#[test]
+fn check_with_a_sample_refuses_a_model_that_lets_bots_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped: Value = serde_json::from_str(ravelin_botscore::BUILTIN_MODEL_JSON).unwrap();
+    let mut lenient = shipped;
+    lenient["bias"] = json!(1000.0);
+    lenient["model_version"] = json!(2);
+    let lenient = model_file(dir.path(), "lenient.json", &lenient);
+    let lenient = lenient.to_str().unwrap();
+    let sample = sample_file(dir.path(), 400);
+    let sample = sample.to_str().unwrap();
+
+    let out = run(
+        &[
+            "check",
+            lenient,
+            "--sample",
+            sample,
+            "--max-class-change",
+            "0.9",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("REJECTED (effect)"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "100.0% of the 100 sampled requests called automated would newly be called human"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("change class"), "{stderr}");
+    assert!(
+        text(&out.stdout).contains("newly human 100 (100.0% of automated)"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // The operator can accept it, with both bounds loosened.
+    let out = run(
+        &[
+            "check",
+            lenient,
+            "--sample",
+            sample,
+            "--max-class-change",
+            "0.9",
+            "--max-newly-human",
+            "1",
+            "--max-newly-unscored",
+            "0",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn check_refuses_bounds_outside_0_to_1_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = sample_file(dir.path(), 10);
+    let sample = sample.to_str().unwrap();
+    let shipped = model_file(
+        dir.path(),
+        "same.json",
+        &serde_json::from_str(ravelin_botscore::BUILTIN_MODEL_JSON).unwrap(),
+    );
+    let shipped = shipped.to_str().unwrap();
+    for (flag, value, expected) in [
+        (
+            "--max-newly-human",
+            "1.5",
+            "--max-newly-human: value 1.5 is outside 0..=1",
+        ),
+        (
+            "--max-newly-unscored",
+            "-0.01",
+            "--max-newly-unscored: value -0.01 is outside 0..=1",
+        ),
+        (
+            "--max-bot-share",
+            "NaN",
+            "--max-bot-share: value NaN is not finite",
+        ),
+        (
+            "--min-samples",
+            "10001",
+            "--min-samples: value 10001 is outside 0..=10000",
+        ),
+    ] {
+        let arg = format!("{flag}={value}");
+        let out = run(&["check", shipped, "--sample", sample, &arg], b"");
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(expected), "{flag} {value}: {stderr}");
+    }
+}
