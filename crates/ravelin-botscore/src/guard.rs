@@ -214,7 +214,17 @@ impl BotGuard {
     ) -> Result<(BotScore, BotDecision, Option<&CompiledRoute>), crate::ScoreError> {
         let inner = &*self.inner;
         let view = RequestView::from_head(head, inner.fingerprint_header.as_ref());
-        let mut score = inner.scorer.score(&view)?;
+        // The client's cohort during a rollout of the feature file: the key its server set
+        // (the edge: the client address it resolved), else the peer address.
+        let key = head
+            .extensions
+            .get::<ravelin_config::CohortKey>()
+            .copied()
+            .or_else(|| view.peer().map(ravelin_config::CohortKey::of_ip));
+        let mut score = match key {
+            Some(key) => inner.scorer.score_for(&view, key)?,
+            None => inner.scorer.score(&view)?,
+        };
         let verified = inner.verified.matches(view.user_agent(), view.peer());
         score.set_verified_bot(verified.is_some());
         // The normalized path, computed once per request (or the ingress stage's), so that

@@ -435,6 +435,32 @@ impl Scorer {
         }
     }
 
+    /// Scores `view` for the client `key`: with the candidate model when a rollout of the
+    /// store's feature file is in progress and the client is in its canary share, else with the
+    /// active one (see [`ravelin_config::rollout`]). The score is filed with the client's
+    /// cohort, whose mean scores the rollout compares. Without a rollout this is
+    /// [`score`](Scorer::score).
+    ///
+    /// # Errors
+    /// [`ScoreError`]; the request then has no score.
+    pub fn score_for(
+        &self,
+        view: &RequestView<'_>,
+        key: ravelin_config::CohortKey,
+    ) -> Result<BotScore, ScoreError> {
+        match &self.source {
+            Source::Store(store) if store.in_rollout() => {
+                let (snapshot, assignment) = store.load_for(key);
+                let scored = snapshot.value().score(view);
+                if let (Some(assignment), Ok(score)) = (assignment, &scored) {
+                    store.observe_value(assignment, f64::from(score.score().get()));
+                }
+                scored
+            }
+            _ => self.score(view),
+        }
+    }
+
     /// Runs `f` with the active model.
     pub fn with_model<R>(&self, f: impl FnOnce(&Model) -> R) -> R {
         match &self.source {
