@@ -1,6 +1,6 @@
 //! The futures of this crate, named for what they resolve to (after tower-http's `future`
 //! modules): [`CheckFuture`], the guard's verdict; [`ResponseFuture`], the response of a
-//! [`RateLimit`](crate::RateLimit) service; and, with the `redis` feature, [`StoreFuture`], a
+//! [`RateLimit`](crate::RateLimit) service; and, with the `redis` feature, `StoreFuture`, a
 //! boxed batch of store decisions.
 
 use std::fmt;

@@ -186,7 +186,7 @@ impl<S: RateLimitStore> RateLimitGuard<S> {
 }
 
 /// Why a rule did not apply to a request.
-enum Skip {
+pub(crate) enum Skip {
     /// The rule's match does not cover the request.
     NoMatch,
     /// A key part is missing (no peer address, no such header).
@@ -194,7 +194,7 @@ enum Skip {
 }
 
 /// What is derived from the request once, for every rule that needs it.
-struct Derived<'h> {
+pub(crate) struct Derived<'h> {
     /// The client key (`None` inside: no peer address).
     client: Option<Option<IpAddr>>,
     /// The normalized path that prefixes and `path` keys use.
@@ -209,6 +209,20 @@ impl<'h> Derived<'h> {
         }
     }
 
+    /// What a sampled head already carries ([`crate::effect::SampledHead`]): the client
+    /// address as resolved when it was recorded (grouped here by the rules' prefixes) and the
+    /// match path, so that [`write_key`] reads neither the URI nor the forwarding headers.
+    pub(crate) fn resolved(
+        client: Option<IpAddr>,
+        path: &'h MatchPath,
+        compiled: &Compiled,
+    ) -> Self {
+        Self {
+            client: Some(client.map(|ip| compiled.client_ip.group(ip))),
+            path: Some(Cow::Borrowed(path)),
+        }
+    }
+
     /// The request's match path, computed on first use: the ingress stage's when it ran,
     /// else the lenient normalization of the URI.
     fn path(&mut self, head: &RequestHead<'h>) -> &MatchPath {
@@ -218,7 +232,9 @@ impl<'h> Derived<'h> {
 }
 
 /// Appends `rule`'s key for the request to `buf`, each part as a tag, a length and the bytes.
-fn write_key<'h>(
+/// The one key derivation: the guard's and the pre-activation estimate's
+/// ([`crate::effect::estimate`]).
+pub(crate) fn write_key<'h>(
     rule: &CompiledRule,
     head: &RequestHead<'h>,
     derived: &mut Derived<'h>,

@@ -3,6 +3,7 @@
 
 pub mod client_ip;
 mod config;
+pub mod effect;
 pub mod future;
 mod gcra;
 mod guard;
@@ -20,6 +21,7 @@ pub mod redis;
 
 pub use client_ip::{ClientIpResolver, ForwardedHeader};
 pub use config::{MAX_CAPACITY, MAX_REDIS_TIMEOUT, RateLimitConfig, StoreConfig};
+pub use effect::{DenyBounds, DenyEstimate, HeadSample, SampledHead};
 pub use gcra::{Decision, Evaluation, Quota, QuotaError};
 pub use guard::{GUARD_NAME, RateLimitGuard};
 pub use layer::{BuildError, RateLimit, RateLimitLayer, RateLimitLayerBuilder, RulesSource};
