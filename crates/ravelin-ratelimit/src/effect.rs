@@ -505,7 +505,12 @@ fn span(sample: &[SampledHead]) -> u64 {
 /// by more than [`max_increase`](Self::max_increase), or exceeds
 /// [`max_denied_share`](Self::max_denied_share). A sample smaller than
 /// [`min_samples`](Self::min_samples) passes unchecked: too few requests to judge.
-#[derive(Debug, Clone, Copy, PartialEq)]
+///
+/// Deserializes from a config table (every key optional, unknown keys refused) and
+/// [validates](ravelin_config::Validate) as one: shares finite in 0..=1, `min_samples` at most
+/// [`MAX_SAMPLE_CAPACITY`].
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct DenyBounds {
     /// The largest share of sampled requests a candidate may deny (default 0.05).
     pub max_denied_share: f64,
@@ -522,6 +527,30 @@ impl Default for DenyBounds {
             max_increase: 0.02,
             min_samples: 100,
         }
+    }
+}
+
+impl ravelin_config::Validate for DenyBounds {
+    fn validate(&self) -> Result<(), ravelin_config::Violations> {
+        let mut v = ravelin_config::Violations::new();
+        for (field, value) in [
+            ("max_denied_share", self.max_denied_share),
+            ("max_increase", self.max_increase),
+        ] {
+            if !(value.is_finite() && (0.0..=1.0).contains(&value)) {
+                v.push(field, format!("{value} is not a share from 0 to 1"));
+            }
+        }
+        if self.min_samples > MAX_SAMPLE_CAPACITY {
+            v.push(
+                "min_samples",
+                format!(
+                    "{} is more than the sample can hold ({MAX_SAMPLE_CAPACITY})",
+                    self.min_samples
+                ),
+            );
+        }
+        v.into_result()
     }
 }
 
@@ -1071,5 +1100,29 @@ mod tests {
             // A rule set never refuses itself.
             prop_assert!(DenyBounds::default().check(&e, &e).is_ok());
         }
+    }
+}
+
+#[cfg(test)]
+mod bounds_from_a_file {
+    use ravelin_config::Validate;
+
+    use super::DenyBounds;
+
+    #[test]
+    fn bounds_read_from_toml_are_validated_and_unknown_keys_refused() {
+        let bounds: DenyBounds = toml::from_str("max_increase = 0.1").unwrap();
+        assert_eq!(bounds.max_increase, 0.1);
+        assert_eq!(
+            bounds.max_denied_share,
+            DenyBounds::default().max_denied_share
+        );
+        assert!(bounds.validate().is_ok());
+        let bad: DenyBounds =
+            toml::from_str("max_denied_share = 1.5\nmin_samples = 20000").unwrap();
+        let message = bad.validate().unwrap_err().to_string();
+        assert!(message.contains("max_denied_share"), "{message}");
+        assert!(message.contains("min_samples"), "{message}");
+        assert!(toml::from_str::<DenyBounds>("max_share = 0.1").is_err());
     }
 }
