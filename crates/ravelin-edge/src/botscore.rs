@@ -38,6 +38,26 @@ struct State {
     /// How often the file is checked (`watch_interval`; zero: never).
     interval: Duration,
     layer: GuardLayer<BotGuard>,
+    /// The pre-activation check's sample and bounds, as last applied (the store's check reads
+    /// it, so a reload that changes `[rollout]` needs no new store).
+    gate: Arc<std::sync::Mutex<Option<Gate>>>,
+}
+
+/// A new model's pre-activation check: scored on the sample beside the model in force.
+#[derive(Clone)]
+struct Gate {
+    sample: Arc<ravelin_botscore::effect::RequestSample>,
+    bounds: ravelin_botscore::effect::EffectBounds,
+}
+
+/// The check `apply` asks for, when the edge lends a sample and `[rollout] bot_check` is on.
+fn gate(apply: &Apply<'_>) -> Option<Gate> {
+    let rollout = &apply.config.rollout;
+    let rollouts = apply.env.rollouts.as_ref()?;
+    rollout.bot_check.then(|| Gate {
+        sample: Arc::clone(&rollouts.bot_sample),
+        bounds: rollout.bot_bounds,
+    })
 }
 
 impl Module for BotModule {
@@ -75,15 +95,47 @@ impl Module for BotModule {
                 (before != Some(route.killed)).then_some((name, route.killed))
             })
             .collect();
-        if self.state.is_some() && previous == Some(section) {
+        let rollout = &apply.config.rollout;
+        let policy = Some(rollout.bot_features.clone());
+        let gate = gate(apply);
+        if let Some(running) = &self.state
+            && previous == Some(section)
+        {
+            // The same store: only the rollout's settings may have changed.
+            running
+                .store
+                .set_rollout(policy)
+                .map_err(|v| format!("rollout.bot_features: {v}"))?;
+            *running
+                .gate
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = gate;
             return Ok(());
         }
         let same_file = previous.is_some_and(|p| {
             p.feature_file == section.feature_file && p.watch_interval == section.watch_interval
         });
-        let (store, watch) = match &self.state {
-            Some(running) if same_file => (running.store.clone(), running.watch.clone()),
-            _ => (feature_store(section)?, None),
+        let (store, watch, shared_gate) = match &self.state {
+            Some(running) if same_file => {
+                running
+                    .store
+                    .set_rollout(policy)
+                    .map_err(|v| format!("rollout.bot_features: {v}"))?;
+                *running
+                    .gate
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = gate;
+                (
+                    running.store.clone(),
+                    running.watch.clone(),
+                    Arc::clone(&running.gate),
+                )
+            }
+            _ => {
+                let shared_gate = Arc::new(std::sync::Mutex::new(gate));
+                let store = feature_store(section, apply, Arc::clone(&shared_gate))?;
+                (store, None, shared_gate)
+            }
         };
         let guard = section
             .guard_with_switches(Scorer::from_store(store.clone()), apply.switchboard)
@@ -92,6 +144,7 @@ impl Module for BotModule {
         self.state = Some(State {
             store,
             watch,
+            gate: shared_gate,
             interval: section.watch_interval,
             layer,
         });
@@ -161,6 +214,38 @@ impl Followed for Store<Model> {
         self.path().is_some()
     }
 
+    fn store_name(&self) -> &str {
+        self.name()
+    }
+
+    fn in_rollout(&self) -> bool {
+        Store::in_rollout(self)
+    }
+
+    fn assignment(&self, key: ravelin_config::CohortKey) -> Option<ravelin_config::Assignment> {
+        Store::assignment(self, key)
+    }
+
+    fn observe(
+        &self,
+        assignment: ravelin_config::Assignment,
+        observation: &ravelin_config::Observation,
+    ) {
+        Store::observe(self, assignment, observation);
+    }
+
+    fn tick(&self) {
+        let _ = Store::tick(self);
+    }
+
+    fn promote(&self) -> Result<ravelin_config::RolloutEnd, String> {
+        Store::promote(self)
+    }
+
+    fn abort(&self, reason: String) -> Result<ravelin_config::RolloutEnd, String> {
+        Store::abort(self, reason)
+    }
+
     fn reload(&self) -> BoxFuture<Result<&'static str, String>> {
         let store = self.clone();
         Box::pin(async move {
@@ -173,15 +258,43 @@ impl Followed for Store<Model> {
     }
 }
 
-/// The feature-file store: JSON, size-capped, last-known-good; the compiled-in model serves
-/// until a valid file loads (a degraded module beats no proxy).
-fn feature_store(section: &BotScoreConfig) -> Result<Store<Model>, String> {
+/// The feature-file store: JSON, size-capped, last-known-good (persisted in the state
+/// directory when there is one); the compiled-in model serves until a valid file loads (a
+/// degraded module beats no proxy). A new file is scored on the sample beside the model in
+/// force (the gate) and then rolled out through a canary (`[rollout.bot_features]`).
+fn feature_store(
+    section: &BotScoreConfig,
+    apply: &Apply<'_>,
+    gate: Arc<std::sync::Mutex<Option<Gate>>>,
+) -> Result<Store<Model>, String> {
     let builtin =
         Model::builtin().map_err(|e| format!("the compiled-in bot model is invalid: {e}"))?;
-    let builder = Store::<Model>::builder("bot-features")
+    let mut builder = Store::<Model>::builder("bot-features")
         .format(Format::Json)
         .max_bytes(DEFAULT_MAX_FILE_BYTES)
-        .default_value(builtin);
+        .default_value(builtin)
+        .rollout(apply.config.rollout.bot_features.clone())
+        .check(move |active: &Model, candidate: &Model| {
+            let gate = gate
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            let Some(gate) = gate else {
+                return Ok(());
+            };
+            let sample = gate.sample.snapshot();
+            let effect = ravelin_botscore::effect::compare(
+                active,
+                candidate,
+                sample
+                    .iter()
+                    .map(ravelin_botscore::effect::SampledRequest::view),
+            );
+            gate.bounds.check(&effect)
+        });
+    if let (Some(dir), Some(_)) = (&apply.env.state_dir, &section.feature_file) {
+        builder = builder.state_dir(dir);
+    }
     let builder = match &section.feature_file {
         Some(path) => builder.file(path),
         None => builder.initial_bytes(

@@ -66,6 +66,10 @@ pub struct EdgeConfig {
     /// Applied at start, as `[server]` is.
     #[serde(default)]
     pub overload: OverloadConfig,
+    /// `[rollout]`: how new documents are staged — the sample of recent requests the
+    /// pre-activation checks score, those checks' bounds, and the bot feature file's canary.
+    #[serde(default)]
+    pub rollout: RolloutSection,
     /// `[tls]`: a TLS listener with its certificates; absent, the edge speaks plaintext only.
     /// Applied at start, as `[server]` is; the certificate files are followed and reloaded.
     #[serde(default)]
@@ -99,6 +103,75 @@ pub struct TlsSection {
     /// removed); empty: not forwarded.
     #[serde(default = "default_ja4_header")]
     pub ja4_header: String,
+}
+
+/// `[rollout]`: staged activation of new documents (issue 15). See `docs/operations.md` →
+/// *Rollouts*.
+///
+/// Every new main config and bot feature file is first checked against a bounded sample of
+/// recent request heads beside the document in force (the *pre-activation check*); a bot
+/// feature file that passes then serves a share of clients as a *canary* and is promoted or
+/// rolled back on its own. The main config has the check but no canary: it builds listeners,
+/// pools and the cache, which two versions cannot share.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RolloutSection {
+    /// Request heads kept for the checks (default 2,000; at most 10,000). Applied at start.
+    pub sample_capacity: usize,
+    /// One request in this many is sampled (default 10); `0`: none, and the checks pass for
+    /// want of evidence.
+    pub sample_every: u64,
+    /// Whether a new bot feature file is checked against the sample (default `true`).
+    pub bot_check: bool,
+    /// `[rollout.bot_bounds]`: how far a new bot model may move the sample
+    /// (ravelin-botscore's `EffectBounds`).
+    pub bot_bounds: ravelin_botscore::effect::EffectBounds,
+    /// `[rollout.bot_features]`: the bot feature file's canary (ravelin-config's
+    /// `RolloutPolicy`; `canary = false` installs a file that passed its checks at once).
+    pub bot_features: ravelin_config::RolloutPolicy,
+    /// Whether new rate-limit rules are checked against the sample (default `true`).
+    pub ratelimit_check: bool,
+    /// `[rollout.ratelimit_bounds]`: how many sampled requests new rate-limit rules may deny
+    /// (ravelin-ratelimit's `DenyBounds`).
+    pub ratelimit_bounds: ravelin_ratelimit::effect::DenyBounds,
+}
+
+impl Default for RolloutSection {
+    fn default() -> Self {
+        Self {
+            sample_capacity: crate::rollout::DEFAULT_SAMPLE_CAPACITY,
+            sample_every: crate::rollout::DEFAULT_SAMPLE_EVERY,
+            bot_check: true,
+            bot_bounds: ravelin_botscore::effect::EffectBounds::default(),
+            bot_features: ravelin_config::RolloutPolicy::default(),
+            ratelimit_check: true,
+            ratelimit_bounds: ravelin_ratelimit::effect::DenyBounds::default(),
+        }
+    }
+}
+
+impl RolloutSection {
+    fn check(&self, v: &mut Violations) {
+        if self.sample_capacity > ravelin_botscore::effect::MAX_SAMPLE_CAPACITY {
+            v.push(
+                "rollout.sample_capacity",
+                format!(
+                    "{} is more than {}",
+                    self.sample_capacity,
+                    ravelin_botscore::effect::MAX_SAMPLE_CAPACITY
+                ),
+            );
+        }
+        if let Err(inner) = Validate::validate(&self.bot_features) {
+            v.merge_under("rollout.bot_features", inner);
+        }
+        if let Err(inner) = Validate::validate(&self.bot_bounds) {
+            v.merge_under("rollout.bot_bounds", inner);
+        }
+        if let Err(inner) = Validate::validate(&self.ratelimit_bounds) {
+            v.merge_under("rollout.ratelimit_bounds", inner);
+        }
+    }
 }
 
 /// `[demo]`: the embedded demo origin (issue 15).
@@ -983,6 +1056,7 @@ impl Validate for EdgeConfig {
         if let Some(tls) = &self.tls {
             tls.check(s, &self.admin, &mut v);
         }
+        self.rollout.check(&mut v);
 
         let mut names = HashSet::new();
         if v.check_count(

@@ -5,6 +5,7 @@ mod cache;
 pub mod config;
 mod modules;
 mod ratelimit;
+mod rollout;
 mod runtime;
 mod stack;
 

@@ -37,6 +37,18 @@ pub(crate) struct Apply<'a> {
     /// runtime sets a module's from the document after every module updated; a module only wires
     /// its own in (a guard's `GuardLayer` finds it by the guard's name).
     pub(crate) switchboard: &'a Switchboard,
+    /// What the running edge lends its modules (none in `try_build` and `--check`).
+    pub(crate) env: &'a ModuleEnv,
+}
+
+/// What the running edge lends its modules beyond the document: the request sample of the
+/// pre-activation checks and the state directory their files persist to.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct ModuleEnv {
+    /// The rollout state (sample, stores in rollout); `None` when building only to check.
+    pub(crate) rollouts: Option<Arc<crate::rollout::Rollouts>>,
+    /// Where followed files persist their last known good; `None`: nowhere.
+    pub(crate) state_dir: Option<std::path::PathBuf>,
 }
 
 /// A file a module follows besides the main config (the bot feature file).
@@ -49,6 +61,37 @@ pub(crate) trait Followed: Send + Sync {
 
     /// Re-reads it (`POST /config/reload`, SIGHUP): the outcome, or the rejection.
     fn reload(&self) -> BoxFuture<Result<&'static str, String>>;
+
+    /// The store's name (`bot-features`), which the admin API's rollout commands take.
+    fn store_name(&self) -> &str;
+
+    /// Whether a candidate is under canary ([`ravelin_config::Store::in_rollout`]).
+    fn in_rollout(&self) -> bool;
+
+    /// The client's cohort in the rollout in progress ([`ravelin_config::Store::assignment`]).
+    fn assignment(&self, key: ravelin_config::CohortKey) -> Option<ravelin_config::Assignment>;
+
+    /// Files one request's outcome ([`ravelin_config::Store::observe`]).
+    fn observe(
+        &self,
+        assignment: ravelin_config::Assignment,
+        observation: &ravelin_config::Observation,
+    );
+
+    /// Promotes or rolls back when due ([`ravelin_config::Store::tick`]).
+    fn tick(&self);
+
+    /// Promotes the candidate by hand ([`ravelin_config::Store::promote`]).
+    ///
+    /// # Errors
+    /// No rollout in progress.
+    fn promote(&self) -> Result<ravelin_config::RolloutEnd, String>;
+
+    /// Rolls the candidate back by hand ([`ravelin_config::Store::abort`]).
+    ///
+    /// # Errors
+    /// No rollout in progress.
+    fn abort(&self, reason: String) -> Result<ravelin_config::RolloutEnd, String>;
 }
 
 /// One module of the edge.
@@ -182,6 +225,7 @@ pub(crate) fn update_all(
     previous: Option<&EdgeConfig>,
     config: &EdgeConfig,
     switchboard: &Switchboard,
+    env: &ModuleEnv,
 ) -> Result<Updated, String> {
     let mut entries = Vec::with_capacity(running.len());
     let mut was_on = Vec::with_capacity(running.len());
@@ -193,6 +237,7 @@ pub(crate) fn update_all(
                 config,
                 previous: previous.filter(|_| entry.on),
                 switchboard,
+                env,
             })?;
         }
         entries.push(Entry { module, on });
@@ -386,7 +431,8 @@ mod tests {
         let config: EdgeConfig =
             toml::from_str("[modules.cache]\nenabled = false\n[modules.botscore]\nkilled = true\n")
                 .unwrap();
-        let updated = update_all(&running, None, &config, &switchboard).unwrap();
+        let updated =
+            update_all(&running, None, &config, &switchboard, &ModuleEnv::default()).unwrap();
         let running = updated.commit(None, &config, &switchboard);
         let on: Vec<_> = running
             .iter()
@@ -413,7 +459,14 @@ mod tests {
         switchboard.switch("botscore").set(false, "operator");
         let mut next = config.clone();
         next.version = Some(2);
-        let updated = update_all(&running, Some(&config), &next, &switchboard).unwrap();
+        let updated = update_all(
+            &running,
+            Some(&config),
+            &next,
+            &switchboard,
+            &ModuleEnv::default(),
+        )
+        .unwrap();
         let running = updated.commit(Some(&config), &next, &switchboard);
         assert!(!switchboard.switch("botscore").is_engaged());
 
@@ -429,7 +482,16 @@ mod tests {
                 killed: true,
             },
         );
-        assert!(update_all(&running, Some(&next), &bad, &switchboard).is_err());
+        assert!(
+            update_all(
+                &running,
+                Some(&next),
+                &bad,
+                &switchboard,
+                &ModuleEnv::default()
+            )
+            .is_err()
+        );
         assert!(!switchboard.switch("botscore").is_engaged());
     }
 }

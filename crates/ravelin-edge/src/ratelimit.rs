@@ -295,3 +295,40 @@ fn redact(url: &str) -> String {
         _ => url.to_owned(),
     }
 }
+
+/// The pre-activation check of new rate-limit rules (issue 15): the rules of `candidate` and of
+/// `active` estimated on the request sample, refused when the candidate would deny too many
+/// more sampled requests (`[rollout.ratelimit_bounds]`). Rules of a module switched off deny
+/// nothing.
+///
+/// # Errors
+/// The refusal, with the shares and the rule denying most.
+pub(crate) fn check_effect(
+    active: &EdgeConfig,
+    candidate: &EdgeConfig,
+    rollouts: &crate::rollout::Rollouts,
+) -> Result<(), String> {
+    let on = |config: &EdgeConfig| config.modules.get(NAME).enabled;
+    if (on(active), &active.ratelimit) == (on(candidate), &candidate.ratelimit) {
+        return Ok(());
+    }
+    let rules = |config: &EdgeConfig| {
+        if on(config) {
+            config.ratelimit.rules_document()
+        } else {
+            Rules::new()
+        }
+    };
+    let (before, after) = (rules(active), rules(candidate));
+    candidate
+        .rollout
+        .ratelimit_bounds
+        .compare(
+            &before,
+            &after,
+            &rollouts.head_sample.snapshot(),
+            rollouts.every(),
+        )
+        .map(drop)
+        .map_err(|e| format!("ratelimit.rules: {e}"))
+}

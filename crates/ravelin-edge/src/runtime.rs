@@ -24,7 +24,10 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::{EdgeConfig, Overrides, PlaintextMode, UpstreamSection};
-use crate::modules::{Entry, ExtraGuard, Followed, Module, PurgeFn, registry, update_all};
+use crate::modules::{
+    Entry, ExtraGuard, Followed, Module, ModuleEnv, PurgeFn, registry, update_all,
+};
+use crate::rollout::Rollouts;
 use crate::stack::{EdgeHandler, EdgeService, Slot, assemble};
 
 /// The largest config file read: 1 MiB.
@@ -121,6 +124,10 @@ pub struct Edge {
     /// `[tls]`'s certificates, each with its last known good (followed, reloaded, in
     /// `/status`).
     certificates: Option<CertificateSet>,
+    /// The request sample of the pre-activation checks and the documents in rollout.
+    rollouts: Arc<Rollouts>,
+    /// What modules are lent beyond the document (the sample, the state directory).
+    env: ModuleEnv,
 }
 
 impl std::fmt::Debug for Edge {
@@ -271,7 +278,14 @@ impl Edge {
             demo.shutdown().await;
         }
 
-        let built = build(control, old.as_ref(), &config, &sections, &self.switchboard)?;
+        let built = build(
+            control,
+            old.as_ref(),
+            &config,
+            &sections,
+            &self.switchboard,
+            &self.env,
+        )?;
 
         // Everything is built: nothing below can fail, so the switch to the new config is whole.
         self.routes.store(Routes::new(built.routes));
@@ -282,6 +296,12 @@ impl Edge {
         if self.admin_token.set(admin_token(&config)) {
             tracing::info!("admin token changed: the previous token no longer works");
         }
+        self.rollouts.set_every(config.rollout.sample_every);
+        self.rollouts
+            .set_resolver(ravelin_ratelimit::ClientIpResolver::new(
+                built.ingress.trusted_networks().to_vec(),
+                ravelin_ratelimit::ForwardedHeader::XForwardedFor,
+            ));
         control.applied = Some(config);
         self.install_stack(control, built.ingress);
         Ok(())
@@ -292,14 +312,34 @@ impl Edge {
     fn install_stack(&self, control: &Control, ingress: IngressConfig) {
         // `assemble` takes the slots innermost first.
         let running: Vec<&dyn Module> = control.running().collect();
-        let slots: Vec<Slot<Incoming>> = running.iter().rev().filter_map(|m| m.slot()).collect();
+        let mut slots: Vec<Slot<Incoming>> = Vec::with_capacity(running.len() + 2);
+        // The rollout marker sits under every guard (above the cache, the one module that is
+        // not a guard and the innermost), the observer above them all (issue 15).
+        let mut marked = false;
+        for module in running.iter().rev() {
+            if !marked && module.name() != crate::cache::NAME {
+                slots.push(Box::new(crate::rollout::marker));
+                marked = true;
+            }
+            slots.extend(module.slot());
+        }
+        if !marked {
+            slots.push(Box::new(crate::rollout::marker));
+        }
+        let rollouts = Arc::clone(&self.rollouts);
+        slots.push(Box::new(move |inner| {
+            crate::rollout::observer(rollouts, inner)
+        }));
         self.stack
             .store(Arc::new(assemble(self.routes.clone(), ingress, slots)));
         *lock(&self.statuses) = running
             .iter()
             .map(|m| Arc::<dyn Module>::from(m.clone_module()))
             .collect();
-        *lock(&self.followed) = running.iter().filter_map(|m| m.followed()).collect();
+        let followed: Vec<FollowedFile> = running.iter().filter_map(|m| m.followed()).collect();
+        self.rollouts
+            .set_stores(followed.iter().map(|(_, f)| Arc::clone(f)).collect());
+        *lock(&self.followed) = followed;
         *lock(&self.purger) = running.iter().find_map(|m| m.purger());
     }
 
@@ -373,6 +413,13 @@ impl Edge {
                 Ok(json!({ "demo_outage": on }))
             })
         });
+        for (command, promote) in [("rollout-promote", true), ("rollout-abort", false)] {
+            let edge = Arc::clone(self);
+            builder = builder.command(command, move |query| {
+                let edge = Arc::clone(&edge);
+                Box::pin(async move { edge.drive_rollout(query.as_deref(), promote) })
+            });
+        }
         let store = self.store.clone();
         builder = builder.config_status(move || store.status());
         let edge = Arc::clone(self);
@@ -414,6 +461,39 @@ impl Edge {
             })
         });
         builder.build()
+    }
+}
+
+impl Edge {
+    /// `POST /commands/rollout-promote?store=bot-features` and `…/rollout-abort?store=…&reason=…`:
+    /// ends a rollout by hand.
+    fn drive_rollout(&self, query: Option<&str>, promote: bool) -> Result<Value, String> {
+        let mut name = None;
+        let mut reason = "aborted by hand".to_owned();
+        for pair in query.unwrap_or("").split('&') {
+            match pair.split_once('=') {
+                Some(("store", value)) => name = Some(value.to_owned()),
+                Some(("reason", value)) if !value.is_empty() => {
+                    reason = format!("aborted by hand: {}", value.replace('+', " "));
+                }
+                _ => {}
+            }
+        }
+        let stores = self.rollouts.stores();
+        let names: Vec<&str> = stores.iter().map(|s| s.store_name()).collect();
+        let Some(name) = name else {
+            return Err(format!("name the store: ?store=<name> (one of {names:?})"));
+        };
+        let Some(store) = stores.iter().find(|s| s.store_name() == name) else {
+            return Err(format!("no store {name:?} (stores: {names:?})"));
+        };
+        let end = if promote {
+            store.promote()?
+        } else {
+            store.abort(reason)?
+        };
+        tracing::info!(store = %name, end = end.as_str(), "admin: rollout ended by hand");
+        Ok(json!({ "store": name, "end": end.as_str(), "reason": end.reason() }))
     }
 }
 
@@ -503,6 +583,7 @@ fn build(
     config: &EdgeConfig,
     sections: &[UpstreamSection],
     switchboard: &Switchboard,
+    env: &ModuleEnv,
 ) -> Result<Built, String> {
     // The limits the listener is bound with (`Server::bind` refuses the same).
     server_config(config).check().map_err(|e| {
@@ -564,7 +645,7 @@ fn build(
 
     // Modules: each keeps its state (limiter buckets, cache entries, bot model) and rebuilds
     // its layer only when its settings changed.
-    let modules = update_all(&control.modules, previous, config, switchboard)?;
+    let modules = update_all(&control.modules, previous, config, switchboard, env)?;
     Ok(Built {
         upstreams,
         routes,
@@ -591,7 +672,14 @@ pub fn try_build(config: &EdgeConfig) -> Result<(), String> {
         // What applying starts instead: the demo origin on a loopback port.
         sections.push(demo_upstream("http://127.0.0.1:9".into()));
     }
-    build(&control, None, config, &sections, &Switchboard::new())?;
+    build(
+        &control,
+        None,
+        config,
+        &sections,
+        &Switchboard::new(),
+        &ModuleEnv::default(),
+    )?;
     // The TLS listener's parts, as `start` builds them: the certificates (read and checked),
     // the acceptor's bounds, the JA4 header.
     if let (Some(tls), Some(certificates)) = (&config.tls, load_certificates(config)?) {
@@ -853,6 +941,29 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
             "built-in",
         ),
     };
+    // The pre-activation check of every new main config, against the one in force (issue 15):
+    // the document with the command-line overrides, lists not emptied, and the rate-limit
+    // rules' effect on the request sample. Refused here, the file is a rejection like any
+    // other: never installed, never persisted.
+    let sample_cell: Arc<std::sync::OnceLock<Arc<Rollouts>>> = Arc::default();
+    let overrides = options.overrides.clone();
+    let cell = Arc::clone(&sample_cell);
+    builder = builder.check(move |active: &EdgeConfig, candidate: &EdgeConfig| {
+        let active = overrides.apply(active);
+        let candidate = overrides.apply(candidate);
+        candidate
+            .validate()
+            .map_err(|v| format!("with command-line overrides: {v}"))?;
+        candidate
+            .check_against(&active)
+            .map_err(|v| format!("against the config in force: {v}"))?;
+        if candidate.rollout.ratelimit_check
+            && let Some(rollouts) = cell.get()
+        {
+            crate::ratelimit::check_effect(&active, &candidate, rollouts)?;
+        }
+        Ok(())
+    });
     let store = builder
         .build()
         .map_err(|r| StartError::Config(r.to_string()))?;
@@ -862,6 +973,15 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
         .map_err(|v| StartError::Config(format!("with command-line overrides: {v}")))?;
     let certificates = load_certificates(&effective).map_err(StartError::Config)?;
 
+    let rollouts = Arc::new(Rollouts::new(
+        effective.rollout.sample_capacity,
+        effective.rollout.sample_every,
+    ));
+    // Set once, before any reload can run the check that reads it.
+    let _ = sample_cell.set(Arc::clone(&rollouts));
+    let state_dir = store
+        .persisted_path()
+        .and_then(|path| path.parent().map(std::path::Path::to_path_buf));
     let switchboard = Switchboard::new();
     let placeholder = assemble::<Incoming>(
         SharedRoutes::new(Routes::default()),
@@ -883,6 +1003,11 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
         admin_token: AdminToken::new(admin_token(&effective)),
         serve_failure: Mutex::new(None),
         certificates,
+        rollouts: Arc::clone(&rollouts),
+        env: ModuleEnv {
+            rollouts: Some(Arc::clone(&rollouts)),
+            state_dir: state_dir.clone(),
+        },
     });
     edge.apply_latest().await.map_err(StartError::Config)?;
 
@@ -1057,6 +1182,19 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
         "edge-proxy started"
     );
     let mut background = vec![apply_task];
+    // Rollouts advance on their own: promoted once baked, rolled back as soon as the canary
+    // cohort does worse (checked every second; a promotion persists the file, so off the
+    // async threads).
+    let ticking = Arc::clone(&edge.rollouts);
+    background.push(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let rollouts = Arc::clone(&ticking);
+            let _ = tokio::task::spawn_blocking(move || rollouts.tick()).await;
+        }
+    }));
     if let Some(certificates) = edge.certificates.clone() {
         // Certificates renewed on disk are picked up as the config file is: polled, each good
         // file installed, each bad one reported while the last good keeps serving. The

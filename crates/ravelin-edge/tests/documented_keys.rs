@@ -212,6 +212,31 @@ fn the_configuration_reference_documents_every_key_the_edge_reads() {
         keys::<ReloadSection>(),
     );
     same(
+        "[rollout]",
+        table(doc, "## `[rollout]`", ""),
+        keys::<ravelin_edge::config::RolloutSection>(),
+    );
+    same(
+        "[rollout.bot_bounds]",
+        table(doc, "`[rollout.bot_bounds]` (", ""),
+        keys::<ravelin_botscore::effect::EffectBounds>(),
+    );
+    same(
+        "[rollout.ratelimit_bounds]",
+        table(doc, "`[rollout.ratelimit_bounds]` (", ""),
+        keys::<ravelin_ratelimit::effect::DenyBounds>(),
+    );
+    same(
+        "[rollout.bot_features]",
+        table(doc, "`[rollout.bot_features]` (", ""),
+        keys::<ravelin_config::RolloutPolicy>(),
+    );
+    same(
+        "[rollout.bot_features.bounds]",
+        table(doc, "`[rollout.bot_features.bounds]` (", ""),
+        keys::<ravelin_config::CohortBounds>(),
+    );
+    same(
         "[tls]",
         table(doc, "## `[tls]`", ""),
         keys::<ravelin_edge::config::TlsSection>(),
