@@ -6,6 +6,10 @@ use ravelin_test_support::edge::{
     GENEROUS_RATELIMIT, Harness, config, doubled, feature_file, metric,
 };
 
+/// A good file installs for every client at once: these tests are about rejections; staging a
+/// good file through a canary is `edge_rollout.rs`'s.
+const INSTALL_AT_ONCE: &str = "[rollout.bot_features]\ncanary = false\n";
+
 /// The bot score the origin received for one request through the proxy.
 #[allow(clippy::unwrap_used)] // test helper: a panic is a failing test
 async fn score(harness: &Harness) -> String {
@@ -26,7 +30,7 @@ async fn every_bad_feature_file_is_rejected_and_the_model_stays() {
     // while the file only doubles in size, under the store's growth bound (4x).
     let good = feature_file(5, 150, 3.0);
     let text = config(&format!(
-        "{GENEROUS_RATELIMIT}\n[botscore]\nfeature_file = \"{{dir}}/bot.json\"\nwatch_interval = \"0s\"\n"
+        "{GENEROUS_RATELIMIT}\n{INSTALL_AT_ONCE}\n[botscore]\nfeature_file = \"{{dir}}/bot.json\"\nwatch_interval = \"0s\"\n"
     ));
     let harness = Harness::start_with_files(&text, &[("bot.json", good.as_bytes())], None).await;
     let status = harness.status().await;
@@ -182,7 +186,7 @@ async fn a_deleted_feature_file_is_reported_as_missing_not_by_an_old_reason() {
     // reason while the real state (no file at all) went unreported.
     let good = feature_file(5, 60, 3.0);
     let text = config(&format!(
-        "{GENEROUS_RATELIMIT}\n[botscore]\nfeature_file = \"{{dir}}/bot.json\"\nwatch_interval = \"20ms\"\n"
+        "{GENEROUS_RATELIMIT}\n{INSTALL_AT_ONCE}\n[botscore]\nfeature_file = \"{{dir}}/bot.json\"\nwatch_interval = \"20ms\"\n"
     ));
     let harness = Harness::start_with_files(&text, &[("bot.json", good.as_bytes())], None).await;
     let path = harness.path("bot.json");

@@ -651,8 +651,7 @@ impl<T: Document> StoreBuilder<T> {
             (first, _) => first,
         };
         let (value, meta, first_rejection, persist_first) = match (first, persisted, default) {
-            (Ok((mut value, digest, source, size)), persisted, _) => {
-                value.prepare();
+            (Ok((value, digest, source, size)), persisted, _) => {
                 let known = persisted.is_some_and(|(_, meta)| meta.digest == digest);
                 let meta = Meta {
                     version: value.version(),
@@ -665,7 +664,7 @@ impl<T: Document> StoreBuilder<T> {
                 };
                 (value, meta, None, !known)
             }
-            (Err(failed), Some((mut value, meta)), _) => {
+            (Err(failed), Some((value, meta)), _) => {
                 let (rejection, digest) = *failed;
                 tracing::warn!(
                     store = %name,
@@ -675,7 +674,6 @@ impl<T: Document> StoreBuilder<T> {
                     reason = %rejection,
                     "starting from the persisted last known good: the first document was rejected"
                 );
-                value.prepare();
                 (value, meta, Some((rejection, digest)), false)
             }
             (Err(failed), None, None) => return Err(failed.0),
@@ -1488,7 +1486,7 @@ impl<T: Document> Store<T> {
             self.record_rejection(state, rejection.clone(), Some(digest));
             return Err(rejection);
         }
-        let (mut value, digest, source, size) =
+        let (value, digest, source, size) =
             match parse_candidate::<T>(&inner.name, &inner.decoder, inner.max_bytes, bytes, source)
             {
                 Ok(parsed) => parsed,
@@ -1519,7 +1517,6 @@ impl<T: Document> Store<T> {
             self.record_rejection(state, rejection.clone(), Some(digest));
             return Err(rejection);
         }
-        value.prepare();
         let version = value.version();
         let generation = active.meta.generation.saturating_add(1);
         let policy = self.policy().filter(|p| p.canary);
@@ -1833,7 +1830,7 @@ fn parse_candidate<T: Document>(
             Some(digest),
         )
     };
-    let value = match decoder.decode(bytes) {
+    let mut value = match decoder.decode(bytes) {
         Ok(value) => value,
         Err(reason) => return Err(Box::new(parse_error(reason.trim_end().to_owned(), source))),
     };
@@ -1847,10 +1844,13 @@ fn parse_candidate<T: Document>(
             Some(digest),
         )));
     }
+    // Prepared as soon as it is valid: the pre-activation check evaluates the candidate as it
+    // would serve (a model compiled, not a bare parse).
+    value.prepare();
     Ok((value, digest, source, bytes.len() as u64))
 }
 
-/// The persisted last known good at `path`, parsed and validated again (not prepared), with the
+/// The persisted last known good at `path`, parsed, validated and prepared again, with the
 /// metadata it is installed under; `None`, logged, when it is missing, unreadable, corrupt or no
 /// longer valid.
 fn load_persisted<T: Document>(
