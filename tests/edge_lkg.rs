@@ -11,7 +11,7 @@
     clippy::indexing_slicing
 )]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ravelin_edge::config::ReloadSection;
 use ravelin_edge::{ConfigSource, EdgeConfig, Overrides, check_config};
@@ -55,6 +55,33 @@ fn reload_settings_are_read_from_a_file_the_store_would_reject() {
     assert_eq!(
         ReloadSection::peek(b"[reload]\nmax_growth = 0\n").max_growth,
         0.0
+    );
+}
+
+#[test]
+fn the_command_line_state_dir_wins_over_the_file() {
+    // The file is generated input; the directory the process writes to is the operator's.
+    let flags = Overrides {
+        state_dir: Some(PathBuf::from("/var/lib/ravelin")),
+        ..Overrides::default()
+    };
+    let peeked =
+        ReloadSection::peek(b"[reload]\nstate_dir = '/tmp/elsewhere'\n").overridden(&flags);
+    assert_eq!(
+        peeked.state_dir.as_deref(),
+        Some(Path::new("/var/lib/ravelin"))
+    );
+    let applied = flags.apply(&EdgeConfig::default());
+    assert_eq!(
+        applied.reload.state_dir.as_deref(),
+        Some(Path::new("/var/lib/ravelin"))
+    );
+    // Without the flag, the file's.
+    let peeked = ReloadSection::peek(b"[reload]\nstate_dir = '/tmp/elsewhere'\n")
+        .overridden(&Overrides::default());
+    assert_eq!(
+        peeked.state_dir.as_deref(),
+        Some(Path::new("/tmp/elsewhere"))
     );
 }
 

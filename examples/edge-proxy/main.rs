@@ -1,7 +1,7 @@
 //! `edge-proxy`: Ravelin's layers assembled into a reverse proxy.
 //!
 //! ```text
-//! cargo run --release --example edge-proxy -- [--config FILE] [--listen ADDR] [--admin ADDR] [--upstream URL]
+//! cargo run --release --example edge-proxy -- [--config FILE] [--listen ADDR] [--admin ADDR] [--upstream URL] [--state-dir DIR]
 //! ```
 //!
 //! Without `--config` the built-in configuration (the commented `examples/edge-proxy.toml`)
@@ -53,6 +53,12 @@ struct Args {
     /// Send all traffic to this origin (replaces the configured upstreams and routes).
     #[arg(long, value_name = "URL")]
     upstream: Option<String>,
+    /// Where the last known good config and bot feature file persist (overrides
+    /// `[reload] state_dir`; default: `$RAVELIN_STATE_DIR`, else the file's). Prefer this to the
+    /// file's key: the file is generated input, the directory the process writes is yours.
+    /// One directory per running proxy: a second process is refused.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Validate the configuration (with the flags applied) and exit: 0 and a summary, or 1 and
     /// every violation. For deployment pipelines, before a file is published.
     #[arg(long)]
@@ -92,6 +98,7 @@ fn checked(args: &Args) -> Result<ravelin_edge::EdgeConfig, String> {
         admin: args.admin,
         admin_allow_remote: args.admin_allow_remote,
         upstream: args.upstream.clone(),
+        state_dir: state_dir(args),
     };
     let source = match &args.config {
         Some(path) => ConfigSource::File(path.clone()),
@@ -102,6 +109,15 @@ fn checked(args: &Args) -> Result<ravelin_edge::EdgeConfig, String> {
 
 /// Whether the proxy listener runs its own per-core workers (an invalid file: no; startup
 /// reports it).
+/// `--state-dir`, else `RAVELIN_STATE_DIR` (an empty value: none).
+fn state_dir(args: &Args) -> Option<PathBuf> {
+    args.state_dir.clone().or_else(|| {
+        std::env::var_os("RAVELIN_STATE_DIR")
+            .filter(|dir| !dir.is_empty())
+            .map(PathBuf::from)
+    })
+}
+
 fn per_core(args: &Args) -> bool {
     checked(args).is_ok_and(|config| config.server.runtime == ravelin_proxy::RuntimeModel::PerCore)
 }
@@ -161,6 +177,7 @@ async fn run(args: Args) -> ExitCode {
     // The panic hook of ravelin-failsafe keeps contained guard panics to one short log line.
     ravelin_failsafe::install_panic_hook();
 
+    let state_dir = state_dir(&args);
     let options = EdgeOptions {
         config_text: args.config.is_none().then(|| BUILT_IN_CONFIG.to_owned()),
         config_path: args.config,
@@ -169,6 +186,7 @@ async fn run(args: Args) -> ExitCode {
             admin: args.admin,
             admin_allow_remote: args.admin_allow_remote,
             upstream: args.upstream,
+            state_dir,
         },
         metrics,
         extra_guard: None,

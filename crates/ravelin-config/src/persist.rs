@@ -198,3 +198,91 @@ pub(crate) fn read(path: &Path, max_bytes: u64) -> Result<Option<Persisted>, Str
         header,
     }))
 }
+
+/// The lock that keeps a persisted copy to one process: `<copy>.lock`, locked exclusively (an
+/// advisory `flock`) for as long as a store of this process persists to it. Two proxies sharing
+/// a state directory would overwrite each other's last known good, and a restart of one could
+/// start from the other's document; the second is refused at build instead. Stores of one
+/// process share the lock (a store rebuilt on reload, two tests of one binary).
+#[derive(Debug)]
+pub(crate) struct CopyLock {
+    _file: std::fs::File,
+}
+
+/// The locks this process holds, by path; a lock is released when its last store is dropped.
+static LOCKS: std::sync::Mutex<Vec<(PathBuf, std::sync::Weak<CopyLock>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Why the lock of a persisted copy was not taken.
+#[derive(Debug)]
+pub(crate) enum LockError {
+    /// Another process holds it: the store must not start.
+    Held(String),
+    /// The lock file cannot be created or locked (the directory is unusable): the copy cannot
+    /// be written either, which is counted and logged as every failure to persist is.
+    Unusable(String),
+}
+
+/// Takes (or shares, within this process) the lock of the persisted copy at `copy`.
+///
+/// # Errors
+/// [`LockError::Held`] when another process holds it (with its pid, when it wrote one),
+/// [`LockError::Unusable`] when it cannot be taken at all.
+pub(crate) fn lock(copy: &Path) -> Result<std::sync::Arc<CopyLock>, LockError> {
+    let path = PathBuf::from(format!("{}.lock", copy.display()));
+    let mut locks = LOCKS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    locks.retain(|(_, held)| held.strong_count() > 0);
+    if let Some(held) = locks
+        .iter()
+        .find(|(locked, _)| *locked == path)
+        .and_then(|(_, held)| held.upgrade())
+    {
+        return Ok(held);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            LockError::Unusable(format!(
+                "cannot create the state directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| LockError::Unusable(format!("cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = (&file).take(32).read_to_string(&mut holder);
+            let holder = holder.trim();
+            return Err(LockError::Held(format!(
+                "{} is locked by another process{}: give each running proxy its own state directory",
+                path.display(),
+                if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {holder})")
+                }
+            )));
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(LockError::Unusable(format!(
+                "cannot lock {}: {e}",
+                path.display()
+            )));
+        }
+    }
+    // Who holds it, for the message a second process prints (best effort).
+    let _ = file.set_len(0);
+    let _ = write!(file, "{}", std::process::id());
+    let lock = std::sync::Arc::new(CopyLock { _file: file });
+    locks.push((path, std::sync::Arc::downgrade(&lock)));
+    Ok(lock)
+}

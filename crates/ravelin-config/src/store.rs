@@ -583,7 +583,29 @@ impl<T: Document> StoreBuilder<T> {
             clock,
             lkg: state_dir.map(|dir| persist::path_in(&dir, &name)),
             persist,
+            lock: None,
         };
+        // One process per persisted copy: a second proxy on the same state directory is
+        // refused here, whatever the startup policy (it is a deployment mistake, not a bad
+        // document). A dry run (`persist(false)`) writes nothing and takes no lock.
+        let mut guards = guards;
+        if let (Some(path), true) = (guards.lkg.as_deref(), guards.persist) {
+            match persist::lock(path) {
+                Ok(lock) => guards.lock = Some(lock),
+                Err(persist::LockError::Held(reason)) => {
+                    return Err(Rejection::Io {
+                        name,
+                        origin: Source::Persisted(path.to_path_buf()),
+                        reason,
+                    });
+                }
+                // The directory is unusable: every write of the copy will fail too, and be
+                // counted and logged as such (never fatal).
+                Err(persist::LockError::Unusable(reason)) => {
+                    tracing::warn!(store = %name, %reason, "cannot lock the persisted last known good");
+                }
+            }
+        }
         let mut first_seen = None;
         let mut first_bytes = None;
         let first: Candidate<T> = match (files_source(&paths), initial) {
@@ -801,6 +823,8 @@ struct Guards {
     lkg: Option<PathBuf>,
     /// Whether installs are written to `lkg` (false: read only, for dry runs).
     persist: bool,
+    /// The lock keeping `lkg` to this process, while it persists there.
+    lock: Option<Arc<persist::CopyLock>>,
     persist_log: LogLimiter,
 }
 

@@ -500,11 +500,17 @@ fn persisting_is_atomic_and_leaves_no_temporary_files() {
         store.submit(text.as_bytes(), "gen").unwrap();
         // Rejections are never persisted.
         let _ = store.submit(b"{", "gen");
-        let names: Vec<String> = std::fs::read_dir(&state)
+        let mut names: Vec<String> = std::fs::read_dir(&state)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names, ["generated_list.lkg"], "version {version}");
+        names.sort();
+        // The copy and the lock that keeps it to this process; nothing temporary.
+        assert_eq!(
+            names,
+            ["generated_list.lkg", "generated_list.lkg.lock"],
+            "version {version}"
+        );
         let copy = std::fs::read(lkg(&state)).unwrap();
         assert!(copy.starts_with(b"ravelin-lkg 1\n"));
         assert!(copy.ends_with(text.as_bytes()), "version {version}");
@@ -592,4 +598,59 @@ fn store_names_become_safe_file_names() {
         );
         assert!(dir.path().join(file).exists(), "{name}");
     }
+}
+
+#[test]
+fn a_state_directory_serves_one_process_and_is_shared_within_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let first = builder()
+        .initial_bytes(list(Some(1), 10), "boot")
+        .state_dir(&state)
+        .build()
+        .unwrap();
+    // A second store of this process (a store rebuilt on reload) shares the lock.
+    let second = builder()
+        .initial_bytes(list(Some(1), 10), "boot")
+        .state_dir(&state)
+        .build()
+        .unwrap();
+    drop((first, second));
+
+    // Another process holding the copy's lock (another open file description, as a second
+    // proxy's would be): building is refused, with the reason and the holder's pid.
+    let lock_path = state.join("generated_list.lkg.lock");
+    std::fs::write(&lock_path, b"4242").unwrap();
+    let other = std::fs::File::open(&lock_path).unwrap();
+    other.try_lock().unwrap();
+    let refused = builder()
+        .initial_bytes(list(Some(1), 10), "boot")
+        .state_dir(&state)
+        .build()
+        .unwrap_err();
+    assert_eq!(refused.kind(), "io");
+    let message = refused.to_string();
+    assert!(
+        message.contains("locked by another process (pid 4242)")
+            && message.contains("its own state directory"),
+        "{message}"
+    );
+    // A dry run (`--check`) reads the copy and takes no lock.
+    assert!(
+        builder()
+            .initial_bytes(list(Some(1), 10), "boot")
+            .state_dir(&state)
+            .persist(false)
+            .build()
+            .is_ok()
+    );
+    drop(other);
+    assert!(
+        builder()
+            .initial_bytes(list(Some(1), 10), "boot")
+            .state_dir(&state)
+            .build()
+            .is_ok(),
+        "the lock is free again once the other process lets go"
+    );
 }

@@ -644,6 +644,23 @@ impl ReloadSection {
         }
     }
 
+    /// This section with the command line's state directory, when it names one (it wins over
+    /// the file's).
+    #[must_use]
+    pub fn overridden(mut self, overrides: &Overrides) -> Self {
+        if let Some(dir) = &overrides.state_dir {
+            if self.state_dir.as_ref().is_some_and(|file| file != dir) {
+                tracing::warn!(
+                    file = ?self.state_dir,
+                    flag = %dir.display(),
+                    "[reload] state_dir differs from --state-dir: the flag's is used"
+                );
+            }
+            self.state_dir = Some(dir.clone());
+        }
+        self
+    }
+
     /// `builder` with this section's store settings: the growth bound and the state directory.
     pub fn configure<T: ravelin_config::Document>(
         &self,
@@ -1181,6 +1198,10 @@ pub struct Overrides {
     pub admin_allow_remote: bool,
     /// `--upstream`: replaces the upstream list with this one URL and drops the routes.
     pub upstream: Option<String>,
+    /// `--state-dir` (or `RAVELIN_STATE_DIR`): where the last known good documents persist,
+    /// in place of the file's `[reload] state_dir`. Preferred: the config file is generated,
+    /// untrusted input, and the directory the process writes to is the operator's choice.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Overrides {
@@ -1197,6 +1218,9 @@ impl Overrides {
         }
         if self.admin_allow_remote {
             config.admin.allow_remote = true;
+        }
+        if let Some(dir) = &self.state_dir {
+            config.reload.state_dir = Some(dir.clone());
         }
         if let Some(url) = &self.upstream {
             let template = file.upstreams.first().cloned();
@@ -1482,6 +1506,7 @@ mod tests {
             admin: None,
             admin_allow_remote: false,
             upstream: Some("http://127.0.0.1:2".into()),
+            state_dir: None,
         };
         let config = flags.apply(&file);
         assert_eq!(config.server.listen.port(), 18080);

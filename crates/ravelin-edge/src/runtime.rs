@@ -376,6 +376,11 @@ impl Edge {
             use ravelin_proxy::admin::degraded_reason;
             let mut reasons: Vec<String> = Vec::new();
             reasons.extend(degraded_reason(&edge.store.status()));
+            if let Some(error) = lock(&edge.apply_error).clone() {
+                reasons.push(format!(
+                    "edge-proxy serves the previous config: the latest could not be applied ({error})"
+                ));
+            }
             for (_, file) in lock(&edge.followed).iter() {
                 reasons.extend(degraded_reason(&file.status()));
             }
@@ -717,10 +722,12 @@ pub fn check_config(source: ConfigSource, overrides: &Overrides) -> Result<EdgeC
     let builder = match source {
         ConfigSource::File(path) => {
             crate::config::ReloadSection::peek_file(&path, MAX_CONFIG_BYTES)
+                .overridden(overrides)
                 .configure(builder)
                 .file(path)
         }
         ConfigSource::Text(text) => crate::config::ReloadSection::peek(text.as_bytes())
+            .overridden(overrides)
             .configure(builder)
             .initial_bytes(text.into_bytes(), "built-in"),
     }
@@ -931,15 +938,20 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
     // that a rejected file still finds the persisted last good config (applied at start).
     builder = match (&options.config_path, &options.config_text) {
         (Some(path), _) => crate::config::ReloadSection::peek_file(path, MAX_CONFIG_BYTES)
+            .overridden(&options.overrides)
             .configure(builder)
             .file(path.clone()),
         (None, Some(text)) => crate::config::ReloadSection::peek(text.as_bytes())
+            .overridden(&options.overrides)
             .configure(builder)
             .initial_bytes(text.clone().into_bytes(), "built-in"),
-        (None, None) => builder.initial_bytes(
-            Vec::<u8>::from(&b"[demo]\nenabled = true\n"[..]),
-            "built-in",
-        ),
+        (None, None) => crate::config::ReloadSection::default()
+            .overridden(&options.overrides)
+            .configure(builder)
+            .initial_bytes(
+                Vec::<u8>::from(&b"[demo]\nenabled = true\n"[..]),
+                "built-in",
+            ),
     };
     // The pre-activation check of every new main config, against the one in force (issue 15):
     // the document with the command-line overrides, lists not emptied, and the rate-limit

@@ -106,6 +106,7 @@ impl Harness {
                 admin: Some("127.0.0.1:0".parse().unwrap()),
                 admin_allow_remote: false,
                 upstream: None,
+                state_dir: None,
             },
             metrics: handle
                 .map(|h| Arc::new(move || h.render()) as Arc<dyn Fn() -> String + Send + Sync>),
