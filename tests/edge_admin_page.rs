@@ -38,19 +38,33 @@ const VERSION: u64 = 42;
 /// The feature file version the page must show.
 const FEATURES_VERSION: u64 = 5;
 
+/// The name of the bot feature file's store in `/status` and the rollout commands.
+const BOT_FEATURES: &str = "bot-features";
+
+/// A canary policy for the bot feature file that never ends on its own within a test: only a
+/// command ends it. Clients behind the loopback proxy are told apart by `X-Forwarded-For`, so
+/// the screenshot's traffic fills both cohorts.
+const ROLLOUT: &str = "\n[ingress]\ntrusted_proxies = [\"127.0.0.1/32\"]\n\n\
+                       [rollout.bot_features]\nbake = \"1h\"\nmax_wait = \"2h\"\n";
+
 /// Every module in the stack, a versioned config and a followed bot feature file, in front of
 /// a demo origin started here (kept alive by the returned handle).
 async fn start() -> (Harness, DemoHandle) {
+    start_with(FEATURES_VERSION, "").await
+}
+
+/// [`start`] with the feature file at `features_version` and `extra` appended to the config.
+async fn start_with(features_version: u64, extra: &str) -> (Harness, DemoHandle) {
     let origin = demo::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let text = format!(
         "version = {VERSION}\n{}",
         config(&format!(
             "{GENEROUS_RATELIMIT}\n[[upstreams]]\nname = \"origin\"\nurl = \"{}\"\n\n\
-             [botscore]\nfeature_file = \"{{dir}}/bot.json\"\nwatch_interval = \"0s\"\n",
+             [botscore]\nfeature_file = \"{{dir}}/bot.json\"\nwatch_interval = \"0s\"\n{extra}",
             origin.url()
         ))
     );
-    let features = feature_file(FEATURES_VERSION, 60, 3.0);
+    let features = feature_file(features_version, 60, 3.0);
     let harness =
         Harness::start_with_files(&text, &[("bot.json", features.as_bytes())], None).await;
     (harness, origin)
@@ -231,28 +245,135 @@ async fn chromium_renders_modules_versions_charts_and_a_kill() {
     harness.stop().await;
 }
 
-/// Remakes the screenshot in docs/images with some traffic, a rejected feature file and a
-/// killed module, so every part of the page has something to show.
+/// Stages version 2 of the bot feature file (version 1 serves) as a canary: the reload's
+/// answer says so.
+async fn stage_version_2(harness: &Harness) {
+    write_atomically(
+        &harness.path("bot.json"),
+        feature_file(2, 60, 2.9).as_bytes(),
+    );
+    let reply = harness.admin_post("/config/reload").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.json()["bot_feature_file"],
+        "canary",
+        "{}",
+        reply.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_renders_a_rollout_and_its_promotion_by_hand() {
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let (harness, _origin) = start_with(1, ROLLOUT).await;
+    stage_version_2(&harness).await;
+    for _ in 0..5 {
+        assert_eq!(harness.get("/").await.status, 200);
+    }
+
+    let dom = dump_dom(&chromium, &harness.admin_url("/")).await;
+    let (tag, cells) = row(&dom, &format!("data-document=\"{BOT_FEATURES}\""));
+    assert!(
+        tag.contains("data-version=\"1\""),
+        "version 1 still serves: {tag}"
+    );
+    assert!(tag.contains("data-stage=\"canary\""), "{tag}");
+    assert!(
+        cells.contains(">canary<") && cells.contains(">candidate 2 on "),
+        "{cells}"
+    );
+    let (tag, card) = row_of(
+        &dom,
+        &format!("data-rollout=\"{BOT_FEATURES}\""),
+        "</table>",
+    );
+    assert!(tag.contains("data-candidate-version=\"2\""), "{tag}");
+    assert!(card.contains(">version 2<"), "the candidate: {card}");
+    assert!(card.contains(" of clients<"), "the canary share: {card}");
+    assert!(card.contains("<progress "), "the bake's progress: {card}");
+    let (_, cohorts) = row_of(
+        &dom,
+        &format!("data-cohorts=\"{BOT_FEATURES}\""),
+        "</table>",
+    );
+    assert!(
+        cohorts.contains(">Canary<") && cohorts.contains(">Baseline<"),
+        "{cohorts}"
+    );
+    for metric in [
+        "requests",
+        "failure_share",
+        "answered_by_edge_share",
+        "origin_5xx_share",
+        "value_mean",
+    ] {
+        let (_, cells) = row(cohorts, &format!("data-metric=\"{metric}\""));
+        assert_eq!(
+            cells.matches("data-cohort=").count(),
+            2,
+            "{metric}: {cells}"
+        );
+    }
+    let (_, buttons) = row_of(&dom, "data-action=\"rollout-promote\"", "</div>");
+    assert!(
+        buttons.contains(">Promote<") && buttons.contains(">Abort<"),
+        "{buttons}"
+    );
+    assert!(!dom.contains("data-rollout=\"none\""), "{dom}");
+
+    // A promotion through the API shows on the next load.
+    let reply = harness
+        .admin_post(&format!("/commands/rollout-promote?store={BOT_FEATURES}"))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(reply.json()["end"], "promoted_by_hand", "{}", reply.text());
+    let dom = dump_dom(&chromium, &harness.admin_url("/")).await;
+    let (tag, cells) = row(&dom, &format!("data-document=\"{BOT_FEATURES}\""));
+    assert!(tag.contains("data-version=\"2\""), "{tag}");
+    assert!(tag.contains("data-stage=\"promoted\""), "{tag}");
+    assert!(
+        cells.contains("data-last-rollout=\"promoted_by_hand\"")
+            && cells.contains(">promoted by hand<")
+            && cells.contains(" version 2"),
+        "{cells}"
+    );
+    assert!(
+        dom.contains("data-rollout=\"none\""),
+        "no rollout in progress: {dom}"
+    );
+    assert!(!dom.contains("<table class=\"cohorts\""), "{dom}");
+    harness.stop().await;
+}
+
+/// Remakes the screenshot in docs/images with some traffic from many clients, a rollout of
+/// the bot feature file in progress and a killed module, so every part of the page has
+/// something to show.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "remakes docs/images/admin-page.png"]
 async fn screenshot() {
     let chromium = chromium().expect("chromium");
-    let (harness, _origin) = start().await;
-    write_atomically(&harness.path("bot.json"), b"{\"truncated\": ");
-    harness.admin_post("/config/reload").await;
+    let (harness, _origin) = start_with(1, ROLLOUT).await;
+    stage_version_2(&harness).await;
     harness.admin_post("/modules/cache/kill").await;
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/images/admin-page.png");
     let traffic = async {
         for i in 0..600u32 {
             let path = if i % 9 == 0 { "/missing" } else { "/" };
-            harness.get(path).await;
+            let client = format!("198.51.100.{}", i % 64 + 1);
+            let request = Request::get(harness.url(path))
+                .header("x-forwarded-for", client)
+                .body(Full::default())
+                .unwrap();
+            harness.send(request).await.unwrap();
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
     let (args, _profile) = browser_args(
         &[
             "--virtual-time-budget=40000".into(),
-            "--window-size=1280,900".into(),
+            "--window-size=1280,1330".into(),
             "--hide-scrollbars".into(),
             format!("--screenshot={}", out.display()),
         ],
