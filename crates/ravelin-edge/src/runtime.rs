@@ -479,7 +479,7 @@ impl Edge {
             match pair.split_once('=') {
                 Some(("store", value)) => name = Some(value.to_owned()),
                 Some(("reason", value)) if !value.is_empty() => {
-                    reason = format!("aborted by hand: {}", value.replace('+', " "));
+                    reason = format!("aborted by hand: {}", form_decode(value));
                 }
                 _ => {}
             }
@@ -500,6 +500,45 @@ impl Edge {
         tracing::info!(store = %name, end = end.as_str(), "admin: rollout ended by hand");
         Ok(json!({ "store": name, "end": end.as_str(), "reason": end.reason() }))
     }
+}
+
+/// A query value as a form encodes it (`+` a space, `%XX` a byte), lossy where the bytes are
+/// not UTF-8, at most 256 bytes: an operator's reason, for a log line and `/status`.
+fn form_decode(value: &str) -> String {
+    let mut bytes = Vec::with_capacity(value.len().min(256));
+    let mut rest = value.as_bytes();
+    while let Some((&first, tail)) = rest.split_first() {
+        if bytes.len() >= 256 {
+            break;
+        }
+        match first {
+            b'+' => {
+                bytes.push(b' ');
+                rest = tail;
+            }
+            b'%' => {
+                let hex = tail
+                    .get(..2)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(byte) => {
+                        bytes.push(byte);
+                        rest = tail.get(2..).unwrap_or_default();
+                    }
+                    None => {
+                        bytes.push(b'%');
+                        rest = tail;
+                    }
+                }
+            }
+            other => {
+                bytes.push(other);
+                rest = tail;
+            }
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// Re-reads every certificate's files (off the async threads: file reads and signature
@@ -1286,4 +1325,22 @@ pub(crate) fn server_limits(config: &EdgeConfig) -> ServerConfig {
         .per_ip_ipv6_prefix_len(s.per_ip_ipv6_prefix_len)
         .runtime(s.runtime)
         .workers(s.workers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::form_decode;
+
+    #[test]
+    fn an_abort_reason_is_decoded_as_a_form_encodes_it() {
+        assert_eq!(form_decode("looks+wrong"), "looks wrong");
+        assert_eq!(
+            form_decode("scores%3A+90%25+bots%2C+see+%23ops"),
+            "scores: 90% bots, see #ops"
+        );
+        assert_eq!(form_decode("50%+off%zz%4"), "50% off%zz%4");
+        assert_eq!(form_decode("caf%C3%A9"), "café");
+        assert_eq!(form_decode("%FF"), "\u{fffd}");
+        assert_eq!(form_decode(&"x".repeat(1000)).len(), 256);
+    }
 }
