@@ -424,3 +424,121 @@ async fn rate_limit_rules_that_would_deny_most_recent_traffic_are_refused() {
     assert_eq!(accepted.status, 200, "{}", accepted.text());
     harness.stop().await;
 }
+
+/// The main config with a canary: half of the clients, ten minutes of bake unless `bake` says
+/// otherwise.
+fn staged_config(bake: &str, extra: &str) -> String {
+    config(&format!(
+        "{GENEROUS_RATELIMIT}\n{ROLLOUT_BASE}\n[rollout.config]\nshare = 0.5\nbake = \"{bake}\"\nmax_wait = \"20m\"\nmin_requests = 20\n\n{extra}"
+    ))
+}
+
+#[allow(clippy::unwrap_used)] // test helper: a panic is a failing test
+fn main_config(status: &serde_json::Value) -> serde_json::Value {
+    status["configs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "edge-proxy")
+        .cloned()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_main_config_whose_origin_fails_its_canary_clients_is_rolled_back() {
+    let harness = Harness::start(&staged_config("10m", ""), None).await;
+    for client in clients() {
+        assert_eq!(as_client(&harness, &client).await.status, 200);
+    }
+    // Well-formed, passes every check — and sends everything to an origin that is down.
+    let broken = staged_config(
+        "10m",
+        "[[upstreams]]\nname = \"moved\"\nurl = \"http://127.0.0.1:9\"\nconnect_timeout = \"200ms\"\n",
+    );
+    support::write_atomically(&harness.config_path, broken.as_bytes());
+    // The watcher may have taken it already: the reload then finds it unchanged.
+    let report = reload(&harness).await;
+    assert!(
+        report["config"] == "canary" || report["config"] == "unchanged",
+        "{report:#}"
+    );
+    assert_eq!(main_config(&harness.status().await)["stage"], "canary");
+
+    let mut rounds = 0;
+    loop {
+        let mut baseline_ok = 0;
+        let mut failed = 0;
+        for client in clients() {
+            let reply = as_client(&harness, &client).await;
+            match reply.status.as_u16() {
+                200 => baseline_ok += 1,
+                502..=504 => failed += 1,
+                other => panic!("{client}: {other} {}", reply.text()),
+            }
+        }
+        let main = main_config(&harness.status().await);
+        if main["rollout"].is_null() {
+            let last = &main["last_rollout"];
+            assert_eq!(last["end"], "rolled_back", "{main:#}");
+            assert!(
+                last["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("origin 5xx")),
+                "{main:#}"
+            );
+            assert_eq!(last["baseline"]["origin_5xx"], 0, "{main:#}");
+            break;
+        }
+        // Only the canary's clients ever meet the broken origin; the others keep being served.
+        assert!(
+            failed > 0 && baseline_ok > 0,
+            "both cohorts: {failed} failed, {baseline_ok} ok"
+        );
+        rounds += 1;
+        assert!(
+            rounds < 40,
+            "not rolled back after {rounds} rounds: {main:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Everyone is back on the config in force.
+    for client in clients() {
+        let reply = as_client(&harness, &client).await;
+        assert_eq!(reply.status, 200, "{client}: {}", reply.text());
+    }
+    let main = main_config(&harness.status().await);
+    assert_eq!(main["stage"], "promoted", "{main:#}");
+    assert_eq!(main["last_rejection"]["kind"], "rolled_back", "{main:#}");
+    harness.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_good_main_config_is_promoted_after_its_bake_and_applied_for_everyone() {
+    let harness = Harness::start(&staged_config("1s", ""), None).await;
+    // A change the demo origin serves identically: the sample rate of the checks.
+    let candidate = staged_config("1s", "").replace("sample_every = 1", "sample_every = 2");
+    support::write_atomically(&harness.config_path, candidate.as_bytes());
+    let report = reload(&harness).await;
+    assert!(
+        report["config"] == "canary" || report["config"] == "unchanged",
+        "{report:#}"
+    );
+    assert_eq!(main_config(&harness.status().await)["stage"], "canary");
+    let mut rounds = 0;
+    loop {
+        for client in clients() {
+            assert_eq!(as_client(&harness, &client).await.status, 200);
+        }
+        let main = main_config(&harness.status().await);
+        if main["last_rollout"]["end"] == "promoted" {
+            assert_eq!(main["stage"], "promoted", "{main:#}");
+            assert_eq!(main["generation"], 1, "{main:#}");
+            break;
+        }
+        assert!(main["last_rollout"].is_null(), "{main:#}");
+        rounds += 1;
+        assert!(rounds < 60, "not promoted after {rounds} rounds: {main:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    harness.stop().await;
+}

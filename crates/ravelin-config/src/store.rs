@@ -1205,6 +1205,16 @@ impl<T: Document> Store<T> {
             })
     }
 
+    /// The candidate under canary, if any: for owners that build derived state (a second
+    /// request stack) for the canary's clients.
+    pub fn candidate(&self) -> Option<Arc<Snapshot<T>>> {
+        self.inner
+            .canary
+            .load()
+            .as_deref()
+            .map(|canary| Arc::clone(&canary.snapshot))
+    }
+
     /// Whether a candidate is under canary.
     pub fn in_rollout(&self) -> bool {
         self.inner.canary.load().is_some()

@@ -12,7 +12,7 @@ use ravelin_proxy::ModuleStatus;
 use serde_json::json;
 
 use crate::config::EdgeConfig;
-use crate::modules::{Apply, BoxFuture, Followed, Module, guard_layer, guard_status};
+use crate::modules::{Apply, Followed, Module, guard_layer, guard_status};
 use crate::stack::{EdgeService, Slot, layered};
 
 /// The module name: the guard's own ([`ravelin_botscore::GUARD_NAME`]), which names its kill
@@ -202,59 +202,6 @@ impl Module for BotModule {
 
     fn clone_module(&self) -> Box<dyn Module> {
         Box::new(self.clone())
-    }
-}
-
-impl Followed for Store<Model> {
-    fn status(&self) -> ravelin_config::Status {
-        Store::status(self)
-    }
-
-    fn has_file(&self) -> bool {
-        self.path().is_some()
-    }
-
-    fn store_name(&self) -> &str {
-        self.name()
-    }
-
-    fn in_rollout(&self) -> bool {
-        Store::in_rollout(self)
-    }
-
-    fn assignment(&self, key: ravelin_config::CohortKey) -> Option<ravelin_config::Assignment> {
-        Store::assignment(self, key)
-    }
-
-    fn observe(
-        &self,
-        assignment: ravelin_config::Assignment,
-        observation: &ravelin_config::Observation,
-    ) {
-        Store::observe(self, assignment, observation);
-    }
-
-    fn tick(&self) {
-        let _ = Store::tick(self);
-    }
-
-    fn promote(&self) -> Result<ravelin_config::RolloutEnd, String> {
-        Store::promote(self)
-    }
-
-    fn abort(&self, reason: String) -> Result<ravelin_config::RolloutEnd, String> {
-        Store::abort(self, reason)
-    }
-
-    fn reload(&self) -> BoxFuture<Result<&'static str, String>> {
-        let store = self.clone();
-        Box::pin(async move {
-            store
-                .reload_async()
-                .await
-                .map(|outcome| outcome.as_str())
-                .map_err(|rejection| rejection.to_string())
-        })
     }
 }
 

@@ -111,8 +111,8 @@ pub struct TlsSection {
 /// Every new main config and bot feature file is first checked against a bounded sample of
 /// recent request heads beside the document in force (the *pre-activation check*); a bot
 /// feature file that passes then serves a share of clients as a *canary* and is promoted or
-/// rolled back on its own. The main config has the check but no canary: it builds listeners,
-/// pools and the cache, which two versions cannot share.
+/// rolled back on its own. The main config does the same when `[rollout.config]` is present:
+/// its canary clients run on a second stack built from the candidate.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RolloutSection {
@@ -129,6 +129,12 @@ pub struct RolloutSection {
     /// `[rollout.bot_features]`: the bot feature file's canary (ravelin-config's
     /// `RolloutPolicy`; `canary = false` installs a file that passed its checks at once).
     pub bot_features: ravelin_config::RolloutPolicy,
+    /// `[rollout.config]`: the main config's canary (a `RolloutPolicy`). Absent (the default):
+    /// a config that passes its checks is applied for everyone at once. Present: its clients'
+    /// share runs on a second stack built from the candidate — its routes, upstreams and modules
+    /// (state shared with the running ones where their settings are unchanged) — until it is
+    /// promoted or rolled back. Read at start and on every applied config.
+    pub config: Option<ravelin_config::RolloutPolicy>,
     /// Whether new rate-limit rules are checked against the sample (default `true`).
     pub ratelimit_check: bool,
     /// `[rollout.ratelimit_bounds]`: how many sampled requests new rate-limit rules may deny
@@ -144,6 +150,7 @@ impl Default for RolloutSection {
             bot_check: true,
             bot_bounds: ravelin_botscore::effect::EffectBounds::default(),
             bot_features: ravelin_config::RolloutPolicy::default(),
+            config: None,
             ratelimit_check: true,
             ratelimit_bounds: ravelin_ratelimit::effect::DenyBounds::default(),
         }
@@ -164,6 +171,11 @@ impl RolloutSection {
         }
         if let Err(inner) = Validate::validate(&self.bot_features) {
             v.merge_under("rollout.bot_features", inner);
+        }
+        if let Some(policy) = &self.config
+            && let Err(inner) = Validate::validate(policy)
+        {
+            v.merge_under("rollout.config", inner);
         }
         if let Err(inner) = Validate::validate(&self.bot_bounds) {
             v.merge_under("rollout.bot_bounds", inner);

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use ravelin_config::{KillSwitch, Switchboard, Violations};
+use ravelin_config::{KillSwitch, Store, Switchboard, Violations};
 use ravelin_failsafe::{Guard, GuardConfig, GuardHandle, GuardLayer};
 use ravelin_proxy::{ModuleStatus, Purge};
 use serde_json::Value;
@@ -92,6 +92,61 @@ pub(crate) trait Followed: Send + Sync {
     /// # Errors
     /// No rollout in progress.
     fn abort(&self, reason: String) -> Result<ravelin_config::RolloutEnd, String>;
+}
+
+/// Every store is followed the same way: the bot feature file's, and the main config's for
+/// its rollouts.
+impl<T: ravelin_config::Document> Followed for Store<T> {
+    fn status(&self) -> ravelin_config::Status {
+        Store::status(self)
+    }
+
+    fn has_file(&self) -> bool {
+        self.path().is_some()
+    }
+
+    fn store_name(&self) -> &str {
+        self.name()
+    }
+
+    fn in_rollout(&self) -> bool {
+        Store::in_rollout(self)
+    }
+
+    fn assignment(&self, key: ravelin_config::CohortKey) -> Option<ravelin_config::Assignment> {
+        Store::assignment(self, key)
+    }
+
+    fn observe(
+        &self,
+        assignment: ravelin_config::Assignment,
+        observation: &ravelin_config::Observation,
+    ) {
+        Store::observe(self, assignment, observation);
+    }
+
+    fn tick(&self) {
+        let _ = Store::tick(self);
+    }
+
+    fn promote(&self) -> Result<ravelin_config::RolloutEnd, String> {
+        Store::promote(self)
+    }
+
+    fn abort(&self, reason: String) -> Result<ravelin_config::RolloutEnd, String> {
+        Store::abort(self, reason)
+    }
+
+    fn reload(&self) -> BoxFuture<Result<&'static str, String>> {
+        let store = self.clone();
+        Box::pin(async move {
+            store
+                .reload_async()
+                .await
+                .map(|outcome| outcome.as_str())
+                .map_err(|rejection| rejection.to_string())
+        })
+    }
 }
 
 /// One module of the edge.
@@ -250,6 +305,16 @@ impl Updated {
     /// Makes the updated modules live: kill switches from `[modules.<name>] killed` (only where
     /// the value changed, so an operator's `POST /modules/{name}/kill` survives unrelated
     /// reloads), then [`Module::commit`] or [`Module::stop`].
+    /// The updated modules that would run, outermost first, without making anything live
+    /// (no kill switch set from the document, no watcher started): a canary stack's modules.
+    pub(crate) fn uncommitted(&self) -> Vec<&dyn Module> {
+        self.entries
+            .iter()
+            .filter(|entry| entry.on)
+            .map(|entry| entry.module.as_ref())
+            .collect()
+    }
+
     pub(crate) fn commit(
         mut self,
         previous: Option<&EdgeConfig>,

@@ -106,6 +106,22 @@ impl Rollouts {
         }
     }
 
+    /// The client's cohort key: its address as the rate limiter resolves it behind the
+    /// trusted proxies; `None` without one (such a client stays on the active documents).
+    pub(crate) fn client_key<B>(&self, request: &Request<B>) -> Option<CohortKey> {
+        self.client(request).map(CohortKey::of_ip)
+    }
+
+    fn client<B>(&self, request: &Request<B>) -> Option<IpAddr> {
+        self.resolver.load().resolve(
+            request
+                .extensions()
+                .get::<ravelin_http::PeerAddr>()
+                .map(|p| p.0),
+            request.headers(),
+        )
+    }
+
     /// Whether this request is one of the sampled ones: one relaxed increment.
     fn sampled(&self) -> bool {
         let every = self.every.load(Ordering::Relaxed);
@@ -198,13 +214,7 @@ impl<B: Send + 'static> Service<Request<B>> for Observer<B> {
             // The common case: one atomic increment and one pointer load.
             return self.inner.call(request);
         }
-        let client = rollouts.resolver.load().resolve(
-            request
-                .extensions()
-                .get::<ravelin_http::PeerAddr>()
-                .map(|p| p.0),
-            request.headers(),
-        );
+        let client = rollouts.client(&request);
         if sampled {
             rollouts.sample(&request, client);
         }

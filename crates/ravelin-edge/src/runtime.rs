@@ -28,7 +28,7 @@ use crate::modules::{
     Entry, ExtraGuard, Followed, Module, ModuleEnv, PurgeFn, registry, update_all,
 };
 use crate::rollout::Rollouts;
-use crate::stack::{EdgeHandler, EdgeService, Slot, assemble};
+use crate::stack::{CanaryStack, EdgeHandler, EdgeService, SharedCanary, Slot, assemble};
 
 /// The largest config file read: 1 MiB.
 pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
@@ -105,6 +105,8 @@ pub struct Edge {
     switchboard: Switchboard,
     routes: SharedRoutes,
     stack: Arc<ArcSwap<EdgeService<Incoming>>>,
+    /// The stack of a main config's canary clients, while its rollout lasts.
+    canary: SharedCanary<Incoming>,
     control: tokio::sync::Mutex<Control>,
     /// The modules in the stack, outermost first, as last applied (read by the admin API for
     /// `/status`).
@@ -209,6 +211,7 @@ impl Edge {
         }
         config_result?;
         self.apply_latest().await?;
+        self.sync_canary().await;
         Ok(Value::Object(report))
     }
 
@@ -297,6 +300,12 @@ impl Edge {
             tracing::info!("admin token changed: the previous token no longer works");
         }
         self.rollouts.set_every(config.rollout.sample_every);
+        if self.store.rollout_policy() != config.rollout.config
+            && let Err(violations) = self.store.set_rollout(config.rollout.config.clone())
+        {
+            // Validation refuses such a policy first; kept as it was if it ever gets here.
+            tracing::error!(%violations, "rollout.config: the main config's rollout policy stays");
+        }
         self.rollouts
             .set_resolver(ravelin_ratelimit::ClientIpResolver::new(
                 built.ingress.trusted_networks().to_vec(),
@@ -312,11 +321,34 @@ impl Edge {
     fn install_stack(&self, control: &Control, ingress: IngressConfig) {
         // `assemble` takes the slots innermost first.
         let running: Vec<&dyn Module> = control.running().collect();
-        let mut slots: Vec<Slot<Incoming>> = Vec::with_capacity(running.len() + 2);
-        // The rollout marker sits under every guard (above the cache, the one module that is
-        // not a guard and the innermost), the observer above them all (issue 15).
+        self.stack.store(Arc::new(assemble(
+            self.routes.clone(),
+            ingress,
+            self.slots(&running),
+        )));
+        *lock(&self.statuses) = running
+            .iter()
+            .map(|m| Arc::<dyn Module>::from(m.clone_module()))
+            .collect();
+        let followed: Vec<FollowedFile> = running.iter().filter_map(|m| m.followed()).collect();
+        // The documents that can be rolled out: the main config and the modules' files.
+        let main: Arc<dyn Followed> = Arc::new(self.store.clone());
+        self.rollouts.set_stores(
+            std::iter::once(main)
+                .chain(followed.iter().map(|(_, f)| Arc::clone(f)))
+                .collect(),
+        );
+        *lock(&self.followed) = followed;
+        *lock(&self.purger) = running.iter().find_map(|m| m.purger());
+    }
+
+    /// The slots of a stack running `modules` (outermost first), innermost first as
+    /// [`assemble`] takes them: the rollout marker under every guard (above the cache, the one
+    /// module that is not a guard and the innermost), the observer above them all (issue 15).
+    fn slots(&self, modules: &[&dyn Module]) -> Vec<Slot<Incoming>> {
+        let mut slots: Vec<Slot<Incoming>> = Vec::with_capacity(modules.len() + 2);
         let mut marked = false;
-        for module in running.iter().rev() {
+        for module in modules.iter().rev() {
             if !marked && module.name() != crate::cache::NAME {
                 slots.push(Box::new(crate::rollout::marker));
                 marked = true;
@@ -330,17 +362,85 @@ impl Edge {
         slots.push(Box::new(move |inner| {
             crate::rollout::observer(rollouts, inner)
         }));
-        self.stack
-            .store(Arc::new(assemble(self.routes.clone(), ingress, slots)));
-        *lock(&self.statuses) = running
-            .iter()
-            .map(|m| Arc::<dyn Module>::from(m.clone_module()))
-            .collect();
-        let followed: Vec<FollowedFile> = running.iter().filter_map(|m| m.followed()).collect();
-        self.rollouts
-            .set_stores(followed.iter().map(|(_, f)| Arc::clone(f)).collect());
-        *lock(&self.followed) = followed;
-        *lock(&self.purger) = running.iter().find_map(|m| m.purger());
+        slots
+    }
+
+    /// Builds or drops the stack of the main config's canary clients, as the store's rollout
+    /// says: built when a candidate goes under canary, dropped when its rollout ends (a promoted
+    /// config is then applied as every config is). A candidate whose stack cannot be built is
+    /// aborted with the reason: it never serves anyone.
+    async fn sync_canary(&self) {
+        let candidate = self.store.candidate();
+        let current = self.canary.load_full();
+        let Some(candidate) = candidate else {
+            if current.is_some() {
+                self.canary.store(None);
+            }
+            return;
+        };
+        if current.is_some_and(|stack| stack.digest == candidate.meta().digest) {
+            return;
+        }
+        let control = self.control.lock().await;
+        match self.build_canary(&control, candidate.value()) {
+            Ok(service) => {
+                tracing::info!(
+                    version = ?candidate.meta().version,
+                    digest = %candidate.meta().digest.short(),
+                    "the main config's canary clients run on a stack built from the candidate"
+                );
+                self.canary.store(Some(Arc::new(CanaryStack {
+                    digest: candidate.meta().digest,
+                    service,
+                    store: self.store.clone(),
+                    rollouts: Arc::clone(&self.rollouts),
+                })));
+            }
+            Err(reason) => {
+                self.canary.store(None);
+                let _ = self
+                    .store
+                    .abort(format!("the canary's stack could not be built: {reason}"));
+            }
+        }
+    }
+
+    /// The stack `candidate` builds, beside the running one: its routes and upstreams (pools
+    /// shared where a section is unchanged) and every enabled module updated on a copy (state
+    /// shared where its settings are unchanged), nothing made live — no kill switch set from
+    /// the document, no watcher started, no file persisted.
+    fn build_canary(
+        &self,
+        control: &Control,
+        candidate: &EdgeConfig,
+    ) -> Result<EdgeService<Incoming>, String> {
+        let config = self.overrides.apply(candidate);
+        let mut sections = config.upstreams.clone();
+        if sections.is_empty() {
+            let demo = control
+                .demo
+                .as_ref()
+                .ok_or("it asks for the demo origin, which is not running")?;
+            sections.push(demo_upstream(demo.url()));
+        }
+        let env = ModuleEnv {
+            rollouts: self.env.rollouts.clone(),
+            state_dir: None,
+        };
+        let built = build(
+            control,
+            control.applied.as_ref(),
+            &config,
+            &sections,
+            &self.switchboard,
+            &env,
+        )?;
+        let modules = built.modules.uncommitted();
+        Ok(assemble(
+            SharedRoutes::new(Routes::new(built.routes)),
+            built.ingress,
+            self.slots(&modules),
+        ))
     }
 
     fn admin(
@@ -1045,6 +1145,7 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
         switchboard,
         routes: SharedRoutes::new(Routes::default()),
         stack: Arc::new(ArcSwap::from_pointee(placeholder)),
+        canary: SharedCanary::default(),
         control: tokio::sync::Mutex::new(Control::new(registry(options.extra_guard.as_ref()))),
         statuses: Mutex::new(Vec::new()),
         followed: Mutex::new(Vec::new()),
@@ -1131,7 +1232,7 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
     // flight spans reloads (a reload that changes `[overload]` warns; it applies at restart).
     let handler = tower::Layer::layer(
         &ravelin_proxy::LoadShedLayer::new(&effective.overload),
-        EdgeHandler::new(Arc::clone(&edge.stack)),
+        EdgeHandler::new(Arc::clone(&edge.stack), Arc::clone(&edge.canary)),
     );
     let mut listeners = JoinSet::new();
     if let Some(proxy) = proxy {
@@ -1223,6 +1324,7 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
     let apply_task = tokio::spawn(async move {
         while installs.changed().await.is_ok() {
             let _ = applier.apply_latest().await;
+            applier.sync_canary().await;
         }
     });
     tracing::info!(
@@ -1236,14 +1338,16 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
     // Rollouts advance on their own: promoted once baked, rolled back as soon as the canary
     // cohort does worse (checked every second; a promotion persists the file, so off the
     // async threads).
-    let ticking = Arc::clone(&edge.rollouts);
+    let ticking = Arc::clone(&edge);
     background.push(tokio::spawn(async move {
         let mut ticks = tokio::time::interval(Duration::from_secs(1));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            let rollouts = Arc::clone(&ticking);
+            let rollouts = Arc::clone(&ticking.rollouts);
             let _ = tokio::task::spawn_blocking(move || rollouts.tick()).await;
+            // A main config's canary begins when its file is polled and ends on a tick.
+            ticking.sync_canary().await;
         }
     }));
     if let Some(certificates) = edge.certificates.clone() {

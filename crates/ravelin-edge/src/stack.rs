@@ -363,10 +363,37 @@ where
 
 // === impl EdgeHandler ===
 
+/// The stack a main config's canary clients run on while its rollout lasts (issue 15).
+pub(crate) struct CanaryStack<B> {
+    /// The candidate it was built from.
+    pub(crate) digest: ravelin_config::Digest,
+    /// The stack.
+    pub(crate) service: EdgeService<B>,
+    /// The main config's store, which decides each client's cohort.
+    pub(crate) store: ravelin_config::Store<crate::config::EdgeConfig>,
+    /// How clients are keyed (the observer's own rule, so both agree on a client's cohort).
+    pub(crate) rollouts: Arc<crate::rollout::Rollouts>,
+}
+
+impl<B> CanaryStack<B> {
+    /// Whether `request`'s client is in the canary's share.
+    fn serves(&self, request: &Request<B>) -> bool {
+        self.rollouts
+            .client_key(request)
+            .and_then(|key| self.store.assignment(key))
+            .is_some_and(|assignment| assignment.cohort == ravelin_config::Cohort::Canary)
+    }
+}
+
+/// Where a main config's canary stack is published (empty outside its rollouts).
+pub(crate) type SharedCanary<B> = Arc<arc_swap::ArcSwapOption<CanaryStack<B>>>;
+
 /// The service the server runs: takes the stack in force (swapped on reload) for each request,
-/// and counts answers by class.
+/// or the canary's stack for a canary client of a main config's rollout, and counts answers by
+/// class.
 pub(crate) struct EdgeHandler<B> {
     current: Arc<arc_swap::ArcSwap<EdgeService<B>>>,
+    canary: SharedCanary<B>,
     /// `ravelin_edge_responses_total` by class, registered once (no per-request label lookup).
     responses: Arc<[metrics::Counter; 5]>,
 }
@@ -375,18 +402,23 @@ impl<B> Clone for EdgeHandler<B> {
     fn clone(&self) -> Self {
         Self {
             current: Arc::clone(&self.current),
+            canary: Arc::clone(&self.canary),
             responses: Arc::clone(&self.responses),
         }
     }
 }
 
 impl<B> EdgeHandler<B> {
-    /// Serves whatever stack `current` holds.
-    pub(crate) fn new(current: Arc<arc_swap::ArcSwap<EdgeService<B>>>) -> Self {
+    /// Serves whatever stack `current` holds (and `canary`, to its clients).
+    pub(crate) fn new(
+        current: Arc<arc_swap::ArcSwap<EdgeService<B>>>,
+        canary: SharedCanary<B>,
+    ) -> Self {
         let class =
             |c: &'static str| metrics::counter!("ravelin_edge_responses_total", "class" => c);
         Self {
             current,
+            canary,
             responses: Arc::new([
                 class("1xx"),
                 class("2xx"),
@@ -410,7 +442,12 @@ impl<B: Send + Unpin + 'static> Service<Request<B>> for EdgeHandler<B> {
     fn call(&mut self, request: Request<B>) -> Self::Future {
         // A request holds the stack it started with; a reload swaps the pointer for the next
         // request, so no request ever sees half of two configurations.
-        let service = EdgeService::clone(&self.current.load());
+        // Outside a main config's rollout: one pointer load.
+        let canary = self.canary.load();
+        let service = match canary.as_deref() {
+            Some(canary) if canary.serves(&request) => canary.service.clone(),
+            _ => EdgeService::clone(&self.current.load()),
+        };
         Counted {
             inner: service.oneshot(request),
             responses: Arc::clone(&self.responses),

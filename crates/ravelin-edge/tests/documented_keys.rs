@@ -228,7 +228,7 @@ fn the_configuration_reference_documents_every_key_the_edge_reads() {
     );
     same(
         "[rollout.bot_features]",
-        table(doc, "`[rollout.bot_features]` (", ""),
+        table(doc, "`[rollout.bot_features]` and `[rollout.config]` (", ""),
         keys::<ravelin_config::RolloutPolicy>(),
     );
     same(
