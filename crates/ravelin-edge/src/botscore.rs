@@ -43,6 +43,24 @@ struct State {
     gate: Arc<std::sync::Mutex<Option<Gate>>>,
 }
 
+impl State {
+    /// The rollout policy and check of the store in force, from a reloaded document.
+    fn set_rollout(
+        &self,
+        policy: Option<ravelin_config::RolloutPolicy>,
+        gate: Option<Gate>,
+    ) -> Result<(), String> {
+        self.store
+            .set_rollout(policy)
+            .map_err(|v| format!("rollout.bot_features: {v}"))?;
+        *self
+            .gate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = gate;
+        Ok(())
+    }
+}
+
 /// A new model's pre-activation check: scored on the sample beside the model in force.
 #[derive(Clone)]
 struct Gate {
@@ -101,15 +119,11 @@ impl Module for BotModule {
         if let Some(running) = &self.state
             && previous == Some(section)
         {
-            // The same store: only the rollout's settings may have changed.
-            running
-                .store
-                .set_rollout(policy)
-                .map_err(|v| format!("rollout.bot_features: {v}"))?;
-            *running
-                .gate
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = gate;
+            // The same store: only the rollout's settings may have changed (applied to the
+            // running store only for the stack in force, never for a canary's).
+            if apply.env.live {
+                running.set_rollout(policy, gate)?;
+            }
             return Ok(());
         }
         let same_file = previous.is_some_and(|p| {
@@ -117,14 +131,9 @@ impl Module for BotModule {
         });
         let (store, watch, shared_gate) = match &self.state {
             Some(running) if same_file => {
-                running
-                    .store
-                    .set_rollout(policy)
-                    .map_err(|v| format!("rollout.bot_features: {v}"))?;
-                *running
-                    .gate
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = gate;
+                if apply.env.live {
+                    running.set_rollout(policy, gate)?;
+                }
                 (
                     running.store.clone(),
                     running.watch.clone(),

@@ -49,6 +49,10 @@ pub(crate) struct ModuleEnv {
     pub(crate) rollouts: Option<Arc<crate::rollout::Rollouts>>,
     /// Where followed files persist their last known good; `None`: nowhere.
     pub(crate) state_dir: Option<std::path::PathBuf>,
+    /// Whether the update is for the stack in force (false for a canary's stack or a check):
+    /// only then may a module change state it shares with the running one (a store's rollout
+    /// policy).
+    pub(crate) live: bool,
 }
 
 /// A file a module follows besides the main config (the bot feature file).

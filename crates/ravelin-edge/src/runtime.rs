@@ -426,6 +426,7 @@ impl Edge {
         let env = ModuleEnv {
             rollouts: self.env.rollouts.clone(),
             state_dir: None,
+            live: false,
         };
         let built = build(
             control,
@@ -1159,6 +1160,7 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
         env: ModuleEnv {
             rollouts: Some(Arc::clone(&rollouts)),
             state_dir: state_dir.clone(),
+            live: true,
         },
     });
     edge.apply_latest().await.map_err(StartError::Config)?;
