@@ -17,14 +17,14 @@ use ravelin_failsafe::{GuardError, GuardErrorKind, RequestHead, Verdict, guard_f
 use ravelin_test_support::edge as support;
 use ravelin_test_support::edge::{GENEROUS_RATELIMIT, Harness, Reply, config, feature_file};
 
-/// Trusts the loopback test client's `X-Forwarded-For`, samples every request, and lets a
+/// Trusts the loopback test client's `X-Forwarded-For`, samples (nearly) every request, and lets a
 /// small sample count as evidence.
 const ROLLOUT_BASE: &str = r#"
 [ingress]
 trusted_proxies = ["127.0.0.1/32"]
 
 [rollout]
-sample_every = 1
+samples_per_second = 10000
 
 [rollout.bot_bounds]
 min_samples = 30
@@ -516,7 +516,8 @@ async fn a_main_config_whose_origin_fails_its_canary_clients_is_rolled_back() {
 async fn a_good_main_config_is_promoted_after_its_bake_and_applied_for_everyone() {
     let harness = Harness::start(&staged_config("1s", ""), None).await;
     // A change the demo origin serves identically: the sample rate of the checks.
-    let candidate = staged_config("1s", "").replace("sample_every = 1", "sample_every = 2");
+    let candidate =
+        staged_config("1s", "").replace("samples_per_second = 10000", "samples_per_second = 5000");
     support::write_atomically(&harness.config_path, candidate.as_bytes());
     let report = reload(&harness).await;
     assert!(

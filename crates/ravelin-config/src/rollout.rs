@@ -253,8 +253,8 @@ pub struct Assignment {
 }
 
 /// How one request went, for the cohort comparison. Counted once per request by whoever sees
-/// its response; [`value`](Observation::value) may also come alone from the module that
-/// computed it ([`Store::observe_value`](crate::Store::observe_value)).
+/// its response; a value computed for the request (a bot score) comes separately from the
+/// module that computed it ([`Store::observe_value`](crate::Store::observe_value)).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Observation {
     /// A guard returned an error for it (fail-open or fail-closed).

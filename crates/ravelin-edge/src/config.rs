@@ -118,9 +118,10 @@ pub struct TlsSection {
 pub struct RolloutSection {
     /// Request heads kept for the checks (default 2,000; at most 10,000). Applied at start.
     pub sample_capacity: usize,
-    /// One request in this many is sampled (default 10); `0`: none, and the checks pass for
-    /// want of evidence.
-    pub sample_every: u64,
+    /// At most this many request heads are sampled a second (default 20, at most 10,000);
+    /// `0`: none, and the checks pass for want of evidence. By time, not one in N requests, so
+    /// the sample's cost does not grow with traffic.
+    pub samples_per_second: u32,
     /// Whether a new bot feature file is checked against the sample (default `true`).
     pub bot_check: bool,
     /// `[rollout.bot_bounds]`: how far a new bot model may move the sample
@@ -146,7 +147,7 @@ impl Default for RolloutSection {
     fn default() -> Self {
         Self {
             sample_capacity: crate::rollout::DEFAULT_SAMPLE_CAPACITY,
-            sample_every: crate::rollout::DEFAULT_SAMPLE_EVERY,
+            samples_per_second: crate::rollout::DEFAULT_SAMPLES_PER_SECOND,
             bot_check: true,
             bot_bounds: ravelin_botscore::effect::EffectBounds::default(),
             bot_features: ravelin_config::RolloutPolicy::default(),
@@ -166,6 +167,16 @@ impl RolloutSection {
                     "{} is more than {}",
                     self.sample_capacity,
                     ravelin_botscore::effect::MAX_SAMPLE_CAPACITY
+                ),
+            );
+        }
+        if self.samples_per_second > crate::rollout::MAX_SAMPLES_PER_SECOND {
+            v.push(
+                "rollout.samples_per_second",
+                format!(
+                    "{} is more than {}",
+                    self.samples_per_second,
+                    crate::rollout::MAX_SAMPLES_PER_SECOND
                 ),
             );
         }

@@ -4,36 +4,35 @@
 //!
 //! Two slots of the stack take part. The **observer** is the outermost module slot (inside the
 //! ingress stage, so forwarding headers are already normalized): it samples one request head in
-//! `sample_every`, and while a rollout runs it sets the request's [`CohortKey`] (the client
+//! `samples_per_second` at most, and while a rollout runs it sets the request's [`CohortKey`] (the client
 //! address as the rate limiter resolves it) and a [`Probe`]. The **marker** sits under every
 //! guard: a request that reaches it passed them all, and the [`Skipped`] guards it carries say
 //! which failed, panicked or timed out. When the answer comes back, the observer files one
 //! [`Observation`] with each rollout: answered by the edge (the marker never saw it), origin
 //! 5xx (it did, and the answer is a 5xx), and the guards' failures.
 
-use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
-use http::{Request, Response};
+use http::Request;
 use ravelin_botscore::RequestView;
 use ravelin_botscore::effect::{RequestSample, SampledRequest};
 use ravelin_config::{CohortKey, Observation};
 use ravelin_failsafe::{RequestHead, SkipReason, Skipped};
 use ravelin_primitives::clock::{Clock, MonotonicClock};
 use ravelin_ratelimit::ClientIpResolver;
-use tower::Service;
 
 use crate::modules::Followed;
-use crate::stack::{EdgeBody, EdgeFuture, EdgeService, boxed};
+use crate::stack::{EdgeFuture, EdgeService, ErasedService};
 
-/// The sample's defaults: 2,000 heads, one request in 10.
+/// The sample's defaults: 2,000 heads, at most 20 a second.
 pub(crate) const DEFAULT_SAMPLE_CAPACITY: usize = 2_000;
 /// See [`DEFAULT_SAMPLE_CAPACITY`].
-pub(crate) const DEFAULT_SAMPLE_EVERY: u64 = 10;
+pub(crate) const DEFAULT_SAMPLES_PER_SECOND: u32 = 20;
+/// The most `samples_per_second` accepted.
+pub(crate) const MAX_SAMPLES_PER_SECOND: u32 = 10_000;
 
 /// The edge's rollout state, shared by the stack's slots, the modules' checks and the admin API.
 pub(crate) struct Rollouts {
@@ -41,9 +40,16 @@ pub(crate) struct Rollouts {
     pub(crate) bot_sample: Arc<RequestSample>,
     /// Recent request heads as the rate limiter reads them.
     pub(crate) head_sample: Arc<ravelin_ratelimit::effect::HeadSample>,
-    /// One request in this many is sampled (0: none).
-    every: AtomicU64,
+    /// Nanoseconds between two samples (0: none are taken). Sampling by time bounds its cost
+    /// whatever the traffic: one sample copies a head (a few hundred allocations with the rate
+    /// limiter's digests), which at one request in N would weigh on every request.
+    interval: AtomicU64,
+    /// When the next sample may be taken, on `clock`.
+    next_at: AtomicU64,
+    /// Requests seen and samples taken, whose ratio is the "one in N" the rate-limit estimate
+    /// scales by.
     seen: AtomicU64,
+    taken: AtomicU64,
     /// The documents that can be rolled out (the bot feature file), as last installed.
     stores: ArcSwap<Vec<Arc<dyn Followed>>>,
     /// How the client address is resolved (the ingress stage's trusted proxies).
@@ -61,13 +67,16 @@ impl std::fmt::Debug for Rollouts {
 }
 
 impl Rollouts {
-    /// Keeps `capacity` heads of one request in `every` (0: sample nothing).
-    pub(crate) fn new(capacity: usize, every: u64) -> Self {
+    /// Keeps the last `capacity` heads, sampled at most `per_second` times a second (0:
+    /// none).
+    pub(crate) fn new(capacity: usize, per_second: u32) -> Self {
         Self {
             bot_sample: Arc::new(RequestSample::new(capacity, 1)),
             head_sample: Arc::new(ravelin_ratelimit::effect::HeadSample::new(capacity, 1)),
-            every: AtomicU64::new(every),
+            interval: AtomicU64::new(interval(per_second)),
+            next_at: AtomicU64::new(0),
             seen: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
             stores: ArcSwap::from_pointee(Vec::new()),
             resolver: ArcSwap::from_pointee(ClientIpResolver::default()),
             clock: MonotonicClock::new(),
@@ -89,14 +98,16 @@ impl Rollouts {
         self.resolver.store(Arc::new(resolver));
     }
 
-    /// The sampling rate (from `[rollout] sample_every`).
-    pub(crate) fn set_every(&self, every: u64) {
-        self.every.store(every, Ordering::Relaxed);
+    /// The sampling rate (from `[rollout] samples_per_second`).
+    pub(crate) fn set_rate(&self, per_second: u32) {
+        self.interval.store(interval(per_second), Ordering::Relaxed);
     }
 
-    /// One request in this many is sampled (0: none).
+    /// About one request in this many was sampled: the ratio of requests seen to samples
+    /// taken since start (at least 1).
     pub(crate) fn every(&self) -> u64 {
-        self.every.load(Ordering::Relaxed)
+        let taken = self.taken.load(Ordering::Relaxed).max(1);
+        (self.seen.load(Ordering::Relaxed) / taken).max(1)
     }
 
     /// Advances every rollout in progress (promote or roll back when due).
@@ -122,14 +133,32 @@ impl Rollouts {
         )
     }
 
-    /// Whether this request is one of the sampled ones: one relaxed increment.
+    /// Whether this request is one of the sampled ones: a relaxed increment, a clock read and a
+    /// load; one request per interval wins the exchange.
     fn sampled(&self) -> bool {
-        let every = self.every.load(Ordering::Relaxed);
-        every != 0
-            && self
-                .seen
-                .fetch_add(1, Ordering::Relaxed)
-                .is_multiple_of(every)
+        self.seen.fetch_add(1, Ordering::Relaxed);
+        let interval = self.interval.load(Ordering::Relaxed);
+        if interval == 0 {
+            return false;
+        }
+        let now = self.clock.now().as_u64();
+        let next = self.next_at.load(Ordering::Relaxed);
+        if now < next {
+            return false;
+        }
+        let won = self
+            .next_at
+            .compare_exchange(
+                next,
+                now.saturating_add(interval),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        if won {
+            self.taken.fetch_add(1, Ordering::Relaxed);
+        }
+        won
     }
 
     fn sample<B>(&self, request: &Request<B>, client: Option<IpAddr>) {
@@ -144,6 +173,15 @@ impl Rollouts {
         {
             self.head_sample.push(sampled);
         }
+    }
+}
+
+/// Nanoseconds between samples at `per_second` (0: never).
+fn interval(per_second: u32) -> u64 {
+    if per_second == 0 {
+        0
+    } else {
+        1_000_000_000 / u64::from(per_second)
     }
 }
 
@@ -169,17 +207,19 @@ impl Probe {
     }
 }
 
-/// The observer slot: samples heads, keys clients, files outcomes.
+/// The observer slot: samples heads, keys clients, files outcomes. Outside a rollout it
+/// passes the inner future through as it is (no allocation of its own).
 pub(crate) fn observer<B: Send + 'static>(
     rollouts: Arc<Rollouts>,
     inner: EdgeService<B>,
 ) -> EdgeService<B> {
-    boxed(Observer { rollouts, inner })
+    EdgeService::from_erased(Observer { rollouts, inner })
 }
 
-/// The marker slot: a request that reaches it passed every guard.
+/// The marker slot: a request that reaches it passed every guard. It passes the inner future
+/// through as it is.
 pub(crate) fn marker<B: Send + 'static>(inner: EdgeService<B>) -> EdgeService<B> {
-    boxed(Marker { inner })
+    EdgeService::from_erased(Marker { inner })
 }
 
 struct Observer<B> {
@@ -196,35 +236,27 @@ impl<B> Clone for Observer<B> {
     }
 }
 
-impl<B: Send + 'static> Service<Request<B>> for Observer<B> {
-    type Response = Response<EdgeBody>;
-    type Error = Infallible;
-    type Future = EdgeFuture;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> EdgeFuture {
+impl<B: Send + 'static> ErasedService<B> for Observer<B> {
+    fn call(&self, mut request: Request<B>) -> EdgeFuture {
         let rollouts = &*self.rollouts;
         let sampled = rollouts.sampled();
         let stores = rollouts.stores.load();
         let rolling = stores.iter().any(|store| store.in_rollout());
         if !sampled && !rolling {
             // The common case: one atomic increment and one pointer load.
-            return self.inner.call(request);
+            return self.inner.call_shared(request);
         }
         let client = rollouts.client(&request);
         if sampled {
             rollouts.sample(&request, client);
         }
         if !rolling {
-            return self.inner.call(request);
+            return self.inner.call_shared(request);
         }
         let Some(client) = client else {
             // No address to key the client by: it is served the active documents and not
             // counted in either cohort.
-            return self.inner.call(request);
+            return self.inner.call_shared(request);
         };
         let key = CohortKey::of_ip(client);
         let probe = Arc::new(Probe::default());
@@ -234,7 +266,7 @@ impl<B: Send + 'static> Service<Request<B>> for Observer<B> {
             .iter()
             .filter_map(|store| store.assignment(key).map(|a| (Arc::clone(store), a)))
             .collect();
-        let future = self.inner.call(request);
+        let future = self.inner.call_shared(request);
         Box::pin(async move {
             let response = future.await?;
             let observation = probe.observation(response.status());
@@ -258,16 +290,8 @@ impl<B> Clone for Marker<B> {
     }
 }
 
-impl<B: Send + 'static> Service<Request<B>> for Marker<B> {
-    type Response = Response<EdgeBody>;
-    type Error = Infallible;
-    type Future = EdgeFuture;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> EdgeFuture {
+impl<B: Send + 'static> ErasedService<B> for Marker<B> {
+    fn call(&self, request: Request<B>) -> EdgeFuture {
         if let Some(probe) = request.extensions().get::<Arc<Probe>>() {
             probe.passed_guards.store(true, Ordering::Relaxed);
             if let Some(skipped) = request.extensions().get::<Skipped>() {
@@ -282,6 +306,6 @@ impl<B: Send + 'static> Service<Request<B>> for Marker<B> {
                 }
             }
         }
-        self.inner.call(request)
+        self.inner.call_shared(request)
     }
 }

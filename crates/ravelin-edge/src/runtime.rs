@@ -299,7 +299,7 @@ impl Edge {
         if self.admin_token.set(admin_token(&config)) {
             tracing::info!("admin token changed: the previous token no longer works");
         }
-        self.rollouts.set_every(config.rollout.sample_every);
+        self.rollouts.set_rate(config.rollout.samples_per_second);
         if self.store.rollout_policy() != config.rollout.config
             && let Err(violations) = self.store.set_rollout(config.rollout.config.clone())
         {
@@ -1127,7 +1127,7 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
 
     let rollouts = Arc::new(Rollouts::new(
         effective.rollout.sample_capacity,
-        effective.rollout.sample_every,
+        effective.rollout.samples_per_second,
     ));
     // Set once, before any reload can run the check that reads it.
     let _ = sample_cell.set(Arc::clone(&rollouts));

@@ -47,8 +47,21 @@ pub(crate) type EdgeFuture =
     Pin<Box<dyn Future<Output = Result<Response<EdgeBody>, Infallible>> + Send>>;
 
 /// What an [`EdgeService`] erases: a service called through a shared reference.
-trait ErasedService<B>: Send + Sync {
+pub(crate) trait ErasedService<B>: Send + Sync {
     fn call(&self, request: Request<B>) -> EdgeFuture;
+}
+
+impl<B> EdgeService<B> {
+    /// A service that already answers with an [`EdgeFuture`], erased without a second box per
+    /// request (the rollout observer and marker pass the inner future through as it is).
+    pub(crate) fn from_erased(service: impl ErasedService<B> + 'static) -> Self {
+        Self(Arc::new(service))
+    }
+
+    /// Calls the service through a shared reference.
+    pub(crate) fn call_shared(&self, request: Request<B>) -> EdgeFuture {
+        self.0.call(request)
+    }
 }
 
 /// A concrete service with the function that makes its body an [`EdgeBody`].
