@@ -82,16 +82,27 @@ pub(crate) fn merge_updated(
 
 // === Age ===
 
-/// The `Age` field value (RFC 9111 §5.1), or `None` when absent or invalid. A message with more
-/// than one `Age` value (a list, or several lines) is malformed and its `Age` is ignored, as the
-/// HTTP cache test suite expects of a cautious cache.
+/// The `Age` field value (RFC 9111 §5.1), or `None` when absent or invalid.
+///
+/// `Age` is a single `delta-seconds`, but a list (`Age: 7200, 0`) or several field lines
+/// (which a recipient may combine into one list, RFC 9110 §5.3) reach caches in the wild: the
+/// first member is used, as the HTTP cache test suite expects (`age-parse-suffix`,
+/// `age-parse-prefix-twoline`), so a response cannot be made younger by appending a value.
+/// A parameter (`7200;foo=bar`) is dropped and the number kept, the reading that never makes a
+/// response fresher than its origin said. A first member that is not `1*DIGIT` (negative,
+/// decimal, alphabetic) makes the field invalid: it is ignored, as if no `Age` had been sent
+/// (§5.1: "a cache SHOULD ignore" an invalid `Age`), and the response is still stored and
+/// reused. Values saturate at 2^31 (§1.2.2).
 pub(crate) fn age_value(headers: &HeaderMap) -> Option<u64> {
-    let mut values = headers.get_all(header::AGE).iter();
-    let first = values.next()?;
-    if values.next().is_some() {
-        return None;
-    }
-    parse_delta_seconds(trim(first.as_bytes()))
+    let first = headers
+        .get_all(header::AGE)
+        .iter()
+        .find_map(|line| split_list(line.as_bytes()).next())?;
+    let number = match first.iter().position(|b| *b == b';') {
+        Some(at) => first.get(..at).unwrap_or_default(),
+        None => first,
+    };
+    parse_delta_seconds(trim(number))
 }
 
 /// Parses a date field, `None` when absent or invalid.
@@ -364,10 +375,26 @@ mod tests {
     fn rfc9111_5_1_age_parsing() {
         assert_eq!(age_value(&map(&[("age", "15")])), Some(15));
         assert_eq!(age_value(&map(&[("age", " 15 ")])), Some(15));
-        for bad in ["abc", "-7200", "7200.0", "7200,0", "0, 0"] {
+        for bad in [
+            "abc", "-7200", "7200.0", "+5", "0x10", "1e3", "\"5\"", "a, 0", "",
+        ] {
             assert_eq!(age_value(&map(&[("age", bad)])), None, "{bad}");
         }
-        assert_eq!(age_value(&map(&[("age", "0"), ("age", "7200")])), None);
+        // A list or several lines: the first member counts.
+        assert_eq!(age_value(&map(&[("age", "7200, 0")])), Some(7200));
+        assert_eq!(age_value(&map(&[("age", "0, 7200")])), Some(0));
+        assert_eq!(age_value(&map(&[("age", "7200,0")])), Some(7200));
+        assert_eq!(age_value(&map(&[("age", "0"), ("age", "7200")])), Some(0));
+        assert_eq!(
+            age_value(&map(&[("age", "7200"), ("age", "0")])),
+            Some(7200)
+        );
+        assert_eq!(age_value(&map(&[("age", ""), ("age", "9")])), Some(9));
+        // A parameter is dropped, the number kept.
+        assert_eq!(age_value(&map(&[("age", "7200;foo=bar")])), Some(7200));
+        assert_eq!(age_value(&map(&[("age", "7200 ; foo=111")])), Some(7200));
+        // Saturates at 2^31.
+        assert_eq!(age_value(&map(&[("age", "99999999999")])), Some(1 << 31));
     }
 
     #[test]

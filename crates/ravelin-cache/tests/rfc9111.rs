@@ -518,6 +518,79 @@ async fn s4_2_3_received_age_counts_against_freshness() {
     assert!(!h.get("/a").await.hit());
 }
 
+/// An origin answering `max-age=<max_age>`, dated now, with these `Age` field lines.
+fn aged_origin(max_age: u32, ages: &[&str]) -> Origin {
+    let now = common::epoch();
+    let ages: Vec<String> = ages.iter().map(|a| a.to_string()).collect();
+    Origin::new(move |_| {
+        let mut reply = Reply::ok(&[], "x")
+            .with("cache-control", format!("max-age={max_age}"))
+            .with("date", common::http_date(now, 0));
+        for age in &ages {
+            reply = reply.with("age", age.clone());
+        }
+        reply
+    })
+}
+
+#[tokio::test]
+async fn s5_1_an_invalid_age_is_ignored_and_the_response_reused() {
+    // cache-tests.fyi age-parse-nonnumeric, -negative, -float: stored and reused as if no `Age`
+    // had been sent.
+    for age in ["abc", "-7200", "7200.0", "+7200", ""] {
+        let h = Harness::new(aged_origin(3600, &[age]));
+        h.get("/a").await;
+        let second = h.get("/a").await;
+        assert!(second.hit(), "Age: {age:?}: {}", second.cache_status());
+        assert_eq!(second.header("age"), Some("0"), "Age: {age:?}");
+        assert_eq!(h.origin.calls(), 1, "Age: {age:?}");
+    }
+}
+
+#[tokio::test]
+async fn s5_1_a_list_or_repeated_age_uses_the_first_value() {
+    // cache-tests.fyi age-parse-suffix, -prefix, -suffix-twoline, -prefix-twoline, -dup-0,
+    // -dup-0-twoline, -dup-old, and the parameter checks.
+    for (ages, max_age, fresh) in [
+        (&["7200, 0"][..], 3600, false),
+        (&["0, 7200"], 3600, true),
+        (&["7200", "0"], 3600, false),
+        (&["0", "7200"], 3600, true),
+        (&["0, 0"], 3600, true),
+        (&["0", "0"], 3600, true),
+        (&["3600", "3600"], 10000, true),
+        (&["7200;foo=bar"], 3600, false),
+        (&["7200;foo=111"], 3600, false),
+    ] {
+        let h = Harness::new(aged_origin(max_age, ages));
+        h.get("/a").await;
+        let second = h.get("/a").await;
+        assert_eq!(
+            second.hit(),
+            fresh,
+            "Age: {ages:?}: {}",
+            second.cache_status()
+        );
+        assert_eq!(h.origin.calls(), if fresh { 1 } else { 2 }, "Age: {ages:?}");
+    }
+}
+
+#[tokio::test]
+async fn s1_2_2_an_age_past_2_31_seconds_is_stale() {
+    // cache-tests.fyi age-parse-large-minus-one, -large, -larger.
+    for age in [
+        "2147483647",
+        "2147483648",
+        "2147483649",
+        "99999999999999999999",
+    ] {
+        let h = Harness::new(aged_origin(3600, &[age]));
+        h.get("/a").await;
+        assert!(!h.get("/a").await.hit(), "Age: {age}");
+        assert_eq!(h.origin.calls(), 2, "Age: {age}");
+    }
+}
+
 #[tokio::test]
 async fn s4_2_3_age_is_generated_and_grows() {
     let now = common::epoch();
