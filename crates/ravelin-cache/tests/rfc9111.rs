@@ -815,6 +815,28 @@ async fn s4_3_4_a_304_updates_stored_and_returned_fields() {
         ("content-foo", "A", "B"),
         ("content-type", "text/plain", "text/plain;charset=utf-8"),
         ("content-location", "/foo", "/bar"),
+        // Only Content-Length is kept (§3.2): the content-describing fields follow the 304.
+        ("content-encoding", "A", "B"),
+        (
+            "content-md5",
+            "rL0Y20zC+Fzt72VPzMSk2A==",
+            "N7UdGUp1E+RbVvZSTy1R8g==",
+        ),
+        ("content-range", "A", "B"),
+        (
+            "content-security-policy",
+            "default-src 'self'",
+            "default-src 'self' cdn.example.com",
+        ),
+        ("clear-site-data", "cache", "cookies"),
+        (
+            "expires",
+            "Fri, 01 Jan 2038 01:01:01 GMT",
+            "Mon, 11 Jan 2038 11:11:11 GMT",
+        ),
+        ("public-key-pins", "A", "B"),
+        ("set-cookie2", "a=b", "a=c"),
+        ("x-xss-protection", "1", "1; mode=block"),
         ("x-frame-options", "deny", "sameorigin"),
         ("set-cookie", "a=b", "a=c"),
         ("cache-control", "max-age=1", "max-age=3600"),
@@ -874,6 +896,78 @@ async fn s4_3_4_a_304_that_omits_a_field_keeps_the_stored_one() {
         )
     });
     assert_eq!(h.get("/a").await.header("test-header"), Some("A"));
+}
+
+#[tokio::test]
+async fn s4_3_4_a_304_with_a_new_etag_validates_and_relabels_the_stored_response() {
+    // cache-tests.fyi 304-etag-update-response-ETag: the 304 answers the cache's
+    // `If-None-Match: "abcdef"`, so the stored response is current; its new tag is stored.
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=2"), ("etag", "\"abcdef\"")],
+        "x",
+    )));
+    h.get("/a").await;
+    h.advance(3);
+    h.origin.set(|_| {
+        Reply::status(
+            304,
+            &[("cache-control", "max-age=2"), ("etag", "\"ghijkl\"")],
+            "",
+        )
+    });
+    let validated = h.get("/a").await;
+    assert_eq!(
+        h.origin.last().headers.get("if-none-match").unwrap(),
+        "\"abcdef\""
+    );
+    assert_eq!(validated.header("etag"), Some("\"ghijkl\""));
+    assert_eq!(validated.text(), "x");
+    let hit = h.get("/a").await;
+    assert!(hit.hit(), "{}", hit.cache_status());
+    assert_eq!(hit.header("etag"), Some("\"ghijkl\""));
+    assert_eq!(hit.text(), "x");
+    assert_eq!(h.origin.calls(), 2);
+    // The next validation sends the new tag.
+    h.advance(3);
+    h.get("/a").await;
+    assert_eq!(
+        h.origin.last().headers.get("if-none-match").unwrap(),
+        "\"ghijkl\""
+    );
+}
+
+#[tokio::test]
+async fn s4_3_4_a_304_dating_another_representation_does_not_update() {
+    let lm = "Wed, 01 Jan 2020 00:00:00 GMT";
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=2"), ("last-modified", lm)],
+        "x",
+    )));
+    h.get("/a").await;
+    h.advance(3);
+    h.origin.set(|_| {
+        Reply::status(
+            304,
+            &[
+                ("cache-control", "max-age=3600"),
+                ("last-modified", "Thu, 02 Jan 2020 00:00:00 GMT"),
+            ],
+            "",
+        )
+    });
+    let got = h.get("/a").await;
+    assert!(
+        got.cache_status().contains("validator-mismatch"),
+        "{}",
+        got.cache_status()
+    );
+    h.origin
+        .set(|_| Reply::ok(&[("cache-control", "max-age=3600")], "y"));
+    assert_eq!(
+        h.get("/a").await.text(),
+        "y",
+        "the stored response was dropped"
+    );
 }
 
 #[tokio::test]

@@ -108,16 +108,19 @@ impl Engine {
         let headers = r.headers;
         let now = r.response_time;
         cs.fwd_status = Some(StatusCode::NOT_MODIFIED.as_u16());
-        // §4.3.4: the 304 must be about this stored response. Many servers send no validator
-        // in a 304; that is accepted, a different one is not.
-        let lm_differs = headers::date_field(headers, &header::LAST_MODIFIED)
+        // §4.3.4: the 304 must be about this stored response. This cache validates one stored
+        // response at a time and sends only its validators (`Engine::conditionalise`), so a 304 is
+        // the origin's statement that this response is current (RFC 9110 §13.1.2: the condition
+        // on its entity tag or date was false). An `ETag` in the 304 is then the
+        // representation's current tag (RFC 9110 §15.4.5), merged like any other field (§3.2):
+        // origins relabel unchanged content (a new build, a strong tag made weak), and refusing
+        // the 304 would drop a good response and send the next request to the origin for
+        // nothing. §4.3.4's rule against updating with a different strong validator picks among
+        // several stored responses; with the one the request named there is nothing to pick.
+        // A `Last-Modified` that contradicts the stored one is still refused: the origin dates
+        // a different representation than the one the cache holds.
+        let matches = !headers::date_field(headers, &header::LAST_MODIFIED)
             .is_some_and(|lm| c.has_last_modified && lm != c.last_modified);
-        let matches = !lm_differs
-            && match (headers::etag(headers), &c.etag) {
-                (Some(new), Some(old)) => new.weak_eq(old),
-                (Some(_), None) => false,
-                (None, _) => true,
-            };
         if !matches {
             // The 304 is about some other representation: do not trust the stored one again.
             self.remove_entry(c);
