@@ -543,3 +543,62 @@ async fn a_good_main_config_is_promoted_after_its_bake_and_applied_for_everyone(
     }
     harness.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_main_config_whose_rules_refuse_its_canary_clients_is_rolled_back() {
+    // The operator relies on the canary alone for rules ([rollout] ratelimit_check = false in
+    // the config in force; a candidate cannot switch its own check off).
+    let text = |limit: u32| {
+        staged_config("10m", "")
+        .replace(GENEROUS_RATELIMIT, &format!(
+            "[ratelimit]\n[[ratelimit.rules]]\nname = \"per-ip\"\nlimit = {limit}\nwindow = \"1m\"\nkey = [\"client_ip\"]\n"
+        ))
+        .replace("samples_per_second = 10000\n", "samples_per_second = 10000\nratelimit_check = false\n")
+    };
+    let harness = Harness::start(&text(1_000_000), None).await;
+    for client in clients() {
+        assert_eq!(as_client(&harness, &client).await.status, 200);
+    }
+    // One request a minute per client: the canary's clients are refused from their second.
+    support::write_atomically(&harness.config_path, text(1).as_bytes());
+    let report = reload(&harness).await;
+    assert!(
+        report["config"] == "canary" || report["config"] == "unchanged",
+        "{report:#}"
+    );
+    let mut rounds = 0;
+    loop {
+        for client in clients() {
+            let reply = as_client(&harness, &client).await;
+            assert!(
+                reply.status == 200 || reply.status == 429,
+                "{client}: {} {}",
+                reply.status,
+                reply.text()
+            );
+        }
+        let main = main_config(&harness.status().await);
+        if main["rollout"].is_null() {
+            let last = &main["last_rollout"];
+            assert_eq!(last["end"], "rolled_back", "{main:#}");
+            assert!(
+                last["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("answered by the edge")),
+                "{main:#}"
+            );
+            break;
+        }
+        rounds += 1;
+        assert!(
+            rounds < 40,
+            "not rolled back after {rounds} rounds: {main:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The generous rules are in force for everyone again.
+    for client in clients() {
+        assert_eq!(as_client(&harness, &client).await.status, 200, "{client}");
+    }
+    harness.stop().await;
+}

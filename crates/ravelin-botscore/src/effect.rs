@@ -187,6 +187,11 @@ impl RequestSample {
     }
 }
 
+/// The newly-human bound applies once the sample holds this many requests the active model
+/// calls automated: below it one flip is a large share of a handful (1 of 3 is 33 %), and the
+/// class-change bound still watches the whole sample.
+pub const MIN_AUTOMATED_FOR_NEWLY_HUMAN: usize = 20;
+
 /// What a candidate model changes on a sample, against the active one.
 ///
 /// Every request of the sample falls in exactly one of three counts:
@@ -436,7 +441,9 @@ impl EffectBounds {
                 self.max_newly_automated * 100.0
             ));
         }
-        if effect.newly_human_share() > self.max_newly_human {
+        if effect.automated_before >= MIN_AUTOMATED_FOR_NEWLY_HUMAN
+            && effect.newly_human_share() > self.max_newly_human
+        {
             reasons.push(format!(
                 "{:.1}% of the {} sampled requests called automated would newly be called human ({} requests; bound {:.1}%)",
                 effect.newly_human_share() * 100.0,
@@ -537,6 +544,19 @@ mod tests {
         (0..n)
             .map(|i| if i % every == 0 { tool() } else { browser() })
             .collect()
+    }
+
+    #[test]
+    fn a_handful_of_automated_requests_is_no_evidence_for_the_newly_human_bound() {
+        let effect = Effect {
+            samples: 200,
+            automated_before: 3,
+            newly_human: 1,
+            class_changed: 1,
+            ..Effect::default()
+        };
+        assert!(effect.newly_human_share() > EffectBounds::default().max_newly_human);
+        assert_eq!(EffectBounds::default().check(&effect), Ok(()));
     }
 
     #[test]

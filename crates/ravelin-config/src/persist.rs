@@ -286,3 +286,70 @@ pub(crate) fn lock(copy: &Path) -> Result<std::sync::Arc<CopyLock>, LockError> {
     locks.push((path, std::sync::Arc::downgrade(&lock)));
     Ok(lock)
 }
+
+/// `<copy>.rolled-back`: the digests (hex) of candidates rolled back or aborted, with why.
+fn rolled_back_path(copy: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.rolled-back", copy.display()))
+}
+
+/// The most bytes of a rolled-back list read back.
+const MAX_ROLLED_BACK_BYTES: u64 = 64 * 1024;
+
+/// Writes the rolled-back digests beside the copy at `copy`, atomically (temporary file,
+/// `fsync`, `rename`).
+pub(crate) fn write_rolled_back(copy: &Path, entries: &[(String, String)]) -> std::io::Result<()> {
+    let path = rolled_back_path(copy);
+    let dir = path
+        .parent()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no directory"))?;
+    std::fs::create_dir_all(dir)?;
+    let temporary = dir.join(format!(
+        ".rolled-back.{}.{}.tmp",
+        std::process::id(),
+        TEMPORARY.fetch_add(1, Ordering::Relaxed)
+    ));
+    let bytes = serde_json::to_vec(entries).map_err(std::io::Error::other)?;
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temporary)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&temporary, &path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
+}
+
+/// The rolled-back digests beside the copy at `copy` (none when missing; a list that cannot be
+/// read or parsed is logged and ignored).
+pub(crate) fn read_rolled_back(copy: &Path) -> Vec<(String, String)> {
+    let path = rolled_back_path(copy);
+    let file = match std::fs::File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring the rolled-back list");
+            return Vec::new();
+        }
+    };
+    let mut content = Vec::new();
+    if let Err(e) = file.take(MAX_ROLLED_BACK_BYTES).read_to_end(&mut content) {
+        tracing::warn!(path = %path.display(), error = %e, "ignoring the rolled-back list");
+        return Vec::new();
+    }
+    match serde_json::from_slice::<Vec<(String, String)>>(&content) {
+        Ok(mut entries) => {
+            entries.truncate(64);
+            entries
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "ignoring the rolled-back list");
+            Vec::new()
+        }
+    }
+}

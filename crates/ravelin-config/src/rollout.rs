@@ -18,8 +18,8 @@
 
 use std::hash::BuildHasher;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use ravelin_primitives::Validate;
@@ -252,6 +252,13 @@ pub struct Assignment {
     pub cohort: Cohort,
 }
 
+impl Assignment {
+    /// The rollout this assignment belongs to ([`Store::rollout_id`](crate::Store::rollout_id)).
+    pub fn rollout_id(&self) -> u64 {
+        self.rollout
+    }
+}
+
 /// How one request went, for the cohort comparison. Counted once per request by whoever sees
 /// its response; a value computed for the request (a bot score) comes separately from the
 /// module that computed it ([`Store::observe_value`](crate::Store::observe_value)).
@@ -311,6 +318,9 @@ fn share(part: u64, whole: u64) -> f64 {
     }
 }
 
+/// The largest value filed ([`CohortCounters::observe_value`]).
+const MAX_VALUE: f64 = 1_000_000.0;
+
 /// Atomic counters of one cohort.
 #[derive(Debug, Default)]
 pub(crate) struct CohortCounters {
@@ -320,8 +330,10 @@ pub(crate) struct CohortCounters {
     timeouts: AtomicU64,
     answered_by_edge: AtomicU64,
     origin_5xx: AtomicU64,
-    /// Count and sum of the values (control-plane cheap: one short lock per value).
-    values: Mutex<(u64, f64)>,
+    /// Count and sum (in thousandths) of the values: lock-free, as every scored request of a
+    /// rollout adds one.
+    values: AtomicU64,
+    value_milli_sum: AtomicU64,
 }
 
 impl CohortCounters {
@@ -340,22 +352,30 @@ impl CohortCounters {
         }
     }
 
+    /// Files a value: finite and from 0 to 1,000,000 (a bot score is 1 to 99); others are
+    /// ignored.
     pub(crate) fn observe_value(&self, value: f64) {
-        if !value.is_finite() {
+        if !(value.is_finite() && (0.0..=MAX_VALUE).contains(&value)) {
             return;
         }
-        let mut values = self.values.lock().unwrap_or_else(PoisonError::into_inner);
-        values.0 = values.0.saturating_add(1);
-        values.1 += value;
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "value is in 0..=1e6 (checked), so thousandths fit a u64"
+        )]
+        let milli = (value * 1000.0).round() as u64;
+        self.value_milli_sum.fetch_add(milli, Ordering::Relaxed);
+        self.values.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn health(&self) -> CohortHealth {
-        let (values, sum) = *self.values.lock().unwrap_or_else(PoisonError::into_inner);
+        let values = self.values.load(Ordering::Relaxed);
+        let sum = self.value_milli_sum.load(Ordering::Relaxed);
         #[expect(
             clippy::cast_precision_loss,
-            reason = "value counts far below 2^52; a mean needs no more precision"
+            reason = "counts and sums far below 2^52; a mean needs no more precision"
         )]
-        let value_mean = (values > 0).then(|| sum / values as f64);
+        let value_mean = (values > 0).then(|| sum as f64 / 1000.0 / values as f64);
         CohortHealth {
             requests: self.requests.load(Ordering::Relaxed),
             guard_failures: self.guard_failures.load(Ordering::Relaxed),
@@ -459,7 +479,8 @@ pub(crate) fn judge(
     canary: &CohortHealth,
     baseline: &CohortHealth,
 ) -> Judgement {
-    if canary.requests < policy.min_requests {
+    // Both cohorts need the evidence: a baseline of a handful of requests is no yardstick.
+    if canary.requests < policy.min_requests || baseline.requests < policy.min_requests {
         return Judgement::TooFew;
     }
     let bounds = &policy.bounds;

@@ -31,6 +31,12 @@ impl Digest {
         Digest(Sha256::digest(bytes).into())
     }
 
+    /// The digest written as 64 hex digits ([`Display`](fmt::Display)), or `None`.
+    pub fn from_hex(hex_digits: &str) -> Option<Self> {
+        let bytes = hex::decode(hex_digits).ok()?;
+        Some(Digest(bytes.try_into().ok()?))
+    }
+
     /// The raw 32 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
@@ -259,6 +265,20 @@ pub struct StoreBuilder<T> {
     persist: bool,
     check: Option<CheckFn<T>>,
     rollout: Option<RolloutPolicy>,
+    rollout_from: Option<PolicyFn<T>>,
+}
+
+/// The rollout policy a document asks for (the main config names its own).
+#[derive(Clone)]
+struct PolicyFn<T>(Arc<PolicyDyn<T>>);
+
+/// The erased closure of a [`PolicyFn`].
+type PolicyDyn<T> = dyn Fn(&T) -> Option<RolloutPolicy> + Send + Sync;
+
+impl<T> fmt::Debug for PolicyFn<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PolicyFn")
+    }
 }
 
 /// A pre-activation check: the active document, the candidate; `Err` refuses the candidate.
@@ -369,6 +389,7 @@ impl<T: Document> StoreBuilder<T> {
             persist: true,
             check: None,
             rollout: None,
+            rollout_from: None,
         }
     }
 
@@ -513,6 +534,19 @@ impl<T: Document> StoreBuilder<T> {
         self
     }
 
+    /// Takes the rollout policy from the document in force, for a document that names its own
+    /// (a proxy's main config): at build, from the persisted last known good when there is one
+    /// (the file on disk is the candidate, not the judge), else from the first document. Used
+    /// when [`rollout`](StoreBuilder::rollout) sets none; [`Store::set_rollout`] changes it
+    /// later.
+    pub fn rollout_from(
+        mut self,
+        policy: impl Fn(&T) -> Option<RolloutPolicy> + Send + Sync + 'static,
+    ) -> Self {
+        self.rollout_from = Some(PolicyFn(Arc::new(policy)));
+        self
+    }
+
     /// The startup policy this builder will apply.
     pub fn startup(&self) -> Startup {
         if self.default.is_some() {
@@ -549,6 +583,7 @@ impl<T: Document> StoreBuilder<T> {
             persist,
             check,
             rollout,
+            rollout_from,
         } = self;
         if let Some(policy) = &rollout
             && let Err(violations) = Validate::validate(policy)
@@ -646,6 +681,42 @@ impl<T: Document> StoreBuilder<T> {
             .lkg
             .as_deref()
             .and_then(|path| load_persisted::<T>(&name, &decoder, max_bytes, path));
+        // Files rolled back before the restart stay refused: a generator that leaves one on
+        // disk must not get it served to everyone by a restart.
+        let rolled_back: VecDeque<(Digest, String)> = guards
+            .lkg
+            .as_deref()
+            .map(persist::read_rolled_back)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(digest, reason)| Some((Digest::from_hex(&digest)?, reason)))
+            .collect();
+        let mut rolled_back = rolled_back;
+        while rolled_back.len() > ROLLED_BACK_DIGESTS {
+            rolled_back.pop_front();
+        }
+        let first = match first {
+            Ok(parsed) => match rolled_back.iter().find(|(digest, _)| *digest == parsed.1) {
+                Some((digest, reason)) => Err(Box::new((
+                    Rejection::RolledBack {
+                        name: name.clone(),
+                        origin: parsed.2,
+                        reason: reason.clone(),
+                    },
+                    Some(*digest),
+                ))),
+                None => Ok(parsed),
+            },
+            failed => failed,
+        };
+        let policy = rollout.clone().or_else(|| {
+            let from = rollout_from.as_ref()?;
+            match (&persisted, &first) {
+                (Some((value, _)), _) => (from.0)(value),
+                (None, Ok(parsed)) => (from.0)(&parsed.0),
+                (None, Err(_)) => None,
+            }
+        });
         // The persisted copy is the last known good: the source must pass against it exactly as
         // a reload would against the active document (unless it is that very document).
         let first = match (first, &persisted) {
@@ -672,7 +743,32 @@ impl<T: Document> StoreBuilder<T> {
             }
             (first, _) => first,
         };
+        // With a canary and a persisted copy, a new file at startup is a candidate like any
+        // other: the copy serves everyone, the file its canary share (started below).
+        let canary_at_start = policy.as_ref().is_some_and(|p| p.canary);
+        let (first, staged) = match (first, &persisted) {
+            (Ok(parsed), Some((_, active))) if canary_at_start && parsed.1 != active.digest => {
+                (Err(None), Some(parsed))
+            }
+            (first, _) => (first.map_err(Some), None),
+        };
         let (value, meta, first_rejection, persist_first) = match (first, persisted, default) {
+            (Err(None), Some((value, meta)), _) => {
+                tracing::info!(
+                    store = %name,
+                    version = ?meta.version,
+                    digest = %meta.digest.short(),
+                    "starting from the persisted last known good; the changed file goes through its canary"
+                );
+                (value, meta, None, false)
+            }
+            (Err(None), None, _) => {
+                // Staging needs a persisted copy; unreachable.
+                return Err(Rejection::Empty {
+                    name,
+                    origin: Source::Default,
+                });
+            }
             (Ok((value, digest, source, size)), persisted, _) => {
                 let known = persisted.is_some_and(|(_, meta)| meta.digest == digest);
                 let meta = Meta {
@@ -686,7 +782,7 @@ impl<T: Document> StoreBuilder<T> {
                 };
                 (value, meta, None, !known)
             }
-            (Err(failed), Some((value, meta)), _) => {
+            (Err(Some(failed)), Some((value, meta)), _) => {
                 let (rejection, digest) = *failed;
                 tracing::warn!(
                     store = %name,
@@ -698,8 +794,8 @@ impl<T: Document> StoreBuilder<T> {
                 );
                 (value, meta, Some((rejection, digest)), false)
             }
-            (Err(failed), None, None) => return Err(failed.0),
-            (Err(failed), None, Some(mut value)) => {
+            (Err(Some(failed)), None, None) => return Err(failed.0),
+            (Err(Some(failed)), None, Some(mut value)) => {
                 let (rejection, digest) = *failed;
                 tracing::warn!(
                     store = %name,
@@ -731,7 +827,7 @@ impl<T: Document> StoreBuilder<T> {
                 installs: tx,
                 guards,
                 check,
-                policy: Mutex::new(rollout),
+                policy: Mutex::new(policy.clone()),
                 canary: ArcSwapOption::empty(),
                 rollouts: std::sync::atomic::AtomicU64::new(0),
             }),
@@ -745,9 +841,19 @@ impl<T: Document> StoreBuilder<T> {
             if let Some((rejection, digest)) = first_rejection {
                 store.record_rejection(&mut state, rejection, digest);
             }
-            if let (true, Some(bytes)) = (persist_first, first_bytes) {
-                let active = store.load();
-                store.persist_active(&mut state, &bytes, active.meta());
+            state.rolled_back = rolled_back;
+            match (staged, policy, first_bytes) {
+                (Some((value, digest, source, size)), Some(policy), Some(bytes)) => {
+                    let generation = store.load().meta.generation.saturating_add(1);
+                    store.start_canary(
+                        &mut state, value, &bytes, digest, source, size, generation, policy,
+                    );
+                }
+                (None, _, Some(bytes)) if persist_first => {
+                    let active = store.load();
+                    store.persist_active(&mut state, &bytes, active.meta());
+                }
+                _ => {}
             }
         }
         Ok(store)
@@ -1341,6 +1447,54 @@ impl<T: Document> Store<T> {
         Ok(end)
     }
 
+    /// The id of the rollout in progress, if any (an [`Assignment`] of it carries the same).
+    pub fn rollout_id(&self) -> Option<u64> {
+        self.inner.canary.load().as_deref().map(|canary| canary.id)
+    }
+
+    /// Rolls back the rollout `id` for `reason`, if it is still the one in progress (an owner
+    /// that failed to prepare for one candidate must not end the next one).
+    ///
+    /// # Errors
+    /// When rollout `id` is no longer in progress.
+    pub fn abort_rollout(&self, id: u64, reason: impl Into<String>) -> Result<RolloutEnd, String> {
+        let mut state = self.lock_state();
+        if self.rollout_id() != Some(id) {
+            return Err(format!(
+                "{}: rollout {id} is no longer in progress",
+                self.inner.name
+            ));
+        }
+        let end = RolloutEnd::RolledBack(reason.into());
+        self.end_rollout(&mut state, end.clone());
+        Ok(end)
+    }
+
+    /// Writes the rolled-back digests beside the persisted copy (when persisting), so that a
+    /// restart refuses them too.
+    fn persist_rolled_back(&self, state: &mut ReloadState) {
+        let guards = &self.inner.guards;
+        let Some(path) = guards.lkg.as_deref().filter(|_| guards.persist) else {
+            return;
+        };
+        let entries: Vec<(String, String)> = state
+            .rolled_back
+            .iter()
+            .map(|(digest, reason)| (digest.to_string(), reason.clone()))
+            .collect();
+        if let Err(error) = persist::write_rolled_back(path, &entries) {
+            state.persist_failures = state.persist_failures.saturating_add(1);
+            if let Some(permit) = guards.persist_log.check() {
+                tracing::warn!(
+                    store = %self.inner.name,
+                    %error,
+                    suppressed = permit.suppressed(),
+                    "cannot persist the rolled-back digests; a restart may try them again"
+                );
+            }
+        }
+    }
+
     #[expect(
         clippy::too_many_arguments,
         reason = "the parts of one parsed candidate, passed from `offer` once"
@@ -1406,9 +1560,15 @@ impl<T: Document> Store<T> {
     /// when promoted, remembers and reports it when rolled back or aborted.
     fn end_rollout(&self, state: &mut ReloadState, end: RolloutEnd) {
         let inner = &*self.inner;
-        let Some(canary) = inner.canary.swap(None) else {
+        let Some(canary) = inner.canary.load_full() else {
             return;
         };
+        // A promoted candidate is installed before the canary is cleared, so a canary client
+        // never meets the old document in between.
+        if end.promoted() {
+            inner.active.store(Arc::clone(&canary.snapshot));
+        }
+        inner.canary.store(None);
         metrics::gauge!("ravelin_config_rollout_in_progress", "name" => inner.name.clone())
             .set(0.0);
         metrics::counter!("ravelin_config_rollout_transitions_total", "name" => inner.name.clone(), "to" => end.as_str()).increment(1);
@@ -1432,22 +1592,32 @@ impl<T: Document> Store<T> {
                     canary_requests = record.canary.requests,
                     "candidate promoted: now serving every client"
                 );
-                inner.active.store(Arc::clone(&canary.snapshot));
                 self.persist_active(state, &canary.bytes, meta);
                 inner.installs.send_replace(meta.generation);
-                metrics::counter!("ravelin_config_reloads_total", "name" => inner.name.clone(), "outcome" => "installed").increment(1);
             }
             RolloutEnd::RolledBack(reason) | RolloutEnd::Aborted(reason) => {
                 if state.rolled_back.len() >= ROLLED_BACK_DIGESTS {
                     state.rolled_back.pop_front();
                 }
                 state.rolled_back.push_back((meta.digest, reason.clone()));
+                self.persist_rolled_back(state);
                 let rejection = Rejection::RolledBack {
                     name: inner.name.clone(),
                     origin: meta.source.clone(),
                     reason: reason.clone(),
                 };
-                self.record_rejection(state, rejection, Some(meta.digest));
+                if matches!(end, RolloutEnd::Aborted(_)) {
+                    // An operator's call, not the source flapping: reported, not counted in
+                    // the rejection window or the consecutive count.
+                    tracing::warn!(store = %inner.name, %reason, "candidate aborted by hand");
+                    state.last_rejection = Some(RejectionRecord {
+                        rejection,
+                        digest: Some(meta.digest),
+                        at: SystemTime::now(),
+                    });
+                } else {
+                    self.record_rejection(state, rejection, Some(meta.digest));
+                }
             }
             RolloutEnd::Superseded => {
                 tracing::info!(
@@ -1488,6 +1658,9 @@ impl<T: Document> Store<T> {
             && !active.meta.is_default()
             && !restores_persisted
         {
+            // The source went back to the document in force: the candidate under canary is no
+            // longer what it offers, and must not be promoted later.
+            self.end_rollout(state, RolloutEnd::Superseded);
             state.consecutive_rejections = 0;
             state.logged_unreadable = None;
             metrics::counter!("ravelin_config_reloads_total", "name" => inner.name.clone(), "outcome" => "unchanged").increment(1);
@@ -1536,6 +1709,21 @@ impl<T: Document> Store<T> {
                     .guards
                     .check_version(&inner.name, &source, value.version(), &active.meta)
         {
+            self.record_rejection(state, rejection.clone(), Some(digest));
+            return Err(rejection);
+        }
+        // A candidate older than the one under canary is stale too (v5 active, v8 canary: v7
+        // must not supersede v8).
+        if let Some(canary) = inner.canary.load().as_deref()
+            && let (Some(under), Some(offered)) = (canary.snapshot.meta.version, value.version())
+            && offered <= under
+        {
+            let rejection = Rejection::Stale {
+                name: inner.name.clone(),
+                origin: source,
+                candidate: offered,
+                active: under,
+            };
             self.record_rejection(state, rejection.clone(), Some(digest));
             return Err(rejection);
         }

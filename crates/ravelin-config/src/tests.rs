@@ -1159,6 +1159,50 @@ mod rollout {
     }
 
     #[test]
+    fn a_source_reverted_to_the_active_document_ends_the_canary() {
+        let clock = ManualClock::new();
+        let store = staged(&clock);
+        store.submit(doc(2, &["a", "b"]).as_bytes(), "t").unwrap();
+        assert!(store.in_rollout());
+        // The operator puts the previous file back.
+        assert_eq!(
+            store.submit(doc(1, &["a"]).as_bytes(), "t").unwrap(),
+            Outcome::Unchanged
+        );
+        assert!(!store.in_rollout(), "never promoted later");
+        assert_eq!(
+            store.status().last_rollout.unwrap().end,
+            RolloutEnd::Superseded
+        );
+        clock.advance(Duration::from_secs(3600));
+        assert_eq!(store.tick(), None);
+        assert_eq!(store.current().version, 1);
+    }
+
+    #[test]
+    fn a_candidate_older_than_the_canary_is_stale_and_an_abort_names_its_rollout() {
+        let clock = ManualClock::new();
+        let store = staged(&clock);
+        store.submit(doc(8, &["a", "b"]).as_bytes(), "t").unwrap();
+        let older = store
+            .submit(doc(7, &["a", "c"]).as_bytes(), "t")
+            .unwrap_err();
+        assert_eq!(older.kind(), "stale");
+        assert_eq!(store.rollout_status().unwrap().candidate.version, Some(8));
+        let first = store.rollout_id().unwrap();
+        store.submit(doc(9, &["a", "d"]).as_bytes(), "t").unwrap();
+        // An owner that failed on the superseded candidate cannot end the newer one.
+        assert!(store.abort_rollout(first, "its stack failed").is_err());
+        assert_eq!(store.rollout_status().unwrap().candidate.version, Some(9));
+        let current = store.rollout_id().unwrap();
+        assert!(matches!(
+            store.abort_rollout(current, "its stack failed"),
+            Ok(RolloutEnd::RolledBack(_))
+        ));
+        assert_eq!(store.current().version, 1);
+    }
+
+    #[test]
     fn the_pre_activation_check_refuses_before_any_client_sees_the_candidate() {
         let store: Store<Features> = Store::builder("checked")
             .format(Format::Json)

@@ -654,3 +654,71 @@ fn a_state_directory_serves_one_process_and_is_shared_within_it() {
         "the lock is free again once the other process lets go"
     );
 }
+
+#[test]
+fn a_restart_puts_a_changed_file_through_its_canary_and_refuses_a_rolled_back_one() {
+    use ravelin_config::{CohortKey, Observation, RolloutEnd, RolloutPolicy};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("list.json");
+    let state = dir.path().join("state");
+    let policy = RolloutPolicy {
+        share: 0.5,
+        min_requests: 5,
+        ..RolloutPolicy::default()
+    };
+    let build = || {
+        builder()
+            .file(&path)
+            .state_dir(&state)
+            .rollout(policy.clone())
+            .build()
+            .unwrap()
+    };
+    std::fs::write(&path, list(Some(1), 100)).unwrap();
+    let first = build();
+    assert_eq!(first.current().version, Some(1));
+    drop(first);
+
+    // A changed file at restart: the persisted copy serves, the file is the canary.
+    std::fs::write(&path, list(Some(2), 100)).unwrap();
+    let restarted = build();
+    assert_eq!(restarted.current().version, Some(1));
+    assert_eq!(
+        restarted.rollout_status().unwrap().candidate.version,
+        Some(2)
+    );
+    // Its canary fails: rolled back, and remembered beside the copy.
+    let mut canary = None;
+    let mut baseline = None;
+    for client in 0u32..1000 {
+        let key = CohortKey::of(&client.to_be_bytes());
+        match restarted.assignment(key).unwrap().cohort {
+            ravelin_config::Cohort::Canary => canary = canary.or(Some(key)),
+            ravelin_config::Cohort::Baseline => baseline = baseline.or(Some(key)),
+        }
+    }
+    for _ in 0..10 {
+        let failed = Observation {
+            guard_failed: true,
+            ..Observation::default()
+        };
+        restarted.observe(restarted.assignment(canary.unwrap()).unwrap(), &failed);
+        restarted.observe(
+            restarted.assignment(baseline.unwrap()).unwrap(),
+            &Observation::default(),
+        );
+    }
+    assert!(matches!(restarted.tick(), Some(RolloutEnd::RolledBack(_))));
+    drop(restarted);
+
+    // The same file at the next restart is refused: the copy serves, degraded, and says why.
+    let again = build();
+    assert_eq!(again.current().version, Some(1));
+    assert!(!again.in_rollout());
+    let status = again.status();
+    assert!(status.degraded());
+    assert_eq!(
+        status.last_rejection.unwrap().rejection.kind(),
+        "rolled_back"
+    );
+}

@@ -45,7 +45,13 @@ impl Module for CacheModule {
 
     fn update(&mut self, apply: &Apply<'_>) -> Result<(), String> {
         let section = &apply.config.cache;
-        if self.state.is_some() && apply.previous.map(|p| &p.cache) == Some(section) {
+        // A main config's canary stack gets a cache of its own (cold, for its share of
+        // clients): sharing the running one would let the candidate's answers reach every
+        // client, and hide the candidate's routes behind hits.
+        if apply.env.live
+            && self.state.is_some()
+            && apply.previous.map(|p| &p.cache) == Some(section)
+        {
             return Ok(());
         }
         let switch = apply.switchboard.switch(NAME);

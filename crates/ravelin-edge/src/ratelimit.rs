@@ -61,6 +61,9 @@ pub(crate) struct RateLimitModule {
 struct State {
     rules: Store<Rules>,
     store_key: StoreKey,
+    /// The buckets, shared by every guard over them (a main config's canary stack limits its
+    /// clients by the candidate's rules over the same buckets).
+    buckets: Buckets,
     guard: BoxGuard,
     policy: GuardConfig,
     layer: GuardLayer<BoxGuard>,
@@ -83,6 +86,12 @@ fn edge_rules(config: &EdgeConfig) -> Rules {
     rules
 }
 
+/// How the rate limiter of `config` finds the client: the edge keys its rollout cohorts and
+/// its request sample by the same address.
+pub(crate) fn client_resolver(config: &EdgeConfig) -> ravelin_ratelimit::ClientIpResolver {
+    edge_rules(config).client_ip.resolver()
+}
+
 /// A rule store holding `document`: the store's own parse and validation, as every later
 /// document it is handed gets.
 fn rule_store(document: Vec<u8>) -> Result<Store<Rules>, String> {
@@ -93,18 +102,19 @@ fn rule_store(document: Vec<u8>) -> Result<Store<Rules>, String> {
         .map_err(|e| format!("ratelimit rules: {e}"))
 }
 
-impl RateLimitModule {
-    /// The guard over a new bucket store.
-    fn guard(
-        section: &RateLimitConfig,
-        rules: &Store<Rules>,
-        switchboard: &ravelin_config::Switchboard,
-    ) -> Result<BoxGuard, String> {
-        let reloadable = RateLimitGuard::reloadable(rules.clone()).switchboard(switchboard);
+/// A bucket store of any kind `[ratelimit]` can ask for; clones share the buckets.
+#[derive(Clone)]
+enum Buckets {
+    Memory(MemoryStore),
+    Redis(RedisStore),
+    Fallback(FallbackStore<RedisStore, MemoryStore>),
+}
+
+impl Buckets {
+    /// A new bucket store as `section` asks for.
+    fn new(section: &RateLimitConfig) -> Result<Self, String> {
         Ok(match &section.store {
-            StoreConfig::Memory => {
-                BoxGuard::new(reloadable.with_store(MemoryStore::new(section.capacity)))
-            }
+            StoreConfig::Memory => Buckets::Memory(MemoryStore::new(section.capacity)),
             StoreConfig::Redis(url) => {
                 let redis = RedisStore::builder(url)
                     .timeout(section.redis_timeout)
@@ -112,12 +122,35 @@ impl RateLimitModule {
                     .map_err(|e| format!("ratelimit.store: {e}"))?;
                 if section.local_fallback {
                     let local = MemoryStore::new(section.capacity);
-                    BoxGuard::new(reloadable.with_store(FallbackStore::new(redis, local)))
+                    Buckets::Fallback(FallbackStore::new(redis, local))
                 } else {
-                    BoxGuard::new(reloadable.with_store(redis))
+                    Buckets::Redis(redis)
                 }
             }
         })
+    }
+
+    /// A guard reading `rules` over these buckets.
+    fn guard(&self, rules: &Store<Rules>, switchboard: &ravelin_config::Switchboard) -> BoxGuard {
+        let reloadable = RateLimitGuard::reloadable(rules.clone()).switchboard(switchboard);
+        match self {
+            Buckets::Memory(store) => BoxGuard::new(reloadable.with_store(store.clone())),
+            Buckets::Redis(store) => BoxGuard::new(reloadable.with_store(store.clone())),
+            Buckets::Fallback(store) => BoxGuard::new(reloadable.with_store(store.clone())),
+        }
+    }
+}
+
+impl RateLimitModule {
+    /// The guard over a new bucket store, with the buckets.
+    fn guard(
+        section: &RateLimitConfig,
+        rules: &Store<Rules>,
+        switchboard: &ravelin_config::Switchboard,
+    ) -> Result<(Buckets, BoxGuard), String> {
+        let buckets = Buckets::new(section)?;
+        let guard = buckets.guard(rules, switchboard);
+        Ok((buckets, guard))
     }
 }
 
@@ -187,7 +220,22 @@ impl Module for RateLimitModule {
             // Same buckets: the running rule store gets the new rules at commit (rules whose
             // name and quota did not change keep their state). Refused here, as the store
             // would refuse them.
-            rule_store(document.clone())?;
+            let candidate_rules = rule_store(document.clone())?;
+            if !apply.env.live {
+                // A canary's stack is never committed: its guard reads the candidate's rules
+                // itself, over the running buckets.
+                let guard = running.buckets.guard(&candidate_rules, apply.switchboard);
+                let layer = guard_layer(guard.clone(), &policy, apply.switchboard)?;
+                self.state = Some(State {
+                    rules: candidate_rules,
+                    guard,
+                    policy,
+                    layer,
+                    ..running.clone()
+                });
+                self.pending_rules = None;
+                return Ok(());
+            }
             let layer = if running.policy == policy {
                 running.layer.clone()
             } else {
@@ -203,11 +251,12 @@ impl Module for RateLimitModule {
         }
 
         let rules = rule_store(document)?;
-        let guard = Self::guard(section, &rules, apply.switchboard)?;
+        let (buckets, guard) = Self::guard(section, &rules, apply.switchboard)?;
         let layer = guard_layer(guard.clone(), &policy, apply.switchboard)?;
         self.state = Some(State {
             rules,
             store_key,
+            buckets,
             guard,
             policy,
             layer,
@@ -298,7 +347,8 @@ fn redact(url: &str) -> String {
 
 /// The pre-activation check of new rate-limit rules (issue 15): the rules of `candidate` and of
 /// `active` estimated on the request sample, refused when the candidate would deny too many
-/// more sampled requests (`[rollout.ratelimit_bounds]`). Rules of a module switched off deny
+/// more sampled requests (`[rollout.ratelimit_bounds]` of the config in force, never the
+/// candidate's own). Rules of a module switched off deny
 /// nothing.
 ///
 /// # Errors
@@ -320,7 +370,8 @@ pub(crate) fn check_effect(
         }
     };
     let (before, after) = (rules(active), rules(candidate));
-    candidate
+    // The bounds of the config in force: a candidate cannot loosen its own check.
+    active
         .rollout
         .ratelimit_bounds
         .compare(

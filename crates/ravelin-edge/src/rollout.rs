@@ -12,8 +12,8 @@
 //! 5xx (it did, and the answer is a 5xx), and the guards' failures.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError};
 
 use arc_swap::ArcSwap;
 use http::Request;
@@ -46,10 +46,12 @@ pub(crate) struct Rollouts {
     interval: AtomicU64,
     /// When the next sample may be taken, on `clock`.
     next_at: AtomicU64,
-    /// Requests seen and samples taken, whose ratio is the "one in N" the rate-limit estimate
-    /// scales by.
+    /// Requests seen, and the count at each sample kept (oldest first, as many as the sample
+    /// holds): over the sample's own span, requests per sample is the "one in N" the rate-limit
+    /// estimate scales by.
     seen: AtomicU64,
-    taken: AtomicU64,
+    marks: std::sync::Mutex<std::collections::VecDeque<u64>>,
+    capacity: usize,
     /// The documents that can be rolled out (the bot feature file), as last installed.
     stores: ArcSwap<Vec<Arc<dyn Followed>>>,
     /// How the client address is resolved (the ingress stage's trusted proxies).
@@ -76,7 +78,8 @@ impl Rollouts {
             interval: AtomicU64::new(interval(per_second)),
             next_at: AtomicU64::new(0),
             seen: AtomicU64::new(0),
-            taken: AtomicU64::new(0),
+            marks: std::sync::Mutex::new(std::collections::VecDeque::new()),
+            capacity: capacity.clamp(1, ravelin_botscore::effect::MAX_SAMPLE_CAPACITY),
             stores: ArcSwap::from_pointee(Vec::new()),
             resolver: ArcSwap::from_pointee(ClientIpResolver::default()),
             clock: MonotonicClock::new(),
@@ -103,11 +106,15 @@ impl Rollouts {
         self.interval.store(interval(per_second), Ordering::Relaxed);
     }
 
-    /// About one request in this many was sampled: the ratio of requests seen to samples
-    /// taken since start (at least 1).
+    /// About one request in this many was sampled over the span of the sample kept: requests
+    /// seen since its oldest head, per head kept (at least 1).
     pub(crate) fn every(&self) -> u64 {
-        let taken = self.taken.load(Ordering::Relaxed).max(1);
-        (self.seen.load(Ordering::Relaxed) / taken).max(1)
+        let marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+        let (Some(&oldest), kept) = (marks.front(), marks.len() as u64) else {
+            return 1;
+        };
+        let seen = self.seen.load(Ordering::Relaxed).saturating_sub(oldest);
+        (seen / kept.max(1)).max(1)
     }
 
     /// Advances every rollout in progress (promote or roll back when due).
@@ -156,7 +163,11 @@ impl Rollouts {
             )
             .is_ok();
         if won {
-            self.taken.fetch_add(1, Ordering::Relaxed);
+            let mut marks = self.marks.lock().unwrap_or_else(PoisonError::into_inner);
+            if marks.len() >= self.capacity {
+                marks.pop_front();
+            }
+            marks.push_back(self.seen.load(Ordering::Relaxed));
         }
         won
     }

@@ -307,10 +307,7 @@ impl Edge {
             tracing::error!(%violations, "rollout.config: the main config's rollout policy stays");
         }
         self.rollouts
-            .set_resolver(ravelin_ratelimit::ClientIpResolver::new(
-                built.ingress.trusted_networks().to_vec(),
-                ravelin_ratelimit::ForwardedHeader::XForwardedFor,
-            ));
+            .set_resolver(crate::ratelimit::client_resolver(&config));
         control.applied = Some(config);
         self.install_stack(control, built.ingress);
         Ok(())
@@ -371,17 +368,23 @@ impl Edge {
     /// aborted with the reason: it never serves anyone.
     async fn sync_canary(&self) {
         let candidate = self.store.candidate();
+        let id = self.store.rollout_id();
         let current = self.canary.load_full();
-        let Some(candidate) = candidate else {
+        let (Some(candidate), Some(id)) = (candidate, id) else {
             if current.is_some() {
                 self.canary.store(None);
             }
             return;
         };
-        if current.is_some_and(|stack| stack.digest == candidate.meta().digest) {
+        if current.is_some_and(|stack| stack.rollout == id) {
             return;
         }
         let control = self.control.lock().await;
+        // The rollout may have ended or been superseded while the lock was awaited: the next
+        // call sees the one in progress then.
+        if self.store.rollout_id() != Some(id) {
+            return;
+        }
         match self.build_canary(&control, candidate.value()) {
             Ok(service) => {
                 tracing::info!(
@@ -390,7 +393,7 @@ impl Edge {
                     "the main config's canary clients run on a stack built from the candidate"
                 );
                 self.canary.store(Some(Arc::new(CanaryStack {
-                    digest: candidate.meta().digest,
+                    rollout: id,
                     service,
                     store: self.store.clone(),
                     rollouts: Arc::clone(&self.rollouts),
@@ -398,9 +401,10 @@ impl Edge {
             }
             Err(reason) => {
                 self.canary.store(None);
-                let _ = self
-                    .store
-                    .abort(format!("the canary's stack could not be built: {reason}"));
+                let _ = self.store.abort_rollout(
+                    id,
+                    format!("the canary's stack could not be built: {reason}"),
+                );
             }
         }
     }
@@ -1097,6 +1101,9 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
     // the document with the command-line overrides, lists not emptied, and the rate-limit
     // rules' effect on the request sample. Refused here, the file is a rejection like any
     // other: never installed, never persisted.
+    // The main config names its own canary ([rollout.config]); at a restart the persisted
+    // copy's setting decides, so a changed file goes through the canary it asked for.
+    builder = builder.rollout_from(|config: &EdgeConfig| config.rollout.config.clone());
     let sample_cell: Arc<std::sync::OnceLock<Arc<Rollouts>>> = Arc::default();
     let overrides = options.overrides.clone();
     let cell = Arc::clone(&sample_cell);
@@ -1109,7 +1116,9 @@ pub async fn start(options: EdgeOptions) -> Result<Running, StartError> {
         candidate
             .check_against(&active)
             .map_err(|v| format!("against the config in force: {v}"))?;
-        if candidate.rollout.ratelimit_check
+        // The judge is the config in force, not the candidate: a file cannot switch off or
+        // loosen its own check.
+        if active.rollout.ratelimit_check
             && let Some(rollouts) = cell.get()
         {
             crate::ratelimit::check_effect(&active, &candidate, rollouts)?;

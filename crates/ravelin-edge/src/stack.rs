@@ -378,8 +378,9 @@ where
 
 /// The stack a main config's canary clients run on while its rollout lasts (issue 15).
 pub(crate) struct CanaryStack<B> {
-    /// The candidate it was built from.
-    pub(crate) digest: ravelin_config::Digest,
+    /// The rollout it was built for: it serves that rollout's canary clients only (a newer
+    /// candidate's are served the running stack until its own is built).
+    pub(crate) rollout: u64,
     /// The stack.
     pub(crate) service: EdgeService<B>,
     /// The main config's store, which decides each client's cohort.
@@ -394,7 +395,10 @@ impl<B> CanaryStack<B> {
         self.rollouts
             .client_key(request)
             .and_then(|key| self.store.assignment(key))
-            .is_some_and(|assignment| assignment.cohort == ravelin_config::Cohort::Canary)
+            .is_some_and(|assignment| {
+                assignment.cohort == ravelin_config::Cohort::Canary
+                    && assignment.rollout_id() == self.rollout
+            })
     }
 }
 

@@ -124,6 +124,24 @@ pub struct ClientIp {
     pub ipv6_prefix: u8,
 }
 
+impl ClientIp {
+    /// The resolver these settings describe, as the rate limiter builds it: the trusted
+    /// proxies (unparsable entries left out: validation refuses them), the forwarding header
+    /// (X-Forwarded-For when unknown), the grouping prefixes. For code that must find the
+    /// client exactly as the limiter does (an edge keying its rollout cohorts).
+    pub fn resolver(&self) -> ClientIpResolver {
+        ClientIpResolver::new(
+            self.trusted_proxies
+                .iter()
+                .filter_map(|c| parse_cidr(c))
+                .collect(),
+            forwarded_header(&self.header).unwrap_or(ForwardedHeader::XForwardedFor),
+        )
+        .ipv4_prefix(self.ipv4_prefix)
+        .ipv6_prefix(self.ipv6_prefix)
+    }
+}
+
 fn default_forwarded_header() -> String {
     "x-forwarded-for".to_owned()
 }
@@ -655,16 +673,7 @@ impl Compiled {
     /// Compiles a validated rule set; rules that fail validation are left out (never reached:
     /// the store only prepares documents that passed).
     pub(crate) fn from_rules(rules: &Rules) -> Self {
-        let ip = &rules.client_ip;
-        let resolver = ClientIpResolver::new(
-            ip.trusted_proxies
-                .iter()
-                .filter_map(|c| parse_cidr(c))
-                .collect(),
-            forwarded_header(&ip.header).unwrap_or(ForwardedHeader::XForwardedFor),
-        )
-        .ipv4_prefix(ip.ipv4_prefix)
-        .ipv6_prefix(ip.ipv6_prefix);
+        let resolver = rules.client_ip.resolver();
         let compiled = rules
             .rules
             .iter()
