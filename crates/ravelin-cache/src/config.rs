@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
 use crate::key::KeyConfig;
+use crate::purge_bus::PurgeBusConfig;
 
 const MIB: u64 = 1024 * 1024;
 const GIB: u64 = 1024 * MIB;
@@ -153,6 +154,11 @@ pub struct CacheConfig {
     pub max_tags_per_object: usize,
     /// Whether `Cache-Status` (RFC 9211) is added to responses.
     pub cache_status: bool,
+    /// Fleet-wide purge over a Redis Stream (`[cache.purge_bus]`); absent: purges stay local.
+    /// Read by whatever runs a [`PurgeBus`](crate::purge_bus) (the edge proxy, with the `redis`
+    /// feature), not by the layer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purge_bus: Option<PurgeBusConfig>,
 }
 
 impl Default for CacheConfig {
@@ -183,6 +189,7 @@ impl Default for CacheConfig {
             expose_surrogate_keys: false,
             max_tags_per_object: 64,
             cache_status: true,
+            purge_bus: None,
         }
     }
 }
@@ -329,6 +336,9 @@ impl CacheConfig {
                     );
                 }
             }
+        }
+        if let Some(bus) = &self.purge_bus {
+            v.merge_under("purge_bus", bus.violations());
         }
         v
     }

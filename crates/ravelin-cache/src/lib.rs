@@ -15,6 +15,7 @@ mod headers;
 mod key;
 mod layer;
 mod policy;
+pub mod purge_bus;
 mod range;
 mod service;
 mod stats;

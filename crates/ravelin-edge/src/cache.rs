@@ -1,10 +1,16 @@
 //! The cache module: `ravelin-cache`'s RFC 9111 shared cache in front of the forwarder.
 //! `[cache]` is the crate's own [`CacheConfig`](ravelin_cache::CacheConfig). It always fails
 //! open: an internal cache error bypasses the cache for that request.
+//!
+//! With `[cache.purge_bus]`, purges go through a [`PurgeBus`]: applied here, published to a Redis
+//! Stream and applied by every other proxy. The bus is started on commit and stopped with the
+//! module (on shutdown, when the cache is switched off, or when a reload changes `[cache]` and
+//! so starts a new cache).
 
 use std::sync::Arc;
 
 use hyper::body::Incoming;
+use ravelin_cache::purge_bus::{PurgeBus, ResettableStore};
 use ravelin_cache::{BodyError, CacheLayer};
 use ravelin_config::{KillSwitch, Validate, Violations};
 use ravelin_proxy::admin::FailureMode;
@@ -29,6 +35,9 @@ pub(crate) struct CacheModule {
 struct State {
     layer: CacheLayer,
     killed: KillSwitch,
+    /// The fleet-wide purge bus, when `[cache.purge_bus]` is present (started on commit; its
+    /// tasks stop when the last clone of this state is dropped, or on `stop`).
+    bus: Option<PurgeBus>,
 }
 
 impl Module for CacheModule {
@@ -55,19 +64,46 @@ impl Module for CacheModule {
             return Ok(());
         }
         let switch = apply.switchboard.switch(NAME);
-        let layer = CacheLayer::builder()
+        let mut builder = CacheLayer::builder()
             .config(section.clone())
-            .kill_switch(switch.clone())
-            .build()
-            .map_err(|e| format!("cache: {e}"))?;
+            .kill_switch(switch.clone());
+        // With the bus, the store can be emptied at once (when purges were lost).
+        let store = section
+            .purge_bus
+            .as_ref()
+            .map(|_| ResettableStore::for_config(section));
+        if let Some(store) = &store {
+            builder = builder.storage(store.clone());
+        }
+        let layer = builder.build().map_err(|e| format!("cache: {e}"))?;
+        let bus = match (&section.purge_bus, store) {
+            (Some(cfg), Some(store)) => Some(
+                PurgeBus::new(cfg, layer.handle(), store)
+                    .map_err(|e| format!("cache.purge_bus: {e}"))?,
+            ),
+            _ => None,
+        };
         self.state = Some(State {
             layer,
             killed: switch,
+            bus,
         });
         Ok(())
     }
 
+    /// Starts the purge bus (once; a kept state's bus is already running).
+    fn commit(&mut self) {
+        if let Some(bus) = self.state.as_ref().and_then(|s| s.bus.as_ref())
+            && let Err(e) = bus.start()
+        {
+            tracing::error!(error = %e, "cache.purge_bus: not started; purges stay local");
+        }
+    }
+
     fn stop(&mut self) {
+        if let Some(bus) = self.state.as_ref().and_then(|s| s.bus.as_ref()) {
+            bus.shutdown();
+        }
         self.state = None;
     }
 
@@ -82,9 +118,26 @@ impl Module for CacheModule {
         }))
     }
 
-    /// The purge entry point for `POST /cache/purge`.
+    /// The purge entry point for `POST /cache/purge`: through the bus when there is one (the
+    /// purge is applied here either way; `/status` shows whether it was published yet).
     fn purger(&self) -> Option<PurgeFn> {
-        let handle = self.state.as_ref()?.layer.handle();
+        let state = self.state.as_ref()?;
+        if let Some(bus) = state.bus.clone() {
+            return Some(Arc::new(move |purge| {
+                let outcome = match purge {
+                    Purge::Url(url) => bus.purge_url(&url).map_err(|e| e.to_string())?,
+                    Purge::Tag(tag) => bus.purge_tag(&tag),
+                };
+                if outcome.publication != ravelin_cache::purge_bus::Publication::Queued {
+                    tracing::warn!(
+                        publication = outcome.publication.as_str(),
+                        "cache purge applied here but not published to the other proxies yet"
+                    );
+                }
+                Ok(outcome.removed as u64)
+            }));
+        }
+        let handle = state.layer.handle();
         Some(Arc::new(move |purge| match purge {
             Purge::Url(url) => handle
                 .purge_url(&url)
@@ -99,6 +152,10 @@ impl Module for CacheModule {
         let handle = state.layer.handle();
         let stats = handle.stats();
         let usage = handle.usage();
+        let bus = state
+            .bus
+            .as_ref()
+            .and_then(|bus| serde_json::to_value(bus.status()).ok());
         Some(ModuleStatus {
             name: NAME.into(),
             failure_mode: FailureMode::Open,
@@ -115,6 +172,7 @@ impl Module for CacheModule {
                 "stale_while_revalidate": stats.stale_while_revalidate,
                 "coalesced": stats.coalesced,
                 "evictions": stats.evictions,
+                "purge_bus": bus,
             }),
         })
     }
