@@ -101,15 +101,35 @@ impl Drop for Origin {
     }
 }
 
+/// The config of an edge proxy in front of `origin` on the purge bus `stream` of `redis_url`
+/// (no bus when `redis_url` is empty).
+fn edge_config(origin: &Origin, redis_url: &str, stream: &str, instance: &str) -> String {
+    let bus = if redis_url.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "[cache.purge_bus]\nredis_url = \"{redis_url}\"\nstream = \"{stream}\"\n\
+             timeout = \"100ms\"\nblock = \"200ms\"\ninstance = \"{instance}\"\n"
+        )
+    };
+    config(&format!(
+        "{GENEROUS_RATELIMIT}\n[[upstreams]]\nname = \"origin\"\nurl = \"{}\"\n\n[cache]\n{bus}",
+        origin.url()
+    ))
+}
+
 /// An edge proxy in front of `origin` on the purge bus `stream` of `redis_url`.
 async fn edge(origin: &Origin, redis_url: &str, stream: &str, instance: &str) -> Harness {
-    let text = config(&format!(
-        "{GENEROUS_RATELIMIT}\n[[upstreams]]\nname = \"origin\"\nurl = \"{}\"\n\n[cache]\n\
-         [cache.purge_bus]\nredis_url = \"{redis_url}\"\nstream = \"{stream}\"\n\
-         timeout = \"100ms\"\nblock = \"200ms\"\ninstance = \"{instance}\"\n",
-        origin.url()
-    ));
-    Harness::start(&text, None).await
+    Harness::start(&edge_config(origin, redis_url, stream, instance), None).await
+}
+
+/// How many clients Redis has, this test's own connection included.
+fn redis_clients(redis: &RedisServer) -> usize {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut redis.connection())
+        .unwrap();
+    list.lines().filter(|l| !l.trim().is_empty()).count()
 }
 
 /// GET `path` on `HOST` through `proxy`.
@@ -467,4 +487,47 @@ async fn untrusted_entries_are_skipped_and_a_trimmed_stream_purges_everything() 
     assert!(s.last_full_purge.unwrap().contains("trimmed"));
     assert_ne!(s.last_id, before);
     bus.shutdown();
+}
+
+/// A reload that removes `[cache.purge_bus]` stops the bus (its connections close, `/status`
+/// shows none, purges stay local); one that adds it back starts a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_stops_and_starts_the_bus() {
+    let Some(redis) = RedisServer::spawn() else {
+        return;
+    };
+    let stream = unique_prefix("fleet-reload");
+    let origin = Origin::spawn().await;
+    let a = edge(&origin, redis.url(), &stream, "edge-a").await;
+    eventually("A connects to Redis", || async { connected(&a).await }).await;
+    purge(&a, "tag=x").await;
+    eventually("A publishes", || async { bus(&a).await["published"] == 1 }).await;
+    // The reader's and the publisher's connections, and the one counting them.
+    assert_eq!(redis_clients(&redis), 3);
+
+    ravelin_test_support::edge::write_atomically(
+        &a.config_path,
+        edge_config(&origin, "", &stream, "edge-a").as_bytes(),
+    );
+    let reply = a.admin_post("/config/reload").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(bus(&a).await.is_null(), "no bus after the reload");
+    eventually("the old bus's connections close", || async {
+        redis_clients(&redis) == 1
+    })
+    .await;
+    assert_eq!(purge(&a, "tag=y").await["purged"], 0, "purges stay local");
+
+    ravelin_test_support::edge::write_atomically(
+        &a.config_path,
+        edge_config(&origin, redis.url(), &stream, "edge-a").as_bytes(),
+    );
+    let reply = a.admin_post("/config/reload").await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    eventually("a new bus connects", || async { connected(&a).await }).await;
+    a.stop().await;
+    eventually("shutdown closes its connections", || async {
+        redis_clients(&redis) == 1
+    })
+    .await;
 }
