@@ -216,6 +216,11 @@ async fn a_purge_on_one_proxy_reaches_the_other() {
     // By tag.
     let answer = purge(&a, "tag=t-p").await;
     assert_eq!(answer["purged"], 1, "{answer}");
+    // The answer says where the purge stands towards the fleet.
+    assert!(
+        ["queued", "pending"].contains(&answer["fleet"].as_str().unwrap_or_default()),
+        "{answer}"
+    );
     assert!(!is_hit(&get(&a, "/p").await), "purged locally at once");
     eventually("the tag purge reaches B", || async {
         !is_hit(&get(&b, "/p").await)

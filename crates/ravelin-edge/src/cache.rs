@@ -134,16 +134,19 @@ impl Module for CacheModule {
                         "cache purge applied here but not published to the other proxies yet"
                     );
                 }
-                Ok(outcome.removed as u64)
+                Ok(ravelin_proxy::admin::PurgeAnswer {
+                    purged: outcome.removed as u64,
+                    fleet: Some(outcome.publication.as_str()),
+                })
             }));
         }
         let handle = state.layer.handle();
         Some(Arc::new(move |purge| match purge {
             Purge::Url(url) => handle
                 .purge_url(&url)
-                .map(|n| n as u64)
+                .map(|n| (n as u64).into())
                 .map_err(|e| e.to_string()),
-            Purge::Tag(tag) => Ok(handle.purge_tag(&tag) as u64),
+            Purge::Tag(tag) => Ok((handle.purge_tag(&tag) as u64).into()),
         }))
     }
 

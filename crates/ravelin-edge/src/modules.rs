@@ -24,7 +24,8 @@ use crate::{botscore, cache, ratelimit};
 /// A boxed, sendable future.
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// The purge entry point behind `POST /cache/purge`.
-pub(crate) type PurgeFn = Arc<dyn Fn(Purge) -> Result<u64, String> + Send + Sync>;
+pub(crate) type PurgeFn =
+    Arc<dyn Fn(Purge) -> Result<ravelin_proxy::admin::PurgeAnswer, String> + Send + Sync>;
 
 /// What a module is given while a document is applied.
 pub(crate) struct Apply<'a> {

@@ -75,7 +75,27 @@ type ConfigFn = Arc<dyn Fn() -> Status + Send + Sync>;
 type ModulesFn = Arc<dyn Fn() -> Vec<ModuleStatus> + Send + Sync>;
 type ExtraFn = Arc<dyn Fn() -> Value + Send + Sync>;
 type ReloadFn = Arc<dyn Fn() -> BoxFuture<Result<Value, String>> + Send + Sync>;
-type PurgeFn = Arc<dyn Fn(Purge) -> BoxFuture<Result<u64, String>> + Send + Sync>;
+type PurgeFn = Arc<dyn Fn(Purge) -> BoxFuture<Result<PurgeAnswer, String>> + Send + Sync>;
+
+/// What a purge did, as `POST /cache/purge` answers it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PurgeAnswer {
+    /// Entries removed here.
+    pub purged: u64,
+    /// Where the purge stands towards the other proxies, when the cache publishes purges to
+    /// them (`queued`: on its way; `pending`: the bus is unreachable, it will be sent on
+    /// reconnection; `refused`: too large to publish). `None`: this proxy's cache only.
+    pub fleet: Option<&'static str>,
+}
+
+impl From<u64> for PurgeAnswer {
+    fn from(purged: u64) -> Self {
+        Self {
+            purged,
+            fleet: None,
+        }
+    }
+}
 type CommandFn = Arc<dyn Fn(Option<String>) -> BoxFuture<Result<Value, String>> + Send + Sync>;
 
 // === impl AdminToken ===
@@ -253,10 +273,11 @@ impl AdminBuilder {
         self
     }
 
-    /// Runs `POST /cache/purge`: `Ok(n)` entries removed.
+    /// Runs `POST /cache/purge`: `Ok` with the entries removed (and, for a cache that publishes
+    /// purges to other proxies, where the publication stands).
     pub fn on_purge<F>(mut self, purge: F) -> Self
     where
-        F: Fn(Purge) -> BoxFuture<Result<u64, String>> + Send + Sync + 'static,
+        F: Fn(Purge) -> BoxFuture<Result<PurgeAnswer, String>> + Send + Sync + 'static,
     {
         self.purge = Some(Arc::new(purge));
         self
@@ -463,12 +484,16 @@ impl AdminInner {
                 };
                 tracing::info!(?purge, "admin: cache purge");
                 match purge_fn(purge.clone()).await {
-                    Ok(purged) => {
+                    Ok(answer) => {
                         let (by, value) = match &purge {
                             Purge::Url(url) => ("url", url),
                             Purge::Tag(tag) => ("tag", tag),
                         };
-                        json_response(StatusCode::OK, &json!({ by: value, "purged": purged }))
+                        let mut body = json!({ by: value, "purged": answer.purged });
+                        if let (Some(fleet), Some(object)) = (answer.fleet, body.as_object_mut()) {
+                            object.insert("fleet".into(), json!(fleet));
+                        }
+                        json_response(StatusCode::OK, &body)
                     }
                     Err(reason) => {
                         json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": reason}))
@@ -996,7 +1021,7 @@ mod tests {
             .token(Some("t".into()))
             .on_purge(move |p| {
                 record.lock().unwrap().push(p);
-                Box::pin(async { Ok(3) })
+                Box::pin(async { Ok(3.into()) })
             })
             .build();
         let (status, body) = call(
