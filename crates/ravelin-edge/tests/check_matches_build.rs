@@ -389,6 +389,27 @@ const REFUSED: &[(&str, &str)] = &[
         "[cache]\ntargeted_fields = [\"a b\"]\n",
     ),
     ("cache.name", "[cache]\nname = \"1cache\"\n"),
+    // --- cache.purge_bus (issue 16): the bus is built with the cache ---
+    (
+        "cache.purge_bus.redis_url",
+        "[cache.purge_bus]\nredis_url = \"\"\n",
+    ),
+    (
+        "cache.purge_bus.redis_url",
+        "[cache.purge_bus]\nredis_url = \"http://127.0.0.1:6379\"\n",
+    ),
+    (
+        "cache.purge_bus.max_len",
+        "[cache.purge_bus]\nredis_url = \"redis://127.0.0.1:6379\"\nmax_len = 0\n",
+    ),
+    (
+        "cache.purge_bus.timeout",
+        "[cache.purge_bus]\nredis_url = \"redis://127.0.0.1:6379\"\ntimeout = \"0s\"\n",
+    ),
+    (
+        "cache.purge_bus.instance",
+        "[cache.purge_bus]\nredis_url = \"redis://127.0.0.1:6379\"\ninstance = \"a b\"\n",
+    ),
     // --- bot routes' kill switches (issue 15): names a switch and a URL segment can hold ---
     (
         "botscore.routes[0].name",
