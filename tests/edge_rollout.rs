@@ -63,6 +63,32 @@ fn bot_file(status: &serde_json::Value) -> serde_json::Value {
         .unwrap()
 }
 
+/// Rounds of one request from every client — each reply checked by `check` — until the rollout
+/// of the document `entry` picks from `/status` has ended (the controller ticks every second);
+/// that document's entry then. Bounded: 60 rounds.
+#[allow(clippy::panic, clippy::indexing_slicing)] // test helper: a panic is a failing test
+async fn traffic_until_rollout_ends(
+    harness: &Harness,
+    entry: fn(&serde_json::Value) -> serde_json::Value,
+    mut check: impl FnMut(&str, &Reply),
+) -> serde_json::Value {
+    for _ in 0..60 {
+        for client in clients() {
+            let reply = as_client(harness, &client).await;
+            check(&client, &reply);
+        }
+        let document = entry(&harness.status().await);
+        if document["rollout"].is_null() {
+            return document;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "the rollout did not end: {:#}",
+        entry(&harness.status().await)
+    )
+}
+
 async fn reload(harness: &Harness) -> serde_json::Value {
     let reply = harness.admin_post("/config/reload").await;
     assert_eq!(reply.status, 200, "{}", reply.text());
@@ -174,44 +200,31 @@ async fn a_model_that_breaks_on_the_canary_slice_is_rolled_back_while_the_baseli
 
     // Traffic from every client until the controller rolls the canary back (it ticks every
     // second; the bake is ten minutes, so only the cohorts' comparison can end it now).
-    let mut rounds = 0;
-    loop {
-        for client in clients() {
-            let reply = as_client(&harness, &client).await;
-            assert_eq!(reply.status, 200, "fail-open: no client is refused");
-            assert_eq!(
-                reply.echoed("x-bot-score").len(),
-                1,
-                "every client is scored"
-            );
-        }
-        let file = bot_file(&harness.status().await);
-        if file["rollout"].is_null() {
-            let last = &file["last_rollout"];
-            assert_eq!(last["end"], "rolled_back", "{file:#}");
-            assert!(
-                last["reason"]
-                    .as_str()
-                    .is_some_and(|r| r.starts_with("guard failures, panics or timeouts")),
-                "{file:#}"
-            );
-            assert!(
-                last["canary"]["guard_failures"].as_u64() >= Some(20),
-                "{file:#}"
-            );
-            assert_eq!(last["baseline"]["guard_failures"], 0, "{file:#}");
-            assert!(last["baseline"]["requests"].as_u64() > Some(0), "{file:#}");
-            assert_eq!(file["version"], 1, "the model in force never changed");
-            assert_eq!(file["last_rejection"]["kind"], "rolled_back", "{file:#}");
-            break;
-        }
-        rounds += 1;
-        assert!(
-            rounds < 40,
-            "not rolled back after {rounds} rounds: {file:#}"
+    let file = traffic_until_rollout_ends(&harness, bot_file, |_, reply| {
+        assert_eq!(reply.status, 200, "fail-open: no client is refused");
+        assert_eq!(
+            reply.echoed("x-bot-score").len(),
+            1,
+            "every client is scored"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    let last = &file["last_rollout"];
+    assert_eq!(last["end"], "rolled_back", "{file:#}");
+    assert!(
+        last["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("guard failures, panics or timeouts")),
+        "{file:#}"
+    );
+    assert!(
+        last["canary"]["guard_failures"].as_u64() >= Some(20),
+        "{file:#}"
+    );
+    assert_eq!(last["baseline"]["guard_failures"], 0, "{file:#}");
+    assert!(last["baseline"]["requests"].as_u64() > Some(0), "{file:#}");
+    assert_eq!(file["version"], 1, "the model in force never changed");
+    assert_eq!(file["last_rejection"]["kind"], "rolled_back", "{file:#}");
     // After the rollback every client is served model 1: no guard fails any more.
     let failed = |text: &str| {
         support::metric(
@@ -265,22 +278,12 @@ async fn a_good_model_is_promoted_persisted_and_served_after_a_restart_with_a_ba
         feature_file(2, 3, 2.9).as_bytes(),
     );
     assert_eq!(reload(&harness).await["bot_feature_file"], "canary");
-    let mut rounds = 0;
-    loop {
-        for client in clients() {
-            assert_eq!(as_client(&harness, &client).await.status, 200);
-        }
-        let file = bot_file(&harness.status().await);
-        if file["version"] == 2 {
-            assert_eq!(file["last_rollout"]["end"], "promoted", "{file:#}");
-            assert!(file["rollout"].is_null(), "{file:#}");
-            break;
-        }
-        assert!(file["last_rollout"].is_null(), "{file:#}");
-        rounds += 1;
-        assert!(rounds < 60, "not promoted after {rounds} rounds: {file:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let file = traffic_until_rollout_ends(&harness, bot_file, |_, reply| {
+        assert_eq!(reply.status, 200);
+    })
+    .await;
+    assert_eq!(file["last_rollout"]["end"], "promoted", "{file:#}");
+    assert_eq!(file["version"], 2, "{file:#}");
     let persisted = std::fs::read_to_string(state.path().join("bot-features.lkg")).unwrap();
     assert!(persisted.contains("\"model_version\": 2"), "{persisted}");
     harness.stop().await;
@@ -464,43 +467,29 @@ async fn a_main_config_whose_origin_fails_its_canary_clients_is_rolled_back() {
     );
     assert_eq!(main_config(&harness.status().await)["stage"], "canary");
 
-    let mut rounds = 0;
-    loop {
-        let mut baseline_ok = 0;
-        let mut failed = 0;
-        for client in clients() {
-            let reply = as_client(&harness, &client).await;
-            match reply.status.as_u16() {
-                200 => baseline_ok += 1,
-                502..=504 => failed += 1,
-                other => panic!("{client}: {other} {}", reply.text()),
-            }
+    let (mut served, mut failed) = (0, 0);
+    let main = traffic_until_rollout_ends(&harness, main_config, |client, reply| {
+        match reply.status.as_u16() {
+            200 => served += 1,
+            502..=504 => failed += 1,
+            other => panic!("{client}: {other} {}", reply.text()),
         }
-        let main = main_config(&harness.status().await);
-        if main["rollout"].is_null() {
-            let last = &main["last_rollout"];
-            assert_eq!(last["end"], "rolled_back", "{main:#}");
-            assert!(
-                last["reason"]
-                    .as_str()
-                    .is_some_and(|r| r.contains("origin 5xx")),
-                "{main:#}"
-            );
-            assert_eq!(last["baseline"]["origin_5xx"], 0, "{main:#}");
-            break;
-        }
-        // Only the canary's clients ever meet the broken origin; the others keep being served.
-        assert!(
-            failed > 0 && baseline_ok > 0,
-            "both cohorts: {failed} failed, {baseline_ok} ok"
-        );
-        rounds += 1;
-        assert!(
-            rounds < 40,
-            "not rolled back after {rounds} rounds: {main:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    let last = &main["last_rollout"];
+    assert_eq!(last["end"], "rolled_back", "{main:#}");
+    assert!(
+        last["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("origin 5xx")),
+        "{main:#}"
+    );
+    assert_eq!(last["baseline"]["origin_5xx"], 0, "{main:#}");
+    // Only the canary's clients ever met the broken origin; the others kept being served.
+    assert!(
+        failed > 0 && served > 0,
+        "both cohorts: {failed} failed, {served} served"
+    );
     // Everyone is back on the config in force.
     for client in clients() {
         let reply = as_client(&harness, &client).await;
@@ -525,22 +514,13 @@ async fn a_good_main_config_is_promoted_after_its_bake_and_applied_for_everyone(
         "{report:#}"
     );
     assert_eq!(main_config(&harness.status().await)["stage"], "canary");
-    let mut rounds = 0;
-    loop {
-        for client in clients() {
-            assert_eq!(as_client(&harness, &client).await.status, 200);
-        }
-        let main = main_config(&harness.status().await);
-        if main["last_rollout"]["end"] == "promoted" {
-            assert_eq!(main["stage"], "promoted", "{main:#}");
-            assert_eq!(main["generation"], 1, "{main:#}");
-            break;
-        }
-        assert!(main["last_rollout"].is_null(), "{main:#}");
-        rounds += 1;
-        assert!(rounds < 60, "not promoted after {rounds} rounds: {main:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let main = traffic_until_rollout_ends(&harness, main_config, |_, reply| {
+        assert_eq!(reply.status, 200);
+    })
+    .await;
+    assert_eq!(main["last_rollout"]["end"], "promoted", "{main:#}");
+    assert_eq!(main["stage"], "promoted", "{main:#}");
+    assert_eq!(main["generation"], 1, "{main:#}");
     harness.stop().await;
 }
 
@@ -566,36 +546,23 @@ async fn a_main_config_whose_rules_refuse_its_canary_clients_is_rolled_back() {
         report["config"] == "canary" || report["config"] == "unchanged",
         "{report:#}"
     );
-    let mut rounds = 0;
-    loop {
-        for client in clients() {
-            let reply = as_client(&harness, &client).await;
-            assert!(
-                reply.status == 200 || reply.status == 429,
-                "{client}: {} {}",
-                reply.status,
-                reply.text()
-            );
-        }
-        let main = main_config(&harness.status().await);
-        if main["rollout"].is_null() {
-            let last = &main["last_rollout"];
-            assert_eq!(last["end"], "rolled_back", "{main:#}");
-            assert!(
-                last["reason"]
-                    .as_str()
-                    .is_some_and(|r| r.contains("answered by the edge")),
-                "{main:#}"
-            );
-            break;
-        }
-        rounds += 1;
+    let main = traffic_until_rollout_ends(&harness, main_config, |client, reply| {
         assert!(
-            rounds < 40,
-            "not rolled back after {rounds} rounds: {main:#}"
+            reply.status == 200 || reply.status == 429,
+            "{client}: {} {}",
+            reply.status,
+            reply.text()
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    let last = &main["last_rollout"];
+    assert_eq!(last["end"], "rolled_back", "{main:#}");
+    assert!(
+        last["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("answered by the edge")),
+        "{main:#}"
+    );
     // The generous rules are in force for everyone again.
     for client in clients() {
         assert_eq!(as_client(&harness, &client).await.status, 200, "{client}");

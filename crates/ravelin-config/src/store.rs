@@ -82,6 +82,25 @@ pub struct Meta {
 }
 
 impl Meta {
+    /// The metadata of a document installed (or staged) now.
+    fn now(
+        version: Option<u64>,
+        digest: Digest,
+        source: Source,
+        size: u64,
+        generation: u64,
+    ) -> Self {
+        Meta {
+            version,
+            digest,
+            source,
+            size,
+            loaded_at: SystemTime::now(),
+            installed_at: Instant::now(),
+            generation,
+        }
+    }
+
     /// How long this document has been active.
     pub fn age(&self) -> Duration {
         self.installed_at.elapsed()
@@ -125,15 +144,7 @@ impl Snapshot<()> {
     pub(crate) fn for_tests(bytes: &[u8]) -> Self {
         Snapshot {
             value: (),
-            meta: Meta {
-                version: None,
-                digest: Digest::of(bytes),
-                source: Source::Default,
-                size: 0,
-                loaded_at: SystemTime::now(),
-                installed_at: Instant::now(),
-                generation: 0,
-            },
+            meta: Meta::now(None, Digest::of(bytes), Source::Default, 0, 0),
         }
     }
 }
@@ -771,15 +782,7 @@ impl<T: Document> StoreBuilder<T> {
             }
             (Ok((value, digest, source, size)), persisted, _) => {
                 let known = persisted.is_some_and(|(_, meta)| meta.digest == digest);
-                let meta = Meta {
-                    version: value.version(),
-                    digest,
-                    source,
-                    size,
-                    loaded_at: SystemTime::now(),
-                    installed_at: Instant::now(),
-                    generation: 0,
-                };
+                let meta = Meta::now(value.version(), digest, source, size, 0);
                 (value, meta, None, !known)
             }
             (Err(Some(failed)), Some((value, meta)), _) => {
@@ -803,15 +806,7 @@ impl<T: Document> StoreBuilder<T> {
                     "starting from the compiled-in default: the first document was rejected"
                 );
                 value.prepare();
-                let meta = Meta {
-                    version: value.version(),
-                    digest: Digest::of(b""),
-                    source: Source::Default,
-                    size: 0,
-                    loaded_at: SystemTime::now(),
-                    installed_at: Instant::now(),
-                    generation: 0,
-                };
+                let meta = Meta::now(value.version(), Digest::of(b""), Source::Default, 0, 0);
                 (value, meta, Some((rejection, digest)), false)
             }
         };
@@ -1518,15 +1513,7 @@ impl<T: Document> Store<T> {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let snapshot = Arc::new(Snapshot {
             value,
-            meta: Meta {
-                version,
-                digest,
-                source,
-                size,
-                loaded_at: SystemTime::now(),
-                installed_at: Instant::now(),
-                generation,
-            },
+            meta: Meta::now(version, digest, source, size, generation),
         });
         tracing::info!(
             store = %inner.name,
@@ -1759,15 +1746,7 @@ impl<T: Document> Store<T> {
         );
         inner.active.store(Arc::new(Snapshot {
             value,
-            meta: Meta {
-                version,
-                digest,
-                source,
-                size,
-                loaded_at: SystemTime::now(),
-                installed_at: Instant::now(),
-                generation,
-            },
+            meta: Meta::now(version, digest, source, size, generation),
         }));
         let installed = self.load();
         self.persist_active(state, bytes, installed.meta());
@@ -2091,15 +2070,7 @@ fn load_persisted<T: Document>(
     let source = Source::Persisted(path.to_path_buf());
     match parse_candidate::<T>(name, decoder, max_bytes, &persisted.bytes, source) {
         Ok((value, digest, source, size)) => {
-            let meta = Meta {
-                version: value.version(),
-                digest,
-                source,
-                size,
-                loaded_at: SystemTime::now(),
-                installed_at: Instant::now(),
-                generation: 0,
-            };
+            let meta = Meta::now(value.version(), digest, source, size, 0);
             Some((value, meta))
         }
         Err(failed) => {
