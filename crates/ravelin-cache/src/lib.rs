@@ -16,6 +16,7 @@ mod key;
 mod layer;
 mod policy;
 pub mod purge_bus;
+pub mod shared_tier;
 mod range;
 mod service;
 mod stats;
