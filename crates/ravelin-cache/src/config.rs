@@ -144,7 +144,10 @@ pub struct CacheConfig {
     /// Responses that carry `Set-Cookie`: see [`SetCookie`].
     pub set_cookie: SetCookie,
     /// Targeted cache-control fields, most specific first (RFC 9213); the first valid one present
-    /// replaces `Cache-Control` and `Expires` for this cache.
+    /// replaces `Cache-Control` and `Expires` for this cache. `surrogate-control` is read with
+    /// the W3C Edge Architecture grammar, `name` as its device token; the members meant for this
+    /// cache are removed from responses sent on, and requests to the origin announce the cache
+    /// in `Surrogate-Capability`. Leave it out when another surrogate in front should get them.
     pub targeted_fields: Vec<String>,
     /// Response fields carrying surrogate tags for purging.
     pub surrogate_key_fields: Vec<String>,
@@ -184,7 +187,10 @@ impl Default for CacheConfig {
             pragma_no_cache: true,
             invalidate_on_unsafe: false,
             set_cookie: SetCookie::Explicit,
-            targeted_fields: vec!["cdn-cache-control".to_string()],
+            targeted_fields: vec![
+                "cdn-cache-control".to_string(),
+                "surrogate-control".to_string(),
+            ],
             surrogate_key_fields: vec!["surrogate-key".to_string(), "cache-tag".to_string()],
             expose_surrogate_keys: false,
             max_tags_per_object: 64,

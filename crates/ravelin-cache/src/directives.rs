@@ -379,6 +379,105 @@ pub fn pragma_no_cache<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) ->
     })
 }
 
+// === Surrogate-Control (W3C Edge Architecture 1.0) ===
+
+/// Parses `Surrogate-Control` for the surrogate whose device token is `device` (W3C Edge
+/// Architecture Specification 1.0 §2.2, as Fastly, Akamai and Varnish read it).
+///
+/// The field is a comma-separated list of `directive[;device-token]`. A member without a device
+/// token is for every surrogate, one with tokens only for the devices named (compared without
+/// case). The members for this cache are read with the `Cache-Control` grammar (case-insensitive
+/// names, the same strictness about values), with two translations from the W3C note:
+/// `max-age=N+M` (a freshness extension: `M` seconds of stale service when the origin cannot be
+/// reached) becomes `max-age=N, stale-if-error=M`, and `no-store-remote` (for surrogates away
+/// from the origin, which an edge is) becomes `no-store`. `content="…"` (ESI capabilities) is
+/// not a caching directive and is ignored.
+///
+/// Returns `None` when no member for this cache says anything this cache implements (absent,
+/// targeted at other devices, or only unknown or malformed directives): the field is then ignored
+/// and `Cache-Control` applies, as with an invalid targeted field (RFC 9213 §2.1). At most
+/// [`MAX_DIRECTIVES`] members are read.
+///
+/// ```
+/// use http::HeaderValue;
+/// use ravelin_cache::directives::parse_surrogate_control;
+///
+/// let v = HeaderValue::from_static("max-age=60+600;ravelin, no-store;other");
+/// let sc = parse_surrogate_control([&v], "ravelin").unwrap();
+/// assert_eq!((sc.max_age, sc.stale_if_error, sc.no_store), (Some(60), Some(600), false));
+/// assert_eq!(parse_surrogate_control([&v], "other").map(|c| c.no_store), Some(true));
+/// ```
+pub fn parse_surrogate_control<'a>(
+    values: impl IntoIterator<Item = &'a HeaderValue>,
+    device: &str,
+) -> Option<CacheControl> {
+    let mut translated: Vec<u8> = Vec::new();
+    let mut budget = MAX_DIRECTIVES;
+    'lines: for value in values {
+        for member in ravelin_http::split_list(value.as_bytes()) {
+            if budget == 0 {
+                break 'lines;
+            }
+            budget -= 1;
+            let Some(directive) = surrogate_member_for(member, device) else {
+                continue;
+            };
+            translate_surrogate_directive(directive, &mut translated);
+        }
+    }
+    let value = HeaderValue::from_bytes(&translated).ok()?;
+    let cc = CacheControl::parse([&value]);
+    (cc != CacheControl::default()).then_some(cc)
+}
+
+/// The directive of a `Surrogate-Control` member when the member is for `device`: it names no
+/// device token, or names `device` among its tokens.
+pub(crate) fn surrogate_member_for<'a>(member: &'a [u8], device: &str) -> Option<&'a [u8]> {
+    let mut pieces = ravelin_http::list::split_quoted(member, b';');
+    let directive = trim_ows(pieces.next().unwrap_or_default());
+    let mut targeted = false;
+    for token in pieces.map(trim_ows).filter(|t| !t.is_empty()) {
+        if token.eq_ignore_ascii_case(device.as_bytes()) {
+            return Some(directive);
+        }
+        targeted = true;
+    }
+    (!targeted).then_some(directive)
+}
+
+/// Appends one `Surrogate-Control` directive to `out` in `Cache-Control` form.
+fn translate_surrogate_directive(directive: &[u8], out: &mut Vec<u8>) {
+    let (name, value) = match directive.iter().position(|b| *b == b'=') {
+        Some(at) => (
+            directive.get(..at).unwrap_or_default(),
+            directive.get(at.saturating_add(1)..),
+        ),
+        None => (directive, None),
+    };
+    let mut push = |parts: &[&[u8]]| {
+        if !out.is_empty() {
+            out.extend_from_slice(b", ");
+        }
+        for part in parts {
+            out.extend_from_slice(part);
+        }
+    };
+    if name.eq_ignore_ascii_case(b"no-store-remote") && value.is_none() {
+        push(&[b"no-store"]);
+    } else if name.eq_ignore_ascii_case(b"content") {
+        // ESI capabilities, not a caching directive.
+    } else if let (true, Some(value)) = (name.eq_ignore_ascii_case(b"max-age"), value)
+        && let Some(plus) = value.iter().position(|b| *b == b'+')
+    {
+        let fresh = value.get(..plus).unwrap_or_default();
+        let extension = value.get(plus.saturating_add(1)..).unwrap_or_default();
+        push(&[b"max-age=", fresh]);
+        push(&[b"stale-if-error=", extension]);
+    } else {
+        push(&[directive]);
+    }
+}
+
 // === Targeted fields (RFC 9213) ===
 
 /// Parses a targeted cache-control field such as `CDN-Cache-Control` (RFC 9213 §2).
@@ -889,6 +988,38 @@ mod tests {
     }
 
     #[test]
+    fn w3c_edge_arch_surrogate_control_grammar() {
+        let sc = |s: &str, device: &str| {
+            let v = HeaderValue::from_str(s).unwrap();
+            parse_surrogate_control([&v], device)
+        };
+        let c = sc("max-age=60+600", "ravelin").unwrap();
+        assert_eq!((c.max_age, c.stale_if_error), (Some(60), Some(600)));
+        let c = sc("MAX-AGE=60, Stale-While-Revalidate=5", "ravelin").unwrap();
+        assert_eq!((c.max_age, c.stale_while_revalidate), (Some(60), Some(5)));
+        assert!(sc("no-store-remote", "ravelin").unwrap().no_store);
+        assert!(sc("no-store ; a ; Ravelin", "ravelin").unwrap().no_store);
+        assert_eq!(sc("no-store;a", "ravelin"), None);
+        assert_eq!(sc("content=\"ESI/1.0; x\"", "ravelin"), None);
+        assert_eq!(
+            sc("max-age =5, max-age= 5, max-age=-5, foo", "ravelin"),
+            None
+        );
+        assert_eq!(sc("", "ravelin"), None);
+        // The first valid max-age wins, as in Cache-Control.
+        assert_eq!(
+            sc("max-age=5, max-age=7", "ravelin").unwrap().max_age,
+            Some(5)
+        );
+        let many = vec!["foo"; MAX_DIRECTIVES].join(", ") + ", max-age=5";
+        assert_eq!(
+            sc(&many, "ravelin"),
+            None,
+            "members past the budget are not read"
+        );
+    }
+
+    #[test]
     fn rfc9213_2_1_targeted_field_is_a_dictionary() {
         let t = targeted("max-age=3600, must-revalidate").unwrap();
         assert_eq!(t.max_age, Some(3600));
@@ -996,6 +1127,7 @@ mod tests {
             if let Ok(v) = HeaderValue::from_bytes(&bytes) {
                 let _ = CacheControl::parse([&v]);
                 let _ = parse_targeted([&v]);
+                let _ = parse_surrogate_control([&v], "ravelin");
                 let _ = pragma_no_cache([&v]);
             }
         }

@@ -16,6 +16,11 @@ use crate::directives::{MAX_FIELD_NAMES, parse_delta_seconds};
 
 /// RFC 9211.
 pub(crate) static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+/// W3C Edge Architecture 1.0: directives for surrogates, consumed by the one they are for.
+pub(crate) static SURROGATE_CONTROL: HeaderName = HeaderName::from_static("surrogate-control");
+/// W3C Edge Architecture 1.0: the capabilities a surrogate announces to the origin.
+pub(crate) static SURROGATE_CAPABILITY: HeaderName =
+    HeaderName::from_static("surrogate-capability");
 
 /// Fields a cache never stores (RFC 9111 §3.1): the connection-specific ones and the proxy
 /// authentication fields that belong to the hop, not the representation — the one
@@ -110,6 +115,44 @@ pub(crate) fn date_field(headers: &HeaderMap, name: &HeaderName) -> Option<Syste
     let mut values = headers.get_all(name).iter();
     let first = values.next()?;
     parse_http_date(first.to_str().ok()?)
+}
+
+// === Surrogate-Control (W3C Edge Architecture 1.0) ===
+
+/// Removes the `Surrogate-Control` members meant for the surrogate `device` — those without a
+/// device token and those naming it — from a response going downstream: a surrogate consumes
+/// its own directives. Members targeted only at other devices are kept for them, in order, on
+/// one field line.
+pub(crate) fn strip_surrogate_control(headers: &mut HeaderMap, device: &str) {
+    if !headers.contains_key(&SURROGATE_CONTROL) {
+        return;
+    }
+    let mut kept: Vec<u8> = Vec::new();
+    for line in headers.get_all(&SURROGATE_CONTROL) {
+        for member in split_list(line.as_bytes()) {
+            if crate::directives::surrogate_member_for(member, device).is_none() {
+                if !kept.is_empty() {
+                    kept.extend_from_slice(b", ");
+                }
+                kept.extend_from_slice(member);
+            }
+        }
+    }
+    headers.remove(&SURROGATE_CONTROL);
+    if !kept.is_empty()
+        && let Ok(v) = HeaderValue::from_bytes(&kept)
+    {
+        headers.insert(SURROGATE_CONTROL.clone(), v);
+    }
+}
+
+/// Announces the surrogate `device` to the origin (`Surrogate-Capability: device="Surrogate/1.0"`),
+/// after any capabilities of surrogates in front, so that the origin can target `Surrogate-Control`
+/// members at it.
+pub(crate) fn announce_surrogate(headers: &mut HeaderMap, device: &str) {
+    if let Ok(v) = HeaderValue::from_str(&format!("{device}=\"Surrogate/1.0\"")) {
+        headers.append(SURROGATE_CAPABILITY.clone(), v);
+    }
 }
 
 // === Entity tags (RFC 9110 §8.8.3) ===
@@ -471,6 +514,23 @@ mod tests {
         assert_eq!(a, c);
         assert_eq!(selecting_value(&map(&[]), &name), None);
         assert_eq!(selecting_value(&map(&[("foo", "")]), &name), Some(vec![]));
+    }
+
+    #[test]
+    fn surrogate_control_members_for_this_cache_are_stripped() {
+        let mut h = map(&[
+            ("surrogate-control", "max-age=5, no-store;other"),
+            (
+                "surrogate-control",
+                "max-age=9;ravelin;other, content=\"a;b\";x",
+            ),
+        ]);
+        strip_surrogate_control(&mut h, "ravelin");
+        let kept: Vec<_> = h.get_all("surrogate-control").iter().collect();
+        assert_eq!(kept, ["no-store;other, content=\"a;b\";x"]);
+        let mut h = map(&[("surrogate-control", "max-age=5;RAVELIN")]);
+        strip_surrogate_control(&mut h, "ravelin");
+        assert!(h.get("surrogate-control").is_none());
     }
 
     #[test]

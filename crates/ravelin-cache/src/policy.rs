@@ -8,10 +8,13 @@ use http::header::{self, HeaderName};
 use http::{HeaderMap, StatusCode};
 
 use crate::config::SetCookie;
-use crate::directives::{CacheControl, FieldScope, parse_targeted, pragma_no_cache};
-use crate::headers::{Vary, age_value, date_field};
+use crate::directives::{
+    CacheControl, FieldScope, parse_surrogate_control, parse_targeted, pragma_no_cache,
+};
+use crate::headers::{SURROGATE_CONTROL, Vary, age_value, date_field};
 
-/// The response directives this cache obeys: the first valid targeted field (RFC 9213), else
+/// The response directives this cache obeys: the first targeted field present and valid, in the
+/// configured order (RFC 9213 `CDN-Cache-Control`, then W3C `Surrogate-Control` by default), else
 /// `Cache-Control`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Effective {
@@ -20,11 +23,20 @@ pub(crate) struct Effective {
     pub(crate) targeted: bool,
 }
 
-pub(crate) fn effective(headers: &HeaderMap, targeted: &[HeaderName]) -> Effective {
+/// The directives for a response: `targeted` lists the targeted fields, most specific first;
+/// `Surrogate-Control` among them is read with its own grammar for the device token `device`
+/// (this cache's name).
+pub(crate) fn effective(headers: &HeaderMap, targeted: &[HeaderName], device: &str) -> Effective {
     for name in targeted {
-        if headers.contains_key(name)
-            && let Some(cc) = parse_targeted(headers.get_all(name))
-        {
+        if !headers.contains_key(name) {
+            continue;
+        }
+        let cc = if *name == SURROGATE_CONTROL {
+            parse_surrogate_control(headers.get_all(name), device)
+        } else {
+            parse_targeted(headers.get_all(name))
+        };
+        if let Some(cc) = cc {
             return Effective { cc, targeted: true };
         }
     }
@@ -505,7 +517,11 @@ mod tests {
 
     fn policy(pairs: &[(&str, String)], status: u16, at: u64) -> Policy {
         let h = headers(pairs);
-        let eff = effective(&h, &[HeaderName::from_static("cdn-cache-control")]);
+        let eff = effective(
+            &h,
+            &[HeaderName::from_static("cdn-cache-control")],
+            "ravelin",
+        );
         Policy::new(
             StatusCode::from_u16(status).unwrap(),
             &h,
@@ -519,7 +535,11 @@ mod tests {
 
     fn store_ok(pairs: &[(&str, String)], status: u16, auth: bool) -> Result<(), NotStored> {
         let h = headers(pairs);
-        let eff = effective(&h, &[HeaderName::from_static("cdn-cache-control")]);
+        let eff = effective(
+            &h,
+            &[HeaderName::from_static("cdn-cache-control")],
+            "ravelin",
+        );
         storable(
             StatusCode::from_u16(status).unwrap(),
             &eff,
@@ -926,7 +946,11 @@ mod tests {
                 pairs.push(("cdn-cache-control", t.to_string()));
             }
             let h = headers(&pairs);
-            let eff = effective(&h, &[HeaderName::from_static("cdn-cache-control")]);
+            let eff = effective(
+                &h,
+                &[HeaderName::from_static("cdn-cache-control")],
+                "ravelin",
+            );
             let vary = crate::headers::vary(&h);
             [SetCookie::Explicit, SetCookie::Never, SetCookie::Replay]
                 .map(|mode| storable(StatusCode::OK, &eff, &h, &vary, false, mode))

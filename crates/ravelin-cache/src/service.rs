@@ -265,6 +265,7 @@ async fn follow<B>(
                 *resp.status_mut() = head.status;
                 let h = resp.headers_mut();
                 *h = head.headers.clone();
+                engine.outgoing(h);
                 for name in &head.policy.no_cache_fields {
                     h.remove(name);
                 }

@@ -1388,6 +1388,236 @@ async fn rfc9213_the_targeted_field_is_forwarded() {
     assert_eq!(h.get("/a").await.header("cdn-cache-control"), Some("foo"));
 }
 
+// === Surrogate-Control (W3C Edge Architecture 1.0) ===
+
+/// Two requests for `/a` `secs` seconds apart from an origin answering `headers` (`Date` now):
+/// whether the second was a hit.
+async fn reused_after(headers: &[(&'static str, &'static str)], secs: u64) -> bool {
+    let now = common::epoch();
+    let headers = headers.to_vec();
+    let h = Harness::new(Origin::new(move |_| {
+        let mut reply = Reply::ok(&[], "x").with("date", common::http_date(now, 0));
+        for (name, value) in &headers {
+            let value = match *value {
+                "<future>" => common::http_date(now, 10000),
+                "<past>" => common::http_date(now, -10000),
+                v => v.to_string(),
+            };
+            reply = reply.with(name, value);
+        }
+        reply
+    }));
+    h.get("/a").await;
+    h.advance(secs);
+    let second = h.get("/a").await;
+    assert_eq!(h.origin.calls(), if second.hit() { 1 } else { 2 });
+    second.hit()
+}
+
+#[tokio::test]
+async fn w3c_edge_arch_surrogate_control_replaces_cache_control() {
+    // The required tests of cache-tests.fyi's former surrogate-control group (removed from the
+    // suite in 2023), with the optimal ones, in order.
+    let sc = "surrogate-control";
+    for (headers, secs, reused) in [
+        (&[(sc, "max-age=3600")][..], 0, true),
+        (&[(sc, "max-age=2147483648")], 0, true),
+        (&[(sc, "max-age=99999999999")], 0, true),
+        (&[(sc, "max-age=3600"), ("age", "7200")], 0, false),
+        (
+            &[("cache-control", "max-age=1"), (sc, "max-age =100")],
+            2,
+            false,
+        ),
+        (
+            &[("cache-control", "max-age=1"), (sc, "max-age= 100")],
+            2,
+            false,
+        ),
+        (&[(sc, "max-age=0")], 0, false),
+        (&[(sc, "foobar, max-age=3600")], 0, true),
+        (&[(sc, "MaX-aGe=3600")], 0, true),
+        (&[(sc, "max-age=3600"), ("expires", "<past>")], 0, true),
+        (&[(sc, "max-age=3600"), ("expires", "0")], 0, true),
+        (&[(sc, "max-age=0"), ("expires", "<future>")], 0, false),
+        (
+            &[("cache-control", "max-age=1"), (sc, "max-age=3600")],
+            2,
+            true,
+        ),
+        (
+            &[("cache-control", "max-age=3600"), (sc, "max-age=1")],
+            2,
+            false,
+        ),
+        (&[(sc, "no-store")], 0, false),
+        (
+            &[(sc, "no-store-remote"), ("cache-control", "max-age=3600")],
+            0,
+            false,
+        ),
+        (
+            &[
+                ("cache-control", "max-age=10000"),
+                (sc, "no-store"),
+                ("expires", "<future>"),
+            ],
+            0,
+            false,
+        ),
+        (
+            &[("cache-control", "no-store"), (sc, "max-age=10000")],
+            0,
+            true,
+        ),
+        // Nothing this cache implements: Cache-Control applies.
+        (
+            &[
+                ("cache-control", "max-age=3600"),
+                (sc, "content=\"ESI/1.0\""),
+            ],
+            0,
+            true,
+        ),
+    ] {
+        assert_eq!(reused_after(headers, secs).await, reused, "{headers:?}");
+    }
+}
+
+#[tokio::test]
+async fn w3c_edge_arch_surrogate_control_members_are_targeted_by_device_token() {
+    let h = Harness::new(Origin::fixed(Reply::ok(&[], "x")));
+    h.get("/a").await;
+    assert_eq!(
+        h.origin.last().headers.get("surrogate-capability").unwrap(),
+        "ravelin=\"Surrogate/1.0\"",
+        "the cache announces its device token"
+    );
+    let sc = "surrogate-control";
+    for (headers, reused) in [
+        (&[(sc, "max-age=3600;ravelin")][..], true),
+        (&[(sc, "max-age=3600;RAVELIN")], true),
+        (&[(sc, "max-age=3600;other;ravelin")], true),
+        (&[(sc, "max-age=3600;not-for-you")], false),
+        (
+            &[("cache-control", "max-age=3600"), (sc, "no-store;other")],
+            true,
+        ),
+        (&[(sc, "no-store;other, max-age=3600")], true),
+        (
+            &[("cache-control", "no-store"), (sc, "max-age=10000;ravelin")],
+            true,
+        ),
+    ] {
+        assert_eq!(reused_after(headers, 0).await, reused, "{headers:?}");
+    }
+}
+
+#[tokio::test]
+async fn w3c_edge_arch_a_max_age_extension_serves_stale_when_the_origin_fails() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("surrogate-control", "max-age=60+600")],
+        "x",
+    )));
+    h.get("/a").await;
+    h.advance(120);
+    h.origin.set(|_| Reply::status(503, &[], "down"));
+    let stale = h.get("/a").await;
+    assert_eq!(stale.text(), "x", "{}", stale.cache_status());
+    h.advance(600);
+    assert_eq!(h.get("/a").await.status, 503, "past the extension");
+}
+
+#[tokio::test]
+async fn w3c_edge_arch_the_surrogate_consumes_its_own_directives() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[
+            ("cache-control", "max-age=60"),
+            ("surrogate-control", "max-age=3600, no-store;other"),
+            (
+                "surrogate-control",
+                "content=\"ESI/1.0\";ravelin, max-age=5;other",
+            ),
+        ],
+        "x",
+    )));
+    let miss = h.get("/a").await;
+    let hit = h.get("/a").await;
+    assert!(hit.hit());
+    for got in [&miss, &hit] {
+        assert_eq!(
+            got.header("surrogate-control"),
+            Some("no-store;other, max-age=5;other"),
+            "members for other devices stay for them"
+        );
+    }
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("surrogate-control", "max-age=3600")],
+        "x",
+    )));
+    assert_eq!(h.get("/a").await.header("surrogate-control"), None);
+    assert_eq!(h.get("/a").await.header("surrogate-control"), None);
+    // A 304 keeps the stored Surrogate-Control in force and out of the response.
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[
+            ("cache-control", "no-store"),
+            ("surrogate-control", "max-age=1"),
+            ("etag", "\"e\""),
+        ],
+        "x",
+    )));
+    h.get("/a").await;
+    h.advance(2);
+    h.origin
+        .set(|_| Reply::status(304, &[("etag", "\"e\"")], ""));
+    let validated = h.get("/a").await;
+    assert_eq!(validated.header("surrogate-control"), None);
+    assert!(
+        h.get("/a").await.hit(),
+        "still stored under the surrogate's max-age"
+    );
+}
+
+#[tokio::test]
+async fn rfc9213_cdn_cache_control_comes_before_surrogate_control() {
+    let both = [
+        ("cdn-cache-control", "max-age=1"),
+        ("surrogate-control", "max-age=3600"),
+    ];
+    assert!(!reused_after(&both, 2).await);
+    // An invalid CDN-Cache-Control falls through to Surrogate-Control.
+    let invalid = [
+        ("cdn-cache-control", "max-age=\"1\""),
+        ("surrogate-control", "max-age=3600"),
+    ];
+    assert!(reused_after(&invalid, 2).await);
+}
+
+#[tokio::test]
+async fn w3c_edge_arch_surrogate_control_can_be_left_to_another_surrogate() {
+    let h = Harness::with(
+        Origin::fixed(Reply::ok(
+            &[
+                ("cache-control", "max-age=1"),
+                ("surrogate-control", "max-age=3600"),
+            ],
+            "x",
+        )),
+        |b| b.targeted_fields(["cdn-cache-control"]),
+    );
+    let first = h.get("/a").await;
+    assert_eq!(first.header("surrogate-control"), Some("max-age=3600"));
+    assert!(
+        h.origin
+            .last()
+            .headers
+            .get("surrogate-capability")
+            .is_none()
+    );
+    h.advance(2);
+    assert!(!h.get("/a").await.hit(), "Cache-Control applies");
+}
+
 // === RFC 9110 §14 Ranges from stored responses ===
 
 #[tokio::test]

@@ -33,6 +33,7 @@ use crate::body::RecordingBudget;
 use crate::config::Settings;
 use crate::entry::StoredResponse;
 use crate::fill::Fills;
+use crate::headers;
 use crate::key::KeyHasher;
 use crate::policy::{self, Effective, Heuristics, RequestDirectives, StaleDefaults};
 use crate::stats::Stats;
@@ -237,7 +238,24 @@ impl Engine {
     }
 
     fn effective(&self, headers: &HeaderMap) -> Effective {
-        policy::effective(headers, &self.s.targeted)
+        policy::effective(headers, &self.s.targeted, self.name())
+    }
+
+    /// This cache's device token when it honours `Surrogate-Control` (the field is among the
+    /// targeted fields): its name.
+    pub(crate) fn surrogate_device(&self) -> Option<&str> {
+        self.s
+            .targeted
+            .contains(&headers::SURROGATE_CONTROL)
+            .then(|| self.name())
+    }
+
+    /// Header work every response sent downstream from a stored or forwarded one needs: the
+    /// `Surrogate-Control` members this cache consumed are removed.
+    pub(crate) fn outgoing(&self, headers: &mut HeaderMap) {
+        if let Some(device) = self.surrogate_device() {
+            headers::strip_surrogate_control(headers, device);
+        }
     }
 
     fn next_id(&self) -> u64 {

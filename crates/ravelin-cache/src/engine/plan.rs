@@ -250,12 +250,16 @@ impl Engine {
 
     // === Upstream requests ===
 
-    /// Replaces the client's validators with the stored response's (§4.3.1).
+    /// Replaces the client's validators with the stored response's (§4.3.1), and announces
+    /// this cache as a surrogate when it honours `Surrogate-Control`.
     pub(crate) fn conditionalise(
         &self,
         headers: &mut HeaderMap,
         candidate: Option<&StoredResponse>,
     ) {
+        if let Some(device) = self.surrogate_device() {
+            crate::headers::announce_surrogate(headers, device);
+        }
         headers.remove(header::IF_NONE_MATCH);
         headers.remove(header::IF_MODIFIED_SINCE);
         let Some(c) = candidate else { return };

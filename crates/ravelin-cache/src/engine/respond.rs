@@ -423,8 +423,10 @@ impl Engine {
     // === Forwarded responses ===
 
     /// Headers every response forwarded to a client gets: `Date` when missing (RFC 9110
-    /// §6.6.1), surrogate tags stripped unless exposed, and `Cache-Status`.
+    /// §6.6.1), surrogate tags stripped unless exposed, this cache's `Surrogate-Control`
+    /// directives removed, and `Cache-Status`.
     pub(crate) fn finish_forwarded(&self, headers: &mut HeaderMap, status: &CacheStatus) {
+        self.outgoing(headers);
         if !headers.contains_key(header::DATE)
             && let Ok(v) = HeaderValue::from_str(&fmt_http_date(self.now()))
         {

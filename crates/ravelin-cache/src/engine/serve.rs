@@ -41,6 +41,7 @@ impl Engine {
             return self.not_modified_response(entry, age, &status);
         }
         let mut headers = entry.headers.clone();
+        self.outgoing(&mut headers);
         if !validated {
             for name in &entry.policy.no_cache_fields {
                 headers.remove(name);
