@@ -56,6 +56,8 @@ const MAX_TIME_MS: u64 = 1000 * 365 * 24 * 3600 * 1000;
 /// the writer's wall clock, so the proxies' clocks must agree (NTP) to the precision that
 /// matters for the freshness lifetimes served; a reader whose clock is behind counts no
 /// resident time (never a negative age).
+///
+/// Times and the age travel in whole milliseconds (finer parts are dropped by the encoding).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SharedEntry {
     /// The status code.

@@ -301,10 +301,16 @@ struct Fault {
 
 impl Fault {
     fn from_redis(e: &RedisError) -> Self {
-        let reason = if matches!(e.kind(), ErrorKind::Server(_)) {
-            Unavailable::Server
-        } else if e.is_timeout() {
+        // Redis's own error replies (`ERR`, `WRONGTYPE`, `OOM`, … : `Extension` is any code
+        // the client does not name) and replies of an unexpected type mean Redis answered.
+        let answered = matches!(
+            e.kind(),
+            ErrorKind::Server(_) | ErrorKind::Extension | ErrorKind::UnexpectedReturnType
+        );
+        let reason = if e.is_timeout() {
             Unavailable::Timeout
+        } else if answered && !e.is_io_error() && !e.is_connection_dropped() {
+            Unavailable::Server
         } else {
             Unavailable::Connection
         };
