@@ -797,6 +797,9 @@ async fn read_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 }
 
 /// The publisher task: publishes the outbox in order, oldest first.
+/// The most entries sent in one pipeline: a bulk purge drains at hundreds per round trip.
+const PUBLISH_BATCH: usize = 500;
+
 async fn publish_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut backoff = Backoff::default();
     let mut connection: Option<MultiplexedConnection> = None;
@@ -804,8 +807,18 @@ async fn publish_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         if *stop.borrow() {
             return;
         }
-        let front = shared.outbox.lock().queue.front().cloned();
-        let Some((seq, entry)) = front else {
+        // Up to `batch` entries from the front, sent in one pipeline: one round trip for a
+        // burst, so a bulk purge is not limited to one entry per round trip (and the outbox
+        // does not overflow while Redis is up).
+        let front: Vec<(u64, BusEntry)> = shared
+            .outbox
+            .lock()
+            .queue
+            .iter()
+            .take(PUBLISH_BATCH)
+            .cloned()
+            .collect();
+        let Some(&(last_seq, _)) = front.last() else {
             tokio::select! {
                 _ = shared.wake.notified() => continue,
                 _ = stop.changed() => return,
@@ -825,28 +838,36 @@ async fn publish_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 }
             },
         };
-        let mut xadd = ::redis::cmd("XADD");
-        xadd.arg(&shared.cfg.stream)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(shared.cfg.max_len)
-            .arg("*");
-        for (name, value) in entry.fields() {
-            xadd.arg(name).arg(value);
+        let mut pipe = ::redis::pipe();
+        for (_, entry) in &front {
+            let xadd = pipe
+                .cmd("XADD")
+                .arg(&shared.cfg.stream)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(shared.cfg.max_len)
+                .arg("*");
+            for (name, value) in entry.fields() {
+                xadd.arg(name).arg(value);
+            }
         }
-        let call = xadd.query_async::<Value>(&mut live);
+        let call = pipe.query_async::<Vec<Value>>(&mut live);
         match tokio::time::timeout(shared.cfg.timeout, call).await {
-            Ok(Ok(_id)) => {
-                let len = {
+            Ok(Ok(_ids)) => {
+                let (len, sent) = {
                     let mut outbox = shared.outbox.lock();
-                    if outbox.queue.front().is_some_and(|(s, _)| *s == seq) {
+                    // The entries sent that are still queued (an overflow may have dropped
+                    // some of them meanwhile: those were counted as dropped already).
+                    let mut sent = 0u64;
+                    while outbox.queue.front().is_some_and(|(s, _)| *s <= last_seq) {
                         outbox.queue.pop_front();
+                        sent = sent.saturating_add(1);
                     }
-                    outbox.queue.len()
+                    (outbox.queue.len(), sent)
                 };
                 shared.m.outbox.set(len as f64);
-                shared.published.fetch_add(1, Ordering::Relaxed);
-                shared.m.published.increment(1);
+                shared.published.fetch_add(sent, Ordering::Relaxed);
+                shared.m.published.increment(sent);
                 shared.publish_failing.store(false, Ordering::Relaxed);
                 backoff.reset();
                 connection = Some(live);

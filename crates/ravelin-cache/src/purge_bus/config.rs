@@ -54,8 +54,9 @@ pub struct PurgeBusConfig {
     pub block: Duration,
     /// The most entries one read returns (`XREAD COUNT`).
     pub batch: usize,
-    /// The most purges kept while Redis cannot be reached (published on reconnect, oldest
-    /// dropped past it and counted).
+    /// The most purges queued for publication (default 10,000): while Redis cannot be reached
+    /// (published on reconnect) or arriving faster than it takes them; past it the oldest is
+    /// dropped and counted.
     pub outbox: usize,
     /// This proxy's id in the entries it publishes (it skips its own). Unset: random per start.
     pub instance: Option<String>,
@@ -70,7 +71,7 @@ impl Default for PurgeBusConfig {
             timeout: DEFAULT_TIMEOUT,
             block: Duration::from_secs(1),
             batch: 100,
-            outbox: 1000,
+            outbox: 10_000,
             instance: None,
         }
     }
