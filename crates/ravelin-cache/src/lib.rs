@@ -56,6 +56,7 @@ pub mod fuzz_logic {
         let a = crate::directives::CacheControl::parse([&value]);
         let b = crate::directives::CacheControl::parse([&value]);
         let _ = crate::directives::parse_targeted([&value]);
+        let _ = crate::directives::parse_surrogate_control([&value], "ravelin");
         let _ = crate::directives::pragma_no_cache([&value]);
         if let Ok(s) = value.to_str() {
             let _ = crate::date::parse_http_date(s);
@@ -95,5 +96,25 @@ pub mod fuzz_logic {
             None,
         );
         a == b
+    }
+
+    /// Decodes `data` as a shared-tier value (untrusted: written by another proxy, or by
+    /// anyone with access to Redis): the first byte says how much of the rest is the key the
+    /// value is read under. Never a panic; a value that decodes must encode back to a value
+    /// that decodes to the same entry (the fuzz target asserts it).
+    pub fn decode_shared_entry(data: &[u8]) -> bool {
+        let Some((&split, rest)) = data.split_first() else {
+            return true;
+        };
+        let (key, value) = rest.split_at(usize::from(split).min(rest.len()));
+        let limit = 1 << 20;
+        match crate::shared_tier::SharedEntry::decode(key, value, limit) {
+            Ok(entry) => entry
+                .encode(key, limit)
+                .ok()
+                .and_then(|bytes| crate::shared_tier::SharedEntry::decode(key, &bytes, limit).ok())
+                .is_some_and(|again| again == entry),
+            Err(_) => true,
+        }
     }
 }
