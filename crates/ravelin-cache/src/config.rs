@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ConfigError;
 use crate::key::KeyConfig;
 use crate::purge_bus::PurgeBusConfig;
+use crate::shared_tier::SharedTierConfig;
 
 const MIB: u64 = 1024 * 1024;
 const GIB: u64 = 1024 * MIB;
@@ -162,6 +163,11 @@ pub struct CacheConfig {
     /// feature), not by the layer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub purge_bus: Option<PurgeBusConfig>,
+    /// A second cache tier on Redis shared by the proxies (`[cache.shared_tier]`, feature
+    /// `redis`); absent: none. On a local miss the fill leader looks there before the origin,
+    /// and stored responses are written through. See the [module docs](crate::shared_tier).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_tier: Option<SharedTierConfig>,
 }
 
 impl Default for CacheConfig {
@@ -196,6 +202,7 @@ impl Default for CacheConfig {
             max_tags_per_object: 64,
             cache_status: true,
             purge_bus: None,
+            shared_tier: None,
         }
     }
 }
@@ -345,6 +352,9 @@ impl CacheConfig {
         }
         if let Some(bus) = &self.purge_bus {
             v.merge_under("purge_bus", bus.violations());
+        }
+        if let Some(tier) = &self.shared_tier {
+            v.merge_under("shared_tier", tier.violations());
         }
         v
     }

@@ -297,14 +297,35 @@ impl CacheLayerBuilder {
             }
         };
         let clock = self.clock.unwrap_or_else(|| Arc::new(WallClock));
+        // One tier for the layer: its clones, its services and its handle share the connection,
+        // the breaker and the counters (built eagerly, connecting on first use).
+        #[cfg(feature = "redis")]
+        let shared = match &settings.cfg.shared_tier {
+            Some(st) => Some(
+                crate::shared_tier::SharedTier::new(&settings.cfg.name, st).map_err(|e| {
+                    ConfigError::Invalid(ravelin_primitives::Violations::one(
+                        "shared_tier",
+                        e.to_string(),
+                    ))
+                })?,
+            ),
+            None => None,
+        };
+        #[cfg(not(feature = "redis"))]
+        if settings.cfg.shared_tier.is_some() {
+            return Err(ConfigError::Invalid(ravelin_primitives::Violations::one(
+                "shared_tier",
+                "needs ravelin-cache's `redis` feature",
+            )));
+        }
+        #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
+        let mut engine = Engine::new(settings, storage, clock, stats, self.kill_switch);
+        #[cfg(feature = "redis")]
+        {
+            engine.shared = shared;
+        }
         Ok(CacheLayer {
-            engine: Arc::new(Engine::new(
-                settings,
-                storage,
-                clock,
-                stats,
-                self.kill_switch,
-            )),
+            engine: Arc::new(engine),
         })
     }
 }

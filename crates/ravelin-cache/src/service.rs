@@ -222,6 +222,39 @@ where
             Join::Full | Join::Pass => {}
         }
     }
+    // A local miss: the fill leader (or, without coalescing, each request) asks the shared tier
+    // before the origin. Every fault there is a miss within the tier's timeout.
+    #[cfg(feature = "redis")]
+    if let Some(tier) = engine.shared.clone()
+        && fwd.candidate.is_none()
+        && !fwd.req.no_store
+        && !fwd.req.no_cache
+        && (leader.is_some() || !engine.s.cfg.coalesce)
+        && let crate::shared_tier::Lookup::Hit(e) = tier.get(fwd.key.as_bytes()).await
+        && e.selects(req.headers())
+    {
+        let used = guarded(&engine, "using a shared-tier entry", || {
+            engine.use_shared(&fwd, *e, req.headers())
+        })
+        .flatten();
+        match used {
+            Some(crate::engine::SharedUse::Serve(served, refresh)) => {
+                if let Some(l) = leader {
+                    l.complete();
+                }
+                if let Some(r) = refresh {
+                    spawn_refresh(engine, svc, req, *r);
+                }
+                return Ok(served.map(CacheBody::full));
+            }
+            Some(crate::engine::SharedUse::Validate(entry)) => {
+                fwd.candidate = Some(entry);
+                fwd.fwd = Fwd::Stale;
+                fwd.sie_timeout = engine.sie_timeout_for(&fwd);
+            }
+            None => {}
+        }
+    }
     fetch(engine, svc, req, fwd, leader).await
 }
 

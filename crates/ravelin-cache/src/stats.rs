@@ -8,6 +8,7 @@
 //! `ravelin_cache_evictions_total`, `ravelin_cache_purges_total{kind=url|tag}`,
 //! `ravelin_cache_purged_objects_total`, `ravelin_cache_invalidations_total`,
 //! `ravelin_cache_bypassed_total`, `ravelin_cache_internal_errors_total`,
+//! `ravelin_cache_shared_hits_total` (local misses answered by the shared tier),
 //! and gauges `ravelin_cache_stored_bytes`, `ravelin_cache_entries`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,6 +40,9 @@ pub struct CacheStats {
     pub stale_max_stale: u64,
     /// Requests that waited on another request's fetch and were answered by it.
     pub coalesced: u64,
+    /// Local misses answered from the shared tier (`[cache.shared_tier]`), also counted in
+    /// `misses` (the request missed locally) and served with `Cache-Status: …; detail=shared`.
+    pub shared_hits: u64,
     /// Requests that waited on another request's fetch, then had to go to the origin themselves
     /// (timeout, failure, or a response that could not be shared).
     pub coalesced_alone: u64,
@@ -79,6 +83,7 @@ struct Atomics {
     max_stale: AtomicU64,
     coalesced: AtomicU64,
     coalesced_alone: AtomicU64,
+    shared_hits: AtomicU64,
     stores: AtomicU64,
     background: AtomicU64,
     purges: AtomicU64,
@@ -97,6 +102,8 @@ struct Handles {
     max_stale: Counter,
     coalesced: Counter,
     coalesced_alone: Counter,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    shared_hits: Counter,
     stores: Counter,
     background: Counter,
     evictions: Counter,
@@ -139,6 +146,7 @@ impl Stats {
                 max_stale: stale("max-stale"),
                 coalesced: coalesced("shared"),
                 coalesced_alone: coalesced("alone"),
+                shared_hits: c("ravelin_cache_shared_hits_total"),
                 stores: c("ravelin_cache_stores_total"),
                 background: c("ravelin_cache_background_revalidations_total"),
                 evictions: c("ravelin_cache_evictions_total"),
@@ -173,6 +181,10 @@ impl Stats {
         } else {
             bump(&self.a.coalesced_alone, &self.m.coalesced_alone, 1);
         }
+    }
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn shared_hit(&self) {
+        bump(&self.a.shared_hits, &self.m.shared_hits, 1);
     }
     pub(crate) fn stored(&self) {
         bump(&self.a.stores, &self.m.stores, 1);
@@ -217,6 +229,7 @@ impl Stats {
             stale_max_stale: l(&self.a.max_stale),
             coalesced: l(&self.a.coalesced),
             coalesced_alone: l(&self.a.coalesced_alone),
+            shared_hits: l(&self.a.shared_hits),
             stores: l(&self.a.stores),
             // Filled in by the handle from the recording budget.
             recording_bytes: 0,

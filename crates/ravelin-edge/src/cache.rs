@@ -6,6 +6,12 @@
 //! Stream and applied by every other proxy. The bus is started on commit and stopped with the
 //! module (on shutdown, when the cache is switched off, or when a reload changes `[cache]` and
 //! so starts a new cache).
+//!
+//! With `[cache.shared_tier]`, the cache looks in a second tier on Redis on a local miss and
+//! writes its fills through (all inside `ravelin-cache`). A purge received here deletes from
+//! the tier first and is published on the bus only then, so no proxy applying it refills from
+//! Redis in between; the bus applies purges with a local-only handle (the proxy that received
+//! the purge already deleted it from Redis).
 
 use std::sync::Arc;
 
@@ -78,7 +84,7 @@ impl Module for CacheModule {
         let layer = builder.build().map_err(|e| format!("cache: {e}"))?;
         let bus = match (&section.purge_bus, store) {
             (Some(cfg), Some(store)) => Some(
-                PurgeBus::new(cfg, layer.handle(), store)
+                PurgeBus::new(cfg, layer.handle().local_only(), store)
                     .map_err(|e| format!("cache.purge_bus: {e}"))?,
             ),
             _ => None,
@@ -122,6 +128,49 @@ impl Module for CacheModule {
     /// purge is applied here either way; `/status` shows whether it was published yet).
     fn purger(&self) -> Option<PurgeFn> {
         let state = self.state.as_ref()?;
+        if let Some(bus) = state.bus.clone()
+            && state.layer.handle().shared_tier().is_some()
+        {
+            // Shared tier and bus: purge here at once (the answer's count), delete from Redis,
+            // and only then publish (which applies the purge here again, harmlessly).
+            let handle = state.layer.handle();
+            let local = handle.local_only();
+            return Some(Arc::new(move |purge| {
+                let removed = match &purge {
+                    Purge::Url(url) => local.purge_url(url).map_err(|e| e.to_string())?,
+                    Purge::Tag(tag) => local.purge_tag(tag),
+                };
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    return Err("no runtime to purge the shared tier on".to_string());
+                };
+                let (handle, bus) = (handle.clone(), bus.clone());
+                let fleet = if bus.status().connected {
+                    ravelin_cache::purge_bus::Publication::Queued
+                } else {
+                    ravelin_cache::purge_bus::Publication::Pending
+                };
+                runtime.spawn(async move {
+                    let shared = match &purge {
+                        Purge::Url(url) => handle.purge_shared_url(url).await,
+                        Purge::Tag(tag) => handle.purge_shared_tag(tag).await,
+                    };
+                    if let Err(e) = shared {
+                        tracing::warn!(
+                            error = %e,
+                            "cache purge applied here, but the shared tier could not be purged"
+                        );
+                    }
+                    let _ = match purge {
+                        Purge::Url(url) => bus.purge_url(&url).map(|o| o.publication),
+                        Purge::Tag(tag) => Ok(bus.purge_tag(&tag).publication),
+                    };
+                });
+                Ok(ravelin_proxy::admin::PurgeAnswer {
+                    purged: removed as u64,
+                    fleet: Some(fleet.as_str()),
+                })
+            }));
+        }
         if let Some(bus) = state.bus.clone() {
             return Some(Arc::new(move |purge| {
                 let outcome = match purge {
@@ -159,6 +208,9 @@ impl Module for CacheModule {
             .bus
             .as_ref()
             .and_then(|bus| serde_json::to_value(bus.status()).ok());
+        let shared_tier = handle
+            .shared_tier()
+            .and_then(|tier| serde_json::to_value(tier.status()).ok());
         Some(ModuleStatus {
             name: NAME.into(),
             failure_mode: FailureMode::Open,
@@ -176,6 +228,8 @@ impl Module for CacheModule {
                 "coalesced": stats.coalesced,
                 "evictions": stats.evictions,
                 "purge_bus": bus,
+                "shared_hits": stats.shared_hits,
+                "shared_tier": shared_tier,
             }),
         })
     }

@@ -16,7 +16,12 @@
 mod plan;
 mod respond;
 mod serve;
+#[cfg(feature = "redis")]
+mod shared;
 mod store;
+
+#[cfg(feature = "redis")]
+pub(crate) use shared::SharedUse;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -56,6 +61,9 @@ pub(crate) struct Engine {
     pub(crate) kill_switch: Option<KillSwitch>,
     /// Bytes held by recordings in progress, against `max_recording_bytes`.
     pub(crate) recording: Arc<RecordingBudget>,
+    /// The shared second tier (`[cache.shared_tier]`), built once with the layer.
+    #[cfg(feature = "redis")]
+    pub(crate) shared: Option<crate::shared_tier::SharedTier>,
     next_id: AtomicU64,
 }
 
@@ -208,6 +216,8 @@ impl Engine {
             hasher: KeyHasher::new(),
             stats,
             kill_switch,
+            #[cfg(feature = "redis")]
+            shared: None,
             next_id: AtomicU64::new(1),
         }
     }

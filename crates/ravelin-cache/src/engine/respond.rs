@@ -24,7 +24,7 @@ use super::{
 };
 
 /// Longest surrogate tag kept, in bytes.
-const MAX_TAG_LEN: usize = 256;
+pub(super) const MAX_TAG_LEN: usize = 256;
 
 impl Engine {
     // === Responses ===
@@ -141,6 +141,8 @@ impl Engine {
             Some(u) => {
                 let u = Arc::new(u);
                 self.put(&u);
+                #[cfg(feature = "redis")]
+                self.share(&u);
                 cs.stored = true;
                 u
             }
@@ -336,7 +338,7 @@ impl Engine {
         })
     }
 
-    fn groups(&self, key: &str, tags: &[Box<str>]) -> Box<[u64]> {
+    pub(super) fn groups(&self, key: &str, tags: &[Box<str>]) -> Box<[u64]> {
         std::iter::once(self.hasher.url_group(key))
             .chain(tags.iter().map(|t| self.hasher.tag_group(t)))
             .collect()
@@ -445,7 +447,10 @@ impl Engine {
 
 /// `Last-Modified`, else `Date`, else the time of receipt (§4.3.2), and whether it was a real
 /// `Last-Modified`.
-fn last_modified_of(headers: &HeaderMap, response_time: SystemTime) -> (SystemTime, bool) {
+pub(super) fn last_modified_of(
+    headers: &HeaderMap,
+    response_time: SystemTime,
+) -> (SystemTime, bool) {
     match headers::date_field(headers, &header::LAST_MODIFIED) {
         Some(lm) => (lm, true),
         None => (

@@ -32,7 +32,10 @@ impl Engine {
         if proto.body.len() as u64 > self.s.cfg.max_object_bytes {
             return false;
         }
-        self.put(&Arc::new(proto));
+        let entry = Arc::new(proto);
+        self.put(&entry);
+        #[cfg(feature = "redis")]
+        self.share(&entry);
         true
     }
 

@@ -1,0 +1,240 @@
+//! The shared tier (`[cache.shared_tier]`, feature `redis`): turning an entry read from Redis
+//! into a local stored response under this cache's own rules, and writing stored responses
+//! through.
+//!
+//! An entry from the tier is treated as a response from the origin that arrived at the
+//! writer's `response_time`: the freshness lifetime, heuristics and stale windows are this
+//! cache's (computed from the stored fields), the age is the writer's `corrected_initial_age`
+//! plus the time since, and storability is checked again with the local rules (a writer with
+//! `set_cookie = "replay"` does not make this cache replay cookies).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, StatusCode};
+
+use crate::config::SetCookie;
+use crate::entry::StoredResponse;
+use crate::headers::{self, Vary};
+use crate::key::Variant;
+use crate::policy::{Assessment, Policy, assess, stale_if_error_allowed, storable};
+use crate::shared_tier::SharedEntry;
+use crate::stats::StaleReason;
+use crate::status::{CacheStatus, Fwd};
+
+use super::respond::{MAX_TAG_LEN, last_modified_of};
+use super::{Engine, Forward, Served};
+
+/// `Cache-Status: …; detail=shared`: answered from the shared tier.
+pub(crate) const SHARED: &str = "shared";
+
+/// What a lookup in the shared tier found that this request may use.
+pub(crate) enum SharedUse {
+    /// Serve it (fresh, or stale where allowed); maybe refresh it in the background.
+    Serve(Served, Option<Box<Forward>>),
+    /// Stored locally but stale: validate it with the origin.
+    Validate(Arc<StoredResponse>),
+}
+
+impl Engine {
+    /// A stored response rebuilt from a shared entry, with this cache's rules; `None` when it
+    /// may not be stored (or used) here. The caller checked [`SharedEntry::selects`].
+    pub(crate) fn stored_from_shared(
+        &self,
+        fwd: &Forward,
+        e: SharedEntry,
+    ) -> Option<StoredResponse> {
+        let SharedEntry {
+            status,
+            mut headers,
+            body,
+            request_time,
+            response_time,
+            corrected_initial_age,
+            vary,
+            tags,
+        } = e;
+        if body.len() as u64 > self.s.cfg.max_object_bytes || fwd.req.no_store {
+            return None;
+        }
+        let eff = self.effective(&headers);
+        let vary_field = headers::vary(&headers);
+        storable(
+            status,
+            &eff,
+            &headers,
+            &vary_field,
+            fwd.authorization,
+            self.s.cfg.set_cookie,
+        )
+        .ok()?;
+        // The entry's selecting fields must be the ones its `Vary` names.
+        let variant = match vary_field {
+            Vary::None if vary.is_empty() => None,
+            Vary::Fields(names)
+                if names.len() == vary.len()
+                    && names.iter().zip(&vary).all(|(a, (b, _))| a == b) =>
+            {
+                Some(Variant {
+                    names: names.into(),
+                    values: vary
+                        .into_iter()
+                        .map(|(_, v)| v.map(|b| Box::<[u8]>::from(&b[..])))
+                        .collect(),
+                })
+            }
+            _ => return None,
+        };
+        // The writer stored by its own rules; this cache applies its own.
+        headers.remove(header::AGE);
+        if self.s.cfg.set_cookie != SetCookie::Replay {
+            headers.remove(header::SET_COOKIE);
+        }
+        if let Some(crate::directives::FieldScope::Fields(private)) = &eff.cc.private {
+            for name in private {
+                headers.remove(name);
+            }
+        }
+        if !self.s.cfg.expose_surrogate_keys {
+            for f in &self.s.tag_fields {
+                headers.remove(f);
+            }
+        }
+        if status != StatusCode::NO_CONTENT {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len() as u64));
+        }
+        let mut policy = Policy::new(
+            status,
+            &headers,
+            &eff,
+            request_time,
+            response_time,
+            self.heuristics(fwd.credentials),
+            self.stale_defaults(),
+        );
+        // The stored fields carry no `Age`: the writer's corrected initial age stands in.
+        policy.corrected_initial_age = corrected_initial_age;
+        let etag = headers::etag(&headers);
+        let (last_modified, has_lm) = last_modified_of(&headers, response_time);
+        if !policy.reusable(etag.is_some() || has_lm) {
+            return None;
+        }
+        let tags: Box<[Box<str>]> = tags
+            .into_iter()
+            .filter(|t| !t.is_empty() && t.len() <= MAX_TAG_LEN)
+            .take(self.s.cfg.max_tags_per_object)
+            .map(String::into_boxed_str)
+            .collect();
+        let groups = self.groups(&fwd.key, &tags);
+        let weight = StoredResponse::compute_weight(&headers, body.len(), &fwd.key);
+        Some(StoredResponse {
+            id: self.next_id(),
+            key: fwd.key.clone(),
+            variant,
+            status,
+            version: http::Version::HTTP_11,
+            headers,
+            body,
+            policy,
+            etag,
+            last_modified,
+            has_last_modified: has_lm,
+            tags,
+            groups,
+            weight,
+        })
+    }
+
+    /// Stores a shared entry locally and assesses it for the request as a lookup would.
+    /// `None`: not usable here (a miss: the request goes to the origin).
+    pub(crate) fn use_shared(
+        &self,
+        fwd: &Forward,
+        e: SharedEntry,
+        request: &HeaderMap,
+    ) -> Option<SharedUse> {
+        let entry = Arc::new(self.stored_from_shared(fwd, e)?);
+        self.put(&entry);
+        let now = self.now();
+        let ttl = entry.policy.ttl(now);
+        match assess(&entry.policy, &fwd.req, now) {
+            Assessment::Fresh => {
+                self.stats.shared_hit();
+                let status = CacheStatus::hit(ttl).detail(SHARED);
+                Some(SharedUse::Serve(
+                    self.serve(&entry, false, request, now, status, false),
+                    None,
+                ))
+            }
+            Assessment::StaleAllowed => {
+                self.stats.shared_hit();
+                self.stats.stale(StaleReason::MaxStale);
+                let status = CacheStatus::hit(ttl).detail(SHARED);
+                Some(SharedUse::Serve(
+                    self.serve(&entry, false, request, now, status, false),
+                    None,
+                ))
+            }
+            Assessment::StaleWhileRevalidate => {
+                self.stats.shared_hit();
+                self.stats.stale(StaleReason::WhileRevalidate);
+                let status = CacheStatus::hit(ttl).detail(SHARED);
+                let served = self.serve(&entry, false, request, now, status, false);
+                let refresh = (!fwd.req.only_if_cached).then(|| {
+                    let mut r = fwd.clone();
+                    r.candidate = Some(entry.clone());
+                    r.fwd = Fwd::Stale;
+                    r.client_conditionals = HeaderMap::new();
+                    r.sie_timeout = None;
+                    r.collapsed = None;
+                    Box::new(r)
+                });
+                Some(SharedUse::Serve(served, refresh))
+            }
+            Assessment::MustValidate(_) => Some(SharedUse::Validate(entry)),
+        }
+    }
+
+    /// How long a validated candidate may wait for the origin before stale-if-error.
+    pub(crate) fn sie_timeout_for(&self, fwd: &Forward) -> Option<Duration> {
+        let c = fwd.candidate.as_ref()?;
+        let t = self.s.cfg.stale_if_error_timeout?;
+        stale_if_error_allowed(&c.policy, &fwd.req, self.now()).then_some(t)
+    }
+
+    /// Writes a stored response through to the shared tier (in the background), for as long as
+    /// it can be used: its remaining freshness plus the longer of its stale windows.
+    pub(crate) fn share(&self, entry: &StoredResponse) {
+        let Some(tier) = &self.shared else { return };
+        let p = &entry.policy;
+        let ttl = p
+            .lifetime
+            .saturating_add(p.stale_while_revalidate.max(p.stale_if_error))
+            .saturating_sub(p.current_age(self.now()));
+        let shared = SharedEntry {
+            status: entry.status,
+            headers: entry.headers.clone(),
+            body: entry.body.clone(),
+            // The policy keeps the corrected initial age, which already counts the response
+            // delay; the reader only needs `response_time` with it.
+            request_time: p.response_time,
+            response_time: p.response_time,
+            corrected_initial_age: p.corrected_initial_age,
+            vary: entry
+                .variant
+                .as_ref()
+                .map(|v| {
+                    v.names
+                        .iter()
+                        .zip(v.values.iter())
+                        .map(|(n, v)| (n.clone(), v.as_ref().map(|b| Bytes::copy_from_slice(b))))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            tags: entry.tags.iter().map(|t| t.to_string()).collect(),
+        };
+        let _ = tier.spawn_put(entry.key.as_bytes(), &shared, ttl);
+    }
+}
