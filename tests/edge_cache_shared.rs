@@ -1,0 +1,318 @@
+//! The shared cache tier over real sockets: two edge proxies in front of one origin that counts
+//! its requests, sharing a real `redis-server` started by the test (`[cache.shared_tier]` and
+//! `[cache.purge_bus]`, issue 16). A fill on proxy A is a shared-tier hit on proxy B with one
+//! origin request; Redis killed mid-run costs no 5xx (both proxies serve from their local caches
+//! and the origin); a purge on A removes the entry from the shared tier before B hears of it, so
+//! B's next miss goes to the origin, not to Redis.
+//!
+//! Without `redis-server` the tests print `skipped` and pass, unless `CI=true`.
+
+// Test helpers (the origin, requests, status readers): a panic is a failing test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use ravelin_test_support::edge::{GENEROUS_RATELIMIT, Harness, Reply, TOKEN, config, eventually};
+use ravelin_test_support::redis::{RedisServer, unique_prefix};
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+/// The host both proxies serve (so both compute the same cache keys).
+const HOST: &str = "shop.test";
+
+/// An origin whose every answer is cacheable for five minutes and tagged `t-<path>`; it counts
+/// the requests for each path.
+struct Origin {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Origin {
+    async fn spawn() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&seen);
+        let counter = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (seen, counter) = (Arc::clone(&recorded), Arc::clone(&counter));
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let path = req.uri().path().to_owned();
+                        seen.lock().unwrap().push(path.clone());
+                        let n = counter.fetch_add(1, Ordering::SeqCst);
+                        let tag = format!("t-{}", path.trim_start_matches('/'));
+                        async move {
+                            Ok::<_, Infallible>(
+                                Response::builder()
+                                    .header("cache-control", "max-age=300")
+                                    .header("surrogate-key", tag)
+                                    .body(Full::new(Bytes::from(format!("{path} #{n}"))))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, seen, task }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn gets(&self, path: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| *p == path)
+            .count()
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An edge proxy in front of `origin`, with the shared tier `prefix` and the purge bus `prefix`
+/// on `redis_url`.
+async fn edge(origin: &Origin, redis_url: &str, prefix: &str, instance: &str) -> Harness {
+    let toml = config(&format!(
+        "{GENEROUS_RATELIMIT}\n[[upstreams]]\nname = \"origin\"\nurl = \"{origin}\"\n\n[cache]\n\
+         [cache.shared_tier]\nredis_url = \"{redis_url}\"\nprefix = \"{prefix}:\"\n\
+         timeout = \"200ms\"\n\
+         [cache.purge_bus]\nredis_url = \"{redis_url}\"\nstream = \"{prefix}:purge\"\n\
+         timeout = \"100ms\"\nblock = \"200ms\"\ninstance = \"{instance}\"\n",
+        origin = origin.url()
+    ));
+    Harness::start(&toml, None).await
+}
+
+/// GET `path` on `HOST` through `proxy`.
+async fn get(proxy: &Harness, path: &str) -> Reply {
+    proxy
+        .send(
+            Request::get(proxy.url(path))
+                .header("host", HOST)
+                .header("user-agent", "ravelin-e2e/1.0")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .expect("the proxy answers")
+}
+
+fn cache_status(reply: &Reply) -> String {
+    reply
+        .headers
+        .get_all("cache-status")
+        .iter()
+        .map(|v| v.to_str().unwrap_or_default().to_owned())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn is_hit(reply: &Reply) -> bool {
+    cache_status(reply).contains("; hit")
+}
+
+fn is_shared_hit(reply: &Reply) -> bool {
+    let cs = cache_status(reply);
+    cs.contains("; hit") && cs.contains("detail=shared")
+}
+
+/// `POST /cache/purge?…` on `proxy`: the JSON answer.
+async fn purge(proxy: &Harness, query: &str) -> Value {
+    let reply = proxy
+        .send(
+            Request::post(proxy.admin_url(&format!("/cache/purge?{query}")))
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "purge {query}: {}", reply.text());
+    reply.json()
+}
+
+/// The cache module's `/status` detail.
+async fn detail(proxy: &Harness) -> Value {
+    let status = proxy.status().await;
+    status["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "cache")
+        .unwrap_or_else(|| panic!("no cache module in {status:#}"))["detail"]
+        .clone()
+}
+
+/// Until A's fill of `path` is written to Redis (puts are in the background).
+async fn written(proxy: &Harness, puts: u64) {
+    eventually("the fill is written to the shared tier", || async {
+        detail(proxy).await["shared_tier"]["puts"].as_u64() >= Some(puts)
+    })
+    .await;
+}
+
+/// (a) A fill on A is a shared-tier hit on B, with one origin request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_on_one_proxy_is_a_shared_hit_on_the_other() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let prefix = unique_prefix("edge-shared-hit");
+    let origin = Origin::spawn().await;
+    let a = edge(&origin, redis.url(), &prefix, "edge-a").await;
+    let b = edge(&origin, redis.url(), &prefix, "edge-b").await;
+
+    let fill = get(&a, "/p").await;
+    assert_eq!(fill.status, 200, "{}", fill.text());
+    assert_eq!(fill.text(), "/p #0");
+    written(&a, 1).await;
+
+    let shared = get(&b, "/p").await;
+    assert_eq!(shared.status, 200);
+    assert_eq!(shared.text(), "/p #0", "A's copy");
+    assert!(is_shared_hit(&shared), "{}", cache_status(&shared));
+    assert_eq!(origin.gets("/p"), 1, "one origin request for both proxies");
+
+    // B now holds it locally.
+    let local = get(&b, "/p").await;
+    assert!(
+        is_hit(&local) && !is_shared_hit(&local),
+        "{}",
+        cache_status(&local)
+    );
+    assert_eq!(origin.gets("/p"), 1);
+
+    let db = detail(&b).await;
+    assert_eq!(db["shared_hits"], 1, "{db}");
+    assert_eq!(db["shared_tier"]["hits"], 1, "{db}");
+    assert_eq!(db["shared_tier"]["breaker"], "closed", "{db}");
+    let metrics = b.metrics().await;
+    for name in [
+        "ravelin_cache_shared_hits_total",
+        "ravelin_cache_shared_tier_hits_total",
+    ] {
+        assert!(metrics.contains(name), "{name} in /metrics");
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+/// (b) Redis killed mid-run: no 5xx; both proxies keep serving from their local caches and the
+/// origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_run_costs_no_5xx() {
+    let Some(mut redis) = RedisServer::spawn() else {
+        return;
+    };
+    let prefix = unique_prefix("edge-shared-kill");
+    let origin = Origin::spawn().await;
+    let a = edge(&origin, redis.url(), &prefix, "edge-a").await;
+    let b = edge(&origin, redis.url(), &prefix, "edge-b").await;
+    assert_eq!(get(&a, "/before").await.status, 200);
+    written(&a, 1).await;
+    assert!(is_shared_hit(&get(&b, "/before").await));
+
+    redis.kill();
+    for round in 0..5 {
+        for proxy in [&a, &b] {
+            let old = get(proxy, "/before").await;
+            assert_eq!(old.status, 200, "round {round}: {}", old.text());
+            assert!(is_hit(&old), "round {round}: local copies still serve");
+            let new = get(proxy, &format!("/after-{round}")).await;
+            assert_eq!(new.status, 200, "round {round}: {}", new.text());
+            assert!(!is_shared_hit(&new), "round {round}");
+        }
+    }
+    for round in 0..5 {
+        // Each proxy fetched each new path once, then held it.
+        assert_eq!(origin.gets(&format!("/after-{round}")), 2);
+        for proxy in [&a, &b] {
+            assert!(is_hit(&get(proxy, &format!("/after-{round}")).await));
+        }
+    }
+    assert_eq!(origin.gets("/before"), 1);
+    let db = detail(&b).await;
+    assert!(
+        db["shared_tier"]["unavailable"].as_u64().unwrap() >= 1,
+        "{db}"
+    );
+    drop(redis);
+    a.stop().await;
+    b.stop().await;
+}
+
+/// (c) A purge on A deletes the entry from the shared tier before B applies it: B's next local
+/// miss goes to the origin, not to Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_on_one_proxy_removes_the_entry_from_the_shared_tier() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let prefix = unique_prefix("edge-shared-purge");
+    let origin = Origin::spawn().await;
+    let a = edge(&origin, redis.url(), &prefix, "edge-a").await;
+    let b = edge(&origin, redis.url(), &prefix, "edge-b").await;
+    eventually("both proxies connect to the purge bus", || async {
+        detail(&a).await["purge_bus"]["connected"] == true
+            && detail(&b).await["purge_bus"]["connected"] == true
+    })
+    .await;
+
+    for (i, (path, query)) in [
+        ("/by-url", format!("url=http://{HOST}/by-url")),
+        ("/by-tag", "tag=t-by-tag".to_string()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert_eq!(get(&a, path).await.status, 200);
+        written(&a, i as u64 + 1).await;
+        assert!(is_shared_hit(&get(&b, path).await), "{path}");
+        assert_eq!(origin.gets(path), 1, "{path}: B's copy came from Redis");
+
+        let answer = purge(&a, &query).await;
+        assert_eq!(answer["purged"], 1, "{answer}");
+        // A is not asked again here: its refill would write the path back to Redis.
+        // B applies the purge from the bus; the tier was purged before it was published, so
+        // B's next miss goes to the origin (a shared hit would keep this loop waiting).
+        eventually("the purge reaches B", || async {
+            !is_hit(&get(&b, path).await)
+        })
+        .await;
+        assert_eq!(origin.gets(path), 2, "{path}: B's miss went to the origin");
+        let db = detail(&b).await;
+        assert_eq!(db["shared_hits"], i as u64 + 1, "{db}");
+    }
+    a.stop().await;
+    b.stop().await;
+}
