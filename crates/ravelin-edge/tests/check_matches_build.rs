@@ -410,6 +410,27 @@ const REFUSED: &[(&str, &str)] = &[
         "cache.purge_bus.instance",
         "[cache.purge_bus]\nredis_url = \"redis://127.0.0.1:6379\"\ninstance = \"a b\"\n",
     ),
+    // --- cache.shared_tier (issue 16): the tier is built with the cache layer ---
+    (
+        "cache.shared_tier.redis_url",
+        "[cache.shared_tier]\nredis_url = \"\"\n",
+    ),
+    (
+        "cache.shared_tier.redis_url",
+        "[cache.shared_tier]\nredis_url = \"http://127.0.0.1:6379\"\n",
+    ),
+    (
+        "cache.shared_tier.timeout",
+        "[cache.shared_tier]\nredis_url = \"redis://127.0.0.1:6379\"\ntimeout = \"0s\"\n",
+    ),
+    (
+        "cache.shared_tier.min_object_bytes",
+        "[cache.shared_tier]\nredis_url = \"redis://127.0.0.1:6379\"\nmax_object_bytes = 4096\nmin_object_bytes = 4096\n",
+    ),
+    (
+        "cache.shared_tier.max_puts_in_flight",
+        "[cache.shared_tier]\nredis_url = \"redis://127.0.0.1:6379\"\nmax_puts_in_flight = 0\n",
+    ),
     // --- bot routes' kill switches (issue 15): names a switch and a URL segment can hold ---
     (
         "botscore.routes[0].name",
