@@ -238,3 +238,118 @@ impl Engine {
         let _ = tier.spawn_put(entry.key.as_bytes(), &shared, ttl);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use ravelin_primitives::clock::ManualClock;
+
+    use super::*;
+    use crate::config::{CacheConfig, Settings};
+    use crate::policy::RequestDirectives;
+    use crate::stats::Stats;
+    use crate::store::MemoryStore;
+
+    const KEY: &str = "http://example.com/a";
+
+    fn engine(cfg: CacheConfig, now: SystemTime) -> Engine {
+        let stats = Arc::new(Stats::new("test"));
+        Engine::new(
+            Settings::new(cfg).unwrap(),
+            Arc::new(MemoryStore::new(1 << 20, 1 << 16)),
+            Arc::new(ManualClock::at(now)),
+            stats,
+            None,
+        )
+    }
+
+    fn forward(e: &Engine, authorization: bool) -> Forward {
+        let primary = e.hasher.primary(KEY);
+        Forward {
+            key: KEY.into(),
+            primary,
+            fill_key: primary,
+            candidate: None,
+            fwd: Fwd::UriMiss,
+            req: RequestDirectives::default(),
+            coalesce: true,
+            authorization,
+            credentials: authorization,
+            client_conditionals: HeaderMap::new(),
+            sie_timeout: None,
+            collapsed: None,
+        }
+    }
+
+    fn entry(now: SystemTime, fields: &[(&'static str, &'static str)]) -> SharedEntry {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::DATE,
+            HeaderValue::from_str(&crate::date::fmt_http_date(now)).unwrap(),
+        );
+        for (k, v) in fields {
+            headers.append(*k, HeaderValue::from_static(v));
+        }
+        SharedEntry::new(
+            StatusCode::OK,
+            headers,
+            Bytes::from_static(b"hello"),
+            now,
+            now,
+        )
+    }
+
+    #[test]
+    fn the_writers_age_counts_and_local_freshness_applies() {
+        let now = SystemTime::now();
+        let e = engine(CacheConfig::default(), now);
+        let mut shared = entry(now, &[("cache-control", "max-age=60")]);
+        shared.corrected_initial_age = Duration::from_secs(50);
+        shared.tags = vec!["t1".into(), String::new()];
+        let stored = e.stored_from_shared(&forward(&e, false), shared).unwrap();
+        assert_eq!(stored.policy.ttl(now), 10);
+        assert_eq!(&*stored.tags, &["t1".into()] as &[Box<str>]);
+        assert_eq!(stored.headers[header::CONTENT_LENGTH], "5");
+    }
+
+    #[test]
+    fn local_storability_rules_apply_again() {
+        let now = SystemTime::now();
+        let e = engine(CacheConfig::default(), now);
+        // A writer that replays cookies does not make this cache do so.
+        let cookie = entry(
+            now,
+            &[("cache-control", "max-age=60"), ("set-cookie", "a=1")],
+        );
+        assert!(e.stored_from_shared(&forward(&e, false), cookie).is_none());
+        // Authorization needs explicit permission (§3.5).
+        let plain = entry(now, &[("cache-control", "max-age=60")]);
+        assert!(
+            e.stored_from_shared(&forward(&e, true), plain.clone())
+                .is_none()
+        );
+        let public = entry(now, &[("cache-control", "public, max-age=60")]);
+        assert!(e.stored_from_shared(&forward(&e, true), public).is_some());
+        // A request's no-store.
+        let mut f = forward(&e, false);
+        f.req.no_store = true;
+        assert!(e.stored_from_shared(&f, plain).is_none());
+    }
+
+    #[test]
+    fn the_vary_field_and_the_selection_must_agree() {
+        let now = SystemTime::now();
+        let e = engine(CacheConfig::default(), now);
+        let fwd = forward(&e, false);
+        let mut shared = entry(now, &[("cache-control", "max-age=60"), ("vary", "accept")]);
+        assert!(e.stored_from_shared(&fwd, shared.clone()).is_none());
+        shared.vary = vec![(header::ACCEPT, Some(Bytes::from_static(b"text/html")))];
+        let stored = e.stored_from_shared(&fwd, shared.clone()).unwrap();
+        let mut request = HeaderMap::new();
+        request.insert(header::ACCEPT, HeaderValue::from_static("text/html"));
+        assert!(stored.variant.as_ref().unwrap().matches(&request));
+        shared.vary = vec![(header::ACCEPT_LANGUAGE, None)];
+        assert!(e.stored_from_shared(&fwd, shared).is_none());
+    }
+}
