@@ -10,6 +10,7 @@ use crate::error::ConfigError;
 use crate::key::KeyConfig;
 use crate::purge_bus::PurgeBusConfig;
 use crate::shared_tier::SharedTierConfig;
+use crate::warm::WarmRestartConfig;
 
 const MIB: u64 = 1024 * 1024;
 const GIB: u64 = 1024 * MIB;
@@ -168,6 +169,13 @@ pub struct CacheConfig {
     /// and stored responses are written through. See the [module docs](crate::shared_tier).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shared_tier: Option<SharedTierConfig>,
+    /// Warm restarts (`[cache.warm_restart]`): the most recently used entries written to a
+    /// snapshot file at shutdown and read back at start; absent: the cache starts cold. Read by
+    /// whatever owns the cache's lifetime (the edge proxy) through
+    /// [`CacheHandle::save_snapshot`](crate::CacheHandle::save_snapshot) and
+    /// [`load_snapshot`](crate::CacheHandle::load_snapshot). See the [module docs](crate::warm).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm_restart: Option<WarmRestartConfig>,
 }
 
 impl Default for CacheConfig {
@@ -203,6 +211,7 @@ impl Default for CacheConfig {
             cache_status: true,
             purge_bus: None,
             shared_tier: None,
+            warm_restart: None,
         }
     }
 }
@@ -355,6 +364,20 @@ impl CacheConfig {
         }
         if let Some(tier) = &self.shared_tier {
             v.merge_under("shared_tier", tier.violations());
+        }
+        if let Some(warm) = &self.warm_restart {
+            let mut w = warm.violations();
+            if warm.max_bytes > self.max_capacity_bytes {
+                w.push(
+                    "max_bytes",
+                    format!(
+                        "value {} exceeds max_capacity_bytes ({}): a snapshot cannot hold more \
+                         than the cache",
+                        warm.max_bytes, self.max_capacity_bytes
+                    ),
+                );
+            }
+            v.merge_under("warm_restart", w);
         }
         v
     }

@@ -34,6 +34,45 @@ pub struct StoredResponse {
     pub(crate) tags: Box<[Box<str>]>,
     pub(crate) groups: Box<[u64]>,
     pub(crate) weight: u64,
+    /// When it was last stored or served (for warm-restart snapshots, which keep the most
+    /// recently used entries).
+    pub(crate) last_used: LastUsed,
+}
+
+/// A whole-second wall-clock stamp of an object's last use. The store (`quick_cache`) exposes
+/// neither per-object hit counts nor its hot/cold classification, so recency is tracked here.
+/// Hits write it only when the second changed: a hot object costs one relaxed load per hit
+/// and one store per second, not a contended write on every hit.
+#[derive(Debug, Default)]
+pub(crate) struct LastUsed(std::sync::atomic::AtomicU64);
+
+impl LastUsed {
+    pub(crate) fn at(now: SystemTime) -> Self {
+        Self(std::sync::atomic::AtomicU64::new(secs(now)))
+    }
+
+    pub(crate) fn touch(&self, now: SystemTime) {
+        let s = secs(now);
+        if self.0.load(std::sync::atomic::Ordering::Relaxed) < s {
+            self.0.store(s, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Clone for LastUsed {
+    fn clone(&self) -> Self {
+        Self(std::sync::atomic::AtomicU64::new(self.get()))
+    }
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl StoredResponse {

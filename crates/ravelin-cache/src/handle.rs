@@ -32,7 +32,7 @@ use ravelin_http::canonical_path_lenient;
 /// in between). A handle made [`local_only`](Self::local_only) never touches the tier.
 #[derive(Clone)]
 pub struct CacheHandle {
-    engine: Arc<Engine>,
+    pub(crate) engine: Arc<Engine>,
     /// Purges leave the shared tier alone.
     local: bool,
 }

@@ -22,6 +22,7 @@ pub mod shared_tier;
 mod stats;
 mod status;
 mod store;
+pub mod warm;
 
 pub use body::CacheBody;
 pub use config::{CacheConfig, SetCookie};

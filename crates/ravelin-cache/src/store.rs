@@ -56,6 +56,12 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Current usage.
     fn usage(&self) -> StorageUsage;
+
+    /// Every object held, in no particular order (for warm-restart snapshots). The default, for
+    /// stores that cannot list their contents, is none: such a cache writes empty snapshots.
+    fn objects(&self) -> Vec<Object> {
+        Vec::new()
+    }
 }
 
 // === GroupIndex ===
@@ -375,6 +381,11 @@ impl Storage for MemoryStore {
         removed.len()
     }
 
+    fn objects(&self) -> Vec<Object> {
+        // `iter` visits one shard at a time under its read lock, cloning (an `Arc`) each value.
+        self.cache.iter().map(|(_, object)| object).collect()
+    }
+
     fn usage(&self) -> StorageUsage {
         StorageUsage {
             entries: u64::try_from(self.cache.len()).unwrap_or(u64::MAX),
@@ -428,6 +439,7 @@ mod tests {
             tags: Box::new([]),
             groups: groups.into(),
             weight,
+            last_used: Default::default(),
         }))
     }
 

@@ -431,6 +431,24 @@ const REFUSED: &[(&str, &str)] = &[
         "cache.shared_tier.max_puts_in_flight",
         "[cache.shared_tier]\nredis_url = \"redis://127.0.0.1:6379\"\nmax_puts_in_flight = 0\n",
     ),
+    // --- cache.warm_restart (issue 16): checked with the cache's config, no feature ---
+    (
+        "cache.warm_restart.path",
+        "[cache.warm_restart]\npath = \"relative/cache.snapshot\"\n",
+    ),
+    ("cache.warm_restart.path", "[cache.warm_restart]\n"),
+    (
+        "cache.warm_restart.max_entries",
+        "[cache.warm_restart]\npath = \"/tmp/ravelin-cache.snapshot\"\nmax_entries = 0\n",
+    ),
+    (
+        "cache.warm_restart.max_bytes",
+        "[cache]\nmax_capacity_bytes = 67108864\n[cache.warm_restart]\npath = \"/tmp/ravelin-cache.snapshot\"\n",
+    ),
+    (
+        "cache.warm_restart.save_timeout",
+        "[cache.warm_restart]\npath = \"/tmp/ravelin-cache.snapshot\"\nsave_timeout = \"0s\"\n",
+    ),
     // --- bot routes' kill switches (issue 15): names a switch and a URL segment can hold ---
     (
         "botscore.routes[0].name",

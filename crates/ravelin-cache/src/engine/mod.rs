@@ -16,9 +16,10 @@
 mod plan;
 mod respond;
 mod serve;
-#[cfg(feature = "redis")]
+// Always compiled: warm restarts rebuild entries through it too (its Redis parts are gated).
 mod shared;
 mod store;
+mod warm;
 
 #[cfg(feature = "redis")]
 pub(crate) use shared::SharedUse;

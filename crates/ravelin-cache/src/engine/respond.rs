@@ -246,6 +246,7 @@ impl Engine {
             tags,
             groups,
             weight,
+            last_used: crate::entry::LastUsed::at(self.now()),
         })
     }
 
@@ -335,6 +336,7 @@ impl Engine {
             tags,
             groups,
             weight: 0,
+            last_used: crate::entry::LastUsed::at(self.now()),
         })
     }
 

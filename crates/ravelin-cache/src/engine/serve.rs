@@ -31,6 +31,7 @@ impl Engine {
         status: CacheStatus,
         validated: bool,
     ) -> Served {
+        entry.last_used.touch(now);
         // §5.1: an age past 2^31 is sent as 2^31.
         let age = entry
             .policy

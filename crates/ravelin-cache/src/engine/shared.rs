@@ -8,28 +8,39 @@
 //! plus the time since, and storability is checked again with the local rules (a writer with
 //! `set_cookie = "replay"` does not make this cache replay cookies).
 
+#[cfg(feature = "redis")]
 use std::sync::Arc;
+#[cfg(feature = "redis")]
 use std::time::Duration;
 
-use bytes::Bytes;
+#[cfg(feature = "redis")]
+use http::HeaderMap;
+use http::StatusCode;
 use http::header::{self, HeaderValue};
-use http::{HeaderMap, StatusCode};
 
 use crate::config::SetCookie;
 use crate::entry::StoredResponse;
 use crate::headers::{self, Vary};
 use crate::key::Variant;
-use crate::policy::{Assessment, Policy, assess, stale_if_error_allowed, storable};
+#[cfg(feature = "redis")]
+use crate::policy::{Assessment, assess, stale_if_error_allowed};
+use crate::policy::{Policy, storable};
 use crate::shared_tier::SharedEntry;
+#[cfg(feature = "redis")]
 use crate::stats::StaleReason;
+#[cfg(feature = "redis")]
 use crate::status::{CacheStatus, Fwd};
 
+#[cfg(feature = "redis")]
+use super::Served;
 use super::respond::{MAX_TAG_LEN, last_modified_of};
-use super::{Engine, Forward, Served};
+use super::{Engine, Forward};
 
+#[cfg(feature = "redis")]
 /// `Cache-Status: …; detail=shared`: answered from the shared tier.
 pub(crate) const SHARED: &str = "shared";
 
+#[cfg(feature = "redis")]
 /// What a lookup in the shared tier found that this request may use.
 pub(crate) enum SharedUse {
     /// Serve it (fresh, or stale where allowed); maybe refresh it in the background.
@@ -144,9 +155,11 @@ impl Engine {
             tags,
             groups,
             weight,
+            last_used: crate::entry::LastUsed::at(self.now()),
         })
     }
 
+    #[cfg(feature = "redis")]
     /// Stores a shared entry locally and assesses it for the request as a lookup would.
     /// `None`: not usable here (a miss: the request goes to the origin).
     pub(crate) fn use_shared(
@@ -197,6 +210,7 @@ impl Engine {
         }
     }
 
+    #[cfg(feature = "redis")]
     /// How long a validated candidate may wait for the origin before stale-if-error.
     pub(crate) fn sie_timeout_for(&self, fwd: &Forward) -> Option<Duration> {
         let c = fwd.candidate.as_ref()?;
@@ -204,6 +218,7 @@ impl Engine {
         stale_if_error_allowed(&c.policy, &fwd.req, self.now()).then_some(t)
     }
 
+    #[cfg(feature = "redis")]
     /// Writes a stored response through to the shared tier (in the background), for as long as
     /// it can be used: its remaining freshness plus the longer of its stale windows.
     pub(crate) fn share(&self, entry: &StoredResponse) {
@@ -213,35 +228,18 @@ impl Engine {
             .lifetime
             .saturating_add(p.stale_while_revalidate.max(p.stale_if_error))
             .saturating_sub(p.current_age(self.now()));
-        let shared = SharedEntry {
-            status: entry.status,
-            headers: entry.headers.clone(),
-            body: entry.body.clone(),
-            // The policy keeps the corrected initial age, which already counts the response
-            // delay; the reader only needs `response_time` with it.
-            request_time: p.response_time,
-            response_time: p.response_time,
-            corrected_initial_age: p.corrected_initial_age,
-            vary: entry
-                .variant
-                .as_ref()
-                .map(|v| {
-                    v.names
-                        .iter()
-                        .zip(v.values.iter())
-                        .map(|(n, v)| (n.clone(), v.as_ref().map(|b| Bytes::copy_from_slice(b))))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            tags: entry.tags.iter().map(|t| t.to_string()).collect(),
-        };
+        let shared = super::warm::to_shared(entry);
         let _ = tier.spawn_put(entry.key.as_bytes(), &shared, ttl);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use bytes::Bytes;
+    use http::HeaderMap;
 
     use ravelin_primitives::clock::ManualClock;
 

@@ -104,6 +104,10 @@ impl Storage for ResettableStore {
         self.inner.current.load().purge_group(group)
     }
 
+    fn objects(&self) -> Vec<Object> {
+        self.inner.current.load().objects()
+    }
+
     fn usage(&self) -> StorageUsage {
         let mut usage = self.inner.current.load().usage();
         usage.evictions = usage
