@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use hyper::body::Incoming;
 use ravelin_cache::purge_bus::{PurgeBus, ResettableStore};
-use ravelin_cache::{BodyError, CacheLayer};
+use ravelin_cache::warm::WarmRestartConfig;
+use ravelin_cache::{BodyError, CacheHandle, CacheLayer};
 use ravelin_config::{KillSwitch, Validate, Violations};
 use ravelin_proxy::admin::FailureMode;
 use ravelin_proxy::{BoxError, ModuleStatus, Purge};
@@ -44,6 +45,10 @@ struct State {
     /// The fleet-wide purge bus, when `[cache.purge_bus]` is present (started on commit; its
     /// tasks stop when the last clone of this state is dropped, or on `stop`).
     bus: Option<PurgeBus>,
+    /// `[cache.warm_restart]`, on the live cache only (a canary's cache never writes it).
+    warm: Option<WarmRestartConfig>,
+    /// What reading the snapshot at start did (for `/status`).
+    warm_start: Option<serde_json::Value>,
 }
 
 impl Module for CacheModule {
@@ -89,10 +94,18 @@ impl Module for CacheModule {
             ),
             _ => None,
         };
+        let warm = section.warm_restart.clone().filter(|_| apply.env.live);
+        // Read at start only: `previous` is `None` when the module was not running.
+        let warm_start = match &warm {
+            Some(cfg) if apply.previous.is_none() => Some(load_warm(&layer.handle(), cfg)),
+            _ => None,
+        };
         self.state = Some(State {
             layer,
             killed: switch,
             bus,
+            warm,
+            warm_start,
         });
         Ok(())
     }
@@ -109,6 +122,11 @@ impl Module for CacheModule {
     fn stop(&mut self) {
         if let Some(bus) = self.state.as_ref().and_then(|s| s.bus.as_ref()) {
             bus.shutdown();
+        }
+        if let Some(state) = &self.state
+            && let Some(cfg) = &state.warm
+        {
+            save_warm(state.layer.handle(), cfg.clone());
         }
         self.state = None;
     }
@@ -230,12 +248,90 @@ impl Module for CacheModule {
                 "purge_bus": bus,
                 "shared_hits": stats.shared_hits,
                 "shared_tier": shared_tier,
+                "warm_restart": state.warm_start,
             }),
         })
     }
 
     fn clone_module(&self) -> Box<dyn Module> {
         Box::new(self.clone())
+    }
+}
+
+/// Reads the snapshot into a new cache; never fails (a refused snapshot means a cold start).
+fn load_warm(handle: &CacheHandle, cfg: &WarmRestartConfig) -> serde_json::Value {
+    let path = cfg.path.display().to_string();
+    match handle.load_snapshot(&cfg.path, cfg.limits()) {
+        Ok(report) => {
+            tracing::info!(
+                path,
+                entries = report.entries,
+                skipped = report.skipped,
+                bytes = report.bytes,
+                "cache.warm_restart: snapshot loaded; the cache starts warm"
+            );
+            json!({
+                "path": path,
+                "start": "warm",
+                "loaded": report.entries,
+                "skipped": report.skipped,
+            })
+        }
+        Err(e) => {
+            if matches!(e, ravelin_cache::warm::SnapshotError::Missing) {
+                tracing::info!(
+                    path,
+                    "cache.warm_restart: no snapshot yet; the cache starts cold"
+                );
+            } else {
+                tracing::warn!(
+                    path,
+                    reason = e.as_str(),
+                    error = %e,
+                    "cache.warm_restart: snapshot ignored; the cache starts cold"
+                );
+            }
+            json!({
+                "path": path,
+                "start": "cold",
+                "reason": e.as_str(),
+                "error": e.to_string(),
+            })
+        }
+    }
+}
+
+/// Writes the snapshot on a thread of its own, waiting for it at most `save_timeout` (past it
+/// the write goes on in the background and may not finish before the process exits; the
+/// previous snapshot is only replaced by a complete one).
+fn save_warm(handle: CacheHandle, cfg: WarmRestartConfig) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let timeout = cfg.save_timeout;
+    let path = cfg.path.display().to_string();
+    let spawned = std::thread::Builder::new()
+        .name("cache-snapshot".into())
+        .spawn(move || {
+            let _ = tx.send(handle.save_snapshot(&cfg.path, cfg.limits()));
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(path, error = %e, "cache.warm_restart: snapshot not written (no thread)");
+        return;
+    }
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(report)) => tracing::info!(
+            path,
+            entries = report.entries,
+            bytes = report.bytes,
+            "cache.warm_restart: snapshot written"
+        ),
+        Ok(Err(e)) => {
+            tracing::warn!(path, error = %e, "cache.warm_restart: snapshot not written");
+        }
+        Err(_) => tracing::warn!(
+            path,
+            timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            "cache.warm_restart: snapshot not written within save_timeout; shutting down without it"
+        ),
     }
 }
 

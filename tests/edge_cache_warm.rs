@@ -1,0 +1,190 @@
+//! Warm restarts over real sockets (`[cache.warm_restart]`, issue 16): an edge proxy fills its
+//! cache from a counting origin and is shut down gracefully; a new proxy on the same config
+//! starts with the snapshot and answers the same URL as a hit without asking the origin. A
+//! corrupt snapshot makes the proxy start cold and say why in `/status`, never fail.
+
+// Test helpers (the origin, requests, status readers): a panic is a failing test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use ravelin_test_support::edge::{GENEROUS_RATELIMIT, Harness, Reply, config};
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+/// An origin whose answers are cacheable for five minutes; it records every path asked for.
+struct Origin {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Origin {
+    async fn spawn() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorded = Arc::clone(&seen);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let seen = Arc::clone(&recorded);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let path = req.uri().path().to_owned();
+                        seen.lock().unwrap().push(path.clone());
+                        async move {
+                            Ok::<_, Infallible>(
+                                Response::builder()
+                                    .header("cache-control", "max-age=300")
+                                    .body(Full::new(Bytes::from(format!("body of {path}"))))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, seen, task }
+    }
+
+    fn gets(&self, path: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| *p == path)
+            .count()
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn edge_config(origin: &Origin, snapshot: &Path) -> String {
+    config(&format!(
+        "{GENEROUS_RATELIMIT}\n[[upstreams]]\nname = \"origin\"\nurl = \"http://{}\"\n\n\
+         [cache]\n\n[cache.warm_restart]\npath = \"{}\"\nmax_entries = 100\n",
+        origin.addr,
+        snapshot.display()
+    ))
+}
+
+async fn get(proxy: &Harness, path: &str) -> Reply {
+    proxy
+        .send(
+            Request::get(proxy.url(path))
+                .header("host", "shop.test")
+                .header("user-agent", "ravelin-e2e/1.0")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .expect("the proxy answers")
+}
+
+fn is_hit(reply: &Reply) -> bool {
+    reply
+        .headers
+        .get_all("cache-status")
+        .iter()
+        .any(|v| v.to_str().unwrap_or_default().contains("; hit"))
+}
+
+/// `modules[cache].detail.warm_restart` of `/status`.
+async fn warm_status(proxy: &Harness) -> Value {
+    let status = proxy.status().await;
+    let modules = status["modules"].as_array().expect("modules in /status");
+    modules
+        .iter()
+        .find(|m| m["name"] == "cache")
+        .expect("the cache module")["detail"]["warm_restart"]
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_edge_serves_the_saved_entry_as_a_hit_without_the_origin() {
+    let origin = Origin::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("cache.snapshot");
+    let cfg = edge_config(&origin, &snapshot);
+
+    let first = Harness::start(&cfg, None).await;
+    assert_eq!(warm_status(&first).await["start"], "cold");
+    assert_eq!(warm_status(&first).await["reason"], "missing");
+    let miss = get(&first, "/product/7").await;
+    assert_eq!(miss.status, 200);
+    assert!(!is_hit(&miss));
+    let hit = get(&first, "/product/7").await;
+    assert!(is_hit(&hit), "{:?}", hit.headers);
+    assert_eq!(origin.gets("/product/7"), 1);
+    first.stop().await;
+    assert!(snapshot.exists(), "the snapshot is written at shutdown");
+
+    let second = Harness::start(&cfg, None).await;
+    let warm = warm_status(&second).await;
+    assert_eq!(warm["start"], "warm", "{warm}");
+    assert_eq!(warm["loaded"], 1, "{warm}");
+    let reply = get(&second, "/product/7").await;
+    assert_eq!(reply.status, 200);
+    assert!(is_hit(&reply), "{:?}", reply.headers);
+    assert_eq!(reply.text(), "body of /product/7");
+    assert_eq!(origin.gets("/product/7"), 1, "no new origin request");
+    // Anything else still goes to the origin.
+    assert!(!is_hit(&get(&second, "/product/8").await));
+    assert_eq!(origin.gets("/product/8"), 1);
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_snapshot_means_a_cold_start_that_says_so() {
+    let origin = Origin::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("cache.snapshot");
+    let cfg = edge_config(&origin, &snapshot);
+
+    let first = Harness::start(&cfg, None).await;
+    get(&first, "/a").await;
+    first.stop().await;
+    // Cut the file short, as a crash mid-copy would.
+    let bytes = std::fs::read(&snapshot).unwrap();
+    std::fs::write(&snapshot, &bytes[..bytes.len() / 2]).unwrap();
+
+    let second = Harness::start(&cfg, None).await;
+    let warm = warm_status(&second).await;
+    assert_eq!(warm["start"], "cold", "{warm}");
+    assert_eq!(warm["reason"], "truncated", "{warm}");
+    let reply = get(&second, "/a").await;
+    assert_eq!(reply.status, 200);
+    assert!(!is_hit(&reply));
+    assert_eq!(origin.gets("/a"), 2);
+    second.stop().await;
+
+    // Garbage in place of the file: the same.
+    std::fs::write(&snapshot, b"not a snapshot at all").unwrap();
+    let third = Harness::start(&cfg, None).await;
+    assert_eq!(warm_status(&third).await["reason"], "bad-magic");
+    assert_eq!(get(&third, "/a").await.status, 200);
+    third.stop().await;
+}
