@@ -247,6 +247,7 @@ mod tests {
     use crate::config::{CacheConfig, Settings};
     use crate::policy::RequestDirectives;
     use crate::stats::Stats;
+    use crate::status::Fwd;
     use crate::store::MemoryStore;
 
     const KEY: &str = "http://example.com/a";
