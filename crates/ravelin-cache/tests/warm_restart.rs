@@ -114,7 +114,21 @@ async fn the_most_recently_used_entries_are_kept_within_the_bounds() {
     assert_eq!(e.as_str(), "oversized");
     assert_eq!(c.handle.stats().entries, 0);
 
-    // The byte bound: nothing of this size fits in 64 bytes.
+    // The byte bound: room for two of these equal-sized entries (less one byte) keeps two,
+    // and the written total never passes it.
+    let one = a.handle.save_snapshot(&path, limits(1)).unwrap().bytes;
+    let bound = SnapshotLimits {
+        max_entries: 100,
+        max_bytes: 3 * one - 1,
+    };
+    let saved = a.handle.save_snapshot(&path, bound).unwrap();
+    assert_eq!((saved.entries, saved.skipped), (2, 3));
+    assert!(saved.bytes <= bound.max_bytes);
+    assert_eq!(
+        std::fs::read(&path).unwrap().len() as u64,
+        saved.bytes + 23 + 21 + 32
+    );
+    // Nothing of this size fits in 64 bytes.
     let tiny = SnapshotLimits {
         max_entries: 100,
         max_bytes: 64,
