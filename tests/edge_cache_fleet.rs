@@ -592,3 +592,53 @@ async fn a_burst_of_purges_is_published_whole() {
     a.shutdown();
     b.shutdown();
 }
+
+/// A proxy restarting warm from its snapshot replays the purges published while it was down:
+/// what it reloaded and the fleet purged meanwhile is not served again (issue 16, warm restarts
+/// with the purge bus).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_restart_replays_the_purges_published_while_it_was_down() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let origin = Origin::spawn().await;
+    let stream = unique_prefix("fleet-warm");
+    let state = tempfile::tempdir().unwrap();
+    let snapshot = state.path().join("cache.snapshot");
+    let warm_config = edge_config(&origin, redis.url(), &stream, "b").replace(
+        "[cache]\n",
+        &format!(
+            "[cache]\n[cache.warm_restart]\npath = \"{}\"\n",
+            snapshot.display()
+        ),
+    );
+    let a = edge(&origin, redis.url(), &stream, "a").await;
+    let b = Harness::start(&warm_config, None).await;
+    eventually("both buses connect", || async {
+        connected(&a).await && connected(&b).await
+    })
+    .await;
+    cached(&b, "/gone").await;
+    cached(&b, "/kept").await;
+    b.stop().await;
+    assert!(snapshot.exists(), "B wrote its snapshot at shutdown");
+
+    // While B is down, the fleet purges one of the pages B saved.
+    let answer = purge(&a, &format!("url=http://{HOST}/gone")).await;
+    assert_eq!(answer["purged"], 0, "A never stored it: {answer}");
+    eventually("A publishes the purge", || async {
+        bus(&a).await["outbox"] == 0
+    })
+    .await;
+
+    let b = Harness::start(&warm_config, None).await;
+    eventually("B's bus connects and replays", || async {
+        connected(&b).await && bus(&b).await["applied"].as_u64() >= Some(1)
+    })
+    .await;
+    let gone = get(&b, "/gone").await;
+    assert!(!is_hit(&gone), "the purge reached the reloaded copy");
+    assert!(is_hit(&get(&b, "/kept").await), "the rest of the snapshot serves warm");
+    a.stop().await;
+    b.stop().await;
+}

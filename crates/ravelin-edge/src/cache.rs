@@ -97,7 +97,16 @@ impl Module for CacheModule {
         let warm = section.warm_restart.clone().filter(|_| apply.env.live);
         // Read at start only: `previous` is `None` when the module was not running.
         let warm_start = match &warm {
-            Some(cfg) if apply.previous.is_none() => Some(load_warm(&layer.handle(), cfg)),
+            Some(cfg) if apply.previous.is_none() => {
+                let (report, written_at) = load_warm(&layer.handle(), cfg);
+                // Purges published while this proxy was down must reach what it reloaded: the
+                // bus replays from the snapshot's time (or purges everything once if the
+                // stream no longer reaches back that far).
+                if let (Some(bus), Some(written_at)) = (&bus, written_at) {
+                    bus.replay_since(written_at);
+                }
+                Some(report)
+            }
             _ => None,
         };
         self.state = Some(State {
@@ -259,7 +268,11 @@ impl Module for CacheModule {
 }
 
 /// Reads the snapshot into a new cache; never fails (a refused snapshot means a cold start).
-fn load_warm(handle: &CacheHandle, cfg: &WarmRestartConfig) -> serde_json::Value {
+/// The report for `/status`, and when the snapshot was written (when one was loaded).
+fn load_warm(
+    handle: &CacheHandle,
+    cfg: &WarmRestartConfig,
+) -> (serde_json::Value, Option<std::time::SystemTime>) {
     let path = cfg.path.display().to_string();
     match handle.load_snapshot(&cfg.path, cfg.limits()) {
         Ok(report) => {
@@ -270,12 +283,15 @@ fn load_warm(handle: &CacheHandle, cfg: &WarmRestartConfig) -> serde_json::Value
                 bytes = report.bytes,
                 "cache.warm_restart: snapshot loaded; the cache starts warm"
             );
-            json!({
-                "path": path,
-                "start": "warm",
-                "loaded": report.entries,
-                "skipped": report.skipped,
-            })
+            (
+                json!({
+                    "path": path,
+                    "start": "warm",
+                    "loaded": report.entries,
+                    "skipped": report.skipped,
+                }),
+                report.written_at,
+            )
         }
         Err(e) => {
             if matches!(e, ravelin_cache::warm::SnapshotError::Missing) {
@@ -291,12 +307,15 @@ fn load_warm(handle: &CacheHandle, cfg: &WarmRestartConfig) -> serde_json::Value
                     "cache.warm_restart: snapshot ignored; the cache starts cold"
                 );
             }
-            json!({
-                "path": path,
-                "start": "cold",
-                "reason": e.as_str(),
-                "error": e.to_string(),
-            })
+            (
+                json!({
+                    "path": path,
+                    "start": "cold",
+                    "reason": e.as_str(),
+                    "error": e.to_string(),
+                }),
+                None,
+            )
         }
     }
 }

@@ -343,6 +343,28 @@ impl PurgeBus {
         })
     }
 
+    /// Replays the purges published since `since` (less a few seconds of margin) once
+    /// started, instead of those of the last few seconds: for a cache that starts warm from a
+    /// snapshot written at `since`, so purges published while this proxy was down reach the
+    /// entries it reloaded. If the stream no longer holds entries that old (trimmed past them),
+    /// the whole local cache is purged once, as after any loss. Has no effect once started.
+    pub fn replay_since(&self, since: SystemTime) {
+        if self.shared.started.load(Ordering::SeqCst) {
+            return;
+        }
+        let ms = since
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0)
+            .saturating_sub(START_MARGIN_MS);
+        let from = StreamId { ms, seq: 0 };
+        let mut reader = self.shared.reader.lock();
+        if !reader.anchored && from < reader.last_id {
+            reader.last_id = from;
+            reader.start_checked = false;
+        }
+    }
+
     /// Starts the reader and the publisher on the current Tokio runtime. Calling it again does
     /// nothing.
     ///
@@ -1067,6 +1089,35 @@ mod tests {
         assert!(!status.connected);
         assert!(bus.purge_url("not a url").is_err());
         assert_eq!(layer.handle().stats().purges, 4);
+    }
+
+    #[tokio::test]
+    async fn a_warm_start_replays_from_the_snapshot_time_and_never_later() {
+        let cfg = crate::CacheConfig::default();
+        let store = ResettableStore::for_config(&cfg);
+        let layer = crate::CacheLayer::builder()
+            .config(cfg)
+            .storage(store.clone())
+            .build()
+            .unwrap();
+        let bus = PurgeBus::new(
+            &PurgeBusConfig::new("redis://127.0.0.1:1/"),
+            layer.handle(),
+            store,
+        )
+        .unwrap();
+        let default_start = bus.shared.reader.lock().last_id;
+        // A snapshot written an hour ago: the reader starts an hour (and the margin) back.
+        let written = SystemTime::now() - Duration::from_secs(3600);
+        bus.replay_since(written);
+        let start = bus.shared.reader.lock().last_id;
+        let written_ms =
+            u64::try_from(written.duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap();
+        assert_eq!(start.ms, written_ms - START_MARGIN_MS);
+        assert!(start < default_start);
+        // A later time never moves it forward (purges since the older time stay replayed).
+        bus.replay_since(SystemTime::now());
+        assert_eq!(bus.shared.reader.lock().last_id, start);
     }
 
     #[tokio::test]
