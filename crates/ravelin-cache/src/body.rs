@@ -34,6 +34,7 @@ enum Kind<B> {
     Pass(#[pin] B),
     Record(Recording<B>),
     Follow(Follower),
+    Slice(Slice<B>),
 }
 
 impl<B> CacheBody<B> {
@@ -91,10 +92,27 @@ impl<B> CacheBody<B> {
         }
     }
 
+    /// Bytes `skip..skip + len` of `inner` (a client's range cut from a whole body as it
+    /// streams). Dropping it drops `inner`: a recording then finishes in the background only if
+    /// its recorder says so ([`Recorder::fill_whole`]).
+    pub(crate) fn slice(inner: Self, skip: u64, len: u64) -> Self {
+        Self {
+            kind: Kind::Slice(Slice {
+                inner: Box::pin(inner),
+                skip,
+                remaining: len,
+            }),
+        }
+    }
+
     /// Whether this body is being recorded into the store (it must be read to the end to be
     /// stored).
     pub(crate) fn is_recording(&self) -> bool {
-        matches!(&self.kind, Kind::Record(r) if !r.recorder.finished)
+        match &self.kind {
+            Kind::Record(r) => !r.recorder.finished,
+            Kind::Slice(s) => s.inner.is_recording(),
+            _ => false,
+        }
     }
 }
 
@@ -122,6 +140,7 @@ where
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
+            KindProj::Slice(s) => s.poll_frame(cx),
         }
     }
 
@@ -133,6 +152,7 @@ where
             // to be finished before it has been polled to the end.
             Kind::Record(r) => r.body.is_none(),
             Kind::Follow(_) => false,
+            Kind::Slice(s) => s.remaining == 0,
         }
     }
 
@@ -145,6 +165,7 @@ where
                 .as_ref()
                 .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint()),
             Kind::Follow(f) => f.len.map_or_else(SizeHint::default, SizeHint::with_exact),
+            Kind::Slice(s) => SizeHint::with_exact(s.remaining),
         }
     }
 }
@@ -156,6 +177,7 @@ impl<B> fmt::Debug for CacheBody<B> {
             Kind::Pass(_) => "pass",
             Kind::Record(_) => "record",
             Kind::Follow(_) => "follow",
+            Kind::Slice(_) => "slice",
         };
         f.debug_struct("CacheBody").field("kind", &kind).finish()
     }
@@ -173,6 +195,48 @@ struct Follower {
     fill: Arc<Fill>,
     next: usize,
     len: Option<u64>,
+}
+
+// === Slice ===
+
+struct Slice<B> {
+    inner: Pin<Box<CacheBody<B>>>,
+    /// Bytes still to drop before the range starts.
+    skip: u64,
+    /// Bytes of the range still to send.
+    remaining: u64,
+}
+
+impl<B: Body<Data = Bytes>> Slice<B> {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> PollFrame<B::Error> {
+        loop {
+            if self.remaining == 0 {
+                // The range is out; the rest of the body is not the client's.
+                return Poll::Ready(None);
+            }
+            let frame = match self.inner.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => frame,
+                other => return other,
+            };
+            // Trailers belong to the whole body, not to a part of it.
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let n = data.len() as u64;
+            if self.skip >= n {
+                self.skip -= n;
+                continue;
+            }
+            let start = usize::try_from(self.skip).unwrap_or(usize::MAX);
+            self.skip = 0;
+            let take = usize::try_from((n - start as u64).min(self.remaining)).unwrap_or(0);
+            self.remaining -= take as u64;
+            if take == 0 {
+                continue;
+            }
+            return Poll::Ready(Some(Ok(Frame::data(data.slice(start..start + take)))));
+        }
+    }
 }
 
 // === Recording ===
@@ -309,6 +373,8 @@ pub(crate) struct Recorder {
     budget: Option<Arc<RecordingBudget>>,
     /// Bytes reserved in `budget` (up front for a known length, else as chunks arrive).
     held: u64,
+    /// A range fill: the whole (known, bounded) body is wanted even when its client leaves.
+    whole: bool,
 }
 
 impl Recorder {
@@ -338,7 +404,16 @@ impl Recorder {
             finished: false,
             budget,
             held,
+            whole: false,
         }
+    }
+
+    /// Marks a range fill: when its client has its range (or leaves), the rest of the body is
+    /// still read in the background, within `background_timeout`, so that the object is stored.
+    /// Only a known length is finished this way.
+    pub(crate) fn fill_whole(mut self) -> Self {
+        self.whole = true;
+        self
     }
 
     fn finished() -> Self {
@@ -353,6 +428,7 @@ impl Recorder {
             finished: true,
             budget: None,
             held: 0,
+            whole: false,
         }
     }
 
@@ -364,12 +440,12 @@ impl Recorder {
         self.held = 0;
     }
 
-    /// A client left mid-body: finish the fetch only if others are streaming it (a known,
-    /// bounded length).
+    /// A client left mid-body: finish the fetch only if others are streaming it or it is a
+    /// range fill (a known, bounded length either way).
     fn worth_resuming(&self) -> bool {
-        self.streaming
-            && self.expected.is_some()
-            && self.leader.as_ref().is_some_and(Leader::has_followers)
+        self.expected.is_some()
+            && (self.whole
+                || (self.streaming && self.leader.as_ref().is_some_and(Leader::has_followers)))
     }
 
     fn on_data(&mut self, data: &Bytes) {

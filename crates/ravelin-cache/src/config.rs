@@ -86,6 +86,13 @@ pub struct CacheConfig {
     /// (`Cache-Status: …; detail=recording-limit`, or recording stops when its length was
     /// unknown). Unset: four times `max_object_bytes`, at least 64 MiB and at most 4 GiB.
     pub max_recording_bytes: Option<u64>,
+    /// The largest object a range request that misses fetches whole, to store it and answer
+    /// this and later ranges from it (RFC 9110 §14, as Varnish does). The origin's answer must
+    /// declare a `Content-Length` of at most this; a longer or unknown one is not stored and the
+    /// client still gets its range, cut from the streamed body (or the whole body when its length
+    /// is unknown). `0` turns range fills off: range misses go forward with their `Range`, as
+    /// before. Unset: `max_object_bytes`.
+    pub range_fill_max_bytes: Option<u64>,
     /// Cache-key rules.
     pub key: KeyConfig,
     /// Whether responses without explicit freshness but with `Last-Modified` get a heuristic
@@ -185,6 +192,7 @@ impl Default for CacheConfig {
             max_capacity_bytes: 256 * MIB,
             max_object_bytes: 8 * MIB,
             max_recording_bytes: None,
+            range_fill_max_bytes: None,
             key: KeyConfig::default(),
             heuristic_freshness: true,
             heuristic_with_credentials: false,
@@ -269,6 +277,17 @@ impl CacheConfig {
                     ),
                 );
             }
+        }
+        if let Some(n) = self.range_fill_max_bytes
+            && n > self.max_object_bytes
+        {
+            v.push(
+                "range_fill_max_bytes",
+                format!(
+                    "value {n} is outside 0..={} (at most max_object_bytes)",
+                    self.max_object_bytes
+                ),
+            );
         }
         v.check_finite("heuristic_fraction", self.heuristic_fraction);
         v.check_range("heuristic_fraction", self.heuristic_fraction, 0.0..=1.0);
@@ -394,6 +413,15 @@ impl CacheConfig {
     }
 }
 
+impl CacheConfig {
+    /// `range_fill_max_bytes`, or its default (`max_object_bytes`); 0 means no range fills.
+    pub fn range_fill_limit(&self) -> u64 {
+        self.range_fill_max_bytes
+            .unwrap_or(self.max_object_bytes)
+            .min(self.max_object_bytes)
+    }
+}
+
 impl Validate for CacheConfig {
     fn validate(&self) -> Result<(), Violations> {
         self.violations().into_result()
@@ -428,6 +456,26 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn range_fill_max_bytes_is_at_most_max_object_bytes() {
+        let cfg = CacheConfig {
+            max_object_bytes: 1024,
+            range_fill_max_bytes: Some(1025),
+            ..CacheConfig::default()
+        };
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("range_fill_max_bytes"), "{err}");
+        for n in [0, 1024] {
+            let cfg = CacheConfig {
+                range_fill_max_bytes: Some(n),
+                ..cfg.clone()
+            };
+            assert!(cfg.validate().is_ok(), "{n}");
+            assert_eq!(cfg.range_fill_limit(), n);
+        }
+        assert_eq!(CacheConfig::default().range_fill_limit(), 8 * MIB);
+    }
 
     #[test]
     fn defaults_are_valid() {

@@ -193,6 +193,16 @@ impl Fills {
         })
     }
 
+    /// Whether `key` carries an unexpired hit-for-pass mark (its last response was not
+    /// storable): a range miss then goes forward with its `Range` instead of fetching it whole.
+    pub(crate) fn marked(&self, key: u64) -> bool {
+        self.map
+            .lock()
+            .marks
+            .get(&key)
+            .is_some_and(|until| Instant::now() < *until)
+    }
+
     /// Whether a fill for `key` is in flight (background revalidation runs once per key).
     pub(crate) fn in_flight(&self, key: u64) -> bool {
         self.map.lock().fills.contains_key(&key)

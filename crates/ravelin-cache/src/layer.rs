@@ -142,6 +142,13 @@ impl CacheLayerBuilder {
         self
     }
 
+    /// The largest object a range miss fetches whole to store it (0: range misses go forward
+    /// with their `Range`); unset: `max_object_bytes`.
+    pub fn range_fill_max_bytes(mut self, bytes: u64) -> Self {
+        self.cfg.range_fill_max_bytes = Some(bytes);
+        self
+    }
+
     /// Cache-key rules.
     pub fn key(mut self, key: KeyConfig) -> Self {
         self.cfg.key = key;

@@ -21,6 +21,7 @@ use crate::engine::{Decision, Engine, FillOutcome, Forward, Pass, Plan, Received
 use crate::fill::{Fill, Join, Leader, Phase};
 use crate::future::ResponseFuture;
 use crate::policy::{Assessment, assess};
+use crate::range::RangeOutcome;
 use crate::status::{CacheStatus, Fwd};
 
 /// The cache middleware; see [`CacheLayer`](crate::CacheLayer).
@@ -321,6 +322,15 @@ async fn follow<B>(
                 Some(resp.map(|()| CacheBody::follow(fill.clone(), len)))
             })
             .flatten()
+            // A range request following a fill gets its range cut from the streamed body.
+            .map(|resp| {
+                let len = resp
+                    .headers()
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse().ok());
+                answer_range(engine, headers, resp, len)
+            })
         }
         Phase::Complete | Phase::ServedStale => guarded(engine, "reading a shared fetch", || {
             engine.after_fill(fwd, headers, phase == Phase::ServedStale)
@@ -365,6 +375,11 @@ where
     {
         // The request headers may be half-edited; restore the client's.
         *req.headers_mut() = request_headers.clone();
+    }
+    if fwd.range_fill {
+        // The whole representation is fetched to be stored; the client's range is cut from it.
+        req.headers_mut().remove(header::RANGE);
+        req.headers_mut().remove(header::IF_RANGE);
     }
     let request_time = engine.now();
     let upstream = call_inner(&mut svc, req, fwd.sie_timeout).await;
@@ -431,9 +446,13 @@ where
                 // Hit-for-pass only when the response itself says it is not for sharing; a
                 // reason of this request (Authorization, a range) or this moment (an error over
                 // a stored copy, a status) must not switch coalescing off for everyone.
+                // A range fill that could not be stored (too large, no length) marks the key too,
+                // so that the next range miss goes forward with its `Range`.
                 if status
                     .detail
                     .is_some_and(crate::policy::NotStored::is_intrinsic_name)
+                    || (fwd.range_fill
+                        && status.detail == Some(crate::engine::RANGE_UNKNOWN_LENGTH))
                 {
                     l.uncacheable();
                 } else {
@@ -441,26 +460,91 @@ where
                 }
             }
             engine.finish_forwarded(&mut parts.headers, &status);
-            Ok(Response::from_parts(parts, CacheBody::pass(body)))
+            let resp = Response::from_parts(parts, CacheBody::pass(body));
+            Ok(if fwd.range_fill {
+                answer_range(&engine, &request_headers, resp, size)
+            } else {
+                resp
+            })
         }
         Decision::Record {
             proto,
             status,
             streamable,
             not_modified,
-        } => Ok(record(
-            &engine,
-            Recording {
-                parts,
-                body,
-                proto: *proto,
-                status,
-                size,
-                leader,
-                streamable,
-                not_modified,
-            },
-        )),
+        } => {
+            let resp = record(
+                &engine,
+                Recording {
+                    parts,
+                    body,
+                    proto: *proto,
+                    status,
+                    size,
+                    leader,
+                    streamable,
+                    not_modified,
+                    whole: fwd.range_fill,
+                },
+            );
+            Ok(if fwd.range_fill {
+                answer_range(&engine, &request_headers, resp, size)
+            } else {
+                resp
+            })
+        }
+    }
+}
+
+/// Answers a client's range from a whole 200 response of known length on its way from the
+/// origin (a range fill, or a follower of any fill): 206 with the bytes cut from the body as it
+/// streams, 416, or the whole response when the range does not apply (`If-Range` did not match,
+/// several ranges, another unit). Anything else (another status, an unknown length) goes on
+/// whole, which a server may always send instead of a range (RFC 9110 §14.2). A recording cut
+/// short or dropped (416) finishes in the background when it is a range fill.
+fn answer_range<B>(
+    engine: &Engine,
+    request: &HeaderMap,
+    resp: Response<CacheBody<B>>,
+    len: Option<u64>,
+) -> Response<CacheBody<B>> {
+    if resp.status() != http::StatusCode::OK || !request.contains_key(header::RANGE) {
+        return resp;
+    }
+    let Some(len) = len else {
+        return resp;
+    };
+    let Some(outcome) = guarded(engine, "answering a range", || {
+        engine.range_of_forwarded(request, resp.headers(), len)
+    }) else {
+        return resp;
+    };
+    let (mut parts, body) = resp.into_parts();
+    match outcome {
+        RangeOutcome::Full => Response::from_parts(parts, body),
+        RangeOutcome::Partial(start, end) => {
+            let n = end - start + 1;
+            parts.status = http::StatusCode::PARTIAL_CONTENT;
+            if let Ok(v) = http::HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
+                parts.headers.insert(header::CONTENT_RANGE, v);
+            }
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, http::HeaderValue::from(n));
+            Response::from_parts(parts, CacheBody::slice(body, start, n))
+        }
+        RangeOutcome::Unsatisfiable => {
+            parts.status = http::StatusCode::RANGE_NOT_SATISFIABLE;
+            if let Ok(v) = http::HeaderValue::from_str(&format!("bytes */{len}")) {
+                parts.headers.insert(header::CONTENT_RANGE, v);
+            }
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, http::HeaderValue::from(0u64));
+            // Dropping a range fill's recording finishes it in the background.
+            drop(body);
+            Response::from_parts(parts, CacheBody::empty())
+        }
     }
 }
 
@@ -474,6 +558,8 @@ struct Recording<B> {
     leader: Option<Leader>,
     streamable: bool,
     not_modified: bool,
+    /// A range fill: finish the recording even when the client stops reading.
+    whole: bool,
 }
 
 /// `Cache-Status: …; detail=storing`: the response is storable and its body is being recorded;
@@ -500,6 +586,7 @@ where
         leader,
         streamable,
         not_modified,
+        whole,
     } = r;
     if size == Some(0) || parts.status == http::StatusCode::NO_CONTENT {
         // No body frames will come (or none may be sent): the whole response is in hand, so it
@@ -559,7 +646,7 @@ where
             commit_engine.commit(proto, bytes)
         });
     });
-    let recorder = Recorder::new(
+    let mut recorder = Recorder::new(
         engine.s.cfg.max_object_bytes,
         size,
         leader,
@@ -567,6 +654,9 @@ where
         commit,
         Some((engine.recording.clone(), reserved)),
     );
+    if whole {
+        recorder = recorder.fill_whole();
+    }
     let limit = engine.s.cfg.background_timeout;
     if let Some(nm) = nm {
         // The client's validator matches: it gets a 304 now, the store gets the body.
@@ -667,6 +757,7 @@ where
                 leader: None,
                 streamable: false,
                 not_modified: false,
+                whole: false,
             },
         ));
     }

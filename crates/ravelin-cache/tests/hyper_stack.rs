@@ -141,6 +141,58 @@ async fn miss_then_hit_over_sockets() {
     assert_eq!(handle.stats().hits, 1);
 }
 
+async fn get_range(addr: SocketAddr, path: &str, range: &str) -> (http::response::Parts, Bytes) {
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let resp = client
+        .request(
+            Request::get(format!("http://{addr}{path}"))
+                .header("range", range)
+                .body(Empty::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    (parts, body.collect().await.unwrap().to_bytes())
+}
+
+/// RFC 9111 §3.4 over sockets: a range miss at the start of a 1 MiB object gets its 10 bytes as
+/// soon as they arrive; the rest is still read (hyper drops the body once it has sent the
+/// range) and stored, so a later range is a hit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_miss_fills_the_whole_object_over_sockets() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (proxy, handle) = proxy(origin(calls.clone()).await).await;
+
+    let (miss, body) = get_range(proxy, "/big", "bytes=0-9").await;
+    assert_eq!(miss.status, 206);
+    assert_eq!(body.len(), 10);
+    assert_eq!(miss.headers["content-range"], "bytes 0-9/1048576");
+    let mut hit = None;
+    for _ in 0..100 {
+        let (parts, body) = get_range(proxy, "/big", "bytes=-5").await;
+        if parts.headers["cache-status"]
+            .to_str()
+            .unwrap()
+            .starts_with("ravelin; hit")
+        {
+            hit = Some((parts, body));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (hit, body) = hit.expect("the whole object was stored");
+    assert_eq!(hit.status, 206);
+    assert_eq!(body.len(), 5);
+    assert_eq!(
+        hit.headers["content-range"],
+        "bytes 1048571-1048575/1048576"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(handle.stats().hits, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_clients_share_one_origin_fetch_over_sockets() {
     let calls = Arc::new(AtomicUsize::new(0));

@@ -1642,8 +1642,190 @@ async fn rfc9110_14_ranges_are_served_from_a_complete_stored_response() {
     assert_eq!(h.origin.calls(), 1);
 }
 
+/// Lets background work (a range fill finishing the body after its client's range) run.
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
 #[tokio::test]
-async fn range_misses_go_forward_untouched_and_are_not_stored() {
+async fn rfc9111_3_4_a_range_miss_stores_the_whole_response_and_the_next_range_is_a_hit() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=3600"), ("etag", "\"v1\"")],
+        "0123456789",
+    )));
+    let first = h
+        .get_with("/a", &[("range", "bytes=0-3"), ("if-range", "\"v1\"")])
+        .await;
+    assert_eq!(first.status, 206);
+    assert_eq!(first.text(), "0123");
+    assert_eq!(first.header("content-range"), Some("bytes 0-3/10"));
+    assert_eq!(first.header("content-length"), Some("4"));
+    // The origin is asked for the whole representation.
+    let seen = h.origin.last();
+    assert!(!seen.headers.contains_key("range"), "{seen:?}");
+    assert!(!seen.headers.contains_key("if-range"), "{seen:?}");
+    for (range, text, cr) in [
+        ("bytes=5-", "56789", "bytes 5-9/10"),
+        ("bytes=-2", "89", "bytes 8-9/10"),
+    ] {
+        let r = h.get_with("/a", &[("range", range)]).await;
+        assert!(r.hit(), "{range}: {}", r.cache_status());
+        assert_eq!(r.status, 206, "{range}");
+        assert_eq!(r.text(), text, "{range}");
+        assert_eq!(r.header("content-range"), Some(cr));
+    }
+    assert!(h.get("/a").await.hit());
+    assert_eq!(h.origin.calls(), 1);
+}
+
+#[tokio::test]
+async fn rfc9111_3_4_a_range_fill_finishes_the_body_after_the_clients_range() {
+    // The body arrives in two chunks; the client's range ends in the first, and the rest is
+    // still read and stored.
+    let h = Harness::new(Origin::fixed(
+        Reply::ok(&[("cache-control", "max-age=3600")], "")
+            .with("content-length", "10")
+            .streamed(&[Some("01234"), Some("56789")]),
+    ));
+    let first = h.get_with("/a", &[("range", "bytes=1-2")]).await;
+    assert_eq!(first.status, 206);
+    assert_eq!(first.text(), "12");
+    assert_eq!(first.header("content-range"), Some("bytes 1-2/10"));
+    settle().await;
+    let second = h.get_with("/a", &[("range", "bytes=4-6")]).await;
+    assert!(second.hit(), "{}", second.cache_status());
+    assert_eq!(second.text(), "456");
+    assert_eq!(h.origin.calls(), 1);
+}
+
+#[tokio::test]
+async fn rfc9110_14_1_2_an_unsatisfiable_range_miss_is_416_and_fills_the_cache() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=3600")],
+        "0123456789",
+    )));
+    let first = h.get_with("/a", &[("range", "bytes=10-")]).await;
+    assert_eq!(first.status, 416);
+    assert_eq!(first.header("content-range"), Some("bytes */10"));
+    assert!(first.body.is_empty());
+    settle().await;
+    let second = h.get_with("/a", &[("range", "bytes=20-30")]).await;
+    assert!(second.hit(), "{}", second.cache_status());
+    assert_eq!(second.status, 416);
+    assert_eq!(second.header("content-range"), Some("bytes */10"));
+    let third = h.get_with("/a", &[("range", "bytes=9-")]).await;
+    assert!(third.hit());
+    assert_eq!((third.status.as_u16(), third.text()), (206, "9"));
+    assert_eq!(h.origin.calls(), 1);
+}
+
+#[tokio::test]
+async fn rfc9111_3_3_a_range_fill_over_its_bound_is_not_stored_and_the_range_is_sent() {
+    let h = Harness::with(
+        Origin::fixed(Reply::ok(
+            &[("cache-control", "max-age=3600")],
+            "0123456789",
+        )),
+        |b| b.range_fill_max_bytes(4),
+    );
+    let first = h.get_with("/a", &[("range", "bytes=2-5")]).await;
+    assert_eq!(first.status, 206);
+    assert_eq!(first.text(), "2345");
+    assert_eq!(first.header("content-range"), Some("bytes 2-5/10"));
+    assert!(
+        first.cache_status().contains("detail=too-large"),
+        "{}",
+        first.cache_status()
+    );
+    assert!(!h.origin.last().headers.contains_key("range"));
+    // Not stored; the key is marked, so the next range miss goes forward with its `Range`.
+    let second = h.get_with("/a", &[("range", "bytes=2-5")]).await;
+    assert!(!second.hit());
+    assert_eq!(h.origin.last().headers["range"], "bytes=2-5");
+    assert_eq!(h.origin.calls(), 2);
+}
+
+#[tokio::test]
+async fn rfc9110_14_2_a_range_fill_without_a_length_sends_the_whole_response_unstored() {
+    let h = Harness::new(Origin::fixed(
+        Reply::ok(&[("cache-control", "max-age=3600")], "")
+            .streamed(&[Some("01234"), Some("56789")]),
+    ));
+    let first = h.get_with("/a", &[("range", "bytes=0-1")]).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.text(), "0123456789");
+    assert!(
+        first.cache_status().contains("detail=unknown-length"),
+        "{}",
+        first.cache_status()
+    );
+    let second = h.get_with("/a", &[("range", "bytes=0-1")]).await;
+    assert!(!second.hit());
+    assert_eq!(h.origin.last().headers["range"], "bytes=0-1");
+}
+
+#[tokio::test]
+async fn rfc9110_13_1_5_if_range_mismatch_on_a_range_miss_gets_the_full_200() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=3600"), ("etag", "\"v2\"")],
+        "0123456789",
+    )));
+    let first = h
+        .get_with("/a", &[("range", "bytes=0-1"), ("if-range", "\"v1\"")])
+        .await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.text(), "0123456789");
+    assert!(first.header("content-range").is_none());
+    assert!(!h.origin.last().headers.contains_key("if-range"));
+    let second = h
+        .get_with("/a", &[("range", "bytes=0-1"), ("if-range", "\"v2\"")])
+        .await;
+    assert!(second.hit(), "{}", second.cache_status());
+    assert_eq!((second.status.as_u16(), second.text()), (206, "01"));
+    assert_eq!(h.origin.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rfc9111_4_concurrent_range_misses_share_one_whole_fetch() {
+    let h = Harness::new(Origin::fixed(
+        Reply::ok(&[("cache-control", "max-age=3600")], "0123456789")
+            .delayed(std::time::Duration::from_millis(100)),
+    ));
+    let (a, b, c) = tokio::join!(
+        h.get_with("/a", &[("range", "bytes=0-1")]),
+        h.get_with("/a", &[("range", "bytes=5-")]),
+        h.get_with("/a", &[("range", "bytes=50-")]),
+    );
+    assert_eq!((a.status.as_u16(), a.text()), (206, "01"));
+    assert_eq!((b.status.as_u16(), b.text()), (206, "56789"));
+    assert_eq!(b.header("content-range"), Some("bytes 5-9/10"));
+    assert_eq!(c.status, 416);
+    assert_eq!(h.origin.calls(), 1);
+}
+
+#[tokio::test]
+async fn range_misses_go_forward_untouched_when_range_fills_are_off() {
+    let h = Harness::with(
+        Origin::fixed(Reply::status(
+            206,
+            &[
+                ("cache-control", "max-age=3600"),
+                ("content-range", "bytes 4-9/10"),
+            ],
+            "01234",
+        )),
+        |b| b.range_fill_max_bytes(0),
+    );
+    h.get_with("/a", &[("range", "bytes=-5")]).await;
+    assert_eq!(h.origin.last().headers["range"], "bytes=-5");
+    assert!(!h.get_with("/a", &[("range", "bytes=-5")]).await.hit());
+}
+
+#[tokio::test]
+async fn rfc9111_3_3_a_206_answering_a_range_fill_is_passed_on_and_not_stored() {
+    // An origin that answers 206 anyway: passed on as it is, never stored.
     let h = Harness::new(Origin::fixed(Reply::status(
         206,
         &[
@@ -1652,8 +1834,8 @@ async fn range_misses_go_forward_untouched_and_are_not_stored() {
         ],
         "01234",
     )));
-    h.get_with("/a", &[("range", "bytes=-5")]).await;
-    assert_eq!(h.origin.last().headers["range"], "bytes=-5");
+    let first = h.get_with("/a", &[("range", "bytes=-5")]).await;
+    assert_eq!((first.status.as_u16(), first.text()), (206, "01234"));
     assert!(!h.get_with("/a", &[("range", "bytes=-5")]).await.hit());
 }
 

@@ -364,6 +364,10 @@ const REFUSED: &[(&str, &str)] = &[
         "[cache]\nmax_recording_bytes = 1\n",
     ),
     (
+        "cache.range_fill_max_bytes",
+        "[cache]\nmax_object_bytes = 1024\nrange_fill_max_bytes = 1025\n",
+    ),
+    (
         "cache.coalesce_timeout",
         "[cache]\ncoalesce_timeout = \"0s\"\n",
     ),
@@ -1079,6 +1083,11 @@ const KNOBS: &[Knob] = &[
         "cache.max_recording_bytes",
         "[cache]\nmax_recording_bytes = {v}\n",
         &["0", "1", "8388607", "8388608", "4294967296", "4294967297"],
+    ),
+    knob(
+        "cache.range_fill_max_bytes",
+        "[cache]\nmax_object_bytes = 1024\nrange_fill_max_bytes = {v}\n",
+        &["0", "1", "1024", "1025"],
     ),
     knob(
         "cache.heuristic_fraction",

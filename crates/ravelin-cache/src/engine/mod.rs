@@ -110,6 +110,10 @@ pub(crate) struct Forward {
     pub(crate) sie_timeout: Option<Duration>,
     /// `Some(false)` when this request waited on another's fetch and then went alone.
     pub(crate) collapsed: Option<bool>,
+    /// A GET with `Range` that missed, fetched whole (without `Range` and `If-Range`) to be
+    /// stored when its declared length is within `range_fill_max_bytes`; the client's range is
+    /// answered from the response (RFC 9110 §14).
+    pub(crate) range_fill: bool,
 }
 
 /// A request passed around the cache.
@@ -190,6 +194,10 @@ pub(crate) enum FillOutcome {
     ServedStale,
     Failed,
 }
+
+/// `Cache-Status: …; detail=unknown-length`: a range fill whose response declared no length,
+/// passed on whole and not stored.
+pub(crate) const RANGE_UNKNOWN_LENGTH: &str = "unknown-length";
 
 static HDR_AUTHORIZATION: HeaderName = header::AUTHORIZATION;
 

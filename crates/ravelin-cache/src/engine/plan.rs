@@ -129,6 +129,7 @@ impl Engine {
                                 client_conditionals: HeaderMap::new(),
                                 sie_timeout: None,
                                 collapsed: None,
+                                range_fill: false,
                             })
                         });
                     return Plan::Serve(served, refresh);
@@ -147,9 +148,20 @@ impl Engine {
         }
         self.stats.miss();
 
-        if head || headers.contains_key(header::RANGE) {
-            // A HEAD cannot fill the cache, and a range request goes forward untouched rather
-            // than fetching a whole representation for a few bytes.
+        let range = headers.contains_key(header::RANGE);
+        // A range miss fetches the whole representation to store it (RFC 9110 §14; Varnish's
+        // default), decided before forwarding from what is known: nothing stored to validate,
+        // the request may be stored, range fills are on, and the key's last response was not
+        // unstorable or too large (a hit-for-pass mark). Otherwise it goes forward untouched.
+        let range_fill = range
+            && !head
+            && candidate.is_none()
+            && !req.no_store
+            && self.s.cfg.range_fill_limit() > 0
+            && !self.fills.marked(fill_key);
+        if head || (range && !range_fill) {
+            // A HEAD cannot fill the cache, and a range request that may not fill goes forward
+            // untouched.
             return Plan::Pass(Pass {
                 status: CacheStatus::fwd(fwd),
                 invalidate: None,
@@ -184,6 +196,7 @@ impl Engine {
             client_conditionals,
             sie_timeout,
             collapsed: None,
+            range_fill,
         }))
     }
 

@@ -84,6 +84,23 @@ impl Engine {
                         status: cs.detail(NotStored::TooLarge.as_str()),
                     };
                 }
+                // A range fill is stored only with a declared length within its bound: the
+                // client waits for its range behind the bytes before it.
+                if fwd.range_fill {
+                    match r.size {
+                        None => {
+                            return Decision::Pass {
+                                status: cs.detail(super::RANGE_UNKNOWN_LENGTH),
+                            };
+                        }
+                        Some(n) if n > self.s.cfg.range_fill_limit() => {
+                            return Decision::Pass {
+                                status: cs.detail(NotStored::TooLarge.as_str()),
+                            };
+                        }
+                        Some(_) => {}
+                    }
+                }
                 cs.ttl = Some(proto.policy.ttl(now));
                 let not_modified = proto.status.is_success()
                     && self.not_modified(&proto, &fwd.client_conditionals);
@@ -386,6 +403,7 @@ impl Engine {
             client_conditionals: HeaderMap::new(),
             sie_timeout: None,
             collapsed: None,
+            range_fill: false,
         };
         let proto = self.prepare(&fwd, r, request).ok()?;
         let mut cs = CacheStatus::fwd(Fwd::Method);

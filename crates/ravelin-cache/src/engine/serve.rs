@@ -95,6 +95,27 @@ impl Engine {
         resp
     }
 
+    /// The client's `Range` (and `If-Range`) against a whole 200 response of `len` bytes being
+    /// forwarded: a range fill's answer, or a follower's of a fill in progress (RFC 9110 §14).
+    pub(crate) fn range_of_forwarded(
+        &self,
+        request: &HeaderMap,
+        response: &HeaderMap,
+        len: u64,
+    ) -> RangeOutcome {
+        let etag = response
+            .get(header::ETAG)
+            .and_then(|v| headers::EntityTag::parse(v.as_bytes()));
+        let lm = headers::date_field(response, &header::LAST_MODIFIED);
+        range::evaluate(
+            request.get(header::RANGE),
+            request.get(header::IF_RANGE),
+            len,
+            etag.as_ref(),
+            lm,
+        )
+    }
+
     /// Evaluates the client's `If-None-Match`, else `If-Modified-Since`, against a stored response
     /// (RFC 9110 §13.1.2, §13.1.3; RFC 9111 §4.3.2).
     pub(super) fn not_modified(&self, entry: &StoredResponse, request: &HeaderMap) -> bool {

@@ -278,6 +278,7 @@ mod tests {
             client_conditionals: HeaderMap::new(),
             sie_timeout: None,
             collapsed: None,
+            range_fill: false,
         }
     }
 

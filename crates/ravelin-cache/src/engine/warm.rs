@@ -82,6 +82,7 @@ impl Engine {
             client_conditionals: HeaderMap::new(),
             sie_timeout: None,
             collapsed: None,
+            range_fill: false,
         };
         let Some(stored) = self.stored_from_shared(&fwd, e) else {
             return false;
