@@ -638,7 +638,10 @@ async fn a_warm_restart_replays_the_purges_published_while_it_was_down() {
     .await;
     let gone = get(&b, "/gone").await;
     assert!(!is_hit(&gone), "the purge reached the reloaded copy");
-    assert!(is_hit(&get(&b, "/kept").await), "the rest of the snapshot serves warm");
+    assert!(
+        is_hit(&get(&b, "/kept").await),
+        "the rest of the snapshot serves warm"
+    );
     a.stop().await;
     b.stop().await;
 }
