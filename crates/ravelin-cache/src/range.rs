@@ -21,6 +21,37 @@ pub(crate) enum RangeOutcome {
     Unsatisfiable,
 }
 
+/// Whether a miss for `range` may fetch the whole object to store it: only a single closed
+/// byte range (`bytes=a-b`) whose last byte lies within `limit`. The edge then reads at most
+/// `limit` bytes from the origin before the client has its range, however large the object
+/// turns out to be (a larger one is not stored, and its body is dropped once the range is out).
+/// A suffix (`bytes=-n`) or open-ended (`bytes=a-`) range, or one ending past `limit`, would
+/// make one small request read a large object to its end: those go forward with their `Range`.
+pub(crate) fn fill_is_bounded(range: Option<&HeaderValue>, limit: u64) -> bool {
+    let Some(spec) = range
+        .and_then(|r| r.to_str().ok())
+        .map(str::trim)
+        .and_then(|r| {
+            r.get(..6)
+                .filter(|u| u.eq_ignore_ascii_case("bytes="))
+                .and(r.get(6..))
+        })
+    else {
+        return false;
+    };
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return false;
+    };
+    let num = |s: &str| -> Option<u64> {
+        let s = s.trim();
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    !spec.contains(',')
+        && matches!((num(first), num(last)), (Some(a), Some(b)) if a <= b && b < limit)
+}
+
 pub(crate) fn evaluate(
     range: Option<&HeaderValue>,
     if_range: Option<&HeaderValue>,
@@ -116,6 +147,20 @@ mod tests {
             None,
             None,
         )
+    }
+
+    #[test]
+    fn only_a_closed_range_within_the_bound_may_fill() {
+        let fill = |r: &str| fill_is_bounded(Some(&HeaderValue::from_str(r).unwrap()), 1000);
+        assert!(fill("bytes=0-9"));
+        assert!(fill("BYTES= 10 - 999"));
+        assert!(!fill("bytes=0-1000"), "its end is past the bound");
+        assert!(!fill("bytes=-1"), "a suffix reads the object to its end");
+        assert!(!fill("bytes=10-"), "open-ended");
+        assert!(!fill("bytes=9-1"));
+        assert!(!fill("bytes=0-1,5-6"));
+        assert!(!fill("items=0-1"));
+        assert!(!fill_is_bounded(None, 1000));
     }
 
     #[test]

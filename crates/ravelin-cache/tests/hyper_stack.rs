@@ -169,9 +169,11 @@ async fn a_range_miss_fills_the_whole_object_over_sockets() {
     assert_eq!(miss.status, 206);
     assert_eq!(body.len(), 10);
     assert_eq!(miss.headers["content-range"], "bytes 0-9/1048576");
+    // Polled with a closed range (a miss of it joins the fill); a suffix range on a miss would
+    // go to the origin with its Range (it may not fill), on a hit it is served from the store.
     let mut hit = None;
     for _ in 0..100 {
-        let (parts, body) = get_range(proxy, "/big", "bytes=-5").await;
+        let (parts, body) = get_range(proxy, "/big", "bytes=1048571-1048575").await;
         if parts.headers["cache-status"]
             .to_str()
             .unwrap()
@@ -189,8 +191,17 @@ async fn a_range_miss_fills_the_whole_object_over_sockets() {
         hit.headers["content-range"],
         "bytes 1048571-1048575/1048576"
     );
+    let (suffix, body) = get_range(proxy, "/big", "bytes=-5").await;
+    assert_eq!(suffix.status, 206);
+    assert_eq!(body.len(), 5);
+    assert!(
+        suffix.headers["cache-status"]
+            .to_str()
+            .unwrap()
+            .starts_with("ravelin; hit")
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    assert_eq!(handle.stats().hits, 1);
+    assert_eq!(handle.stats().hits, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

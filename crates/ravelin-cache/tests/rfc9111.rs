@@ -1706,7 +1706,7 @@ async fn rfc9110_14_1_2_an_unsatisfiable_range_miss_is_416_and_fills_the_cache()
         &[("cache-control", "max-age=3600")],
         "0123456789",
     )));
-    let first = h.get_with("/a", &[("range", "bytes=10-")]).await;
+    let first = h.get_with("/a", &[("range", "bytes=10-19")]).await;
     assert_eq!(first.status, 416);
     assert_eq!(first.header("content-range"), Some("bytes */10"));
     assert!(first.body.is_empty());
@@ -1722,14 +1722,38 @@ async fn rfc9110_14_1_2_an_unsatisfiable_range_miss_is_416_and_fills_the_cache()
 }
 
 #[tokio::test]
+async fn rfc9110_14_2_a_suffix_or_open_range_miss_goes_forward_with_its_range() {
+    // Filling for `bytes=-1` would read a whole object, however large, for one byte: such
+    // ranges (and those ending past range_fill_max_bytes) are the origin's to answer.
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=3600")],
+        "0123456789",
+    )));
+    for range in ["bytes=-1", "bytes=5-", "bytes=0-99999999999"] {
+        let reply = h.get_with("/a", &[("range", range)]).await;
+        assert_eq!(
+            h.origin
+                .last()
+                .headers
+                .get("range")
+                .map(|v| v.to_str().unwrap().to_owned()),
+            Some(range.to_owned()),
+            "{range} forwarded untouched"
+        );
+        assert!(!reply.hit(), "{range}: {}", reply.cache_status());
+    }
+}
+
+#[tokio::test]
 async fn rfc9111_3_3_a_range_fill_over_its_bound_is_not_stored_and_the_range_is_sent() {
     let h = Harness::with(
         Origin::fixed(Reply::ok(
             &[("cache-control", "max-age=3600")],
             "0123456789",
         )),
-        |b| b.range_fill_max_bytes(4),
+        |b| b.range_fill_max_bytes(6),
     );
+    // The range ends within the bound, the object does not.
     let first = h.get_with("/a", &[("range", "bytes=2-5")]).await;
     assert_eq!(first.status, 206);
     assert_eq!(first.text(), "2345");
@@ -1795,8 +1819,8 @@ async fn rfc9111_4_concurrent_range_misses_share_one_whole_fetch() {
     ));
     let (a, b, c) = tokio::join!(
         h.get_with("/a", &[("range", "bytes=0-1")]),
-        h.get_with("/a", &[("range", "bytes=5-")]),
-        h.get_with("/a", &[("range", "bytes=50-")]),
+        h.get_with("/a", &[("range", "bytes=5-9")]),
+        h.get_with("/a", &[("range", "bytes=50-60")]),
     );
     assert_eq!((a.status.as_u16(), a.text()), (206, "01"));
     assert_eq!((b.status.as_u16(), b.text()), (206, "56789"));

@@ -151,13 +151,19 @@ impl Engine {
         let range = headers.contains_key(header::RANGE);
         // A range miss fetches the whole representation to store it (RFC 9110 §14; Varnish's
         // default), decided before forwarding from what is known: nothing stored to validate,
-        // the request may be stored, range fills are on, and the key's last response was not
-        // unstorable or too large (a hit-for-pass mark). Otherwise it goes forward untouched.
+        // the request may be stored, range fills are on, the range is a closed one ending
+        // within `range_fill_max_bytes` (so no small request reads a large object to its end),
+        // and the key's last response was not unstorable or too large (a hit-for-pass mark).
+        // Otherwise it goes forward untouched.
         let range_fill = range
             && !head
             && candidate.is_none()
             && !req.no_store
             && self.s.cfg.range_fill_limit() > 0
+            && crate::range::fill_is_bounded(
+                headers.get(header::RANGE),
+                self.s.cfg.range_fill_limit(),
+            )
             && !self.fills.marked(fill_key);
         if head || (range && !range_fill) {
             // A HEAD cannot fill the cache, and a range request that may not fill goes forward
