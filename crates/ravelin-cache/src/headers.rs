@@ -149,7 +149,37 @@ pub(crate) fn strip_surrogate_control(headers: &mut HeaderMap, device: &str) {
 /// Announces the surrogate `device` to the origin (`Surrogate-Capability: device="Surrogate/1.0"`),
 /// after any capabilities of surrogates in front, so that the origin can target `Surrogate-Control`
 /// members at it.
+///
+/// Capabilities a client claims for `device` itself are removed first: only this cache speaks
+/// for its device token (a client announcing `ravelin="Surrogate/1.0 ESI/1.0"` must not make the
+/// origin send unprocessed ESI that would be stored and served to everyone). Other surrogates'
+/// entries pass on as they came.
 pub(crate) fn announce_surrogate(headers: &mut HeaderMap, device: &str) {
+    let claimed: Vec<HeaderValue> = headers
+        .get_all(&SURROGATE_CAPABILITY)
+        .iter()
+        .cloned()
+        .collect();
+    if !claimed.is_empty() {
+        headers.remove(&SURROGATE_CAPABILITY);
+        for value in claimed {
+            let kept: Vec<&[u8]> = ravelin_http::split_list(value.as_bytes())
+                .filter(|member| {
+                    let token = member
+                        .split(|&b| b == b'=')
+                        .next()
+                        .unwrap_or_default()
+                        .trim_ascii();
+                    !token.eq_ignore_ascii_case(device.as_bytes())
+                })
+                .collect();
+            if let Ok(v) = HeaderValue::from_bytes(&kept.join(&b", "[..]))
+                && !v.is_empty()
+            {
+                headers.append(SURROGATE_CAPABILITY.clone(), v);
+            }
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(&format!("{device}=\"Surrogate/1.0\"")) {
         headers.append(SURROGATE_CAPABILITY.clone(), v);
     }
@@ -375,6 +405,29 @@ mod tests {
         let kept = storable_headers(&from, &[], &[], false);
         let names: Vec<&str> = kept.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["c", "set-cookie", "www-authenticate", "trailer"]);
+    }
+
+    #[test]
+    fn a_client_cannot_claim_this_caches_surrogate_capabilities() {
+        let mut headers = HeaderMap::new();
+        headers.append(
+            &SURROGATE_CAPABILITY,
+            HeaderValue::from_static("Ravelin=\"Surrogate/1.0 ESI/1.0\", cdn=\"Surrogate/1.0\""),
+        );
+        headers.append(
+            &SURROGATE_CAPABILITY,
+            HeaderValue::from_static("ravelin=\"ESI/1.0\""),
+        );
+        announce_surrogate(&mut headers, "ravelin");
+        let values: Vec<&str> = headers
+            .get_all(&SURROGATE_CAPABILITY)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(
+            values,
+            ["cdn=\"Surrogate/1.0\"", "ravelin=\"Surrogate/1.0\""]
+        );
     }
 
     #[test]

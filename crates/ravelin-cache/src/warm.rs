@@ -422,8 +422,13 @@ pub(crate) fn decode(bytes: &[u8], limits: SnapshotLimits) -> Result<Decoded, Sn
             "the header says {count} entries, but bytes follow them"
         )));
     }
+    let written_at = UNIX_EPOCH
+        .checked_add(Duration::from_millis(written_ms))
+        .ok_or_else(|| {
+            SnapshotError::Malformed(format!("written at {written_ms} ms: out of range"))
+        })?;
     Ok(Decoded {
-        written_at: UNIX_EPOCH + Duration::from_millis(written_ms),
+        written_at,
         bytes: total,
         entries,
     })

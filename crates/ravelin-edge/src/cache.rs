@@ -89,7 +89,11 @@ impl Module for CacheModule {
         let layer = builder.build().map_err(|e| format!("cache: {e}"))?;
         let bus = match (&section.purge_bus, store) {
             (Some(cfg), Some(store)) => Some(
-                PurgeBus::new(cfg, layer.handle().local_only(), store)
+                // The full handle: a proxy applying a purge from the bus also deletes it from
+                // the shared tier (best effort), so a delete that failed on the purging proxy
+                // (Redis away at that moment) is done again by every other proxy, and none
+                // refills the purged object from Redis afterwards.
+                PurgeBus::new(cfg, layer.handle(), store)
                     .map_err(|e| format!("cache.purge_bus: {e}"))?,
             ),
             _ => None,

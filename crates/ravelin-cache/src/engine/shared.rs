@@ -50,6 +50,29 @@ pub(crate) enum SharedUse {
 }
 
 impl Engine {
+    /// Deletes `keys` from the shared tier in the background (unsafe-method invalidation,
+    /// RFC 9111 §4.4): best effort, a failure logged by the tier.
+    #[cfg(feature = "redis")]
+    pub(crate) fn spawn_tier_delete(&self, keys: Vec<String>) {
+        let Some(tier) = self.shared.clone() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            for key in keys {
+                if let Err(e) = tier.purge_key(key.as_bytes()).await {
+                    tracing::warn!(error = %e, "invalidation: the shared tier could not be purged");
+                }
+            }
+        });
+    }
+
+    /// Without Redis there is no shared tier to delete from.
+    #[cfg(not(feature = "redis"))]
+    pub(crate) fn spawn_tier_delete(&self, _keys: Vec<String>) {}
+
     /// A stored response rebuilt from a shared entry, with this cache's rules; `None` when it
     /// may not be stored (or used) here. The caller checked [`SharedEntry::selects`].
     pub(crate) fn stored_from_shared(
@@ -98,20 +121,27 @@ impl Engine {
             }
             _ => return None,
         };
+        // A value from Redis or a snapshot file is untrusted: its fields pass the same filter as
+        // an origin response's before they are stored (hop-by-hop fields and what `Connection`
+        // names, `Cache-Status`, `private="…"` fields, surrogate tags unless exposed), and its
+        // times are never later than now (a writer ahead of this clock, or a forged value,
+        // would otherwise count no resident time and stay fresh).
+        let private: Vec<http::HeaderName> = match &eff.cc.private {
+            Some(crate::directives::FieldScope::Fields(names)) => names.to_vec(),
+            _ => Vec::new(),
+        };
+        headers = headers::storable_headers(
+            &headers,
+            &private,
+            &self.s.tag_fields,
+            self.s.cfg.expose_surrogate_keys,
+        );
+        let now = self.now();
+        let response_time = response_time.min(now);
+        let request_time = request_time.min(response_time);
         // The writer stored by its own rules; this cache applies its own.
-        headers.remove(header::AGE);
         if self.s.cfg.set_cookie != SetCookie::Replay {
             headers.remove(header::SET_COOKIE);
-        }
-        if let Some(crate::directives::FieldScope::Fields(private)) = &eff.cc.private {
-            for name in private {
-                headers.remove(name);
-            }
-        }
-        if !self.s.cfg.expose_surrogate_keys {
-            for f in &self.s.tag_fields {
-                headers.remove(f);
-            }
         }
         if status != StatusCode::NO_CONTENT {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len() as u64));
@@ -335,6 +365,37 @@ mod tests {
         let mut f = forward(&e, false);
         f.req.no_store = true;
         assert!(e.stored_from_shared(&f, plain).is_none());
+    }
+
+    #[test]
+    fn untrusted_fields_are_filtered_and_times_from_the_future_clamped() {
+        let now = SystemTime::now();
+        let e = engine(CacheConfig::default(), now);
+        let mut shared = entry(
+            now,
+            &[
+                ("cache-control", "max-age=60"),
+                ("connection", "x-secret"),
+                ("x-secret", "1"),
+                ("transfer-encoding", "chunked"),
+                ("cache-status", "forged; hit"),
+                ("x-kept", "yes"),
+            ],
+        );
+        // Written "an hour from now": it must not stay fresh for an hour and a minute.
+        shared.response_time = now + Duration::from_secs(3600);
+        shared.request_time = shared.response_time;
+        let stored = e.stored_from_shared(&forward(&e, false), shared).unwrap();
+        for name in [
+            "connection",
+            "x-secret",
+            "transfer-encoding",
+            "cache-status",
+        ] {
+            assert!(!stored.headers.contains_key(name), "{name} was stored");
+        }
+        assert_eq!(stored.headers["x-kept"], "yes");
+        assert_eq!(stored.policy.ttl(now), 60);
     }
 
     #[test]

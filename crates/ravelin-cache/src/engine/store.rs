@@ -96,6 +96,7 @@ impl Engine {
     pub(crate) fn invalidate(&self, inv: &Invalidate, response: &HeaderMap) {
         self.purge_key(&inv.key);
         self.stats.invalidation();
+        let mut invalidated = vec![inv.key.to_string()];
         for name in [header::LOCATION, header::CONTENT_LOCATION] {
             let Some(target) = response.get(&name).and_then(|v| v.to_str().ok()) else {
                 continue;
@@ -105,8 +106,11 @@ impl Engine {
             {
                 self.purge_key(&key);
                 self.stats.invalidation();
+                invalidated.push(key.to_string());
             }
         }
+        // And in the shared tier, or the next miss anywhere would bring the old copy back.
+        self.spawn_tier_delete(invalidated);
     }
 
     /// The cache key of a `Location`-style reference, if it is on the request's origin. With a
