@@ -593,11 +593,12 @@ async fn a_burst_of_purges_is_published_whole() {
     b.shutdown();
 }
 
-/// A proxy restarting warm from its snapshot replays the purges published while it was down:
-/// what it reloaded and the fleet purged meanwhile is not served again (issue 16, warm restarts
-/// with the purge bus).
+/// A proxy restarting warm replays the purges it missed: from the mark saved beside its
+/// snapshot — the time up to which it had applied the bus — not from its own start. The purge
+/// here is an entry two minutes old (an explicit stream ID), which a start that only looked 5 s
+/// back would never read; the mark says the proxy was cut off for three minutes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_warm_restart_replays_the_purges_published_while_it_was_down() {
+async fn a_warm_restart_replays_the_purges_it_missed_from_its_mark() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
@@ -612,36 +613,53 @@ async fn a_warm_restart_replays_the_purges_published_while_it_was_down() {
             snapshot.display()
         ),
     );
-    let a = edge(&origin, redis.url(), &stream, "a").await;
     let b = Harness::start(&warm_config, None).await;
-    eventually("both buses connect", || async {
-        connected(&a).await && connected(&b).await
-    })
-    .await;
+    eventually("B's bus connects", || async { connected(&b).await }).await;
     cached(&b, "/gone").await;
     cached(&b, "/kept").await;
     b.stop().await;
     assert!(snapshot.exists(), "B wrote its snapshot at shutdown");
+    let mark = std::path::PathBuf::from(format!("{}.bus", snapshot.display()));
+    assert!(mark.exists(), "and its bus mark beside it");
 
-    // While B is down, the fleet purges one of the pages B saved.
-    let answer = purge(&a, &format!("url=http://{HOST}/gone")).await;
-    assert_eq!(answer["purged"], 0, "A never stored it: {answer}");
-    eventually("A publishes the purge", || async {
-        bus(&a).await["outbox"] == 0
-    })
-    .await;
+    let now_ms = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    // B had been cut off from Redis for three minutes before it stopped...
+    std::fs::write(&mark, (now_ms - 180_000).to_string()).unwrap();
+    // ...while the fleet purged /gone two minutes ago.
+    let _: String = redis::cmd("XADD")
+        .arg(&stream)
+        .arg(format!("{}-0", now_ms - 120_000))
+        .arg("v")
+        .arg("1")
+        .arg("kind")
+        .arg("url")
+        .arg("target")
+        .arg(format!("http://{HOST}/gone"))
+        .arg("origin")
+        .arg("other")
+        .arg("at")
+        .arg((now_ms - 120_000).to_string())
+        .query(&mut redis.connection())
+        .unwrap();
 
     let b = Harness::start(&warm_config, None).await;
-    eventually("B's bus connects and replays", || async {
+    eventually("B's bus connects and replays the missed purge", || async {
         connected(&b).await && bus(&b).await["applied"].as_u64() >= Some(1)
     })
     .await;
-    let gone = get(&b, "/gone").await;
-    assert!(!is_hit(&gone), "the purge reached the reloaded copy");
+    assert!(
+        !is_hit(&get(&b, "/gone").await),
+        "the missed purge reached the reloaded copy"
+    );
     assert!(
         is_hit(&get(&b, "/kept").await),
         "the rest of the snapshot serves warm"
     );
-    a.stop().await;
     b.stop().await;
 }

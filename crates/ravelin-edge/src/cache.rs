@@ -107,7 +107,8 @@ impl Module for CacheModule {
                 // bus replays from the snapshot's time (or purges everything once if the
                 // stream no longer reaches back that far).
                 if let (Some(bus), Some(written_at)) = (&bus, written_at) {
-                    bus.replay_since(written_at);
+                    let since = read_bus_mark(&cfg.path).map_or(written_at, |m| m.min(written_at));
+                    bus.replay_since(since);
                 }
                 Some(report)
             }
@@ -139,6 +140,12 @@ impl Module for CacheModule {
         if let Some(state) = &self.state
             && let Some(cfg) = &state.warm
         {
+            // The snapshot is only as current as the purges this proxy applied: with a bus,
+            // its position is kept beside the snapshot, and the next start replays from there
+            // (a proxy cut off from Redis for an hour replays that hour).
+            if let Some(bus) = &state.bus {
+                write_bus_mark(&cfg.path, bus.caught_up_to());
+            }
             save_warm(state.layer.handle(), cfg.clone());
         }
         self.state = None;
@@ -269,6 +276,40 @@ impl Module for CacheModule {
     fn clone_module(&self) -> Box<dyn Module> {
         Box::new(self.clone())
     }
+}
+
+/// `<snapshot>.bus`: when the proxy that wrote the snapshot had applied every purge of the bus
+/// up to (milliseconds since the epoch, as text).
+fn bus_mark_path(snapshot: &std::path::Path) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("{}.bus", snapshot.display()))
+}
+
+/// Writes the bus mark beside the snapshot (atomically: temporary file, rename); a failure is
+/// logged, and the next start replays from the snapshot's own time.
+fn write_bus_mark(snapshot: &std::path::Path, caught_up: std::time::SystemTime) {
+    let ms = caught_up
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let path = bus_mark_path(snapshot);
+    let temporary = std::path::PathBuf::from(format!("{}.tmp", path.display()));
+    let written = std::fs::write(&temporary, ms.to_string())
+        .and_then(|()| std::fs::rename(&temporary, &path));
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), error = %e, "cache.warm_restart: the purge bus mark was not written");
+    }
+}
+
+/// The bus mark beside the snapshot, if one is there and reads as a time (at most 32 bytes).
+fn read_bus_mark(snapshot: &std::path::Path) -> Option<std::time::SystemTime> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(bus_mark_path(snapshot))
+        .ok()?
+        .take(32)
+        .read_to_string(&mut text)
+        .ok()?;
+    let ms: u64 = text.trim().parse().ok()?;
+    std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(ms))
 }
 
 /// Reads the snapshot into a new cache; never fails (a refused snapshot means a cold start).

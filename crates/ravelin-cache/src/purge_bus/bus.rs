@@ -150,6 +150,9 @@ struct Shared {
     wake: Notify,
     reader: Mutex<Reader>,
     started: AtomicBool,
+    /// When the reader last found nothing new (ms since the epoch; 0: never): every purge
+    /// published before it had been applied.
+    caught_up_ms: AtomicU64,
     connected: AtomicBool,
     publish_failing: AtomicBool,
     published: AtomicU64,
@@ -323,6 +326,7 @@ impl PurgeBus {
                     last_full_purge: None,
                 }),
                 started: AtomicBool::new(false),
+                caught_up_ms: AtomicU64::new(0),
                 connected: AtomicBool::new(false),
                 publish_failing: AtomicBool::new(false),
                 published: AtomicU64::new(0),
@@ -363,6 +367,31 @@ impl PurgeBus {
             reader.last_id = from;
             reader.start_checked = false;
         }
+    }
+
+    /// The time up to which this proxy has applied every purge published on the bus: when its
+    /// reader last found nothing new, or — if it never did — where it started reading. A
+    /// snapshot of the cache saved now is only as current as this: the next start replays
+    /// from it ([`replay_since`](Self::replay_since)), so purges this proxy missed while cut off
+    /// from Redis reach the entries it reloads.
+    pub fn caught_up_to(&self) -> SystemTime {
+        let ms = match self.shared.caught_up_ms.load(Ordering::Relaxed) {
+            0 => {
+                let reader = self.shared.reader.lock();
+                if reader.anchored {
+                    // The last entry applied.
+                    reader.last_id.ms
+                } else {
+                    // Nothing read yet: covered up to where reading began (a start, or the
+                    // snapshot time it replays from), which the margin was taken off.
+                    reader.last_id.ms.saturating_add(START_MARGIN_MS)
+                }
+            }
+            ms => ms,
+        };
+        UNIX_EPOCH
+            .checked_add(Duration::from_millis(ms))
+            .unwrap_or(UNIX_EPOCH)
     }
 
     /// Starts the reader and the publisher on the current Tokio runtime. Calling it again does
@@ -690,13 +719,16 @@ impl Shared {
         backoff: &mut Backoff,
     ) -> Ended {
         loop {
+            let asked_ms = now_ms();
             let entries = match self.snapshot(&mut connection).await {
                 Ok(entries) => entries,
                 Err(ended) => return ended,
             };
             self.set_connected(true);
             backoff.reset();
-            if !entries.is_empty() {
+            if entries.is_empty() {
+                self.caught_up_ms.store(asked_ms, Ordering::Relaxed);
+            } else {
                 for entry in entries {
                     self.apply(entry);
                 }
@@ -818,10 +850,10 @@ async fn read_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     shared.set_connected(false);
 }
 
-/// The publisher task: publishes the outbox in order, oldest first.
 /// The most entries sent in one pipeline: a bulk purge drains at hundreds per round trip.
 const PUBLISH_BATCH: usize = 500;
 
+/// The publisher task: publishes the outbox in order, oldest first.
 async fn publish_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut backoff = Backoff::default();
     let mut connection: Option<MultiplexedConnection> = None;
@@ -1118,6 +1150,14 @@ mod tests {
         // A later time never moves it forward (purges since the older time stay replayed).
         bus.replay_since(SystemTime::now());
         assert_eq!(bus.shared.reader.lock().last_id, start);
+        // Never caught up since: the bus covers no more than that hour-old time, so a snapshot
+        // saved now keeps the older mark.
+        let covered = bus
+            .caught_up_to()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        assert_eq!(u64::try_from(covered).unwrap(), written_ms);
     }
 
     #[tokio::test]
