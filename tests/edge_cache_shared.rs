@@ -316,3 +316,57 @@ async fn a_purge_on_one_proxy_removes_the_entry_from_the_shared_tier() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Redis paused mid-run (`CLIENT PAUSE`: every command held, connections open): each miss waits
+/// at most the tier's timeout and goes to the origin; no 5xx, local hits unaffected; the tier
+/// serves again once the pause ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_paused_mid_run_costs_no_5xx() {
+    let Some(redis) = RedisServer::spawn() else {
+        return;
+    };
+    let prefix = unique_prefix("edge-shared-pause");
+    let origin = Origin::spawn().await;
+    let a = edge(&origin, redis.url(), &prefix, "edge-a").await;
+    let b = edge(&origin, redis.url(), &prefix, "edge-b").await;
+    assert_eq!(get(&a, "/before").await.status, 200);
+    written(&a, 1).await;
+    assert!(is_shared_hit(&get(&b, "/before").await));
+
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(2_000)
+        .arg("ALL")
+        .query(&mut redis.connection())
+        .unwrap();
+    for round in 0..3 {
+        for proxy in [&a, &b] {
+            let old = get(proxy, "/before").await;
+            assert_eq!(old.status, 200, "round {round}: {}", old.text());
+            assert!(is_hit(&old), "round {round}: local copies still serve");
+            let new = get(proxy, &format!("/paused-{round}")).await;
+            assert_eq!(new.status, 200, "round {round}: {}", new.text());
+            assert!(!is_shared_hit(&new), "round {round}");
+        }
+    }
+    let db = detail(&b).await;
+    assert!(
+        db["shared_tier"]["unavailable"].as_u64().unwrap() >= 1,
+        "the paused tier was skipped: {db}"
+    );
+    // After the pause the tier answers again: a fill on A is a shared hit on B.
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query(&mut redis.connection())
+        .unwrap();
+    let attempt = AtomicUsize::new(0);
+    eventually("the tier serves again", || async {
+        let path = format!("/after-{}", attempt.fetch_add(1, Ordering::Relaxed));
+        assert_eq!(get(&a, &path).await.status, 200);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        is_shared_hit(&get(&b, &path).await)
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+}
