@@ -223,14 +223,14 @@ where
             Join::Full | Join::Pass => {}
         }
     }
-    // A local miss: the fill leader (or, without coalescing, each request) asks the shared tier
-    // before the origin. Every fault there is a miss within the tier's timeout.
+    // A local miss: the fill leader (or, without coalescing, each request, and each conditional
+    // miss, which never coalesces) asks the shared tier before the origin. Every fault there is a miss within the tier's timeout.
     #[cfg(feature = "redis")]
     if let Some(tier) = engine.shared.clone()
         && fwd.candidate.is_none()
         && !fwd.req.no_store
         && !fwd.req.no_cache
-        && (leader.is_some() || !engine.s.cfg.coalesce)
+        && (leader.is_some() || !engine.s.cfg.coalesce || fwd.passes_client_conditionals())
         && let crate::shared_tier::Lookup::Hit(e) = tier.get(fwd.key.as_bytes()).await
         && e.selects(req.headers())
     {
@@ -369,7 +369,7 @@ where
 {
     let request_headers = req.headers().clone();
     if guarded(&engine, "building a validation request", || {
-        engine.conditionalise(req.headers_mut(), fwd.candidate.as_deref());
+        engine.conditionalise(req.headers_mut(), &fwd);
     })
     .is_none()
     {

@@ -807,6 +807,212 @@ async fn s4_3_2_stale_conditional_request_is_validated_then_answered_304() {
     assert_eq!(h.origin.calls(), 2);
 }
 
+/// An origin that answers `If-None-Match: "v1"` with a 304 and anything else with the stored
+/// representation (tagged `"v1"`, fresh for an hour), after `delay_ms`.
+fn v1_origin(delay_ms: u64) -> Origin {
+    Origin::new(move |seen| {
+        let d = std::time::Duration::from_millis(delay_ms);
+        if seen
+            .headers
+            .get("if-none-match")
+            .is_some_and(|v| v == "\"v1\"")
+        {
+            Reply::status(
+                304,
+                &[("cache-control", "max-age=3600"), ("etag", "\"v1\"")],
+                "",
+            )
+            .delayed(d)
+        } else {
+            Reply::ok(
+                &[("cache-control", "max-age=3600"), ("etag", "\"v1\"")],
+                "body",
+            )
+            .delayed(d)
+        }
+    })
+}
+
+#[tokio::test]
+async fn rfc9111_4_3_2_a_miss_forwards_the_clients_conditionals_and_passes_a_304() {
+    let h = Harness::new(v1_origin(0));
+    let ims = h.date(-60);
+    let r = h
+        .get_with(
+            "/a",
+            &[("if-none-match", "\"v1\""), ("if-modified-since", &ims)],
+        )
+        .await;
+    // RFC 9110 §13.2.1: with no stored response, the client's conditionals go upstream as sent.
+    let seen = h.origin.last();
+    assert_eq!(seen.headers["if-none-match"], "\"v1\"");
+    assert_eq!(seen.headers["if-modified-since"], ims.as_str());
+    assert_eq!(r.status, 304);
+    assert!(r.body.is_empty());
+    let cs = r.cache_status();
+    assert!(cs.starts_with("ravelin; fwd=uri-miss"), "{cs}");
+    assert!(cs.contains("detail=conditional-miss"), "{cs}");
+    assert!(!cs.contains("stored"), "{cs}");
+    // The 304 is not a complete response: nothing was stored, the next request goes forward.
+    let next = h.get("/a").await;
+    assert!(!next.hit(), "{}", next.cache_status());
+    assert_eq!((next.status.as_u16(), next.text()), (200, "body"));
+    assert!(!h.origin.last().headers.contains_key("if-none-match"));
+    assert!(h.get("/a").await.hit());
+    assert_eq!(h.origin.calls(), 2);
+}
+
+#[tokio::test]
+async fn rfc9111_4_3_2_a_miss_forwards_if_modified_since_alone() {
+    let lm = common::http_date(common::epoch(), -3000);
+    let lm_for_origin = lm.clone();
+    let h = Harness::new(Origin::new(move |seen| {
+        if seen.headers.contains_key("if-modified-since") {
+            Reply::status(304, &[("cache-control", "max-age=3600")], "")
+                .with("last-modified", lm_for_origin.clone())
+        } else {
+            Reply::ok(&[("cache-control", "max-age=3600")], "x")
+                .with("last-modified", lm_for_origin.clone())
+        }
+    }));
+    let r = h.get_with("/a", &[("if-modified-since", &lm)]).await;
+    assert_eq!(r.status, 304);
+    assert_eq!(h.origin.last().headers["if-modified-since"], lm.as_str());
+    assert!(!h.get("/a").await.hit());
+    assert_eq!(h.origin.calls(), 2);
+}
+
+#[tokio::test]
+async fn rfc9111_4_3_2_a_200_to_a_conditional_miss_is_stored_and_the_next_request_hits() {
+    let h = Harness::new(v1_origin(0));
+    let r = h.get_with("/a", &[("if-none-match", "\"v0\"")]).await;
+    assert_eq!(h.origin.last().headers["if-none-match"], "\"v0\"");
+    assert_eq!((r.status.as_u16(), r.text()), (200, "body"));
+    let next = h.get("/a").await;
+    assert!(next.hit(), "{}", next.cache_status());
+    assert_eq!(next.text(), "body");
+    // And a conditional request is now answered from the stored response.
+    let cond = h.get_with("/a", &[("if-none-match", "\"v1\"")]).await;
+    assert!(cond.hit(), "{}", cond.cache_status());
+    assert_eq!(cond.status, 304);
+    assert_eq!(h.origin.calls(), 1);
+}
+
+#[tokio::test]
+async fn rfc9111_4_3_2_a_stale_stored_response_still_replaces_the_clients_conditionals() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=2"), ("etag", "\"v1\"")],
+        "body",
+    )));
+    h.get("/a").await;
+    h.advance(5);
+    let ims = h.date(-60);
+    let r = h
+        .get_with(
+            "/a",
+            &[("if-none-match", "\"other\""), ("if-modified-since", &ims)],
+        )
+        .await;
+    let seen = h.origin.last();
+    assert_eq!(seen.headers["if-none-match"], "\"v1\"");
+    assert!(!seen.headers.contains_key("if-modified-since"));
+    assert_eq!((r.status.as_u16(), r.text()), (200, "body"));
+}
+
+#[tokio::test]
+async fn rfc9111_4_3_2_a_vary_miss_forwards_the_clients_conditionals() {
+    let h = Harness::new(Origin::new(|seen| {
+        if seen.headers.contains_key("if-none-match") {
+            Reply::status(304, &[("vary", "accept-language"), ("etag", "\"de\"")], "")
+        } else {
+            Reply::ok(
+                &[
+                    ("cache-control", "max-age=3600"),
+                    ("vary", "accept-language"),
+                    ("etag", "\"en\""),
+                ],
+                "en",
+            )
+        }
+    }));
+    h.get_with("/a", &[("accept-language", "en")]).await;
+    let r = h
+        .get_with(
+            "/a",
+            &[("accept-language", "de"), ("if-none-match", "\"de\"")],
+        )
+        .await;
+    assert_eq!(h.origin.last().headers["if-none-match"], "\"de\"");
+    assert_eq!(r.status, 304);
+    assert!(
+        r.cache_status().contains("fwd=vary-miss"),
+        "{}",
+        r.cache_status()
+    );
+    let en = h.get_with("/a", &[("accept-language", "en")]).await;
+    assert!(en.hit(), "the stored variant is untouched");
+}
+
+#[tokio::test(start_paused = true)]
+async fn rfc9111_4_3_2_concurrent_conditional_and_unconditional_misses() {
+    // The unconditional misses share one fill; the conditional one does not lead or follow it:
+    // it goes alone with its validators and gets the origin's 304.
+    let h = Harness::new(v1_origin(100));
+    let (a, b, c) = tokio::join!(
+        h.get("/a"),
+        h.get_with("/a", &[("if-none-match", "\"v1\"")]),
+        h.get("/a"),
+    );
+    assert_eq!((a.status.as_u16(), a.text()), (200, "body"));
+    assert_eq!(b.status, 304);
+    assert!(
+        b.cache_status().contains("detail=conditional-miss"),
+        "{}",
+        b.cache_status()
+    );
+    assert!(
+        !b.cache_status().contains("collapsed"),
+        "{}",
+        b.cache_status()
+    );
+    assert_eq!((c.status.as_u16(), c.text()), (200, "body"));
+    assert!(
+        c.cache_status().contains("collapsed"),
+        "{}",
+        c.cache_status()
+    );
+    assert_eq!(h.origin.calls(), 2);
+    assert!(h.get("/a").await.hit());
+}
+
+#[tokio::test(start_paused = true)]
+async fn rfc9111_4_3_2_a_conditional_miss_first_does_not_hold_back_unconditional_ones() {
+    // Were the conditional miss a fill leader, its 304 would leave the others without a body.
+    let h = Harness::new(v1_origin(100));
+    let start = tokio::time::Instant::now();
+    let (a, b, c) = tokio::join!(
+        h.get_with("/a", &[("if-none-match", "\"v1\"")]),
+        h.get("/a"),
+        h.get_with("/a", &[("if-none-match", "\"v1\"")]),
+    );
+    assert_eq!(a.status, 304);
+    assert_eq!((b.status.as_u16(), b.text()), (200, "body"));
+    assert_eq!(c.status, 304);
+    for r in [&a, &b, &c] {
+        assert!(
+            !r.cache_status().contains("collapsed"),
+            "{}",
+            r.cache_status()
+        );
+    }
+    assert_eq!(h.origin.calls(), 3);
+    assert!(
+        start.elapsed() < std::time::Duration::from_millis(200),
+        "nobody waited on another's fetch"
+    );
+    assert!(h.get("/a").await.hit());
+}
+
 #[tokio::test]
 async fn s4_3_4_a_304_updates_stored_and_returned_fields() {
     for (name, a, b) in [

@@ -103,8 +103,9 @@ pub(crate) struct Forward {
     pub(crate) authorization: bool,
     /// The request carried `Cookie` or `Authorization`: no heuristic freshness unless configured.
     pub(crate) credentials: bool,
-    /// The client's own `If-None-Match` / `If-Modified-Since`, replaced upstream by the cache's
-    /// validators and evaluated locally against the result.
+    /// The client's own `If-None-Match` / `If-Modified-Since`. With a candidate they are
+    /// replaced upstream by the cache's validators and evaluated locally against the result;
+    /// without one they go upstream as sent (see [`Forward::passes_client_conditionals`]).
     pub(crate) client_conditionals: HeaderMap,
     /// How long to wait for the origin before serving the candidate under stale-if-error.
     pub(crate) sie_timeout: Option<Duration>,
@@ -115,6 +116,20 @@ pub(crate) struct Forward {
     /// answered from the response (RFC 9110 §14).
     pub(crate) range_fill: bool,
 }
+
+impl Forward {
+    /// A conditional miss: nothing is stored for the request (not even a stale response), so
+    /// the client's `If-None-Match` / `If-Modified-Since` go upstream as sent (RFC 9111 §4.3.2,
+    /// RFC 9110 §13.2.1), and an origin's 304 goes back to the client unstored. Such a request
+    /// does not lead a coalesced fill: its 304 would leave followers without a body.
+    pub(crate) fn passes_client_conditionals(&self) -> bool {
+        self.candidate.is_none() && !self.client_conditionals.is_empty()
+    }
+}
+
+/// `Cache-Status: …; detail=conditional-miss`: a 304 from the origin to a miss that carried the
+/// client's validators, passed on to the client and not stored.
+pub(crate) const CONDITIONAL_MISS: &str = "conditional-miss";
 
 /// A request passed around the cache.
 #[derive(Debug, Clone)]

@@ -187,13 +187,16 @@ impl Engine {
                 client_conditionals.append(name.clone(), v.clone());
             }
         }
+        // A conditional miss forwards the client's validators (§4.3.2); the origin may answer
+        // it with a 304 that has no body for followers to share, so it goes alone too.
+        let conditional_miss = candidate.is_none() && !client_conditionals.is_empty();
         Plan::Forward(Box::new(Forward {
             key: key.into(),
             primary,
             fill_key,
             // A request that must see the origin (no-cache) or must not be stored (no-store)
             // would only wait to be turned away; it goes alone.
-            coalesce: self.s.cfg.coalesce && !req.no_store && !req.no_cache,
+            coalesce: self.s.cfg.coalesce && !req.no_store && !req.no_cache && !conditional_miss,
             candidate,
             fwd,
             req,
@@ -270,15 +273,17 @@ impl Engine {
     // === Upstream requests ===
 
     /// Replaces the client's validators with the stored response's (§4.3.1), and announces
-    /// this cache as a surrogate when it honours `Surrogate-Control`.
-    pub(crate) fn conditionalise(
-        &self,
-        headers: &mut HeaderMap,
-        candidate: Option<&StoredResponse>,
-    ) {
+    /// this cache as a surrogate when it honours `Surrogate-Control`. A conditional miss (no
+    /// stored response at all) keeps the client's validators as sent (§4.3.2, RFC 9110
+    /// §13.2.1): the origin's 304 is then the client's answer.
+    pub(crate) fn conditionalise(&self, headers: &mut HeaderMap, fwd: &Forward) {
         if let Some(device) = self.surrogate_device() {
             crate::headers::announce_surrogate(headers, device);
         }
+        if fwd.passes_client_conditionals() {
+            return;
+        }
+        let candidate = fwd.candidate.as_deref();
         headers.remove(header::IF_NONE_MATCH);
         headers.remove(header::IF_MODIFIED_SINCE);
         let Some(c) = candidate else { return };

@@ -73,6 +73,14 @@ impl Engine {
             }
         }
 
+        if fwd.candidate.is_none() && status == StatusCode::NOT_MODIFIED {
+            // A conditional miss forwarded the client's validators (§4.3.2): the 304 answers
+            // the client, and is not a complete response to store (§3).
+            return Decision::Pass {
+                status: cs.detail(super::CONDITIONAL_MISS),
+            };
+        }
+
         match self.prepare(fwd, r, request) {
             Err(why) => Decision::Pass {
                 status: cs.detail(why.as_str()),
