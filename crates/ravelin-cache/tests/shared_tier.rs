@@ -1,6 +1,7 @@
 //! The shared tier against a real `redis-server`, really started: a fill on one proxy is a hit
 //! on another, TTLs and size bounds hold, untrusted values are misses, Redis dying costs a
-//! timeout and then opens the breaker, and purges by tag and key reach Redis.
+//! timeout and then opens the breaker, purges by tag and key reach Redis, and their tombstones
+//! refuse late write-throughs of fills that began before them.
 #![cfg(feature = "redis")]
 // Helpers outside `#[test]` functions may fail loudly too (clippy.toml only exempts the tests).
 #![allow(
@@ -374,6 +375,89 @@ mod shared_tier {
         assert!(b.purge_key(b"c").await.unwrap());
         assert!(!b.purge_key(b"c").await.unwrap());
         assert_eq!(a.get(b"c").await, Lookup::Miss);
+    }
+
+    /// An entry whose response arrived `ago` before now (whole milliseconds).
+    fn received(ago: Duration, tags: &[&str]) -> SharedEntry {
+        let mut e = entry(b"body", tags);
+        e.response_time -= ago;
+        e.request_time -= ago;
+        e
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_put_of_a_fill_older_than_a_purge_of_its_key_is_refused() {
+        let Some(server) = RedisServer::start() else {
+            return;
+        };
+        let cfg = config(&server, &unique_prefix("shared-tomb-key"));
+        let (a, b) = (tier(&cfg), tier(&cfg));
+        // B's fill began before A's purge; its write-through lands after the delete.
+        let late = received(Duration::from_millis(200), &[]);
+        a.purge_key(b"k").await.unwrap();
+        assert_eq!(
+            b.put(b"k", &late, TTL).await,
+            PutOutcome::Skipped(Skip::Purged)
+        );
+        assert_eq!(b.get(b"k").await, Lookup::Miss);
+        assert_eq!(b.status().puts_skipped, 1);
+        // Another key is not affected.
+        assert_eq!(b.put(b"other", &late, TTL).await, PutOutcome::Written);
+        // A fill received after the purge is written.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let fresh = received(Duration::ZERO, &[]);
+        assert_eq!(b.put(b"k", &fresh, TTL).await, PutOutcome::Written);
+        hit(a.get(b"k").await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tag_purge_refuses_a_late_put_of_an_entry_with_that_tag() {
+        let Some(server) = RedisServer::start() else {
+            return;
+        };
+        let cfg = config(&server, &unique_prefix("shared-tomb-tag"));
+        let (a, b) = (tier(&cfg), tier(&cfg));
+        let late = received(Duration::from_millis(200), &["other", "product-1"]);
+        assert_eq!(a.purge_tag("product-1").await.unwrap(), 0);
+        assert_eq!(
+            b.put(b"k", &late, TTL).await,
+            PutOutcome::Skipped(Skip::Purged)
+        );
+        assert_eq!(b.get(b"k").await, Lookup::Miss);
+        // Nothing of it was written: not the tag indexes either.
+        assert_eq!(a.purge_tag("other").await.unwrap(), 0);
+        // An entry without the tag is written; one received after the purge too.
+        let untagged = received(Duration::from_millis(200), &["product-2"]);
+        assert_eq!(b.put(b"u", &untagged, TTL).await, PutOutcome::Written);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let fresh = received(Duration::ZERO, &["product-1"]);
+        assert_eq!(b.put(b"k", &fresh, TTL).await, PutOutcome::Written);
+        hit(a.get(b"k").await);
+        assert_eq!(a.purge_tag("product-1").await.unwrap(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tombstone_expires() {
+        let Some(server) = RedisServer::start() else {
+            return;
+        };
+        let cfg = SharedTierConfig {
+            timeout: Duration::from_millis(200),
+            tombstone_ttl: Duration::from_secs(1),
+            ..config(&server, &unique_prefix("shared-tomb-ttl"))
+        };
+        let (a, b) = (tier(&cfg), tier(&cfg));
+        let late = received(Duration::from_millis(500), &["t"]);
+        a.purge_key(b"k").await.unwrap();
+        a.purge_tag("t").await.unwrap();
+        assert_eq!(
+            b.put(b"k", &late, TTL).await,
+            PutOutcome::Skipped(Skip::Purged)
+        );
+        // Past the tombstones' life the same (old) fill is written again.
+        tokio::time::sleep(Duration::from_millis(1_300)).await;
+        assert_eq!(b.put(b"k", &late, TTL).await, PutOutcome::Written);
+        hit(a.get(b"k").await);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 1024 * 1024;
 /// The default cap on the TTL written.
 pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The default life of a purge's tombstone.
+pub const DEFAULT_TOMBSTONE_TTL: Duration = Duration::from_secs(10);
 
 const MAX_URL_LEN: usize = 1024;
 const MAX_PREFIX_LEN: usize = 256;
@@ -43,7 +45,8 @@ pub struct SharedTierConfig {
     /// written by one script over several keys, which Redis Cluster would refuse.
     pub redis_url: String,
     /// The namespace of every key written (`<prefix>o:<cache key>` for objects,
-    /// `<prefix>t:<tag>` for tag indexes).
+    /// `<prefix>t:<tag>` for tag indexes, `<prefix>x:<cache key>` and `<prefix>xt:<tag>` for
+    /// purge tombstones).
     pub prefix: String,
     /// The most one lookup, put or purge may take, connecting included; past it the lookup is
     /// a miss (`Unavailable`) and the request goes to the origin.
@@ -69,6 +72,12 @@ pub struct SharedTierConfig {
     /// that the proxies do not probe together.
     #[serde(with = "humantime_serde")]
     pub breaker_open_for: Duration,
+    /// How long a purge's tombstone (`<prefix>x:<key>`, `<prefix>xt:<tag>`) refuses puts of
+    /// entries received before the purge (at least twice `timeout`): a write-through that
+    /// began before the purge and reaches Redis after its delete does not bring the object
+    /// back.
+    #[serde(with = "humantime_serde")]
+    pub tombstone_ttl: Duration,
 }
 
 impl Default for SharedTierConfig {
@@ -84,6 +93,7 @@ impl Default for SharedTierConfig {
             max_keys_per_tag: 10_000,
             breaker_failures: 5,
             breaker_open_for: Duration::from_secs(5),
+            tombstone_ttl: DEFAULT_TOMBSTONE_TTL,
         }
     }
 }
@@ -136,6 +146,12 @@ impl SharedTierConfig {
                 self.breaker_open_for,
                 Duration::from_millis(10),
                 Duration::from_secs(600),
+            ),
+            (
+                "tombstone_ttl",
+                self.tombstone_ttl,
+                Duration::from_secs(1),
+                Duration::from_secs(3600),
             ),
         ] {
             if d < low || d > high {
@@ -208,6 +224,7 @@ mod tests {
         assert_eq!(cfg.timeout, Duration::from_millis(50));
         assert_eq!(cfg.max_object_bytes, 1024 * 1024);
         assert_eq!(cfg.min_object_bytes, 0);
+        assert_eq!(cfg.tombstone_ttl, Duration::from_secs(10));
     }
 
     #[test]
@@ -223,6 +240,7 @@ mod tests {
             max_keys_per_tag: 0,
             breaker_failures: 0,
             breaker_open_for: Duration::from_secs(3600),
+            tombstone_ttl: Duration::ZERO,
         };
         let err = cfg.validate().unwrap_err().to_string();
         for field in [
@@ -233,6 +251,7 @@ mod tests {
             "min_object_bytes:",
             "max_ttl:",
             "max_puts_in_flight:",
+            "tombstone_ttl:",
             "max_keys_per_tag:",
             "breaker_failures:",
             "breaker_open_for:",

@@ -19,11 +19,17 @@
 //!   RFC 9111 §4.2 says, with its own configuration. The proxies' clocks must agree.
 //! - **Purges.** An entry's surrogate tags index it (`<prefix>t:<tag>`, a Redis set of object
 //!   keys, at most `max_keys_per_tag`, expiring with its longest-lived object);
-//!   [`SharedTier::purge_tag`] and [`SharedTier::purge_key`] delete from Redis.
+//!   [`SharedTier::purge_tag`] and [`SharedTier::purge_key`] delete from Redis, and in the same
+//!   script leave a tombstone (`<prefix>xt:<tag>`, `<prefix>x:<key>`: the purge time in µs since
+//!   the epoch, for `tombstone_ttl`, at least twice `timeout`). A put whose entry's
+//!   `response_time` is not later than a tombstone on its key or on one of its tags is refused
+//!   in the put's own script ([`Skip::Purged`]): a write-through of a fill that began before the
+//!   purge and reaches Redis after its delete does not bring the object back.
 //! - **Variants.** One entry per key. An entry stored from a response with `Vary` carries its
 //!   selecting fields and values; [`SharedEntry::selects`] says whether a request may use it
 //!   (else it is a miss). Callers that want several variants shared key them apart.
-//! - **Keys.** `<prefix>o:<key>` for objects. A put writes the object and its tag indexes in
+//! - **Keys.** `<prefix>o:<key>` for objects, `<prefix>t:<tag>` for tag indexes, `<prefix>x:<key>`
+//!   and `<prefix>xt:<tag>` for tombstones. A put writes the object and its tag indexes in
 //!   one script over several keys: a single Redis server (or primary), not Redis Cluster.
 //!
 //! Encoding: see [`SharedEntry::encode`] and the `entry` module's format (magic `RVST`,
@@ -36,7 +42,7 @@
 //! | `ravelin_cache_shared_tier_unavailable_total{reason}` | counter | lookups Redis did not answer (`breaker-open`, `timeout`, `connection`, `server`) |
 //! | `ravelin_cache_shared_tier_puts_total` | counter | objects written |
 //! | `ravelin_cache_shared_tier_puts_dropped_total` | counter | puts dropped at `max_puts_in_flight` |
-//! | `ravelin_cache_shared_tier_puts_skipped_total{reason}` | counter | puts not written (`too-large`, `too-small`, `zero-ttl`, `key-too-long`, `tag-index-full`) |
+//! | `ravelin_cache_shared_tier_puts_skipped_total{reason}` | counter | puts not written (`too-large`, `too-small`, `zero-ttl`, `key-too-long`, `tag-index-full`, `empty-tag`, `purged`) |
 //! | `ravelin_cache_shared_tier_errors_total{op,reason}` | counter | failed calls (`get`, `put`, `purge`) and refused values (`decode`) |
 //! | `ravelin_cache_shared_tier_breaker_open` | gauge | 1 while the circuit breaker is open |
 
@@ -44,7 +50,8 @@ mod config;
 mod entry;
 
 pub use config::{
-    DEFAULT_MAX_OBJECT_BYTES, DEFAULT_MAX_TTL, DEFAULT_PREFIX, DEFAULT_TIMEOUT, SharedTierConfig,
+    DEFAULT_MAX_OBJECT_BYTES, DEFAULT_MAX_TTL, DEFAULT_PREFIX, DEFAULT_TIMEOUT,
+    DEFAULT_TOMBSTONE_TTL, SharedTierConfig,
 };
 pub use entry::{
     DecodeError, EncodeError, MAGIC, MAX_HEADERS, MAX_KEY_BYTES, MAX_TAG_BYTES, MAX_TAGS, MAX_VARY,

@@ -24,19 +24,30 @@ const MIN_PURGE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Keys deleted per `DEL` by the purge script.
 const PURGE_BATCH: usize = 500;
 
-/// Writes the object and adds it to each tag's index, unless an index is full (then nothing
-/// is written: a purge by tag must never miss an object). Each index lives as long as the
-/// longest-lived object it names. KEYS: object, tag indexes; ARGV: value, ttl ms, max keys.
+/// Writes the object and adds it to each tag's index, unless a purge's tombstone on the key or
+/// on one of its tags is not older than the entry's `response_time` (a fill that began before
+/// the purge: nothing is written, -1), or an index is full (nothing is written, 0: a purge by
+/// tag must never miss an object). Each index lives as long as the longest-lived object it
+/// names. KEYS: object, n tag indexes, the object's tombstone, n tag tombstones; ARGV: value,
+/// ttl ms, max keys, response time µs, n.
 const PUT_SCRIPT: &str = r"
 local ttl = tonumber(ARGV[2])
 local max = tonumber(ARGV[3])
-for i = 2, #KEYS do
+local at = tonumber(ARGV[4])
+local n = tonumber(ARGV[5])
+for i = n + 2, 2 * n + 2 do
+  local purged = tonumber(redis.call('GET', KEYS[i]) or '')
+  if purged and at <= purged then
+    return -1
+  end
+end
+for i = 2, n + 1 do
   if redis.call('SCARD', KEYS[i]) >= max and redis.call('SISMEMBER', KEYS[i], KEYS[1]) == 0 then
     return 0
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
-for i = 2, #KEYS do
+for i = 2, n + 1 do
   redis.call('SADD', KEYS[i], KEYS[1])
   if redis.call('PTTL', KEYS[i]) < ttl then
     redis.call('PEXPIRE', KEYS[i], ttl)
@@ -45,8 +56,33 @@ end
 return 1
 ";
 
-/// Deletes every object a tag's index names, then the index. KEYS: the index; ARGV: batch.
-const PURGE_TAG_SCRIPT: &str = r"
+/// Sets a tombstone to the purge time, unless it holds a later one (then only its TTL is
+/// renewed). Shared by the purge scripts: KEYS[2] the tombstone; ARGV[2] now µs, ARGV[3] ttl ms.
+macro_rules! tombstone_lua {
+    () => {
+        r"
+local purged = tonumber(redis.call('GET', KEYS[2]) or '')
+if purged and purged > tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+else
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+end
+"
+    };
+}
+
+/// Deletes an object and leaves its tombstone. KEYS: the object, its tombstone; ARGV: unused,
+/// now µs, tombstone ttl ms.
+const PURGE_KEY_SCRIPT: &str = concat!(
+    "local n = redis.call('DEL', KEYS[1])\n",
+    tombstone_lua!(),
+    "return n\n"
+);
+
+/// Deletes every object a tag's index names, then the index, and leaves the tag's tombstone.
+/// KEYS: the index, the tag's tombstone; ARGV: batch, now µs, tombstone ttl ms.
+const PURGE_TAG_SCRIPT: &str = concat!(
+    r"
 local members = redis.call('SMEMBERS', KEYS[1])
 local batch = tonumber(ARGV[1])
 local n = 0
@@ -54,8 +90,10 @@ for i = 1, #members, batch do
   n = n + redis.call('DEL', unpack(members, i, math.min(i + batch - 1, #members)))
 end
 redis.call('DEL', KEYS[1])
-return n
-";
+",
+    tombstone_lua!(),
+    "return n\n"
+);
 
 /// Why a [`SharedTier`] could not be made, or a purge did not reach Redis.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +170,9 @@ pub enum Skip {
     TagIndexFull,
     /// One of the entry's tags is empty.
     EmptyTag,
+    /// The key or one of the entry's tags was purged at or after the entry's `response_time`
+    /// (its tombstone is still there): a fill that began before the purge.
+    Purged,
 }
 
 impl Skip {
@@ -144,6 +185,7 @@ impl Skip {
             Self::KeyTooLong => "key-too-long",
             Self::TagIndexFull => "tag-index-full",
             Self::EmptyTag => "empty-tag",
+            Self::Purged => "purged",
         }
     }
 }
@@ -325,8 +367,20 @@ impl Fault {
 struct Prepared {
     object: Vec<u8>,
     tags: Vec<Vec<u8>>,
+    /// The object's tombstone, then each tag's, in the order of `tags`.
+    tombstones: Vec<Vec<u8>>,
     value: Vec<u8>,
     ttl_ms: u64,
+    /// The entry's `response_time`, µs since the epoch.
+    response_us: u64,
+}
+
+/// Microseconds since the Unix epoch (0 before it): a purge and a fill on one proxy within the
+/// same millisecond are still ordered. Exact as a Lua number (below 2^53) until the year 2255.
+fn epoch_us(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 // === impl SharedTier ===
@@ -488,10 +542,18 @@ impl SharedTier {
     pub async fn purge_key(&self, key: &[u8]) -> Result<bool, SharedTierError> {
         let inner = &*self.inner;
         let object = inner.object_key(key);
+        let tombstone = inner.key_tombstone(key);
+        let (now, ttl) = (epoch_us(SystemTime::now()), inner.tombstone_ttl_ms());
         inner
             .purge("purge", |mut c| async move {
-                ::redis::cmd("DEL")
+                ::redis::cmd("EVAL")
+                    .arg(PURGE_KEY_SCRIPT)
+                    .arg(2)
                     .arg(&object)
+                    .arg(&tombstone)
+                    .arg(0)
+                    .arg(now)
+                    .arg(ttl)
                     .query_async::<u64>(&mut c)
                     .await
             })
@@ -507,13 +569,18 @@ impl SharedTier {
     pub async fn purge_tag(&self, tag: &str) -> Result<u64, SharedTierError> {
         let inner = &*self.inner;
         let index = inner.tag_key(tag);
+        let tombstone = inner.tag_tombstone(tag);
+        let (now, ttl) = (epoch_us(SystemTime::now()), inner.tombstone_ttl_ms());
         inner
             .purge("purge", |mut c| async move {
                 ::redis::cmd("EVAL")
                     .arg(PURGE_TAG_SCRIPT)
-                    .arg(1)
+                    .arg(2)
                     .arg(&index)
+                    .arg(&tombstone)
                     .arg(PURGE_BATCH)
+                    .arg(now)
+                    .arg(ttl)
                     .query_async::<u64>(&mut c)
                     .await
             })
@@ -576,6 +643,32 @@ impl Inner {
         k
     }
 
+    fn key_tombstone(&self, key: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.cfg.prefix.len() + 2 + key.len());
+        k.extend_from_slice(self.cfg.prefix.as_bytes());
+        k.extend_from_slice(b"x:");
+        k.extend_from_slice(key);
+        k
+    }
+
+    fn tag_tombstone(&self, tag: &str) -> Vec<u8> {
+        let mut k = Vec::with_capacity(self.cfg.prefix.len() + 3 + tag.len());
+        k.extend_from_slice(self.cfg.prefix.as_bytes());
+        k.extend_from_slice(b"xt:");
+        k.extend_from_slice(tag.as_bytes());
+        k
+    }
+
+    /// `tombstone_ttl`, at least twice `timeout` (a put may reach Redis up to `timeout` after
+    /// it was sent), in ms.
+    fn tombstone_ttl_ms(&self) -> u64 {
+        let ttl = self
+            .cfg
+            .tombstone_ttl
+            .max(self.cfg.timeout.saturating_mul(2));
+        u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+
     fn miss(&self) {
         self.misses.fetch_add(1, Ordering::Relaxed);
         self.m.misses.increment(1);
@@ -624,8 +717,12 @@ impl Inner {
         Ok(Prepared {
             object: self.object_key(key),
             tags: entry.tags.iter().map(|t| self.tag_key(t)).collect(),
+            tombstones: std::iter::once(self.key_tombstone(key))
+                .chain(entry.tags.iter().map(|t| self.tag_tombstone(t)))
+                .collect(),
             value,
             ttl_ms,
+            response_us: epoch_us(entry.response_time),
         })
     }
 
@@ -633,8 +730,10 @@ impl Inner {
         let Prepared {
             object,
             tags,
+            tombstones,
             value,
             ttl_ms,
+            response_us,
         } = p;
         let max_keys = self.cfg.max_keys_per_tag;
         let result = self
@@ -643,14 +742,20 @@ impl Inner {
                 // restarted Redis needs no reload.
                 let mut eval = ::redis::cmd("EVAL");
                 eval.arg(PUT_SCRIPT)
-                    .arg(tags.len().saturating_add(1))
+                    .arg(
+                        tags.len()
+                            .saturating_add(tombstones.len())
+                            .saturating_add(1),
+                    )
                     .arg(&object);
-                for tag in &tags {
-                    eval.arg(tag);
+                for key in tags.iter().chain(&tombstones) {
+                    eval.arg(key);
                 }
                 eval.arg(&value)
                     .arg(ttl_ms)
                     .arg(max_keys)
+                    .arg(response_us)
+                    .arg(tags.len())
                     .query_async::<i64>(&mut c)
                     .await
             })
@@ -661,6 +766,7 @@ impl Inner {
                 self.m.puts.increment(1);
                 PutOutcome::Written
             }
+            Ok(-1) => PutOutcome::Skipped(self.skipped(Skip::Purged)),
             Ok(_) => PutOutcome::Skipped(self.skipped(Skip::TagIndexFull)),
             Err(reason) => PutOutcome::Unavailable(reason),
         }
