@@ -134,15 +134,21 @@ impl CacheHandle {
             return;
         };
         let handle = self.clone();
+        let Some(tier) = self.engine.shared.clone() else {
+            return;
+        };
+        // The purge's time is now, when it was issued: its tombstones refuse fills that began
+        // before it, not those that began while this task waited to run.
+        let at = std::time::SystemTime::now();
         runtime.spawn(async move {
             let mut failed = None;
             for key in &keys {
-                if let Err(e) = handle.purge_shared_key(key).await {
+                if let Err(e) = tier.purge_key_at(key.as_bytes(), at).await {
                     failed = Some(e);
                 }
             }
             if let Some(tag) = &tag
-                && let Err(e) = handle.purge_shared_tag(tag).await
+                && let Err(e) = tier.purge_tag_at(tag, at).await
             {
                 failed = Some(e);
             }

@@ -60,9 +60,10 @@ impl Engine {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        let at = std::time::SystemTime::now();
         runtime.spawn(async move {
             for key in keys {
-                if let Err(e) = tier.purge_key(key.as_bytes()).await {
+                if let Err(e) = tier.purge_key_at(key.as_bytes(), at).await {
                     tracing::warn!(error = %e, "invalidation: the shared tier could not be purged");
                 }
             }

@@ -540,10 +540,20 @@ impl SharedTier {
     /// # Errors
     /// Redis did not answer.
     pub async fn purge_key(&self, key: &[u8]) -> Result<bool, SharedTierError> {
+        self.purge_key_at(key, SystemTime::now()).await
+    }
+
+    /// [`purge_key`](Self::purge_key) for a purge issued at `at` (its tombstone holds that
+    /// time): for callers that run the purge later, in the background, so that a fill whose
+    /// response came after the purge was issued is not refused for the delay.
+    ///
+    /// # Errors
+    /// Redis did not answer.
+    pub async fn purge_key_at(&self, key: &[u8], at: SystemTime) -> Result<bool, SharedTierError> {
         let inner = &*self.inner;
         let object = inner.object_key(key);
         let tombstone = inner.key_tombstone(key);
-        let (now, ttl) = (epoch_us(SystemTime::now()), inner.tombstone_ttl_ms());
+        let (now, ttl) = (epoch_us(at), inner.tombstone_ttl_ms());
         inner
             .purge("purge", |mut c| async move {
                 ::redis::cmd("EVAL")
@@ -567,10 +577,19 @@ impl SharedTier {
     /// # Errors
     /// Redis did not answer.
     pub async fn purge_tag(&self, tag: &str) -> Result<u64, SharedTierError> {
+        self.purge_tag_at(tag, SystemTime::now()).await
+    }
+
+    /// [`purge_tag`](Self::purge_tag) for a purge issued at `at` (see
+    /// [`purge_key_at`](Self::purge_key_at)).
+    ///
+    /// # Errors
+    /// Redis did not answer.
+    pub async fn purge_tag_at(&self, tag: &str, at: SystemTime) -> Result<u64, SharedTierError> {
         let inner = &*self.inner;
         let index = inner.tag_key(tag);
         let tombstone = inner.tag_tombstone(tag);
-        let (now, ttl) = (epoch_us(SystemTime::now()), inner.tombstone_ttl_ms());
+        let (now, ttl) = (epoch_us(at), inner.tombstone_ttl_ms());
         inner
             .purge("purge", |mut c| async move {
                 ::redis::cmd("EVAL")
