@@ -16,90 +16,19 @@
     clippy::indexing_slicing
 )]
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Response};
+use http::Request;
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use ravelin_test_support::edge::{GENEROUS_RATELIMIT, Harness, Reply, TOKEN, config, eventually};
 use ravelin_test_support::redis::{RedisServer, unique_prefix};
 use serde_json::Value;
-use tokio::net::TcpListener;
 
 /// The host both proxies serve (so both compute the same cache keys).
 const HOST: &str = "shop.test";
 
-/// An origin whose every answer is cacheable for five minutes and tagged `t-<path>`; it counts
-/// the requests for each path.
-struct Origin {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Origin {
-    async fn spawn() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let recorded = Arc::clone(&seen);
-        let counter = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (seen, counter) = (Arc::clone(&recorded), Arc::clone(&counter));
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let path = req.uri().path().to_owned();
-                        seen.lock().unwrap().push(path.clone());
-                        let n = counter.fetch_add(1, Ordering::SeqCst);
-                        let tag = format!("t-{}", path.trim_start_matches('/'));
-                        async move {
-                            Ok::<_, Infallible>(
-                                Response::builder()
-                                    .header("cache-control", "max-age=300")
-                                    .header("surrogate-key", tag)
-                                    .body(Full::new(Bytes::from(format!("{path} #{n}"))))
-                                    .unwrap(),
-                            )
-                        }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Self { addr, seen, task }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn gets(&self, path: &str) -> usize {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|p| *p == path)
-            .count()
-    }
-}
-
-impl Drop for Origin {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+/// The origin every proxy of a test forwards to.
+type Origin = ravelin_test_support::origin::TaggedOrigin;
 
 /// The config of an edge proxy in front of `origin` on the purge bus `stream` of `redis_url`
 /// (no bus when `redis_url` is empty).

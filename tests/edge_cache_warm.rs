@@ -11,82 +11,21 @@
     clippy::indexing_slicing
 )]
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-use http::{Request, Response};
+use http::Request;
 use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use ravelin_test_support::edge::{GENEROUS_RATELIMIT, Harness, Reply, config};
 use serde_json::Value;
-use tokio::net::TcpListener;
 
-/// An origin whose answers are cacheable for five minutes; it records every path asked for.
-struct Origin {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Origin {
-    async fn spawn() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let recorded = Arc::clone(&seen);
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let seen = Arc::clone(&recorded);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let path = req.uri().path().to_owned();
-                        seen.lock().unwrap().push(path.clone());
-                        async move {
-                            Ok::<_, Infallible>(
-                                Response::builder()
-                                    .header("cache-control", "max-age=300")
-                                    .body(Full::new(Bytes::from(format!("body of {path}"))))
-                                    .unwrap(),
-                            )
-                        }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Self { addr, seen, task }
-    }
-
-    fn gets(&self, path: &str) -> usize {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|p| *p == path)
-            .count()
-    }
-}
-
-impl Drop for Origin {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+/// The origin every proxy of a test forwards to.
+type Origin = ravelin_test_support::origin::TaggedOrigin;
 
 fn edge_config(origin: &Origin, snapshot: &Path) -> String {
     config(&format!(
         "{GENEROUS_RATELIMIT}\n[[upstreams]]\nname = \"origin\"\nurl = \"http://{}\"\n\n\
          [cache]\n\n[cache.warm_restart]\npath = \"{}\"\nmax_entries = 100\n",
-        origin.addr,
+        origin.addr(),
         snapshot.display()
     ))
 }
@@ -149,7 +88,11 @@ async fn a_restarted_edge_serves_the_saved_entry_as_a_hit_without_the_origin() {
     let reply = get(&second, "/product/7").await;
     assert_eq!(reply.status, 200);
     assert!(is_hit(&reply), "{:?}", reply.headers);
-    assert_eq!(reply.text(), "body of /product/7");
+    assert_eq!(
+        reply.text(),
+        "/product/7 #0",
+        "the body saved from the first fetch"
+    );
     assert_eq!(origin.gets("/product/7"), 1, "no new origin request");
     // Anything else still goes to the origin.
     assert!(!is_hit(&get(&second, "/product/8").await));

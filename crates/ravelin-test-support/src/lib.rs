@@ -12,6 +12,9 @@
 #[cfg(feature = "edge")]
 #[cfg_attr(docsrs, doc(cfg(feature = "edge")))]
 pub mod edge;
+#[cfg(feature = "edge")]
+#[cfg_attr(docsrs, doc(cfg(feature = "edge")))]
+pub mod origin;
 pub mod redis;
 #[cfg(feature = "edge")]
 #[cfg_attr(docsrs, doc(cfg(feature = "edge")))]
