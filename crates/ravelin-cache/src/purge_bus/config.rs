@@ -98,7 +98,7 @@ impl PurgeBusConfig {
                 "redis_url",
                 format!("{} bytes exceeds limit {MAX_URL_LEN}", self.redis_url.len()),
             );
-        } else if let Err(reason) = check_url(&self.redis_url) {
+        } else if let Err(reason) = check_redis_url(&self.redis_url) {
             v.push("redis_url", reason);
         }
         if self.stream.is_empty() || self.stream.len() > MAX_STREAM_LEN {
@@ -150,8 +150,9 @@ impl PurgeBusConfig {
     }
 }
 
-/// The URL as the Redis client reads it (with the `redis` feature), else its scheme.
-fn check_url(url: &str) -> Result<(), String> {
+/// The URL as the Redis client reads it (with the `redis` feature), else its scheme: the check
+/// of every Redis URL the cache's config names (the purge bus's, the shared tier's).
+pub(crate) fn check_redis_url(url: &str) -> Result<(), String> {
     #[cfg(feature = "redis")]
     {
         ::redis::Client::open(url)

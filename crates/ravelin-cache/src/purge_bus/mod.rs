@@ -36,6 +36,7 @@
 
 mod config;
 
+pub(crate) use config::check_redis_url;
 pub use config::{DEFAULT_MAX_LEN, DEFAULT_STREAM, DEFAULT_TIMEOUT, PurgeBusConfig};
 
 #[cfg(feature = "redis")]

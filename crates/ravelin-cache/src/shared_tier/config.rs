@@ -116,7 +116,7 @@ impl SharedTierConfig {
                 "redis_url",
                 format!("{} bytes exceeds limit {MAX_URL_LEN}", self.redis_url.len()),
             );
-        } else if let Err(reason) = check_url(&self.redis_url) {
+        } else if let Err(reason) = crate::purge_bus::check_redis_url(&self.redis_url) {
             v.push("redis_url", reason);
         }
         if self.prefix.is_empty() || self.prefix.len() > MAX_PREFIX_LEN {
@@ -176,29 +176,6 @@ impl SharedTierConfig {
         v.check_range("max_keys_per_tag", self.max_keys_per_tag, 1..=1_000_000);
         v.check_range("breaker_failures", self.breaker_failures, 1..=1000);
         v
-    }
-}
-
-/// The URL as the Redis client reads it (with the `redis` feature), else its scheme.
-fn check_url(url: &str) -> Result<(), String> {
-    #[cfg(feature = "redis")]
-    {
-        ::redis::Client::open(url)
-            .map(drop)
-            .map_err(|e| format!("not a Redis URL: {e}"))
-    }
-    #[cfg(not(feature = "redis"))]
-    {
-        if ["redis://", "rediss://", "redis+unix://", "unix://"]
-            .iter()
-            .any(|s| url.starts_with(s))
-        {
-            Ok(())
-        } else {
-            Err(format!(
-                "{url:?} is not a redis://, rediss:// or redis+unix:// URL"
-            ))
-        }
     }
 }
 
