@@ -18,9 +18,9 @@
 
 use std::time::Duration;
 
-use http::Request;
-use http_body_util::Full;
-use ravelin_test_support::edge::{GENEROUS_RATELIMIT, Harness, Reply, TOKEN, config, eventually};
+use ravelin_test_support::edge::{
+    self as support, GENEROUS_RATELIMIT, Harness, Reply, config, eventually, is_hit, purge,
+};
 use ravelin_test_support::redis::{RedisServer, unique_prefix};
 use serde_json::Value;
 
@@ -63,24 +63,12 @@ fn redis_clients(redis: &RedisServer) -> usize {
 
 /// GET `path` on `HOST` through `proxy`.
 async fn get(proxy: &Harness, path: &str) -> Reply {
-    proxy
-        .send(
-            Request::get(proxy.url(path))
-                .header("host", HOST)
-                .header("user-agent", "ravelin-e2e/1.0")
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await
-        .expect("the proxy answers")
+    support::get_on(proxy, HOST, path).await
 }
 
-fn is_hit(reply: &Reply) -> bool {
-    reply
-        .headers
-        .get_all("cache-status")
-        .iter()
-        .any(|v| v.to_str().unwrap_or_default().contains("; hit"))
+/// The cache module's `purge_bus` status.
+async fn bus(proxy: &Harness) -> Value {
+    support::module_detail(proxy, "cache").await["purge_bus"].clone()
 }
 
 /// GETs `path` until it is a hit (the first GET stores it).
@@ -89,33 +77,6 @@ async fn cached(proxy: &Harness, path: &str) {
     assert_eq!(first.status, 200, "{}", first.text());
     let second = get(proxy, path).await;
     assert!(is_hit(&second), "{path} is stored: {:?}", second.headers);
-}
-
-/// `POST /cache/purge?…` on `proxy`: the JSON answer.
-async fn purge(proxy: &Harness, query: &str) -> Value {
-    let reply = proxy
-        .send(
-            Request::post(proxy.admin_url(&format!("/cache/purge?{query}")))
-                .header("authorization", format!("Bearer {TOKEN}"))
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(reply.status, 200, "purge {query}: {}", reply.text());
-    reply.json()
-}
-
-/// The cache module's `purge_bus` status.
-async fn bus(proxy: &Harness) -> Value {
-    let status = proxy.status().await;
-    status["modules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "cache")
-        .unwrap_or_else(|| panic!("no cache module in {status:#}"))["detail"]["purge_bus"]
-        .clone()
 }
 
 async fn connected(proxy: &Harness) -> bool {

@@ -17,9 +17,10 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use http::Request;
-use http_body_util::Full;
-use ravelin_test_support::edge::{GENEROUS_RATELIMIT, Harness, Reply, TOKEN, config, eventually};
+use ravelin_test_support::edge::{
+    self as support, GENEROUS_RATELIMIT, Harness, Reply, cache_status, config, eventually, is_hit,
+    purge,
+};
 use ravelin_test_support::redis::{RedisServer, unique_prefix};
 use serde_json::Value;
 
@@ -45,62 +46,17 @@ async fn edge(origin: &Origin, redis_url: &str, prefix: &str, instance: &str) ->
 
 /// GET `path` on `HOST` through `proxy`.
 async fn get(proxy: &Harness, path: &str) -> Reply {
-    proxy
-        .send(
-            Request::get(proxy.url(path))
-                .header("host", HOST)
-                .header("user-agent", "ravelin-e2e/1.0")
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await
-        .expect("the proxy answers")
+    support::get_on(proxy, HOST, path).await
 }
 
-fn cache_status(reply: &Reply) -> String {
-    reply
-        .headers
-        .get_all("cache-status")
-        .iter()
-        .map(|v| v.to_str().unwrap_or_default().to_owned())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn is_hit(reply: &Reply) -> bool {
-    cache_status(reply).contains("; hit")
+/// The cache module's `/status` detail.
+async fn detail(proxy: &Harness) -> Value {
+    support::module_detail(proxy, "cache").await
 }
 
 fn is_shared_hit(reply: &Reply) -> bool {
     let cs = cache_status(reply);
     cs.contains("; hit") && cs.contains("detail=shared")
-}
-
-/// `POST /cache/purge?…` on `proxy`: the JSON answer.
-async fn purge(proxy: &Harness, query: &str) -> Value {
-    let reply = proxy
-        .send(
-            Request::post(proxy.admin_url(&format!("/cache/purge?{query}")))
-                .header("authorization", format!("Bearer {TOKEN}"))
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(reply.status, 200, "purge {query}: {}", reply.text());
-    reply.json()
-}
-
-/// The cache module's `/status` detail.
-async fn detail(proxy: &Harness) -> Value {
-    let status = proxy.status().await;
-    status["modules"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "cache")
-        .unwrap_or_else(|| panic!("no cache module in {status:#}"))["detail"]
-        .clone()
 }
 
 /// Until A's fill of `path` is written to Redis (puts are in the background).

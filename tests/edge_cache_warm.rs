@@ -13,9 +13,9 @@
 
 use std::path::Path;
 
-use http::Request;
-use http_body_util::Full;
-use ravelin_test_support::edge::{GENEROUS_RATELIMIT, Harness, Reply, config};
+use ravelin_test_support::edge::{
+    self as support, GENEROUS_RATELIMIT, Harness, Reply, config, is_hit,
+};
 use serde_json::Value;
 
 /// The origin every proxy of a test forwards to.
@@ -31,35 +31,12 @@ fn edge_config(origin: &Origin, snapshot: &Path) -> String {
 }
 
 async fn get(proxy: &Harness, path: &str) -> Reply {
-    proxy
-        .send(
-            Request::get(proxy.url(path))
-                .header("host", "shop.test")
-                .header("user-agent", "ravelin-e2e/1.0")
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await
-        .expect("the proxy answers")
-}
-
-fn is_hit(reply: &Reply) -> bool {
-    reply
-        .headers
-        .get_all("cache-status")
-        .iter()
-        .any(|v| v.to_str().unwrap_or_default().contains("; hit"))
+    support::get_on(proxy, "shop.test", path).await
 }
 
 /// `modules[cache].detail.warm_restart` of `/status`.
 async fn warm_status(proxy: &Harness) -> Value {
-    let status = proxy.status().await;
-    let modules = status["modules"].as_array().expect("modules in /status");
-    modules
-        .iter()
-        .find(|m| m["name"] == "cache")
-        .expect("the cache module")["detail"]["warm_restart"]
-        .clone()
+    support::module_detail(proxy, "cache").await["warm_restart"].clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -478,3 +478,63 @@ pub fn doubled(file: &str) -> String {
     json["features"] = serde_json::Value::Array(twice);
     serde_json::to_string_pretty(&json).unwrap()
 }
+
+// === the cache through the proxy ===
+
+/// GET `path` through `proxy` with `Host: host` (proxies of one test share cache keys only
+/// when they are asked for the same host).
+pub async fn get_on(proxy: &Harness, host: &str, path: &str) -> Reply {
+    proxy
+        .send(
+            Request::get(proxy.url(path))
+                .header("host", host)
+                .header("user-agent", "ravelin-e2e/1.0")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .expect("the proxy answers")
+}
+
+/// Every `Cache-Status` field line of `reply`, joined.
+pub fn cache_status(reply: &Reply) -> String {
+    reply
+        .headers
+        .get_all("cache-status")
+        .iter()
+        .map(|v| v.to_str().unwrap_or_default().to_owned())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether the cache answered `reply` from its store.
+pub fn is_hit(reply: &Reply) -> bool {
+    cache_status(reply).contains("; hit")
+}
+
+/// `POST /cache/purge?{query}` on `proxy` with the token: the JSON answer (200 asserted).
+pub async fn purge(proxy: &Harness, query: &str) -> serde_json::Value {
+    let reply = proxy
+        .send(
+            Request::post(proxy.admin_url(&format!("/cache/purge?{query}")))
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "purge {query}: {}", reply.text());
+    reply.json()
+}
+
+/// The `detail` of module `name` in `proxy`'s `/status`.
+pub async fn module_detail(proxy: &Harness, name: &str) -> serde_json::Value {
+    let status = proxy.status().await;
+    status["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap_or_else(|| panic!("no module {name} in {status:#}"))["detail"]
+        .clone()
+}
