@@ -33,6 +33,11 @@ const START_MARGIN_MS: u64 = 5_000;
 /// At most one log line per kind of trouble in this period.
 const LOG_EVERY_MS: u64 = 10_000;
 
+/// One line per [`LOG_EVERY_MS`] at most (the permit says how many were held back).
+fn log_limiter() -> ravelin_primitives::LogLimiter {
+    ravelin_primitives::LogLimiter::new(1, Duration::from_millis(LOG_EVERY_MS))
+}
+
 /// Why a [`PurgeBus`] could not be made or started.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -163,8 +168,8 @@ struct Shared {
     outbox_dropped: AtomicU64,
     last_error: Mutex<Option<String>>,
     m: Metrics,
-    error_log: LogLimiter,
-    skip_log: LogLimiter,
+    error_log: ravelin_primitives::LogLimiter,
+    skip_log: ravelin_primitives::LogLimiter,
 }
 
 #[derive(Default)]
@@ -222,34 +227,6 @@ impl Metrics {
     fn skipped(&self, reason: &'static str) {
         metrics::counter!("ravelin_cache_purge_bus_skipped_total", "cache" => self.label.clone(), "reason" => reason)
             .increment(1);
-    }
-}
-
-/// One line per [`LOG_EVERY_MS`] at most; says how many were held back.
-#[derive(Default)]
-struct LogLimiter {
-    last_ms: AtomicU64,
-    held: AtomicU64,
-}
-
-impl LogLimiter {
-    /// `Some(held back since the last line)` when a line may be written now.
-    fn allow(&self) -> Option<u64> {
-        let now = now_ms();
-        let last = self.last_ms.load(Ordering::Relaxed);
-        if last != 0 && now.saturating_sub(last) < LOG_EVERY_MS {
-            self.held.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        if self
-            .last_ms
-            .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-        {
-            self.held.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(self.held.swap(0, Ordering::Relaxed))
     }
 }
 
@@ -337,8 +314,8 @@ impl PurgeBus {
                 outbox_dropped: AtomicU64::new(0),
                 last_error: Mutex::new(None),
                 m,
-                error_log: LogLimiter::default(),
-                skip_log: LogLimiter::default(),
+                error_log: log_limiter(),
+                skip_log: log_limiter(),
             }),
             tasks: Arc::new(Tasks {
                 stop,
@@ -568,7 +545,7 @@ impl Shared {
         self.errors.fetch_add(1, Ordering::Relaxed);
         self.m.error(op);
         *self.last_error.lock() = Some(format!("{op}: {error}"));
-        if let Some(held) = self.error_log.allow() {
+        if let Some(held) = self.error_log.check().map(|p| p.suppressed()) {
             tracing::warn!(op, error, held_back = held, stream = %self.cfg.stream,
                 "cache purge bus: Redis call failed (purges stay local until it answers)");
         }
@@ -703,7 +680,7 @@ impl Shared {
     fn skip(&self, id: StreamId, reason: &'static str) {
         self.skipped.fetch_add(1, Ordering::Relaxed);
         self.m.skipped(reason);
-        if let Some(held) = self.skip_log.allow() {
+        if let Some(held) = self.skip_log.check().map(|p| p.suppressed()) {
             tracing::warn!(%id, reason, held_back = held, stream = %self.cfg.stream,
                 "cache purge bus: entry skipped");
         }
@@ -1083,10 +1060,10 @@ mod tests {
 
     #[test]
     fn the_log_limiter_holds_back_repeats() {
-        let limiter = LogLimiter::default();
-        assert_eq!(limiter.allow(), Some(0));
-        assert_eq!(limiter.allow(), None);
-        assert_eq!(limiter.held.load(Ordering::Relaxed), 1);
+        let limiter = log_limiter();
+        assert_eq!(limiter.check().map(|p| p.suppressed()), Some(0));
+        assert!(limiter.check().is_none());
+        assert_eq!(limiter.suppressed_total(), 1);
     }
 
     #[tokio::test]

@@ -19,6 +19,11 @@ use super::entry::{EncodeError, MAX_KEY_BYTES, SharedEntry};
 
 /// At most one log line per kind of trouble in this period.
 const LOG_EVERY_MS: u64 = 10_000;
+
+/// One line per [`LOG_EVERY_MS`] at most (the permit says how many were held back).
+fn log_limiter() -> ravelin_primitives::LogLimiter {
+    ravelin_primitives::LogLimiter::new(1, Duration::from_millis(LOG_EVERY_MS))
+}
 /// Purges are admin calls, not on a request's path: they may take this long at least.
 const MIN_PURGE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Keys deleted per `DEL` by the purge script.
@@ -264,9 +269,9 @@ struct Inner {
     errors: AtomicU64,
     last_error: Mutex<Option<String>>,
     m: Metrics,
-    error_log: LogLimiter,
-    decode_log: LogLimiter,
-    drop_log: LogLimiter,
+    error_log: ravelin_primitives::LogLimiter,
+    decode_log: ravelin_primitives::LogLimiter,
+    drop_log: ravelin_primitives::LogLimiter,
 }
 
 struct Metrics {
@@ -305,33 +310,6 @@ impl Metrics {
     fn skipped(&self, reason: Skip) {
         metrics::counter!("ravelin_cache_shared_tier_puts_skipped_total", "cache" => self.label.clone(), "reason" => reason.as_str())
             .increment(1);
-    }
-}
-
-/// One line per [`LOG_EVERY_MS`] at most; says how many were held back.
-#[derive(Default)]
-struct LogLimiter {
-    last_ms: AtomicU64,
-    held: AtomicU64,
-}
-
-impl LogLimiter {
-    fn allow(&self) -> Option<u64> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
-        let last = self.last_ms.load(Ordering::Relaxed);
-        if (last != 0 && now.saturating_sub(last) < LOG_EVERY_MS)
-            || self
-                .last_ms
-                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            self.held.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(self.held.swap(0, Ordering::Relaxed))
     }
 }
 
@@ -425,9 +403,9 @@ impl SharedTier {
                 errors: AtomicU64::new(0),
                 last_error: Mutex::new(None),
                 m,
-                error_log: LogLimiter::default(),
-                decode_log: LogLimiter::default(),
-                drop_log: LogLimiter::default(),
+                error_log: log_limiter(),
+                decode_log: log_limiter(),
+                drop_log: log_limiter(),
             }),
         })
     }
@@ -479,7 +457,7 @@ impl SharedTier {
                     inner.errors.fetch_add(1, Ordering::Relaxed);
                     inner.m.error("decode", e.as_str());
                     *inner.last_error.lock() = Some(format!("decode: {e}"));
-                    if let Some(held) = inner.decode_log.allow() {
+                    if let Some(held) = inner.decode_log.check().map(|p| p.suppressed()) {
                         tracing::warn!(
                             reason = e.as_str(),
                             held_back = held,
@@ -696,7 +674,7 @@ impl Inner {
     fn dropped(&self) {
         self.puts_dropped.fetch_add(1, Ordering::Relaxed);
         self.m.puts_dropped.increment(1);
-        if let Some(held) = self.drop_log.allow() {
+        if let Some(held) = self.drop_log.check().map(|p| p.suppressed()) {
             tracing::warn!(
                 limit = self.cfg.max_puts_in_flight,
                 held_back = held,
@@ -918,7 +896,7 @@ impl Inner {
                 error = %fault.detail,
                 "cache shared tier: circuit breaker open, lookups go to the origin"
             );
-        } else if let Some(held) = self.error_log.allow() {
+        } else if let Some(held) = self.error_log.check().map(|p| p.suppressed()) {
             tracing::warn!(
                 op,
                 reason = fault.reason.as_str(),
