@@ -122,28 +122,53 @@ pub(crate) fn date_field(headers: &HeaderMap, name: &HeaderName) -> Option<Syste
 /// Removes the `Surrogate-Control` members meant for the surrogate `device` — those without a
 /// device token and those naming it — from a response going downstream: a surrogate consumes
 /// its own directives. Members targeted only at other devices are kept for them, in order, on
-/// one field line.
+/// one field line — except after a member whose quoted-string never closes (malformed; only
+/// the last member of a line can be one): joined to it, the members after it would read as
+/// part of its quoted-string, and the devices they name would lose them, so they start a new
+/// field line.
 pub(crate) fn strip_surrogate_control(headers: &mut HeaderMap, device: &str) {
     if !headers.contains_key(&SURROGATE_CONTROL) {
         return;
     }
+    let mut lines: Vec<Vec<u8>> = Vec::new();
     let mut kept: Vec<u8> = Vec::new();
+    let mut in_quotes = false;
     for line in headers.get_all(&SURROGATE_CONTROL) {
         for member in split_list(line.as_bytes()) {
             if crate::directives::surrogate_member_for(member, device).is_none() {
-                if !kept.is_empty() {
+                if in_quotes {
+                    lines.push(std::mem::take(&mut kept));
+                } else if !kept.is_empty() {
                     kept.extend_from_slice(b", ");
                 }
                 kept.extend_from_slice(member);
+                in_quotes = ends_in_quoted_string(member);
             }
         }
     }
+    lines.push(kept);
     headers.remove(&SURROGATE_CONTROL);
-    if !kept.is_empty()
-        && let Ok(v) = HeaderValue::from_bytes(&kept)
-    {
-        headers.insert(SURROGATE_CONTROL.clone(), v);
+    for line in lines.iter().filter(|line| !line.is_empty()) {
+        if let Ok(v) = HeaderValue::from_bytes(line) {
+            headers.append(SURROGATE_CONTROL.clone(), v);
+        }
     }
+}
+
+/// Whether `bytes` ends inside a quoted-string that never closes (RFC 9110 §5.6.4, read as
+/// [`ravelin_http::list::split_quoted`] reads it: a backslash escapes within quotes only).
+fn ends_in_quoted_string(bytes: &[u8]) -> bool {
+    let (mut quoted, mut escaped) = (false, false);
+    for &b in bytes {
+        if escaped {
+            escaped = false;
+        } else if quoted && b == b'\\' {
+            escaped = true;
+        } else if b == b'"' {
+            quoted = !quoted;
+        }
+    }
+    quoted
 }
 
 /// Announces the surrogate `device` to the origin (`Surrogate-Capability: device="Surrogate/1.0"`),
@@ -584,6 +609,57 @@ mod tests {
         let mut h = map(&[("surrogate-control", "max-age=5;RAVELIN")]);
         strip_surrogate_control(&mut h, "ravelin");
         assert!(h.get("surrogate-control").is_none());
+    }
+
+    /// Found by the `surrogate_control` fuzz target: kept members were joined on one line after
+    /// a member whose quote never closes, so the quote swallowed them. Another device lost its
+    /// `max-age=9`, and stripping twice differed from stripping once.
+    #[test]
+    fn surrogate_control_members_after_an_unterminated_quote_keep_their_meaning() {
+        let sc = |h: &HeaderMap| -> Vec<String> {
+            h.get_all("surrogate-control")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect()
+        };
+        let mut h = map(&[
+            ("surrogate-control", "no-store;other\""),
+            ("surrogate-control", "max-age=9;other2, max-age=1"),
+        ]);
+        strip_surrogate_control(&mut h, "ravelin");
+        assert_eq!(sc(&h), ["no-store;other\"", "max-age=9;other2"]);
+        let other2 =
+            crate::directives::parse_surrogate_control(h.get_all("surrogate-control"), "other2");
+        assert_eq!(other2.and_then(|c| c.max_age), Some(9));
+        // The fuzzer's minimized input: `;"` and `;",` on two lines.
+        let mut h = map(&[("surrogate-control", ";\""), ("surrogate-control", ";\",")]);
+        strip_surrogate_control(&mut h, "ravelin");
+        let once = sc(&h);
+        strip_surrogate_control(&mut h, "ravelin");
+        assert_eq!(sc(&h), once);
+        assert_eq!(once, [";\"", ";\","]);
+    }
+
+    proptest::proptest! {
+        /// Whatever an origin sends, once this cache removed its own members nothing left is for
+        /// it, and a second removal changes nothing.
+        #[test]
+        fn surrogate_control_stripping_is_complete_and_idempotent(
+            lines in proptest::collection::vec("[a-z0-9=;,\"\\\\ +-]{0,24}", 0..4),
+        ) {
+            let mut h = HeaderMap::new();
+            for line in &lines {
+                h.append(SURROGATE_CONTROL.clone(), HeaderValue::from_str(line).unwrap());
+            }
+            strip_surrogate_control(&mut h, "a");
+            proptest::prop_assert_eq!(
+                crate::directives::parse_surrogate_control(h.get_all(&SURROGATE_CONTROL), "a"),
+                None
+            );
+            let once = h.clone();
+            strip_surrogate_control(&mut h, "a");
+            proptest::prop_assert_eq!(h, once);
+        }
     }
 
     #[test]
