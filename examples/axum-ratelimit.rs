@@ -6,6 +6,11 @@
 //! curl -i -H 'x-api-key: demo' http://127.0.0.1:3000/api/items
 //! ```
 //!
+//! The only wiring is `PeerAddrLayer::new()` (ravelin-ratelimit's `axum` feature), which copies
+//! the client address axum records with `into_make_service_with_connect_info::<SocketAddr>()`
+//! into the `PeerAddr` extension `client_ip` rules key by. Leave it out and every request is
+//! answered 500 with a message saying to add it.
+//!
 //! The guard runs in `ravelin-failsafe`'s `GuardLayer`: it fails open (a broken limiter lets
 //! requests through, marked, rather than failing them), has a time budget, contains panics, and
 //! has a kill switch.
@@ -14,26 +19,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Request};
-use axum::middleware::{self, Next};
-use axum::response::Response;
 use axum::routing::get;
 use ravelin_config::Switchboard;
-use ravelin_failsafe::PeerAddr;
-use ravelin_ratelimit::{KeyPart, RateLimitLayer, Rule, Rules};
-
-/// Guards key clients by `PeerAddr`; axum knows the peer as `ConnectInfo`, so copy it over.
-async fn peer_addr(request: Request, next: Next) -> Response {
-    let mut request = request;
-    if let Some(ConnectInfo(addr)) = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .copied()
-    {
-        request.extensions_mut().insert(PeerAddr(addr));
-    }
-    next.run(request).await
-}
+use ravelin_ratelimit::{KeyPart, PeerAddrLayer, RateLimitLayer, ResponseTemplate, Rule, Rules};
+use tower::ServiceBuilder;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -51,14 +40,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .timeout(Duration::from_millis(20))
         // The kill switch named "ratelimit", the name the guard gives itself.
         .switchboard(&switchboard)
+        // A JSON 429 for API clients (Retry-After and the RateLimit fields are still added).
+        .denied_response(
+            ResponseTemplate::new(
+                http::StatusCode::TOO_MANY_REQUESTS,
+                "{\"error\":\"rate_limited\"}\n",
+            )
+            .content_type("application/json"),
+        )
         .build()?;
 
     let app = Router::new()
         .route("/", get(|| async { "hello\n" }))
         .route("/api/items", get(|| async { "[]\n" }))
-        .layer(limit)
-        // Outermost, so the guard sees the peer address.
-        .layer(middleware::from_fn(peer_addr));
+        .layer(
+            ServiceBuilder::new()
+                // Outermost, so the guard sees the peer address.
+                .layer(PeerAddrLayer::new())
+                .layer(limit),
+        );
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     println!("listening on http://{}", listener.local_addr()?);

@@ -8,6 +8,7 @@ mod identity;
 pub mod list;
 pub mod path;
 mod peer;
+mod peer_layer;
 mod prefix;
 mod response;
 mod tls;
@@ -20,6 +21,7 @@ pub use identity::{IdentityError, IdentityOptions, RequestIdentity, effective_ho
 pub use list::{split_list, trim_ows};
 pub use path::{MatchPath, PathError, canonical_path, canonical_path_lenient, match_path};
 pub use peer::PeerAddr;
+pub use peer_layer::{ConnectionPeer, PeerAddrLayer, SetPeerAddr};
 pub use prefix::{MAX_PREFIX_BYTES, PathPrefix, PrefixError};
 pub use response::{TEXT_PLAIN_UTF8, plain_text};
 pub use tls::TlsInfo;

@@ -3,7 +3,9 @@
 use std::net::SocketAddr;
 
 /// The client's socket address, set as a request extension by the server that accepted the
-/// connection (`ravelin-proxy`'s server does; in axum, copy `ConnectInfo<SocketAddr>` into it).
+/// connection (`ravelin-proxy`'s server does), or by [`PeerAddrLayer`](crate::PeerAddrLayer)
+/// from the server's own connection information (axum's `ConnectInfo`, a hyper accept loop's
+/// address).
 ///
 /// Guards read it (as `RequestHead::peer` in `ravelin-failsafe`), the rate limiter keys clients
 /// by it, and the ingress stage decides from it whether forwarding headers can be believed.

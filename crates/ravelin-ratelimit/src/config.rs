@@ -10,6 +10,7 @@ use ravelin_failsafe::GuardConfig;
 use ravelin_primitives::{Validate, Violations};
 use serde::{Deserialize, Serialize};
 
+use crate::response::{MissingPeer, ResponseTemplate};
 use crate::rules::{ClientIp, KeyPart, ResponseHeaders, Rule, Rules};
 
 /// The most keys the in-memory table may hold (about 1.6 GB at 16 bytes a key).
@@ -61,6 +62,8 @@ impl Serialize for StoreConfig {
 /// | `local_fallback` | `true` | while Redis is unavailable, enforce the same quotas per process in memory |
 /// | `response_headers` | `"always"` | when `RateLimit`/`RateLimit-Policy` are sent |
 /// | `client_ip` | socket peer | how the client address is found ([`ClientIp`]) |
+/// | `missing_peer` | `"reject"` | a `client_ip` rule on a request without a peer address: `reject` (500 naming the fix) or `skip` ([`MissingPeer`]) |
+/// | `denied_response` | 429 `too many requests` | `{ status, content_type, body }` of a limited request ([`ResponseTemplate`]) |
 /// | `rules` | one rule, `per-ip`: 100/s, burst 100, keyed by client address | the [`Rule`]s |
 ///
 /// ```
@@ -96,6 +99,10 @@ pub struct RateLimitConfig {
     pub response_headers: ResponseHeaders,
     /// How the client address is found (`[ratelimit.client_ip]`).
     pub client_ip: ClientIp,
+    /// What a rule keyed by `client_ip` does with a request without a peer address.
+    pub missing_peer: MissingPeer,
+    /// The answer to a limited request (`[ratelimit.denied_response]`).
+    pub denied_response: ResponseTemplate,
     /// The rules (`[[ratelimit.rules]]`).
     pub rules: Vec<Rule>,
     /// Whether the document wrote `rules` (`[[ratelimit.rules]]` or `rules = […]`), or
@@ -135,6 +142,10 @@ struct Document {
     #[serde(default)]
     client_ip: ClientIp,
     #[serde(default)]
+    missing_peer: MissingPeer,
+    #[serde(default)]
+    denied_response: ResponseTemplate,
+    #[serde(default)]
     rules: Option<Vec<Rule>>,
 }
 
@@ -148,6 +159,8 @@ impl From<Document> for RateLimitConfig {
             local_fallback: document.local_fallback,
             response_headers: document.response_headers,
             client_ip: document.client_ip,
+            missing_peer: document.missing_peer,
+            denied_response: document.denied_response,
             rules_written: Written(document.rules.is_some()),
             rules: document.rules.unwrap_or_else(default_rules),
         }
@@ -171,11 +184,13 @@ impl RateLimitConfig {
     }
 
     /// The rule document this configuration installs (client address, response headers,
-    /// rules), as a [`Store<Rules>`](ravelin_config::Store) validates and serves it.
+    /// missing-peer policy, denied response, rules), as a [`Store<Rules>`](ravelin_config::Store) validates and serves it.
     pub fn rules_document(&self) -> Rules {
         let mut rules = Rules::new();
         rules.client_ip = self.client_ip.clone();
         rules.response_headers = self.response_headers;
+        rules.missing_peer = self.missing_peer;
+        rules.denied_response = self.denied_response.clone();
         rules.rules = self.rules.clone();
         rules
     }
@@ -206,6 +221,8 @@ impl Default for RateLimitConfig {
             local_fallback: true,
             response_headers: ResponseHeaders::default(),
             client_ip: ClientIp::default(),
+            missing_peer: MissingPeer::default(),
+            denied_response: ResponseTemplate::default(),
             rules: default_rules(),
             rules_written: Written(false),
         }
@@ -357,6 +374,33 @@ mod tests {
                 .with_rules(Vec::new())
                 .rules_written()
         );
+    }
+
+    #[test]
+    fn missing_peer_and_denied_response_are_read_checked_and_installed() {
+        let config = parse(
+            "missing_peer = \"skip\"\n[denied_response]\nstatus = 503\ncontent_type = \"application/json\"\nbody = \"{}\"",
+        )
+        .unwrap();
+        assert_eq!(config.missing_peer, MissingPeer::Skip);
+        let document = config.rules_document();
+        assert_eq!(document.missing_peer, MissingPeer::Skip);
+        assert_eq!(
+            document.denied_response,
+            ResponseTemplate::new(http::StatusCode::SERVICE_UNAVAILABLE, "{}")
+                .content_type("application/json")
+        );
+        let default = parse("").unwrap();
+        assert_eq!(default.missing_peer, MissingPeer::Reject);
+        assert_eq!(default.denied_response, ResponseTemplate::default_denied());
+        for (text, key) in [
+            ("missing_peer = \"ignore\"", "missing_peer"),
+            ("[denied_response]\nstatus = 200", "denied_response.status"),
+            ("[denied_response]\nstatus = 429\ncolor = 1", "color"),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.contains(key), "{text:?} → {err}");
+        }
     }
 
     #[test]

@@ -5,13 +5,12 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::header::{HOST, RETRY_AFTER};
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue};
 use ravelin_failsafe::{
     Allow, Guard, GuardError, GuardErrorKind, LogLimiter, RequestHead, Verdict,
 };
-use ravelin_http::{MatchPath, RequestIdentity, plain_text};
+use ravelin_http::{MatchPath, RequestIdentity};
 use ravelin_primitives::{Enforcement, KillSwitch};
 use sha2::Digest as _;
 
@@ -19,6 +18,7 @@ use crate::future::CheckFuture;
 use crate::gcra::Decision;
 use crate::headers::{RATELIMIT, RATELIMIT_POLICY, list_value, ratelimit_item, retry_after_secs};
 use crate::memory::MemoryStore;
+use crate::response::{CompiledResponse, MissingPeer, ResponseTemplate, missing_peer_response};
 use crate::rules::{Compiled, CompiledRule, KeyPart, ResponseHeaders, Rules, RulesError};
 use crate::store::{Check, MAX_KEY_LEN, RateLimitStore, StoreError};
 
@@ -51,6 +51,10 @@ struct Inner<S> {
     /// Where the rules' kill switches live (`ratelimit.rule.<name>`); `None`: each rule's
     /// `killed` as its document wrote it.
     switchboard: Option<ravelin_primitives::Switchboard>,
+    /// Set in code ([`RateLimitGuard::missing_peer`]): wins over the rules document's.
+    missing_peer: Option<MissingPeer>,
+    /// Set in code ([`RateLimitGuard::denied_response`]): wins over the rules document's.
+    denied: Option<CompiledResponse>,
 }
 
 pub(crate) enum Source {
@@ -127,6 +131,8 @@ impl<S: RateLimitStore> RateLimitGuard<S> {
                 log: LogLimiter::per_second(5),
                 denial_log: LogLimiter::per_second(5),
                 switchboard: None,
+                missing_peer: None,
+                denied: None,
             }),
         }
     }
@@ -138,12 +144,52 @@ impl<S: RateLimitStore> RateLimitGuard<S> {
             Source::Reloadable(config) => Source::Reloadable(config.clone()),
         };
         let mut guard = RateLimitGuard::with_source(store, rules);
-        if let (Some(inner), Some(board)) =
-            (Arc::get_mut(&mut guard.inner), &self.inner.switchboard)
-        {
-            inner.switchboard = Some(board.clone());
+        if let Some(inner) = Arc::get_mut(&mut guard.inner) {
+            inner.switchboard.clone_from(&self.inner.switchboard);
+            inner.missing_peer = self.inner.missing_peer;
+            inner.denied.clone_from(&self.inner.denied);
         }
         guard
+    }
+
+    /// What a rule keyed by `client_ip` does with a request that has no peer address, whatever
+    /// the rules document says (default: the document's `missing_peer`, itself
+    /// [`MissingPeer::Reject`] unless written).
+    ///
+    /// Call it on the guard as built, before it is cloned (as [`switchboard`](Self::switchboard)).
+    #[must_use]
+    pub fn missing_peer(mut self, missing_peer: MissingPeer) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.missing_peer = Some(missing_peer),
+            None => tracing::error!(
+                "RateLimitGuard::missing_peer on a shared guard: the rules document's setting stays"
+            ),
+        }
+        self
+    }
+
+    /// Answers limited requests with `template` instead of the rules document's
+    /// `denied_response` (`Retry-After` and the `RateLimit` fields are still added).
+    ///
+    /// Call it on the guard as built, before it is cloned.
+    ///
+    /// # Errors
+    /// The template's violations, named under `denied_response` (a status outside 400..=599,
+    /// a content type that is no header value, a body over [`MAX_BODY_BYTES`](crate::MAX_BODY_BYTES)).
+    pub fn denied_response(mut self, template: &ResponseTemplate) -> Result<Self, RulesError> {
+        let mut violations = ravelin_config::Violations::new();
+        template.check("denied_response", &mut violations);
+        violations
+            .into_result()
+            .map_err(|violations| RulesError::Invalid { violations })?;
+        let compiled = template.compile();
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.denied = compiled,
+            None => tracing::error!(
+                "RateLimitGuard::denied_response on a shared guard: the rules document's response stays"
+            ),
+        }
+        Ok(self)
     }
 
     /// Reads each rule's kill switch from `switchboard`, under [`rule_switch_name`]
@@ -342,6 +388,7 @@ impl<S: RateLimitStore> Guard for RateLimitGuard<S> {
         let mut buf = Vec::with_capacity(64);
         let mut spans: Vec<(usize, usize, usize)> = Vec::with_capacity(compiled.rules.len());
         let mut derived = Derived::new();
+        let missing_peer = self.inner.missing_peer.unwrap_or(compiled.missing_peer);
         let switches = compiled.switches(self.inner.switchboard.as_ref());
         for (index, rule) in compiled.rules.iter().enumerate() {
             // A killed rule is skipped before anything is derived for it: an atomic load.
@@ -355,16 +402,34 @@ impl<S: RateLimitStore> Guard for RateLimitGuard<S> {
                 Err(Skip::NoMatch) => {}
                 Err(Skip::NoKey) => {
                     buf.truncate(start);
+                    // Only a rule keyed by `client_ip` has the counter.
+                    let Some(no_peer) = rule.missing_peer.as_ref().filter(|_| head.peer.is_none())
+                    else {
+                        // A missing header: the rule does not apply to this request.
+                        rule.skipped.increment(1);
+                        continue;
+                    };
+                    no_peer.increment(1);
+                    // A shadow rule never blocks, whatever the setting: it reports and the
+                    // request goes on.
+                    if missing_peer == MissingPeer::Reject && rule.action == Enforcement::Enforce {
+                        if let Some(permit) = self.inner.log.check() {
+                            tracing::error!(
+                                rule = %rule.name,
+                                suppressed = permit.suppressed(),
+                                "rate-limit rule keyed by client_ip cannot limit: the request has no PeerAddr extension; answered 500 (add ravelin_http::PeerAddrLayer in front of the rate limiter, or set missing_peer = \"skip\")"
+                            );
+                        }
+                        return CheckFuture::ready(Ok(Verdict::Respond(missing_peer_response())));
+                    }
                     rule.skipped.increment(1);
-                    if rule.key.contains(&KeyPart::ClientIp)
-                        && head.peer.is_none()
-                        && let Some(permit) = self.inner.log.check()
-                    {
-                        tracing::warn!(
-                            rule = %rule.name,
-                            suppressed = permit.suppressed(),
-                            "rate-limit rule keyed by client_ip skipped: the request has no PeerAddr extension (set it from the accepted connection)"
-                        );
+                    if let Some(permit) = self.inner.log.check() {
+                        let message = "rate-limit rule keyed by client_ip skipped: the request has no PeerAddr extension (add ravelin_http::PeerAddrLayer in front of the rate limiter)";
+                        if missing_peer == MissingPeer::Reject {
+                            tracing::error!(rule = %rule.name, suppressed = permit.suppressed(), "{message}");
+                        } else {
+                            tracing::warn!(rule = %rule.name, suppressed = permit.suppressed(), "{message}");
+                        }
                     }
                 }
             }
@@ -413,6 +478,8 @@ pub(crate) struct Plan {
 trait Logs: Send + Sync {
     fn log(&self) -> &LogLimiter;
     fn denial_log(&self) -> &LogLimiter;
+    /// The denial set in code, if any.
+    fn denied(&self) -> Option<&CompiledResponse>;
 }
 
 impl<S: Send + Sync> Logs for Inner<S> {
@@ -422,6 +489,10 @@ impl<S: Send + Sync> Logs for Inner<S> {
 
     fn denial_log(&self) -> &LogLimiter {
         &self.denial_log
+    }
+
+    fn denied(&self) -> Option<&CompiledResponse> {
+        self.denied.as_ref()
     }
 }
 
@@ -529,12 +600,13 @@ impl Plan {
                     "rate limited"
                 );
             }
-            // The edge's own short answer (text/plain, no-store, nosniff), plus Retry-After and
-            // the RateLimit fields.
-            let mut response = plain_text(
-                StatusCode::TOO_MANY_REQUESTS,
-                Bytes::from_static(b"too many requests\n"),
-            );
+            // The edge's own short answer (the configured status, type and body; no-store,
+            // nosniff), plus Retry-After and the RateLimit fields.
+            let mut response = self
+                .guard
+                .denied()
+                .unwrap_or(&self.compiled.denied)
+                .to_response();
             headers.insert(RETRY_AFTER, HeaderValue::from(retry_after));
             response.headers_mut().extend(headers);
             return Ok(Verdict::Respond(response));

@@ -13,6 +13,7 @@ use tower_layer::Layer;
 
 use crate::guard::{GUARD_NAME, RateLimitGuard, Source, compile};
 use crate::memory::MemoryStore;
+use crate::response::{MissingPeer, ResponseTemplate};
 use crate::rules::{Rules, RulesError};
 use crate::store::RateLimitStore;
 
@@ -123,6 +124,8 @@ impl RateLimitLayer<MemoryStore> {
             rules: rules.into(),
             store: Box::new(MemoryStore::default),
             guard: GuardSettings::default(),
+            missing_peer: None,
+            denied_response: None,
         }
     }
 }
@@ -190,6 +193,8 @@ pub struct RateLimitLayerBuilder<S = MemoryStore> {
     rules: RulesSource,
     store: Box<dyn FnOnce() -> S + Send>,
     guard: GuardSettings,
+    missing_peer: Option<MissingPeer>,
+    denied_response: Option<ResponseTemplate>,
 }
 
 /// The guard-layer settings collected before the guard exists (its store type can still
@@ -235,6 +240,8 @@ impl<S> RateLimitLayerBuilder<S> {
             rules: self.rules,
             store: Box::new(move || store),
             guard: self.guard,
+            missing_peer: self.missing_peer,
+            denied_response: self.denied_response,
         }
     }
 
@@ -273,6 +280,23 @@ impl<S> RateLimitLayerBuilder<S> {
         self.guard.kill_switch = Some(switch);
         self
     }
+
+    /// What a rule keyed by `client_ip` does with a request that has no peer address
+    /// (default [`MissingPeer::Reject`]: a `500` naming
+    /// [`PeerAddrLayer`](ravelin_http::PeerAddrLayer), an error log, a metric). Wins over the
+    /// rules document's `missing_peer`.
+    pub fn missing_peer(mut self, missing_peer: MissingPeer) -> Self {
+        self.missing_peer = Some(missing_peer);
+        self
+    }
+
+    /// Answers limited requests with `template` (default 429 `too many requests`);
+    /// `Retry-After` and the `RateLimit` fields are still added. Wins over the rules
+    /// document's `denied_response`; `build` refuses a template out of range.
+    pub fn denied_response(mut self, template: ResponseTemplate) -> Self {
+        self.denied_response = Some(template);
+        self
+    }
 }
 
 impl<S: RateLimitStore> RateLimitLayerBuilder<S> {
@@ -280,14 +304,20 @@ impl<S: RateLimitStore> RateLimitLayerBuilder<S> {
     /// circuit breaker and metric handles, once).
     ///
     /// # Errors
-    /// [`BuildError::Rules`] naming every broken rule, or [`BuildError::Guard`] naming the guard
-    /// setting out of range.
+    /// [`BuildError::Rules`] naming every broken rule (or `denied_response.*` for a template
+    /// out of range), or [`BuildError::Guard`] naming the guard setting out of range.
     pub fn build(self) -> Result<RateLimitLayer<S>, BuildError> {
         let source = match self.rules {
             RulesSource::Fixed(rules) => Source::Fixed(compile(rules)?),
             RulesSource::Reloadable(store) => Source::Reloadable(store),
         };
-        let guard = RateLimitGuard::with_source((self.store)(), source);
+        let mut guard = RateLimitGuard::with_source((self.store)(), source);
+        if let Some(missing_peer) = self.missing_peer {
+            guard = guard.missing_peer(missing_peer);
+        }
+        if let Some(template) = &self.denied_response {
+            guard = guard.denied_response(template)?;
+        }
         let inner = self.guard.apply(GuardLayer::builder(guard)).build()?;
         Ok(RateLimitLayer { inner })
     }
@@ -299,6 +329,8 @@ impl<S> fmt::Debug for RateLimitLayerBuilder<S> {
             .field("rules", &self.rules)
             .field("store", &std::any::type_name::<S>())
             .field("guard", &self.guard)
+            .field("missing_peer", &self.missing_peer)
+            .field("denied_response", &self.denied_response)
             .finish()
     }
 }

@@ -11,6 +11,7 @@ pub mod headers;
 mod layer;
 mod limiter;
 mod memory;
+mod response;
 pub mod rules;
 pub mod store;
 mod table;
@@ -27,6 +28,7 @@ pub use guard::{GUARD_NAME, RateLimitGuard};
 pub use layer::{BuildError, RateLimit, RateLimitLayer, RateLimitLayerBuilder, RulesSource};
 pub use limiter::{DirectLimiter, Limiter};
 pub use memory::MemoryStore;
+pub use response::{MAX_BODY_BYTES, MISSING_PEER_BODY, MissingPeer, ResponseTemplate};
 pub use rules::{
     ClientIp, KeyPart, MAX_KEY_PARTS, MAX_RULES, Match, RULE_SWITCH_PREFIX, ResponseHeaders, Rule,
     Rules, RulesError, rule_switch_name,
@@ -40,3 +42,7 @@ pub use table::TableStats;
 // dependency.
 pub use ravelin_primitives::Enforcement;
 pub use ravelin_primitives::clock::{Clock, ManualClock, MonotonicClock, Nanos};
+
+// The request extension `client_ip` rules read and the layer that sets it from the connection:
+// re-exported here, where a user wiring the rate limiter looks for them.
+pub use ravelin_http::{ConnectionPeer, PeerAddr, PeerAddrLayer};

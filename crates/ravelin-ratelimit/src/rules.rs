@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::client_ip::{ClientIpResolver, ForwardedHeader};
 use crate::gcra::Quota;
+use crate::response::{CompiledResponse, MissingPeer, ResponseTemplate};
 use crate::store::MAX_CHECKS;
 
 /// The most rules a rule set may hold.
@@ -97,6 +98,14 @@ pub struct Rules {
     /// When the `RateLimit` and `RateLimit-Policy` fields are sent.
     #[serde(default)]
     pub response_headers: ResponseHeaders,
+    /// What a rule keyed by `client_ip` does with a request that has no peer address
+    /// (default: answer 500 naming the fix; see [`MissingPeer`]).
+    #[serde(default)]
+    pub missing_peer: MissingPeer,
+    /// The answer to a limited request (default 429 `too many requests`); `Retry-After` and
+    /// the `RateLimit` fields are added to it.
+    #[serde(default)]
+    pub denied_response: ResponseTemplate,
     /// The rules, all evaluated for every request they match.
     #[serde(default)]
     pub rules: Vec<Rule>,
@@ -182,7 +191,7 @@ pub enum ResponseHeaders {
 #[serde(try_from = "String", into = "String")]
 pub enum KeyPart {
     /// The client address, grouped by prefix (see [`ClientIp`]). A request without a peer
-    /// address is not limited by the rule.
+    /// address is refused (500) unless [`Rules::missing_peer`] says to skip the rule for it.
     ClientIp,
     /// The request method.
     Method,
@@ -405,6 +414,18 @@ impl Rules {
         self
     }
 
+    /// Sets what a `client_ip` rule does with a request without a peer address.
+    pub fn missing_peer(mut self, missing_peer: MissingPeer) -> Self {
+        self.missing_peer = missing_peer;
+        self
+    }
+
+    /// Replaces the answer to a limited request.
+    pub fn denied_response(mut self, template: ResponseTemplate) -> Self {
+        self.denied_response = template;
+        self
+    }
+
     /// Validates and compiles the rule set for use outside a `ravelin_config::Store` (what
     /// [`RateLimitLayer::new`](crate::RateLimitLayer::new) and
     /// [`RateLimitGuard::new`](crate::RateLimitGuard::new) do with the rules they are given).
@@ -468,6 +489,7 @@ impl Validate for Rules {
         }
         v.check_range("client_ip.ipv4_prefix", ip.ipv4_prefix, 1..=32);
         v.check_range("client_ip.ipv6_prefix", ip.ipv6_prefix, 1..=128);
+        self.denied_response.check("denied_response", &mut v);
 
         if !v.check_count("rules", "rules", self.rules.len(), MAX_RULES) {
             return v.into_result();
@@ -615,6 +637,10 @@ pub(crate) struct Compiled {
     pub(crate) rules: Vec<CompiledRule>,
     pub(crate) client_ip: ClientIpResolver,
     pub(crate) headers: ResponseHeaders,
+    /// The document's [`MissingPeer`] (a builder's setting overrides it in the guard).
+    pub(crate) missing_peer: MissingPeer,
+    /// The document's denial, ready to clone.
+    pub(crate) denied: CompiledResponse,
     /// One kill switch per rule of `rules` (same order), looked up once per document by the
     /// first guard that runs it: its switchboard's `ratelimit.rule.<name>`, or, without one, a
     /// standalone switch set from the rule's `killed`. Reading one per request is an atomic
@@ -640,6 +666,8 @@ pub(crate) struct CompiledRule {
     pub(crate) allowed: metrics::Counter,
     pub(crate) denied: metrics::Counter,
     pub(crate) skipped: metrics::Counter,
+    /// Requests without a peer address met by this rule (only for rules keyed by `client_ip`).
+    pub(crate) missing_peer: Option<metrics::Counter>,
     /// `killed` as the document wrote it (the standalone switch's state without a switchboard).
     pub(crate) killed: bool,
 }
@@ -718,6 +746,12 @@ impl Compiled {
                     allowed: counter("allowed"),
                     denied: counter("denied"),
                     skipped: counter("skipped"),
+                    missing_peer: rule.key.contains(&KeyPart::ClientIp).then(|| {
+                        metrics::counter!(
+                            "ravelin_ratelimit_missing_peer_total",
+                            "rule" => rule.name.clone(),
+                        )
+                    }),
                     killed: rule.killed,
                 })
             })
@@ -726,6 +760,9 @@ impl Compiled {
             rules: compiled,
             client_ip: resolver,
             headers: rules.response_headers,
+            missing_peer: rules.missing_peer,
+            // Validated before compiling; the built-in denial if it somehow was not.
+            denied: rules.denied_response.compile().unwrap_or_default(),
             switches: std::sync::OnceLock::new(),
         }
     }

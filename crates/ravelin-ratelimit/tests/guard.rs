@@ -23,8 +23,9 @@ use http_body_util::Full;
 use ravelin_config::{Format, Store};
 use ravelin_failsafe::{Guard, PeerAddr, RequestHead, SkipReason, Skipped, Verdict};
 use ravelin_ratelimit::{
-    BuildError, Check, Decision, KeyPart, ManualClock, MemoryStore, RateLimitGuard, RateLimitLayer,
-    RateLimitStore, ResponseHeaders, Rule, Rules, StoreError,
+    BuildError, Check, Decision, KeyPart, MISSING_PEER_BODY, ManualClock, MemoryStore, MissingPeer,
+    RateLimitGuard, RateLimitLayer, RateLimitStore, ResponseHeaders, ResponseTemplate, Rule, Rules,
+    StoreError,
 };
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
 
@@ -378,15 +379,120 @@ async fn ipv6_clients_are_grouped_by_prefix() {
     );
 }
 
+/// The body of a verdict's response, when the guard answered.
+async fn answer<S: RateLimitStore>(
+    guard: &RateLimitGuard<S>,
+    request: &Request<()>,
+) -> Option<(StatusCode, String)> {
+    match guard
+        .check(&RequestHead::from_request(request))
+        .await
+        .unwrap()
+    {
+        Verdict::Respond(response) => Some((
+            response.status(),
+            String::from_utf8(response.body().to_vec()).unwrap(),
+        )),
+        _ => None,
+    }
+}
+
 #[tokio::test]
-async fn no_peer_address_skips_client_ip_rules() {
+async fn no_peer_address_is_refused_by_default_naming_the_fix() {
     let clock = ManualClock::new();
     let g = guard(Rules::new().rule(per_ip(1)), &clock);
-    for _ in 0..5 {
-        let (status, h) = decide(&g, &request("", &[])).await;
-        assert_eq!(status, StatusCode::OK);
-        assert!(h.is_empty());
+    for _ in 0..3 {
+        let (status, body) = answer(&g, &request("", &[])).await.unwrap();
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body, MISSING_PEER_BODY);
+        assert!(body.contains("PeerAddrLayer"), "{body}");
     }
+    // A request with an address is limited as usual.
+    assert_eq!(
+        decide(&g, &request("192.0.2.1", &[])).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn no_peer_address_skips_client_ip_rules_when_asked() {
+    let clock = ManualClock::new();
+    for g in [
+        guard(
+            Rules::new().rule(per_ip(1)).missing_peer(MissingPeer::Skip),
+            &clock,
+        ),
+        // The guard's setting wins over the document's.
+        guard(Rules::new().rule(per_ip(1)), &clock).missing_peer(MissingPeer::Skip),
+    ] {
+        for _ in 0..5 {
+            let (status, h) = decide(&g, &request("", &[])).await;
+            assert_eq!(status, StatusCode::OK);
+            assert!(h.is_empty());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_shadow_rule_never_refuses_a_request_without_an_address() {
+    let clock = ManualClock::new();
+    let g = guard(Rules::new().rule(per_ip(1).shadow()), &clock);
+    for _ in 0..3 {
+        assert_eq!(decide(&g, &request("", &[])).await.0, StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn a_missing_header_still_skips_its_rule() {
+    let clock = ManualClock::new();
+    let api_key = KeyPart::Header(HeaderName::from_static("x-api-key"));
+    // Keyed by address and API key: with an address but no key, the rule does not apply.
+    let g = guard(Rules::new().rule(per_ip(1).key(api_key)), &clock);
+    for _ in 0..3 {
+        assert_eq!(
+            decide(&g, &request("192.0.2.1", &[])).await.0,
+            StatusCode::OK
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_denied_response_is_configurable_and_keeps_the_ratelimit_fields() {
+    let clock = ManualClock::new();
+    let template =
+        ResponseTemplate::new(StatusCode::SERVICE_UNAVAILABLE, "{\"error\":\"slow down\"}")
+            .content_type("application/json");
+    for g in [
+        guard(
+            Rules::new()
+                .rule(per_ip(1))
+                .denied_response(template.clone()),
+            &clock,
+        ),
+        guard(Rules::new().rule(per_ip(1)), &clock)
+            .denied_response(&template)
+            .unwrap(),
+    ] {
+        let r = request("192.0.2.9", &[]);
+        assert_eq!(decide(&g, &r).await.0, StatusCode::OK);
+        let (status, headers) = decide(&g, &r).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(headers["cache-control"], "no-store");
+        assert_eq!(headers["retry-after"], "60");
+        assert_eq!(headers["ratelimit"], r#""per-ip";r=0;t=60"#);
+        assert_eq!(headers["ratelimit-policy"], r#""per-ip";q=1;w=60"#);
+        assert_eq!(answer(&g, &r).await.unwrap().1, "{\"error\":\"slow down\"}");
+        clock.advance(Duration::from_secs(60));
+    }
+    let refused = guard(Rules::new().rule(per_ip(1)), &clock)
+        .denied_response(&ResponseTemplate::new(StatusCode::OK, "fine"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("denied_response.status: 200 is not a 4xx or 5xx status"),
+        "{refused}"
+    );
 }
 
 #[tokio::test]
@@ -604,11 +710,14 @@ async fn decisions_are_counted_per_rule_and_action() {
     // Handles are bound when the rules are compiled, so compile under the recorder.
     let g = metrics::with_local_recorder(&recorder, || {
         guard(
-            Rules::new().rule(per_ip(2)).rule(
-                Rule::new("tight", 1, Duration::from_secs(60))
-                    .key(KeyPart::ClientIp)
-                    .shadow(),
-            ),
+            Rules::new()
+                .rule(per_ip(2))
+                .rule(
+                    Rule::new("tight", 1, Duration::from_secs(60))
+                        .key(KeyPart::ClientIp)
+                        .shadow(),
+                )
+                .missing_peer(MissingPeer::Skip),
             &clock,
         )
     });
@@ -651,5 +760,31 @@ async fn decisions_are_counted_per_rule_and_action() {
     assert_eq!(
         get("ravelin_ratelimit_decisions_total rule=per-ip,action=enforce,outcome=skipped"),
         1
+    );
+    // The request without an address, met by both rules.
+    assert_eq!(get("ravelin_ratelimit_missing_peer_total rule=per-ip"), 1);
+    assert_eq!(get("ravelin_ratelimit_missing_peer_total rule=tight"), 1);
+}
+
+#[tokio::test]
+async fn a_refused_request_without_an_address_is_counted_not_skipped() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let clock = ManualClock::new();
+    let g = metrics::with_local_recorder(&recorder, || guard(Rules::new().rule(per_ip(2)), &clock));
+    assert!(answer(&g, &request("", &[])).await.is_some());
+    let counters: Vec<(String, u64)> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .filter_map(|(key, _, _, value)| match value {
+            DebugValue::Counter(n) if n > 0 => Some((key.key().name().to_owned(), n)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        counters,
+        vec![("ravelin_ratelimit_missing_peer_total".to_owned(), 1)]
     );
 }
