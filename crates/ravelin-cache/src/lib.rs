@@ -99,6 +99,33 @@ pub mod fuzz_logic {
         a == b
     }
 
+    /// Reads `data` as `Surrogate-Control` field lines (split at `\n`) as this cache does: for
+    /// its own device token, then as a response going downstream with this cache's members
+    /// removed. Never a panic. Returns whether the device token compares without case, and
+    /// whether what is left after removing this cache's members says nothing to this cache and
+    /// is left alone by a second removal (the fuzz target asserts it): a downstream surrogate
+    /// with the same token must not read directives this cache already consumed.
+    pub fn surrogate_control(data: &[u8]) -> bool {
+        let name = HeaderName::from_static("surrogate-control");
+        let mut headers = HeaderMap::new();
+        for line in data.split(|b| *b == b'\n') {
+            if let Ok(value) = HeaderValue::from_bytes(line) {
+                headers.append(name.clone(), value);
+            }
+        }
+        let parse = |headers: &HeaderMap, device: &str| {
+            crate::directives::parse_surrogate_control(headers.get_all(&name), device)
+        };
+        let ours = parse(&headers, "ravelin");
+        let case_blind = parse(&headers, "RaVeLiN") == ours;
+        let mut stripped = headers.clone();
+        crate::headers::strip_surrogate_control(&mut stripped, "ravelin");
+        let consumed = parse(&stripped, "ravelin").is_none();
+        let mut again = stripped.clone();
+        crate::headers::strip_surrogate_control(&mut again, "ravelin");
+        case_blind && consumed && again == stripped
+    }
+
     /// Decodes `data` as a shared-tier value (untrusted: written by another proxy, or by
     /// anyone with access to Redis): the first byte says how much of the rest is the key the
     /// value is read under. Never a panic; a value that decodes must encode back to a value
@@ -117,5 +144,47 @@ pub mod fuzz_logic {
                 .is_some_and(|again| again == entry),
             Err(_) => true,
         }
+    }
+
+    /// Reads `data` as a Redis reply on the wire (RESP2 or RESP3, untrusted: anyone with access
+    /// to Redis can write to the stream) through every purge-bus reply parser: `XREAD`,
+    /// `XRANGE` and `XINFO STREAM`, then each entry's fields as a purge. Never a panic. Returns
+    /// whether every entry ID prints back to itself and every purge that decodes encodes to
+    /// fields that decode to the same purge (the fuzz target asserts it).
+    #[cfg(feature = "redis")]
+    pub fn bus_reply(data: &[u8]) -> bool {
+        use crate::purge_bus::entry::{self, BusEntry, RawEntry, StreamId};
+
+        fn entries_hold(entries: &[RawEntry]) -> bool {
+            entries.iter().all(|raw| {
+                let id_round_trips = StreamId::parse(raw.id.to_string().as_bytes()) == Some(raw.id);
+                let purge_round_trips = match raw.fields.as_deref().map(BusEntry::decode) {
+                    Some(Ok(purge)) => {
+                        let fields: Vec<(Vec<u8>, Vec<u8>)> = purge
+                            .fields()
+                            .into_iter()
+                            .map(|(name, value)| (name.as_bytes().to_vec(), value))
+                            .collect();
+                        BusEntry::decode(&fields) == Ok(purge)
+                    }
+                    Some(Err(_)) | None => true,
+                };
+                id_round_trips && purge_round_trips
+            })
+        }
+
+        let Ok(value) = ::redis::parse_redis_value(data) else {
+            return true;
+        };
+        let xread = entry::parse_xread(&value).map_or(true, |e| entries_hold(&e));
+        let xrange = entry::parse_entries(&value).map_or(true, |e| entries_hold(&e));
+        let xinfo = entry::parse_xinfo(&value).map_or(true, |info| {
+            let id = info.last_generated;
+            StreamId::parse(id.to_string().as_bytes()) == Some(id)
+                && info.first_entry.is_none_or(|first| {
+                    StreamId::parse(first.to_string().as_bytes()) == Some(first)
+                })
+        });
+        xread && xrange && xinfo
     }
 }

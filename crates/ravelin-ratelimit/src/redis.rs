@@ -457,6 +457,61 @@ impl RedisStoreBuilder {
     }
 }
 
+/// Entry points for the fuzz targets in `fuzz/`: not part of the API.
+#[doc(hidden)]
+pub mod fuzz_logic {
+    use std::time::Duration;
+
+    use super::script::{Spec, parse_reply};
+    use crate::gcra::Quota;
+
+    /// Reads `data` as the GCRA script's reply to a batch of checks, the way the store does
+    /// (untrusted: anything that answers on the Redis address, or another program's script).
+    ///
+    /// The first byte gives the number of checks (0 to 3), then three bytes per check: limit
+    /// per second, burst and cost; the rest is the reply on the wire (RESP2 or RESP3). Never a
+    /// panic. Returns whether an accepted reply gives one decision per check, each within its
+    /// quota: `limit` is the burst, `remaining` at most the burst, an allowed decision has no
+    /// retry wait and resets within the tolerance (the fuzz target asserts it).
+    pub fn script_reply(data: &[u8]) -> bool {
+        let Some((&count, mut rest)) = data.split_first() else {
+            return true;
+        };
+        let mut specs = Vec::new();
+        for _ in 0..count % 4 {
+            let Some(([limit, burst, cost], tail)) = rest.split_first_chunk::<3>() else {
+                return true;
+            };
+            rest = tail;
+            let Ok(quota) =
+                Quota::per_second(u32::from(*limit)).and_then(|q| q.with_burst(u32::from(*burst)))
+            else {
+                return true;
+            };
+            specs.push(Spec {
+                quota,
+                cost: u32::from(*cost),
+            });
+        }
+        let Ok(reply) = ::redis::parse_redis_value(rest) else {
+            return true;
+        };
+        match parse_reply(&reply, &specs) {
+            Ok(decisions) => {
+                decisions.len() == specs.len()
+                    && decisions.iter().zip(&specs).all(|(d, spec)| {
+                        let tolerance = Duration::from_nanos(spec.quota.tolerance_nanos());
+                        d.limit == spec.quota.burst()
+                            && d.remaining <= d.limit
+                            && (!d.allowed
+                                || (d.retry_after.is_zero() && d.reset_after <= tolerance))
+                    })
+            }
+            Err(_) => true,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,7 +42,7 @@ pub use config::{DEFAULT_MAX_LEN, DEFAULT_STREAM, DEFAULT_TIMEOUT, PurgeBusConfi
 #[cfg(feature = "redis")]
 mod bus;
 #[cfg(feature = "redis")]
-mod entry;
+pub(crate) mod entry;
 #[cfg(feature = "redis")]
 mod store;
 
