@@ -14,13 +14,15 @@ pub use error::{Format, Rejection, Source};
 pub use ravelin_primitives::{
     KillSwitch, Switchboard, UnknownSwitch, Validate, Violation, Violations,
 };
+// The clock a store reads (`StoreBuilder::clock`), re-exported for the same reason.
+pub use ravelin_primitives::clock::{Clock, Nanos};
 pub use rollout::{
     Assignment, Cohort, CohortBounds, CohortHealth, CohortKey, Observation, RolloutEnd,
     RolloutPolicy, RolloutRecord, RolloutStatus,
 };
 pub use store::{
-    Digest, Meta, Outcome, RejectionRecord, Snapshot, Startup, Status, Store, StoreBuilder,
-    WatchHandle,
+    Current, Digest, Meta, Outcome, RejectionRecord, Snapshot, Startup, Status, Store,
+    StoreBuilder, WatchHandle,
 };
 
 #[cfg(test)]

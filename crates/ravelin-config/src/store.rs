@@ -156,6 +156,36 @@ impl<T> std::ops::Deref for Snapshot<T> {
     }
 }
 
+/// The active snapshot as [`Store::current`] reads it: dereferences to the [`Snapshot`].
+///
+/// A short-lived read guard, the cheapest read there is (no reference-count increment in the
+/// common case). It is ravelin's own type, not the `arc-swap` guard it wraps, so the store can
+/// change how it swaps snapshots without breaking its users. Hold it only for the duration of a
+/// read: holding many at once, or one across an `.await`, makes later reads and reloads pay
+/// for a slower path; [`into_arc`](Current::into_arc) (or [`Store::load`]) gives an owned
+/// snapshot for that.
+pub struct Current<T>(arc_swap::Guard<Arc<Snapshot<T>>>);
+
+impl<T> Current<T> {
+    /// The snapshot as an owned `Arc`, which may be kept as long as needed.
+    pub fn into_arc(self) -> Arc<Snapshot<T>> {
+        arc_swap::Guard::into_inner(self.0)
+    }
+}
+
+impl<T> std::ops::Deref for Current<T> {
+    type Target = Snapshot<T>;
+    fn deref(&self) -> &Snapshot<T> {
+        &self.0
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Current<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Current").field(&**self).finish()
+    }
+}
+
 /// What a successful reload did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -1086,9 +1116,10 @@ impl<T: Document> Store<T> {
     }
 
     /// The active snapshot through a short-lived guard: the cheapest read, for the request path.
-    /// Do not hold the guard across an `.await`; use [`load`](Store::load) for that.
-    pub fn current(&self) -> arc_swap::Guard<Arc<Snapshot<T>>> {
-        self.inner.active.load()
+    /// Do not hold the guard across an `.await`; use [`load`](Store::load) for that (or
+    /// [`Current::into_arc`]).
+    pub fn current(&self) -> Current<T> {
+        Current(self.inner.active.load())
     }
 
     /// A receiver that changes whenever a new document is installed (its value is the generation),

@@ -95,6 +95,28 @@ fn valid_document_is_installed_and_prepared() {
     assert_eq!(snap.meta().source, Source::Api("test".into()));
 }
 
+/// `Store::current` returns ravelin's own guard (issue 17): it reads the active snapshot, and
+/// `into_arc` keeps that snapshot across a reload, as `load` would.
+#[test]
+fn current_reads_the_active_snapshot_and_into_arc_outlives_a_reload() {
+    let store = store_with(&doc(1, &["ua_len"]));
+    let current: crate::Current<Features> = store.current();
+    assert_eq!(current.version, 1);
+    assert_eq!(current.meta().version, Some(1));
+    assert!(
+        format!("{current:?}").starts_with("Current(Snapshot {"),
+        "{current:?}"
+    );
+    let kept = current.into_arc();
+    assert!(Arc::ptr_eq(&kept, &store.load()));
+
+    store
+        .submit(doc(2, &["ua_len"]).as_bytes(), "next")
+        .unwrap();
+    assert_eq!(store.current().version, 2);
+    assert_eq!(kept.version, 1, "the owned snapshot is the one read");
+}
+
 #[test]
 fn duplicated_rows_past_the_limit_are_rejected_and_last_good_stays() {
     // The 2025-11-18 shape: the same rows twice, past the preallocated limit.
