@@ -1,6 +1,8 @@
 //! Arbitrary request targets and `Host` values through ravelin-http: path normalization (strict
 //! and lenient), the match path, path prefixes and the request identity. Never a panic, and the
-//! invariants the policies rely on hold for every accepted input.
+//! invariants the policies rely on hold for every accepted input: strict normalization is
+//! idempotent and agrees with the lenient one, a prefix matches its own path, and the folded
+//! match path does not depend on ASCII case.
 #![no_main]
 
 use http::uri::Scheme;
@@ -30,6 +32,20 @@ fuzz_target!(|data: &[u8]| {
     }
     let matched = match_path(&lenient, true);
     assert!(matched.as_str().starts_with('/'));
+    assert!(!matched.as_str().contains("//"), "{matched}");
+    assert_eq!(
+        match_path(&lenient, false).as_str().to_ascii_lowercase(),
+        matched.as_str(),
+        "folding is more than ASCII lower-casing"
+    );
+    // `/LOGIN` cannot walk around a policy for `/login`: the same target in another ASCII case
+    // (letters and escapes alike) has the same folded match path.
+    let upper = target.to_ascii_uppercase();
+    assert_eq!(
+        match_path(&canonical_path_lenient(&upper), true),
+        matched,
+        "{target:?} and {upper:?} match differently"
+    );
     if let Ok(prefix) = PathPrefix::new(target) {
         // A prefix always covers the path it was written as.
         let own = match_path(&canonical_path_lenient(target), true);
