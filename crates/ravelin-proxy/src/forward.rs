@@ -88,6 +88,10 @@ struct UpstreamInner {
     base_path: String,
     http2: bool,
     preserve_host: bool,
+    /// `Host` for an HTTP/1 request that does not keep the client's: the authority as the
+    /// client library would write it (the port only when it is not the scheme's default),
+    /// made once here instead of formatted per request by the pool (issue 13).
+    host_header: Option<HeaderValue>,
     connect_timeout: Duration,
     response_timeout: Duration,
     client: PerWorker<UpstreamClient>,
@@ -642,8 +646,10 @@ impl UpstreamBuilder {
                 self.upgrade_idle_timeout,
             ))
         });
+        let host_header = upstream_host_header(&scheme, &authority);
         Ok(Upstream {
             inner: Arc::new(UpstreamInner {
+                host_header,
                 metrics: UpstreamMetrics::new(&name),
                 upgrades,
                 body_watch,
@@ -660,6 +666,19 @@ impl UpstreamBuilder {
                 addresses,
             }),
         })
+    }
+}
+
+/// The `Host` an HTTP/1 request to `authority` carries when the client's is not kept: the host,
+/// and the port when it is not `scheme`'s default (what hyper-util's client writes when the
+/// field is absent).
+fn upstream_host_header(scheme: &Scheme, authority: &Authority) -> Option<HeaderValue> {
+    let default_port = if *scheme == Scheme::HTTPS { 443 } else { 80 };
+    match authority.port_u16() {
+        Some(port) if port != default_port => {
+            HeaderValue::from_str(&format!("{}:{port}", authority.host())).ok()
+        }
+        _ => HeaderValue::from_str(authority.host()).ok(),
     }
 }
 
@@ -976,11 +995,20 @@ impl<R: Resolve> ForwardInner<R> {
             Some(host) if upstream.preserve_host && !upstream.http2 => {
                 headers.insert(header::HOST, host);
             }
-            // HTTP/2 carries the authority in :authority (from the URI); for HTTP/1.1 the
-            // client fills Host from the URI when it is absent.
-            _ => {
+            // HTTP/2 carries the authority in :authority (from the URI).
+            _ if upstream.http2 => {
                 headers.remove(header::HOST);
             }
+            // HTTP/1.1: the upstream's own authority, made once (the client would otherwise
+            // format it from the URI for every request).
+            _ => match &upstream.host_header {
+                Some(host) => {
+                    headers.insert(header::HOST, host.clone());
+                }
+                None => {
+                    headers.remove(header::HOST);
+                }
+            },
         }
         parts.uri = uri;
         parts.version = if upstream.http2 {
@@ -1329,6 +1357,29 @@ mod tests {
         assert_eq!(forwarded_path("/c/../d", Some(&identity)).unwrap(), "/d");
         // A later layer rewrote the URI into a refused spelling: 400.
         assert!(forwarded_path("/a%2fb", Some(&identity)).is_none());
+    }
+
+    #[test]
+    fn upstream_host_is_written_as_the_client_library_would() {
+        let host = |scheme: Scheme, authority: &str| {
+            upstream_host_header(&scheme, &authority.parse().unwrap())
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(host(Scheme::HTTP, "origin.internal"), "origin.internal");
+        assert_eq!(host(Scheme::HTTP, "origin.internal:80"), "origin.internal");
+        assert_eq!(host(Scheme::HTTP, "10.0.0.1:8080"), "10.0.0.1:8080");
+        assert_eq!(
+            host(Scheme::HTTPS, "origin.internal:443"),
+            "origin.internal"
+        );
+        assert_eq!(
+            host(Scheme::HTTPS, "origin.internal:80"),
+            "origin.internal:80"
+        );
+        assert_eq!(host(Scheme::HTTP, "[::1]:8080"), "[::1]:8080");
     }
 
     #[test]

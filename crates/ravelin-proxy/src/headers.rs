@@ -55,33 +55,72 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// only the edge may set and those it accepts from trusted proxies, so a client cannot use
 /// `Connection: x-request-id` to remove a field a later stage adds or relies on.
 pub fn remove_hop_by_hop_except(headers: &mut HeaderMap, protected: &[HeaderName]) {
-    // Collect the names listed in Connection before removing it (bounded; invalid tokens are
-    // ignored: they could not name a field we would forward anyway).
-    let named = ravelin_http::connection_options(headers);
-    // `TE: trailers, gzip;q="0.5"`: members split outside quoted-strings, then the coding
-    // name before any `;` parameter.
-    let wants_trailers = headers.get_all(header::TE).iter().any(|v| {
-        ravelin_http::split_list(v.as_bytes()).any(|member| {
-            ravelin_http::list::split_quoted(member, b';')
-                .next()
-                .is_some_and(|name| ravelin_http::trim_ows(name).eq_ignore_ascii_case(b"trailers"))
-        })
-    });
-    for name in named {
-        if name != header::HOST && !protected.contains(&name) {
-            headers.remove(name);
+    // One pass over the names present, compared without hashing: most messages carry few or
+    // none of these fields, and removing each absent name cost a hash and a probe, ten or more
+    // per message, twice per forwarded request (issue 13).
+    // Bit i: HOP_BY_HOP[i] is present (a set past 64 names would be removed whole).
+    let mut present: u64 = 0;
+    let (mut connection, mut te, mut trailer) = (false, false, false);
+    for name in headers.keys() {
+        if name == header::TRAILER {
+            trailer = true;
+        } else if let Some(index) = ravelin_http::HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= u32::try_from(index)
+                .ok()
+                .and_then(|shift| 1u64.checked_shl(shift))
+                .unwrap_or(0);
+            connection |= name == header::CONNECTION;
+            te |= name == header::TE;
+        }
+    }
+    let any = present != 0 || trailer || ravelin_http::HOP_BY_HOP.len() > 64;
+    if !any {
+        // No `Connection` (so no named options), no `TE`, nothing of the fixed set.
+        return;
+    }
+    let wants_trailers = te
+        && headers.get_all(header::TE).iter().any(|v| {
+            // `TE: trailers, gzip;q="0.5"`: members split outside quoted-strings, then the
+            // coding name before any `;` parameter.
+            ravelin_http::split_list(v.as_bytes()).any(|member| {
+                ravelin_http::list::split_quoted(member, b';')
+                    .next()
+                    .is_some_and(|name| {
+                        ravelin_http::trim_ows(name).eq_ignore_ascii_case(b"trailers")
+                    })
+            })
+        });
+    if connection {
+        // The names listed in Connection, read before it is removed (bounded; invalid tokens
+        // are ignored: they could not name a field we would forward anyway).
+        for name in ravelin_http::connection_options(headers) {
+            // The fixed set goes below anyway (`Connection: keep-alive` is the usual case).
+            if !always_removed(&name) && name != header::HOST && !protected.contains(&name) {
+                headers.remove(name);
+            }
         }
     }
     // The one hop-by-hop set, shared with the cache (which never stores those fields), and
     // `Trailer`, which this proxy has always removed too: RFC 2616 §13.5.1 listed it as
     // hop-by-hop; RFC 9110 does not, so the cache keeps it.
-    for name in &ravelin_http::HOP_BY_HOP {
-        headers.remove(name);
+    for (index, name) in ravelin_http::HOP_BY_HOP.iter().enumerate() {
+        if index >= 64 || present & (1u64 << index) != 0 {
+            headers.remove(name);
+        }
     }
-    headers.remove(header::TRAILER);
+    if trailer {
+        headers.remove(header::TRAILER);
+    }
     if wants_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+}
+
+/// Whether [`remove_hop_by_hop`] removes `name` whatever `Connection` says: the shared
+/// hop-by-hop set and `Trailer`. Standard names compare by their tag, the others by bytes
+/// after a length check: no hashing.
+fn always_removed(name: &HeaderName) -> bool {
+    name == header::TRAILER || ravelin_http::is_hop_by_hop(name)
 }
 
 /// The `received-protocol` of RFC 9110 §7.6.3 for `version`: `1.0`, `1.1`, `2`, `3`.
@@ -140,7 +179,7 @@ pub fn add_forwarded(
     original_host: Option<&HeaderValue>,
 ) {
     if let Some(ip) = peer {
-        append_to_list(headers, &X_FORWARDED_FOR, &ip.to_string());
+        append_to_list(headers, &X_FORWARDED_FOR, IpText::of(ip).as_str());
     }
     append_to_list(
         headers,
@@ -175,7 +214,8 @@ pub fn forwarded_element(peer: Option<IpAddr>, scheme: &str, host: Option<&Heade
             let _ = write!(out, "for=\"[{ip}]\"");
         }
         Some(IpAddr::V4(ip)) => {
-            let _ = write!(out, "for={ip}");
+            out.push_str("for=");
+            out.push_str(IpText::of(IpAddr::V4(ip)).as_str());
         }
         None => {}
     }
@@ -190,6 +230,59 @@ pub fn forwarded_element(peer: Option<IpAddr>, scheme: &str, host: Option<&Heade
         push_forwarded_value(&mut out, value);
     }
     out
+}
+
+/// An address as text without the formatting machinery for IPv4, the usual peer (issue 13:
+/// `Display` through `fmt::write` was a tenth of the forwarding headers' cost); IPv6 keeps
+/// the standard library's canonical form (RFC 5952 compression).
+enum IpText {
+    /// Up to `255.255.255.255`, and its length.
+    V4([u8; 15], usize),
+    V6(String),
+}
+
+impl IpText {
+    fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(ip) => {
+                let mut text = [0u8; 15];
+                let mut len = 0;
+                for (i, octet) in ip.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        push_byte(&mut text, &mut len, b'.');
+                    }
+                    if octet >= 100 {
+                        push_byte(&mut text, &mut len, b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        push_byte(&mut text, &mut len, b'0' + octet / 10 % 10);
+                    }
+                    push_byte(&mut text, &mut len, b'0' + octet % 10);
+                }
+                Self::V4(text, len)
+            }
+            IpAddr::V6(ip) => Self::V6(ip.to_string()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Only ASCII digits and dots were written.
+            Self::V4(text, len) => text
+                .get(..*len)
+                .and_then(|bytes| std::str::from_utf8(bytes).ok())
+                .unwrap_or_default(),
+            Self::V6(text) => text,
+        }
+    }
+}
+
+/// Writes `byte` at `*len` of `text` (which holds the longest dotted quad) and advances.
+fn push_byte(text: &mut [u8; 15], len: &mut usize, byte: u8) {
+    if let Some(slot) = text.get_mut(*len) {
+        *slot = byte;
+        *len += 1;
+    }
 }
 
 /// Whether `value` can be an RFC 7239 `value` (`token / quoted-string`): not empty and without
@@ -291,6 +384,14 @@ mod tests {
         remove_hop_by_hop(&mut h);
         let names: Vec<_> = h.keys().map(|k| k.as_str().to_owned()).collect();
         assert_eq!(names, ["accept", "x-keep"]);
+    }
+
+    #[test]
+    fn ip_text_edges() {
+        for text in ["0.0.0.0", "255.255.255.255", "10.0.100.9", "1.22.255.0"] {
+            let ip: IpAddr = text.parse().unwrap();
+            assert_eq!(IpText::of(ip).as_str(), text);
+        }
     }
 
     #[test]
@@ -416,6 +517,15 @@ mod tests {
     }
 
     proptest! {
+        /// The hand-written dotted quad is the standard library's, for every address.
+        #[test]
+        fn ip_text_is_display(bits in any::<u32>(), v6 in any::<u128>()) {
+            let v4 = IpAddr::V4(std::net::Ipv4Addr::from(bits));
+            prop_assert_eq!(IpText::of(v4).as_str().to_owned(), v4.to_string());
+            let v6 = IpAddr::V6(std::net::Ipv6Addr::from(v6));
+            prop_assert_eq!(IpText::of(v6).as_str().to_owned(), v6.to_string());
+        }
+
         /// Whatever the client sends, no hop-by-hop field and nothing named in `Connection`
         /// (within the token bound) reaches the upstream except `Host`, and every other field
         /// is kept.
