@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use pin_project::pin_project;
 
-use crate::error::BodyError;
+use crate::error::{BodyError, BoxError};
 use crate::fill::{Fill, Leader};
 
 /// The body of every response that went through the cache layer.
@@ -119,9 +119,10 @@ impl<B> CacheBody<B> {
 impl<B> Body for CacheBody<B>
 where
     B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
 {
     type Data = Bytes;
-    type Error = BodyError<B::Error>;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -129,7 +130,7 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.project().kind.project() {
             KindProj::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            KindProj::Pass(body) => body.poll_frame(cx).map_err(BodyError::Origin),
+            KindProj::Pass(body) => body.poll_frame(cx).map_err(BodyError::origin),
             KindProj::Record(rec) => rec.poll_frame(cx),
             KindProj::Follow(f) => match f.fill.poll_chunk(f.next, cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
@@ -207,8 +208,8 @@ struct Slice<B> {
     remaining: u64,
 }
 
-impl<B: Body<Data = Bytes>> Slice<B> {
-    fn poll_frame(&mut self, cx: &mut Context<'_>) -> PollFrame<B::Error> {
+impl<B: Body<Data = Bytes, Error: Into<BoxError>>> Slice<B> {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> PollFrame {
         loop {
             if self.remaining == 0 {
                 // The range is out; the rest of the body is not the client's.
@@ -251,10 +252,10 @@ struct Recording<B> {
     on_abandon: Option<Resume<B>>,
 }
 
-type PollFrame<E> = Poll<Option<Result<Frame<Bytes>, BodyError<E>>>>;
+type PollFrame = Poll<Option<Result<Frame<Bytes>, BodyError>>>;
 
-impl<B: Body<Data = Bytes>> Recording<B> {
-    fn poll_frame(&mut self, cx: &mut Context<'_>) -> PollFrame<B::Error> {
+impl<B: Body<Data = Bytes, Error: Into<BoxError>>> Recording<B> {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> PollFrame {
         let Some(body) = self.body.as_mut() else {
             return Poll::Ready(None);
         };
@@ -268,7 +269,7 @@ impl<B: Body<Data = Bytes>> Recording<B> {
             Poll::Ready(Some(Err(e))) => {
                 self.recorder.abandon();
                 self.body = None;
-                Poll::Ready(Some(Err(BodyError::Origin(e))))
+                Poll::Ready(Some(Err(BodyError::origin(e))))
             }
             Poll::Ready(None) => {
                 self.recorder.on_end();
@@ -296,7 +297,7 @@ impl<B> Drop for Recording<B> {
 }
 
 /// Drives the rest of a recording to its end, bounded by `limit`.
-pub(crate) async fn drain<B: Body<Data = Bytes>>(
+pub(crate) async fn drain<B: Body<Data = Bytes, Error: Into<BoxError>>>(
     body: Pin<Box<B>>,
     recorder: Recorder,
     limit: Duration,

@@ -4,8 +4,6 @@
 //! errors pass through unchanged; these types cover only what an operator or a body reader must
 //! act on.
 
-use std::fmt;
-
 /// A cache configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -15,35 +13,34 @@ pub enum ConfigError {
     Invalid(ravelin_primitives::Violations),
 }
 
+/// A type-erased error, as hyper, tower and `http-body-util` take it (`tower::BoxError`): what
+/// [`BodyError::Origin`] holds.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// An error from a [`CacheBody`](crate::CacheBody).
-#[derive(Debug)]
+///
+/// Not generic over the origin body's error: it holds that error boxed, so a `CacheBody` is a
+/// body hyper can serve whatever the inner body's error is (anything `Into<BoxError>`, a
+/// `BoxError` itself included), and this type is always a `std::error::Error + Send + Sync`.
+/// The origin's error is kept as it was given: [`BodyError::Origin`] gives it back, and
+/// `downcast_ref` reaches its concrete type.
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum BodyError<E> {
-    /// The origin's body failed; the error is the inner body's own.
-    Origin(E),
+pub enum BodyError {
+    /// The origin's body failed; the error is the inner body's own, boxed.
+    #[error("origin body failed: {0}")]
+    Origin(#[source] BoxError),
     /// This response was shared from another request's fetch (request coalescing), and that
     /// fetch failed or was abandoned before the body was complete. The client sees a truncated
     /// response, exactly as the first client did.
+    #[error("the shared (coalesced) origin fetch failed before the body was complete")]
     SharedFetchFailed,
 }
 
-impl<E: fmt::Display> fmt::Display for BodyError<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BodyError::Origin(e) => write!(f, "origin body failed: {e}"),
-            BodyError::SharedFetchFailed => f.write_str(
-                "the shared (coalesced) origin fetch failed before the body was complete",
-            ),
-        }
-    }
-}
-
-impl<E: std::error::Error + 'static> std::error::Error for BodyError<E> {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            BodyError::Origin(e) => Some(e),
-            BodyError::SharedFetchFailed => None,
-        }
+impl BodyError {
+    /// Wraps an origin body's error.
+    pub(crate) fn origin(error: impl Into<BoxError>) -> Self {
+        BodyError::Origin(error.into())
     }
 }
 

@@ -64,6 +64,96 @@ use crate::store::{MemoryStore, Storage};
 /// # Ok(())
 /// # }
 /// ```
+///
+/// # Requirements on the inner service
+///
+/// The wrapped [`Cache<S>`](crate::Cache) is a `Service<Request<ReqBody>>` when:
+///
+/// - `S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static`:
+///   `Clone` because the cache is always ready and calls a clone of `S` (awaiting that clone's
+///   readiness inside the response future), and clones it again for background revalidation;
+/// - `S::Future: Send + 'static` and `S::Error: Send + 'static` (fills run on spawned tasks;
+///   the error passes through unchanged);
+/// - `ReqBody: Send + 'static`;
+/// - `ResBody: http_body::Body<Data = Bytes> + Send + 'static`;
+/// - `ResBody::Error: Into<`[`BoxError`](crate::BoxError)`> + Send + 'static`: any body error,
+///   a `BoxError` itself included. The response body is [`CacheBody<ResBody>`](crate::CacheBody),
+///   whose error, [`BodyError`](crate::BodyError), is always an `Error + Send + Sync`, so hyper
+///   serves it.
+///
+/// A service that is not `Clone` does not compile: the error (E0599 or E0277) says the trait
+/// bounds of `Cache<S>: Service` are not met, without naming `Clone`. Make the service `Clone`
+/// (share its state behind an `Arc`), or put `tower::buffer::BufferLayer` under the cache: a
+/// `Buffer` is `Clone` and drives one instance of the service through a channel.
+///
+/// ```compile_fail
+/// use std::convert::Infallible;
+/// use std::future::{Ready, ready};
+/// use std::task::{Context, Poll};
+/// use bytes::Bytes;
+/// use http::{Request, Response};
+/// use http_body_util::Full;
+/// use ravelin_cache::CacheLayer;
+/// use tower::{Layer, ServiceExt};
+///
+/// /// Not `Clone`: owns something it cannot share.
+/// struct Origin;
+///
+/// impl tower::Service<Request<()>> for Origin {
+///     type Response = Response<Full<Bytes>>;
+///     type Error = Infallible;
+///     type Future = Ready<Result<Self::Response, Infallible>>;
+///     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+///         Poll::Ready(Ok(()))
+///     }
+///     fn call(&mut self, _: Request<()>) -> Self::Future {
+///         ready(Ok(Response::new(Full::new(Bytes::from_static(b"hi")))))
+///     }
+/// }
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let svc = CacheLayer::builder().build()?.layer(Origin);
+/// // error[E0599]: the method `oneshot` exists for struct `Cache<Origin>`, but its trait
+/// // bounds were not satisfied (`Origin: Clone` is the one missing).
+/// let _ = svc.oneshot(Request::new(())).await;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// The same origin behind a buffer (`tower`'s `buffer` feature) is served:
+///
+/// ```
+/// # use std::convert::Infallible;
+/// # use std::future::{Ready, ready};
+/// # use std::task::{Context, Poll};
+/// # use bytes::Bytes;
+/// # use http::{Request, Response};
+/// # use http_body_util::Full;
+/// # use ravelin_cache::CacheLayer;
+/// # use tower::{ServiceBuilder, ServiceExt};
+/// # struct Origin;
+/// # impl tower::Service<Request<()>> for Origin {
+/// #     type Response = Response<Full<Bytes>>;
+/// #     type Error = Infallible;
+/// #     type Future = Ready<Result<Self::Response, Infallible>>;
+/// #     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+/// #         Poll::Ready(Ok(()))
+/// #     }
+/// #     fn call(&mut self, _: Request<()>) -> Self::Future {
+/// #         ready(Ok(Response::new(Full::new(Bytes::from_static(b"hi")))))
+/// #     }
+/// # }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let svc = ServiceBuilder::new()
+///     .layer(CacheLayer::builder().build()?)
+///     .buffer(1024) // a `Buffer` is `Clone`; its worker task owns `Origin`
+///     .service(Origin);
+/// let response = svc.oneshot(Request::new(())).await?;
+/// assert_eq!(response.status(), 200);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct CacheLayer {
     engine: Arc<Engine>,

@@ -27,7 +27,7 @@ pub mod warm;
 pub use body::CacheBody;
 pub use config::{CacheConfig, SetCookie};
 pub use entry::{Object, StoredResponse, VaryRecord};
-pub use error::{BodyError, ConfigError, PurgeError};
+pub use error::{BodyError, BoxError, ConfigError, PurgeError};
 pub use handle::CacheHandle;
 pub use key::{KeyConfig, QueryMode};
 pub use layer::{CacheLayer, CacheLayerBuilder};

@@ -18,6 +18,7 @@ use tower_service::Service;
 
 use crate::body::{CacheBody, Recorder, Resume, drain};
 use crate::engine::{Decision, Engine, FillOutcome, Forward, Pass, Plan, Received};
+use crate::error::BoxError;
 use crate::fill::{Fill, Join, Leader, Phase};
 use crate::future::ResponseFuture;
 use crate::policy::{Assessment, assess};
@@ -89,7 +90,7 @@ where
     S::Error: Send + 'static,
     ReqBody: Send + 'static,
     ResBody: Body<Data = Bytes> + Send + 'static,
-    ResBody::Error: Send + 'static,
+    ResBody::Error: Into<BoxError> + Send + 'static,
 {
     type Response = Response<CacheBody<ResBody>>;
     type Error = S::Error;
@@ -205,7 +206,7 @@ where
     S::Error: Send + 'static,
     ReqBody: Send + 'static,
     ResBody: Body<Data = Bytes> + Send + 'static,
-    ResBody::Error: Send + 'static,
+    ResBody::Error: Into<BoxError> + Send + 'static,
 {
     let mut fwd = fwd;
     let mut leader = None;
@@ -365,7 +366,7 @@ where
     S::Error: Send + 'static,
     ReqBody: Send + 'static,
     ResBody: Body<Data = Bytes> + Send + 'static,
-    ResBody::Error: Send + 'static,
+    ResBody::Error: Into<BoxError> + Send + 'static,
 {
     let request_headers = req.headers().clone();
     if guarded(&engine, "building a validation request", || {
@@ -576,6 +577,7 @@ const RECORDING_LIMIT: &str = "recording-limit";
 fn record<B>(engine: &Arc<Engine>, r: Recording<B>) -> Response<CacheBody<B>>
 where
     B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
 {
     let Recording {
         mut parts,
@@ -700,6 +702,7 @@ async fn pass_through<S, ReqBody, ResBody>(
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
 {
     let request_headers = pass.post.then(|| req.headers().clone());
     let request_time: SystemTime = engine.now();
@@ -777,7 +780,7 @@ fn spawn_refresh<S, ReqBody, ResBody>(
     S::Error: Send + 'static,
     ReqBody: Send + 'static,
     ResBody: Body<Data = Bytes> + Send + 'static,
-    ResBody::Error: Send + 'static,
+    ResBody::Error: Into<BoxError> + Send + 'static,
 {
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
         return;

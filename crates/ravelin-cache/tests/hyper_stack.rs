@@ -762,3 +762,116 @@ async fn a_stalled_fill_of_unknown_length_sends_waiting_followers_to_the_origin_
     }
     assert_eq!(calls, 6);
 }
+
+/// The error of an origin body that fails (issue 17): a concrete type, so the test can see it
+/// come back out of `BodyError::Origin` unchanged.
+#[derive(Debug)]
+struct OriginReset;
+
+impl std::fmt::Display for OriginReset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("origin reset the stream")
+    }
+}
+
+impl std::error::Error for OriginReset {}
+
+/// The body most tower stacks erase to: its error is a `BoxError` (`Box<dyn Error + Send +
+/// Sync>`, which is itself no `Error`).
+type BoxedOrigin = http_body_util::combinators::BoxBody<Bytes, ravelin_cache::BoxError>;
+
+/// A cacheable answer whose body is `text`, or, when `fails`, whose body fails after a first
+/// chunk.
+fn boxed_answer(text: &'static str, fails: bool) -> Response<BoxedOrigin> {
+    let body: BoxedOrigin = if fails {
+        let frames = futures_util::stream::iter([
+            Ok(http_body::Frame::data(Bytes::from_static(text.as_bytes()))),
+            Err(ravelin_cache::BoxError::from(OriginReset)),
+        ]);
+        BodyExt::boxed(http_body_util::StreamBody::new(frames))
+    } else {
+        Full::new(Bytes::from_static(text.as_bytes()))
+            .map_err(ravelin_cache::BoxError::from)
+            .boxed()
+    };
+    Response::builder()
+        .header("cache-control", "max-age=300")
+        .body(body)
+        .unwrap()
+}
+
+/// A `CacheBody` over an inner body whose error is `BoxError` is a body hyper serves (this did
+/// not compile while `BodyError<E>` was an `Error` only when `E` was: E0277), hits and misses
+/// alike; a failing origin body reaches the client as a broken response and is not stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inner_body_with_a_box_error_is_served_by_hyper_over_sockets() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let layer = CacheLayer::builder().build().unwrap();
+    let handle = layer.handle();
+    let c = calls.clone();
+    let origin = service_fn(move |req: Request<Incoming>| {
+        c.fetch_add(1, Ordering::SeqCst);
+        let fails = req.uri().path() == "/fails";
+        async move { Ok::<_, Infallible>(boxed_answer("boxed body", fails)) }
+    });
+    let proxy = serve(layer.layer(origin)).await;
+
+    let (miss, body) = send(proxy, "GET", "/ok", &[]).await;
+    assert_eq!(body.unwrap(), "boxed body");
+    assert!(cache_status(&miss).contains("fwd=uri-miss"), "{miss:?}");
+    let (hit, body) = send(proxy, "GET", "/ok", &[]).await;
+    assert_eq!(body.unwrap(), "boxed body");
+    assert!(cache_status(&hit).starts_with("ravelin; hit"), "{hit:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // The origin body fails mid-stream: hyper cuts the response off (before or after the head,
+    // depending on what it had flushed; never a complete response), and nothing is stored, so
+    // the next request goes back to the origin.
+    let completes = || async {
+        let client: Client<HttpConnector, Empty<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let request = Request::get(format!("http://{proxy}/fails"))
+            .body(Empty::new())
+            .unwrap();
+        match client.request(request).await {
+            Ok(resp) => resp.into_body().collect().await.is_ok(),
+            Err(_) => false,
+        }
+    };
+    assert!(
+        !completes().await,
+        "a failed origin body must not look complete"
+    );
+    assert!(!completes().await);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(handle.stats().hits, 1);
+}
+
+/// The origin's error comes out of `BodyError::Origin` as it went in: boxed once, never
+/// stringified, so `downcast_ref` finds its type (and `source()` points at it).
+#[tokio::test]
+async fn body_error_origin_keeps_the_inner_error() {
+    use std::error::Error as _;
+    let origin = service_fn(|_req: Request<Empty<Bytes>>| async {
+        Ok::<_, Infallible>(boxed_answer("partial ", true))
+    });
+    let svc = CacheLayer::builder().build().unwrap().layer(origin);
+    let resp = tower::ServiceExt::oneshot(
+        svc,
+        Request::get("http://example.com/x")
+            .body(Empty::new())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let error = resp.into_body().collect().await.unwrap_err();
+    let ravelin_cache::BodyError::Origin(inner) = &error else {
+        panic!("expected the origin's error, got {error:?}");
+    };
+    assert!(inner.downcast_ref::<OriginReset>().is_some(), "{inner:?}");
+    assert!(error.source().is_some_and(|s| s.is::<OriginReset>()));
+    assert_eq!(
+        error.to_string(),
+        "origin body failed: origin reset the stream"
+    );
+}
