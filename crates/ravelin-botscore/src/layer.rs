@@ -66,6 +66,15 @@ pub type BotScoring<S> = GuardService<S, BotGuard>;
 /// # Ok(())
 /// # }
 /// ```
+///
+/// # The inner service must be `Clone`
+///
+/// The service this layer makes is a [`GuardService`], which is a `Service` only when the
+/// inner service is `Clone`: a guard may decide asynchronously, so the inner service that
+/// `poll_ready` made ready travels with the request and a clone takes its place. Without
+/// `Clone` the compiler reports unmet trait bounds (E0599/E0277) without naming `Clone`: make
+/// the service `Clone` (share its state behind an `Arc`), or put
+/// `tower::buffer::BufferLayer` under this layer (a `Buffer` is `Clone`).
 #[derive(Clone)]
 pub struct BotScoreLayer {
     inner: GuardLayer<BotGuard>,

@@ -51,3 +51,16 @@ pub use verified::{MAX_RANGES_PER_BOT, MAX_VERIFIED_BOTS, VerifiedBot, VerifiedB
 /// Whether a route acts on its decisions (`enforce`) or only logs and counts them (`shadow`):
 /// ravelin-primitives' one enforce/shadow switch, shared with rate-limit rules ([`Route::mode`]).
 pub use ravelin_primitives::Enforcement;
+
+// The types of the crates this one is built on that appear in its signatures, re-exported so a
+// user can name them without depending on those crates (issue 17): the guard layer a
+// `BotScoreLayer` is (`BotScoring<S>` = `GuardService<S, BotGuard>`) with its configuration,
+// handle and verdicts; the config store the model is read from; the validation vocabulary and
+// kill switches. `ravelin_failsafe::ConfigError` is renamed: here it is the guard's.
+pub use ipnet::IpNet;
+pub use ravelin_config::{CohortKey, Rejection, Store};
+pub use ravelin_failsafe::{
+    CircuitBreakerConfig, ConfigError as GuardConfigError, FailurePolicy, Guard, GuardConfig,
+    GuardError, GuardHandle, GuardLayer, GuardService, RequestHead, SkipReason, Verdict,
+};
+pub use ravelin_primitives::{KillSwitch, Switchboard, Validate, Violations};

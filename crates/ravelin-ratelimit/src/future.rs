@@ -16,6 +16,10 @@ use crate::guard::{Plan, RateLimitGuard};
 use crate::memory::MemoryStore;
 use crate::store::StoreError;
 
+/// The guard layer's response future, generic over the guard: what [`ResponseFuture`] is with
+/// the guard fixed (re-exported so the alias can be followed without ravelin-failsafe).
+pub use ravelin_failsafe::future::ResponseFuture as GuardResponseFuture;
+
 /// The response future of a [`RateLimit`](crate::RateLimit) service: the guard layer's
 /// ([`ravelin_failsafe::future::ResponseFuture`]) around a [`RateLimitGuard`] on store `S`,
 /// for inner service `Svc` and request body `B`.

@@ -46,3 +46,18 @@ pub use ravelin_primitives::clock::{Clock, ManualClock, MonotonicClock, Nanos};
 // The request extension `client_ip` rules read and the layer that sets it from the connection:
 // re-exported here, where a user wiring the rate limiter looks for them.
 pub use ravelin_http::{ConnectionPeer, PeerAddr, PeerAddrLayer};
+
+// The types of the crates this one is built on that appear in its signatures, re-exported so a
+// user can name them without depending on those crates (issue 17): the guard layer a
+// `RateLimitLayer` is (`RateLimit<S>` = `GuardService<S, RateLimitGuard>`) with its
+// configuration, handle and verdicts; the config store reloadable rules are read from; the
+// path matcher of `Match`; the CIDR type of trusted proxies. `ravelin_failsafe::ConfigError` is
+// renamed: here it is the guard's.
+pub use ipnet::IpNet;
+pub use ravelin_config::Store;
+pub use ravelin_failsafe::{
+    CircuitBreakerConfig, ConfigError as GuardConfigError, FailurePolicy, Guard, GuardConfig,
+    GuardError, GuardHandle, GuardLayer, GuardService, Verdict,
+};
+pub use ravelin_http::MatchPath;
+pub use ravelin_primitives::{KillSwitch, Switchboard, Validate, Violations};
