@@ -35,3 +35,15 @@ pub use overload::{LoadShed, LoadShedLayer, OverloadConfig};
 pub use retry::RetryConfig;
 pub use route::{Route, Routes, SharedRoutes, request_host};
 pub use server::{RuntimeModel, ServeSummary, Server, ServerConfig, shutdown_signal};
+
+// The types of the crates this one is built on that appear in its signatures, re-exported so a
+// user can name them without depending on those crates (issue 17): a config store's status on
+// the admin API, the request-identity options and path-prefix errors of ingress and routes, the
+// TLS acceptor the server takes, the clock, the kill switches and the validation vocabulary, and
+// the CIDR type of trusted proxies.
+pub use ipnet::IpNet;
+pub use ravelin_config::Status as StoreStatus;
+pub use ravelin_http::{IdentityOptions, PrefixError};
+pub use ravelin_primitives::clock::{Clock, Nanos};
+pub use ravelin_primitives::{Switchboard, Validate, Violations};
+pub use ravelin_tls::acceptor::TlsAcceptor;

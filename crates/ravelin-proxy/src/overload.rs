@@ -336,7 +336,7 @@ where
         match Arc::clone(&self.shared.permits).try_acquire_owned() {
             Ok(permit) => ResponseFuture::Admitted {
                 future: self.inner.call(request),
-                permit: Some(permit),
+                permit: Some(Slot(permit)),
             },
             Err(_) => {
                 self.shared.shed.increment(1);
@@ -346,6 +346,21 @@ where
                 }
             }
         }
+    }
+}
+
+/// One admitted request's place among [`LoadShed`]'s `max_requests`: held by the request's
+/// response future, then by its body, and given back when dropped. Opaque (issue 17): how slots
+/// are counted is the layer's business, not part of its API.
+pub struct Slot(
+    // Held, never read: dropping it gives the place back.
+    #[expect(dead_code, reason = "held for its Drop, which releases the slot")]
+    OwnedSemaphorePermit,
+);
+
+impl fmt::Debug for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Slot")
     }
 }
 
@@ -359,7 +374,7 @@ pub enum ResponseFuture<F, B> {
         #[pin]
         future: F,
         /// The slot, handed to the response body.
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Option<Slot>,
     },
     /// Shed: the answer.
     Shed {
@@ -424,7 +439,7 @@ pub enum ShedBody<B> {
         #[pin]
         body: B,
         /// Released when the body is dropped.
-        _permit: Option<OwnedSemaphorePermit>,
+        _permit: Option<Slot>,
     },
     /// The 503's text, taken when polled.
     Local {
