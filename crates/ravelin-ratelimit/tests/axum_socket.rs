@@ -53,11 +53,17 @@ fn app() -> Result<Router, RulesError> {
 
 /// The README's app without the peer layer: what an application forgetting it builds.
 fn app_without_peer_layer() -> Router {
-    let rules =
-        Rules::new().rule(Rule::new("per-ip", 100, Duration::from_secs(60)).key(KeyPart::ClientIp));
+    let rules = Rules::new()
+        .trusted_proxies(["10.0.0.0/8"])
+        .rule(Rule::new("per-ip", 100, Duration::from_secs(60)).key(KeyPart::ClientIp))
+        .rule(
+            Rule::new("per-api-key", 1000, Duration::from_secs(3600))
+                .burst(100)
+                .key(KeyPart::Header(HeaderName::from_static("x-api-key"))),
+        );
     Router::new()
         .route("/", get(|| async { "hello" }))
-        .layer(RateLimitLayer::new(rules).unwrap())
+        .layer(ServiceBuilder::new().layer(RateLimitLayer::new(rules).unwrap()))
 }
 
 /// Serves `app` as the README says (`into_make_service_with_connect_info::<SocketAddr>()`) on
@@ -124,6 +130,21 @@ async fn without_the_peer_layer_the_first_request_says_what_to_add() {
         "{body}"
     );
     assert!(head.contains("content-type: text/plain"), "{head}");
+}
+
+#[tokio::test]
+async fn served_without_connect_info_the_first_request_says_what_to_add() {
+    // The layer is there, but `into_make_service()` records no address for it to read.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app().unwrap().into_make_service())
+            .await
+            .unwrap();
+    });
+    let (status, head, body) = get_once(addr).await;
+    assert_eq!(status, 500, "{head}");
+    assert_eq!(body, MISSING_PEER_BODY);
 }
 
 /// The README's app code is this file's `app()`, so the test above is about what users copy.
