@@ -279,20 +279,4 @@ mod tests {
         let c: Vec<bool> = keys.iter().map(|k| split_unit(2, k) < 0.25).collect();
         assert_ne!(a, c);
     }
-
-    #[test]
-    fn loads_the_shipped_data_with_whole_crawler_entries_on_one_side() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
-        let data = Dataset::load(&dir, 20251118, 0.25).unwrap();
-        let count = |s: UaSource| data.samples.iter().filter(|x| x.source == s).count();
-        assert_eq!(count(UaSource::Browser), 236);
-        assert_eq!(count(UaSource::Spoofed), 452);
-        assert_eq!(count(UaSource::Crawler), 1562);
-        let mut sides = std::collections::HashMap::new();
-        for s in &data.samples {
-            let side = sides.entry(s.group.clone()).or_insert(s.held_out);
-            assert_eq!(*side, s.held_out, "group {} split across sides", s.group);
-        }
-        assert!(data.held_out().count() > 300);
-    }
 }
