@@ -9,6 +9,8 @@
 # developer's (or another tool's) edits to those files are never overwritten when it restores
 # them, the check runs on a copy of the working tree (tracked and untracked, not ignored, files:
 # ~7 MB), in the usual target directory so dependencies already built by `cargo clippy` are reused.
+# The copy always has the same path (target/features-tree), so the members' artifacts of one run
+# replace the last run's instead of piling up under a new path each time.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
@@ -20,7 +22,9 @@ fi
 
 root=$(pwd)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
-copy=$(mktemp -d)
+copy="$root/target/features-tree"
+rm -rf "$copy"
+mkdir -p "$copy"
 trap 'rm -rf "$copy"' EXIT
 git ls-files -z --cached --others --exclude-standard |
   while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
