@@ -5,30 +5,72 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use std::fmt;
+
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 
-use crate::dns::ConnectorResolver;
 use crate::forward::ClientBody;
 use crate::health::{Admission, Health, HealthConfig, SharedClock};
+use crate::pool::{Http1Pool, PoolError};
 use crate::retry::{Replay, RetryBudget, RetryConfig};
-use crate::upstream_tls::ConnectTimeout;
+use crate::upstream_tls::UpstreamConnector;
 
-/// The pooled client of one upstream: TLS (for `https://` upstreams) over the plain connector
-/// with the upstream's resolver, the whole setup under the upstream's connect timeout.
-pub(crate) type UpstreamClient =
-    Client<ConnectTimeout<HttpsConnector<HttpConnector<ConnectorResolver>>>, ClientBody>;
+/// The pooled client of one upstream (per worker): this crate's HTTP/1.1 pool, or hyper-util's
+/// client for an HTTP/2 upstream (one multiplexed connection).
+#[derive(Debug)]
+pub(crate) enum UpstreamClient {
+    /// HTTP/1.1 (`http://` or `https://`): requests carry an origin-form target.
+    Http1(Http1Pool),
+    /// HTTP/2: requests carry the absolute URI (its authority becomes `:authority`).
+    Http2(Box<Client<UpstreamConnector, ClientBody>>),
+}
+
+/// Why the last attempt of an exchange failed.
+#[derive(Debug)]
+pub(crate) enum ExchangeError {
+    /// Through the HTTP/1.1 pool.
+    Pool(PoolError),
+    /// Through hyper-util's client (HTTP/2).
+    Client(hyper_util::client::legacy::Error),
+}
+
+impl ExchangeError {
+    /// Whether no connection could be made (nothing was sent: a retry is safe).
+    pub(crate) fn is_connect(&self) -> bool {
+        match self {
+            Self::Pool(error) => matches!(error, PoolError::Connect(_)),
+            Self::Client(error) => error.is_connect(),
+        }
+    }
+}
+
+impl fmt::Display for ExchangeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Pool(error) => error.fmt(f),
+            Self::Client(error) => error.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ExchangeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Pool(error) => error.source(),
+            Self::Client(error) => error.source(),
+        }
+    }
+}
 
 /// How an exchange ended.
 pub(crate) enum Sent {
     /// The upstream answered (any status).
     Response(Response<Incoming>),
     /// The last attempt failed (connect, protocol or I/O error).
-    Failed(hyper_util::client::legacy::Error),
+    Failed(ExchangeError),
     /// No response head before the response timeout.
     TimedOut,
     /// The upstream's circuit is open: it was not contacted.
@@ -86,8 +128,13 @@ impl Resilience {
         self.retry.max_retries
     }
 
-    /// Sends `request`, and again from `replay` after a failed connection attempt while the
-    /// retry rules allow, all within `timeout` from now.
+    /// Sends `request`, and again after a failed connection attempt while the retry rules
+    /// allow, all within `timeout` from now.
+    ///
+    /// A request may go again when `retryable` (bodiless and idempotent): through the HTTP/1.1
+    /// pool the request itself comes back when no connection could be made; through the
+    /// HTTP/2 client, which takes the request either way, from `replay`, the copy of its head
+    /// the caller made before sending (`None` through the pool: no copy per request).
     ///
     /// `client_body_failed` is the flag of the request's watched body: a failure caused by the
     /// client's body says nothing about the upstream, so it is not held against its health.
@@ -95,6 +142,7 @@ impl Resilience {
         &self,
         client: &UpstreamClient,
         request: Request<ClientBody>,
+        retryable: bool,
         replay: Option<Replay>,
         timeout: Duration,
         client_body_failed: &AtomicBool,
@@ -118,22 +166,43 @@ impl Resilience {
             let attempt = match (request.take(), &replay) {
                 (Some(request), _) => request,
                 (None, Some(replay)) => replay.request(empty()),
-                // Only a replayable request loops; without a copy there is nothing to send.
+                // Only a request that came back (or has a copy) loops.
                 (None, None) => {
                     drop(ticket);
                     return last_error.map_or(Sent::TimedOut, Sent::Failed);
                 }
             };
-            let error = match tokio::time::timeout_at(deadline, client.request(attempt)).await {
-                Ok(Ok(response)) => {
-                    ticket.record(is_gateway_failure(response.status()));
-                    return Sent::Response(response);
+            let error = match client {
+                UpstreamClient::Http1(pool) => {
+                    match tokio::time::timeout_at(deadline, pool.send(attempt)).await {
+                        Ok(Ok(response)) => {
+                            ticket.record(is_gateway_failure(response.status()));
+                            return Sent::Response(response);
+                        }
+                        Ok(Err(unsent)) => {
+                            // Back only when it was never sent.
+                            request = unsent.request;
+                            ExchangeError::Pool(unsent.error)
+                        }
+                        Err(_elapsed) => {
+                            ticket.record(true);
+                            return Sent::TimedOut;
+                        }
+                    }
                 }
-                Err(_elapsed) => {
-                    ticket.record(true);
-                    return Sent::TimedOut;
+                UpstreamClient::Http2(client) => {
+                    match tokio::time::timeout_at(deadline, client.request(attempt)).await {
+                        Ok(Ok(response)) => {
+                            ticket.record(is_gateway_failure(response.status()));
+                            return Sent::Response(response);
+                        }
+                        Ok(Err(error)) => ExchangeError::Client(error),
+                        Err(_elapsed) => {
+                            ticket.record(true);
+                            return Sent::TimedOut;
+                        }
+                    }
                 }
-                Ok(Err(error)) => error,
             };
             if client_body_failed.load(Ordering::Acquire) {
                 drop(ticket);
@@ -142,7 +211,7 @@ impl Resilience {
             ticket.record(true);
             // Nothing was sent when the connection failed: a bodiless idempotent request may
             // go again, if the budget and the deadline allow.
-            if !(error.is_connect() && replay.is_some() && retries < self.retry.max_retries) {
+            if !(error.is_connect() && retryable && retries < self.retry.max_retries) {
                 return Sent::Failed(error);
             }
             let wait = self.retry.backoff(retries.saturating_add(1));

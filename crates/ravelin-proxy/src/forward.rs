@@ -36,6 +36,7 @@ use crate::error::UpstreamError;
 use crate::exchange::{Resilience, Sent, UpstreamClient};
 use crate::headers;
 use crate::health::{HealthConfig, SharedClock};
+use crate::pool::Http1Pool;
 use crate::retry::{Replay, RetryConfig};
 use crate::upgrade::{self, Upgrades};
 use crate::upstream_tls::{ConnectTimeout, Prepared, TlsSettings};
@@ -259,6 +260,12 @@ impl Upstream {
             text.push_str(query);
         }
         let path_and_query = PathAndQuery::try_from(text)?;
+        if !self.inner.http2 {
+            // HTTP/1.1 goes through this crate's pool, which writes the target as given: the
+            // origin form (RFC 9112 §3.2.1), its authority in `Host`.
+            return Ok(Uri::from(path_and_query));
+        }
+        // HTTP/2: the authority becomes `:authority`.
         Uri::builder()
             .scheme(self.inner.scheme.clone())
             .authority(self.inner.authority.clone())
@@ -622,16 +629,40 @@ impl UpstreamBuilder {
             https_connector(connector, tls, self.http2),
             self.connect_timeout,
         );
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(self.pool_idle_timeout)
-            .pool_max_idle_per_host(self.max_idle_per_host)
-            .http2_only(self.http2);
         // One pool per per-core worker (connections driven on the worker that uses them), one
         // shared pool everywhere else.
-        let client = PerWorker::new(move || builder.build(connector.clone()));
+        let client = if self.http2 {
+            let mut builder = Client::builder(TokioExecutor::new());
+            builder
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new())
+                .pool_idle_timeout(self.pool_idle_timeout)
+                .pool_max_idle_per_host(self.max_idle_per_host)
+                .http2_only(true);
+            PerWorker::new(move || {
+                UpstreamClient::Http2(Box::new(builder.build(connector.clone())))
+            })
+        } else {
+            let target = Uri::builder()
+                .scheme(scheme.clone())
+                .authority(authority.clone())
+                .path_and_query("/")
+                .build()
+                .map_err(|error| UpstreamError::InvalidUrl {
+                    name: name.to_string(),
+                    url: self.url.clone(),
+                    reason: error.to_string(),
+                })?;
+            let (max_idle, idle_timeout) = (self.max_idle_per_host, self.pool_idle_timeout);
+            PerWorker::new(move || {
+                UpstreamClient::Http1(Http1Pool::new(
+                    connector.clone(),
+                    target.clone(),
+                    max_idle,
+                    idle_timeout,
+                ))
+            })
+        };
         let resilience = Resilience::new(&name, self.health, self.retry, clock);
         let body_watch = Arc::new(IdleWatch {
             upstream: Arc::clone(&name),
@@ -1016,13 +1047,19 @@ impl<R: Resolve> ForwardInner<R> {
         } else {
             Version::HTTP_11
         };
-        // A bodiless idempotent request keeps a copy of its head, to go again if the
-        // connection cannot be made (see `retry`).
-        let replay = Replay::of(
-            &parts,
-            body.is_end_stream(),
-            upstream.resilience.max_retries(),
-        );
+        // A bodiless idempotent request may go again if the connection cannot be made (see
+        // `retry`). Through the HTTP/1.1 pool it comes back unsent for that; the HTTP/2 client
+        // takes it either way, so it keeps a copy of its head.
+        let retryable = body.is_end_stream() && crate::retry::is_idempotent(&parts.method);
+        let replay = if upstream.http2 {
+            Replay::of(
+                &parts,
+                body.is_end_stream(),
+                upstream.resilience.max_retries(),
+            )
+        } else {
+            None
+        };
         // Watch the client's body: when it fails (a malformed chunk, a reset mid-upload) the
         // upstream exchange fails too, and that is the client's fault, not the upstream's.
         let (body, client_body_failed) = WatchedBody::new(body);
@@ -1036,6 +1073,7 @@ impl<R: Resolve> ForwardInner<R> {
             .send(
                 upstream.client.get(),
                 outgoing,
+                retryable,
                 replay,
                 timeout,
                 &client_body_failed,
@@ -1160,7 +1198,7 @@ impl<R: Resolve> ForwardInner<R> {
         &self,
         upstream: &str,
         failure: Failure,
-        error: Option<&hyper_util::client::legacy::Error>,
+        error: Option<&crate::exchange::ExchangeError>,
     ) {
         if let Some(permit) = self.log.check() {
             // The source chain says what broke (refused, reset, parse error).
@@ -1389,11 +1427,16 @@ mod tests {
             .unwrap();
         assert_eq!(
             upstream.uri_for("/x", Some("a=1")).unwrap().to_string(),
-            "http://127.0.0.1:3000/base/x?a=1"
+            "/base/x?a=1"
         );
+        assert_eq!(upstream.uri_for("/", None).unwrap().to_string(), "/base/");
+        let upstream = Upstream::builder("grpc", "http://127.0.0.1:3000/base/")
+            .http2(true)
+            .build()
+            .unwrap();
         assert_eq!(
-            upstream.uri_for("/", None).unwrap().to_string(),
-            "http://127.0.0.1:3000/base/"
+            upstream.uri_for("/x", Some("a=1")).unwrap().to_string(),
+            "http://127.0.0.1:3000/base/x?a=1"
         );
     }
 

@@ -13,6 +13,7 @@ pub mod health;
 pub mod ingress;
 mod jitter;
 pub mod overload;
+mod pool;
 pub mod retry;
 mod route;
 mod server;

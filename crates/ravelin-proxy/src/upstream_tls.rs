@@ -37,6 +37,14 @@ use rustls::{ClientConfig, RootCertStore};
 use crate::error::UpstreamError;
 use crate::forward::BoxError;
 
+/// The connector of one upstream: TLS (for `https://` upstreams) over the plain connector with
+/// the upstream's resolver, the whole setup under the upstream's connect timeout.
+pub(crate) type UpstreamConnector = ConnectTimeout<
+    hyper_rustls::HttpsConnector<
+        hyper_util::client::legacy::connect::HttpConnector<crate::dns::ConnectorResolver>,
+    >,
+>;
+
 /// The TLS settings of one upstream, as given to the builder.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TlsSettings {
