@@ -3,7 +3,8 @@
 # --no-dev-deps --workspace` checks each crate with no features, with its default features, with
 # each feature by itself and with all of them, without dev-dependencies (whose features would
 # otherwise unify into the build and hide a feature that forgot what it needs: the facade's
-# dev-dependency on ravelin-ratelimit with `redis`, botscore's on itself with `cli`).
+# dev-dependency on ravelin-ratelimit with `redis`, botscore's on itself with `cli`). Then the
+# facade's own targets, each feature alone.
 #
 # `--no-dev-deps` works by rewriting the members' Cargo.toml files while it runs. So that a
 # developer's (or another tool's) edits to those files are never overwritten when it restores
@@ -33,3 +34,7 @@ git ls-files -z --cached --others --exclude-standard |
 cd "$copy"
 # Extra arguments go to cargo hack (say `--keep-going` to see every failure at once).
 cargo hack check --each-feature --no-dev-deps --workspace "$@"
+# The facade's examples, tests and benches with each feature alone: a target whose
+# `required-features` are met must build with just those (with dev-dependencies this time; a
+# target whose features are not met is skipped).
+cargo hack check --each-feature --all-targets -p ravelin "$@"

@@ -30,8 +30,9 @@ use bytes::Bytes;
 use criterion::Criterion;
 use http::{Request, Response};
 use http_body_util::Empty;
-use ravelin::config::KillSwitch;
-use ravelin::failsafe::{DEFAULT_DURATION_SAMPLING, FailurePolicy, GuardLayer, Verdict, guard_fn};
+use ravelin::failsafe::{
+    DEFAULT_DURATION_SAMPLING, FailurePolicy, GuardLayer, KillSwitch, Verdict, guard_fn,
+};
 use tower::{Layer, Service, service_fn};
 
 /// One request: `poll_ready`, `call`, and the response future polled to completion.
