@@ -14,7 +14,10 @@ use crate::list::trim_ows;
 ///
 /// One list for the proxy (which removes them before forwarding) and the cache (which never
 /// stores them). `Trailer` is not in it: RFC 9110 does not make it hop-by-hop (RFC 2616 did).
-pub const HOP_BY_HOP: [HeaderName; 9] = [
+///
+/// A `static`, not a `const`: a `const` array of header names is built and dropped again at
+/// every use, which cost the proxy hundreds of instructions per request (issue 13).
+pub static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),

@@ -91,13 +91,40 @@ pub fn remove_hop_by_hop_except(headers: &mut HeaderMap, protected: &[HeaderName
             })
         });
     if connection {
-        // The names listed in Connection, read before it is removed (bounded; invalid tokens
-        // are ignored: they could not name a field we would forward anyway).
-        for name in ravelin_http::connection_options(headers) {
-            // The fixed set goes below anyway (`Connection: keep-alive` is the usual case).
-            if !always_removed(&name) && name != header::HOST && !protected.contains(&name) {
-                headers.remove(name);
+        // The names listed in Connection, read before it is removed: the first
+        // MAX_CONNECTION_OPTIONS valid field names count (invalid tokens could not name a
+        // field we would forward anyway), and each is looked up among the names present, so
+        // the usual `keep-alive` or `close` costs no name built and no hash (issue 13).
+        let mut counted = 0;
+        let mut named: Vec<HeaderName> = Vec::new();
+        'values: for value in headers.get_all(header::CONNECTION) {
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let token = ravelin_http::trim_ows(token);
+                // What `HeaderName::from_bytes` accepts: a token, shorter than 64 KiB.
+                if token.is_empty()
+                    || token.len() >= 1 << 16
+                    || !token.iter().all(|&b| ravelin_http::is_tchar(b))
+                {
+                    continue;
+                }
+                if counted >= ravelin_http::MAX_CONNECTION_OPTIONS {
+                    break 'values;
+                }
+                counted += 1;
+                let Some(name) = headers
+                    .keys()
+                    .find(|name| name.as_str().as_bytes().eq_ignore_ascii_case(token))
+                else {
+                    continue;
+                };
+                // The fixed set goes below anyway.
+                if !always_removed(name) && name != header::HOST && !protected.contains(name) {
+                    named.push(name.clone());
+                }
             }
+        }
+        for name in named {
+            headers.remove(name);
         }
     }
     // The one hop-by-hop set, shared with the cache (which never stores those fields), and
