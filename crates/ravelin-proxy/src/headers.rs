@@ -21,8 +21,9 @@ pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// The fields through which a proxy tells the next hop who the client is and what it asked
 /// for. Origins believe them, so only trusted proxies may send them: the
-/// [ingress stage](crate::ingress) removes them from every other peer.
-pub const FORWARDING_HEADERS: [HeaderName; 7] = [
+/// [ingress stage](crate::ingress) removes them from every other peer. (A `static`: a `const`
+/// array of names is built and dropped at every use.)
+pub static FORWARDING_HEADERS: [HeaderName; 7] = [
     header::FORWARDED,
     X_FORWARDED_FOR,
     X_FORWARDED_HOST,
