@@ -212,13 +212,15 @@ def pids_of(kind, pid):
     return pids
 
 def cpu_seconds(kind, pid):
-    total = 0
+    """(user, system) CPU seconds of the process(es)."""
+    user = system = 0
     for p in pids_of(kind, pid):
         with open(f"/proc/{p}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         # After the command name: state is field 3, utime field 14, stime field 15.
-        total += int(fields[11]) + int(fields[12])
-    return total / TICK
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / TICK, system / TICK
 
 UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 def seconds(text):
@@ -249,9 +251,11 @@ with open(results_path, "w") as out:
                     perf = subprocess.Popen(["perf", "record", "-q", "-F", "499", "--call-graph", "dwarf,16384",
                                              "-p", pid, "-o", stem + ".perf.data"],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                before = cpu_seconds(kind, pid)
+                user_before, system_before = cpu_seconds(kind, pid)
                 text = wrk(port, path, duration, True)
-                cpu = cpu_seconds(kind, pid) - before
+                user_after, system_after = cpu_seconds(kind, pid)
+                user, system = user_after - user_before, system_after - system_before
+                cpu = user + system
                 if perf is not None:
                     perf.send_signal(signal.SIGINT)
                     perf.wait()
@@ -274,13 +278,15 @@ with open(results_path, "w") as out:
                 m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
                 errors = sum(int(g) for g in m.groups()) if m else 0
                 cpu_us = cpu / requests * 1e6 if requests else float("nan")
+                user_us = user / requests * 1e6 if requests else float("nan")
+                system_us = system / requests * 1e6 if requests else float("nan")
                 row = [str(round_ + 1), name, kind, variant, model, path, f"{rps:.1f}",
                        f"{p50 * 1e6:.1f}", f"{p99 * 1e6:.1f}", f"{cpu_us:.2f}", str(requests),
-                       str(non2xx), str(errors)]
+                       str(non2xx), str(errors), f"{user_us:.2f}", f"{system_us:.2f}"]
                 out.write("\t".join(row) + "\n")
                 out.flush()
                 print(f"  round {round_ + 1}  {path:<11} {name:<55} {rps:>10,.0f} req/s  "
-                      f"{cpu_us:6.1f} µs CPU/req  p50 {p50 * 1e3:.2f} ms  p99 {p99 * 1e3:.2f} ms"
+                      f"{cpu_us:6.1f} µs CPU/req ({user_us:.1f} user, {system_us:.1f} system)  p50 {p50 * 1e3:.2f} ms  p99 {p99 * 1e3:.2f} ms"
                       + (f"  non-2xx {non2xx}" if non2xx else "") + (f"  socket errors {errors}" if errors else ""),
                       flush=True)
 EOF
@@ -304,10 +310,12 @@ nginx = version(["nginx", "-v"], "err").replace("nginx version: ", "")
 # (name, path) -> the per-round measurements, in first-seen order.
 runs = {}
 meta = {}
-for (rnd, name, kind, variant, model, path, rps, p50, p99, cpu, requests, non2xx, errors) in rows:
+for (rnd, name, kind, variant, model, path, rps, p50, p99, cpu, requests, non2xx, errors,
+     user, system) in rows:
     key = (name, path)
     runs.setdefault(key, []).append(dict(rps=float(rps), p50=float(p50), p99=float(p99),
-                                         cpu=float(cpu), non2xx=int(non2xx), errors=int(errors)))
+                                         cpu=float(cpu), non2xx=int(non2xx), errors=int(errors),
+                                         user=float(user), system=float(system)))
     meta[key] = dict(kind=kind, variant=variant, model=model)
 
 def med(key, field):
@@ -328,16 +336,18 @@ print(f"Measured {datetime.date.today().isoformat()} with `benches/load.sh` (wrk
       f"{os.cpu_count()} vCPU shared by wrk, the proxies and the origin; {rustc}; {nginx}).")
 print()
 print("CPU per request is the proxy's own user + system time (nginx: master and workers) over the "
-      "measured run, divided by the requests completed.")
+      "measured run, divided by the requests completed; the user and system (kernel) parts are "
+      "shown apart (medians).")
 print()
-print("| target | path | requests/s | CPU µs/request | p50 | p99 | non-2xx, socket errors |")
-print("|---|---|---:|---:|---:|---:|---:|")
+print("| target | path | requests/s | CPU µs/request | user, system µs | p50 | p99 | non-2xx, socket errors |")
+print("|---|---|---:|---:|---:|---:|---:|---:|")
 for key in runs:
     name, path = key
     bad = sum(r["non2xx"] for r in runs[key])
     errs = sum(r["errors"] for r in runs[key])
     print(f"| {name} | `{path}` | {spread(key, 'rps', lambda v: f'{v:,.0f}')} "
-          f"| {spread(key, 'cpu', lambda v: f'{v:.1f}')} | {spread(key, 'p50', lat)} "
+          f"| {spread(key, 'cpu', lambda v: f'{v:.1f}')} "
+          f"| {med(key, 'user'):.1f}, {med(key, 'system'):.1f} | {spread(key, 'p50', lat)} "
           f"| {spread(key, 'p99', lat)} | {bad}, {errs} |")
 
 paths = list(dict.fromkeys(path for _, path in runs))
@@ -349,8 +359,8 @@ if edges_all:
     print("edge-proxy (every module on) ÷ the better nginx on each path (medians; requests/s above 1 "
           "and CPU, p50, p99 below 1 favour edge-proxy):")
     print()
-    print("| path | runtime | requests/s | CPU/request | p50 | p99 | nginx compared |")
-    print("|---|---|---:|---:|---:|---:|---|")
+    print("| path | runtime | requests/s | CPU/request | user CPU | system CPU | p50 | p99 | nginx compared |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for path in paths:
         anchors = [k for k in runs if k[1] == path and meta[k]["kind"] == "nginx"]
         if not anchors:
@@ -359,6 +369,7 @@ if edges_all:
         for key in (k for k in edges_all if k[1] == path):
             ratio = lambda f: med(key, f) / med(best, f) if med(best, f) else float("nan")
             print(f"| `{path}` | {meta[key]['model']} | {ratio('rps'):.2f}× | {ratio('cpu'):.2f}× "
+                  f"| {ratio('user'):.2f}× | {ratio('system'):.2f}× "
                   f"| {ratio('p50'):.2f}× | {ratio('p99'):.2f}× | {best[0]} |")
 
 # The cost of each layer alone: CPU per request of each variant minus forwarding only, per
