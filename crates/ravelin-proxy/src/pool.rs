@@ -4,14 +4,17 @@
 //! hyper-util's general-purpose client spawned one task per HTTP/1 request to watch for the
 //! connection to go idle, hashed a pool key per checkout and per return, and took the request
 //! away before it knew whether a connection could be made — so every retryable request carried
-//! a copy of its head in case the connection failed (issue 13 measured ~8k instructions per
-//! forwarded request in it). This pool:
+//! a copy of its head in case the connection failed (issue 13 measured about 10,000
+//! instructions per forwarded request in it). This pool:
 //!
-//! - keeps one queue of connections, oldest first: a checkout takes the first that is ready
-//!   for a request (a connection whose previous response is still streaming is passed over,
-//!   one whose peer closed it or that sat idle past the idle timeout is let go);
-//! - returns a connection to the queue as soon as its response head is in (it is picked again
-//!   once hyper reports it ready, after that response's body ended): no task per request;
+//! - gives a connection back as soon as its response head is in, as *pending* (its body may
+//!   still stream); each checkout looks at a few pending connections, the most recently given
+//!   back first, and moves those whose response has ended to the *idle* stack (one still
+//!   streaming moves out of the way; the sweep looks at all of them): no task per request, and
+//!   constant work per request however many long responses are in flight;
+//! - takes the most recently idle connection (the one least likely to meet the upstream's own
+//!   keep-alive timeout, as hyper-util does); one its peer closed or that sat idle past the idle
+//!   timeout is let go, and past `max_idle` idle connections the one idle longest goes;
 //! - connects *before* it takes the request, so a failed connection gives the request back
 //!   untouched for a retry, and a request sent on a reused connection that its peer had closed
 //!   in the meantime (hyper returns it unsent) goes again on another connection, as
@@ -79,26 +82,57 @@ pub(crate) struct Unsent {
     pub(crate) request: Option<Request<ClientBody>>,
 }
 
-/// One pooled connection: its sender, and when it was last handed a request.
+/// How many pending connections (given back with their response head) one checkout looks at
+/// to move the finished ones to the idle stack: constant work per request however many long
+/// responses are in flight; the sweep looks at all of them.
+const PROMOTE_PER_CHECKOUT: usize = 8;
+
+/// One pooled connection: its sender, and since when it has been idle (for a pending one:
+/// when its response head came in).
 struct Pooled {
     sender: SendRequest<ClientBody>,
-    used: Instant,
-}
-
-impl Pooled {
-    /// Whether to let it go: its peer closed it, or it has been idle past `idle_timeout`
-    /// (busy ones, a response still streaming, are kept).
-    fn expired(&self, now: Instant, idle_timeout: Duration) -> bool {
-        self.sender.is_closed()
-            || (self.sender.is_ready() && now.saturating_duration_since(self.used) >= idle_timeout)
-    }
+    since: Instant,
 }
 
 struct State {
-    /// Oldest first; bounded by [`MAX_POOLED_CONNECTIONS`].
-    connections: VecDeque<Pooled>,
-    /// Whether the idle sweep task runs.
+    /// Ready connections, the most recently idle last (taken first: the one least likely to
+    /// meet the upstream's own keep-alive timeout). At most `max_idle`.
+    idle: VecDeque<Pooled>,
+    /// Connections given back with their response head, the body perhaps still streaming; the
+    /// most recently given back last, long-streaming ones drift to the front. Bounded by
+    /// [`MAX_POOLED_CONNECTIONS`].
+    pending: VecDeque<Pooled>,
+    /// Whether the idle sweep task runs (cleared by the task when it ends, however it ends).
     sweeping: bool,
+}
+
+impl State {
+    /// Moves pending connections whose response has ended to the idle stack, looking at up to
+    /// `limit` of them, the most recently given back first (a short response given back a
+    /// moment ago has usually ended; one still streaming goes to the front, out of the way of
+    /// the next ones). Closed ones are let go.
+    fn promote(&mut self, limit: usize, max_idle: usize, now: Instant) {
+        for _ in 0..limit.min(self.pending.len()) {
+            let Some(pooled) = self.pending.pop_back() else {
+                return;
+            };
+            if pooled.sender.is_closed() {
+                continue;
+            }
+            if pooled.sender.is_ready() {
+                self.idle.push_back(Pooled {
+                    sender: pooled.sender,
+                    since: now,
+                });
+                // Past `max_idle`, the connection idle longest goes.
+                while self.idle.len() > max_idle {
+                    self.idle.pop_front();
+                }
+            } else {
+                self.pending.push_front(pooled);
+            }
+        }
+    }
 }
 
 struct Inner {
@@ -111,8 +145,8 @@ struct Inner {
 }
 
 impl Inner {
-    /// The queue. A panic while it was held (none of its users can panic) left it consistent:
-    /// every change is one `VecDeque` operation.
+    /// The pool's state. A panic while it was held (none of its users can panic) left it
+    /// consistent: every change is one `VecDeque` operation.
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -151,7 +185,8 @@ impl Http1Pool {
                 max_idle: max_idle.min(MAX_POOLED_CONNECTIONS),
                 idle_timeout,
                 state: Mutex::new(State {
-                    connections: VecDeque::new(),
+                    idle: VecDeque::new(),
+                    pending: VecDeque::new(),
                     sweeping: false,
                 }),
             }),
@@ -199,58 +234,46 @@ impl Http1Pool {
         }
     }
 
-    /// The oldest connection ready for a request; closed and expired ones are let go on the
-    /// way, busy ones (a response still streaming) stay queued.
+    /// The most recently idle connection ready for a request; closed and expired ones are
+    /// let go on the way.
     fn checkout(&self) -> Option<SendRequest<ClientBody>> {
         let now = Instant::now();
         let mut state = self.inner.lock();
-        let mut remaining = state.connections.len();
-        while remaining > 0 {
-            remaining -= 1;
-            let pooled = state.connections.pop_front()?;
-            if pooled.sender.is_closed() {
+        state.promote(PROMOTE_PER_CHECKOUT, self.inner.max_idle, now);
+        while let Some(pooled) = state.idle.pop_back() {
+            if pooled.sender.is_closed()
+                || now.saturating_duration_since(pooled.since) >= self.inner.idle_timeout
+            {
+                // Closed by its peer, or idle past the timeout: closed by dropping its sender.
                 continue;
             }
             if pooled.sender.is_ready() {
-                if now.saturating_duration_since(pooled.used) >= self.inner.idle_timeout {
-                    // Idle past the timeout: closed by dropping its sender.
-                    continue;
-                }
                 return Some(pooled.sender);
             }
-            state.connections.push_back(pooled);
+            // Not ready after all (cannot happen for an idle HTTP/1.1 connection): back to
+            // the pending ones rather than lost.
+            state.pending.push_back(pooled);
         }
         None
     }
 
-    /// Queues `sender` again, its response head received (it becomes ready once that
-    /// response's body has ended); let go when the pool keeps no connections or is full.
+    /// Gives `sender` back, its response head received: pending until that response's body
+    /// has ended. Let go when the pool keeps no connections or is full.
     fn checkin(&self, sender: SendRequest<ClientBody>) {
         if self.inner.max_idle == 0 || sender.is_closed() {
             return;
         }
         let mut state = self.inner.lock();
-        if state.connections.len() >= MAX_POOLED_CONNECTIONS {
-            return;
+        if state.pending.len() >= MAX_POOLED_CONNECTIONS {
+            // Full: first let go of the connections that have closed since (rare, O(n)).
+            state.pending.retain(|pooled| !pooled.sender.is_closed());
+            if state.pending.len() >= MAX_POOLED_CONNECTIONS {
+                return;
+            }
         }
-        // Bound the idle ones: past `max_idle` ready connections, the oldest go (only checked
-        // when the queue could hold that many, so not on every return).
-        if state.connections.len() >= self.inner.max_idle {
-            let mut ready = 0;
-            state.connections.retain(|pooled| {
-                if pooled.sender.is_closed() {
-                    return false;
-                }
-                if pooled.sender.is_ready() {
-                    ready += 1;
-                    return ready < self.inner.max_idle;
-                }
-                true
-            });
-        }
-        state.connections.push_back(Pooled {
+        state.pending.push_back(Pooled {
             sender,
-            used: Instant::now(),
+            since: Instant::now(),
         });
         if !state.sweeping {
             state.sweeping = true;
@@ -284,24 +307,39 @@ impl Http1Pool {
     }
 }
 
-/// Closes connections idle past `idle_timeout`, every `idle_timeout` (at least a second),
-/// until the pool is gone.
+/// Closes connections idle past `idle_timeout` and moves finished pending ones to the idle
+/// stack, every `idle_timeout` (at least a second), until the pool is gone. However the task
+/// ends (the pool dropped, or its runtime shut down), the pool's `sweeping` flag is cleared so
+/// the next return starts a new one.
 fn spawn_sweep(pool: Weak<Inner>, idle_timeout: Duration) {
+    /// Clears `sweeping` when the task's future is dropped.
+    struct Running(Weak<Inner>);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            if let Some(pool) = self.0.upgrade() {
+                pool.lock().sweeping = false;
+            }
+        }
+    }
     let period = idle_timeout.max(Duration::from_secs(1));
     tokio::spawn(async move {
+        let running = Running(pool);
         let mut interval = tokio::time::interval(period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         interval.tick().await;
         loop {
             interval.tick().await;
-            let Some(pool) = pool.upgrade() else {
+            let Some(pool) = running.0.upgrade() else {
                 return;
             };
             let now = Instant::now();
             let mut state = pool.lock();
-            state
-                .connections
-                .retain(|pooled| !pooled.expired(now, pool.idle_timeout));
+            let pending = state.pending.len();
+            state.promote(pending, pool.max_idle, now);
+            state.idle.retain(|pooled| {
+                !pooled.sender.is_closed()
+                    && now.saturating_duration_since(pooled.since) < pool.idle_timeout
+            });
         }
     });
 }

@@ -183,6 +183,39 @@ async fn concurrent_requests_get_their_own_connections_then_reuse_them() {
 }
 
 #[tokio::test]
+async fn long_responses_in_flight_do_not_keep_a_finished_connection_from_reuse() {
+    let origin = Origin::start(false).await;
+    let forward = Forward::new(Upstream::builder("origin", origin.url()).build().unwrap());
+    // One connection used and given back first, then many held at the origin (their
+    // connections given back pending, busy until released).
+    assert_eq!(get(&forward, "/").await.0, StatusCode::OK);
+    let held: Vec<_> = (0..24)
+        .map(|_| {
+            let forward = forward.clone();
+            tokio::spawn(async move { get(&forward, "/slow").await })
+        })
+        .collect();
+    eventually("24 held requests at the origin", || {
+        origin.waiting.load(Ordering::SeqCst) == 24
+    })
+    .await;
+    let before = origin.accepted();
+    // Sequential requests meanwhile: one connection between them, whatever is in flight.
+    for _ in 0..20 {
+        assert_eq!(get(&forward, "/").await.0, StatusCode::OK);
+    }
+    assert!(
+        origin.accepted() <= before + 1,
+        "{} new connections for 20 sequential requests",
+        origin.accepted() - before
+    );
+    origin.release.notify_waiters();
+    for request in held {
+        assert_eq!(request.await.unwrap().0, StatusCode::OK);
+    }
+}
+
+#[tokio::test]
 async fn a_connection_the_origin_closes_is_not_used_again() {
     let origin = Origin::start(true).await;
     let forward = Forward::new(Upstream::builder("origin", origin.url()).build().unwrap());
