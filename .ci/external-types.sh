@@ -36,7 +36,23 @@ if ! rustup run "$NIGHTLY" rustc --version >/dev/null 2>&1; then
 WARN
   exit 0
 fi
-echo "nightly: $(rustup run "$NIGHTLY" rustc --version)"
+nightly_version=$(rustup run "$NIGHTLY" rustc --version)
+echo "nightly: $nightly_version"
+# The tool reads one rustdoc JSON format: with another nightly it would fail on the format, not
+# on the API. Say so plainly instead (update TOOL_VERSION and NIGHTLY_DATE together).
+NIGHTLY_DATE=2026-05-19
+if [[ "$nightly_version" != *"$NIGHTLY_DATE"* ]]; then
+  cat >&2 <<WARN
+
+!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
+!!! WARNING: the external-types check did NOT run: cargo-check-external-types $TOOL_VERSION
+!!! reads the rustdoc JSON of the nightly of $NIGHTLY_DATE, and '$NIGHTLY' is: $nightly_version
+!!! Point RAVELIN_NIGHTLY at that nightly, or move TOOL_VERSION and NIGHTLY_DATE together.
+!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
+
+WARN
+  exit 0
+fi
 
 if ! cargo-check-external-types --version 2>/dev/null | grep -qx "cargo-check-external-types $TOOL_VERSION"; then
   cargo install --locked cargo-check-external-types --version "$TOOL_VERSION"
