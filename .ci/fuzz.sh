@@ -40,7 +40,7 @@ for target in $(cargo fuzz list); do
   else
     echo "FAILED"
     tail -n 40 "$log"
-    reproducer=$(grep -oE '(Test unit|artifact) written to [^ ]+' "$log" | tail -n1 | awk '{print $NF}')
+    reproducer=$(grep -oE '(Test unit|artifact) written to [^ ]+' "$log" | tail -n1 | awk '{print $NF}' || true)
     if [ -n "$reproducer" ] && [ -f "$reproducer" ]; then
       echo "reproducer: $reproducer"
       echo "  run it:   cargo fuzz run -s none $target $reproducer"

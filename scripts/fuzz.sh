@@ -68,16 +68,16 @@ for target in "${targets[@]}"; do
     >"$log" 2>&1; then
     result=ok
   else
-    reproducer=$(grep -oE '(Test unit|artifact) written to [^ ]+' "$log" | tail -n1 | awk '{print $NF}')
+    reproducer=$(grep -oE '(Test unit|artifact) written to [^ ]+' "$log" | tail -n1 | awk '{print $NF}' || true)
     result="**crash**: ${reproducer:-see $log}"
     failed=1
   fi
   seconds=$(($(date +%s) - started))
-  stat() { grep -E "^stat::$1:" "$log" | tail -n1 | awk '{print $2}'; }
+  stat() { grep -E "^stat::$1:" "$log" | tail -n1 | awk '{print $2}' || true; }
   execs=$(stat number_of_executed_units)
   rate=$(stat average_exec_per_sec)
   rss=$(stat peak_rss_mb)
-  last=$(grep -E '^#[0-9]+.*cov: ' "$log" | tail -n1)
+  last=$(grep -E '^#[0-9]+.*cov: ' "$log" | tail -n1 || true)
   cov=$(sed -nE 's/.* cov: ([0-9]+).*/\1/p' <<<"$last")
   ft=$(sed -nE 's/.* ft: ([0-9]+).*/\1/p' <<<"$last")
   entries=$(find "$corpus" -type f | wc -l)
