@@ -1,10 +1,8 @@
 //! What to do with a scored request, per route.
 
-use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
-use http::{Response, StatusCode};
+use http::StatusCode;
 use ravelin_config::Violations;
-use ravelin_http::{MatchPath, PathPrefix};
+use ravelin_http::{FixedResponse, FixedResponseError, MatchPath, PathPrefix};
 use ravelin_primitives::{Enforcement, KillSwitch};
 use serde::{Deserialize, Serialize};
 
@@ -12,8 +10,9 @@ use crate::score::BotScore;
 
 /// Maximum number of routes in a policy.
 pub const MAX_ROUTES: usize = 1024;
-/// Maximum size of a challenge or block body.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Maximum size of a challenge or block body: [`ravelin_http::MAX_FIXED_BODY_BYTES`], the
+/// bound of every fixed answer (the rate limiter's denial too).
+pub const MAX_BODY_BYTES: usize = ravelin_http::MAX_FIXED_BODY_BYTES;
 
 /// The decision for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,6 +40,12 @@ impl Action {
 }
 
 /// A response the guard answers with instead of calling the origin.
+///
+/// It is sent as the edge's own answer ([`ravelin_http::FixedResponse`], the one checked fixed
+/// answer every Ravelin layer shares): the configured status, `content_type` and body, with
+/// `Cache-Control: no-store` (a verdict about one request must not be cached for others) and
+/// `X-Content-Type-Options: nosniff` (a browser must not read a challenge or block page as
+/// anything but its declared type). Earlier versions sent no `X-Content-Type-Options`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResponseTemplate {
@@ -87,69 +92,20 @@ impl ResponseTemplate {
         Self::new(StatusCode::FORBIDDEN, "Forbidden\n")
     }
 
-    /// Records what makes this template unusable, under `what` (`routes[0].challenge`).
+    /// Records what makes this template unusable, under `what` (`routes[0].challenge`): each
+    /// problem [`FixedResponse::new`] finds, as `{what}.{field}`.
     fn check(&self, what: &str, v: &mut Violations) {
-        if self.compile().is_none() {
-            if self.status().is_none() {
-                v.push(
-                    format!("{what}.status"),
-                    format!("{} is not a 4xx or 5xx status", self.status),
-                );
-            }
-            if HeaderValue::from_str(&self.content_type).is_err() {
-                v.push(
-                    format!("{what}.content_type"),
-                    format!("{:?} is not a valid header value", self.content_type),
-                );
-            }
-            if self.body.len() > MAX_BODY_BYTES {
-                v.push(
-                    format!("{what}.body"),
-                    format!(
-                        "{} bytes exceeds the limit of {MAX_BODY_BYTES}",
-                        self.body.len()
-                    ),
-                );
+        if let Err(err) = self.compile() {
+            for problem in err.problems() {
+                v.push(format!("{what}.{}", problem.field()), problem.to_string());
             }
         }
     }
 
-    fn status(&self) -> Option<StatusCode> {
-        StatusCode::from_u16(self.status)
-            .ok()
-            .filter(|s| s.is_client_error() || s.is_server_error())
-    }
-
-    /// The response, if the template is usable (see [`check`](Self::check) for why not).
-    pub(crate) fn compile(&self) -> Option<CompiledResponse> {
-        if self.body.len() > MAX_BODY_BYTES {
-            return None;
-        }
-        Some(CompiledResponse {
-            status: self.status()?,
-            content_type: HeaderValue::from_str(&self.content_type).ok()?,
-            body: Bytes::from(self.body.clone()),
-        })
-    }
-}
-
-/// A response ready to send: cloning it is a reference-count increment.
-#[derive(Debug, Clone)]
-pub(crate) struct CompiledResponse {
-    status: StatusCode,
-    content_type: HeaderValue,
-    body: Bytes,
-}
-
-impl CompiledResponse {
-    pub(crate) fn to_response(&self) -> Response<Bytes> {
-        let mut response = Response::new(self.body.clone());
-        *response.status_mut() = self.status;
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, self.content_type.clone());
-        // A verdict about one request must not be cached for others.
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        response
+    /// The response to send, checked by [`FixedResponse::new`], or every reason it is not
+    /// usable (what [`check`](Self::check) records).
+    pub(crate) fn compile(&self) -> Result<FixedResponse, FixedResponseError> {
+        FixedResponse::new(self.status, &self.content_type, self.body.clone())
     }
 }
 
@@ -468,8 +424,8 @@ pub(crate) struct CompiledRoute {
     /// The route's kill switch: the one its loader attached, else a standalone one set from
     /// `killed`. Read per request (an atomic load).
     kill: KillSwitch,
-    pub(crate) challenge: CompiledResponse,
-    pub(crate) block: CompiledResponse,
+    pub(crate) challenge: FixedResponse,
+    pub(crate) block: FixedResponse,
 }
 
 impl CompiledRoute {
@@ -485,8 +441,8 @@ impl CompiledRoute {
         Some(Self {
             kill,
             prefix: PathPrefix::new(route.prefix.as_str()).ok()?,
-            challenge: route.challenge.compile()?,
-            block: route.block.compile()?,
+            challenge: route.challenge.compile().ok()?,
+            block: route.block.compile().ok()?,
             route,
         })
     }
@@ -770,13 +726,35 @@ mod tests {
     }
 
     #[test]
-    fn responses_are_not_cacheable() {
+    fn responses_are_not_cacheable_nor_sniffed() {
         let r = ResponseTemplate::new(StatusCode::TOO_MANY_REQUESTS, "slow down")
+            .content_type("text/html; charset=utf-8")
             .compile()
             .unwrap()
             .to_response();
         assert_eq!(r.status(), 429);
-        assert_eq!(r.headers()[CACHE_CONTROL], "no-store");
+        let headers = r.headers();
+        assert_eq!(headers.len(), 3, "{headers:?}");
+        assert_eq!(
+            headers[http::header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
+        assert_eq!(headers[http::header::CACHE_CONTROL], "no-store");
+        assert_eq!(headers[http::header::X_CONTENT_TYPE_OPTIONS], "nosniff");
         assert_eq!(r.body().as_ref(), b"slow down");
+    }
+
+    #[test]
+    fn a_template_is_checked_field_by_field() {
+        let mut v = Violations::new();
+        ResponseTemplate::new(StatusCode::OK, "x".repeat(MAX_BODY_BYTES + 1))
+            .content_type("bad\nvalue")
+            .check("routes[0].block", &mut v);
+        assert_eq!(
+            v.to_string(),
+            "routes[0].block.status: 200 is not a 4xx or 5xx status; \
+             routes[0].block.content_type: \"bad\\nvalue\" is not a valid header value; \
+             routes[0].block.body: 65537 bytes exceeds the limit of 65536"
+        );
     }
 }

@@ -23,6 +23,9 @@ pub use path::{MatchPath, PathError, canonical_path, canonical_path_lenient, mat
 pub use peer::PeerAddr;
 pub use peer_layer::{ConnectionPeer, PeerAddrLayer, SetPeerAddr};
 pub use prefix::{MAX_PREFIX_BYTES, PathPrefix, PrefixError};
-pub use response::{TEXT_PLAIN_UTF8, plain_text};
+pub use response::{
+    FixedResponse, FixedResponseError, FixedResponseProblem, MAX_FIXED_BODY_BYTES, TEXT_PLAIN_UTF8,
+    plain_text,
+};
 pub use tls::TlsInfo;
 pub use token::is_tchar;

@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderValue};
 use ravelin_failsafe::{
     Allow, Guard, GuardError, GuardErrorKind, LogLimiter, RequestHead, Verdict,
 };
-use ravelin_http::{MatchPath, RequestIdentity};
+use ravelin_http::{FixedResponse, MatchPath, RequestIdentity};
 use ravelin_primitives::{Enforcement, KillSwitch};
 use sha2::Digest as _;
 
@@ -18,7 +18,9 @@ use crate::future::CheckFuture;
 use crate::gcra::Decision;
 use crate::headers::{RATELIMIT, RATELIMIT_POLICY, list_value, ratelimit_item, retry_after_secs};
 use crate::memory::MemoryStore;
-use crate::response::{CompiledResponse, MissingPeer, ResponseTemplate, missing_peer_response};
+use crate::response::{
+    MissingPeer, ResponseTemplate, default_denied_response, missing_peer_response,
+};
 use crate::rules::{Compiled, CompiledRule, KeyPart, ResponseHeaders, Rules, RulesError};
 use crate::store::{Check, MAX_KEY_LEN, RateLimitStore, StoreError};
 
@@ -54,7 +56,7 @@ struct Inner<S> {
     /// Set in code ([`RateLimitGuard::missing_peer`]): wins over the rules document's.
     missing_peer: Option<MissingPeer>,
     /// Set in code ([`RateLimitGuard::denied_response`]): wins over the rules document's.
-    denied: Option<CompiledResponse>,
+    denied: Option<FixedResponse>,
 }
 
 pub(crate) enum Source {
@@ -182,7 +184,7 @@ impl<S: RateLimitStore> RateLimitGuard<S> {
         violations
             .into_result()
             .map_err(|violations| RulesError::Invalid { violations })?;
-        let compiled = template.compile();
+        let compiled = template.compile().ok();
         match Arc::get_mut(&mut self.inner) {
             Some(inner) => inner.denied = compiled,
             None => tracing::error!(
@@ -479,7 +481,7 @@ trait Logs: Send + Sync {
     fn log(&self) -> &LogLimiter;
     fn denial_log(&self) -> &LogLimiter;
     /// The denial set in code, if any.
-    fn denied(&self) -> Option<&CompiledResponse>;
+    fn denied(&self) -> Option<&FixedResponse>;
 }
 
 impl<S: Send + Sync> Logs for Inner<S> {
@@ -491,7 +493,7 @@ impl<S: Send + Sync> Logs for Inner<S> {
         &self.denial_log
     }
 
-    fn denied(&self) -> Option<&CompiledResponse> {
+    fn denied(&self) -> Option<&FixedResponse> {
         self.denied.as_ref()
     }
 }
@@ -602,11 +604,10 @@ impl Plan {
             }
             // The edge's own short answer (the configured status, type and body; no-store,
             // nosniff), plus Retry-After and the RateLimit fields.
-            let mut response = self
-                .guard
-                .denied()
-                .unwrap_or(&self.compiled.denied)
-                .to_response();
+            let mut response = match self.guard.denied().or(self.compiled.denied.as_ref()) {
+                Some(denied) => denied.to_response(),
+                None => default_denied_response(),
+            };
             headers.insert(RETRY_AFTER, HeaderValue::from(retry_after));
             response.headers_mut().extend(headers);
             return Ok(Verdict::Respond(response));

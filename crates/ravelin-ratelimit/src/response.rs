@@ -2,14 +2,14 @@
 //! for a rule keyed by `client_ip` on a request with no peer address, [`MissingPeer`].
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 use ravelin_config::Violations;
-use ravelin_http::plain_text;
+use ravelin_http::{FixedResponse, FixedResponseError, plain_text};
 use serde::{Deserialize, Serialize};
 
-/// Maximum size of a [`ResponseTemplate`] body (the same bound as bot-score's templates).
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Maximum size of a [`ResponseTemplate`] body: [`ravelin_http::MAX_FIXED_BODY_BYTES`], the
+/// bound of every fixed answer (bot-score's templates too).
+pub const MAX_BODY_BYTES: usize = ravelin_http::MAX_FIXED_BODY_BYTES;
 
 /// The answer to a request an enforcing rule limits: status, content type and body. The
 /// `Retry-After` and `RateLimit` / `RateLimit-Policy` fields are added to it as to the default
@@ -66,47 +66,20 @@ impl ResponseTemplate {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "too many requests\n")
     }
 
-    /// Records what makes this template unusable, under `what` (`denied_response`).
+    /// Records what makes this template unusable, under `what` (`denied_response`): each
+    /// problem [`FixedResponse::new`] finds, as `{what}.{field}`.
     pub(crate) fn check(&self, what: &str, v: &mut Violations) {
-        if self.status().is_none() {
-            v.push(
-                format!("{what}.status"),
-                format!("{} is not a 4xx or 5xx status", self.status),
-            );
-        }
-        if HeaderValue::from_str(&self.content_type).is_err() {
-            v.push(
-                format!("{what}.content_type"),
-                format!("{:?} is not a valid header value", self.content_type),
-            );
-        }
-        if self.body.len() > MAX_BODY_BYTES {
-            v.push(
-                format!("{what}.body"),
-                format!(
-                    "{} bytes exceeds the limit of {MAX_BODY_BYTES}",
-                    self.body.len()
-                ),
-            );
+        if let Err(err) = self.compile() {
+            for problem in err.problems() {
+                v.push(format!("{what}.{}", problem.field()), problem.to_string());
+            }
         }
     }
 
-    fn status(&self) -> Option<StatusCode> {
-        StatusCode::from_u16(self.status)
-            .ok()
-            .filter(|s| s.is_client_error() || s.is_server_error())
-    }
-
-    /// The response, if the template is usable (see [`check`](Self::check) for why not).
-    pub(crate) fn compile(&self) -> Option<CompiledResponse> {
-        if self.body.len() > MAX_BODY_BYTES {
-            return None;
-        }
-        Some(CompiledResponse {
-            status: self.status()?,
-            content_type: HeaderValue::from_str(&self.content_type).ok()?,
-            body: Bytes::from(self.body.clone()),
-        })
+    /// The response to send, checked by [`FixedResponse::new`], or every reason it is not
+    /// usable (what [`check`](Self::check) records).
+    pub(crate) fn compile(&self) -> Result<FixedResponse, FixedResponseError> {
+        FixedResponse::new(self.status, &self.content_type, self.body.clone())
     }
 }
 
@@ -117,33 +90,13 @@ impl Default for ResponseTemplate {
     }
 }
 
-/// A denial ready to send: cloning it is a reference-count increment.
-#[derive(Debug, Clone)]
-pub(crate) struct CompiledResponse {
-    status: StatusCode,
-    content_type: HeaderValue,
-    body: Bytes,
-}
-
-impl CompiledResponse {
-    /// The edge's own short answer (no-store, nosniff) with this status, type and body.
-    pub(crate) fn to_response(&self) -> Response<Bytes> {
-        let mut response = plain_text(self.status, self.body.clone());
-        response
-            .headers_mut()
-            .insert(CONTENT_TYPE, self.content_type.clone());
-        response
-    }
-}
-
-impl Default for CompiledResponse {
-    fn default() -> Self {
-        Self {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            content_type: ravelin_http::TEXT_PLAIN_UTF8,
-            body: Bytes::from_static(b"too many requests\n"),
-        }
-    }
+/// The built-in denial, [`ResponseTemplate::default_denied`] as a response: what is sent when
+/// no usable template was compiled (never, in practice: documents are validated first).
+pub(crate) fn default_denied_response() -> Response<Bytes> {
+    plain_text(
+        StatusCode::TOO_MANY_REQUESTS,
+        Bytes::from_static(b"too many requests\n"),
+    )
 }
 
 /// What a rule keyed by `client_ip` does with a request that has no peer address (no
@@ -221,7 +174,7 @@ mod tests {
     #[test]
     fn the_default_template_is_the_default_answer() {
         let compiled = ResponseTemplate::default().compile().unwrap().to_response();
-        let builtin = CompiledResponse::default().to_response();
+        let builtin = default_denied_response();
         assert_eq!(compiled.status(), builtin.status());
         assert_eq!(compiled.headers(), builtin.headers());
         assert_eq!(compiled.body(), builtin.body());

@@ -9,13 +9,13 @@ use http::Method;
 use http::header::HeaderName;
 use ipnet::IpNet;
 use ravelin_config::{Validate, Violations};
-use ravelin_http::PathPrefix;
+use ravelin_http::{FixedResponse, PathPrefix};
 use ravelin_primitives::Enforcement;
 use serde::{Deserialize, Serialize};
 
 use crate::client_ip::{ClientIpResolver, ForwardedHeader};
 use crate::gcra::Quota;
-use crate::response::{CompiledResponse, MissingPeer, ResponseTemplate};
+use crate::response::{MissingPeer, ResponseTemplate};
 use crate::store::MAX_CHECKS;
 
 /// The most rules a rule set may hold.
@@ -639,8 +639,9 @@ pub(crate) struct Compiled {
     pub(crate) headers: ResponseHeaders,
     /// The document's [`MissingPeer`] (a builder's setting overrides it in the guard).
     pub(crate) missing_peer: MissingPeer,
-    /// The document's denial, ready to clone.
-    pub(crate) denied: CompiledResponse,
+    /// The document's denial, ready to clone; `None` (never, in practice: documents are
+    /// validated before they are compiled) sends the built-in one.
+    pub(crate) denied: Option<FixedResponse>,
     /// One kill switch per rule of `rules` (same order), looked up once per document by the
     /// first guard that runs it: its switchboard's `ratelimit.rule.<name>`, or, without one, a
     /// standalone switch set from the rule's `killed`. Reading one per request is an atomic
@@ -762,7 +763,7 @@ impl Compiled {
             headers: rules.response_headers,
             missing_peer: rules.missing_peer,
             // Validated before compiling; the built-in denial if it somehow was not.
-            denied: rules.denied_response.compile().unwrap_or_default(),
+            denied: rules.denied_response.compile().ok(),
             switches: std::sync::OnceLock::new(),
         }
     }
