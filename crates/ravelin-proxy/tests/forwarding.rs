@@ -483,6 +483,42 @@ async fn header_count_limit_answers_431() {
     proxy.stop().await;
 }
 
+/// The default limit (100 fields) is hyper's own, which the server then leaves unset: a head of
+/// 100 fields is served and one of 101 answered 431 all the same. (Served here by a service that
+/// counts the fields, not forwarded: an origin has its own limit.)
+#[tokio::test]
+async fn default_header_count_limit_is_100_fields() {
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), ServerConfig::default())
+        .await
+        .unwrap();
+    let addr = server.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let count_fields = tower::service_fn(|request: Request<Incoming>| async move {
+        let fields = request.headers().len().to_string();
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(fields))))
+    });
+    let task = tokio::spawn(server.serve(count_fields, async {
+        let _ = stopped.await;
+    }));
+    // The client adds `Host`: 99 more fields make 100, 100 more make 101.
+    for (extra, expected) in [
+        (99, StatusCode::OK),
+        (100, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+    ] {
+        let mut request = Request::get(format!("http://{addr}/"));
+        for i in 0..extra {
+            request = request.header(format!("x-h{i}"), "v");
+        }
+        let (status, _, body) = send(&client(), request.body(empty()).unwrap()).await;
+        assert_eq!(status, expected, "{extra} fields besides Host");
+        if status == StatusCode::OK {
+            assert_eq!(body, "100");
+        }
+    }
+    let _ = stop.send(());
+    tokio::time::timeout(BOUND, task).await.unwrap().unwrap();
+}
+
 #[tokio::test]
 async fn header_byte_limit_answers_431() {
     let origin = demo::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
