@@ -109,27 +109,12 @@ impl CacheStatus {
     }
 }
 
-/// Appends the decimal form of `n` without the formatting machinery.
+/// Appends the decimal form of `n` (a TTL is negative once stale).
 fn push_int(s: &mut String, n: i64) {
     if n < 0 {
         s.push('-');
     }
-    let mut digits = [0u8; 20];
-    let mut v = n.unsigned_abs();
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        if let Some(d) = digits.get_mut(i) {
-            *d = b'0' + (v % 10) as u8;
-        }
-        v /= 10;
-        if v == 0 || i == 0 {
-            break;
-        }
-    }
-    for d in digits.get(i..).unwrap_or_default() {
-        s.push(char::from(*d));
-    }
+    ravelin_http::push_decimal(s, n.unsigned_abs());
 }
 
 #[cfg(test)]

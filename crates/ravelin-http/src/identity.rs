@@ -83,7 +83,9 @@ impl Default for IdentityOptions {
 pub struct RequestIdentity {
     scheme: Scheme,
     authority: Option<Authority>,
-    host: Option<String>,
+    /// The host's length at the start of `authority` (`host[:port]`): the host is a prefix of
+    /// the authority's text, so it is not stored twice.
+    host_len: usize,
     canonical_path: String,
     match_path: MatchPath,
 }
@@ -140,14 +142,14 @@ impl RequestIdentity {
         }
         let canonical_path = canonical_path(parts.uri.path())?;
         let match_path = match_path(&canonical_path, options.fold_case);
-        let (authority, host) = match authority {
-            Some((authority, host)) => (Some(authority), Some(host)),
-            None => (None, None),
+        let (authority, host_len) = match authority {
+            Some((authority, host_len)) => (Some(authority), host_len),
+            None => (None, 0),
         };
         Ok(Self {
             scheme,
             authority,
-            host,
+            host_len,
             canonical_path,
             match_path,
         })
@@ -166,7 +168,9 @@ impl RequestIdentity {
 
     /// The host without port (IPv6 literals keep their brackets).
     pub fn host(&self) -> Option<&str> {
-        self.host.as_deref()
+        self.authority
+            .as_ref()
+            .and_then(|authority| authority.as_str().get(..self.host_len))
     }
 
     /// The canonical path: what is forwarded upstream and keyed in the cache.
@@ -201,11 +205,41 @@ impl RequestIdentity {
         }
     }
 
+    /// The request target rebuilt from the identity, as [`target`](Self::target) with
+    /// `original`'s query, but reusing `original`'s path and query without a copy when its path
+    /// is already the canonical one (the common case: only the scheme and authority are added).
+    ///
+    /// # Errors
+    /// As [`target`](Self::target).
+    pub fn target_of(&self, original: &Uri) -> Result<Uri, http::Error> {
+        let reusable = original
+            .path_and_query()
+            .filter(|pq| pq.path() == self.canonical_path);
+        let Some(path_and_query) = reusable else {
+            return self.target(original.query());
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.path_and_query = Some(path_and_query.clone());
+        if let Some(authority) = &self.authority {
+            parts.scheme = Some(self.scheme.clone());
+            parts.authority = Some(authority.clone());
+        }
+        Ok(Uri::from_parts(parts)?)
+    }
+
     /// The `Host` field value that agrees with this identity.
     pub fn host_header(&self) -> Option<HeaderValue> {
         self.authority
             .as_ref()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    }
+
+    /// Whether `value` (a request's `Host`) already is this identity's authority, so a proxy can
+    /// keep the field as it is instead of writing [`host_header`](Self::host_header).
+    pub fn host_header_agrees(&self, value: &HeaderValue) -> bool {
+        self.authority
+            .as_ref()
+            .is_some_and(|a| a.as_str().as_bytes() == value.as_bytes())
     }
 }
 
@@ -224,8 +258,8 @@ fn shorten(text: &str) -> String {
 }
 
 /// Parses and normalizes `host[:port]`: lowercased, no trailing dot, no default port. Returns
-/// the authority and the bare host.
-fn normalize_authority(raw: &str, scheme: &Scheme) -> Result<(Authority, String), IdentityError> {
+/// the authority and the length of its host part (the bare host is that prefix of its text).
+fn normalize_authority(raw: &str, scheme: &Scheme) -> Result<(Authority, usize), IdentityError> {
     let invalid = |reason| IdentityError::InvalidHost {
         value: shorten(raw),
         reason,
@@ -256,16 +290,31 @@ fn normalize_authority(raw: &str, scheme: &Scheme) -> Result<(Authority, String)
     {
         return Err(invalid("not a DNS name or IP address"));
     }
-    let host = host.to_ascii_lowercase();
     let default_port = if *scheme == Scheme::HTTPS { 443 } else { 80 };
-    let text = match port {
-        Some(port) if port != default_port => format!("{host}:{port}"),
-        _ => host.clone(),
-    };
-    let authority = text
-        .parse::<Authority>()
-        .map_err(|_| invalid("not a valid authority"))?;
-    Ok((authority, host))
+    let port = port.filter(|&port| port != default_port);
+    // The normalized text written once, exactly sized, so the authority takes it without a
+    // copy (issue 13: this was a lowercased copy, a `format!` and the authority's own copy).
+    let port_digits = port.map_or(0, port_text_len);
+    let mut text = String::with_capacity(host.len().saturating_add(port_digits));
+    text.push_str(host);
+    text.make_ascii_lowercase();
+    if let Some(port) = port {
+        text.push(':');
+        crate::push_decimal(&mut text, u64::from(port));
+    }
+    let authority = Authority::try_from(text).map_err(|_| invalid("not a valid authority"))?;
+    Ok((authority, host.len()))
+}
+
+/// The length of `:port`.
+fn port_text_len(port: u16) -> usize {
+    match port {
+        0..=9 => 2,
+        10..=99 => 3,
+        100..=999 => 4,
+        1_000..=9_999 => 5,
+        _ => 6,
+    }
 }
 
 /// Splits `host[:port]`; `None` when a port is present but not a number in 0..=65535.
@@ -458,5 +507,84 @@ mod tests {
         .unwrap();
         p.extensions.insert(id);
         assert_eq!(effective_host(&p).as_deref(), Some("victim.example"));
+    }
+
+    #[test]
+    fn ports_are_written_in_decimal() {
+        for port in [
+            0u16, 1, 9, 10, 99, 100, 443, 999, 1_000, 8_080, 9_999, 10_000, 65_535,
+        ] {
+            let mut text = String::new();
+            crate::push_decimal(&mut text, u64::from(port));
+            assert_eq!(text, port.to_string());
+            assert_eq!(port_text_len(port), 1 + text.len());
+        }
+    }
+
+    #[test]
+    fn host_is_the_authority_without_its_port() {
+        let id = identity(Version::HTTP_11, "/", &["[::1]:8080"]).unwrap();
+        assert_eq!(id.authority().unwrap().as_str(), "[::1]:8080");
+        assert_eq!(id.host(), Some("[::1]"));
+        let id = identity(Version::HTTP_11, "/", &["Example.COM.:80"]).unwrap();
+        assert_eq!(id.authority().unwrap().as_str(), "example.com");
+        assert_eq!(id.host(), Some("example.com"));
+        let id = identity(Version::HTTP_10, "/", &[]).unwrap();
+        assert_eq!(id.host(), None);
+    }
+
+    #[test]
+    fn host_header_agrees_only_with_the_normalized_authority() {
+        let id = identity(Version::HTTP_11, "/", &["a.example:8080"]).unwrap();
+        assert!(id.host_header_agrees(&HeaderValue::from_static("a.example:8080")));
+        let id = identity(Version::HTTP_11, "/", &["A.example:80"]).unwrap();
+        assert!(!id.host_header_agrees(&HeaderValue::from_static("A.example:80")));
+        assert!(id.host_header_agrees(&id.host_header().unwrap()));
+    }
+
+    proptest::proptest! {
+        /// The authority written in one pass is the old `format!("{host}:{port}")` of the
+        /// lowercased host, without the scheme's default port; the host is its prefix.
+        #[test]
+        fn normalized_authority_matches_the_formatted_one(
+            host in "[A-Za-z0-9][A-Za-z0-9.-]{0,20}[A-Za-z0-9]",
+            port in proptest::option::of(proptest::prelude::any::<u16>()),
+            https in proptest::prelude::any::<bool>(),
+        ) {
+            let scheme = if https { Scheme::HTTPS } else { Scheme::HTTP };
+            let raw = match port {
+                Some(port) => format!("{host}:{port}"),
+                None => host.clone(),
+            };
+            let (authority, host_len) = normalize_authority(&raw, &scheme).unwrap();
+            let lower = host.to_ascii_lowercase();
+            let expected = match port {
+                Some(port) if port != if https { 443 } else { 80 } => format!("{lower}:{port}"),
+                _ => lower.clone(),
+            };
+            proptest::prop_assert_eq!(authority.as_str(), expected.as_str());
+            proptest::prop_assert_eq!(authority.as_str().get(..host_len), Some(lower.as_str()));
+        }
+
+        /// Reusing the original path and query gives the target built from the identity.
+        #[test]
+        fn target_of_is_target_with_the_original_query(
+            path in "/[a-zA-Z0-9._~%/;=-]{0,24}",
+            query in proptest::option::of("[a-z0-9=&%]{0,12}"),
+            absolute in proptest::prelude::any::<bool>(),
+        ) {
+            let target = match &query {
+                Some(query) => format!("{path}?{query}"),
+                None => path.clone(),
+            };
+            let uri_text = if absolute { format!("http://a.example{target}") } else { target };
+            let Ok(uri) = uri_text.parse::<Uri>() else { return Ok(()); };
+            let Ok(id) = identity(Version::HTTP_11, &uri_text, &["a.example"]) else {
+                return Ok(());
+            };
+            let rebuilt = id.target_of(&uri).unwrap();
+            proptest::prop_assert_eq!(rebuilt.clone(), id.target(uri.query()).unwrap());
+            proptest::prop_assert_eq!(rebuilt.path(), id.canonical_path());
+        }
     }
 }

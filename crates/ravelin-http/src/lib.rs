@@ -14,7 +14,7 @@ mod response;
 mod tls;
 mod token;
 
-pub use fields::X_RAVELIN_SKIPPED;
+pub use fields::{X_RAVELIN_SKIPPED, push_decimal};
 pub use framing::CloseDelimited;
 pub use hop::{HOP_BY_HOP, MAX_CONNECTION_OPTIONS, connection_options, is_hop_by_hop};
 pub use identity::{IdentityError, IdentityOptions, RequestIdentity, effective_host};

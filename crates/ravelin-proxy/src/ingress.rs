@@ -486,19 +486,27 @@ pub fn admit_parts(parts: &mut Parts, config: &IngressConfig) -> Result<(), Refu
     let identity = RequestIdentity::from_parts(parts, scheme, &config.identity)
         .map_err(|e| Refusal::identity(&e))?;
     // 5. One Host, an absolute target with the canonical path.
-    parts.uri = identity.target(parts.uri.query()).map_err(|e| {
+    parts.uri = identity.target_of(&parts.uri).map_err(|e| {
         Refusal::new(
             RefusalKind::InvalidTarget,
             "the request target is invalid",
             e.to_string(),
         )
     })?;
-    match identity.host_header() {
-        Some(host) => {
-            parts.headers.insert(header::HOST, host);
-        }
-        None => {
-            parts.headers.remove(header::HOST);
+    // `Host` is rewritten only when it differs from the identity's authority (there is at
+    // most one line: the identity refused duplicates).
+    let agrees = parts
+        .headers
+        .get(header::HOST)
+        .is_some_and(|host| identity.host_header_agrees(host));
+    if !agrees {
+        match identity.host_header() {
+            Some(host) => {
+                parts.headers.insert(header::HOST, host);
+            }
+            None => {
+                parts.headers.remove(header::HOST);
+            }
         }
     }
     // 6. What a client may not say: the owned headers always, the forwarding headers and the

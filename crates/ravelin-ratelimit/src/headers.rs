@@ -45,10 +45,15 @@ pub fn next_unit_after(quota: &Quota, decision: &Decision) -> Option<Duration> {
 
 /// One `RateLimit` list member: `"name";r=42;t=12`.
 pub fn ratelimit_item(out: &mut String, name: &str, quota: &Quota, decision: &Decision) {
-    use std::fmt::Write as _;
-    let _ = write!(out, "\"{name}\";r={}", decision.remaining);
+    // Written piece by piece rather than with `write!`: this runs on every request a rule
+    // applies to, and the formatting machinery was most of its cost (issue 13).
+    out.push('"');
+    out.push_str(name);
+    out.push_str("\";r=");
+    ravelin_http::push_decimal(out, u64::from(decision.remaining));
     if let Some(after) = next_unit_after(quota, decision) {
-        let _ = write!(out, ";t={}", ceil_secs(after));
+        out.push_str(";t=");
+        ravelin_http::push_decimal(out, ceil_secs(after));
     }
 }
 
