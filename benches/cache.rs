@@ -14,12 +14,11 @@
 // criterion's macros generate undocumented items.
 #![allow(clippy::expect_used, missing_docs)]
 
+mod common;
+
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,69 +29,23 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use ravelin_cache::CacheLayer;
 use tower::{Layer, Service, service_fn};
 
+use common::{URL, current_thread_runtime, drain, now, page, request};
+
 const OBJECTS: usize = 100_000;
 const REQUESTS: usize = 1_000_000;
-
-/// Polls a future that is expected to be ready at once (both services below answer without
-/// waiting), so the bench measures the services, not a runtime.
-fn now<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
-
-/// Reads a body whose frames are all ready.
-fn drain<B: hyper::body::Body<Data = Bytes>>(body: B) -> usize {
-    let mut body = pin!(body);
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut n = 0;
-    while let Poll::Ready(Some(Ok(frame))) = body.as_mut().poll_frame(&mut cx) {
-        if let Some(d) = frame.data_ref() {
-            n += d.len();
-        }
-    }
-    n
-}
-
-fn page() -> Response<Full<Bytes>> {
-    Response::builder()
-        .header("content-type", "text/html; charset=utf-8")
-        .header("cache-control", "public, max-age=3600")
-        .header("etag", "\"5f3c-1a2b\"")
-        .header("last-modified", "Tue, 14 Nov 2023 22:13:20 GMT")
-        .header("vary", "accept-encoding")
-        .header("surrogate-key", "page product-7")
-        .body(Full::new(Bytes::from_static(&[b'x'; 4096])))
-        .unwrap_or_default()
-}
-
-fn request() -> Request<()> {
-    Request::get("http://shop.example/product/7?color=red")
-        .header("accept-encoding", "gzip, br")
-        .header("user-agent", "bench")
-        .body(())
-        .unwrap_or_default()
-}
 
 fn cache_hit(c: &mut Criterion) {
     let inner = service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(page()) });
     let layer = CacheLayer::builder()
         .build()
         .expect("default config is valid");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = current_thread_runtime();
     let _guard = rt.enter();
     let mut cached = layer.layer(inner);
     // Fill the cache once (the miss streams the body into the store as it is read).
-    let resp = now(cached.call(request())).expect("origin answers");
+    let resp = now(cached.call(request(URL))).expect("origin answers");
     drain(resp.into_body());
-    let resp = now(cached.call(request())).expect("hit");
+    let resp = now(cached.call(request(URL))).expect("hit");
     assert!(
         resp.headers()["cache-status"]
             .to_str()
@@ -107,14 +60,14 @@ fn cache_hit(c: &mut Criterion) {
         .throughput(Throughput::Elements(1));
     g.bench_function("ravelin_layer_hit", |b| {
         b.iter(|| {
-            let resp = now(cached.call(black_box(request()))).expect("hit");
+            let resp = now(cached.call(black_box(request(URL)))).expect("hit");
             black_box(drain(resp.into_body()))
         })
     });
     let mut direct = inner;
     g.bench_function("inner_direct", |b| {
         b.iter(|| {
-            let resp = now(direct.call(black_box(request()))).expect("origin answers");
+            let resp = now(direct.call(black_box(request(URL)))).expect("origin answers");
             black_box(drain(resp.into_body()))
         })
     });
@@ -264,10 +217,7 @@ fn cache_store_scan(c: &mut Criterion) {
 // === Purge ===
 
 fn cache_purge(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = current_thread_runtime();
     let _guard = rt.enter();
     let inner = service_fn(|_req: Request<()>| async {
         Ok::<_, Infallible>(

@@ -34,23 +34,19 @@
     clippy::indexing_slicing
 )]
 
-use std::convert::Infallible;
-use std::future::Future;
+mod common;
+
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use http::{Request, Response};
-use http_body_util::Full;
 use ravelin_cache::purge_bus::{Publication, PurgeBus, PurgeBusConfig, ResettableStore};
 use ravelin_cache::{CacheConfig, CacheHandle, CacheLayer};
 use ravelin_test_support::redis as support;
-use tower::{Layer, Service, service_fn};
+use tower::{Layer, Service};
 
-const URL: &str = "http://shop.example/product/7?color=red";
+use common::{Inner, URL, drain, inner, no_redis, now, pct, request, two_worker_runtime};
+
 /// Purges timed one by one for the fan-out distribution.
 const FANOUT_PURGES: usize = 1_000;
 /// Purges published back to back for the burst.
@@ -59,63 +55,6 @@ const BURST: usize = 1_000;
 const CALLS: usize = 5_000;
 /// How long a purge may take to reach B before it counts as lost.
 const GIVE_UP: Duration = Duration::from_secs(5);
-
-// === Requests, as in benches/cache.rs ===
-
-/// Polls a future that is expected to be ready at once.
-fn now<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
-
-/// Reads a body whose frames are all ready.
-fn drain<B: hyper::body::Body<Data = Bytes>>(body: B) -> usize {
-    let mut body = pin!(body);
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut n = 0;
-    while let Poll::Ready(Some(Ok(frame))) = body.as_mut().poll_frame(&mut cx) {
-        if let Some(d) = frame.data_ref() {
-            n += d.len();
-        }
-    }
-    n
-}
-
-fn page() -> Response<Full<Bytes>> {
-    Response::builder()
-        .header("content-type", "text/html; charset=utf-8")
-        .header("cache-control", "public, max-age=3600")
-        .header("etag", "\"5f3c-1a2b\"")
-        .header("last-modified", "Tue, 14 Nov 2023 22:13:20 GMT")
-        .header("vary", "accept-encoding")
-        .header("surrogate-key", "page product-7")
-        .body(Full::new(Bytes::from_static(&[b'x'; 4096])))
-        .unwrap_or_default()
-}
-
-fn request() -> Request<()> {
-    Request::get(URL)
-        .header("accept-encoding", "gzip, br")
-        .header("user-agent", "bench")
-        .body(())
-        .unwrap_or_default()
-}
-
-type Inner = tower::util::ServiceFn<
-    fn(Request<()>) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>,
->;
-
-fn inner() -> Inner {
-    fn answer(_req: Request<()>) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>> {
-        std::future::ready(Ok(page()))
-    }
-    service_fn(answer as fn(_) -> _)
-}
 
 /// One proxy's cache over a `ResettableStore`, and its bus.
 struct Proxy {
@@ -150,7 +89,7 @@ impl Proxy {
 
     /// Stores the page (a miss whose body is read to the end).
     fn fill(&mut self) {
-        let resp = now(self.service.call(request())).expect("origin answers");
+        let resp = now(self.service.call(request(URL))).expect("origin answers");
         drain(resp.into_body());
         // The object and its `Vary` record.
         assert!(self.handle.usage().entries > 0, "the page is stored");
@@ -173,11 +112,6 @@ fn wait_until(mut done: impl FnMut() -> bool) -> Option<Instant> {
 
 fn connected(p: &Proxy) {
     wait_until(|| p.bus.status().connected).expect("the bus connects");
-}
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 fn report(label: &str, mut samples: Vec<Duration>) {
@@ -384,9 +318,9 @@ fn hits(c: &mut Criterion) {
         .expect("default config is valid")
         .layer(inner());
     for svc in [&mut memory, &mut resettable] {
-        let resp = now(svc.call(request())).expect("origin answers");
+        let resp = now(svc.call(request(URL))).expect("origin answers");
         drain(resp.into_body());
-        let resp = now(svc.call(request())).expect("hit");
+        let resp = now(svc.call(request(URL))).expect("hit");
         assert!(
             resp.headers()["cache-status"]
                 .to_str()
@@ -401,13 +335,13 @@ fn hits(c: &mut Criterion) {
         .throughput(Throughput::Elements(1));
     g.bench_function("memory_store", |b| {
         b.iter(|| {
-            let resp = now(memory.call(black_box(request()))).expect("hit");
+            let resp = now(memory.call(black_box(request(URL)))).expect("hit");
             black_box(drain(resp.into_body()))
         })
     });
     g.bench_function("resettable_store", |b| {
         b.iter(|| {
-            let resp = now(resettable.call(black_box(request()))).expect("hit");
+            let resp = now(resettable.call(black_box(request(URL)))).expect("hit");
             black_box(drain(resp.into_body()))
         })
     });
@@ -415,20 +349,11 @@ fn hits(c: &mut Criterion) {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = two_worker_runtime();
     let _guard = rt.enter();
-    if std::env::var(support::URL_ENV).map_or(true, |u| u.is_empty())
-        && support::find_binary().is_none()
+    if !no_redis("fan-out and publish cost")
+        && let Some(mut server) = support::RedisServer::start()
     {
-        println!(
-            "skipped: redis-server not found and {} not set (fan-out and publish cost)",
-            support::URL_ENV
-        );
-    } else if let Some(mut server) = support::RedisServer::start() {
         // The resolution of the fan-out times: what one poll interval really is.
         let sleeps = (0..1_000)
             .map(|_| {

@@ -34,87 +34,28 @@
     clippy::indexing_slicing
 )]
 
-use std::convert::Infallible;
-use std::future::Future;
+mod common;
+
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use ravelin_cache::shared_tier::SharedTierConfig;
 use ravelin_cache::{Cache, CacheConfig, CacheLayer};
 use ravelin_test_support::redis as support;
 use tokio::runtime::Runtime;
-use tower::{Layer, Service, service_fn};
+use tower::{Layer, Service};
+
+use common::{Inner, drain, inner, no_redis, now, pct, request, two_worker_runtime};
 
 /// Distinct URLs, so requests, per row.
 const N: usize = 2_000;
 /// How long a background put may take before the bench gives up.
 const GIVE_UP: Duration = Duration::from_secs(10);
 
-// === Requests, as in benches/cache.rs ===
-
-/// Polls a future that is expected to be ready at once.
-fn now<F: Future>(f: F) -> F::Output {
-    let mut f = pin!(f);
-    let mut cx = Context::from_waker(Waker::noop());
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
-
-/// Reads a body whose frames are all ready.
-fn drain<B: hyper::body::Body<Data = Bytes>>(body: B) -> usize {
-    let mut body = pin!(body);
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut n = 0;
-    while let Poll::Ready(Some(Ok(frame))) = body.as_mut().poll_frame(&mut cx) {
-        if let Some(d) = frame.data_ref() {
-            n += d.len();
-        }
-    }
-    n
-}
-
-fn page() -> Response<Full<Bytes>> {
-    Response::builder()
-        .header("content-type", "text/html; charset=utf-8")
-        .header("cache-control", "public, max-age=3600")
-        .header("etag", "\"5f3c-1a2b\"")
-        .header("last-modified", "Tue, 14 Nov 2023 22:13:20 GMT")
-        .header("vary", "accept-encoding")
-        .header("surrogate-key", "page product-7")
-        .body(Full::new(Bytes::from_static(&[b'x'; 4096])))
-        .unwrap_or_default()
-}
-
-fn request(url: &str) -> Request<()> {
-    Request::get(url)
-        .header("accept-encoding", "gzip, br")
-        .header("user-agent", "bench")
-        .body(())
-        .unwrap_or_default()
-}
-
 fn url(i: usize) -> String {
     format!("http://shop.example/product/{i}?color=red")
-}
-
-type Inner = tower::util::ServiceFn<
-    fn(Request<()>) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>,
->;
-
-fn inner() -> Inner {
-    fn answer(_req: Request<()>) -> std::future::Ready<Result<Response<Full<Bytes>>, Infallible>> {
-        std::future::ready(Ok(page()))
-    }
-    service_fn(answer as fn(_) -> _)
 }
 
 fn layer(tier: Option<&SharedTierConfig>) -> CacheLayer {
@@ -129,11 +70,6 @@ fn layer(tier: Option<&SharedTierConfig>) -> CacheLayer {
 }
 
 // === Timing ===
-
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
 
 fn report(label: &str, mut samples: Vec<Duration>) {
     samples.sort_unstable();
@@ -304,18 +240,8 @@ fn hits(c: &mut Criterion, tier: Option<&SharedTierConfig>) {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let server = if std::env::var(support::URL_ENV).map_or(true, |u| u.is_empty())
-        && support::find_binary().is_none()
-    {
-        println!(
-            "skipped: redis-server not found and {} not set (shared-tier rows)",
-            support::URL_ENV
-        );
+    let rt = two_worker_runtime();
+    let server = if no_redis("shared-tier rows") {
         None
     } else {
         let _guard = rt.enter();
