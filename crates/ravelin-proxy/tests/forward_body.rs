@@ -12,89 +12,34 @@
     clippy::indexing_slicing
 )]
 
-use std::convert::Infallible;
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
+use http_body_util::BodyExt;
 use ravelin_http::CloseDelimited;
-use ravelin_proxy::{
-    Forward, IngressConfig, IngressLayer, ServeSummary, Server, ServerConfig, Upstream, demo,
-};
+use ravelin_proxy::{Forward, IngressConfig, Upstream, demo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::ServiceExt;
 
-/// A bound on every wait: a hang is a failure, not a timing measurement.
-const BOUND: Duration = Duration::from_secs(10);
-
-type TestBody = BoxBody<Bytes, Infallible>;
-
-struct Proxy {
-    addr: SocketAddr,
-    recorder: Arc<PrometheusRecorder>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<ServeSummary>,
-}
+use support::{BOUND, Proxy, client, empty};
 
 impl Proxy {
-    /// Server → IngressLayer → Forward(upstream built by `make` under this test's recorder).
-    async fn start(make: impl FnOnce() -> Upstream) -> Self {
-        let recorder = Arc::new(PrometheusBuilder::new().build_recorder());
-        let service = metrics::with_local_recorder(&*recorder, || {
-            ServiceBuilder::new()
-                .layer(IngressLayer::new(IngressConfig::new()))
-                .service(Forward::new(make()))
-        });
-        let server = Server::bind("127.0.0.1:0".parse().unwrap(), ServerConfig::default())
-            .await
-            .unwrap();
-        let addr = server.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(service, async {
-            let _ = stopped.await;
-        }));
-        Self {
-            addr,
-            recorder,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// The value of one metric series (name and labels as rendered), 0 when absent.
-    fn metric(&self, series: &str) -> f64 {
-        self.recorder
-            .handle()
-            .render()
-            .lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-            .map_or(0.0, |value| value.trim().parse().unwrap())
-    }
-
     fn upstream_errors(&self, kind: &str) -> f64 {
         self.metric(&format!(
             "ravelin_proxy_upstream_errors_total{{upstream=\"origin\",kind=\"{kind}\"}}"
         ))
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
+    async fn stop(self) {
         // Connections a test left stalled are closed by the shutdown deadline.
-        let _ = tokio::time::timeout(Duration::from_secs(60), self.task).await;
+        self.into_server()
+            .stop_quietly(Duration::from_secs(60))
+            .await;
     }
 }
 
@@ -126,14 +71,6 @@ where
     addr
 }
 
-fn client() -> Client<HttpConnector, TestBody> {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-fn empty() -> TestBody {
-    Full::new(Bytes::new()).boxed()
-}
-
 /// The upstream sends its head and part of the body, then nothing while keeping the
 /// connection open. After `body_idle_timeout` the client's response is cut off (it has its
 /// 200 already; the body ends in an error) and the cut is counted.
@@ -151,7 +88,7 @@ async fn stalled_upstream_body_is_cut_after_the_idle_timeout() {
         }
     })
     .await;
-    let proxy = Proxy::start(|| {
+    let proxy = Proxy::start(IngressConfig::new(), || {
         Upstream::builder("origin", format!("http://{origin}"))
             .body_idle_timeout(Duration::from_millis(300))
             .build()
@@ -195,7 +132,7 @@ async fn slow_but_live_upstream_body_is_not_cut() {
         let _ = socket.write_all(b"0\r\n\r\n").await;
     })
     .await;
-    let proxy = Proxy::start(|| {
+    let proxy = Proxy::start(IngressConfig::new(), || {
         Upstream::builder("origin", format!("http://{origin}"))
             .body_idle_timeout(Duration::from_secs(1))
             .build()
@@ -224,7 +161,10 @@ async fn slow_but_live_upstream_body_is_not_cut() {
 #[tokio::test]
 async fn malformed_chunked_client_body_is_400_not_an_upstream_error() {
     let origin = demo::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let proxy = Proxy::start(|| Upstream::builder("origin", origin.url()).build().unwrap()).await;
+    let proxy = Proxy::start(IngressConfig::new(), || {
+        Upstream::builder("origin", origin.url()).build().unwrap()
+    })
+    .await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     stream
         .write_all(

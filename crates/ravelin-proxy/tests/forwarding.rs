@@ -7,8 +7,9 @@
     clippy::indexing_slicing
 )]
 
+mod support;
+
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,64 +18,15 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use ravelin_proxy::{Forward, Server, ServerConfig, Upstream, demo};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+use support::{BOUND, Serving, TestBody, client, empty, h2_client, read_whole};
 
-/// A bound on every wait in these tests: a hang is a failure, not a timing measurement.
-const BOUND: Duration = Duration::from_secs(10);
-
-struct Proxy {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<ravelin_proxy::ServeSummary>,
-}
-
-impl Proxy {
-    async fn start(upstream: Upstream, config: ServerConfig) -> Self {
-        let server = Server::bind("127.0.0.1:0".parse().unwrap(), config)
-            .await
-            .unwrap();
-        let addr = server.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(Forward::new(upstream), async {
-            let _ = stopped.await;
-        }));
-        Self {
-            addr,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    async fn stop(mut self) -> ravelin_proxy::ServeSummary {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(BOUND, self.task)
-            .await
-            .unwrap()
-            .unwrap()
-    }
-}
-
-fn client() -> Client<HttpConnector, TestBody> {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-fn h2_client() -> Client<HttpConnector, TestBody> {
-    Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http()
-}
-
-fn empty() -> TestBody {
-    Full::new(Bytes::new()).boxed()
+/// The proxy under test: Server(config) → Forward(upstream).
+async fn start_proxy(upstream: Upstream, config: ServerConfig) -> Serving {
+    Serving::start(Forward::new(upstream), config, None).await
 }
 
 async fn send(
@@ -85,13 +37,7 @@ async fn send(
         .await
         .unwrap()
         .unwrap();
-    let (parts, body) = response.into_parts();
-    let body = tokio::time::timeout(BOUND, body.collect())
-        .await
-        .unwrap()
-        .unwrap()
-        .to_bytes();
-    (parts.status, parts.headers, body)
+    read_whole(response).await
 }
 
 fn header_of(echo: &Value, name: &str) -> Vec<String> {
@@ -111,7 +57,7 @@ fn upstream(url: &str) -> Upstream {
 #[tokio::test]
 async fn forwards_with_proxy_headers_and_without_hop_by_hop() {
     let origin = demo::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let proxy = Proxy::start(upstream(&origin.url()), ServerConfig::default()).await;
+    let proxy = start_proxy(upstream(&origin.url()), ServerConfig::default()).await;
     let request = Request::get(proxy.url("/echo?q=1"))
         .header("host", "shop.example")
         .header("connection", "keep-alive, x-private")
@@ -177,7 +123,7 @@ async fn response_hop_by_hop_fields_are_removed() {
                 .await;
         }
     });
-    let proxy = Proxy::start(upstream(&format!("http://{addr}")), ServerConfig::default()).await;
+    let proxy = start_proxy(upstream(&format!("http://{addr}")), ServerConfig::default()).await;
     let (status, headers, body) = send(
         &client(),
         Request::get(proxy.url("/")).body(empty()).unwrap(),
@@ -206,7 +152,7 @@ async fn response_hop_by_hop_fields_are_removed() {
 #[tokio::test]
 async fn every_method_and_large_bodies_pass_through() {
     let origin = demo::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let proxy = Proxy::start(upstream(&origin.url()), ServerConfig::default()).await;
+    let proxy = start_proxy(upstream(&origin.url()), ServerConfig::default()).await;
     let client = client();
     for method in ["POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PURGE"] {
         let body = Bytes::from(vec![b'x'; 3 * 1024 * 1024 + 7]);
@@ -265,7 +211,7 @@ async fn bodies_stream_both_ways() {
     tokio::spawn(server.serve(service, async {
         let _ = origin_stopped.await;
     }));
-    let proxy = Proxy::start(
+    let proxy = start_proxy(
         upstream(&format!("http://{origin_addr}")),
         ServerConfig::default(),
     )
@@ -366,7 +312,7 @@ async fn upstream_down_is_502_and_slow_upstream_is_504() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let proxy = Proxy::start(
+    let proxy = start_proxy(
         Upstream::builder("dead", format!("http://{dead}"))
             .connect_timeout(Duration::from_millis(500))
             .build()
@@ -385,7 +331,7 @@ async fn upstream_down_is_502_and_slow_upstream_is_504() {
     proxy.stop().await;
 
     let origin = demo::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let proxy = Proxy::start(
+    let proxy = start_proxy(
         Upstream::builder("slow", origin.url())
             .response_timeout(Duration::from_millis(200))
             .build()
@@ -417,7 +363,7 @@ async fn garbage_from_upstream_is_502() {
             let _ = socket.write_all(b"NOT HTTP AT ALL\r\n\r\n").await;
         }
     });
-    let proxy = Proxy::start(upstream(&format!("http://{addr}")), ServerConfig::default()).await;
+    let proxy = start_proxy(upstream(&format!("http://{addr}")), ServerConfig::default()).await;
     let (status, _, body) = send(
         &client(),
         Request::get(proxy.url("/")).body(empty()).unwrap(),
@@ -434,7 +380,7 @@ async fn garbage_from_upstream_is_502() {
 #[tokio::test]
 async fn http2_on_both_sides() {
     let origin = demo::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let proxy = Proxy::start(
+    let proxy = start_proxy(
         Upstream::builder("h2", origin.url())
             .http2(true)
             .build()
@@ -469,7 +415,7 @@ async fn http2_on_both_sides() {
 #[tokio::test]
 async fn header_count_limit_answers_431() {
     let origin = demo::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let proxy = Proxy::start(
+    let proxy = start_proxy(
         upstream(&origin.url()),
         ServerConfig::default().max_headers(20),
     )
@@ -522,7 +468,7 @@ async fn default_header_count_limit_is_100_fields() {
 #[tokio::test]
 async fn header_byte_limit_answers_431() {
     let origin = demo::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let proxy = Proxy::start(
+    let proxy = start_proxy(
         upstream(&origin.url()),
         ServerConfig::default().max_header_bytes(ServerConfig::MIN_HEADER_BYTES),
     )
@@ -548,7 +494,7 @@ async fn header_byte_limit_answers_431() {
 async fn per_ip_limit_closes_extra_connections() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let origin = demo::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let proxy = Proxy::start(
+    let proxy = start_proxy(
         upstream(&origin.url()),
         ServerConfig::default().max_connections_per_ip(1),
     )
@@ -582,7 +528,7 @@ async fn per_ip_limit_closes_extra_connections() {
 #[tokio::test]
 async fn shutdown_drains_in_flight_requests() {
     let origin = demo::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let proxy = Proxy::start(upstream(&origin.url()), ServerConfig::default()).await;
+    let proxy = start_proxy(upstream(&origin.url()), ServerConfig::default()).await;
     let url = proxy.url("/slow?ms=300");
     let in_flight =
         tokio::spawn(
@@ -607,7 +553,7 @@ async fn shutdown_drains_in_flight_requests() {
 #[tokio::test]
 async fn shutdown_deadline_closes_stuck_requests() {
     let origin = demo::spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let proxy = Proxy::start(
+    let proxy = start_proxy(
         upstream(&origin.url()),
         ServerConfig::default().shutdown_timeout(Duration::from_millis(100)),
     )

@@ -10,6 +10,8 @@
 // ring is the workspace's provider; rustls 0.23.48 deprecated its constructor (no PQ kex).
 #![allow(deprecated)]
 
+mod support;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,7 +25,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
-use ravelin_proxy::{Forward, Server, ServerConfig, Upstream, UpstreamBuilder, UpstreamError};
+use ravelin_proxy::{Forward, ServerConfig, Upstream, UpstreamBuilder, UpstreamError};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
@@ -32,10 +34,8 @@ use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
-/// A bound on every wait in these tests: a hang is a failure, not a timing measurement.
-const BOUND: Duration = Duration::from_secs(10);
+use support::{BOUND, Serving, metric};
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -189,8 +189,7 @@ impl Origin {
 struct Proxy {
     addr: SocketAddr,
     recorder: Arc<PrometheusRecorder>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<ravelin_proxy::ServeSummary>,
+    server: Serving,
 }
 
 impl Proxy {
@@ -199,19 +198,11 @@ impl Proxy {
         let recorder = Arc::new(PrometheusBuilder::new().build_recorder());
         let service =
             metrics::with_local_recorder(&*recorder, || Forward::new(builder.build().unwrap()));
-        let server = Server::bind("127.0.0.1:0".parse().unwrap(), ServerConfig::default())
-            .await
-            .unwrap();
-        let addr = server.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(service, async {
-            let _ = stopped.await;
-        }));
+        let server = Serving::start(service, ServerConfig::default(), None).await;
         Self {
-            addr,
+            addr: server.addr,
             recorder,
-            stop: Some(stop),
-            task,
+            server,
         }
     }
 
@@ -236,20 +227,11 @@ impl Proxy {
 
     fn connect_errors(&self) -> f64 {
         let series = "ravelin_proxy_upstream_errors_total{upstream=\"origin\",kind=\"connect\"}";
-        self.recorder
-            .handle()
-            .render()
-            .lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-            .map_or(0.0, |value| value.trim().parse().unwrap())
+        metric(&self.recorder, series)
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(BOUND, self.task)
-            .await
-            .unwrap()
-            .unwrap();
+    async fn stop(self) {
+        self.server.stop().await;
     }
 }
 

@@ -11,33 +11,24 @@
     clippy::indexing_slicing
 )]
 
+mod support;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
-use ravelin_proxy::{
-    Forward, IngressConfig, IngressLayer, Resolve, Route, Routes, ServeSummary, Server,
-    ServerConfig, Upstream,
-};
+use ravelin_proxy::{Forward, IngressConfig, Route, Routes, Server, ServerConfig, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tower::ServiceBuilder;
 
-/// A bound on every wait: a hang is a failure, not a timing measurement.
-const BOUND: Duration = Duration::from_secs(10);
-
-type TestBody = BoxBody<Bytes, Infallible>;
+use support::{BOUND, Proxy, Serving, TestBody, client, empty, h2_client};
 
 // === a recording origin ===
 
@@ -62,15 +53,12 @@ impl Seen {
 struct Origin {
     addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
-    _stop: oneshot::Sender<()>,
+    /// Serves until dropped.
+    _server: Serving,
 }
 
 impl Origin {
     async fn start() -> Self {
-        let server = Server::bind("127.0.0.1:0".parse().unwrap(), ServerConfig::default())
-            .await
-            .unwrap();
-        let addr = server.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = Arc::clone(&seen);
         let service = tower::service_fn(move |request: Request<Incoming>| {
@@ -89,14 +77,11 @@ impl Origin {
                 Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
             }
         });
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(server.serve(service, async {
-            let _ = stopped.await;
-        }));
+        let server = Serving::start(service, ServerConfig::default(), None).await;
         Self {
-            addr,
+            addr: server.addr,
             seen,
-            _stop: stop,
+            _server: server,
         }
     }
 
@@ -119,65 +104,15 @@ impl Origin {
 
 // === the proxy under test ===
 
-struct Proxy {
-    addr: SocketAddr,
-    recorder: Arc<PrometheusRecorder>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<ServeSummary>,
-}
-
 impl Proxy {
-    /// Server → IngressLayer(config) → Forward(resolve), with this test's own metrics
-    /// recorder: `make` builds upstreams inside it so their handles register there too.
-    async fn start<R: Resolve>(config: IngressConfig, make: impl FnOnce() -> R) -> Self {
-        let recorder = Arc::new(PrometheusBuilder::new().build_recorder());
-        let service = metrics::with_local_recorder(&*recorder, || {
-            ServiceBuilder::new()
-                .layer(IngressLayer::new(config))
-                .service(Forward::new(make()))
-        });
-        let server = Server::bind("127.0.0.1:0".parse().unwrap(), ServerConfig::default())
-            .await
-            .unwrap();
-        let addr = server.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(service, async {
-            let _ = stopped.await;
-        }));
-        Self {
-            addr,
-            recorder,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// The value of one metric series (name and labels as rendered), 0 when absent.
-    fn metric(&self, series: &str) -> f64 {
-        self.recorder
-            .handle()
-            .render()
-            .lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-            .map_or(0.0, |value| value.trim().parse().unwrap())
-    }
-
     fn refused(&self, reason: &str) -> f64 {
         self.metric(&format!(
             "ravelin_proxy_ingress_refused_total{{reason=\"{reason}\"}}"
         ))
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(BOUND, self.task)
-            .await
-            .unwrap()
-            .unwrap();
+    async fn stop(self) {
+        self.into_server().stop().await;
     }
 }
 
@@ -214,16 +149,6 @@ async fn raw(addr: SocketAddr, head: &str) -> (u16, String) {
     (status, text)
 }
 
-fn client() -> Client<HttpConnector, TestBody> {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-fn h2_client() -> Client<HttpConnector, TestBody> {
-    Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http()
-}
-
 async fn send(client: &Client<HttpConnector, TestBody>, request: Request<TestBody>) -> StatusCode {
     let response = tokio::time::timeout(BOUND, client.request(request))
         .await
@@ -234,10 +159,6 @@ async fn send(client: &Client<HttpConnector, TestBody>, request: Request<TestBod
         .await
         .unwrap();
     status
-}
-
-fn empty() -> TestBody {
-    Full::new(Bytes::new()).boxed()
 }
 
 // === host ===

@@ -12,6 +12,8 @@
     clippy::indexing_slicing
 )]
 
+mod support;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,45 +27,18 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
-use ravelin_proxy::{Forward, LoadShedLayer, OverloadConfig, Server, ServerConfig, Upstream};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use ravelin_proxy::{Forward, LoadShedLayer, OverloadConfig, ServerConfig, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tower::ServiceBuilder;
 
-/// A bound on every wait: a hang is a failure, not a timing measurement.
-const BOUND: Duration = Duration::from_secs(10);
+use support::{BOUND, Serving, TestBody, client, eventually, metric, read_whole};
 
-type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
-
+/// An empty request body (an `Empty`, where `support::empty` is a `Full` of no bytes).
 fn empty() -> TestBody {
     Empty::new().boxed()
-}
-
-fn client() -> Client<HttpConnector, TestBody> {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-/// The value of one metric series (name and labels as rendered), 0 when absent.
-fn metric(recorder: &PrometheusRecorder, series: &str) -> f64 {
-    recorder
-        .handle()
-        .render()
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |value| value.trim().parse().unwrap())
-}
-
-/// Waits (bounded) until `condition` holds.
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let waited = tokio::time::timeout(BOUND, async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-    assert!(waited.is_ok(), "never happened: {what}");
 }
 
 // === a held origin ===
@@ -137,47 +112,6 @@ impl HeldOrigin {
     }
 }
 
-struct Proxy {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<ravelin_proxy::ServeSummary>,
-}
-
-impl Proxy {
-    async fn start<S, B>(service: S, config: ServerConfig) -> Self
-    where
-        S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<ravelin_proxy::BoxError>,
-        B: http_body::Body + Send + 'static,
-        B::Data: Send,
-        B::Error: Into<ravelin_proxy::BoxError>,
-    {
-        let server = Server::bind("127.0.0.1:0".parse().unwrap(), config)
-            .await
-            .unwrap();
-        let addr = server.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(service, async {
-            let _ = stopped.await;
-        }));
-        Self {
-            addr,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        let _ = tokio::time::timeout(BOUND, self.task).await;
-    }
-}
-
 /// Status, headers and body of one GET through `client`.
 async fn get(
     client: &Client<HttpConnector, TestBody>,
@@ -190,13 +124,7 @@ async fn get(
     .await
     .unwrap()
     .unwrap();
-    let (parts, body) = response.into_parts();
-    let body = tokio::time::timeout(BOUND, body.collect())
-        .await
-        .unwrap()
-        .unwrap()
-        .to_bytes();
-    (parts.status, parts.headers, body)
+    read_whole(response).await
 }
 
 // === load shedding ===
@@ -220,7 +148,7 @@ async fn requests_past_the_bound_are_shed_at_once_and_admitted_ones_complete() {
             .service(Forward::new(upstream));
         (shed, service)
     });
-    let proxy = Proxy::start(service, ServerConfig::default()).await;
+    let proxy = Serving::start(service, ServerConfig::default(), None).await;
     let client = client();
 
     let spawn_get = |path: String| {
@@ -269,7 +197,7 @@ async fn requests_past_the_bound_are_shed_at_once_and_admitted_ones_complete() {
     .await;
     let (status, _, _) = get(&client, proxy.url("/after")).await;
     assert_eq!(status, StatusCode::OK);
-    proxy.stop().await;
+    proxy.stop_quietly(BOUND).await;
 }
 
 /// Writes one HTTP/1.1 GET on a fresh connection.
@@ -307,21 +235,7 @@ async fn connections_past_max_connections_are_answered_503_at_once() {
         .overflow_connections(4)
         .retry_after(Duration::from_secs(3));
     // The server registers its handles when bound: bind under the recorder too.
-    let proxy = {
-        let bound = Server::bind("127.0.0.1:0".parse().unwrap(), server);
-        let _guard = metrics::set_default_local_recorder(&*recorder);
-        let server = bound.await.unwrap();
-        let addr = server.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(Forward::new(upstream), async {
-            let _ = stopped.await;
-        }));
-        Proxy {
-            addr,
-            stop: Some(stop),
-            task,
-        }
-    };
+    let proxy = Serving::start(Forward::new(upstream), server, Some(&recorder)).await;
 
     let mut first = raw_get(proxy.addr, "/one").await;
     let mut second = raw_get(proxy.addr, "/two").await;
@@ -370,7 +284,7 @@ async fn connections_past_max_connections_are_answered_503_at_once() {
         assert_eq!(&head, b"HTTP/1.1 200");
     }
     drop((first, second));
-    proxy.stop().await;
+    proxy.stop_quietly(BOUND).await;
 }
 
 /// At `max_connections = 2`, one slot held by a request and one by a socket that has sent
@@ -384,27 +298,13 @@ async fn a_connection_with_nothing_in_flight_makes_room_before_anyone_gets_503()
     let upstream = metrics::with_local_recorder(&*recorder, || {
         Upstream::builder("held", origin.url()).build().unwrap()
     });
-    let proxy = {
-        let config = ServerConfig::default()
-            .max_connections(2)
-            .overload(&OverloadConfig {
-                overflow_connections: 4,
-                ..OverloadConfig::default()
-            });
-        let bound = Server::bind("127.0.0.1:0".parse().unwrap(), config);
-        let _guard = metrics::set_default_local_recorder(&*recorder);
-        let server = bound.await.unwrap();
-        let addr = server.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(Forward::new(upstream), async {
-            let _ = stopped.await;
-        }));
-        Proxy {
-            addr,
-            stop: Some(stop),
-            task,
-        }
-    };
+    let config = ServerConfig::default()
+        .max_connections(2)
+        .overload(&OverloadConfig {
+            overflow_connections: 4,
+            ..OverloadConfig::default()
+        });
+    let proxy = Serving::start(Forward::new(upstream), config, Some(&recorder)).await;
 
     let mut busy = raw_get(proxy.addr, "/busy").await;
     origin.arrived(1).await;
@@ -449,7 +349,7 @@ async fn a_connection_with_nothing_in_flight_makes_room_before_anyone_gets_503()
         assert_eq!(&head, b"HTTP/1.1 200");
     }
     drop((busy, newcomer));
-    proxy.stop().await;
+    proxy.stop_quietly(BOUND).await;
 }
 
 #[test]

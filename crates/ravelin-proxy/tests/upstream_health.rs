@@ -13,6 +13,8 @@
     clippy::indexing_slicing
 )]
 
+mod support;
+
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
@@ -22,7 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
@@ -32,29 +34,7 @@ use ravelin_proxy::{DnsConfig, Forward, HealthConfig, NameResolver, RetryConfig,
 use tokio::net::{TcpListener, TcpSocket};
 use tower::ServiceExt;
 
-/// A bound on every wait: a hang is a failure, not a timing measurement.
-const BOUND: Duration = Duration::from_secs(10);
-
-/// The value of one metric series (name and labels as rendered), 0 when absent.
-fn metric(recorder: &PrometheusRecorder, series: &str) -> f64 {
-    recorder
-        .handle()
-        .render()
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |value| value.trim().parse().unwrap())
-}
-
-/// Waits (bounded) until `condition` holds.
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let waited = tokio::time::timeout(BOUND, async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-    assert!(waited.is_ok(), "never happened: {what}");
-}
+use support::{BOUND, eventually, metric, read_whole};
 
 // === per-upstream health ===
 
@@ -115,13 +95,7 @@ async fn forward_get(forward: &Forward, path: &str) -> (StatusCode, http::Header
         .await
         .unwrap()
         .unwrap();
-    let (parts, body) = response.into_parts();
-    let body = tokio::time::timeout(BOUND, body.collect())
-        .await
-        .unwrap()
-        .unwrap()
-        .to_bytes();
-    (parts.status, parts.headers, body)
+    read_whole(response).await
 }
 
 /// An upstream that accepts and closes every connection: after 3 failures its circuit opens;

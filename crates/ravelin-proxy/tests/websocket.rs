@@ -10,6 +10,8 @@
     clippy::indexing_slicing
 )]
 
+mod support;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -22,13 +24,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
-use ravelin_proxy::{
-    Forward, ForwardBody, Ingress, IngressConfig, Server, ServerConfig, Upstream, demo,
-};
+use ravelin_proxy::{Forward, ForwardBody, Ingress, IngressConfig, ServerConfig, Upstream, demo};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::server::{
@@ -36,8 +35,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{
 };
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-/// A bound on every wait in these tests: a hang is a failure, not a timing measurement.
-const BOUND: Duration = Duration::from_secs(10);
+use support::{BOUND, Serving, metric};
 
 type Ws = WebSocketStream<TcpStream>;
 
@@ -100,8 +98,7 @@ struct Proxy {
     addr: SocketAddr,
     guard_saw: Arc<Mutex<Vec<HeaderMap>>>,
     recorder: Arc<PrometheusRecorder>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<ravelin_proxy::ServeSummary>,
+    server: Serving,
 }
 
 impl Proxy {
@@ -115,10 +112,6 @@ impl Proxy {
     async fn start_with(builder: ravelin_proxy::UpstreamBuilder, config: ServerConfig) -> Self {
         let recorder = Arc::new(PrometheusBuilder::new().build_recorder());
         let upstream = metrics::with_local_recorder(&*recorder, || builder.build().unwrap());
-        let server = Server::bind("127.0.0.1:0".parse().unwrap(), config)
-            .await
-            .unwrap();
-        let addr = server.local_addr().unwrap();
         let forward = Forward::new(upstream);
         let guard_saw = Arc::new(Mutex::new(Vec::new()));
         let saw = Arc::clone(&guard_saw);
@@ -136,27 +129,18 @@ impl Proxy {
             }
         });
         let service = Ingress::new(guard, IngressConfig::new());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(service, async {
-            let _ = stopped.await;
-        }));
+        let server = Serving::start(service, config, None).await;
         Self {
-            addr,
+            addr: server.addr,
             guard_saw,
             recorder,
-            stop: Some(stop),
-            task,
+            server,
         }
     }
 
     /// The value of one metric series (name and labels as rendered), 0 when absent.
     fn metric(&self, series: &str) -> f64 {
-        self.recorder
-            .handle()
-            .render()
-            .lines()
-            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-            .map_or(0.0, |value| value.trim().parse().unwrap())
+        metric(&self.recorder, series)
     }
 
     /// Waits (bounded in count, not timed) until `series` reads `value`.
@@ -186,12 +170,8 @@ impl Proxy {
             .map(|(ws, _)| ws)
     }
 
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(BOUND, self.task)
-            .await
-            .unwrap()
-            .unwrap();
+    async fn stop(self) {
+        self.server.stop().await;
     }
 }
 
