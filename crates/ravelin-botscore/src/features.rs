@@ -476,15 +476,14 @@ impl Test {
             Test::UaVersionImplausible => ua.version_implausible,
             Test::UaOsEngineMismatch => ua.os_engine_mismatch,
             Test::HeadersUnknown => cx.headers.is_none(),
-            Test::HeaderPresent(name) => cx.headers.is_some_and(|h| h.contains_key(name)),
-            Test::HeaderContains(name, value) => {
-                first_value(cx.headers, name).is_some_and(|v| contains_ci(v.as_bytes(), value))
-            }
-            Test::HeaderEquals(name, value) => first_value(cx.headers, name)
+            Test::HeaderPresent(name) => cx.first_value(name).is_some(),
+            Test::HeaderContains(name, value) => cx
+                .first_value(name)
+                .is_some_and(|v| contains_ci(v.as_bytes(), value)),
+            Test::HeaderEquals(name, value) => cx
+                .first_value(name)
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(value)),
-            Test::HeaderBefore(first, second) => {
-                cx.headers.is_some_and(|h| before(h, first, second))
-            }
+            Test::HeaderBefore(first, second) => cx.before(first, second),
             Test::HeaderCount { min, max } => cx
                 .headers
                 .is_some_and(|h| in_range(h.keys_len() as u64, *min, *max)),
@@ -495,7 +494,8 @@ impl Test {
                     && !cx.hints.present
             }
             Test::BrowserWithoutFetchMetadata => {
-                cx.headers.is_some_and(|h| !h.contains_key(&SEC_FETCH_MODE))
+                cx.headers.is_some()
+                    && cx.first_value(&SEC_FETCH_MODE).is_none()
                     && sends_fetch_metadata(ua)
             }
             Test::ClientHintsMismatch => cx.headers.is_some() && cx.hints.contradict(ua),
@@ -574,6 +574,8 @@ pub(crate) struct Context<'a> {
     /// More than one User-Agent field: no browser sends that.
     pub(crate) ua_repeated: bool,
     pub(crate) headers: Option<&'a HeaderMap>,
+    /// The request's fields in order, when it has few enough to list (see [`FieldList`]).
+    fields: Option<FieldList<'a>>,
     pub(crate) version: Version,
     pub(crate) ja4: Option<&'a str>,
     pub(crate) tls_without_ja4: bool,
@@ -597,6 +599,7 @@ impl<'a> Context<'a> {
             has_ua: !raw.is_empty(),
             ua_repeated: view.user_agent_count > 1,
             headers: view.headers,
+            fields: view.headers.and_then(FieldList::of),
             version: view.version,
             ja4: view.ja4,
             tls_without_ja4: view.tls_without_ja4,
@@ -770,8 +773,83 @@ fn in_range(value: u64, min: u64, max: u64) -> bool {
     value >= min && value < max
 }
 
-fn first_value<'h>(headers: Option<&'h HeaderMap>, name: &HeaderName) -> Option<&'h HeaderValue> {
-    headers?.get(name)
+impl<'a> Context<'a> {
+    /// The first value of field `name`; `None` when absent or when the headers are unknown.
+    fn first_value(&self, name: &HeaderName) -> Option<&'a HeaderValue> {
+        match &self.fields {
+            Some(fields) => fields.first_value(name),
+            None => self.headers?.get(name),
+        }
+    }
+
+    /// Whether field `first` comes before field `second`, both present.
+    fn before(&self, first: &HeaderName, second: &HeaderName) -> bool {
+        match (&self.fields, self.headers) {
+            (Some(fields), _) => fields.before(first, second),
+            (None, Some(headers)) => before(headers, first, second),
+            (None, None) => false,
+        }
+    }
+}
+
+/// The most field names a [`FieldList`] holds; a request with more is read from its map.
+const FIELD_LIST_CAP: usize = 32;
+
+/// A request's field names with their first values, in order, listed once per request: a model
+/// asks twenty-odd header questions of each request (presence, value, order), and comparing
+/// names against a list of the ten or so a request carries costs a fraction of hashing each
+/// name into the map (issue 13). Names compare by their standard-header tag or by bytes.
+#[derive(Debug, Clone, Copy)]
+struct FieldList<'a> {
+    fields: [Option<(&'a HeaderName, &'a HeaderValue)>; FIELD_LIST_CAP],
+    len: usize,
+}
+
+impl<'a> FieldList<'a> {
+    /// The list of `headers`, or `None` when it has more than [`FIELD_LIST_CAP`] names.
+    fn of(headers: &'a HeaderMap) -> Option<Self> {
+        if headers.keys_len() > FIELD_LIST_CAP {
+            return None;
+        }
+        let mut list = FieldList {
+            fields: [None; FIELD_LIST_CAP],
+            len: 0,
+        };
+        let mut last: Option<&HeaderName> = None;
+        // A name's values come one after another, its first value first.
+        for (name, value) in headers {
+            if last.is_some_and(|last| std::ptr::eq(last, name)) {
+                continue;
+            }
+            last = Some(name);
+            let slot = list.fields.get_mut(list.len)?;
+            *slot = Some((name, value));
+            list.len += 1;
+        }
+        Some(list)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)> + '_ {
+        self.fields.iter().take(self.len).flatten().copied()
+    }
+
+    fn first_value(&self, name: &HeaderName) -> Option<&'a HeaderValue> {
+        self.iter()
+            .find(|(present, _)| *present == name)
+            .map(|(_, value)| value)
+    }
+
+    fn before(&self, first: &HeaderName, second: &HeaderName) -> bool {
+        for (name, _) in self.iter() {
+            if name == first {
+                return self.first_value(second).is_some();
+            }
+            if name == second {
+                return false;
+            }
+        }
+        false
+    }
 }
 
 /// How far into the header list order features look: a request with hundreds of fields costs no
@@ -1018,6 +1096,61 @@ mod tests {
     }
 
     const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/130.0.0.0 Safari/537.36";
+
+    /// Names for the field-list property: standard and custom, as the default model asks.
+    const FIELD_NAMES: [&str; 8] = [
+        "accept",
+        "accept-encoding",
+        "sec-ch-ua",
+        "sec-fetch-mode",
+        "cookie",
+        "x-custom",
+        "user-agent",
+        "priority",
+    ];
+
+    proptest! {
+        /// The header tests answer the same from the field list as from the map, duplicates,
+        /// order and a request past the list's capacity included.
+        #[test]
+        fn field_list_answers_as_the_map(
+            fields in proptest::collection::vec((0..FIELD_NAMES.len(), "[a-c]{0,2}"), 0..12),
+            padding in 0usize..40,
+            first in 0..FIELD_NAMES.len(),
+            second in 0..FIELD_NAMES.len() - 1,
+            value in "[a-c]{1,2}",
+        ) {
+            let mut map = HeaderMap::new();
+            for (name, v) in &fields {
+                map.append(
+                    HeaderName::from_static(FIELD_NAMES[*name]),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            for i in 0..padding {
+                map.append(
+                    HeaderName::from_bytes(format!("x-pad-{i}").as_bytes()).unwrap(),
+                    HeaderValue::from_static("1"),
+                );
+            }
+            let view = RequestView::new(Version::HTTP_11, &map);
+            let listed = Context::new(&view);
+            prop_assert_eq!(listed.fields.is_some(), map.keys_len() <= FIELD_LIST_CAP);
+            let mut from_map = Context::new(&view);
+            from_map.fields = None;
+            let (a, b) = (FIELD_NAMES[first], FIELD_NAMES[(first + 1 + second) % FIELD_NAMES.len()]);
+            let tests = [
+                compile(FeatureKind::HeaderPresent, serde_json::json!({"header": a})),
+                compile(FeatureKind::HeaderContains, serde_json::json!({"header": a, "value": value.clone()})),
+                compile(FeatureKind::HeaderEquals, serde_json::json!({"header": a, "value": value.clone()})),
+                compile(FeatureKind::HeaderBefore, serde_json::json!({"first": a, "second": b})),
+                Test::BrowserWithoutFetchMetadata,
+            ];
+            for test in &tests {
+                prop_assert_eq!(test.fires(&listed), test.fires(&from_map), "{:?}", test);
+            }
+        }
+    }
 
     #[test]
     fn every_kind_name_round_trips() {
