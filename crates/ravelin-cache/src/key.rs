@@ -123,9 +123,11 @@ pub(crate) fn key_of(
     };
     let q = query.unwrap_or_default();
     let mut key = String::with_capacity(scheme.len() + host.len() + path.len() + q.len() + 4);
-    key.extend(scheme.chars().map(|c| c.to_ascii_lowercase()));
+    // Appended whole and lowercased in place, not a `char` at a time (issue 13).
+    key.push_str(scheme);
     key.push_str("://");
-    key.extend(host.chars().map(|c| c.to_ascii_lowercase()));
+    key.push_str(host);
+    key.make_ascii_lowercase();
     key.push_str(path);
     if let Some(query) = query {
         push_query(&mut key, query, cfg);
