@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use http::Version;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 /// The `X-Forwarded-For` field name.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -236,7 +236,7 @@ pub fn add_forwarded(
     append_to_list(
         headers,
         &header::FORWARDED,
-        &forwarded_element(peer, scheme, original_host),
+        forwarded_element(peer, scheme, original_host),
     );
     let proto = match scheme {
         "http" => Some(HeaderValue::from_static("http")),
@@ -364,29 +364,50 @@ fn push_forwarded_value(out: &mut String, value: &str) {
 }
 
 /// Appends `item` to the comma-separated list in `name`, as one field line.
-fn append_to_list(headers: &mut HeaderMap, name: &HeaderName, item: &str) {
-    if item.is_empty() {
+fn append_to_list(
+    headers: &mut HeaderMap,
+    name: &HeaderName,
+    item: impl AsRef<str> + Into<String>,
+) {
+    if item.as_ref().is_empty() {
         return;
     }
-    // Sized exactly, so the list is allocated once and becomes the value without a copy.
-    let existing = || {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .map(str::trim)
-            .filter(|text| !text.is_empty())
-    };
-    let len = existing().map(|text| text.len() + 2).sum::<usize>() + item.len();
-    let mut joined = String::with_capacity(len);
-    for text in existing() {
-        joined.push_str(text);
-        joined.push_str(", ");
+    // One lookup through the entry (it was three: two reads of the values and an insert), and
+    // no join when the field is absent, as it is unless a trusted proxy sent it (issue 13).
+    match headers.entry(name) {
+        Entry::Vacant(slot) => {
+            if let Some(value) = owned_value(item.into()) {
+                slot.insert(value);
+            }
+        }
+        Entry::Occupied(mut slot) => {
+            // Sized exactly, so the list is allocated once and becomes the value without a
+            // copy; the new value replaces every line of the field.
+            let len = list_members(slot.iter())
+                .map(|text| text.len() + 2)
+                .sum::<usize>();
+            let item = item.as_ref();
+            let mut joined = String::with_capacity(len + item.len());
+            for text in list_members(slot.iter()) {
+                joined.push_str(text);
+                joined.push_str(", ");
+            }
+            joined.push_str(item);
+            if let Some(value) = owned_value(joined) {
+                slot.insert(value);
+            }
+        }
     }
-    joined.push_str(item);
-    if let Some(value) = owned_value(joined) {
-        headers.insert(name.clone(), value);
-    }
+}
+
+/// A field's lines as trimmed text, empty and non-text lines left out.
+fn list_members<'a>(
+    values: impl Iterator<Item = &'a HeaderValue>,
+) -> impl Iterator<Item = &'a str> {
+    values
+        .filter_map(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
 }
 
 #[cfg(test)]

@@ -55,17 +55,18 @@ pub(crate) fn requested(
     if version != Version::HTTP_11 || method != Method::GET {
         return None;
     }
+    // `Upgrade` first: most requests have none, and then one lookup decides (issue 13).
+    let mut values = headers.get_all(header::UPGRADE).iter();
+    let value = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
     if headers.contains_key(header::TRANSFER_ENCODING)
         || headers
             .get_all(header::CONTENT_LENGTH)
             .iter()
             .any(|v| v.as_bytes() != b"0")
     {
-        return None;
-    }
-    let mut values = headers.get_all(header::UPGRADE).iter();
-    let value = values.next()?;
-    if values.next().is_some() {
         return None;
     }
     // Read only when there is an `Upgrade` (collecting the options allocates).
