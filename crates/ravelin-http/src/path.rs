@@ -106,6 +106,53 @@ pub fn canonical_path_lenient(raw: &str) -> String {
 }
 
 fn canonical(raw: &str, mode: Mode) -> Result<String, PathError> {
+    // Most paths are their own canonical form; they are recognised in one scan and copied,
+    // without the decoding pass and the segment stack (issue 13).
+    if is_plain(raw) {
+        return Ok(raw.to_owned());
+    }
+    canonical_general(raw, mode)
+}
+
+/// Whether `raw` is already canonical: absolute; only unreserved characters, `/`, and the
+/// sub-delimiters, `:` and `@` other than `;` (no escape, no backslash, nothing outside
+/// ASCII); no empty segment but a trailing one; no dot segment. Its canonical form is itself
+/// in both modes (the property test `plain_paths_are_their_own_canonical_form` checks this
+/// against the general algorithm).
+fn is_plain(raw: &str) -> bool {
+    if !raw.starts_with('/') || !raw.bytes().all(is_plain_byte) {
+        return false;
+    }
+    let mut segments = raw.split('/').skip(1).peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        if (segment.is_empty() && !last) || segment == "." || segment == ".." {
+            return false;
+        }
+    }
+    true
+}
+
+const fn is_plain_byte(b: u8) -> bool {
+    is_unreserved(b)
+        || matches!(
+            b,
+            b'/' | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b'='
+                | b':'
+                | b'@'
+        )
+}
+
+fn canonical_general(raw: &str, mode: Mode) -> Result<String, PathError> {
     let strict = mode == Mode::Strict;
     if !raw.starts_with('/') && !raw.is_empty() && strict {
         return Err(PathError::NotAbsolute);
@@ -258,6 +305,25 @@ impl std::fmt::Display for MatchPath {
 /// than `%2F`, `%5C` and `%25` decoded, empty segments merged, and ASCII case folded when
 /// `fold_case`.
 pub fn match_path(canonical: &str, fold_case: bool) -> MatchPath {
+    // Without escapes, parameters or empty inner segments the match path is the path itself
+    // (case folded): copied, not rebuilt segment by segment (issue 13).
+    if canonical.starts_with('/')
+        && !canonical.contains("//")
+        && !canonical.bytes().any(|b| b == b'%' || b == b';')
+    {
+        let mut path = canonical.to_owned();
+        if fold_case {
+            path.make_ascii_lowercase();
+        }
+        return MatchPath {
+            path,
+            case_folded: fold_case,
+        };
+    }
+    match_path_general(canonical, fold_case)
+}
+
+fn match_path_general(canonical: &str, fold_case: bool) -> MatchPath {
     let mut out = String::with_capacity(canonical.len());
     let mut trailing = false;
     for segment in canonical.split('/').skip(1) {
@@ -394,6 +460,39 @@ mod tests {
         assert_eq!(matched("/a%25b"), "/a%25b");
         assert_eq!(match_path("/A", false).as_str(), "/A");
         assert_eq!(matched("/;x/login"), "/login");
+    }
+
+    proptest! {
+        /// The shortcut for paths already canonical agrees with the general algorithm in both
+        /// modes, for path-like and for arbitrary text.
+        #[test]
+        fn plain_paths_are_their_own_canonical_form(
+            raw in prop_oneof![
+                "/[a-zA-Z0-9./;%~_!$&'()*+,=:@\\\\-]{0,40}",
+                "(/[a-z.]{0,3}){0,6}/?",
+                "\\PC{0,40}",
+            ],
+        ) {
+            if is_plain(&raw) {
+                prop_assert_eq!(canonical_general(&raw, Mode::Strict), Ok(raw.clone()));
+                prop_assert_eq!(canonical_general(&raw, Mode::Lenient), Ok(raw.clone()));
+            }
+            prop_assert_eq!(canonical(&raw, Mode::Strict), canonical_general(&raw, Mode::Strict));
+            prop_assert_eq!(canonical(&raw, Mode::Lenient), canonical_general(&raw, Mode::Lenient));
+        }
+
+        /// The copied match path is the one built segment by segment.
+        #[test]
+        fn match_path_shortcut_agrees(
+            raw in prop_oneof![
+                "/[a-zA-Z0-9./;%~_-]{0,40}",
+                "(/[a-zA-Z.;%0-9]{0,3}){0,6}/?",
+                "\\PC{0,40}",
+            ],
+            fold in any::<bool>(),
+        ) {
+            prop_assert_eq!(match_path(&raw, fold), match_path_general(&raw, fold));
+        }
     }
 
     proptest! {
