@@ -136,7 +136,8 @@ impl<B> Service<Request<B>> for EdgeService<B> {
     type Future = EdgeFuture;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Readiness is the inner service's, awaited inside the call's future (`oneshot`).
+        // Readiness is the inner service's: polled once when the request is handed to it, and
+        // awaited inside the call's future (`oneshot`) if it was not ready (see `Erased`).
         Poll::Ready(Ok(()))
     }
 
@@ -540,6 +541,57 @@ impl Future for Counted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A service that is not ready on its first poll: the slot falls back to `oneshot`, which
+    /// polls it again with the task's waker, and calls it exactly once.
+    #[derive(Clone)]
+    struct NotReadyAtFirst {
+        polls: Arc<std::sync::atomic::AtomicUsize>,
+        calls: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Service<Request<()>> for NotReadyAtFirst {
+        type Response = Response<Full<Bytes>>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            if self.polls.fetch_add(1, Ordering::SeqCst) == 0 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request<()>) -> Self::Future {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok(Response::new(Full::new(Bytes::from_static(b"ok")))))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slot_not_ready_is_awaited_then_called_once() {
+        let polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let service = boxed(NotReadyAtFirst {
+            polls: Arc::clone(&polls),
+            calls: Arc::clone(&calls),
+        });
+        let response = service.call_shared(Request::new(())).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "ok");
+        assert_eq!(
+            polls.load(Ordering::SeqCst),
+            2,
+            "the no-op poll, then oneshot's"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // A ready service is called at once, with one poll.
+        let response = service.call_shared(Request::new(())).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(polls.load(Ordering::SeqCst), 3);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
 
     #[test]
     fn request_ids_are_formatted_as_before() {
