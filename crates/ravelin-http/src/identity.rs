@@ -531,6 +531,19 @@ mod tests {
         assert_eq!(id.host(), Some("example.com"));
         let id = identity(Version::HTTP_10, "/", &[]).unwrap();
         assert_eq!(id.host(), None);
+        // Ports with leading zeros are numbers: the default one goes, another is rewritten.
+        for (host, authority, bare) in [
+            ("a.example:0080", "a.example", "a.example"),
+            ("a.example:08080", "a.example:8080", "a.example"),
+            ("[::A]", "[::a]", "[::a]"),
+            ("[::A]:0443", "[::a]:443", "[::a]"),
+            ("A.Example.:8080", "a.example:8080", "a.example"),
+        ] {
+            let id = identity(Version::HTTP_11, "/", &[host]).unwrap();
+            assert_eq!(id.authority().unwrap().as_str(), authority, "{host}");
+            assert_eq!(id.host(), Some(bare), "{host}");
+            assert!(!id.host_header_agrees(&HeaderValue::from_str(host).unwrap()), "{host}");
+        }
     }
 
     #[test]

@@ -1073,6 +1073,25 @@ mod tests {
         assert!(r.headers().get("host").is_none());
     }
 
+    /// `Host` is left as sent when it already is the identity's authority, and rewritten to it
+    /// otherwise (case, a trailing dot, a default or zero-padded port).
+    #[test]
+    fn host_is_rewritten_only_when_it_disagrees() {
+        for (sent, forwarded) in [
+            ("a.example:8080", "a.example:8080"),
+            ("A.example:8080", "a.example:8080"),
+            ("a.example.:08080", "a.example:8080"),
+            ("a.example:80", "a.example"),
+            ("[::A]", "[::a]"),
+        ] {
+            let mut r = request(Version::HTTP_11, "/x?q=1", &[("host", sent)]);
+            admit(&mut r, &IngressConfig::new()).unwrap();
+            assert_eq!(r.headers()["host"], forwarded, "{sent}");
+            assert_eq!(r.headers().get_all("host").iter().count(), 1);
+            assert_eq!(r.uri().to_string(), format!("http://{forwarded}/x?q=1"));
+        }
+    }
+
     #[test]
     fn https_identity_from_client_scheme() {
         let mut r = request(Version::HTTP_11, "/", &[("host", "a.example:443")]);
