@@ -10,7 +10,7 @@ use http::HeaderName;
 pub const X_RAVELIN_SKIPPED: HeaderName = HeaderName::from_static("x-ravelin-skipped");
 
 /// Appends `n` in decimal to a field value being built, without the formatting machinery: for
-/// the numbers the edge writes on every request (`Age`, a `Cache-Status` TTL, a `RateLimit`
+/// the numbers the edge writes on every request (a `Cache-Status` TTL, a `RateLimit`
 /// item, a port), where `write!` cost more than the rest of the value.
 ///
 /// ```
