@@ -542,7 +542,10 @@ mod tests {
             let id = identity(Version::HTTP_11, "/", &[host]).unwrap();
             assert_eq!(id.authority().unwrap().as_str(), authority, "{host}");
             assert_eq!(id.host(), Some(bare), "{host}");
-            assert!(!id.host_header_agrees(&HeaderValue::from_str(host).unwrap()), "{host}");
+            assert!(
+                !id.host_header_agrees(&HeaderValue::from_str(host).unwrap()),
+                "{host}"
+            );
         }
     }
 
