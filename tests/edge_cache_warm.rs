@@ -108,3 +108,50 @@ async fn a_corrupt_snapshot_means_a_cold_start_that_says_so() {
     assert_eq!(get(&third, "/a").await.status, 200);
     third.stop().await;
 }
+
+/// A reload that switches the cache off saves the snapshot on its own thread without waiting
+/// for it (the reload used to hold the control task up to `save_timeout`): the edge keeps
+/// serving without the cache, and the snapshot still appears, complete: a proxy started on it
+/// later is warm. (That the reload does not wait is not asserted: no timing assertions.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_switching_the_cache_off_saves_the_snapshot_in_the_background() {
+    let origin = Origin::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("cache.snapshot");
+    let cfg = edge_config(&origin, &snapshot);
+
+    let proxy = Harness::start(&cfg, None).await;
+    get(&proxy, "/product/1").await;
+    assert!(is_hit(&get(&proxy, "/product/1").await));
+    assert!(!snapshot.exists());
+
+    support::write_atomically(
+        &proxy.config_path,
+        format!("{cfg}\n[modules.cache]\nenabled = false\n").as_bytes(),
+    );
+    let reload = proxy.admin_post("/config/reload").await;
+    assert_eq!(reload.status, 200, "{}", reload.text());
+    assert!(
+        proxy.status().await["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["name"] != "cache"),
+        "the cache is off"
+    );
+    let served = get(&proxy, "/product/1").await;
+    assert_eq!(served.status, 200);
+    assert!(!is_hit(&served), "no cache, no hit");
+    support::eventually("the snapshot is written", || {
+        let exists = snapshot.exists();
+        async move { exists }
+    })
+    .await;
+    proxy.stop().await;
+
+    let restarted = Harness::start(&cfg, None).await;
+    let warm = warm_status(&restarted).await;
+    assert_eq!(warm["start"], "warm", "{warm}");
+    assert!(is_hit(&get(&restarted, "/product/1").await));
+    restarted.stop().await;
+}

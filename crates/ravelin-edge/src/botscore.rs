@@ -12,7 +12,7 @@ use ravelin_proxy::ModuleStatus;
 use serde_json::json;
 
 use crate::config::EdgeConfig;
-use crate::modules::{Apply, Followed, Module, guard_layer, guard_status};
+use crate::modules::{Apply, Followed, Module, Stop, guard_layer, guard_status};
 use crate::stack::{EdgeService, Slot, layered};
 
 /// The module name: the guard's own ([`ravelin_botscore::GUARD_NAME`]), which names its kill
@@ -176,7 +176,7 @@ impl Module for BotModule {
         }
     }
 
-    fn stop(&mut self) {
+    fn stop(&mut self, _: Stop) {
         self.state = None;
         self.pending_switches.clear();
     }

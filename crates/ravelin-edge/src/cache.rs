@@ -25,7 +25,7 @@ use ravelin_proxy::{BoxError, ModuleStatus, Purge};
 use serde_json::json;
 
 use crate::config::EdgeConfig;
-use crate::modules::{Apply, Module, PurgeFn};
+use crate::modules::{Apply, Module, PurgeFn, Stop};
 use crate::stack::{EdgeBody, EdgeService, Slot, boxed_with};
 
 /// The module name: kill switch and status entry.
@@ -133,7 +133,7 @@ impl Module for CacheModule {
         }
     }
 
-    fn stop(&mut self) {
+    fn stop(&mut self, why: Stop) {
         if let Some(bus) = self.state.as_ref().and_then(|s| s.bus.as_ref()) {
             bus.shutdown();
         }
@@ -146,7 +146,7 @@ impl Module for CacheModule {
             if let Some(bus) = &state.bus {
                 write_bus_mark(&cfg.path, bus.caught_up_to());
             }
-            save_warm(state.layer.handle(), cfg.clone());
+            save_warm(state.layer.handle(), cfg.clone(), why);
         }
         self.state = None;
     }
@@ -365,37 +365,52 @@ fn load_warm(
     }
 }
 
-/// Writes the snapshot on a thread of its own, waiting for it at most `save_timeout` (past it
-/// the write goes on in the background and may not finish before the process exits; the
-/// previous snapshot is only replaced by a complete one).
-fn save_warm(handle: CacheHandle, cfg: WarmRestartConfig) {
+/// Writes the snapshot on a thread of its own. At shutdown, waits for it at most
+/// `save_timeout` (past it the write goes on in the background and may not finish before the
+/// process exits; the previous snapshot is only replaced by a complete one). When a reload
+/// switched the cache off, does not wait: the edge goes on serving, and the thread reports its
+/// own outcome (the control task that called this would otherwise hold the admin API and every
+/// later reload for up to `save_timeout`, five minutes at most).
+fn save_warm(handle: CacheHandle, cfg: WarmRestartConfig, why: Stop) {
     let (tx, rx) = std::sync::mpsc::channel();
     let timeout = cfg.save_timeout;
     let path = cfg.path.display().to_string();
     let spawned = std::thread::Builder::new()
         .name("cache-snapshot".into())
         .spawn(move || {
-            let _ = tx.send(handle.save_snapshot(&cfg.path, cfg.limits()));
+            let outcome = handle.save_snapshot(&cfg.path, cfg.limits());
+            if why == Stop::SwitchedOff {
+                report_save(&cfg.path.display().to_string(), outcome);
+            } else {
+                let _ = tx.send(outcome);
+            }
         });
     if let Err(e) = spawned {
         tracing::warn!(path, error = %e, "cache.warm_restart: snapshot not written (no thread)");
         return;
     }
+    if why == Stop::SwitchedOff {
+        return;
+    }
     match rx.recv_timeout(timeout) {
-        Ok(Ok(report)) => tracing::info!(
-            path,
-            entries = report.entries,
-            bytes = report.bytes,
-            "cache.warm_restart: snapshot written"
-        ),
-        Ok(Err(e)) => {
-            tracing::warn!(path, error = %e, "cache.warm_restart: snapshot not written");
-        }
+        Ok(outcome) => report_save(&path, outcome),
         Err(_) => tracing::warn!(
             path,
             timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             "cache.warm_restart: snapshot not written within save_timeout; shutting down without it"
         ),
+    }
+}
+
+fn report_save(path: &str, outcome: std::io::Result<ravelin_cache::warm::SnapshotReport>) {
+    match outcome {
+        Ok(report) => tracing::info!(
+            path,
+            entries = report.entries,
+            bytes = report.bytes,
+            "cache.warm_restart: snapshot written"
+        ),
+        Err(e) => tracing::warn!(path, error = %e, "cache.warm_restart: snapshot not written"),
     }
 }
 

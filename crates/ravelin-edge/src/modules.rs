@@ -154,6 +154,15 @@ impl<T: ravelin_config::Document> Followed for Store<T> {
     }
 }
 
+/// Why a module is [`stop`](Module::stop)ped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// A reload switched the module off; the edge goes on serving.
+    SwitchedOff,
+    /// The edge is shutting down, its listeners closed and its requests drained.
+    Shutdown,
+}
+
 /// One module of the edge.
 ///
 /// Its life: [`check`](Self::check) is part of every document's validation (so `--check`
@@ -185,8 +194,10 @@ pub(crate) trait Module: Send + Sync + 'static {
     /// file. Called once every module updated; it cannot fail.
     fn commit(&mut self) {}
 
-    /// Drops the module's state: it was switched off, or the edge is shutting down.
-    fn stop(&mut self);
+    /// Drops the module's state: it was switched off by a reload, or the edge is shutting down
+    /// (`why`). Called on the control task: it must not wait on anything slow when switched off
+    /// (the admin API and further reloads wait behind it).
+    fn stop(&mut self, why: Stop);
 
     /// The module's layer as a slot of the stack (`None` before a successful update).
     fn slot(&self) -> Option<Slot<Incoming>>;
@@ -339,7 +350,7 @@ impl Updated {
             if entry.on {
                 entry.module.commit();
             } else {
-                entry.module.stop();
+                entry.module.stop(Stop::SwitchedOff);
             }
         }
         self.entries
@@ -434,7 +445,7 @@ impl Module for ExtraModule {
         Ok(())
     }
 
-    fn stop(&mut self) {
+    fn stop(&mut self, _: Stop) {
         self.layer = None;
     }
 

@@ -13,7 +13,7 @@ use ravelin_ratelimit::{MemoryStore, RateLimitConfig, RateLimitGuard, Rules, Sto
 use serde_json::json;
 
 use crate::config::{EdgeConfig, GuardConfig};
-use crate::modules::{Apply, Module, guard_layer, guard_status};
+use crate::modules::{Apply, Module, Stop, guard_layer, guard_status};
 use crate::stack::{BoxGuard, EdgeService, Slot, layered};
 
 /// The module name: the guard's own ([`ravelin_ratelimit::GUARD_NAME`]), which names its kill
@@ -283,7 +283,7 @@ impl Module for RateLimitModule {
         }
     }
 
-    fn stop(&mut self) {
+    fn stop(&mut self, _: Stop) {
         self.state = None;
         self.pending_rules = None;
         self.pending_switches.clear();

@@ -25,7 +25,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::config::{EdgeConfig, Overrides, PlaintextMode, UpstreamSection};
 use crate::modules::{
-    Entry, ExtraGuard, Followed, Module, ModuleEnv, PurgeFn, registry, update_all,
+    Entry, ExtraGuard, Followed, Module, ModuleEnv, PurgeFn, Stop, registry, update_all,
 };
 use crate::rollout::Rollouts;
 use crate::stack::{CanaryStack, EdgeHandler, EdgeService, SharedCanary, Slot, assemble};
@@ -1041,7 +1041,7 @@ impl Running {
             demo.shutdown().await;
         }
         for entry in &mut control.modules {
-            entry.module.stop();
+            entry.module.stop(Stop::Shutdown);
         }
         *lock(&self.edge.followed) = Vec::new();
         summary
