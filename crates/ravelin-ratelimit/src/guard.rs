@@ -179,14 +179,14 @@ impl<S: RateLimitStore> RateLimitGuard<S> {
     /// The template's violations, named under `denied_response` (a status outside 400..=599,
     /// a content type that is no header value, a body over [`MAX_BODY_BYTES`](crate::MAX_BODY_BYTES)).
     pub fn denied_response(mut self, template: &ResponseTemplate) -> Result<Self, RulesError> {
-        let mut violations = ravelin_config::Violations::new();
-        template.check("denied_response", &mut violations);
-        violations
-            .into_result()
-            .map_err(|violations| RulesError::Invalid { violations })?;
-        let compiled = template.compile().ok();
+        // Compiled once: the violations are the compile error's problems, as `check` names them.
+        let compiled = template.compile().map_err(|err| {
+            let mut violations = ravelin_config::Violations::new();
+            crate::response::record_problems("denied_response", &err, &mut violations);
+            RulesError::Invalid { violations }
+        })?;
         match Arc::get_mut(&mut self.inner) {
-            Some(inner) => inner.denied = compiled,
+            Some(inner) => inner.denied = Some(compiled),
             None => tracing::error!(
                 "RateLimitGuard::denied_response on a shared guard: the rules document's response stays"
             ),

@@ -70,9 +70,7 @@ impl ResponseTemplate {
     /// problem [`FixedResponse::new`] finds, as `{what}.{field}`.
     pub(crate) fn check(&self, what: &str, v: &mut Violations) {
         if let Err(err) = self.compile() {
-            for problem in err.problems() {
-                v.push(format!("{what}.{}", problem.field()), problem.to_string());
-            }
+            record_problems(what, &err, v);
         }
     }
 
@@ -80,6 +78,13 @@ impl ResponseTemplate {
     /// usable (what [`check`](Self::check) records).
     pub(crate) fn compile(&self) -> Result<FixedResponse, FixedResponseError> {
         FixedResponse::new(self.status, &self.content_type, self.body.clone())
+    }
+}
+
+/// Records each of `err`'s problems under `{what}.{field}`.
+pub(crate) fn record_problems(what: &str, err: &FixedResponseError, v: &mut Violations) {
+    for problem in err.problems() {
+        v.push(format!("{what}.{}", problem.field()), problem.to_string());
     }
 }
 
