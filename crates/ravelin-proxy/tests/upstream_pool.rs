@@ -118,6 +118,26 @@ impl Origin {
     }
 }
 
+/// `n` GETs of `/slow` through `forward`, each in its own task, once all `n` are held at
+/// `origin` (until `origin.release`).
+async fn hold(
+    origin: &Origin,
+    forward: &Forward,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<(StatusCode, Bytes)>> {
+    let held = (0..n)
+        .map(|_| {
+            let forward = forward.clone();
+            tokio::spawn(async move { get(&forward, "/slow").await })
+        })
+        .collect();
+    eventually(&format!("{n} held requests at the origin"), || {
+        origin.waiting.load(Ordering::SeqCst) == n
+    })
+    .await;
+    held
+}
+
 /// One GET through `forward`, its body read to the end.
 async fn get(forward: &Forward, path: &str) -> (StatusCode, Bytes) {
     let request = Request::get(format!("http://edge.test{path}"))
@@ -149,17 +169,8 @@ async fn sequential_requests_share_one_connection() {
 async fn concurrent_requests_get_their_own_connections_then_reuse_them() {
     let origin = Origin::start(false).await;
     let forward = Forward::new(Upstream::builder("origin", origin.url()).build().unwrap());
-    let held: Vec<_> = (0..4)
-        .map(|_| {
-            let forward = forward.clone();
-            tokio::spawn(async move { get(&forward, "/slow").await })
-        })
-        .collect();
     // All four are at the origin at once: four connections.
-    eventually("four held requests at the origin", || {
-        origin.waiting.load(Ordering::SeqCst) == 4
-    })
-    .await;
+    let held = hold(&origin, &forward, 4).await;
     assert_eq!(origin.accepted(), 4);
     origin.release.notify_waiters();
     for request in held {
@@ -179,16 +190,7 @@ async fn long_responses_in_flight_do_not_keep_a_finished_connection_from_reuse()
     // One connection used and given back first, then many held at the origin (their
     // connections given back pending, busy until released).
     assert_eq!(get(&forward, "/").await.0, StatusCode::OK);
-    let held: Vec<_> = (0..24)
-        .map(|_| {
-            let forward = forward.clone();
-            tokio::spawn(async move { get(&forward, "/slow").await })
-        })
-        .collect();
-    eventually("24 held requests at the origin", || {
-        origin.waiting.load(Ordering::SeqCst) == 24
-    })
-    .await;
+    let held = hold(&origin, &forward, 24).await;
     let before = origin.accepted();
     // Sequential requests meanwhile: one connection between them, whatever is in flight.
     for _ in 0..20 {
