@@ -50,6 +50,8 @@ mod origin {
         pub(crate) method: Method,
         pub(crate) path: String,
         pub(crate) headers: HeaderMap,
+        /// The request's content, as received.
+        pub(crate) body: Bytes,
     }
 
     impl Seen {
@@ -112,12 +114,17 @@ mod origin {
                             let mut gate = gate.clone();
                             async move {
                                 let (parts, body) = req.into_parts();
-                                // Drain the request body (a POST's) before answering.
-                                let _ = body.collect().await;
+                                // Read the request body (a POST's) before answering.
+                                let body = body
+                                    .collect()
+                                    .await
+                                    .map(http_body_util::Collected::to_bytes)
+                                    .unwrap_or_default();
                                 let request = Seen {
                                     method: parts.method,
                                     path: parts.uri.path().to_owned(),
                                     headers: parts.headers,
+                                    body,
                                 };
                                 seen.lock().unwrap().push(request.clone());
                                 let _ = gate.wait_for(|open| *open).await;
@@ -896,5 +903,101 @@ async fn the_cache_key_the_origin_host_and_x_forwarded_host_agree() {
             "{s:?}"
         );
     }
+    h.stop().await;
+}
+
+// === Requests with content ===
+
+/// An origin that reads parameters from a GET's content, as Rack, Express's body parsers and
+/// Elasticsearch do, and marks the answer cacheable.
+async fn body_reading_origin() -> Origin {
+    Origin::spawn(|seen: &Seen| {
+        answer(
+            &[("cache-control", "max-age=60".into())],
+            format!("results for [{}]", String::from_utf8_lossy(&seen.body)),
+        )
+    })
+    .await
+}
+
+// Old code: a GET with content was planned like any GET: its answer, which the origin built
+// from the content, was stored under the URL and served to every later client (a "fat GET"
+// poisoning the cache).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_with_content_is_neither_stored_nor_served_from_the_cache() {
+    let origin = body_reading_origin().await;
+    let h = edge(&origin.url(), "", "").await;
+    let fat_get = |content: &'static str| {
+        Request::get(h.url("/search"))
+            .header("user-agent", "ravelin-e2e/1.0")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from_static(content.as_bytes())))
+            .unwrap()
+    };
+
+    let poisoned = h.send(fat_get("q=<script>")).await.unwrap();
+    assert_eq!(poisoned.text(), "results for [q=<script>]");
+    assert_eq!(
+        cache_status(&poisoned),
+        "ravelin; fwd=bypass; detail=request-content"
+    );
+    // The next client's plain GET is not served the answer to the content.
+    let plain = get(&h, "/search", &[]).await;
+    assert_eq!(plain.text(), "results for []");
+    assert!(!is_hit(&plain));
+    let again = get(&h, "/search", &[]).await;
+    assert!(is_hit(&again), "{}", cache_status(&again));
+    assert_eq!(again.text(), "results for []");
+    // And a GET with content is not answered from what is stored for the URL.
+    let other = h.send(fat_get("q=other")).await.unwrap();
+    assert_eq!(other.text(), "results for [q=other]");
+    assert_eq!(origin.gets("/search"), 3);
+    h.stop().await;
+}
+
+// Old code: as above, over HTTP/2, where nothing in the header fields announces the content
+// (DATA frames, no Content-Length): the edge's server now marks such a request for the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_get_with_unannounced_content_is_not_stored() {
+    use http_body_util::BodyExt as _;
+
+    let origin = body_reading_origin().await;
+    let h = edge(&origin.url(), "", "").await;
+    // A body of unknown length: hyper's HTTP/2 client then sends no Content-Length.
+    type Streamed = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+    let client: hyper_util::client::legacy::Client<_, Streamed> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let content = http_body_util::StreamBody::new(futures_util::stream::iter([Ok::<
+        _,
+        std::convert::Infallible,
+    >(
+        hyper::body::Frame::data(Bytes::from_static(b"q=h2")),
+    )]))
+    .boxed();
+    let request = Request::get(h.url("/search"))
+        .header("user-agent", "ravelin-e2e/1.0")
+        .body(content)
+        .unwrap();
+    let response = tokio::time::timeout(support::BOUND, client.request(request))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let status = response
+        .headers()
+        .get("cache-status")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    // (What reaches an HTTP/1.1 origin is hyper's client's choice: it sends a GET body of
+    // unknown length as no body at all. An HTTP/2 upstream receives it.)
+    let _ = response.into_body().collect().await.unwrap();
+    assert_eq!(status, "ravelin; fwd=bypass; detail=request-content");
+
+    // Its answer was not stored: the next plain GET goes to the origin.
+    let plain = get(&h, "/search", &[]).await;
+    assert!(!is_hit(&plain), "{}", cache_status(&plain));
+    assert_eq!(origin.gets("/search"), 2);
     h.stop().await;
 }

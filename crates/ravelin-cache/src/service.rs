@@ -103,11 +103,13 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let engine = self.engine.clone();
         let plan = catch_unwind(AssertUnwindSafe(|| {
+            let content = ravelin_http::request_has_content(req.headers(), req.extensions());
             engine.plan(
                 req.method(),
                 req.uri(),
                 req.headers(),
                 req.extensions().get::<RequestIdentity>(),
+                content,
             )
         }))
         .unwrap_or_else(|_| {

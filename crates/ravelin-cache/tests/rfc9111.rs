@@ -220,6 +220,51 @@ async fn s4_a_head_miss_is_forwarded_as_head_and_not_stored() {
     assert_eq!(h.origin.calls(), 2);
 }
 
+/// RFC 9110 §9.3.1: content in a GET has no generally defined semantics, and the key does not
+/// include it — yet origins that read parameters from it answer for them. A GET with content is
+/// neither stored nor answered from the cache (a "fat GET" would otherwise poison the URL).
+#[tokio::test]
+async fn s4_a_get_with_content_goes_around_the_cache() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=10000")],
+        "x",
+    )));
+    let fat = || {
+        Request::get("http://example.com/a")
+            .header("content-length", "5")
+            .body("q=bad".to_string())
+            .unwrap()
+    };
+    let first = h.send(fat()).await.unwrap();
+    assert_eq!(
+        first.cache_status(),
+        "ravelin; fwd=bypass; detail=request-content"
+    );
+    assert!(
+        !h.get("/a").await.hit(),
+        "the answer to the content was not stored"
+    );
+    assert!(h.get("/a").await.hit());
+    assert!(
+        !h.send(fat()).await.unwrap().hit(),
+        "nor is the stored one served to it"
+    );
+    let chunked = Request::get("http://example.com/a")
+        .header("transfer-encoding", "chunked")
+        .body("q=bad".to_string())
+        .unwrap();
+    assert!(!h.send(chunked).await.unwrap().hit());
+    let empty = Request::get("http://example.com/a")
+        .header("content-length", "0")
+        .body(String::new())
+        .unwrap();
+    assert!(
+        h.send(empty).await.unwrap().hit(),
+        "Content-Length: 0 is no content"
+    );
+    assert_eq!(h.origin.calls(), 4);
+}
+
 // === §4.1 Vary ===
 
 fn vary_origin() -> Origin {

@@ -15,7 +15,7 @@ mod tls;
 mod token;
 
 pub use fields::{X_RAVELIN_SKIPPED, push_decimal};
-pub use framing::CloseDelimited;
+pub use framing::{CloseDelimited, UnframedContent, headers_have_content, request_has_content};
 pub use hop::{HOP_BY_HOP, MAX_CONNECTION_OPTIONS, connection_options, is_hop_by_hop};
 pub use identity::{IdentityError, IdentityOptions, RequestIdentity, effective_host};
 pub use list::{split_list, trim_ows};

@@ -24,7 +24,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
 use metrics::{Counter, Gauge};
 use pin_project::pin_project;
-use ravelin_http::{PeerAddr, TlsInfo};
+use ravelin_http::{PeerAddr, TlsInfo, UnframedContent};
 use ravelin_primitives::LogLimiter;
 use ravelin_tls::acceptor::TlsAcceptor;
 use tokio::net::TcpListener;
@@ -1907,6 +1907,14 @@ where
         if let Some(tls) = &self.tls {
             request.extensions_mut().insert(tls.clone());
             request.extensions_mut().insert(ClientScheme("https"));
+        }
+        // Over HTTP/2 only the frames say whether a request has content; layers generic over
+        // the body (the cache refuses to store a response to a GET with content) read this.
+        if request.version() >= Version::HTTP_2
+            && !request.body().is_end_stream()
+            && !ravelin_http::headers_have_content(request.headers())
+        {
+            request.extensions_mut().insert(UnframedContent);
         }
         if request.headers().contains_key(http::header::UPGRADE) {
             request.extensions_mut().insert(ConnectionHold {

@@ -31,13 +31,15 @@ impl Engine {
     // === Requests ===
 
     /// RFC 9111 §4: can the request be answered from the cache, and if not, how does it go on?
-    /// `identity`, when the ingress stage decided one, names the resource in the key.
+    /// `identity`, when the ingress stage decided one, names the resource in the key; `content`
+    /// says the request carries content ([`ravelin_http::request_has_content`]).
     pub(crate) fn plan(
         &self,
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
         identity: Option<&RequestIdentity>,
+        content: bool,
     ) -> Plan {
         if self
             .kill_switch
@@ -73,6 +75,17 @@ impl Engine {
             // A protocol switch (WebSocket) is a connection, not a representation.
             return Plan::Pass(Pass::with_status(
                 CacheStatus::fwd(Fwd::Bypass).detail("upgrade"),
+            ));
+        }
+
+        if content {
+            // A GET or HEAD with content (a "fat GET"): the key does not include the content,
+            // yet an origin that reads parameters from it (Rack, Express's body parsers,
+            // Elasticsearch) answers for them. Stored, that answer would be served for the URL
+            // to everyone (cache poisoning); served from the cache, a stored answer may not be
+            // what this request asks for. So it goes around the cache both ways.
+            return Plan::Pass(Pass::with_status(
+                CacheStatus::fwd(Fwd::Bypass).detail("request-content"),
             ));
         }
 
