@@ -36,6 +36,8 @@ pub struct KeyConfig {
     pub query: QueryMode,
     /// Query parameters left out of the key, by exact name or by prefix with a trailing `*`
     /// (`utm_*`). The origin still receives them, so it must not vary its response on them.
+    /// A parameter whose text holds a `;` is kept whatever its name: origins that split on `;`
+    /// would read a second parameter from it.
     pub drop_query_params: Vec<String>,
     /// Whether the host is part of the key. Turn off only when one origin serves every host.
     pub include_host: bool,
@@ -146,7 +148,11 @@ fn push_query(key: &mut String, query: &str, cfg: &KeyConfig) {
             let mut params: Vec<&str> = query
                 .split('&')
                 .filter(|p| !p.is_empty())
-                .filter(|p| !cfg.drops(p.split('=').next().unwrap_or_default()))
+                // A piece with `;` is never dropped: origins that also split parameters on `;`
+                // (Rack before 3.0, Python before 3.9.2, Tornado) read `utm_x=1;callback=evil`
+                // as two, and a dropped piece would hide the second from the key (parameter
+                // cloaking). Kept, it only splits the key.
+                .filter(|p| p.contains(';') || !cfg.drops(p.split('=').next().unwrap_or_default()))
                 .collect();
             if mode == QueryMode::Sort {
                 if params.is_empty() {
@@ -409,6 +415,20 @@ mod tests {
             "http://h/a?a=1&b=2"
         );
         assert_eq!(key("/a?utm_x=1", Some("h"), &sort), "http://h/a");
+        // Parameter cloaking: a dropped name cannot carry a `;`-separated parameter out of the
+        // key.
+        assert_eq!(
+            key("/page?utm_content=x;callback=alert(1)", Some("h"), &sort),
+            "http://h/page?utm_content=x;callback=alert(1)"
+        );
+        assert_eq!(
+            key(
+                "/page?a=1&utm_content=x;callback=y&utm_source=z",
+                Some("h"),
+                &sort
+            ),
+            "http://h/page?a=1&utm_content=x;callback=y"
+        );
         let ignore = KeyConfig {
             query: QueryMode::Ignore,
             ..KeyConfig::default()
