@@ -693,6 +693,50 @@ async fn forwarding_headers_are_kept_from_a_trusted_proxy_only() {
     harness.stop().await;
 }
 
+/// The headers a proxy in front speaks for the modules — the rate limiter's own client-IP
+/// header, the bot scorer's `fingerprint_header` — are that proxy's: kept from 127.0.0.1 (a
+/// trusted proxy), removed from 127.0.0.3.
+///
+/// Before: only the fixed forwarding headers were removed; a client's `True-Client-IP` and
+/// forged JA4 header reached the origin (which, behind such a proxy, believes them), and the
+/// bot scorer took the forged JA4 as the terminator's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_a_proxy_speaks_for_the_modules_are_kept_from_trusted_proxies_only() {
+    let origin = Origin::start().await;
+    let harness = Harness::start(
+        &edge_config(
+            &origin,
+            "trusted",
+            "",
+            "[ratelimit.client_ip]\nheader = \"True-Client-IP\"\n\
+             [ingress]\ntrusted_proxies = [\"127.0.0.1/32\"]\n\
+             [botscore]\nfingerprint_header = \"x-front-ja4\"\n",
+        ),
+        None,
+    )
+    .await;
+    let addr = harness.running().proxy_addr;
+    let request = "GET /trust/front HTTP/1.1\r\nHost: shop.example\r\n\
+                   True-Client-IP: 192.0.2.1\r\n\
+                   x-front-ja4: t13d1516h2_8daaf6152771_02713d6af862\r\nConnection: close\r\n\r\n";
+
+    let trusted = raw(addr, request).await;
+    assert_eq!(trusted.status, Some(200), "{}", trusted.text);
+    let seen = origin.last();
+    assert_eq!(seen.one("true-client-ip"), Some("192.0.2.1"), "{seen:#?}");
+    assert_eq!(
+        seen.one("x-front-ja4"),
+        Some("t13d1516h2_8daaf6152771_02713d6af862")
+    );
+
+    let untrusted = raw_from(Some(Ipv4Addr::new(127, 0, 0, 3).into()), addr, request).await;
+    assert_eq!(untrusted.status, Some(200), "{}", untrusted.text);
+    let seen = origin.last();
+    assert_eq!(seen.one("true-client-ip"), None, "{seen:#?}");
+    assert_eq!(seen.one("x-front-ja4"), None);
+    harness.stop().await;
+}
+
 /// `[ingress] trusted_proxies` takes effect with the reload that changes it, in both
 /// directions: trusting 127.0.0.1 keeps its `Forwarded` at once, and un-trusting it strips the
 /// header at once.

@@ -88,7 +88,8 @@ pub struct BotScoreConfig {
     /// The verified-bot header (default `x-bot-verified`; empty string: none).
     #[serde(default = "default_verified_header")]
     pub verified_header: String,
-    /// A request header the TLS terminator sets (and overwrites) with the JA4 fingerprint.
+    /// A request header the TLS terminator in front sets (and overwrites) with the JA4
+    /// fingerprint. The edge proxy removes it from every peer but its trusted proxies.
     #[serde(default)]
     pub fingerprint_header: Option<String>,
 }

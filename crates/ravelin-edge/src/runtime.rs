@@ -894,7 +894,8 @@ pub fn check_config(source: ConfigSource, overrides: &Overrides) -> Result<EdgeC
 /// The ingress stage a config asks for: case folding, trusted proxies, the header limit, and
 /// every header the edge owns — the bot scorer's under their default and configured names
 /// whether scoring is on or off, so a client can never hand the origin a score, and with
-/// `[tls]` the JA4 header.
+/// `[tls]` the JA4 header — and the headers only a trusted proxy may send (the rate limiter's
+/// client-IP header, the bot scorer's `fingerprint_header`).
 ///
 /// # Errors
 /// A trusted proxy that is not a network.
@@ -915,6 +916,22 @@ pub(crate) fn ingress_config(config: &EdgeConfig) -> Result<IngressConfig, Strin
     for name in configured.into_iter().flatten() {
         if let Ok(name) = http::HeaderName::from_bytes(name.as_bytes()) {
             ingress = ingress.owned_header(name);
+        }
+    }
+    // What a proxy in front tells the edge and the modules believe from it is that proxy's to
+    // say: a client-IP header of its own for the rate limiter, a JA4 computed by a TLS
+    // terminator in front for the bot scorer. Kept from trusted proxies, removed from everyone
+    // else — the modules already ignore an untrusted peer's, but the origin behind would see it.
+    let client_ip_header = config.ratelimit.rules_document().client_ip.header;
+    let proxy_said = [
+        Some(client_ip_header.as_str()),
+        bot.fingerprint_header.as_deref(),
+    ];
+    for name in proxy_said.into_iter().flatten() {
+        if let Ok(name) = http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+            && !ravelin_proxy::headers::FORWARDING_HEADERS.contains(&name)
+        {
+            ingress = ingress.proxy_header(name);
         }
     }
     // With TLS, the JA4 header is the edge's: a client's own is removed (under the default name

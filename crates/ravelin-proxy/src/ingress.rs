@@ -44,8 +44,8 @@
 //!    [`target`](RequestIdentity::target) — absolute form, canonical path, query unchanged.
 //! 6. **Strips headers a client may not send**: the [owned headers](IngressConfig::owned_header)
 //!    always; the [`FORWARDING_HEADERS`](headers::FORWARDING_HEADERS) (`Forwarded`,
-//!    `X-Forwarded-For`/`-Host`/`-Proto`/`-Port`/`-Prefix`, `X-Real-IP`) and the request-id
-//!    header unless the peer (the [`PeerAddr`] extension) is a
+//!    `X-Forwarded-For`/`-Host`/`-Proto`/`-Port`/`-Prefix`, `X-Real-IP`), the
+//!    [proxy headers](IngressConfig::proxy_header) and the request-id header unless the peer (the [`PeerAddr`] extension) is a
 //!    [trusted proxy](IngressConfig::trusted_proxies). A request without `PeerAddr` is from
 //!    an untrusted peer.
 //!    With a [JA4 header](IngressConfig::ja4_header), the edge's own value is then set from
@@ -100,6 +100,7 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// | [`fold_case`](Self::fold_case) | `true` (policies on `/login` also cover `/LOGIN`) |
 /// | [`owned_header`](Self::owned_header) | `x-ravelin-skipped`, `x-bot-score`, `x-bot-score-reasons` |
 /// | [`trusted_proxies`](Self::trusted_proxies) | none: every peer is a client |
+/// | [`proxy_header`](Self::proxy_header) | none beyond `Forwarded`, `X-Forwarded-*`, `X-Real-IP` |
 /// | [`request_id_header`](Self::request_id_header) | `x-request-id` |
 /// | [`max_headers`](Self::max_headers) | 100 (as [`ServerConfig`](crate::ServerConfig)) |
 /// | [`ja4_header`](Self::ja4_header) | none: no JA4 forwarded |
@@ -109,6 +110,8 @@ pub struct IngressConfig {
     owned: Vec<HeaderName>,
     /// Where the connection's JA4 goes (an owned header too).
     ja4_header: Option<HeaderName>,
+    /// Fields only trusted proxies may send, beyond [`headers::FORWARDING_HEADERS`].
+    proxy_only: Vec<HeaderName>,
     trusted: Vec<IpNet>,
     request_id: HeaderName,
     max_headers: usize,
@@ -139,6 +142,7 @@ impl IngressConfig {
                 X_BOT_SCORE_REASONS,
             ],
             ja4_header: None,
+            proxy_only: Vec::new(),
             trusted: Vec::new(),
             request_id: X_REQUEST_ID,
             max_headers: Self::DEFAULT_MAX_HEADERS,
@@ -173,6 +177,24 @@ impl IngressConfig {
     pub fn trusted_proxies(mut self, networks: impl IntoIterator<Item = IpNet>) -> Self {
         self.trusted = networks.into_iter().collect();
         self
+    }
+
+    /// Adds a header only a [trusted proxy](Self::trusted_proxies) may send, as the forwarding
+    /// headers: kept from trusted proxies, removed from every other peer, and `Connection`
+    /// cannot name it. For what the proxy in front tells the next hop and something behind
+    /// believes: a client-IP header of its own (`True-Client-IP`, `CF-Connecting-IP`), the TLS
+    /// fingerprint a terminator in front computed.
+    pub fn proxy_header(mut self, name: HeaderName) -> Self {
+        if !self.proxy_only.contains(&name) {
+            self.proxy_only.push(name);
+        }
+        self.rebuild();
+        self
+    }
+
+    /// The headers added with [`proxy_header`](Self::proxy_header).
+    pub fn proxy_headers(&self) -> &[HeaderName] {
+        &self.proxy_only
     }
 
     /// The request-id header (default `x-request-id`): kept from trusted proxies, removed from
@@ -247,6 +269,7 @@ impl IngressConfig {
     fn rebuild(&mut self) {
         let mut protected = self.owned.clone();
         protected.extend(headers::FORWARDING_HEADERS.iter().cloned());
+        protected.extend(self.proxy_only.iter().cloned());
         protected.push(self.request_id.clone());
         self.protected = protected;
     }
@@ -520,7 +543,9 @@ pub fn admit_parts(parts: &mut Parts, config: &IngressConfig) -> Result<(), Refu
     for name in parts.headers.keys() {
         if config.owned.contains(name)
             || (!trusted
-                && (headers::FORWARDING_HEADERS.contains(name) || *name == config.request_id))
+                && (headers::FORWARDING_HEADERS.contains(name)
+                    || *name == config.request_id
+                    || config.proxy_only.contains(name)))
         {
             strip.push(name.clone());
         }
@@ -994,19 +1019,34 @@ mod tests {
 
         let custom = IngressConfig::new()
             .owned_header(HeaderName::from_static("x-verdict"))
-            .request_id_header(HeaderName::from_static("x-trace"));
-        let mut r = request(
-            Version::HTTP_11,
-            "/",
-            &[
-                ("host", "a"),
-                ("x-verdict", "ok"),
-                ("x-trace", "t"),
-                ("x-request-id", "kept"),
-            ],
-        );
+            .request_id_header(HeaderName::from_static("x-trace"))
+            .proxy_header(HeaderName::from_static("true-client-ip"))
+            .trusted_proxies(["10.0.0.0/8".parse().unwrap()]);
+        let fields = [
+            ("host", "a"),
+            ("x-verdict", "ok"),
+            ("x-trace", "t"),
+            ("x-request-id", "kept"),
+            ("true-client-ip", "1.2.3.4"),
+        ];
+        let mut r = from(request(Version::HTTP_11, "/", &fields), "203.0.113.9:1234");
         admit(&mut r, &custom).unwrap();
         assert_eq!(names(&r), ["host", "x-request-id"]);
+        // A proxy header is a trusted proxy's to send, and `Connection` cannot remove it.
+        let mut r = from(
+            request(
+                Version::HTTP_11,
+                "/",
+                &[
+                    ("host", "a"),
+                    ("true-client-ip", "1.2.3.4"),
+                    ("connection", "true-client-ip"),
+                ],
+            ),
+            "10.1.2.3:1234",
+        );
+        admit(&mut r, &custom).unwrap();
+        assert_eq!(r.headers()["true-client-ip"], "1.2.3.4");
     }
 
     #[test]
