@@ -431,6 +431,10 @@ pub struct ServerSection {
     /// How long a connection with no request in flight stays open (HTTP/1.1 and HTTP/2).
     #[serde(default = "default_idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// How long the socket may take no byte while a response is being written (a client that
+    /// stopped reading) before the connection is dropped (nginx's `send_timeout`).
+    #[serde(default = "default_send_timeout", with = "humantime_serde")]
+    pub send_timeout: Duration,
     /// HTTP/2 keep-alive ping interval.
     #[serde(default = "default_h2_ping", with = "humantime_serde")]
     pub http2_keep_alive_interval: Duration,
@@ -769,6 +773,9 @@ fn default_request_head_timeout() -> Duration {
 fn default_idle_timeout() -> Duration {
     Duration::from_secs(60)
 }
+fn default_send_timeout() -> Duration {
+    Duration::from_secs(60)
+}
 fn default_h2_ping() -> Duration {
     Duration::from_secs(20)
 }
@@ -810,6 +817,7 @@ impl Default for ServerSection {
             shutdown_timeout: default_shutdown_timeout(),
             request_head_timeout: default_request_head_timeout(),
             idle_timeout: default_idle_timeout(),
+            send_timeout: default_send_timeout(),
             http2_keep_alive_interval: default_h2_ping(),
             http2_keep_alive_timeout: default_h2_ping(),
             per_ip_ipv4_prefix_len: default_ipv4_prefix_len(),

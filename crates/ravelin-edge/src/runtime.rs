@@ -1451,6 +1451,7 @@ pub(crate) fn server_limits(config: &EdgeConfig) -> ServerConfig {
         .shutdown_timeout(s.shutdown_timeout)
         .request_head_timeout(s.request_head_timeout)
         .idle_timeout(s.idle_timeout)
+        .send_timeout(s.send_timeout)
         .http2_keep_alive_interval(s.http2_keep_alive_interval)
         .http2_keep_alive_timeout(s.http2_keep_alive_timeout)
         .per_ip_ipv4_prefix_len(s.per_ip_ipv4_prefix_len)

@@ -102,6 +102,7 @@ const REFUSED: &[(&str, &str)] = &[
         "[server]\nrequest_head_timeout = \"0s\"\n",
     ),
     ("server.idle_timeout", "[server]\nidle_timeout = \"2h\"\n"),
+    ("server.send_timeout", "[server]\nsend_timeout = \"0s\"\n"),
     (
         "server.http2_keep_alive_interval",
         "[server]\nhttp2_keep_alive_interval = \"0s\"\n",

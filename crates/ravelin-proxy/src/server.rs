@@ -4,7 +4,9 @@
 //! a few atomics the request path maintains (`ConnState`). It closes connections that have not
 //! delivered a first request head by `request_head_timeout` after accept, and connections with
 //! no request in flight for `idle_timeout`: gracefully first (HTTP/2 `GOAWAY`, HTTP/1.1 close),
-//! and for good if they are still open `CLOSE_GRACE` later with nothing in flight.
+//! and for good if they are still open `CLOSE_GRACE` later with nothing in flight. A connection
+//! whose socket has taken no byte for `send_timeout` while the server had bytes to write (a
+//! client that stopped reading) is dropped at once: nothing more can be written to it.
 
 use std::collections::HashMap;
 use std::fmt::Display;
@@ -72,6 +74,7 @@ pub struct ServerConfig {
     header_read_timeout: Duration,
     request_head_timeout: Duration,
     idle_timeout: Duration,
+    send_timeout: Duration,
     max_concurrent_streams: u32,
     http2_keep_alive_interval: Duration,
     http2_keep_alive_timeout: Duration,
@@ -130,6 +133,7 @@ impl Default for ServerConfig {
             header_read_timeout: Duration::from_secs(10),
             request_head_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
             max_concurrent_streams: 100,
             http2_keep_alive_interval: Duration::from_secs(20),
             http2_keep_alive_timeout: Duration::from_secs(20),
@@ -323,6 +327,19 @@ impl ServerConfig {
         self
     }
 
+    /// How long the connection's socket may take no byte while the server has bytes to write
+    /// (default 60 s as nginx's `send_timeout`, at most 1 h): a client that stops reading a
+    /// response (a zero TCP window) would otherwise hold its connection, its slots and the
+    /// upstream response behind it for as long as it likes. The connection is then dropped,
+    /// not closed gracefully (a close cannot be written either), between one and two
+    /// `send_timeout`s after the socket stopped taking bytes; counted as
+    /// `reason="send_timeout"`. An HTTP/2 stream the client stalls by flow control alone, its
+    /// connection still taking bytes, is not covered (as with nginx).
+    pub fn send_timeout(mut self, timeout: Duration) -> Self {
+        self.send_timeout = timeout;
+        self
+    }
+
     /// Concurrent HTTP/2 streams per connection (default 100, 1 to
     /// [`Self::MAX_CONCURRENT_STREAMS_LIMIT`]): the per-connection request bound.
     pub fn max_concurrent_streams(mut self, max: u32) -> Self {
@@ -416,6 +433,7 @@ impl ServerConfig {
             ("header_read_timeout", self.header_read_timeout),
             ("request_head_timeout", self.request_head_timeout),
             ("idle_timeout", self.idle_timeout),
+            ("send_timeout", self.send_timeout),
             ("http2_keep_alive_interval", self.http2_keep_alive_interval),
             ("http2_keep_alive_timeout", self.http2_keep_alive_timeout),
         ] {
@@ -455,6 +473,7 @@ impl ServerConfig {
         Timeouts {
             head: self.request_head_timeout,
             idle: self.idle_timeout,
+            send: self.send_timeout,
             grace: CLOSE_GRACE,
         }
     }
@@ -1118,8 +1137,9 @@ where
                 tls: None,
                 hold: Arc::clone(&open),
             };
+            let io = WatchedIo::new(stream, Arc::clone(&state));
             let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(io), service)
                 .into_owned();
             tasks.spawn(async move {
                 // Dropped on every exit, the shutdown abort included: frees the slots.
@@ -1154,8 +1174,9 @@ where
                         tls: Some(accepted.info),
                         hold: Arc::clone(&open),
                     };
+                    let io = WatchedIo::new(accepted.stream, Arc::clone(&state));
                     let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(accepted.stream), service)
+                        .serve_connection_with_upgrades(TokioIo::new(io), service)
                         .into_owned();
                     let reclaim = registered.as_ref().map(|r| &*r.entry);
                     let ended = supervise(connection, &state, timeouts, stopping, reclaim).await;
@@ -1327,10 +1348,13 @@ enum CloseReason {
     /// The TLS handshake did not complete (failed, timed out, or refused past the handshake
     /// bound); counted by outcome in `ravelin_tls_handshakes_total` too.
     Handshake,
+    /// The socket took no byte for `send_timeout` while there were bytes to write: a client
+    /// that stopped reading. Dropped, not closed gracefully.
+    SendTimeout,
 }
 
 impl CloseReason {
-    const ALL: [Self; 10] = [
+    const ALL: [Self; 11] = [
         Self::Completed,
         Self::HeadTimeout,
         Self::Idle,
@@ -1341,6 +1365,7 @@ impl CloseReason {
         Self::ShutdownForced,
         Self::Error,
         Self::Handshake,
+        Self::SendTimeout,
     ];
 
     fn as_str(self) -> &'static str {
@@ -1355,6 +1380,7 @@ impl CloseReason {
             Self::ShutdownForced => "shutdown_forced",
             Self::Error => "error",
             Self::Handshake => "tls_handshake",
+            Self::SendTimeout => "send_timeout",
         }
     }
 }
@@ -1423,6 +1449,9 @@ struct ConnState {
     in_flight: AtomicUsize,
     /// Milliseconds after `origin` at which the latest request ended.
     idle_since_ms: AtomicU64,
+    /// One more than the milliseconds after `origin` at which the socket stopped taking
+    /// writes; 0 while it takes them (see [`WatchedIo`]).
+    write_stalled_ms: AtomicU64,
 }
 
 /// A consistent reading of a [`ConnState`] at `now` (time since accept).
@@ -1432,6 +1461,8 @@ struct Snapshot {
     started: bool,
     in_flight: usize,
     idle_since: Duration,
+    /// Since when the socket has taken no write, if it is refusing them now.
+    write_stalled_since: Option<Duration>,
 }
 
 impl ConnState {
@@ -1442,6 +1473,20 @@ impl ConnState {
             http2: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle_since_ms: AtomicU64::new(0),
+            write_stalled_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Records whether the socket just refused a write (`Pending`) or took one.
+    fn note_write(&self, refused: bool) {
+        let stalled = self.write_stalled_ms.load(Ordering::Relaxed);
+        if refused {
+            if stalled == 0 {
+                let since = millis(self.origin.elapsed()).saturating_add(1);
+                self.write_stalled_ms.store(since, Ordering::Relaxed);
+            }
+        } else if stalled != 0 {
+            self.write_stalled_ms.store(0, Ordering::Relaxed);
         }
     }
 
@@ -1455,7 +1500,79 @@ impl ConnState {
             started: self.started.load(Ordering::Relaxed),
             in_flight,
             idle_since: Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed)),
+            write_stalled_since: match self.write_stalled_ms.load(Ordering::Relaxed) {
+                0 => None,
+                ms => Some(Duration::from_millis(ms.saturating_sub(1))),
+            },
         }
+    }
+}
+
+/// A connection's socket (TCP or TLS) that tells its [`ConnState`] when writes stop being
+/// taken and when they are taken again: the supervisor's `send_timeout` reads it. One relaxed
+/// atomic load per write; a clock read only when a write is refused.
+#[pin_project]
+struct WatchedIo<IO> {
+    #[pin]
+    io: IO,
+    state: Arc<ConnState>,
+}
+
+impl<IO> WatchedIo<IO> {
+    fn new(io: IO, state: Arc<ConnState>) -> Self {
+        Self { io, state }
+    }
+}
+
+impl<IO: tokio::io::AsyncRead> tokio::io::AsyncRead for WatchedIo<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_read(cx, buf)
+    }
+}
+
+impl<IO: tokio::io::AsyncWrite> tokio::io::AsyncWrite for WatchedIo<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let polled = this.io.poll_write(cx, buf);
+        this.state.note_write(polled.is_pending());
+        polled
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let polled = this.io.poll_write_vectored(cx, bufs);
+        this.state.note_write(polled.is_pending());
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let polled = this.io.poll_flush(cx);
+        this.state.note_write(polled.is_pending());
+        polled
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let polled = this.io.poll_shutdown(cx);
+        this.state.note_write(polled.is_pending());
+        polled
     }
 }
 
@@ -1498,6 +1615,7 @@ fn millis(duration: Duration) -> u64 {
 struct Timeouts {
     head: Duration,
     idle: Duration,
+    send: Duration,
     grace: Duration,
 }
 
@@ -1510,11 +1628,34 @@ enum Step {
     Close(CloseReason),
     /// Drop the connection: it was asked to close and has not, with nothing in flight.
     Drop,
+    /// Drop the connection now, without a graceful close (which could not be written).
+    Abort(CloseReason),
 }
 
 impl Timeouts {
     /// `closing_since`: when the connection was asked to close, if it was.
     fn step(&self, s: Snapshot, closing_since: Option<Duration>) -> Step {
+        // The socket has refused writes since `stalled`: past `send`, drop it whatever else
+        // holds (a request in flight, a graceful close under way); before, wake by then. A
+        // socket taking writes is looked at again within `send` at the latest, so a stall that
+        // begins meanwhile is seen within two `send`s of its start.
+        let look_again = match s.write_stalled_since {
+            Some(stalled) => {
+                let abort_at = stalled.saturating_add(self.send);
+                if s.now >= abort_at {
+                    return Step::Abort(CloseReason::SendTimeout);
+                }
+                abort_at
+            }
+            None => s.now.saturating_add(self.send),
+        };
+        match self.step_writable(s, closing_since) {
+            Step::WakeAt(when) => Step::WakeAt(when.min(look_again)),
+            other => other,
+        }
+    }
+
+    fn step_writable(&self, s: Snapshot, closing_since: Option<Duration>) -> Step {
         if let Some(since) = closing_since {
             let drop_at = since.saturating_add(self.grace);
             return match (s.in_flight, s.now >= drop_at) {
@@ -1581,7 +1722,7 @@ where
     let at = |since_origin: Duration| origin.checked_add(since_origin).unwrap_or(origin);
     let first = match timeouts.step(state.snapshot(), None) {
         Step::WakeAt(when) => at(when),
-        Step::Close(_) | Step::Drop => Instant::now(),
+        Step::Close(_) | Step::Drop | Step::Abort(_) => Instant::now(),
     };
     let timer = tokio::time::sleep_until(first);
     tokio::pin!(timer);
@@ -1642,6 +1783,7 @@ where
                         let reason = closing.map_or(CloseReason::Error, |(r, _)| r);
                         return (reason, None);
                     }
+                    Step::Abort(reason) => return (reason, None),
                 }
             }
         }
@@ -2121,6 +2263,7 @@ mod tests {
     const T: Timeouts = Timeouts {
         head: Duration::from_secs(10),
         idle: Duration::from_secs(60),
+        send: Duration::from_secs(60),
         grace: Duration::from_secs(1),
     };
 
@@ -2130,7 +2273,61 @@ mod tests {
             started,
             in_flight,
             idle_since: Duration::from_secs(idle_since),
+            write_stalled_since: None,
         }
+    }
+
+    fn stalled_since(mut snapshot: Snapshot, since: u64) -> Snapshot {
+        snapshot.write_stalled_since = Some(Duration::from_secs(since));
+        snapshot
+    }
+
+    #[test]
+    fn a_socket_refusing_writes_for_send_timeout_is_dropped_whatever_is_in_flight() {
+        let short_send = Timeouts {
+            send: Duration::from_secs(5),
+            ..T
+        };
+        // Wake within `send` whatever the state, so a stall is seen within two of them.
+        assert_eq!(short_send.step(at(10, true, 1, 0), None), wake(15));
+        assert_eq!(short_send.step(at(1, false, 0, 0), None), wake(6));
+        assert_eq!(short_send.step(at(70, true, 0, 65), None), wake(75));
+        // Stalled since 12 s: wake at 17 s, then drop.
+        assert_eq!(
+            short_send.step(stalled_since(at(13, true, 1, 0), 12), None),
+            wake(17)
+        );
+        assert_eq!(
+            short_send.step(stalled_since(at(17, true, 1, 0), 12), None),
+            Step::Abort(CloseReason::SendTimeout)
+        );
+        // Also while closing gracefully with a request in flight (never cut otherwise).
+        assert_eq!(
+            short_send.step(
+                stalled_since(at(30, true, 1, 0), 20),
+                Some(Duration::from_secs(25))
+            ),
+            Step::Abort(CloseReason::SendTimeout)
+        );
+        // A stall shorter than `send` changes nothing but the wake time.
+        assert_eq!(
+            T.step(stalled_since(at(70, true, 0, 65), 69), None),
+            wake(125)
+        );
+    }
+
+    #[test]
+    fn the_watched_socket_reports_refused_writes_until_one_is_taken() {
+        let state = ConnState::new();
+        assert_eq!(state.snapshot().write_stalled_since, None);
+        state.note_write(true);
+        let since = state.snapshot().write_stalled_since;
+        assert!(since.is_some());
+        // Later refusals keep the first time.
+        state.note_write(true);
+        assert_eq!(state.snapshot().write_stalled_since, since);
+        state.note_write(false);
+        assert_eq!(state.snapshot().write_stalled_since, None);
     }
 
     fn wake(secs: u64) -> Step {

@@ -36,10 +36,16 @@ const SHORT: Duration = Duration::from_millis(200);
 const LONG: Duration = Duration::from_secs(60);
 
 type TestBody = BoxBody<Bytes, Infallible>;
+
+/// `/big`'s length: far more than loopback's socket buffers hold, so a client that does not
+/// read stops the server's writes.
+const BIG_BODY: usize = 32 * 1024 * 1024;
+const BIG_CHUNK: usize = 256 * 1024;
 type Chunks = mpsc::Sender<Bytes>;
 
 /// A server with its own metrics recorder (so counts belong to this test alone) and a service
-/// that answers `/` with `ok` and `/stream` with a body the test writes through [`Chunks`].
+/// that answers `/` with `ok`, `/stream` with a body the test writes through [`Chunks`], and
+/// `/big` with [`BIG_BODY`] bytes at once.
 struct Harness {
     addr: SocketAddr,
     recorder: Arc<PrometheusRecorder>,
@@ -69,6 +75,13 @@ impl Harness {
                             .await
                             .map(|chunk| (Ok::<_, Infallible>(Frame::data(chunk)), rx))
                     });
+                    StreamBody::new(frames).boxed()
+                } else if request.uri().path() == "/big" {
+                    let chunk = Bytes::from(vec![b'x'; BIG_CHUNK]);
+                    let frames = futures_util::stream::iter(
+                        (0..BIG_BODY / BIG_CHUNK)
+                            .map(move |_| Ok::<_, Infallible>(Frame::data(chunk.clone()))),
+                    );
                     StreamBody::new(frames).boxed()
                 } else {
                     Full::new(Bytes::from_static(b"ok")).boxed()
@@ -567,4 +580,67 @@ async fn shutdown_closes_quiet_connections_without_waiting_for_the_deadline() {
         rendered.contains("ravelin_proxy_connections_active 0"),
         "{rendered}"
     );
+}
+
+/// A client that stops reading a response (its receive window full) is dropped `send_timeout`
+/// after the socket stopped taking bytes, freeing its slots; a client that reads, however
+/// slowly between reads, is not.
+///
+/// Before: nothing bounded it — the connection, its `max_connections` and per-IP slots and the
+/// response behind it were held for as long as the client kept the socket open.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_dropped_after_send_timeout() {
+    let proxy = Harness::start(ServerConfig::default().send_timeout(SHORT)).await;
+    let socket = TcpSocket::new_v4().unwrap();
+    // A small receive buffer: the server's writes stop sooner (the kernel rounds it up).
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(proxy.addr).await.unwrap();
+    stalled
+        .write_all(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    proxy.wait_closed("send_timeout", 1.0).await;
+    // The server is gone from the socket: reading now drains what was buffered, then ends.
+    let rest = tokio::time::timeout(BOUND, async {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0usize;
+        loop {
+            match stalled.read(&mut buf).await {
+                Ok(0) | Err(_) => return total,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await
+    .expect("the connection ends");
+    assert!(rest < BIG_BODY, "read {rest} bytes of a dropped response");
+    proxy.stop().await;
+
+    // Reading, with pauses: never dropped (the bound is long next to the pauses, so a slow
+    // machine cannot turn a pause into a stall).
+    let proxy = Harness::start(ServerConfig::default().send_timeout(Duration::from_secs(5))).await;
+    let mut reader = TcpStream::connect(proxy.addr).await.unwrap();
+    reader
+        .write_all(b"GET /big HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let total = tokio::time::timeout(BOUND, async {
+        let mut buf = vec![0u8; 1 << 16];
+        let (mut total, mut reads) = (0usize, 0u32);
+        loop {
+            match reader.read(&mut buf).await.unwrap() {
+                0 => return total,
+                n => total += n,
+            }
+            reads += 1;
+            if reads % 64 == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    })
+    .await
+    .expect("the whole response within the bound");
+    assert!(total > BIG_BODY, "{total} bytes: head and the whole body");
+    assert_eq!(proxy.closed("send_timeout"), 0.0);
+    proxy.stop().await;
 }
