@@ -319,6 +319,17 @@ pub(crate) enum Vary {
     Fields(Vec<HeaderName>),
 }
 
+/// Fields that carry the client's address, which a forwarding proxy behind the cache sets
+/// (ravelin-proxy's `Forward` appends them after the cache looked the request up; its ingress
+/// removes clients' own). A response that varies on one is per client, and the cache, which
+/// sees the field absent (or as a trusted proxy in front sent it), would select one client's
+/// variant for others. Such a response is treated as `Vary: *`.
+const CLIENT_ADDRESS_FIELDS: [HeaderName; 3] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-real-ip"),
+];
+
 pub(crate) fn vary(headers: &HeaderMap) -> Vary {
     let mut names: Vec<HeaderName> = Vec::new();
     for v in headers.get_all(header::VARY) {
@@ -332,6 +343,9 @@ pub(crate) fn vary(headers: &HeaderMap) -> Vary {
             let Ok(name) = HeaderName::from_bytes(member) else {
                 return Vary::Star;
             };
+            if CLIENT_ADDRESS_FIELDS.contains(&name) {
+                return Vary::Star;
+            }
             if !names.contains(&name) {
                 if names.len() == MAX_FIELD_NAMES {
                     return Vary::Star;
@@ -568,6 +582,18 @@ mod tests {
         }
         assert_eq!(vary(&map(&[("vary", ""), ("vary", "*")])), Vary::Star);
         assert_eq!(vary(&map(&[("vary", "foo, b@d")])), Vary::Star);
+        // Per-client fields the forwarding proxy sets after the cache: never shared.
+        for per_client in ["X-Forwarded-For", "accept, forwarded", "x-real-ip"] {
+            assert_eq!(
+                vary(&map(&[("vary", per_client)])),
+                Vary::Star,
+                "{per_client}"
+            );
+        }
+        assert_eq!(
+            vary(&map(&[("vary", "x-forwarded-proto")])),
+            Vary::Fields(vec![HeaderName::from_static("x-forwarded-proto")])
+        );
         let many = (0..40)
             .map(|i| format!("x-{i}"))
             .collect::<Vec<_>>()
