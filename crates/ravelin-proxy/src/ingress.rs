@@ -90,6 +90,10 @@ pub const X_BOT_SCORE: HeaderName = HeaderName::from_static("x-bot-score");
 pub const X_BOT_SCORE_REASONS: HeaderName = HeaderName::from_static("x-bot-score-reasons");
 /// The default request-id header.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `X-Original-URL`: the URL before a rewriting proxy in front changed it (IIS URL Rewrite).
+pub const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
+/// `X-Rewrite-URL`: as [`X_ORIGINAL_URL`], under the name some rewriters use.
+pub const X_REWRITE_URL: HeaderName = HeaderName::from_static("x-rewrite-url");
 
 // === impl IngressConfig ===
 
@@ -100,7 +104,7 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// | [`fold_case`](Self::fold_case) | `true` (policies on `/login` also cover `/LOGIN`) |
 /// | [`owned_header`](Self::owned_header) | `x-ravelin-skipped`, `x-bot-score`, `x-bot-score-reasons` |
 /// | [`trusted_proxies`](Self::trusted_proxies) | none: every peer is a client |
-/// | [`proxy_header`](Self::proxy_header) | none beyond `Forwarded`, `X-Forwarded-*`, `X-Real-IP` |
+/// | [`proxy_header`](Self::proxy_header) | `x-original-url`, `x-rewrite-url` (beyond `Forwarded`, `X-Forwarded-*`, `X-Real-IP`) |
 /// | [`request_id_header`](Self::request_id_header) | `x-request-id` |
 /// | [`max_headers`](Self::max_headers) | 100 (as [`ServerConfig`](crate::ServerConfig)) |
 /// | [`ja4_header`](Self::ja4_header) | none: no JA4 forwarded |
@@ -142,7 +146,10 @@ impl IngressConfig {
                 X_BOT_SCORE_REASONS,
             ],
             ja4_header: None,
-            proxy_only: Vec::new(),
+            // What a rewriting proxy in front says the URL was: IIS's URL Rewrite and
+            // frameworks that honour it (Symfony before 5, Zend) route by it, so a client's own
+            // would reach a path the edge's policies never saw under the one they keyed.
+            proxy_only: vec![X_ORIGINAL_URL, X_REWRITE_URL],
             trusted: Vec::new(),
             request_id: X_REQUEST_ID,
             max_headers: Self::DEFAULT_MAX_HEADERS,
@@ -975,6 +982,8 @@ mod tests {
             ("x-forwarded-prefix", "/admin"),
             ("x-real-ip", "1.2.3.4"),
             ("x-request-id", "chosen"),
+            ("x-original-url", "/admin"),
+            ("x-rewrite-url", "/admin"),
             ("x-bot-score", "99"),
             ("x-bot-score-reasons", "none"),
             ("x-ravelin-skipped", "botscore"),
@@ -1010,8 +1019,10 @@ mod tests {
                     "x-forwarded-prefix",
                     "x-forwarded-proto",
                     "x-kept",
+                    "x-original-url",
                     "x-real-ip",
                     "x-request-id",
+                    "x-rewrite-url",
                 ],
                 "{peer}"
             );
