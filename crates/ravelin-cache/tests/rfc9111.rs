@@ -1322,6 +1322,45 @@ async fn s4_3_5_head_response_freshens_a_stored_get() {
     assert_eq!(get.text(), "x");
 }
 
+/// §3.5 with §4.3.5: the answer to a HEAD with `Authorization` may describe the user's own
+/// representation; merged into the shared stored GET, its fields would be served to everyone.
+/// Such a HEAD neither freshens nor evicts the stored response.
+#[tokio::test]
+async fn s3_5_a_head_with_authorization_does_not_freshen_the_shared_entry() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[
+            ("cache-control", "max-age=2"),
+            ("etag", "\"e\""),
+            ("template-a", "1"),
+        ],
+        "x",
+    )));
+    h.get("/a").await;
+    h.advance(5);
+    h.origin.set(|seen| {
+        let who = if seen.method == http::Method::HEAD {
+            "user-7"
+        } else {
+            "2"
+        };
+        Reply::ok(
+            &[
+                ("cache-control", "max-age=1000"),
+                ("etag", "\"e\""),
+                ("template-a", who),
+            ],
+            "",
+        )
+    });
+    let head = h
+        .request("HEAD", "/a", &[("authorization", "Bearer user-7")])
+        .await;
+    assert_eq!(head.header("template-a"), Some("user-7"));
+    let get = h.get("/a").await;
+    assert!(!get.hit(), "still stale: {}", get.cache_status());
+    assert_eq!(get.header("template-a"), Some("2"));
+}
+
 // === §4.4 Invalidation ===
 
 #[tokio::test]

@@ -184,7 +184,13 @@ impl Engine {
             return Plan::Pass(Pass {
                 status: CacheStatus::fwd(fwd),
                 invalidate: None,
-                head_of: if head { candidate } else { None },
+                // §3.5: the answer to a HEAD with `Authorization` may be the user's own; it
+                // neither freshens nor evicts the shared stored GET.
+                head_of: if head && !headers.contains_key(&HDR_AUTHORIZATION) {
+                    candidate
+                } else {
+                    None
+                },
                 post: false,
                 credentials: has_credentials(headers),
             });
