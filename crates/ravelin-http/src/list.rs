@@ -12,16 +12,37 @@
 //! let pairs: Vec<&[u8]> = split_quoted(br#"for="[2001:db8::1];x";proto=https"#, b';').collect();
 //! assert_eq!(pairs, [&br#"for="[2001:db8::1];x""#[..], b"proto=https"]);
 //! ```
+//!
+//! A quoted-string that is never closed runs to the end of the value, commas and all: a list
+//! that ends inside one is malformed, and a reader that trusts some of its members (the hops of
+//! a `Forwarded` chain) must not believe what it would read there. [`SplitQuoted::unterminated`]
+//! and [`has_unterminated_quote`] tell; [`is_parameter_list`] checks a member's `;` parameters.
+//!
+//! ```
+//! use ravelin_http::list::{has_unterminated_quote, is_parameter_list, split_quoted};
+//!
+//! // A client wrote `for=9.9.9.9;x="`, a proxy appended `, for=203.0.113.7` to the same line.
+//! let value = br#"for=9.9.9.9;x=", for=203.0.113.7"#;
+//! let mut elements = split_quoted(value, b',');
+//! assert_eq!(elements.next(), Some(&value[..]));
+//! assert!(elements.unterminated());
+//! assert!(has_unterminated_quote(value));
+//! assert!(!is_parameter_list(value));
+//! assert!(is_parameter_list(br#"for="[2001:db8::1]:80";proto=https"#));
+//! ```
 
 /// Splits `value` at every `delimiter` byte outside a quoted-string, keeping each piece as it is
 /// (untrimmed, empty pieces included): pieces joined with `delimiter` give `value` back.
 ///
 /// Inside a quoted-string a backslash escapes the next byte (§5.6.4 `quoted-pair`); an
-/// unterminated quoted-string runs to the end. Allocation-free.
+/// unterminated quoted-string runs to the end of `value` and so ends the last piece, which
+/// [`SplitQuoted::unterminated`] then reports: the pieces are the same either way, and a caller
+/// that must not read a malformed value asks. Allocation-free.
 pub fn split_quoted(value: &[u8], delimiter: u8) -> SplitQuoted<'_> {
     SplitQuoted {
         rest: Some(value),
         delimiter,
+        unterminated: false,
     }
 }
 
@@ -30,6 +51,17 @@ pub fn split_quoted(value: &[u8], delimiter: u8) -> SplitQuoted<'_> {
 pub struct SplitQuoted<'a> {
     rest: Option<&'a [u8]>,
     delimiter: u8,
+    unterminated: bool,
+}
+
+impl SplitQuoted<'_> {
+    /// Whether the last piece returned so far ends inside a quoted-string that was never closed
+    /// (or in the middle of its `quoted-pair`): the value is malformed, and that piece swallowed
+    /// every delimiter after the opening quote. Only the last piece of a value can; `false`
+    /// before it has been returned.
+    pub fn unterminated(&self) -> bool {
+        self.unterminated
+    }
 }
 
 impl<'a> Iterator for SplitQuoted<'a> {
@@ -52,8 +84,79 @@ impl<'a> Iterator for SplitQuoted<'a> {
             }
         }
         self.rest = None;
+        // A quoted-pair is only read inside quotes, so `escaped` implies `quoted`.
+        self.unterminated = quoted;
         Some(rest)
     }
+}
+
+/// Whether `value` ends inside a quoted-string that was never closed (see
+/// [`SplitQuoted::unterminated`]). Escapes are read as [`split_quoted`] reads them: a backslash
+/// escapes only within quotes.
+pub fn has_unterminated_quote(value: &[u8]) -> bool {
+    // Quoting is tracked across pieces whatever the delimiter; `"` itself never splits (it
+    // opens or closes a quoted-string first), so this is one pass and one piece.
+    let mut pieces = split_quoted(value, b'"');
+    pieces.by_ref().for_each(drop);
+    pieces.unterminated()
+}
+
+/// Whether `bytes` is exactly one §5.6.4 `quoted-string`: `"`, `qdtext` and `quoted-pair`s, and
+/// the closing `"` as the last byte (`obs-text`, bytes from 0x80, is allowed as the grammar
+/// allows it).
+pub fn is_quoted_string(bytes: &[u8]) -> bool {
+    let Some(inner) = bytes.strip_prefix(b"\"") else {
+        return false;
+    };
+    // `qdtext` and the escaped byte of a `quoted-pair` are the same set, but for `"` and `\`,
+    // which only a quoted-pair carries.
+    let text = |b: u8| b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80;
+    let mut escaped = false;
+    let mut bytes = inner.iter();
+    while let Some(&b) = bytes.next() {
+        if escaped {
+            if !text(b) {
+                return false;
+            }
+            escaped = false;
+        } else if b == b'\\' {
+            escaped = true;
+        } else if b == b'"' {
+            // The closing quote must end it.
+            return bytes.next().is_none();
+        } else if !text(b) {
+            return false;
+        }
+    }
+    false
+}
+
+/// Whether `member` is a well-formed sequence of `;`-separated parameters, each
+/// `token=token` or `token=quoted-string` (§5.6.6, RFC 7239 §4 `forwarded-pair`): pieces are
+/// split outside quoted-strings and trimmed of optional whitespace, and empty pieces are allowed
+/// (`forwarded-element = [ forwarded-pair ] *( ";" [ forwarded-pair ] )`); no whitespace around
+/// `=`. An unterminated quoted-string, a bare token, a value that is neither a token nor one
+/// quoted-string: `false`. The empty member is `true` (it has no parameters).
+pub fn is_parameter_list(member: &[u8]) -> bool {
+    split_quoted(member, b';').all(|pair| {
+        let pair = trim_ows(pair);
+        pair.is_empty() || is_parameter(pair)
+    })
+}
+
+/// `token "=" ( token / quoted-string )`, nothing around.
+fn is_parameter(pair: &[u8]) -> bool {
+    let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+        return false;
+    };
+    let (Some(name), Some(value)) = (pair.get(..eq), pair.get(eq.saturating_add(1)..)) else {
+        return false;
+    };
+    is_token(name) && (is_token(value) || is_quoted_string(value))
+}
+
+fn is_token(bytes: &[u8]) -> bool {
+    !bytes.is_empty() && bytes.iter().all(|&b| crate::is_tchar(b))
 }
 
 /// The members of a comma-separated list field value: split at commas outside quoted-strings,
@@ -108,6 +211,88 @@ mod tests {
         assert_eq!(members(r#"a="\\", b"#), [r#"a="\\""#, "b"]);
         // Unterminated: the rest is one member.
         assert_eq!(members(r#"a, "b, c"#), ["a", r#""b, c"#]);
+    }
+
+    #[test]
+    fn unterminated_quotes_are_reported() {
+        // The attack value: a client's open quote swallows the element a proxy appended.
+        let value = br#"for=9.9.9.9;x=", for=203.0.113.7"#;
+        let mut pieces = split_quoted(value, b',');
+        assert!(!pieces.unterminated(), "nothing returned yet");
+        assert_eq!(pieces.next(), Some(&value[..]));
+        assert!(pieces.unterminated());
+        assert_eq!(pieces.next(), None);
+        assert!(pieces.unterminated());
+        assert!(has_unterminated_quote(value));
+        // Only the last piece can be the unterminated one.
+        let mut pieces = split_quoted(br#"a, "b, c"#, b',');
+        assert_eq!(pieces.next(), Some(&b"a"[..]));
+        assert!(!pieces.unterminated());
+        assert_eq!(pieces.next(), Some(&br#" "b, c"#[..]));
+        assert!(pieces.unterminated());
+        // A backslash escaping the closing quote leaves it open; one outside quotes does not.
+        assert!(has_unterminated_quote(br#"a="b\""#));
+        assert!(has_unterminated_quote(br#"a="b\"#));
+        assert!(!has_unterminated_quote(br#"a="b\\""#));
+        assert!(!has_unterminated_quote(br#"a\, b"#));
+        for balanced in [&b""[..], b"a, b", br#""", "a,b""#, br#"x="\"", y"#] {
+            assert!(!has_unterminated_quote(balanced));
+            let mut pieces = split_quoted(balanced, b',');
+            pieces.by_ref().for_each(drop);
+            assert!(!pieces.unterminated());
+        }
+    }
+
+    #[test]
+    fn quoted_strings_and_parameters() {
+        for ok in [
+            &br#""""#[..],
+            br#""a""#,
+            br#""a\"b""#,
+            b"\"\t \x80\"",
+            br#""\\""#,
+        ] {
+            assert!(is_quoted_string(ok), "{:?}", ok);
+        }
+        for bad in [
+            &b""[..],
+            b"a",
+            br#"""#,
+            br#""a"#,
+            br#""a\""#,
+            br#""a"b""#,
+            br#""a""#.as_slice().strip_suffix(b"\"").unwrap_or_default(),
+            b"\"\x01\"",
+            b"\"\x7f\"",
+            b"\"a\\\x00\"",
+        ] {
+            assert!(!is_quoted_string(bad), "{:?}", bad);
+        }
+        for ok in [
+            &b""[..],
+            b"for=192.0.2.1",
+            br#"for="[2001:db8::1]:80";proto=https;by=_x"#,
+            br#"for="a;b,c";host="x\"y""#,
+            b"for=1.2.3.4 ; proto=http;",
+            b";;",
+            b" ",
+        ] {
+            assert!(is_parameter_list(ok), "{:?}", ok);
+        }
+        for bad in [
+            &br#"for=9.9.9.9;x=""#[..],
+            br#"for=9.9.9.9;x=", for=203.0.113.7"#,
+            b"for=1.2.3.4;secure",
+            b"for = 1.2.3.4",
+            b"for=[2001:db8::1]",
+            b"=x",
+            b"for=",
+            br#"for="a"b"#,
+            br#"for="a""b""#,
+            b"for=a=b",
+        ] {
+            assert!(!is_parameter_list(bad), "{:?}", bad);
+        }
     }
 
     #[test]
@@ -175,6 +360,45 @@ mod tests {
             let got: Vec<&[u8]> = split_list(value.as_bytes()).collect();
             let want: Vec<&[u8]> = list.iter().map(|m| m.as_bytes()).collect();
             prop_assert_eq!(got, want, "{:?}", value);
+        }
+
+        /// Well-formed members never read as unterminated, in any piece, and their `name=value`
+        /// parameters are parameter lists.
+        #[test]
+        fn well_formed_lists_are_terminated(list in proptest::collection::vec(member(), 0..8)) {
+            let value = list.join(", ");
+            prop_assert!(!has_unterminated_quote(value.as_bytes()), "{:?}", value);
+            let mut pieces = split_quoted(value.as_bytes(), b',');
+            while pieces.next().is_some() {
+                prop_assert!(!pieces.unterminated(), "{:?}", value);
+            }
+            for m in &list {
+                // `name="quoted"` (a token has no `=`, a bare quoted-string starts with `"`).
+                if !m.starts_with('"') && m.contains('=') {
+                    prop_assert!(is_parameter_list(m.as_bytes()), "{:?}", m);
+                }
+            }
+        }
+
+        /// A value with an open quote (well-formed members, then `"` and anything without a
+        /// quote or backslash) is reported, its last piece holds everything after the quote,
+        /// and no parameter list contains it.
+        #[test]
+        fn an_open_quote_is_reported(
+            list in proptest::collection::vec(member(), 0..4),
+            tail in "[^\"\\\\]{0,20}",
+        ) {
+            let value = format!("{}\"{tail}", list.join(", "));
+            prop_assert!(has_unterminated_quote(value.as_bytes()), "{:?}", value);
+            let mut pieces = split_quoted(value.as_bytes(), b',');
+            let mut last = None;
+            for piece in pieces.by_ref() {
+                last = Some(piece);
+            }
+            prop_assert!(pieces.unterminated());
+            let last = last.unwrap_or_default();
+            prop_assert!(last.ends_with(format!("\"{tail}").as_bytes()), "{:?}", value);
+            prop_assert!(!is_parameter_list(last));
         }
 
         /// For any bytes: the pieces join back to the input, and never panic.

@@ -11,6 +11,9 @@
 //! 3. stops at an entry it cannot parse (`unknown`, an obfuscated identifier, garbage), or after
 //!    [`MAX_HOPS`] entries, and then uses the last trusted hop it walked through: a proxy we trust
 //!    said it could not tell, and anything further left was written by someone we do not trust.
+//!    A malformed `Forwarded` element is such an entry: one with an unterminated quoted-string
+//!    (which swallows every element a proxy appended after it on the same line) or a pair that is
+//!    not `token=token` / `token=quoted-string`.
 //!
 //! IPv4-mapped IPv6 addresses count as IPv4; IPv6 clients are grouped by prefix (a /64 by
 //! default, one subscriber's allocation) so that one host cannot mint fresh keys from its own
@@ -22,7 +25,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use http::HeaderMap;
 use http::header::{FORWARDED, HeaderName};
 use ipnet::IpNet;
-use ravelin_http::list::split_quoted;
+use ravelin_http::list::{is_parameter_list, split_quoted};
 use ravelin_http::trim_ows as trim;
 
 /// The most forwarding-header entries examined per request.
@@ -164,7 +167,9 @@ fn x_forwarded_for_rev<'h>(
 }
 
 /// The `for=` values of every `Forwarded` element, right to left; `None` for an element without
-/// a usable `for` (missing, `unknown`, obfuscated, malformed).
+/// a usable `for` (missing, `unknown`, obfuscated, malformed — an unterminated quote included:
+/// it runs to the end of its line, so it is that line's last element and nothing left of it is
+/// read).
 ///
 /// Elements split only left to right (commas may be quoted), so this keeps the *rightmost*
 /// [`MAX_HOPS`] of them: those appended by our proxies. Keeping the leftmost ones instead would
@@ -192,10 +197,15 @@ fn single(headers: &HeaderMap, name: &HeaderName) -> Option<IpAddr> {
     parse_node(trim(value.as_bytes()))
 }
 
-/// The address in a `Forwarded` element's `for` parameter (RFC 7239 §4, §6).
+/// The address in a `Forwarded` element's `for` parameter (RFC 7239 §4, §6); `None` as well for
+/// a malformed element, whatever its `for` says: an unterminated quoted-string or a pair that is
+/// not `token=token` / `token=quoted-string` means the element boundaries cannot be believed.
 fn forwarded_element_for(element: &[u8]) -> Option<IpAddr> {
+    if !is_parameter_list(element) {
+        return None;
+    }
     let mut found = None;
-    // `token=value` pairs, split at `;` outside quotes.
+    // `token=value` pairs, split at `;` outside quotes (all well-formed, empty ones skipped).
     for pair in split_quoted(element, b';') {
         let pair = trim(pair);
         if let Some(eq) = pair.iter().position(|&b| b == b'=') {
@@ -402,6 +412,84 @@ mod tests {
     }
 
     #[test]
+    fn forwarded_unterminated_quote_cannot_choose_the_client() {
+        let r = resolver(&["10.0.0.0/8"], ForwardedHeader::Forwarded);
+        // The client sent `Forwarded: for=9.9.9.9;x="`; the trusted proxy appended its element to
+        // the same line. The open quote swallows it: one element, malformed, so the walk stops
+        // at the trusted peer instead of reading the client's `for`.
+        let h = headers(&[("forwarded", r#"for=9.9.9.9;x=", for=203.0.113.7"#)]);
+        assert_eq!(r.resolve(peer("10.0.0.1"), &h), Some(ip("10.0.0.1")));
+        assert_eq!(
+            parse_forwarded(br#"for=9.9.9.9;x=", for=203.0.113.7"#),
+            vec![None]
+        );
+        // Behind a trusted hop that appended correctly, the walk stops at that hop.
+        let h = headers(&[(
+            "forwarded",
+            r#"for=9.9.9.9;x=", for=203.0.113.7, for=10.0.0.3"#,
+        )]);
+        assert_eq!(r.resolve(peer("10.0.0.1"), &h), Some(ip("10.0.0.1")));
+        // The proxy appended a field line of its own: that line is read, the client's is not.
+        let h = headers(&[
+            ("forwarded", r#"for=9.9.9.9;x=""#),
+            ("forwarded", "for=203.0.113.7"),
+        ]);
+        assert_eq!(r.resolve(peer("10.0.0.1"), &h), Some(ip("203.0.113.7")));
+        // A trusted hop then the malformed element: the last trusted hop walked through.
+        let h = headers(&[
+            ("forwarded", r#"for=9.9.9.9;x=""#),
+            ("forwarded", "for=10.0.0.3"),
+        ]);
+        assert_eq!(r.resolve(peer("10.0.0.1"), &h), Some(ip("10.0.0.3")));
+        // An escaped closing quote leaves the string open too.
+        let h = headers(&[("forwarded", r#"for=9.9.9.9;x="\", for=203.0.113.7"#)]);
+        assert_eq!(r.resolve(peer("10.0.0.1"), &h), Some(ip("10.0.0.1")));
+    }
+
+    #[test]
+    fn forwarded_invalid_pairs_make_the_element_unparseable() {
+        let r = resolver(&["10.0.0.0/8"], ForwardedHeader::Forwarded);
+        for element in [
+            "for=9.9.9.9;secure",
+            "for = 9.9.9.9",
+            r#"for=9.9.9.9;x="a"b"#,
+            "for=9.9.9.9;=x",
+            "for=9.9.9.9;x=a=b",
+        ] {
+            assert_eq!(parse_forwarded(element.as_bytes()), vec![None], "{element}");
+            // Right of it the walk reads on; at it, it stops at the last trusted hop.
+            let line = format!("for=6.6.6.6, {element}, for=10.0.0.3");
+            let h = headers(&[("forwarded", &line)]);
+            assert_eq!(
+                r.resolve(peer("10.0.0.1"), &h),
+                Some(ip("10.0.0.3")),
+                "{line}"
+            );
+            let line = format!("for=6.6.6.6, {element}, for=203.0.113.7");
+            let h = headers(&[("forwarded", &line)]);
+            assert_eq!(
+                r.resolve(peer("10.0.0.1"), &h),
+                Some(ip("203.0.113.7")),
+                "{line}"
+            );
+        }
+        // Well-formed oddities stay readable: empty pairs, OWS around `;`, quoted values
+        // holding `;` and `,`, other parameters before `for`.
+        for (element, want) in [
+            ("for=192.0.2.1;", "192.0.2.1"),
+            (";for=192.0.2.1", "192.0.2.1"),
+            ("proto=https ; for=192.0.2.1", "192.0.2.1"),
+            (r#"host="a;b,c";for="192.0.2.1:80""#, "192.0.2.1"),
+        ] {
+            assert_eq!(
+                parse_forwarded(element.as_bytes()),
+                vec![Some(ip(want))],
+                "{element}"
+            );
+        }
+    }
+
+    #[test]
     fn single_header() {
         let r = resolver(
             &["10.0.0.0/8"],
@@ -485,6 +573,45 @@ mod tests {
             h.insert("x-forwarded-for", value);
             prop_assert_eq!(r.resolve(peer("198.51.100.1"), &h), Some(ip("198.51.100.1")));
             prop_assert_eq!(r.resolve(peer("10.0.0.1"), &h), Some(IpAddr::V4(real)));
+        }
+
+        /// An element with an open quote, sent by the client and followed by any elements a
+        /// proxy appends on the same line, never yields a `for` from it or from its left: the
+        /// client is the trusted peer, or a trusted hop on a later line.
+        #[test]
+        fn an_open_quote_never_yields_a_for(
+            left in prop::collection::vec(any::<[u8; 4]>(), 0..4),
+            spoofed in any::<[u8; 4]>(),
+            before_quote in "[a-z]{1,5}=",
+            inside in "[ !#-\\[\\]-~]{0,12}",
+            appended in prop::collection::vec(any::<[u8; 4]>(), 0..4),
+            next_line in prop::option::of(0u8..=255),
+        ) {
+            let r = resolver(&["10.0.0.0/8"], ForwardedHeader::Forwarded);
+            let mut line: Vec<String> =
+                left.iter().map(|a| format!("for={}", Ipv4Addr::from(*a))).collect();
+            line.push(format!(
+                "for={};{before_quote}\"{inside}",
+                Ipv4Addr::from(spoofed)
+            ));
+            let mut value = line.join(", ");
+            for a in &appended {
+                value.push_str(&format!(", for={}", Ipv4Addr::from(*a)));
+            }
+            prop_assert!(ravelin_http::list::has_unterminated_quote(value.as_bytes()));
+            let parsed = parse_forwarded(value.as_bytes());
+            prop_assert_eq!(parsed.last(), Some(&None), "{:?}", value);
+            let mut h = headers(&[("forwarded", &value)]);
+            let want = match next_line {
+                Some(last) => {
+                    // A line the trusted proxy added: read on its own.
+                    let real = Ipv4Addr::new(10, 0, 9, last);
+                    h.append("forwarded", HeaderValue::from_str(&format!("for={real}")).unwrap());
+                    IpAddr::V4(real)
+                }
+                None => ip("10.0.0.1"),
+            };
+            prop_assert_eq!(r.resolve(peer("10.0.0.1"), &h), Some(want), "{:?}", value);
         }
 
         #[test]
