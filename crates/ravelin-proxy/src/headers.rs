@@ -229,6 +229,14 @@ fn owned_value(text: String) -> Option<HeaderValue> {
 /// Lists are written as one field line (several lines are equivalent, RFC 9110 §5.3, but some
 /// origins read only the first); existing lines that are not visible ASCII are dropped.
 ///
+/// A malformed `Forwarded` element (an unterminated quoted-string, or a pair that is not
+/// `token=token` / `token=quoted-string`) is dropped with everything left of it, lines before
+/// included; the well-formed elements right of it are kept as they are. Kept in front of the
+/// element appended here, an open quote would swallow it and every real hop, and the next
+/// reader would take the `for` a client wrote; a reader walking right to left stops at such an
+/// element anyway, so what is dropped was never believed. A well-formed list is kept byte for
+/// byte.
+///
 /// Whether the existing entries can be believed is decided before this runs: the ingress stage
 /// removes `Forwarded` and `X-Forwarded-*` from peers that are not trusted proxies.
 pub fn add_forwarded(
@@ -388,14 +396,20 @@ fn append_to_list(
             }
         }
         Entry::Occupied(mut slot) => {
+            // A `Forwarded` list keeps only what is right of its last malformed element.
+            let cut = if *name == header::FORWARDED {
+                last_malformed_forwarded(list_members(slot.iter()))
+            } else {
+                None
+            };
             // Sized exactly, so the list is allocated once and becomes the value without a
             // copy; the new value replaces every line of the field.
-            let len = list_members(slot.iter())
+            let len = kept_members(slot.iter(), cut)
                 .map(|text| text.len() + 2)
                 .sum::<usize>();
             let item = item.as_ref();
             let mut joined = String::with_capacity(len + item.len());
-            for text in list_members(slot.iter()) {
+            for text in kept_members(slot.iter(), cut) {
                 joined.push_str(text);
                 joined.push_str(", ");
             }
@@ -405,6 +419,46 @@ fn append_to_list(
             }
         }
     }
+}
+
+/// Where the elements right of the last malformed `Forwarded` element start: the index of its
+/// line among `lines` (a `Forwarded` field's, in order) and the byte offset in that line past
+/// its comma. Malformed: an unterminated quoted-string (it runs to the end of its line) or a
+/// pair that is not `token=token` / `token=quoted-string`. `None` when every element is
+/// well-formed.
+fn last_malformed_forwarded<'a>(lines: impl Iterator<Item = &'a str>) -> Option<(usize, usize)> {
+    let mut cut = None;
+    for (index, line) in lines.enumerate() {
+        let mut at = 0usize;
+        for element in ravelin_http::list::split_quoted(line.as_bytes(), b',') {
+            // Past this element and its comma (a piece is followed by one unless it is last).
+            at = at.saturating_add(element.len()).saturating_add(1);
+            if !ravelin_http::list::is_parameter_list(ravelin_http::trim_ows(element)) {
+                cut = Some((index, at));
+            }
+        }
+    }
+    cut
+}
+
+/// The [`list_members`] of `values` to keep in front of an appended item: all of them without a
+/// `cut` (allocation-free, as before); with one (from [`last_malformed_forwarded`]), none of
+/// the lines before it, the rest of its line after the offset (trimmed, left out when empty),
+/// and every later line as it is.
+fn kept_members<'a>(
+    values: impl Iterator<Item = &'a HeaderValue>,
+    cut: Option<(usize, usize)>,
+) -> impl Iterator<Item = &'a str> {
+    list_members(values)
+        .enumerate()
+        .filter_map(move |(index, text)| match cut {
+            Some((line, _)) if index < line => None,
+            // Splits are at ASCII commas, so `at` is a character boundary (or past the end).
+            Some((line, at)) if index == line => {
+                Some(text.get(at..).unwrap_or_default().trim()).filter(|rest| !rest.is_empty())
+            }
+            _ => Some(text),
+        })
 }
 
 /// A field's lines as trimmed text, empty and non-text lines left out.
@@ -650,7 +704,177 @@ mod tests {
         );
     }
 
+    /// The `Forwarded` field after the edge appended its element for a peer `10.0.0.1` over http.
+    fn forwarded_after_edge(lines: &[&str]) -> String {
+        let mut h = HeaderMap::new();
+        for line in lines {
+            h.append(header::FORWARDED, HeaderValue::from_str(line).unwrap());
+        }
+        add_forwarded(&mut h, Some("10.0.0.1".parse().unwrap()), "http", None);
+        let all: Vec<&HeaderValue> = h.get_all(header::FORWARDED).iter().collect();
+        assert_eq!(all.len(), 1, "one line");
+        all[0].to_str().unwrap().to_owned()
+    }
+
+    /// The elements of a `Forwarded` value as the rate limiter splits them, with whether each is
+    /// well-formed, and whether the value ends inside an open quote.
+    fn forwarded_elements(value: &str) -> (Vec<(&str, bool)>, bool) {
+        let mut pieces = ravelin_http::list::split_quoted(value.as_bytes(), b',');
+        let elements = pieces
+            .by_ref()
+            .map(|e| {
+                let e = std::str::from_utf8(ravelin_http::trim_ows(e)).unwrap();
+                (e, ravelin_http::list::is_parameter_list(e.as_bytes()))
+            })
+            .collect();
+        (elements, pieces.unterminated())
+    }
+
+    #[test]
+    fn a_malformed_forwarded_value_cannot_swallow_the_edge_element() {
+        // The client sent `for=9.9.9.9;x="`, the trusted proxy appended on the same line.
+        // Kept in front, the open quote would swallow the edge's element and every real hop.
+        let out = forwarded_after_edge(&[r#"for=9.9.9.9;x=", for=203.0.113.7"#]);
+        assert_eq!(out, "for=10.0.0.1;proto=http");
+        // A malformed line drops the lines before it too: they are left of it.
+        let out = forwarded_after_edge(&[
+            "for=6.6.6.6",
+            r#"for=9.9.9.9;x=", for=203.0.113.7"#,
+            "for=198.51.100.2;proto=https",
+        ]);
+        assert_eq!(out, "for=198.51.100.2;proto=https, for=10.0.0.1;proto=http");
+        // Elements right of a malformed (but closed) element stay, as they were.
+        let out =
+            forwarded_after_edge(&["for=6.6.6.6, for=9.9.9.9;secure ,  for=203.0.113.7;by=x"]);
+        assert_eq!(out, "for=203.0.113.7;by=x, for=10.0.0.1;proto=http");
+        for bad in [
+            "for=9.9.9.9;x=\"",
+            r#"for=9.9.9.9;x="\""#,
+            "for = 9.9.9.9",
+            "for=[2001:db8::1]",
+            r#"for="a"b"#,
+        ] {
+            assert_eq!(
+                forwarded_after_edge(&["for=203.0.113.1", bad]),
+                "for=10.0.0.1;proto=http",
+                "{bad}"
+            );
+            let out = forwarded_after_edge(&[bad]);
+            let (elements, open) = forwarded_elements(&out);
+            assert!(!open);
+            assert_eq!(elements, [("for=10.0.0.1;proto=http", true)]);
+        }
+        // Well-formed values, odd but valid ones included, are kept byte for byte.
+        for good in [
+            r#"for="[2001:db8::1]:80";proto=https, for=_hidden"#,
+            r#"for=192.0.2.1;host="a,b;\"c", , for=unknown;"#,
+            "proto=https ; for=192.0.2.1,for=192.0.2.2",
+        ] {
+            assert_eq!(
+                forwarded_after_edge(&[good]),
+                format!("{good}, for=10.0.0.1;proto=http")
+            );
+        }
+        // X-Forwarded-For is not a Forwarded list: its lines are kept as they are.
+        let mut h = map(&[("x-forwarded-for", r#"9.9.9.9;x=""#)]);
+        add_forwarded(&mut h, Some("10.0.0.1".parse().unwrap()), "http", None);
+        assert_eq!(
+            h.get("x-forwarded-for").unwrap(),
+            r#"9.9.9.9;x=", 10.0.0.1"#
+        );
+    }
+
+    /// One well-formed RFC 7239 element: `for`, `by`, `proto` or `host` pairs with token or
+    /// quoted values (escapes included), possibly none.
+    fn well_formed_element() -> impl Strategy<Value = String> {
+        let value = prop_oneof![
+            "[A-Za-z0-9._-]{1,10}".prop_map(|s: String| s),
+            proptest::collection::vec(
+                prop_oneof![
+                    "[ !#-\\[\\]-~]{1,4}".prop_map(|s: String| s),
+                    Just("\\\"".to_owned()),
+                    Just("\\\\".to_owned()),
+                ],
+                0..4,
+            )
+            .prop_map(|parts| format!("\"{}\"", parts.concat())),
+        ];
+        proptest::collection::vec(
+            (
+                prop::sample::select(vec!["for", "by", "proto", "host"]),
+                value,
+            ),
+            0..4,
+        )
+        .prop_map(|pairs| {
+            pairs
+                .into_iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(";")
+        })
+    }
+
     proptest! {
+        /// Trusted well-formed `Forwarded` lines are kept byte for byte (trimmed, joined with
+        /// `, `) in front of the edge's element.
+        #[test]
+        fn well_formed_forwarded_lines_are_kept(
+            lines in proptest::collection::vec(
+                proptest::collection::vec(well_formed_element(), 1..4),
+                1..3,
+            ),
+        ) {
+            let lines: Vec<String> = lines.iter().map(|l| l.join(", ")).collect();
+            let kept: Vec<&str> =
+                lines.iter().map(|l| l.trim()).filter(|l| !l.is_empty()).collect();
+            let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+            let out = forwarded_after_edge(&refs);
+            let mut want = kept.join(", ");
+            if !want.is_empty() {
+                want.push_str(", ");
+            }
+            want.push_str("for=10.0.0.1;proto=http");
+            prop_assert_eq!(out, want);
+        }
+
+        /// A trusted line holding an open quote (well-formed elements, then `for=<spoofed>`
+        /// with a pair whose quote never closes, then whatever a proxy appended) never leaves a
+        /// `for` from inside or left of it: the value the edge sends is well-formed, ends with
+        /// the edge's element, and holds only the elements of later lines before it.
+        #[test]
+        fn an_open_quote_never_reaches_the_next_hop(
+            left in proptest::collection::vec(well_formed_element(), 0..3),
+            inside in "[ !#-\\[\\]-~]{0,16}",
+            later in proptest::collection::vec(well_formed_element(), 0..3),
+            earlier_line in proptest::option::of(well_formed_element()),
+        ) {
+            let mut line = left.join(", ");
+            if !line.is_empty() {
+                line.push_str(", ");
+            }
+            line.push_str("for=9.9.9.9;x=\"");
+            line.push_str(&inside);
+            let later_line = later.join(", ");
+            let mut lines: Vec<&str> = earlier_line.iter().map(String::as_str).collect();
+            lines.push(&line);
+            if !later_line.trim().is_empty() {
+                lines.push(&later_line);
+            }
+            let out = forwarded_after_edge(&lines);
+            let (elements, open) = forwarded_elements(&out);
+            prop_assert!(!open, "{:?}", out);
+            prop_assert!(elements.iter().all(|(_, ok)| *ok), "{:?}", out);
+            prop_assert_eq!(elements.last().map(|e| e.0), Some("for=10.0.0.1;proto=http"));
+            prop_assert!(!out.contains("9.9.9.9"), "{:?}", out);
+            let mut want = later_line.trim().to_owned();
+            if !want.is_empty() {
+                want.push_str(", ");
+            }
+            want.push_str("for=10.0.0.1;proto=http");
+            prop_assert_eq!(out, want);
+        }
+
         /// The hand-written dotted quad is the standard library's, for every address.
         #[test]
         fn ip_text_is_display(bits in any::<u32>(), v6 in any::<u128>()) {
