@@ -1,8 +1,9 @@
 //! Arbitrary request targets and `Host` values through ravelin-http: path normalization (strict
 //! and lenient), the match path, path prefixes and the request identity. Never a panic, and the
 //! invariants the policies rely on hold for every accepted input: strict normalization is
-//! idempotent and agrees with the lenient one, a prefix matches its own path, and the folded
-//! match path does not depend on ASCII case.
+//! idempotent and agrees with the lenient one, raw non-ASCII and its percent-encoding normalize
+//! alike, a prefix matches its own path, and the folded match path does not depend on ASCII
+//! case.
 #![no_main]
 
 use http::uri::Scheme;
@@ -18,6 +19,28 @@ fuzz_target!(|data: &[u8]| {
 
     let lenient = canonical_path_lenient(target);
     assert!(lenient.starts_with('/'));
+    // Raw non-ASCII is percent-encoded, so the raw and the encoded spelling are one path.
+    assert!(lenient.is_ascii(), "{lenient:?}");
+    let encoded: String = target
+        .bytes()
+        .map(|b| {
+            if b.is_ascii() {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    assert_eq!(
+        canonical_path_lenient(&encoded),
+        lenient,
+        "{target:?} and {encoded:?} normalize differently"
+    );
+    assert_eq!(
+        canonical_path(&encoded).ok(),
+        canonical_path(target).ok(),
+        "{target:?} and {encoded:?} normalize differently"
+    );
     if let Ok(strict) = canonical_path(target) {
         assert_eq!(
             strict, lenient,

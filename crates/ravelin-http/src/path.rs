@@ -5,8 +5,10 @@
 //!
 //! - the **canonical path** ([`canonical_path`]): percent-escapes of unreserved characters decoded
 //!   (RFC 3986 §6.2.2.2), the other escapes' hex digits upper-cased (§6.2.2.1), dot segments
-//!   removed (§5.2.4) and runs of `/` merged. Decoding unreserved characters and removing dot
-//!   segments do not change what the path names (§6.2.2); merging slashes is what nginx
+//!   removed (§5.2.4) and runs of `/` merged. Raw bytes outside ASCII (which httparse and `http`
+//!   accept) are percent-encoded with upper-case hex (§2.1), the form an escaped one keeps, so
+//!   `/登录` and `/%E7%99%BB%E5%BD%95` are one path. Decoding unreserved characters and removing
+//!   dot segments do not change what the path names (§6.2.2); merging slashes is what nginx
 //!   (`merge_slashes on`) and Envoy (`merge_slashes`) do. The edge forwards this form, so the origin
 //!   serves exactly the path the policies matched.
 //! - the **match path** ([`match_path`]): the canonical path with each segment's `;parameters`
@@ -116,9 +118,9 @@ fn canonical(raw: &str, mode: Mode) -> Result<String, PathError> {
 
 /// Whether `raw` is already canonical: absolute; only unreserved characters, `/`, and the
 /// sub-delimiters, `:` and `@` other than `;` (no escape, no backslash, nothing outside
-/// ASCII); no empty segment but a trailing one; no dot segment. Its canonical form is itself
-/// in both modes (the property test `plain_paths_are_their_own_canonical_form` checks this
-/// against the general algorithm).
+/// ASCII, which the general algorithm percent-encodes); no empty segment but a trailing one;
+/// no dot segment. Its canonical form is itself in both modes (the property test
+/// `plain_paths_are_their_own_canonical_form` checks this against the general algorithm).
 fn is_plain(raw: &str) -> bool {
     if !raw.starts_with('/') || !raw.bytes().all(is_plain_byte) {
         return false;
@@ -192,15 +194,11 @@ fn canonical_general(raw: &str, mode: Mode) -> Result<String, PathError> {
             },
             b'\\' if strict => return Err(PathError::Backslash),
             b'\\' => decoded.push('/'),
-            // The path came from a `&str`: push whole characters, not bytes.
-            _ => {
-                let rest = raw.get(i..).unwrap_or_default();
-                if let Some(c) = rest.chars().next() {
-                    decoded.push(c);
-                    i = i.saturating_add(c.len_utf8());
-                    continue;
-                }
-            }
+            // A raw byte outside ASCII (httparse and `http` accept them) is written as the
+            // escape an already-encoded one keeps, so `/登录` and `/%E7%99%BB%E5%BD%95` are one
+            // path, and the forwarded form is valid RFC 3986.
+            0x80.. => push_escape(&mut decoded, b),
+            _ => decoded.push(char::from(b)),
         }
         i = i.saturating_add(1);
     }
@@ -303,11 +301,13 @@ impl std::fmt::Display for MatchPath {
 
 /// The match path of a canonical path: segment parameters cut, printable-ASCII escapes other
 /// than `%2F`, `%5C` and `%25` decoded, empty segments merged, and ASCII case folded when
-/// `fold_case`.
+/// `fold_case`. Bytes outside ASCII stay (or, passed raw, become) upper-case escapes, as in the
+/// canonical path; folding lower-cases their hex digits, never the characters they encode.
 pub fn match_path(canonical: &str, fold_case: bool) -> MatchPath {
     // Without escapes, parameters or empty inner segments the match path is the path itself
     // (case folded): copied, not rebuilt segment by segment (issue 13).
     if canonical.starts_with('/')
+        && canonical.is_ascii()
         && !canonical.contains("//")
         && !canonical.bytes().any(|b| b == b'%' || b == b';')
     {
@@ -346,14 +346,12 @@ fn match_path_general(canonical: &str, fold_case: bool) -> MatchPath {
                 i = i.saturating_add(3);
                 continue;
             }
-            let rest = bare.get(i..).unwrap_or_default();
-            match rest.chars().next() {
-                Some(c) => {
-                    out.push(c);
-                    i = i.saturating_add(c.len_utf8());
-                }
-                None => i = i.saturating_add(1),
+            if b.is_ascii() {
+                out.push(char::from(b));
+            } else {
+                push_escape(&mut out, b);
             }
+            i = i.saturating_add(1);
         }
     }
     if trailing || out.is_empty() {
@@ -411,7 +409,92 @@ mod tests {
         assert_eq!(canon("/"), "/");
         assert_eq!(canon("/a/b/.."), "/a/");
         assert_eq!(canon("/a//b//"), "/a/b/");
-        assert_eq!(canon("/é"), "/é");
+        assert_eq!(canon("/é"), "/%C3%A9");
+    }
+
+    /// The raw UTF-8 spelling of a path and its percent-encoded spelling are one path: the
+    /// canonical form encodes every byte outside ASCII as an upper-case escape.
+    #[test]
+    fn raw_and_encoded_non_ascii_are_one_path() {
+        const RAW: &str = "/登录";
+        const ENCODED: &str = "/%E7%99%BB%E5%BD%95";
+        assert_eq!(RAW.as_bytes(), b"/\xE7\x99\xBB\xE5\xBD\x95");
+        for spelling in [
+            RAW,
+            ENCODED,
+            "/%e7%99%bb%e5%bd%95",
+            "/登%E5%BD%95",
+            "//./登录",
+        ] {
+            assert_eq!(canon(spelling), ENCODED, "{spelling}");
+            assert_eq!(canonical_path_lenient(spelling), ENCODED, "{spelling}");
+            for fold in [false, true] {
+                assert_eq!(
+                    match_path(&canon(spelling), fold),
+                    match_path(&canon(ENCODED), fold),
+                    "{spelling}"
+                );
+            }
+        }
+        assert_eq!(matched(RAW), "/%e7%99%bb%e5%bd%95");
+        assert_eq!(match_path(&canon(RAW), false).as_str(), ENCODED);
+        assert_eq!(canon("/登录/x/../y;a=b"), "/%E7%99%BB%E5%BD%95/y;a=b");
+        assert_eq!(matched("/登录;jsessionid=1"), matched(ENCODED));
+        // Non-ASCII is never a plain path, and the shortcut leaves it to the general algorithm.
+        assert!(!is_plain(RAW));
+        // A match path handed raw non-ASCII (not canonical) still meets the encoded one.
+        assert_eq!(match_path(RAW, false), match_path(ENCODED, false));
+        assert_eq!(match_path(RAW, true), match_path(ENCODED, true));
+    }
+
+    #[test]
+    fn a_prefix_in_either_spelling_matches_both() {
+        for configured in ["/登录", "/%E7%99%BB%E5%BD%95", "/%e7%99%bb%e5%bd%95"] {
+            let prefix = crate::PathPrefix::new(configured).unwrap();
+            assert_eq!(prefix.normalized(), "/%E7%99%BB%E5%BD%95", "{configured}");
+            for request in [
+                "/登录",
+                "/%E7%99%BB%E5%BD%95",
+                "/登录/x",
+                "/%E7%99%BB%E5%BD%95/x",
+            ] {
+                for fold in [false, true] {
+                    let path = match_path(&canon(request), fold);
+                    assert!(prefix.matches(&path), "{configured} vs {request} ({fold})");
+                }
+            }
+            assert!(!prefix.matches(&match_path(&canon("/登"), true)));
+            assert!(!prefix.matches(&match_path(&canon("/登录x"), true)));
+        }
+        // From the lenient normalization (no ingress stage) too.
+        let prefix = crate::PathPrefix::new("/登录").unwrap();
+        let lenient = match_path(&canonical_path_lenient("/%E7%99%BB%E5%BD%95\\x"), true);
+        assert!(prefix.matches(&lenient));
+    }
+
+    #[test]
+    fn case_folding_folds_only_ascii() {
+        // `É` (C3 89) and `é` (C3 A9) stay different paths; only the hex digits fold.
+        assert_ne!(matched("/É"), matched("/é"));
+        assert_eq!(matched("/É"), "/%c3%89");
+        assert_eq!(matched("/%C3%A9"), matched("/é"));
+        assert_eq!(matched("/CAFÉ"), "/caf%c3%89");
+        assert_eq!(match_path(&canon("/CAFÉ"), false).as_str(), "/CAF%C3%89");
+        let prefix = crate::PathPrefix::new("/É").unwrap();
+        assert!(prefix.matches(&match_path(&canon("/%c3%89"), true)));
+        assert!(!prefix.matches(&match_path(&canon("/é"), true)));
+    }
+
+    #[test]
+    fn lenient_escapes_non_ascii_next_to_malformed_escapes() {
+        assert_eq!(canonical_path_lenient("/%é"), "/%%C3%A9");
+        assert_eq!(canonical_path_lenient("/%Eé"), "/%E%C3%A9");
+        assert_eq!(canonical_path_lenient("/%%C3%A9"), "/%%C3%A9");
+        assert_eq!(canonical_path_lenient("登录"), "/%E7%99%BB%E5%BD%95");
+        assert_eq!(
+            canonical_path("/%é"),
+            Err(PathError::InvalidEscape { at: 1 })
+        );
     }
 
     #[test]
@@ -468,8 +551,8 @@ mod tests {
         #[test]
         fn plain_paths_are_their_own_canonical_form(
             raw in prop_oneof![
-                "/[a-zA-Z0-9./;%~_!$&'()*+,=:@\\\\-]{0,40}",
-                "(/[a-z.]{0,3}){0,6}/?",
+                "/[a-zA-Z0-9./;%~_!$&'()*+,=:@\\\\éÉß€登录\u{80}\u{7FF}\u{FFFF}\u{10FFFF}-]{0,40}",
+                "(/[a-z.éÉ登]{0,3}){0,6}/?",
                 "\\PC{0,40}",
             ],
         ) {
@@ -485,8 +568,8 @@ mod tests {
         #[test]
         fn match_path_shortcut_agrees(
             raw in prop_oneof![
-                "/[a-zA-Z0-9./;%~_-]{0,40}",
-                "(/[a-zA-Z.;%0-9]{0,3}){0,6}/?",
+                "/[a-zA-Z0-9./;%~_éÉß€登录\u{80}\u{10FFFF}-]{0,40}",
+                "(/[a-zA-Z.;%0-9éÉ登]{0,3}){0,6}/?",
                 "\\PC{0,40}",
             ],
             fold in any::<bool>(),
@@ -497,9 +580,12 @@ mod tests {
 
     proptest! {
         #[test]
-        fn canonical_is_idempotent(raw in "/[a-zA-Z0-9./;%~_-]{0,40}") {
+        fn canonical_is_idempotent(
+            raw in "/[a-zA-Z0-9./;%~_éÉß€登录\u{80}\u{7FF}\u{FFFF}\u{10FFFF}-]{0,40}",
+        ) {
             if let Ok(once) = canonical_path(&raw) {
                 prop_assert_eq!(canonical_path(&once), Ok(once.clone()));
+                prop_assert!(once.is_ascii());
                 prop_assert!(once.starts_with('/'));
                 prop_assert!(!once.contains("//"));
                 prop_assert!(!once.split('/').any(|s| s == "." || s == ".."));
@@ -513,6 +599,36 @@ mod tests {
             if let Ok(strict) = canonical_path(&raw) {
                 prop_assert_eq!(strict, lenient);
             }
+        }
+
+        /// Percent-encoding the bytes outside ASCII (in either hex case) changes neither the
+        /// canonical path nor the match path: the raw and the encoded spelling are one path.
+        #[test]
+        fn raw_and_encoded_non_ascii_agree(
+            raw in prop_oneof![
+                "/[a-zA-Z0-9./;%~_éÉß€登录\u{80}\u{10FFFF}-]{0,40}",
+                "\\PC{0,40}",
+            ],
+            lower in any::<bool>(),
+            fold in any::<bool>(),
+        ) {
+            let mut encoded = String::with_capacity(raw.len() * 3);
+            for b in raw.bytes() {
+                match (b.is_ascii(), lower) {
+                    (true, _) => encoded.push(char::from(b)),
+                    (false, false) => encoded.push_str(&format!("%{b:02X}")),
+                    (false, true) => encoded.push_str(&format!("%{b:02x}")),
+                }
+            }
+            let lenient = canonical_path_lenient(&raw);
+            prop_assert!(lenient.is_ascii());
+            prop_assert_eq!(&lenient, &canonical_path_lenient(&encoded));
+            prop_assert_eq!(canonical_path(&raw).ok(), canonical_path(&encoded).ok());
+            prop_assert_eq!(canonical_path(&raw).is_ok(), canonical_path(&encoded).is_ok());
+            prop_assert_eq!(
+                match_path(&lenient, fold),
+                match_path(&canonical_path_lenient(&encoded), fold)
+            );
         }
 
         #[test]
