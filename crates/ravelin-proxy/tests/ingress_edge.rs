@@ -304,6 +304,35 @@ async fn h2_authority_disagreeing_with_host_is_400() {
 
 // === paths ===
 
+/// A non-ASCII path has one canonical spelling, percent-encoded in uppercase hex: the raw
+/// UTF-8 bytes (which HTTP/1.1 parsers accept) and either case of escapes route alike and are
+/// forwarded alike, so a route or policy written one way cannot be walked around the other.
+#[tokio::test]
+async fn raw_and_encoded_non_ascii_paths_route_and_forward_alike() {
+    let login = Origin::start().await;
+    let other = Origin::start().await;
+    let proxy = Proxy::start(IngressConfig::new(), || {
+        Routes::new([
+            Route::new("other", "/", upstream(&other).into()),
+            Route::new("login", "/登录", upstream(&login).into()),
+        ])
+    })
+    .await;
+    for path in ["/登录/x", "/%E7%99%BB%E5%BD%95/x", "/%e7%99%bb%e5%bd%95/x"] {
+        let before = login.count();
+        let (status, text) = raw(
+            proxy.addr,
+            &format!("GET {path}?q=1 HTTP/1.1\r\nhost: a.example\r\nconnection: close\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(status, 200, "{path}: {text}");
+        assert_eq!(login.count(), before + 1, "{path} did not reach its route");
+        assert_eq!(login.last().uri, "/%E7%99%BB%E5%BD%95/x?q=1", "{path}");
+    }
+    assert_eq!(other.count(), 0);
+    proxy.stop().await;
+}
+
 #[tokio::test]
 async fn every_spelling_of_login_routes_to_login() {
     let login = Origin::start().await;
