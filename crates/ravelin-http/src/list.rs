@@ -16,10 +16,11 @@
 //! A quoted-string that is never closed runs to the end of the value, commas and all: a list
 //! that ends inside one is malformed, and a reader that trusts some of its members (the hops of
 //! a `Forwarded` chain) must not believe what it would read there. [`SplitQuoted::unterminated`]
-//! and [`has_unterminated_quote`] tell; [`is_parameter_list`] checks a member's `;` parameters.
+//! and [`has_unterminated_quote`] tell; [`quotes_well_formed`] checks that every quote of a
+//! member's `;` parameters is a whole, closed value.
 //!
 //! ```
-//! use ravelin_http::list::{has_unterminated_quote, is_parameter_list, split_quoted};
+//! use ravelin_http::list::{has_unterminated_quote, quotes_well_formed, split_quoted};
 //!
 //! // A client wrote `for=9.9.9.9;x="`, a proxy appended `, for=203.0.113.7` to the same line.
 //! let value = br#"for=9.9.9.9;x=", for=203.0.113.7"#;
@@ -27,8 +28,10 @@
 //! assert_eq!(elements.next(), Some(&value[..]));
 //! assert!(elements.unterminated());
 //! assert!(has_unterminated_quote(value));
-//! assert!(!is_parameter_list(value));
-//! assert!(is_parameter_list(br#"for="[2001:db8::1]:80";proto=https"#));
+//! assert!(!quotes_well_formed(value));
+//! assert!(quotes_well_formed(br#"for="[2001:db8::1]:80";proto=https"#));
+//! // Unquoted values are not judged: their boundaries can be believed.
+//! assert!(quotes_well_formed(b"for=2001:db8::1;host=a.example:8080;secure"));
 //! ```
 
 /// Splits `value` at every `delimiter` byte outside a quoted-string, keeping each piece as it is
@@ -131,32 +134,29 @@ pub fn is_quoted_string(bytes: &[u8]) -> bool {
     false
 }
 
-/// Whether `member` is a well-formed sequence of `;`-separated parameters, each
-/// `token=token` or `token=quoted-string` (§5.6.6, RFC 7239 §4 `forwarded-pair`): pieces are
-/// split outside quoted-strings and trimmed of optional whitespace, and empty pieces are allowed
-/// (`forwarded-element = [ forwarded-pair ] *( ";" [ forwarded-pair ] )`); no whitespace around
-/// `=`. An unterminated quoted-string, a bare token, a value that is neither a token nor one
-/// quoted-string: `false`. The empty member is `true` (it has no parameters).
-pub fn is_parameter_list(member: &[u8]) -> bool {
-    split_quoted(member, b';').all(|pair| {
+/// Whether every `"` in `member` (`;`-separated `name=value` parameters, as an RFC 7239 §4
+/// `forwarded-element`) belongs to a quoted-string that is a parameter's whole value: opened
+/// right after its `=` (optional whitespace around it allowed), closed (§5.6.4), and followed by
+/// nothing before the next `;`. Pieces without a quote are not judged: where every quote is a
+/// whole value, the member's boundaries can be believed whatever else its grammar gets wrong
+/// (senders write `for=2001:db8::1` or `host=a.example:8080` unquoted, or a `;secure` flag),
+/// while a stray or unclosed quote may have swallowed the delimiters after it.
+pub fn quotes_well_formed(member: &[u8]) -> bool {
+    let mut pairs = split_quoted(member, b';');
+    let mut well_formed = true;
+    for pair in pairs.by_ref() {
+        if !pair.contains(&b'"') {
+            continue;
+        }
         let pair = trim_ows(pair);
-        pair.is_empty() || is_parameter(pair)
-    })
-}
-
-/// `token "=" ( token / quoted-string )`, nothing around.
-fn is_parameter(pair: &[u8]) -> bool {
-    let Some(eq) = pair.iter().position(|&b| b == b'=') else {
-        return false;
-    };
-    let (Some(name), Some(value)) = (pair.get(..eq), pair.get(eq.saturating_add(1)..)) else {
-        return false;
-    };
-    is_token(name) && (is_token(value) || is_quoted_string(value))
-}
-
-fn is_token(bytes: &[u8]) -> bool {
-    !bytes.is_empty() && bytes.iter().all(|&b| crate::is_tchar(b))
+        let whole_value = pair.iter().position(|&b| b == b'=').is_some_and(|eq| {
+            let (name, value) = (pair.get(..eq), pair.get(eq.saturating_add(1)..));
+            name.is_some_and(|name| !name.contains(&b'"'))
+                && value.is_some_and(|value| is_quoted_string(trim_ows(value)))
+        });
+        well_formed &= whole_value;
+    }
+    well_formed && !pairs.unterminated()
 }
 
 /// The members of a comma-separated list field value: split at commas outside quoted-strings,
@@ -274,24 +274,31 @@ mod tests {
             br#"for="[2001:db8::1]:80";proto=https;by=_x"#,
             br#"for="a;b,c";host="x\"y""#,
             b"for=1.2.3.4 ; proto=http;",
+            br#"for = "1.2.3.4""#,
             b";;",
             b" ",
+            // No quote: not judged (common sender output, boundaries believable).
+            b"for=1.2.3.4;secure",
+            b"for = 1.2.3.4",
+            b"for=[2001:db8::1]",
+            b"for=2001:db8::1;host=a.example:8080",
+            b"=x",
+            b"for=",
+            b"for=a=b",
         ] {
-            assert!(is_parameter_list(ok), "{:?}", ok);
+            assert!(quotes_well_formed(ok), "{:?}", ok);
         }
         for bad in [
             &br#"for=9.9.9.9;x=""#[..],
             br#"for=9.9.9.9;x=", for=203.0.113.7"#,
-            b"for=1.2.3.4;secure",
-            b"for = 1.2.3.4",
-            b"for=[2001:db8::1]",
-            b"=x",
-            b"for=",
             br#"for="a"b"#,
             br#"for="a""b""#,
-            b"for=a=b",
+            br#"for=a"b""#,
+            br#"x"y=1;for=1.2.3.4"#,
+            br#""for"=1.2.3.4"#,
+            br#""1.2.3.4""#,
         ] {
-            assert!(!is_parameter_list(bad), "{:?}", bad);
+            assert!(!quotes_well_formed(bad), "{:?}", bad);
         }
     }
 
@@ -362,8 +369,8 @@ mod tests {
             prop_assert_eq!(got, want, "{:?}", value);
         }
 
-        /// Well-formed members never read as unterminated, in any piece, and their `name=value`
-        /// parameters are parameter lists.
+        /// Well-formed members never read as unterminated, in any piece, and the quotes of their
+        /// `name=value` parameters are well formed.
         #[test]
         fn well_formed_lists_are_terminated(list in proptest::collection::vec(member(), 0..8)) {
             let value = list.join(", ");
@@ -375,14 +382,14 @@ mod tests {
             for m in &list {
                 // `name="quoted"` (a token has no `=`, a bare quoted-string starts with `"`).
                 if !m.starts_with('"') && m.contains('=') {
-                    prop_assert!(is_parameter_list(m.as_bytes()), "{:?}", m);
+                    prop_assert!(quotes_well_formed(m.as_bytes()), "{:?}", m);
                 }
             }
         }
 
         /// A value with an open quote (well-formed members, then `"` and anything without a
         /// quote or backslash) is reported, its last piece holds everything after the quote,
-        /// and no parameter list contains it.
+        /// and that piece's quotes are not well formed.
         #[test]
         fn an_open_quote_is_reported(
             list in proptest::collection::vec(member(), 0..4),
@@ -398,7 +405,7 @@ mod tests {
             prop_assert!(pieces.unterminated());
             let last = last.unwrap_or_default();
             prop_assert!(last.ends_with(format!("\"{tail}").as_bytes()), "{:?}", value);
-            prop_assert!(!is_parameter_list(last));
+            prop_assert!(!quotes_well_formed(last));
         }
 
         /// For any bytes: the pieces join back to the input, and never panic.

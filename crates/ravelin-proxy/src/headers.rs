@@ -423,9 +423,10 @@ fn append_to_list(
 
 /// Where the elements right of the last malformed `Forwarded` element start: the index of its
 /// line among `lines` (a `Forwarded` field's, in order) and the byte offset in that line past
-/// its comma. Malformed: an unterminated quoted-string (it runs to the end of its line) or a
-/// pair that is not `token=token` / `token=quoted-string`. `None` when every element is
-/// well-formed.
+/// its comma. Malformed: a quote that is not a parameter's whole, closed value
+/// ([`quotes_well_formed`](ravelin_http::list::quotes_well_formed)); an unterminated
+/// quoted-string runs to the end of its line. Unquoted values are not judged (`for=2001:db8::1`
+/// unquoted is common and harmless). `None` when no element is malformed.
 fn last_malformed_forwarded<'a>(lines: impl Iterator<Item = &'a str>) -> Option<(usize, usize)> {
     let mut cut = None;
     for (index, line) in lines.enumerate() {
@@ -433,7 +434,7 @@ fn last_malformed_forwarded<'a>(lines: impl Iterator<Item = &'a str>) -> Option<
         for element in ravelin_http::list::split_quoted(line.as_bytes(), b',') {
             // Past this element and its comma (a piece is followed by one unless it is last).
             at = at.saturating_add(element.len()).saturating_add(1);
-            if !ravelin_http::list::is_parameter_list(ravelin_http::trim_ows(element)) {
+            if !ravelin_http::list::quotes_well_formed(ravelin_http::trim_ows(element)) {
                 cut = Some((index, at));
             }
         }
@@ -724,7 +725,7 @@ mod tests {
             .by_ref()
             .map(|e| {
                 let e = std::str::from_utf8(ravelin_http::trim_ows(e)).unwrap();
-                (e, ravelin_http::list::is_parameter_list(e.as_bytes()))
+                (e, ravelin_http::list::quotes_well_formed(e.as_bytes()))
             })
             .collect();
         (elements, pieces.unterminated())
@@ -745,14 +746,13 @@ mod tests {
         assert_eq!(out, "for=198.51.100.2;proto=https, for=10.0.0.1;proto=http");
         // Elements right of a malformed (but closed) element stay, as they were.
         let out =
-            forwarded_after_edge(&["for=6.6.6.6, for=9.9.9.9;secure ,  for=203.0.113.7;by=x"]);
+            forwarded_after_edge(&[r#"for=6.6.6.6, for=9.9.9.9;x="a"b ,  for=203.0.113.7;by=x"#]);
         assert_eq!(out, "for=203.0.113.7;by=x, for=10.0.0.1;proto=http");
         for bad in [
             "for=9.9.9.9;x=\"",
             r#"for=9.9.9.9;x="\""#,
-            "for = 9.9.9.9",
-            "for=[2001:db8::1]",
             r#"for="a"b"#,
+            r#"x"y"=1;for=9.9.9.9"#,
         ] {
             assert_eq!(
                 forwarded_after_edge(&["for=203.0.113.1", bad]),
@@ -764,11 +764,13 @@ mod tests {
             assert!(!open);
             assert_eq!(elements, [("for=10.0.0.1;proto=http", true)]);
         }
-        // Well-formed values, odd but valid ones included, are kept byte for byte.
+        // Values without a stray quote, odd ones and what common senders write unquoted
+        // included, are kept byte for byte.
         for good in [
             r#"for="[2001:db8::1]:80";proto=https, for=_hidden"#,
             r#"for=192.0.2.1;host="a,b;\"c", , for=unknown;"#,
             "proto=https ; for=192.0.2.1,for=192.0.2.2",
+            "for=[2001:db8::1];host=a.example:8080, for = 192.0.2.3;secure",
         ] {
             assert_eq!(
                 forwarded_after_edge(&[good]),

@@ -11,9 +11,9 @@
 //! 3. stops at an entry it cannot parse (`unknown`, an obfuscated identifier, garbage), or after
 //!    [`MAX_HOPS`] entries, and then uses the last trusted hop it walked through: a proxy we trust
 //!    said it could not tell, and anything further left was written by someone we do not trust.
-//!    A malformed `Forwarded` element is such an entry: one with an unterminated quoted-string
-//!    (which swallows every element a proxy appended after it on the same line) or a pair that is
-//!    not `token=token` / `token=quoted-string`.
+//!    A `Forwarded` element with a quote that is not a parameter's whole, closed value is such an
+//!    entry: an unterminated quoted-string swallows every element a proxy appended after it on
+//!    the same line. (Unquoted values are read as before: `for=2001:db8::1` unquoted is common.)
 //!
 //! IPv4-mapped IPv6 addresses count as IPv4; IPv6 clients are grouped by prefix (a /64 by
 //! default, one subscriber's allocation) so that one host cannot mint fresh keys from its own
@@ -25,7 +25,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use http::HeaderMap;
 use http::header::{FORWARDED, HeaderName};
 use ipnet::IpNet;
-use ravelin_http::list::{is_parameter_list, split_quoted};
+use ravelin_http::list::{quotes_well_formed, split_quoted};
 use ravelin_http::trim_ows as trim;
 
 /// The most forwarding-header entries examined per request.
@@ -198,14 +198,14 @@ fn single(headers: &HeaderMap, name: &HeaderName) -> Option<IpAddr> {
 }
 
 /// The address in a `Forwarded` element's `for` parameter (RFC 7239 §4, §6); `None` as well for
-/// a malformed element, whatever its `for` says: an unterminated quoted-string or a pair that is
-/// not `token=token` / `token=quoted-string` means the element boundaries cannot be believed.
+/// an element with a stray or unterminated quote, whatever its `for` says: its boundaries
+/// cannot be believed ([`quotes_well_formed`]).
 fn forwarded_element_for(element: &[u8]) -> Option<IpAddr> {
-    if !is_parameter_list(element) {
+    if !quotes_well_formed(element) {
         return None;
     }
     let mut found = None;
-    // `token=value` pairs, split at `;` outside quotes (all well-formed, empty ones skipped).
+    // `token=value` pairs, split at `;` outside quotes.
     for pair in split_quoted(element, b';') {
         let pair = trim(pair);
         if let Some(eq) = pair.iter().position(|&b| b == b'=') {
@@ -447,14 +447,12 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_invalid_pairs_make_the_element_unparseable() {
+    fn forwarded_stray_quotes_make_the_element_unparseable() {
         let r = resolver(&["10.0.0.0/8"], ForwardedHeader::Forwarded);
         for element in [
-            "for=9.9.9.9;secure",
-            "for = 9.9.9.9",
             r#"for=9.9.9.9;x="a"b"#,
-            "for=9.9.9.9;=x",
-            "for=9.9.9.9;x=a=b",
+            r#"for=9.9.9.9;x=a"b""#,
+            r#"x"y"=1;for=9.9.9.9"#,
         ] {
             assert_eq!(parse_forwarded(element.as_bytes()), vec![None], "{element}");
             // Right of it the walk reads on; at it, it stops at the last trusted hop.
@@ -473,13 +471,18 @@ mod tests {
                 "{line}"
             );
         }
-        // Well-formed oddities stay readable: empty pairs, OWS around `;`, quoted values
-        // holding `;` and `,`, other parameters before `for`.
+        // Oddities without a stray quote stay readable: empty pairs, OWS around `;` and `=`,
+        // quoted values holding `;` and `,`, other parameters before `for`, and what common
+        // senders write unquoted (IPv6, a host with its port, a flag).
         for (element, want) in [
             ("for=192.0.2.1;", "192.0.2.1"),
             (";for=192.0.2.1", "192.0.2.1"),
             ("proto=https ; for=192.0.2.1", "192.0.2.1"),
             (r#"host="a;b,c";for="192.0.2.1:80""#, "192.0.2.1"),
+            ("for = 192.0.2.1", "192.0.2.1"),
+            ("for=192.0.2.1;secure", "192.0.2.1"),
+            ("for=[2001:db8::1]", "2001:db8::1"),
+            ("host=a.example:8080;for=192.0.2.9", "192.0.2.9"),
         ] {
             assert_eq!(
                 parse_forwarded(element.as_bytes()),
