@@ -920,14 +920,25 @@ pub(crate) fn ingress_config(config: &EdgeConfig) -> Result<IngressConfig, Strin
     }
     // What a proxy in front tells the edge and the modules believe from it is that proxy's to
     // say: a client-IP header of its own for the rate limiter, a JA4 computed by a TLS
-    // terminator in front for the bot scorer. Kept from trusted proxies, removed from everyone
-    // else — the modules already ignore an untrusted peer's, but the origin behind would see it.
-    let client_ip_header = config.ratelimit.rules_document().client_ip.header;
+    // terminator in front for the bot scorer. Kept from `[ingress] trusted_proxies`, removed from
+    // everyone else, the origin behind included. Only once those proxies are named: before, the
+    // edge cannot tell them from clients and keeps both headers as it always did (a deployment
+    // reachable only through its terminator loses nothing). The client-IP header only where the
+    // rate limiter trusts the same proxies (its own list empty, or equal): one that trusts others
+    // reads the header from peers ingress would strip it from.
+    let rules = config.ratelimit.rules_document();
+    let named = &config.ingress.trusted_proxies;
+    let limiter_trusts_the_same =
+        rules.client_ip.trusted_proxies.is_empty() || rules.client_ip.trusted_proxies == *named;
     let proxy_said = [
-        Some(client_ip_header.as_str()),
+        Some(rules.client_ip.header.as_str()).filter(|_| limiter_trusts_the_same),
         bot.fingerprint_header.as_deref(),
     ];
-    for name in proxy_said.into_iter().flatten() {
+    for name in proxy_said
+        .into_iter()
+        .flatten()
+        .filter(|_| !named.is_empty())
+    {
         if let Ok(name) = http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
             && !ravelin_proxy::headers::FORWARDING_HEADERS.contains(&name)
         {

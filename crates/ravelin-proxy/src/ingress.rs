@@ -102,9 +102,9 @@ pub const X_REWRITE_URL: HeaderName = HeaderName::from_static("x-rewrite-url");
 /// | Setting | Default |
 /// |---|---|
 /// | [`fold_case`](Self::fold_case) | `true` (policies on `/login` also cover `/LOGIN`) |
-/// | [`owned_header`](Self::owned_header) | `x-ravelin-skipped`, `x-bot-score`, `x-bot-score-reasons` |
+/// | [`owned_header`](Self::owned_header) | `x-ravelin-skipped`, `x-bot-score`, `x-bot-score-reasons`, `x-original-url`, `x-rewrite-url` |
 /// | [`trusted_proxies`](Self::trusted_proxies) | none: every peer is a client |
-/// | [`proxy_header`](Self::proxy_header) | `x-original-url`, `x-rewrite-url` (beyond `Forwarded`, `X-Forwarded-*`, `X-Real-IP`) |
+/// | [`proxy_header`](Self::proxy_header) | none beyond `Forwarded`, `X-Forwarded-*`, `X-Real-IP` |
 /// | [`request_id_header`](Self::request_id_header) | `x-request-id` |
 /// | [`max_headers`](Self::max_headers) | 100 (as [`ServerConfig`](crate::ServerConfig)) |
 /// | [`ja4_header`](Self::ja4_header) | none: no JA4 forwarded |
@@ -140,16 +140,19 @@ impl IngressConfig {
     pub fn new() -> Self {
         let mut config = Self {
             identity: IdentityOptions::default(),
+            // `X-Original-URL` / `X-Rewrite-URL`: what a rewriting proxy says the URL was. IIS's
+            // URL Rewrite and frameworks that honour them (Symfony before 5, Zend) route by them,
+            // so a client's own would reach a path the edge's policies never saw under the one
+            // they keyed; CDNs pass them through, so they are removed from trusted proxies too.
             owned: vec![
                 ravelin_http::X_RAVELIN_SKIPPED,
                 X_BOT_SCORE,
                 X_BOT_SCORE_REASONS,
+                X_ORIGINAL_URL,
+                X_REWRITE_URL,
             ],
             ja4_header: None,
-            // What a rewriting proxy in front says the URL was: IIS's URL Rewrite and
-            // frameworks that honour it (Symfony before 5, Zend) route by it, so a client's own
-            // would reach a path the edge's policies never saw under the one they keyed.
-            proxy_only: vec![X_ORIGINAL_URL, X_REWRITE_URL],
+            proxy_only: Vec::new(),
             trusted: Vec::new(),
             request_id: X_REQUEST_ID,
             max_headers: Self::DEFAULT_MAX_HEADERS,
@@ -199,7 +202,8 @@ impl IngressConfig {
         self
     }
 
-    /// The headers added with [`proxy_header`](Self::proxy_header).
+    /// The headers added with [`proxy_header`](Self::proxy_header) (none by default). An
+    /// [owned header](Self::owned_header) of the same name is removed from every peer.
     pub fn proxy_headers(&self) -> &[HeaderName] {
         &self.proxy_only
     }
@@ -1019,10 +1023,8 @@ mod tests {
                     "x-forwarded-prefix",
                     "x-forwarded-proto",
                     "x-kept",
-                    "x-original-url",
                     "x-real-ip",
                     "x-request-id",
-                    "x-rewrite-url",
                 ],
                 "{peer}"
             );
