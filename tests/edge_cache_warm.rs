@@ -114,7 +114,7 @@ async fn a_corrupt_snapshot_means_a_cold_start_that_says_so() {
 /// serving without the cache, and the snapshot still appears, complete: a proxy started on it
 /// later is warm. (That the reload does not wait is not asserted: no timing assertions.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reload_switching_the_cache_off_saves_the_snapshot_in_the_background() {
+async fn a_reload_switching_the_cache_off_still_writes_a_complete_snapshot() {
     let origin = Origin::spawn().await;
     let dir = tempfile::tempdir().unwrap();
     let snapshot = dir.path().join("cache.snapshot");
@@ -154,4 +154,31 @@ async fn a_reload_switching_the_cache_off_saves_the_snapshot_in_the_background()
     assert_eq!(warm["start"], "warm", "{warm}");
     assert!(is_hit(&get(&restarted, "/product/1").await));
     restarted.stop().await;
+}
+
+/// Switched off and at once on again: the cache that comes back reads the snapshot its switching
+/// off wrote, not an older one (or none), however far that background save had got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_switched_off_and_on_again_reads_the_snapshot_its_switching_off_wrote() {
+    let origin = Origin::spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("cache.snapshot");
+    let cfg = edge_config(&origin, &snapshot);
+
+    let proxy = Harness::start(&cfg, None).await;
+    assert_eq!(warm_status(&proxy).await["reason"], "missing");
+    get(&proxy, "/product/2").await;
+    support::write_atomically(
+        &proxy.config_path,
+        format!("{cfg}\n[modules.cache]\nenabled = false\n").as_bytes(),
+    );
+    assert_eq!(proxy.admin_post("/config/reload").await.status, 200);
+    support::write_atomically(&proxy.config_path, cfg.as_bytes());
+    assert_eq!(proxy.admin_post("/config/reload").await.status, 200);
+    let warm = warm_status(&proxy).await;
+    assert_eq!(warm["start"], "warm", "{warm}");
+    assert_eq!(warm["loaded"], 1, "{warm}");
+    assert!(is_hit(&get(&proxy, "/product/2").await));
+    assert_eq!(origin.gets("/product/2"), 1);
+    proxy.stop().await;
 }

@@ -490,9 +490,20 @@ pub(crate) fn read(path: &Path, limits: SnapshotLimits) -> Result<Decoded, Snaps
     decode(&bytes, limits)
 }
 
+/// One snapshot written at a time in this process: the temporary file's name is per process, so
+/// two saves at once (a reload's background save and shutdown's) would remove and rename each
+/// other's half-written file.
+static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, `fsync`,
 /// `rename` over `path`, then `fsync` of the directory (as `ravelin-config`'s copies are).
+/// Saves in one process are serialized ([`WRITING`]).
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    // Nothing is left half-done under the lock by a panic that matters: a poisoned lock is
+    // taken over.
+    let _writing = WRITING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let name = path
         .file_name()
         .ok_or_else(|| std::io::Error::other("the snapshot path names no file"))?;

@@ -36,6 +36,50 @@ pub(crate) const NAME: &str = "cache";
 #[derive(Clone, Default)]
 pub(crate) struct CacheModule {
     state: Option<State>,
+    /// Whether a snapshot save is under way, shared by the module's copies: a reload that
+    /// switches the cache off saves in the background, and what comes next (switching it back
+    /// on and reading the snapshot, another save, shutdown) waits for that save first.
+    saves: SaveInProgress,
+}
+
+/// A flag and a condition variable: set while a snapshot save runs on its thread.
+#[derive(Clone, Default)]
+struct SaveInProgress(Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>);
+
+impl SaveInProgress {
+    /// Marks a save as started; the returned guard marks it ended when dropped (also if the
+    /// save panics).
+    fn begin(&self) -> SaveGuard {
+        let (flag, _) = &*self.0;
+        *flag
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        SaveGuard(self.clone())
+    }
+
+    /// Waits up to `timeout` for a save under way to end; whether none is running now.
+    fn wait_idle(&self, timeout: std::time::Duration) -> bool {
+        let (flag, ended) = &*self.0;
+        let guard = flag
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (guard, _) = ended
+            .wait_timeout_while(guard, timeout, |running| *running)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        !*guard
+    }
+}
+
+struct SaveGuard(SaveInProgress);
+
+impl Drop for SaveGuard {
+    fn drop(&mut self) {
+        let (flag, ended) = &*(self.0).0;
+        *flag
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = false;
+        ended.notify_all();
+    }
 }
 
 #[derive(Clone)]
@@ -102,6 +146,15 @@ impl Module for CacheModule {
         // Read at start only: `previous` is `None` when the module was not running.
         let warm_start = match &warm {
             Some(cfg) if apply.previous.is_none() => {
+                // Switched back on while the save of its switching off still runs: read the
+                // snapshot that save writes, not the one before it (bounded: rare, and only
+                // then does this wait).
+                if !self.saves.wait_idle(cfg.save_timeout) {
+                    tracing::warn!(
+                        path = %cfg.path.display(),
+                        "cache.warm_restart: the last snapshot save is still running; reading the snapshot before it"
+                    );
+                }
                 let (report, written_at) = load_warm(&layer.handle(), cfg);
                 // Purges published while this proxy was down must reach what it reloaded: the
                 // bus replays from the snapshot's time (or purges everything once if the
@@ -146,7 +199,7 @@ impl Module for CacheModule {
             if let Some(bus) = &state.bus {
                 write_bus_mark(&cfg.path, bus.caught_up_to());
             }
-            save_warm(state.layer.handle(), cfg.clone(), why);
+            save_warm(state.layer.handle(), cfg.clone(), why, &self.saves);
         }
         self.state = None;
     }
@@ -371,13 +424,24 @@ fn load_warm(
 /// switched the cache off, does not wait: the edge goes on serving, and the thread reports its
 /// own outcome (the control task that called this would otherwise hold the admin API and every
 /// later reload for up to `save_timeout`, five minutes at most).
-fn save_warm(handle: CacheHandle, cfg: WarmRestartConfig, why: Stop) {
+fn save_warm(handle: CacheHandle, cfg: WarmRestartConfig, why: Stop, saves: &SaveInProgress) {
     let (tx, rx) = std::sync::mpsc::channel();
     let timeout = cfg.save_timeout;
     let path = cfg.path.display().to_string();
+    // A save still running (a reload switched the cache off moments ago) is waited for, so
+    // that shutdown's save comes after it and the last one written is the newest.
+    if !saves.wait_idle(timeout) {
+        tracing::warn!(
+            path,
+            "cache.warm_restart: the last snapshot save is still running; this one is skipped"
+        );
+        return;
+    }
+    let running = saves.begin();
     let spawned = std::thread::Builder::new()
         .name("cache-snapshot".into())
         .spawn(move || {
+            let _running = running;
             let outcome = handle.save_snapshot(&cfg.path, cfg.limits());
             if why == Stop::SwitchedOff {
                 report_save(&cfg.path.display().to_string(), outcome);
