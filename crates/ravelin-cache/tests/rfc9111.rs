@@ -1361,6 +1361,47 @@ async fn s3_5_a_head_with_authorization_does_not_freshen_the_shared_entry() {
     assert_eq!(get.header("template-a"), Some("2"));
 }
 
+/// The other half of §3.5 with §4.3.5: an authorized HEAD whose validator differs does not evict
+/// the shared stored GET either (the user's representation says nothing about the shared one).
+#[tokio::test]
+async fn s3_5_a_head_with_authorization_does_not_evict_the_shared_entry() {
+    let h = Harness::new(Origin::fixed(Reply::ok(
+        &[("cache-control", "max-age=2"), ("etag", "\"shared\"")],
+        "x",
+    )));
+    h.get("/a").await;
+    h.advance(5);
+    h.origin.set(|seen| {
+        if seen.method == http::Method::HEAD {
+            // The user's own representation: another validator.
+            Reply::ok(
+                &[("cache-control", "max-age=100"), ("etag", "\"user-7\"")],
+                "",
+            )
+        } else if seen.headers.contains_key("if-none-match") {
+            Reply::status(
+                304,
+                &[("cache-control", "max-age=100"), ("etag", "\"shared\"")],
+                "",
+            )
+        } else {
+            Reply::ok(&[("cache-control", "max-age=100")], "refetched")
+        }
+    });
+    let head = h
+        .request("HEAD", "/a", &[("authorization", "Bearer user-7")])
+        .await;
+    assert_eq!(head.header("etag"), Some("\"user-7\""));
+    // Still stored: the next GET revalidates it instead of fetching it anew.
+    let get = h.get("/a").await;
+    assert!(
+        get.cache_status().contains("fwd=stale"),
+        "{}",
+        get.cache_status()
+    );
+    assert_eq!(get.text(), "x");
+}
+
 // === §4.4 Invalidation ===
 
 #[tokio::test]

@@ -9,8 +9,10 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CloseDelimited;
 
-/// A request extension: the request carries content that its header fields do not announce —
-/// an HTTP/2 or HTTP/3 request with DATA frames and no `Content-Length`.
+/// A request extension: the request may carry content that its header fields do not announce —
+/// an HTTP/2 or HTTP/3 request whose HEADERS frame did not end the stream, with no
+/// `Content-Length` (its DATA frames may still turn out empty: such a request is treated as
+/// having content, the safe side for a cache).
 ///
 /// Layers that cannot see the body type (a cache is generic over it) learn from
 /// [`request_has_content`] whether a request has content; over HTTP/1.1 the header fields tell

@@ -6,7 +6,8 @@
 //! no request in flight for `idle_timeout`: gracefully first (HTTP/2 `GOAWAY`, HTTP/1.1 close),
 //! and for good if they are still open `CLOSE_GRACE` later with nothing in flight. A connection
 //! whose socket has taken no byte for `send_timeout` while the server had bytes to write (a
-//! client that stopped reading) is dropped at once: nothing more can be written to it.
+//! client that stopped reading) is dropped without a graceful close (nothing more can be
+//! written to it), within two `send_timeout`s of the stall's start.
 
 use std::collections::HashMap;
 use std::fmt::Display;

@@ -583,8 +583,8 @@ async fn shutdown_closes_quiet_connections_without_waiting_for_the_deadline() {
 }
 
 /// A client that stops reading a response (its receive window full) is dropped `send_timeout`
-/// after the socket stopped taking bytes, freeing its slots; a client that reads, however
-/// slowly between reads, is not.
+/// after the socket stopped taking bytes, freeing its slots; a client that reads, pausing
+/// between reads (for far less than `send_timeout`), is not.
 ///
 /// Before: nothing bounded it — the connection, its `max_connections` and per-IP slots and the
 /// response behind it were held for as long as the client kept the socket open.
