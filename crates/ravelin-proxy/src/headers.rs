@@ -229,9 +229,9 @@ fn owned_value(text: String) -> Option<HeaderValue> {
 /// Lists are written as one field line (several lines are equivalent, RFC 9110 §5.3, but some
 /// origins read only the first); existing lines that are not visible ASCII are dropped.
 ///
-/// A malformed `Forwarded` element (an unterminated quoted-string, or a pair that is not
-/// `token=token` / `token=quoted-string`) is dropped with everything left of it, lines before
-/// included; the well-formed elements right of it are kept as they are. Kept in front of the
+/// A malformed `Forwarded` element (a quote that is not a parameter's whole, closed value, such
+/// as an unterminated quoted-string; unquoted values are not judged) is dropped with everything
+/// left of it, lines before included; the well-formed elements right of it are kept as they are. Kept in front of the
 /// element appended here, an open quote would swallow it and every real hop, and the next
 /// reader would take the `for` a client wrote; a reader walking right to left stops at such an
 /// element anyway, so what is dropped was never believed. A well-formed list is kept byte for
